@@ -1,0 +1,27 @@
+# Turns schemas/manifest.csv and its .avsc files into a C table of
+# { id, subject, version, json } (see common/schemas_builtin.h).
+file(STRINGS ${SCHEMA_DIR}/manifest.csv lines)
+set(body "")
+foreach(line IN LISTS lines)
+    string(STRIP "${line}" line)
+    if(line STREQUAL "" OR line MATCHES "^#")
+        continue()
+    endif()
+    string(REPLACE "," ";" fields "${line}")
+    list(LENGTH fields n)
+    if(NOT n EQUAL 4)
+        message(FATAL_ERROR "manifest.csv: expected id,subject,version,file: ${line}")
+    endif()
+    list(GET fields 0 id)
+    list(GET fields 1 subject)
+    list(GET fields 2 version)
+    list(GET fields 3 file)
+    file(READ ${SCHEMA_DIR}/${file} hex HEX)
+    string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+    string(APPEND body "static const char schema_${id}[] = {${bytes}0x00};\n")
+    string(APPEND table "    {${id}, \"${subject}\", ${version}, \"${file}\", schema_${id}},\n")
+endforeach()
+file(WRITE ${OUTPUT}.tmp "/* Generated from schemas/manifest.csv by cmake/embed_schemas.cmake. */\n"
+    "#include \"schemas_builtin.h\"\n\n${body}\n"
+    "const keng_builtin_schema_t keng_builtin_schemas[] = {\n${table}    {0, 0, 0, 0, 0}\n};\n")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different ${OUTPUT}.tmp ${OUTPUT})

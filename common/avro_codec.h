@@ -1,0 +1,73 @@
+/* Avro with the Confluent framing: byte 0 is 0x00, bytes 1-4 the writer's schema id
+ * (big-endian), then the Avro binary datum. Decoding uses the writer's schema, found by id
+ * in the schema store, resolved to keng's reader schema for that record. */
+#ifndef KENG_AVRO_CODEC_H
+#define KENG_AVRO_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+#define KENG_FRAME_MAGIC      0x00
+#define KENG_FRAME_HEADER_LEN 5
+
+/* Schema ids of the newest version of each record this build writes. */
+#define KENG_SCHEMA_ID_INCIDENT  1
+#define KENG_SCHEMA_ID_MEDIATION 2
+#define KENG_SCHEMA_ID_ALERT     3
+
+/* Decode failures, as negative return values. Each maps to a dead-letter reason. */
+typedef enum {
+    KENG_AVRO_OK = 0,
+    KENG_AVRO_ERR_FRAMING = -1,   /* shorter than the header or magic byte not 0x00 */
+    KENG_AVRO_ERR_UNKNOWN_ID = -2,/* schema id not in the store */
+    KENG_AVRO_ERR_TRUNCATED = -3, /* the datum ends early or claims more bytes than remain */
+    KENG_AVRO_ERR_INVALID = -4,   /* bytes that do not form a valid datum of the schema */
+    KENG_AVRO_ERR_WRONG_RECORD = -5, /* a valid datum of a record keng does not count (Alert) */
+    KENG_AVRO_ERR_FIELD = -6      /* a decoded field out of keng's bounds (id too long, ...) */
+} keng_avro_err_t;
+
+/* Short machine-readable reason for a decode failure, used in dead-letter headers:
+ * "bad-magic", "unknown-schema-id", "truncated", "invalid-avro", "wrong-record", "bad-field". */
+const char *keng_avro_err_reason(int err);
+
+/* The schemas keng knows, by id: those of schemas/manifest.csv, built into every program. */
+typedef struct keng_schema_store keng_schema_store_t;
+
+/* The built-in store. Returns NULL with errstr filled when a built-in schema fails to parse. */
+keng_schema_store_t *keng_schema_store_builtin(char *errstr, size_t errstr_size);
+
+/* The store of a directory laid out like schemas/ (manifest.csv and .avsc files). */
+keng_schema_store_t *keng_schema_store_load(const char *dir, char *errstr, size_t errstr_size);
+void keng_schema_store_destroy(keng_schema_store_t *store);
+
+/* The schema's JSON text for id, or NULL. Borrowed from the store. */
+const char *keng_schema_store_json(const keng_schema_store_t *store, int32_t id);
+
+/* Encoder: one per thread; reuses its Avro values between calls. */
+typedef struct keng_avro_encoder keng_avro_encoder_t;
+keng_avro_encoder_t *keng_avro_encoder_new(keng_schema_store_t *store, char *errstr,
+                                           size_t errstr_size);
+void keng_avro_encoder_destroy(keng_avro_encoder_t *enc);
+
+/* Writes the framed message for ev into buf[0..cap). Sets *len. Returns 0, or -1 with errstr
+ * filled when buf is too small or the event breaks the schema. */
+int keng_avro_encode(keng_avro_encoder_t *enc, const keng_event_t *ev, void *buf, size_t cap,
+                     size_t *len, char *errstr, size_t errstr_size);
+
+/* Decoder: one per thread. Keeps one resolved reader per writer id it has seen. */
+typedef struct keng_avro_decoder keng_avro_decoder_t;
+keng_avro_decoder_t *keng_avro_decoder_new(keng_schema_store_t *store, char *errstr,
+                                           size_t errstr_size);
+void keng_avro_decoder_destroy(keng_avro_decoder_t *dec);
+
+/* Decodes one framed message. Every length and block count is checked against the bytes
+ * that remain before Avro-C sees them, so hostile prefixes cannot make it allocate.
+ * On success fills ev (summary borrowed from the decoder, valid until its next call) and,
+ * when schema_id is not NULL, the writer's id. Returns KENG_AVRO_OK or a keng_avro_err_t
+ * with errstr filled. */
+int keng_avro_decode(keng_avro_decoder_t *dec, const void *buf, size_t len, keng_event_t *ev,
+                     int32_t *schema_id, char *errstr, size_t errstr_size);
+
+#endif

@@ -1,0 +1,38 @@
+/* Program configuration: a key=value file, overridden by flags. Keys starting "kafka." are
+ * handed to librdkafka unchanged (without the prefix). */
+#ifndef KENG_CONFIG_H
+#define KENG_CONFIG_H
+
+#include <stddef.h>
+
+#include <librdkafka/rdkafka.h>
+
+typedef struct keng_config keng_config_t;
+
+keng_config_t *keng_config_new(void);
+void keng_config_destroy(keng_config_t *cfg);
+
+/* Reads key=value lines ('#' starts a comment, blank lines skipped, whitespace around key
+ * and value trimmed). Later keys replace earlier ones. Returns 0, or -1 with errstr naming
+ * the line ("keng.conf:4: expected key=value"). */
+int keng_config_load(keng_config_t *cfg, const char *path, char *errstr, size_t errstr_size);
+
+/* Sets or replaces a key (both copied). */
+void keng_config_set(keng_config_t *cfg, const char *key, const char *value);
+
+/* The value, or def when the key is absent. Borrowed from cfg. */
+const char *keng_config_get(const keng_config_t *cfg, const char *key, const char *def);
+
+/* Integer value with a range check. Returns 0, or -1 with errstr naming the key. */
+int keng_config_get_int(const keng_config_t *cfg, const char *key, long long def, long long min,
+                        long long max, long long *out, char *errstr, size_t errstr_size);
+
+/* The bootstrap list: the "brokers" key (set from --brokers), else $KENG_BROKERS, else the
+ * config's kafka.bootstrap.servers. NULL when none is set. */
+const char *keng_config_brokers(const keng_config_t *cfg);
+
+/* A new librdkafka config with bootstrap.servers and every kafka.* key applied. Returns NULL
+ * with errstr naming the key librdkafka refused. The caller owns the result. */
+rd_kafka_conf_t *keng_config_kafka(const keng_config_t *cfg, char *errstr, size_t errstr_size);
+
+#endif

@@ -1,0 +1,93 @@
+/* A small HTTP/1.1 server on a libuv loop, parsed by http-parser: keep-alive, pipelined
+ * requests answered in order, limits on header and body size, read timeouts against slow
+ * clients, a connection cap, and Server-Sent Events. It knows nothing of routes: one
+ * handler sees every request.
+ *
+ * Thread: everything here runs on the loop's thread. */
+#ifndef KENG_HTTP_SERVER_H
+#define KENG_HTTP_SERVER_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+typedef struct keng_http_server keng_http_server_t;
+typedef struct keng_http_request keng_http_request_t;
+
+typedef struct keng_http_limits {
+    size_t max_header_bytes;    /* request line plus headers; over it: 431 */
+    size_t max_body_bytes;      /* over it: 413, before the body is read */
+    unsigned header_timeout_ms; /* from the first byte to the end of the headers: 408 */
+    unsigned body_timeout_ms;   /* from the end of the headers to the end of the body: 408 */
+    unsigned idle_timeout_ms;   /* a keep-alive connection with no request is closed */
+    unsigned max_connections;   /* over it: 503 and close */
+} keng_http_limits_t;
+
+/* 16 KiB headers, 1 MiB body, 10 s header and body timeouts, 60 s idle, 1024 connections. */
+void keng_http_limits_default(keng_http_limits_t *limits);
+
+/* Called once per complete request, in order per connection. The handler must end the
+ * request with keng_http_respond*() or keng_http_stream_begin(), now or later; the
+ * connection reads no further request until then (which is what keeps pipelined answers in
+ * order). */
+typedef void (*keng_http_handler_fn)(keng_http_request_t *req, void *ctx);
+
+/* limits may be NULL for the defaults. Returns NULL on allocation failure. */
+keng_http_server_t *keng_http_server_new(uv_loop_t *loop, const keng_http_limits_t *limits,
+                                         keng_http_handler_fn handler, void *ctx);
+
+/* Listens on "HOST:PORT" (port 0 picks a free one). Returns 0 or a negative errno. */
+int keng_http_server_listen(keng_http_server_t *srv, const char *host_port);
+
+/* The port actually bound, after a successful listen. */
+int keng_http_server_port(const keng_http_server_t *srv);
+
+/* Stops accepting, closes idle connections and streams, lets requests in flight finish,
+ * then frees the server and calls done (may be NULL). */
+void keng_http_server_close(keng_http_server_t *srv, void (*done)(void *arg), void *arg);
+
+/* Live connection and in-flight request counts, for /metrics. */
+unsigned keng_http_server_connections(const keng_http_server_t *srv);
+/* Requests handed to the handler and not yet answered (streams not included). */
+unsigned keng_http_server_in_flight(const keng_http_server_t *srv);
+
+/* Request accessors; strings are borrowed from the request and valid until it ends. */
+const char *keng_http_request_method(const keng_http_request_t *req); /* "GET", "POST", ... */
+const char *keng_http_request_path(const keng_http_request_t *req);   /* without the query */
+/* The decoded value of a query parameter, or NULL when absent. */
+const char *keng_http_request_query(const keng_http_request_t *req, const char *name);
+/* A header's value by case-insensitive name, or NULL. */
+const char *keng_http_request_header(const keng_http_request_t *req, const char *name);
+const char *keng_http_request_body(const keng_http_request_t *req, size_t *len);
+/* "127.0.0.1:53122", for logs. */
+const char *keng_http_request_peer(const keng_http_request_t *req);
+
+/* Adds a response header (both copied); call before the respond or stream_begin. */
+void keng_http_request_add_header(keng_http_request_t *req, const char *name, const char *value);
+
+/* Ends the request with a complete response. body is copied. Safe to call after the client
+ * went away (the answer is then dropped). req is invalid afterwards. */
+void keng_http_respond(keng_http_request_t *req, int status, const char *content_type,
+                       const char *body, size_t len);
+
+/* Same with a JSON body; takes the reference to body. */
+void keng_http_respond_json(keng_http_request_t *req, int status, json_t *body);
+
+/* Turns the request into an open-ended stream (Server-Sent Events): sends the status line
+ * and headers with no Content-Length. The connection serves no other request after it.
+ * Returns 0 or a negative errno. */
+int keng_http_stream_begin(keng_http_request_t *req, const char *content_type);
+
+/* Queues data on a stream. Returns 0, or a negative errno when the client is gone or has
+ * more than the limit of unsent bytes queued (a slow reader is cut off, never buffered
+ * without bound); after a negative return the stream is closed and on_close will run. */
+int keng_http_stream_write(keng_http_request_t *req, const char *data, size_t len);
+
+/* Called once when a stream ends for any reason, after which req is invalid. */
+void keng_http_stream_on_close(keng_http_request_t *req, void (*on_close)(void *arg), void *arg);
+
+/* Ends a stream from the server's side. */
+void keng_http_stream_end(keng_http_request_t *req);
+
+#endif

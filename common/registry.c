@@ -1,0 +1,657 @@
+/* The board registry: loaded from the deployment's CSV, or generated with the counts of the
+ * provincial report so that keng runs out of the box. Lookups by id go through one
+ * open-addressing table per level, since every consumed event needs one. */
+#include "registry.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct id_index {
+    int32_t *slots; /* entry index + 1; 0 is empty */
+    size_t mask;
+} id_index_t;
+
+struct keng_registry {
+    keng_district_t *districts;
+    keng_commune_t *communes;
+    keng_board_t *boards;
+    size_t ndistricts, ncommunes, nboards;
+    size_t cap_districts, cap_communes, cap_boards;
+    id_index_t district_index, commune_index, board_index;
+    /* Every string of the registry lives in these arenas, freed together. */
+    char **arenas;
+    size_t narenas;
+    char *arena_pos;
+    size_t arena_left;
+};
+
+static uint64_t hash_id(const char *id, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a: ids are short, so it is fast enough */
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)id[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static char *arena_strndup(keng_registry_t *reg, const char *s, size_t len)
+{
+    char *p;
+
+    if (reg->arena_left < len + 1) {
+        size_t size = len + 1 > 65536 ? len + 1 : 65536;
+        char **grown = realloc(reg->arenas, (reg->narenas + 1) * sizeof(*grown));
+        if (!grown)
+            return NULL;
+        reg->arenas = grown;
+        reg->arenas[reg->narenas] = malloc(size);
+        if (!reg->arenas[reg->narenas])
+            return NULL;
+        reg->arena_pos = reg->arenas[reg->narenas++];
+        reg->arena_left = size;
+    }
+    p = reg->arena_pos;
+    memcpy(p, s, len);
+    p[len] = '\0';
+    reg->arena_pos += len + 1;
+    reg->arena_left -= len + 1;
+    return p;
+}
+
+static const char *entry_id(const keng_registry_t *reg, int level, size_t i)
+{
+    switch (level) {
+    case 0:
+        return reg->districts[i].id;
+    case 1:
+        return reg->communes[i].id;
+    default:
+        return reg->boards[i].id;
+    }
+}
+
+static id_index_t *level_index(keng_registry_t *reg, int level)
+{
+    return level == 0 ? &reg->district_index : level == 1 ? &reg->commune_index : &reg->board_index;
+}
+
+static int32_t index_find(const keng_registry_t *reg, int level, const char *id, size_t len)
+{
+    const id_index_t *ix = level == 0   ? &reg->district_index
+                           : level == 1 ? &reg->commune_index
+                                        : &reg->board_index;
+    size_t pos;
+
+    if (!ix->slots)
+        return -1;
+    pos = hash_id(id, len) & ix->mask;
+    for (;;) {
+        int32_t slot = ix->slots[pos];
+        if (slot == 0)
+            return -1;
+        const char *candidate = entry_id(reg, level, (size_t)(slot - 1));
+        if (strncmp(candidate, id, len) == 0 && candidate[len] == '\0')
+            return slot - 1;
+        pos = (pos + 1) & ix->mask;
+    }
+}
+
+/* Builds the table for one level once all its entries exist. Returns 0 or -1 (no memory). */
+static int index_build(keng_registry_t *reg, int level, size_t count)
+{
+    id_index_t *ix = level_index(reg, level);
+    size_t size = 16;
+
+    while (size < count * 2)
+        size <<= 1;
+    free(ix->slots);
+    ix->slots = calloc(size, sizeof(*ix->slots));
+    if (!ix->slots)
+        return -1;
+    ix->mask = size - 1;
+    for (size_t i = 0; i < count; i++) {
+        const char *id = entry_id(reg, level, i);
+        size_t pos = hash_id(id, strlen(id)) & ix->mask;
+        while (ix->slots[pos] != 0)
+            pos = (pos + 1) & ix->mask;
+        ix->slots[pos] = (int32_t)(i + 1);
+    }
+    return 0;
+}
+
+static int grow(void **array, size_t *cap, size_t count, size_t elem)
+{
+    void *grown;
+    size_t n;
+
+    if (count < *cap)
+        return 0;
+    n = *cap ? *cap * 2 : 64;
+    grown = realloc(*array, n * elem);
+    if (!grown)
+        return -1;
+    *array = grown;
+    *cap = n;
+    return 0;
+}
+
+void keng_registry_destroy(keng_registry_t *reg)
+{
+    if (!reg)
+        return;
+    for (size_t i = 0; i < reg->narenas; i++)
+        free(reg->arenas[i]);
+    free(reg->arenas);
+    free(reg->district_index.slots);
+    free(reg->commune_index.slots);
+    free(reg->board_index.slots);
+    free(reg->districts);
+    free(reg->communes);
+    free(reg->boards);
+    free(reg);
+}
+
+/* Adds a district, or finds it when it exists with the same name. Returns its index or -1
+ * with errstr filled. Districts are few, so a scan finds them. */
+static int32_t upsert_district(keng_registry_t *reg, const char *id, const char *name, char *errstr,
+                               size_t errstr_size)
+{
+    for (size_t i = reg->ndistricts; i-- > 0;) {
+        if (strcmp(reg->districts[i].id, id) == 0) {
+            if (strcmp(reg->districts[i].name, name) != 0) {
+                snprintf(errstr, errstr_size,
+                         "district_name: district %s is named both '%s' and '%s'", id,
+                         reg->districts[i].name, name);
+                return -1;
+            }
+            return (int32_t)i;
+        }
+    }
+    if (grow((void **)&reg->districts, &reg->cap_districts, reg->ndistricts,
+             sizeof(keng_district_t)) != 0)
+        goto nomem;
+    keng_district_t *d = &reg->districts[reg->ndistricts];
+    d->id = arena_strndup(reg, id, strlen(id));
+    d->name = arena_strndup(reg, name, strlen(name));
+    if (!d->id || !d->name)
+        goto nomem;
+    return (int32_t)reg->ndistricts++;
+nomem:
+    snprintf(errstr, errstr_size, "out of memory");
+    return -1;
+}
+
+static int32_t upsert_commune(keng_registry_t *reg, const char *id, const char *name,
+                              uint32_t district, char *errstr, size_t errstr_size)
+{
+    int32_t found = index_find(reg, 1, id, strlen(id));
+
+    if (found >= 0) {
+        if (reg->communes[found].district != district) {
+            snprintf(errstr, errstr_size, "district_id: commune %s is listed under both %s and %s",
+                     id, reg->districts[reg->communes[found].district].id,
+                     reg->districts[district].id);
+            return -1;
+        }
+        return found;
+    }
+    if (grow((void **)&reg->communes, &reg->cap_communes, reg->ncommunes, sizeof(keng_commune_t)) !=
+        0)
+        goto nomem;
+    keng_commune_t *c = &reg->communes[reg->ncommunes];
+    c->id = arena_strndup(reg, id, strlen(id));
+    c->name = arena_strndup(reg, name, strlen(name));
+    c->district = district;
+    if (!c->id || !c->name)
+        goto nomem;
+    reg->ncommunes++;
+    /* Rebuilt at doubling sizes so that loading stays linear. */
+    if (reg->ncommunes * 2 > reg->commune_index.mask || !reg->commune_index.slots) {
+        if (index_build(reg, 1, reg->ncommunes) != 0)
+            goto nomem;
+    } else {
+        size_t pos = hash_id(id, strlen(id)) & reg->commune_index.mask;
+        while (reg->commune_index.slots[pos] != 0)
+            pos = (pos + 1) & reg->commune_index.mask;
+        reg->commune_index.slots[pos] = (int32_t)reg->ncommunes;
+    }
+    return (int32_t)reg->ncommunes - 1;
+nomem:
+    snprintf(errstr, errstr_size, "out of memory");
+    return -1;
+}
+
+static int add_board(keng_registry_t *reg, const char *id, const char *name, uint32_t commune,
+                     uint32_t groups, uint32_t members, char *errstr, size_t errstr_size)
+{
+    if (grow((void **)&reg->boards, &reg->cap_boards, reg->nboards, sizeof(keng_board_t)) != 0)
+        goto nomem;
+    keng_board_t *b = &reg->boards[reg->nboards];
+    b->id = arena_strndup(reg, id, strlen(id));
+    b->name = arena_strndup(reg, name, strlen(name));
+    b->commune = commune;
+    b->district = reg->communes[commune].district;
+    b->groups = groups;
+    b->members = members;
+    if (!b->id || !b->name)
+        goto nomem;
+    reg->nboards++;
+    return 0;
+nomem:
+    snprintf(errstr, errstr_size, "out of memory");
+    return -1;
+}
+
+/* ---- CSV ---- */
+
+#define CSV_FIELDS 8
+
+static const char *const csv_header[CSV_FIELDS] = {"board_id",     "board_name",  "commune_id",
+                                                   "commune_name", "district_id", "district_name",
+                                                   "groups",       "members"};
+
+/* Splits one CSV record in place (RFC 4180 quoting, no embedded newlines). Returns the
+ * number of fields, or -1 on an unterminated quote. */
+static int csv_split(char *line, char **fields, int max)
+{
+    int n = 0;
+    char *p = line;
+
+    for (;;) {
+        char *out = p;
+        if (n == max)
+            return max + 1;
+        fields[n++] = p;
+        if (*p == '"') {
+            char *r = p + 1;
+            for (;;) {
+                if (*r == '\0')
+                    return -1;
+                if (*r == '"') {
+                    if (r[1] == '"') {
+                        *out++ = '"';
+                        r += 2;
+                        continue;
+                    }
+                    r++;
+                    break;
+                }
+                *out++ = *r++;
+            }
+            if (*r != ',' && *r != '\0')
+                return -1;
+            *out = '\0';
+            if (*r == '\0')
+                return n;
+            p = r + 1;
+        } else {
+            char *comma = strchr(p, ',');
+            if (!comma)
+                return n;
+            *comma = '\0';
+            p = comma + 1;
+        }
+    }
+}
+
+static int parse_count(const char *s, uint32_t *out)
+{
+    char *end;
+    unsigned long v;
+
+    if (*s == '\0' || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || *end != '\0' || v > 1000000)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* Ids in keng are short and printable: no spaces or control characters. */
+static bool id_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 31)
+        return false;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c <= ' ' || c == ',' || c == '"' || c >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static keng_registry_t *finish(keng_registry_t *reg, char *errstr, size_t errstr_size)
+{
+    if (index_build(reg, 0, reg->ndistricts) != 0 || index_build(reg, 1, reg->ncommunes) != 0 ||
+        index_build(reg, 2, reg->nboards) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        keng_registry_destroy(reg);
+        return NULL;
+    }
+    return reg;
+}
+
+keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errstr_size)
+{
+    keng_registry_t *reg = calloc(1, sizeof(*reg));
+    FILE *f = NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0;
+    char err[200];
+    keng_registry_t *result = NULL;
+
+    if (!reg) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        char *fields[CSV_FIELDS + 1];
+        int n;
+        uint32_t groups, members;
+        int32_t district, commune;
+
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        if (lineno == 1 && (unsigned char)line[0] == 0xEF && (unsigned char)line[1] == 0xBB &&
+            (unsigned char)line[2] == 0xBF)
+            memmove(line, line + 3, (size_t)len - 2);
+        if (line[0] == '\0' || line[0] == '#')
+            continue;
+        n = csv_split(line, fields, CSV_FIELDS);
+        if (n < 0) {
+            snprintf(errstr, errstr_size, "%s: line %d: unterminated quote", path, lineno);
+            goto out;
+        }
+        if (n != CSV_FIELDS) {
+            snprintf(errstr, errstr_size, "%s: line %d: expected %d fields, found %d", path, lineno,
+                     CSV_FIELDS, n);
+            goto out;
+        }
+        if (strcmp(fields[0], "board_id") == 0) {
+            for (int i = 0; i < CSV_FIELDS; i++) {
+                if (strcmp(fields[i], csv_header[i]) != 0) {
+                    snprintf(errstr, errstr_size, "%s: line %d: column %d is '%s', expected '%s'",
+                             path, lineno, i + 1, fields[i], csv_header[i]);
+                    goto out;
+                }
+            }
+            continue;
+        }
+        for (int i = 0; i < CSV_FIELDS; i += 2) {
+            if (i < 6 && !id_valid(fields[i])) {
+                snprintf(errstr, errstr_size,
+                         "%s: line %d: %s: '%s' is not an id (1 to 31 printable characters, "
+                         "no spaces or commas)",
+                         path, lineno, csv_header[i], fields[i]);
+                goto out;
+            }
+        }
+        if (parse_count(fields[6], &groups) != 0 || parse_count(fields[7], &members) != 0) {
+            int bad = parse_count(fields[6], &groups) != 0 ? 6 : 7;
+            snprintf(errstr, errstr_size, "%s: line %d: %s: '%s' is not a whole number", path,
+                     lineno, csv_header[bad], fields[bad]);
+            goto out;
+        }
+        district = upsert_district(reg, fields[4], fields[5], err, sizeof(err));
+        if (district < 0)
+            goto row_error;
+        commune = upsert_commune(reg, fields[2], fields[3], (uint32_t)district, err, sizeof(err));
+        if (commune < 0)
+            goto row_error;
+        if (add_board(reg, fields[0], fields[1], (uint32_t)commune, groups, members, err,
+                      sizeof(err)) != 0)
+            goto row_error;
+        continue;
+    row_error:
+        snprintf(errstr, errstr_size, "%s: line %d: %s", path, lineno, err);
+        goto out;
+    }
+    if (reg->nboards == 0) {
+        snprintf(errstr, errstr_size, "%s: no boards in the registry", path);
+        goto out;
+    }
+    if (index_build(reg, 2, reg->nboards) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < reg->nboards; i++) {
+        const char *id = reg->boards[i].id;
+        if (index_find(reg, 2, id, strlen(id)) != (int32_t)i) {
+            snprintf(errstr, errstr_size, "%s: board_id %s is listed more than once", path, id);
+            goto out;
+        }
+    }
+    result = finish(reg, errstr, errstr_size);
+    reg = NULL;
+out:
+    free(line);
+    if (f)
+        fclose(f);
+    keng_registry_destroy(reg);
+    return result;
+}
+
+keng_registry_t *keng_registry_open(const char *path, char *errstr, size_t errstr_size)
+{
+    if (path && *path)
+        return keng_registry_load(path, errstr, errstr_size);
+    keng_registry_t *reg = keng_registry_default();
+    if (!reg)
+        snprintf(errstr, errstr_size, "out of memory");
+    return reg;
+}
+
+/* ---- the generated default ---- */
+
+/* Nghệ An's 21 district-level units, with the number of communes keng gives each (they add
+ * up to the report's 460; the real split differs a little and changes with mergers). */
+static const struct {
+    const char *name;
+    bool urban; /* a city or town: its communes are wards (phường), its hamlets blocks */
+    int communes;
+} default_districts[KENG_DEFAULT_DISTRICTS] = {
+    {"Thành phố Vinh", true, 25},      {"Thị xã Cửa Lò", true, 7},
+    {"Thị xã Thái Hòa", true, 9},      {"Thị xã Hoàng Mai", true, 10},
+    {"Huyện Anh Sơn", false, 20},      {"Huyện Con Cuông", false, 12},
+    {"Huyện Diễn Châu", false, 38},    {"Huyện Đô Lương", false, 32},
+    {"Huyện Hưng Nguyên", false, 18},  {"Huyện Kỳ Sơn", false, 21},
+    {"Huyện Nam Đàn", false, 19},      {"Huyện Nghi Lộc", false, 30},
+    {"Huyện Nghĩa Đàn", false, 23},    {"Huyện Quế Phong", false, 13},
+    {"Huyện Quỳ Châu", false, 12},     {"Huyện Quỳ Hợp", false, 21},
+    {"Huyện Quỳnh Lưu", false, 34},    {"Huyện Tân Kỳ", false, 22},
+    {"Huyện Thanh Chương", false, 38}, {"Huyện Tương Dương", false, 17},
+    {"Huyện Yên Thành", false, 39},
+};
+
+/* "Huyện Quỳnh Lưu" -> "Quỳnh Lưu": synthetic commune names carry their district's. */
+static const char *place_name(const char *district_name)
+{
+    static const char *const prefixes[] = {"Thành phố ", "Thị xã ", "Huyện "};
+
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        size_t n = strlen(prefixes[i]);
+        if (strncmp(district_name, prefixes[i], n) == 0)
+            return district_name + n;
+    }
+    return district_name;
+}
+
+/* A small deterministic generator, so the default registry is the same everywhere. */
+static uint32_t next_random(uint64_t *state)
+{
+    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(*state >> 33);
+}
+
+/* Spreads total over n slots in proportion to weights, each slot at least min, with the
+ * largest-remainder rule so the sum is exact. */
+static void apportion(const uint32_t *weights, size_t n, uint32_t total, uint32_t min,
+                      uint32_t *out)
+{
+    uint64_t sum = 0;
+    uint32_t given = 0;
+    uint32_t spare = total - (uint32_t)n * min;
+
+    for (size_t i = 0; i < n; i++)
+        sum += weights[i];
+    for (size_t i = 0; i < n; i++) {
+        out[i] = min + (uint32_t)((uint64_t)spare * weights[i] / sum);
+        given += out[i];
+    }
+    /* The remainders are small; hand them out round-robin from a fixed start. */
+    for (size_t i = 0; given < total; i = (i + 7) % n) {
+        out[i]++;
+        given++;
+    }
+}
+
+keng_registry_t *keng_registry_default(void)
+{
+    keng_registry_t *reg = calloc(1, sizeof(*reg));
+    uint32_t weights[KENG_DEFAULT_COMMUNES], boards_per_commune[KENG_DEFAULT_COMMUNES];
+    uint64_t seed = 0x6b656e67; /* "keng" */
+    char id[32], name[128], err[200];
+    size_t commune = 0;
+    uint32_t board = 0;
+
+    if (!reg)
+        return NULL;
+    for (size_t i = 0; i < KENG_DEFAULT_COMMUNES; i++)
+        weights[i] = 50 + next_random(&seed) % 100;
+    apportion(weights, KENG_DEFAULT_COMMUNES, KENG_DEFAULT_BOARDS, 4, boards_per_commune);
+
+    for (int d = 0; d < KENG_DEFAULT_DISTRICTS; d++) {
+        char district_id[8];
+        snprintf(district_id, sizeof(district_id), "D%02d", d + 1);
+        if (upsert_district(reg, district_id, default_districts[d].name, err, sizeof(err)) < 0)
+            goto fail;
+        const char *place = place_name(default_districts[d].name);
+        for (int c = 0; c < default_districts[d].communes; c++, commune++) {
+            char commune_id[16];
+            snprintf(commune_id, sizeof(commune_id), "%s-C%03d", district_id, c + 1);
+            snprintf(name, sizeof(name), "%s %s %d", default_districts[d].urban ? "Phường" : "Xã",
+                     place, c + 1);
+            int32_t ci = upsert_commune(reg, commune_id, name, (uint32_t)d, err, sizeof(err));
+            if (ci < 0)
+                goto fail;
+            for (uint32_t b = 0; b < boards_per_commune[commune]; b++, board++) {
+                snprintf(id, sizeof(id), "%s-B%02u", commune_id, b + 1);
+                snprintf(name, sizeof(name), "%s %u", default_districts[d].urban ? "Khối" : "Thôn",
+                         b + 1);
+                /* 5 groups and 5 members a board, one more at evenly spread boards, gives
+                 * exactly the report's totals. */
+                uint32_t extra_groups = KENG_DEFAULT_GROUPS - 5 * KENG_DEFAULT_BOARDS;
+                uint32_t extra_members = KENG_DEFAULT_MEMBERS - 5 * KENG_DEFAULT_BOARDS;
+                uint32_t groups = 5 + ((uint64_t)(board + 1) * extra_groups / KENG_DEFAULT_BOARDS -
+                                       (uint64_t)board * extra_groups / KENG_DEFAULT_BOARDS);
+                uint32_t members =
+                    5 + ((uint64_t)(board + 1) * extra_members / KENG_DEFAULT_BOARDS -
+                         (uint64_t)board * extra_members / KENG_DEFAULT_BOARDS);
+                if (add_board(reg, id, name, (uint32_t)ci, groups, members, err, sizeof(err)) != 0)
+                    goto fail;
+            }
+        }
+    }
+    return finish(reg, err, sizeof(err));
+fail:
+    keng_registry_destroy(reg);
+    return NULL;
+}
+
+/* ---- output and accessors ---- */
+
+static int csv_write_field(FILE *out, const char *s)
+{
+    if (!strpbrk(s, ",\"\n"))
+        return fputs(s, out) < 0 ? -1 : 0;
+    if (fputc('"', out) == EOF)
+        return -1;
+    for (; *s; s++) {
+        if (*s == '"' && fputc('"', out) == EOF)
+            return -1;
+        if (fputc(*s, out) == EOF)
+            return -1;
+    }
+    return fputc('"', out) == EOF ? -1 : 0;
+}
+
+int keng_registry_write_csv(const keng_registry_t *reg, FILE *out)
+{
+    if (fprintf(out, "board_id,board_name,commune_id,commune_name,district_id,district_name,"
+                     "groups,members\n") < 0)
+        return -1;
+    for (size_t i = 0; i < reg->nboards; i++) {
+        const keng_board_t *b = &reg->boards[i];
+        const keng_commune_t *c = &reg->communes[b->commune];
+        const keng_district_t *d = &reg->districts[b->district];
+        const char *cells[6] = {b->id, b->name, c->id, c->name, d->id, d->name};
+        for (int k = 0; k < 6; k++) {
+            if (csv_write_field(out, cells[k]) != 0 || fputc(',', out) == EOF)
+                return -1;
+        }
+        if (fprintf(out, "%u,%u\n", b->groups, b->members) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+size_t keng_registry_board_count(const keng_registry_t *reg)
+{
+    return reg->nboards;
+}
+
+size_t keng_registry_commune_count(const keng_registry_t *reg)
+{
+    return reg->ncommunes;
+}
+
+size_t keng_registry_district_count(const keng_registry_t *reg)
+{
+    return reg->ndistricts;
+}
+
+const keng_board_t *keng_registry_board(const keng_registry_t *reg, uint32_t index)
+{
+    return index < reg->nboards ? &reg->boards[index] : NULL;
+}
+
+const keng_commune_t *keng_registry_commune(const keng_registry_t *reg, uint32_t index)
+{
+    return index < reg->ncommunes ? &reg->communes[index] : NULL;
+}
+
+const keng_district_t *keng_registry_district(const keng_registry_t *reg, uint32_t index)
+{
+    return index < reg->ndistricts ? &reg->districts[index] : NULL;
+}
+
+int32_t keng_registry_find_board(const keng_registry_t *reg, const char *id, size_t len)
+{
+    return index_find(reg, 2, id, len);
+}
+
+int32_t keng_registry_find_commune(const keng_registry_t *reg, const char *id, size_t len)
+{
+    return index_find(reg, 1, id, len);
+}
+
+int32_t keng_registry_find_district(const keng_registry_t *reg, const char *id, size_t len)
+{
+    return index_find(reg, 0, id, len);
+}

@@ -1,0 +1,71 @@
+/* The board registry: every hamlet board with its commune and district. Reference data,
+ * loaded once from a CSV or generated with the province's published counts. */
+#ifndef KENG_REGISTRY_H
+#define KENG_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* The counts of the provincial report that the default registry reproduces exactly. */
+#define KENG_DEFAULT_DISTRICTS 21
+#define KENG_DEFAULT_COMMUNES  460
+#define KENG_DEFAULT_BOARDS    7588
+#define KENG_DEFAULT_GROUPS    38578
+#define KENG_DEFAULT_MEMBERS   38661
+
+typedef struct keng_registry keng_registry_t;
+
+typedef struct keng_district {
+    const char *id;   /* "D07" */
+    const char *name; /* "Huyện Quỳnh Lưu" */
+} keng_district_t;
+
+typedef struct keng_commune {
+    const char *id; /* "D07-C012" */
+    const char *name;
+    uint32_t district; /* index into the districts */
+} keng_commune_t;
+
+typedef struct keng_board {
+    const char *id; /* "D07-C012-B03" */
+    const char *name;
+    uint32_t commune;  /* index into the communes */
+    uint32_t district; /* index into the districts */
+    uint32_t groups;
+    uint32_t members;
+} keng_board_t;
+
+/* Loads the CSV board_id,board_name,commune_id,commune_name,district_id,district_name,
+ * groups,members (a header line first). Returns NULL with errstr naming the line and the
+ * field on any bad row ("line 12: groups: not a number"). */
+keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errstr_size);
+
+/* The generated default: 21 districts with their real names, 460 communes, 7,588 boards,
+ * 38,578 groups and 38,661 members. Deterministic. */
+keng_registry_t *keng_registry_default(void);
+
+/* Loads path, or the default when path is NULL or empty. */
+keng_registry_t *keng_registry_open(const char *path, char *errstr, size_t errstr_size);
+
+void keng_registry_destroy(keng_registry_t *reg);
+
+/* Writes the registry as CSV, header first. Returns 0 or -1 (errno set). */
+int keng_registry_write_csv(const keng_registry_t *reg, FILE *out);
+
+size_t keng_registry_board_count(const keng_registry_t *reg);
+size_t keng_registry_commune_count(const keng_registry_t *reg);
+size_t keng_registry_district_count(const keng_registry_t *reg);
+
+/* Dense indexes 0..count-1; the pointers are borrowed from the registry. */
+const keng_board_t *keng_registry_board(const keng_registry_t *reg, uint32_t index);
+const keng_commune_t *keng_registry_commune(const keng_registry_t *reg, uint32_t index);
+const keng_district_t *keng_registry_district(const keng_registry_t *reg, uint32_t index);
+
+/* Index of the id, or -1 when the registry does not know it. len is the id's length
+ * (ids need not be NUL-terminated). O(1) on average. */
+int32_t keng_registry_find_board(const keng_registry_t *reg, const char *id, size_t len);
+int32_t keng_registry_find_commune(const keng_registry_t *reg, const char *id, size_t len);
+int32_t keng_registry_find_district(const keng_registry_t *reg, const char *id, size_t len);
+
+#endif

@@ -1,0 +1,378 @@
+"""Shared harness for keng's integration and fault tests.
+
+Starts the real programs from $KENG_BIN_DIR (keng-broker, keng-aggregate, ...) as child
+processes on 127.0.0.1, talks to them over HTTP and Kafka, and cleans up after itself.
+Everything here is bounded in time: every wait has a deadline and raises when it passes.
+Runs under Debian's /usr/bin/python3 (python3-avro, python3-confluent-kafka).
+"""
+
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+BIN_DIR = os.environ.get("KENG_BIN_DIR") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "bin")
+SOURCE_DIR = os.environ.get("KENG_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
+SCHEMA_DIR = os.path.join(SOURCE_DIR, "schemas")
+
+CATEGORIES = ["THEFT", "ASSAULT", "PUBLIC_DISORDER", "DRUGS", "GAMBLING", "DOMESTIC_VIOLENCE",
+              "TRAFFIC", "HUMAN_TRAFFICKING", "ILLEGAL_MIGRATION", "FRAUD", "PROPERTY_DAMAGE",
+              "OTHER"]
+SEVERITIES = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+RESOLUTIONS = ["PENDING", "HANDLED_LOCALLY", "TRANSFERRED_TO_POLICE"]
+SOURCES = ["MOBILE_APP", "SMS", "HOTLINE", "PATROL", "CAMERA", "OTHER"]
+DISPUTES = ["LAND", "FAMILY", "NEIGHBOR", "DEBT", "INHERITANCE", "OTHER"]
+OUTCOMES = ["RECONCILED", "NOT_RECONCILED", "REFERRED"]
+SCHEMA_IDS = {"incident": 1, "mediation": 2, "alert": 3}
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+def check(cond, what, expected=None, actual=None):
+    """Fails the test with both values when cond is false."""
+    if not cond:
+        raise TestFailure(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def check_equal(actual, expected, what):
+    check(actual == expected, what, expected, actual)
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def wait_until(fn, timeout, what, interval=0.1):
+    """Calls fn until it returns a true value, for at most timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception as e:  # the thing waited for may not be up yet
+            last_error = e
+        time.sleep(interval)
+    raise TestFailure(f"timed out after {timeout}s waiting for {what}"
+                      + (f" (last error: {last_error})" if last_error else ""))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binary(name):
+    path = os.path.join(BIN_DIR, name)
+    if not os.path.exists(path):
+        raise TestFailure(f"{path} is missing: build first")
+    return path
+
+
+class Workdir:
+    """A temporary directory removed at exit unless KENG_KEEP_TMP is set."""
+
+    def __init__(self, prefix="keng-test-"):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def cleanup(self):
+        if not os.environ.get("KENG_KEEP_TMP"):
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Process:
+    """A keng program running in the background, its stderr in a log file."""
+
+    def __init__(self, name, args, workdir, env=None, stdin=None):
+        self.name = name
+        self.log_path = workdir.file(f"{name}-{int(time.time() * 1000)}.log")
+        self.log_file = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen([binary(name)] + list(args), stdout=subprocess.PIPE,
+                                     stderr=self.log_file, stdin=stdin, env=full_env)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout=20):
+        """SIGTERM, then waits; returns the exit status. SIGKILL if it does not stop."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise TestFailure(f"{self.name} did not stop within {timeout}s of SIGTERM; "
+                              f"log: {self.log_tail()}")
+        finally:
+            self.log_file.close()
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait(10)
+        self.log_file.close()
+
+    def log_tail(self, lines=30):
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+class Broker:
+    """keng-broker: the embedded mock cluster, with fault commands on its stdin."""
+
+    def __init__(self, workdir, partitions=4, brokers=1):
+        self.process = Process("keng-broker", ["--partitions", str(partitions), "--broker-count",
+                                               str(brokers), "--control"], workdir,
+                               stdin=subprocess.PIPE)
+        line = self.process.proc.stdout.readline().decode().strip()
+        if not line:
+            raise TestFailure(f"keng-broker printed no bootstrap list: {self.process.log_tail()}")
+        self.bootstrap = line
+
+    def command(self, line):
+        """Sends one fault command ('down 1', 'leader antt.incidents 0 2', ...)."""
+        self.process.proc.stdin.write((line + "\n").encode())
+        self.process.proc.stdin.flush()
+        answer = self.process.proc.stdout.readline().decode().strip()
+        check_equal(answer, "ok", f"broker command '{line}'")
+
+    def stop(self):
+        return self.process.stop()
+
+
+# ---- HTTP ----
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """Returns (status, headers, body bytes); never raises for an HTTP error status."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def get_json(url, timeout=10):
+    status, _, body = http("GET", url, timeout=timeout)
+    if status != 200:
+        raise TestFailure(f"GET {url}: status {status}: {body[:300]!r}")
+    return json.loads(body)
+
+
+# ---- Avro with the Confluent framing ----
+
+_schemas = {}
+
+
+def schema(kind):
+    import avro.schema
+    if kind not in _schemas:
+        with open(os.path.join(SCHEMA_DIR, f"{kind}.v1.avsc")) as f:
+            _schemas[kind] = avro.schema.parse(f.read())
+    return _schemas[kind]
+
+
+def to_avro_record(kind, event):
+    """The JSON form of an event (times as epoch ms, location as an object) as Avro wants it."""
+    record = dict(event)
+    record.setdefault("group_id", None)
+    record.setdefault("summary", None)
+    if kind == "incident":
+        record.setdefault("location", None)
+    else:
+        record.setdefault("related_incident_id", None)
+    return record
+
+
+def encode_framed(kind, event, schema_id=None):
+    import avro.io
+    buf = io.BytesIO()
+    buf.write(struct.pack(">bI", 0, schema_id or SCHEMA_IDS[kind]))
+    avro.io.DatumWriter(schema(kind)).write(to_avro_record(kind, event), avro.io.BinaryEncoder(buf))
+    return buf.getvalue()
+
+
+def decode_framed(kind, data):
+    import avro.io
+    magic, schema_id = struct.unpack(">bI", data[:5])
+    check_equal(magic, 0, "magic byte")
+    check_equal(schema_id, SCHEMA_IDS[kind], "schema id")
+    return avro.io.DatumReader(schema(kind)).read(avro.io.BinaryDecoder(io.BytesIO(data[5:])))
+
+
+# ---- Kafka ----
+
+def produce(bootstrap, messages, timeout=60):
+    """messages: iterable of (topic, key bytes, value bytes). Waits for every delivery."""
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 5})
+    failures = []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            failures.append(err)
+
+    n = 0
+    for topic, key, value in messages:
+        while True:
+            try:
+                p.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.1)
+        n += 1
+    remaining = p.flush(timeout)
+    check_equal((remaining, failures), (0, []), f"delivery of {n} messages")
+    return n
+
+
+def consume_all(bootstrap, topic, timeout=60):
+    """Every message of topic up to the high watermarks seen at the start, as a list of
+    confluent_kafka Message objects."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"keng-test-{uuid.uuid4()}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        parts = md.topics[topic].partitions
+        ends = {}
+        for p in parts:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        out = []
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append(msg)
+            if msg.partition() in ends and msg.offset() + 1 >= ends[msg.partition()]:
+                del ends[msg.partition()]
+        check(not ends, f"read {topic} to its end within {timeout}s", "all partitions", ends)
+        return out
+    finally:
+        c.close()
+
+
+# ---- events and expected counts ----
+
+def random_event(rng, kind, board_id, occurred_ms, reported_ms=None):
+    """A valid event in its JSON form, times as epoch milliseconds."""
+    event = {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "board_id": board_id,
+        "group_id": f"{board_id}-G{rng.randint(1, 6):02d}" if rng.random() < 0.5 else None,
+        "occurred_at": occurred_ms,
+        "reported_at": reported_ms if reported_ms is not None else occurred_ms + rng.randint(0, 3600_000),
+        "summary": rng.choice([None, "Trộm cắp xe máy tại thôn", "Hòa giải tranh chấp đất đai"]),
+    }
+    if kind == "incident":
+        event.update({
+            "category": rng.choice(CATEGORIES),
+            "severity": rng.choice(SEVERITIES),
+            "resolution": rng.choice(RESOLUTIONS),
+            "people_involved": rng.randint(0, 12),
+            "source": rng.choice(SOURCES),
+            "location": ({"lat": round(rng.uniform(18.5, 20.0), 6),
+                          "lon": round(rng.uniform(103.8, 105.8), 6)}
+                         if rng.random() < 0.5 else None),
+        })
+    else:
+        event.update({
+            "dispute_type": rng.choice(DISPUTES),
+            "outcome": rng.choice(OUTCOMES),
+            "parties": rng.randint(2, 6),
+            "related_incident_id": None,
+        })
+    return event
+
+
+def registry_rows(path=None):
+    """The board registry as a list of dicts: the default one unless path is given."""
+    import csv
+    if path is None:
+        out = subprocess.run([binary("keng-registry"), "--write", "-"], check=True,
+                             capture_output=True).stdout.decode()
+        return list(csv.DictReader(io.StringIO(out)))
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def empty_tally():
+    return {"incidents": {"total": 0, "by_category": {c: 0 for c in CATEGORIES},
+                          "by_resolution": {r: 0 for r in RESOLUTIONS}},
+            "mediations": {"total": 0, "by_outcome": {o: 0 for o in OUTCOMES}}}
+
+
+def expected_all_time(events, boards):
+    """All-time tallies per (level, id) for a list of (kind, event) pairs, counting each
+    event_id once. boards maps board_id to its registry row."""
+    tallies = {}
+    seen = set()
+    for kind, ev in events:
+        if ev["event_id"] in seen:
+            continue
+        seen.add(ev["event_id"])
+        row = boards[ev["board_id"]]
+        for scope in (("board", row["board_id"]), ("commune", row["commune_id"]),
+                      ("district", row["district_id"]), ("province", "NA")):
+            t = tallies.setdefault(scope, empty_tally())
+            if kind == "incident":
+                t["incidents"]["total"] += 1
+                t["incidents"]["by_category"][ev["category"]] += 1
+                t["incidents"]["by_resolution"][ev["resolution"]] += 1
+            else:
+                t["mediations"]["total"] += 1
+                t["mediations"]["by_outcome"][ev["outcome"]] += 1
+    return tallies
+
+
+def main(tests):
+    """Runs each test function, prints a closing 'N passed, N failed' line, exits 1 on any
+    failure."""
+    passed = failed = 0
+    for test in tests:
+        log(f"RUN  {test.__name__}")
+        started = time.monotonic()
+        try:
+            test()
+            passed += 1
+            log(f"PASS {test.__name__} ({time.monotonic() - started:.1f}s)")
+        except Exception as e:
+            failed += 1
+            log(f"FAIL {test.__name__}: {type(e).__name__}: {e}")
+            import traceback
+            traceback.print_exc()
+    print(f"{passed} passed, {failed} failed", flush=True)
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,152 @@
+/* The board registry: the generated default reproduces the provincial report's counts, and
+ * a CSV loads, looks up and rejects bad rows with the line and the field. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "registry.h"
+
+static void test_default_has_report_counts(void **state)
+{
+    keng_registry_t *reg = keng_registry_default();
+    uint64_t groups = 0, members = 0;
+
+    assert_non_null(reg);
+    assert_int_equal(keng_registry_district_count(reg), KENG_DEFAULT_DISTRICTS);
+    assert_int_equal(keng_registry_commune_count(reg), KENG_DEFAULT_COMMUNES);
+    assert_int_equal(keng_registry_board_count(reg), KENG_DEFAULT_BOARDS);
+    for (uint32_t i = 0; i < keng_registry_board_count(reg); i++) {
+        const keng_board_t *b = keng_registry_board(reg, i);
+        groups += b->groups;
+        members += b->members;
+        /* Every board's parents agree with each other. */
+        assert_int_equal(keng_registry_commune(reg, b->commune)->district, b->district);
+        assert_int_equal(strncmp(b->id, keng_registry_commune(reg, b->commune)->id,
+                                 strlen(keng_registry_commune(reg, b->commune)->id)),
+                         0);
+    }
+    assert_int_equal(groups, KENG_DEFAULT_GROUPS);
+    assert_int_equal(members, KENG_DEFAULT_MEMBERS);
+    assert_string_equal(keng_registry_district(reg, 0)->name, "Thành phố Vinh");
+    assert_string_equal(keng_registry_district(reg, 20)->name, "Huyện Yên Thành");
+    keng_registry_destroy(reg);
+}
+
+static void test_default_lookups(void **state)
+{
+    keng_registry_t *reg = keng_registry_default();
+
+    for (uint32_t i = 0; i < keng_registry_board_count(reg); i++) {
+        const char *id = keng_registry_board(reg, i)->id;
+        assert_int_equal(keng_registry_find_board(reg, id, strlen(id)), i);
+    }
+    assert_int_equal(keng_registry_find_board(reg, "D07-C999-B01", 12), -1);
+    /* Ids need not be NUL-terminated: a prefix of a longer buffer is looked up by length. */
+    assert_int_equal(keng_registry_find_district(reg, "D07xyz", 3), 6);
+    assert_int_equal(keng_registry_find_commune(reg, "D07-C001", 8) >= 0, 1);
+    assert_int_equal(keng_registry_find_board(reg, "D07-C001-B0", 11), -1);
+    keng_registry_destroy(reg);
+}
+
+static char *write_temp(const char *text)
+{
+    char *path = strdup("/tmp/keng-registry-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void test_csv_round_trip(void **state)
+{
+    keng_registry_t *reg = keng_registry_default();
+    char path[] = "/tmp/keng-registry-rt-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    char errstr[256];
+
+    assert_int_equal(keng_registry_write_csv(reg, f), 0);
+    fclose(f);
+    keng_registry_t *loaded = keng_registry_load(path, errstr, sizeof(errstr));
+    assert_non_null(loaded);
+    assert_int_equal(keng_registry_board_count(loaded), KENG_DEFAULT_BOARDS);
+    assert_int_equal(keng_registry_commune_count(loaded), KENG_DEFAULT_COMMUNES);
+    assert_int_equal(keng_registry_district_count(loaded), KENG_DEFAULT_DISTRICTS);
+    for (uint32_t i = 0; i < KENG_DEFAULT_BOARDS; i += 97) {
+        assert_string_equal(keng_registry_board(loaded, i)->id, keng_registry_board(reg, i)->id);
+        assert_string_equal(keng_registry_board(loaded, i)->name,
+                            keng_registry_board(reg, i)->name);
+    }
+    unlink(path);
+    keng_registry_destroy(loaded);
+    keng_registry_destroy(reg);
+}
+
+static void expect_load_error(const char *csv, const char *expected_fragment)
+{
+    char *path = write_temp(csv);
+    char errstr[256] = "";
+    keng_registry_t *reg = keng_registry_load(path, errstr, sizeof(errstr));
+
+    if (reg || !strstr(errstr, expected_fragment))
+        fail_msg("expected an error containing \"%s\", got \"%s\"", expected_fragment,
+                 reg ? "(loaded)" : errstr);
+    unlink(path);
+    free(path);
+}
+
+#define HEADER                                                                                     \
+    "board_id,board_name,commune_id,commune_name,district_id,district_name,groups,members\n"
+
+static void test_csv_errors_name_line_and_field(void **state)
+{
+    expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5,x\n",
+                      "line 2: members: 'x' is not a whole number");
+    expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5\n",
+                      "line 2: expected 8 fields, found 7");
+    expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5,5\n"
+                             "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5,5\n",
+                      "board_id D01-C001-B01 is listed more than once");
+    expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5,5\n"
+                             "D02-C001-B02,Khối 2,D01-C001,Phường 1,D02,Cửa Lò,5,5\n",
+                      "line 3: district_id: commune D01-C001 is listed under both D01 and D02");
+    expect_load_error("board_id,name\n", "line 1: expected 8 fields, found 2");
+    expect_load_error(HEADER, "no boards");
+    expect_load_error(HEADER "\"D01-C001-B01,Khối 1\n", "line 2: unterminated quote");
+}
+
+static void test_csv_quoted_names(void **state)
+{
+    char *path = write_temp(HEADER "D01-C001-B01,\"Khối 1, \"\"Bến Thủy\"\"\",D01-C001,Phường "
+                                   "1,D01,Thành phố Vinh,6,7\n");
+    char errstr[256];
+    keng_registry_t *reg = keng_registry_load(path, errstr, sizeof(errstr));
+
+    assert_non_null(reg);
+    assert_string_equal(keng_registry_board(reg, 0)->name, "Khối 1, \"Bến Thủy\"");
+    assert_int_equal(keng_registry_board(reg, 0)->groups, 6);
+    assert_int_equal(keng_registry_board(reg, 0)->members, 7);
+    keng_registry_destroy(reg);
+    unlink(path);
+    free(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_default_has_report_counts),
+        cmocka_unit_test(test_default_lookups),
+        cmocka_unit_test(test_csv_round_trip),
+        cmocka_unit_test(test_csv_errors_name_line_and_field),
+        cmocka_unit_test(test_csv_quoted_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# keng-demo: the whole pipeline on the embedded broker, on this machine only.
+# Starts keng-broker, keng-aggregate, keng-ingest (when built) and keng-simulate, prints the
+# dashboard address, and runs until Ctrl-C (or for --duration seconds), then stops them all.
+set -euo pipefail
+
+bin=$(dirname "$(readlink -f "$0")")
+listen=${KENG_DEMO_LISTEN:-127.0.0.1:8080}
+ingest_listen=${KENG_DEMO_INGEST_LISTEN:-127.0.0.1:8088}
+rate=${KENG_DEMO_RATE:-50}
+partitions=${KENG_DEMO_PARTITIONS:-6}
+duration=0
+workdir=""
+
+usage() {
+    cat <<USAGE
+Usage: keng-demo [--listen HOST:PORT] [--rate EVENTS_PER_S] [--duration SECONDS] [--dir DIR]
+
+Runs the embedded broker, the aggregator with its dashboard, the ingest gateway and the
+field simulator together. Logs and state go to DIR (default: a new directory in /tmp).
+USAGE
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --listen) listen=$2; shift 2 ;;
+    --rate) rate=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --dir) workdir=$2; shift 2 ;;
+    --help) usage; exit 0 ;;
+    --version) echo "keng-demo $("$bin/keng-broker" --version | cut -d' ' -f2)"; exit 0 ;;
+    *) usage >&2; exit 64 ;;
+    esac
+done
+[[ -n "$workdir" ]] || workdir=$(mktemp -d /tmp/keng-demo.XXXXXX)
+mkdir -p "$workdir"
+
+pids=()
+stop_all() {
+    trap - EXIT INT TERM
+    echo "keng-demo: stopping" >&2
+    # Producers first, then the aggregator (it checkpoints), then the broker.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null || true
+        wait "${pids[i]}" 2>/dev/null || true
+    done
+}
+trap stop_all EXIT
+trap 'exit 0' INT TERM
+
+wait_for() { # what, seconds, command...
+    local what=$1 seconds=$2
+    shift 2
+    for ((i = 0; i < seconds * 10; i++)); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "keng-demo: $what did not come up within ${seconds}s; see $workdir/*.log" >&2
+    exit 1
+}
+
+"$bin/keng-broker" --partitions "$partitions" --bootstrap-file "$workdir/bootstrap" \
+    >/dev/null 2>"$workdir/broker.log" &
+pids+=($!)
+wait_for "keng-broker" 10 test -s "$workdir/bootstrap"
+export KENG_BROKERS=$(cat "$workdir/bootstrap")
+
+"$bin/keng-aggregate" --listen "$listen" --state-dir "$workdir/aggregate-state" \
+    2>"$workdir/aggregate.log" &
+pids+=($!)
+wait_for "keng-aggregate" 20 curl -fsS "http://$listen/healthz"
+
+if [[ -x "$bin/keng-ingest" ]]; then
+    "$bin/keng-ingest" --listen "$ingest_listen" 2>"$workdir/ingest.log" &
+    pids+=($!)
+    wait_for "keng-ingest" 20 curl -fsS "http://$ingest_listen/healthz"
+fi
+
+"$bin/keng-simulate" --rate "$rate" 2>"$workdir/simulate.log" &
+pids+=($!)
+
+cat <<EOF_MSG
+keng demo is running on the embedded broker ($KENG_BROKERS).
+
+  Dashboard:  http://$listen/
+  Counts:     curl 'http://$listen/v1/counts?level=province&id=NA'
+  Top boards: curl 'http://$listen/v1/top?level=board&window=24h&kind=incident&limit=10'
+EOF_MSG
+if [[ -x "$bin/keng-ingest" ]]; then
+    echo "  Ingest:     http://$ingest_listen/v1/incidents (see README for a token)"
+fi
+echo "  Logs:       $workdir/*.log"
+echo
+if [[ "$duration" -gt 0 ]]; then
+    echo "Running for ${duration}s."
+    sleep "$duration"
+else
+    echo "Press Ctrl-C to stop."
+    wait -n "${pids[@]}" || true
+    echo "keng-demo: a component exited; see $workdir/*.log" >&2
+    exit 1
+fi

@@ -1,0 +1,81 @@
+/* keng-registry: writes the default board registry as CSV, or checks a deployment's CSV and
+ * prints its counts, so that a registry can be reviewed before keng uses it. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "registry.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: keng-registry [--write FILE | --check FILE]\n"
+                 "\n"
+                 "  --write FILE   write the generated default registry as CSV ('-' for stdout)\n"
+                 "  --check FILE   load a registry CSV and print its counts, or the first error\n"
+                 "  (no option)    print the counts of the generated default\n");
+}
+
+static int print_counts(const keng_registry_t *reg)
+{
+    unsigned long groups = 0, members = 0;
+
+    for (uint32_t i = 0; i < keng_registry_board_count(reg); i++) {
+        groups += keng_registry_board(reg, i)->groups;
+        members += keng_registry_board(reg, i)->members;
+    }
+    printf("districts=%zu communes=%zu boards=%zu groups=%lu members=%lu\n",
+           keng_registry_district_count(reg), keng_registry_commune_count(reg),
+           keng_registry_board_count(reg), groups, members);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"write", required_argument, NULL, 'w'},
+        {"check", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *write_path = NULL, *check_path = NULL;
+    char errstr[512];
+    keng_registry_t *reg;
+    int c, rc = 0;
+
+    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'w':
+            write_path = optarg;
+            break;
+        case 'c':
+            check_path = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("keng-registry %s\n", KENG_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 64;
+        }
+    }
+    reg = keng_registry_open(check_path, errstr, sizeof(errstr));
+    if (!reg) {
+        fprintf(stderr, "keng-registry: %s\n", errstr);
+        return 1;
+    }
+    if (write_path) {
+        FILE *out = strcmp(write_path, "-") == 0 ? stdout : fopen(write_path, "w");
+        if (!out || keng_registry_write_csv(reg, out) != 0 || (out != stdout && fclose(out))) {
+            perror("keng-registry: --write");
+            rc = 1;
+        }
+    } else {
+        print_counts(reg);
+    }
+    keng_registry_destroy(reg);
+    return rc;
+}
