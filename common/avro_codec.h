@@ -20,12 +20,12 @@
 /* Decode failures, as negative return values. Each maps to a dead-letter reason. */
 typedef enum {
     KENG_AVRO_OK = 0,
-    KENG_AVRO_ERR_FRAMING = -1,   /* shorter than the header or magic byte not 0x00 */
-    KENG_AVRO_ERR_UNKNOWN_ID = -2,/* schema id not in the store */
-    KENG_AVRO_ERR_TRUNCATED = -3, /* the datum ends early or claims more bytes than remain */
-    KENG_AVRO_ERR_INVALID = -4,   /* bytes that do not form a valid datum of the schema */
+    KENG_AVRO_ERR_FRAMING = -1,      /* shorter than the header or magic byte not 0x00 */
+    KENG_AVRO_ERR_UNKNOWN_ID = -2,   /* schema id not in the store */
+    KENG_AVRO_ERR_TRUNCATED = -3,    /* the datum ends early or claims more bytes than remain */
+    KENG_AVRO_ERR_INVALID = -4,      /* bytes that do not form a valid datum of the schema */
     KENG_AVRO_ERR_WRONG_RECORD = -5, /* a valid datum of a record keng does not count (Alert) */
-    KENG_AVRO_ERR_FIELD = -6      /* a decoded field out of keng's bounds (id too long, ...) */
+    KENG_AVRO_ERR_FIELD = -6         /* a decoded field out of keng's bounds (id too long, ...) */
 } keng_avro_err_t;
 
 /* Short machine-readable reason for a decode failure, used in dead-letter headers:

@@ -16,8 +16,8 @@
 
 /* Earliest occurred_at keng accepts (2000-01-01T00:00:00Z) and how far in the future an
  * event may claim to be, to tolerate gateway clocks that run a little fast. */
-#define KENG_EARLIEST_MS      946684800000LL
-#define KENG_FUTURE_SKEW_MS   (5 * 60 * 1000LL)
+#define KENG_EARLIEST_MS    946684800000LL
+#define KENG_FUTURE_SKEW_MS (5 * 60 * 1000LL)
 
 typedef enum { KENG_KIND_INCIDENT = 0, KENG_KIND_MEDIATION = 1, KENG_KIND_COUNT } keng_kind_t;
 
@@ -38,7 +38,13 @@ typedef enum {
     KENG_CAT_COUNT
 } keng_category_t;
 
-typedef enum { KENG_SEV_LOW, KENG_SEV_MEDIUM, KENG_SEV_HIGH, KENG_SEV_CRITICAL, KENG_SEV_COUNT } keng_severity_t;
+typedef enum {
+    KENG_SEV_LOW,
+    KENG_SEV_MEDIUM,
+    KENG_SEV_HIGH,
+    KENG_SEV_CRITICAL,
+    KENG_SEV_COUNT
+} keng_severity_t;
 
 typedef enum {
     KENG_RES_PENDING,
@@ -128,8 +134,8 @@ int keng_symbol_find(const char *const *names, int count, const char *name);
 
 /* Board ids are checked against the registry by the caller; this checks everything else. */
 typedef struct keng_event_limits {
-    int64_t now_ms;           /* occurred_at may be at most now + KENG_FUTURE_SKEW_MS */
-    bool fill_reported_at;    /* missing reported_at becomes now_ms (the gateway's time) */
+    int64_t now_ms;        /* occurred_at may be at most now + KENG_FUTURE_SKEW_MS */
+    bool fill_reported_at; /* missing reported_at becomes now_ms (the gateway's time) */
 } keng_event_limits_t;
 
 /* Fills out from a JSON object of the given kind, with every field checked against the

@@ -32,8 +32,8 @@ typedef enum {
     KENG_LEVEL_COUNT
 } keng_level_t;
 
-extern const char *const keng_window_names[KENG_WIN_COUNT]; /* "1h" ... "all" */
-extern const int64_t keng_window_length_ms[KENG_WIN_COUNT]; /* 0 for "all" */
+extern const char *const keng_window_names[KENG_WIN_COUNT];  /* "1h" ... "all" */
+extern const int64_t keng_window_length_ms[KENG_WIN_COUNT];  /* 0 for "all" */
 extern const char *const keng_level_names[KENG_LEVEL_COUNT]; /* "board" ... "province" */
 
 /* Totals of one scope over one window. */
@@ -48,8 +48,8 @@ typedef struct keng_tally {
 typedef struct keng_counts keng_counts_t;
 
 typedef struct keng_counts_options {
-    int64_t dedup_horizon_ms;  /* event ids remembered this long after they arrive (30 days) */
-    size_t dedup_max_entries;  /* hard bound on remembered ids; oldest dropped first */
+    int64_t dedup_horizon_ms; /* event ids remembered this long after they arrive (30 days) */
+    size_t dedup_max_entries; /* hard bound on remembered ids; oldest dropped first */
 } keng_counts_options_t;
 
 void keng_counts_options_default(keng_counts_options_t *opt);
@@ -66,8 +66,7 @@ typedef enum {
 /* Counts ev for the board at board_index (from keng_registry_find_board), in every window it
  * falls in at now_ms and in all its rollups. Future events are the caller's to reject.
  * Returns a keng_counts_add_result_t. */
-int keng_counts_add(keng_counts_t *c, uint32_t board_index, const keng_event_t *ev,
-                    int64_t now_ms);
+int keng_counts_add(keng_counts_t *c, uint32_t board_index, const keng_event_t *ev, int64_t now_ms);
 
 /* Moves every window's trailing edge to now_ms (events that fell out stop counting, ids
  * older than the horizon are forgotten). Cheap when called often; now_ms never goes back. */
