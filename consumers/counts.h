@@ -98,4 +98,39 @@ void keng_counts_board_clear(keng_counts_t *c, uint32_t board_index);
 bool keng_counts_board_dirty(const keng_counts_t *c, uint32_t board_index);
 void keng_counts_board_mark_clean(keng_counts_t *c, uint32_t board_index);
 
+/* ---- Added by counts.c's author (additive; nothing above changed) ---- */
+
+/* Notes on the functions above:
+ * - keng_counts_add returns -1 and changes nothing when board_index is outside the registry,
+ *   the event's kind or enums are out of range, occurred_at is past year 6000, or memory
+ *   runs out.
+ * - keng_counts_board_save appends after the *len bytes of *buf (start with NULL and 0).
+ * - keng_counts_board_load first advances the clock to now_ms, drops ids whose horizon has
+ *   passed, and moves old buckets to the levels this clock puts them in; it leaves the board
+ *   clean. keng_counts_board_clear leaves it dirty. Only counted adds make a board dirty:
+ *   expiry does not, since a load re-applies it.
+ * - dedup_max_entries 0 turns deduplication off. */
+
+/* Edge rounding of each window: 1, 24, 168, 672 and 8736 minutes (each divides the next and
+ * is at most 1/60 of its window); 0 for "all". At the clock now, window w starts at
+ * keng_counts_window_start(now, w) = floor((now - length) / granularity) * granularity (on
+ * multiples since the epoch) and an event counts in w iff occurred_at >= that start. */
+extern const int64_t keng_window_granularity_ms[KENG_WIN_COUNT];
+int64_t keng_counts_window_start(int64_t now_ms, keng_window_id_t window); /* INT64_MIN: all */
+
+/* The clock of the last add/advance (INT64_MIN before the first), for an answer's as_of. */
+int64_t keng_counts_now(const keng_counts_t *c);
+
+/* Events counted (KENG_COUNTS_ADDED) since keng_counts_new. */
+uint64_t keng_counts_events_counted(const keng_counts_t *c);
+
+/* Bytes the counts have allocated (their own accounting, without malloc's overhead). */
+size_t keng_counts_memory_bytes(const keng_counts_t *c);
+
+/* The 64-bit hash under which an event id is remembered (and saved): stable across versions
+ * of keng, since saved board states hold it. Two distinct ids of one board collide with
+ * probability about 2^-64; with n ids remembered for a board, a new event is wrongly taken
+ * for a duplicate with probability about n / 2^64. */
+uint64_t keng_counts_id_hash(keng_kind_t kind, const char *id, size_t len);
+
 #endif

@@ -202,7 +202,11 @@ def schema(kind):
 
 def to_avro_record(kind, event):
     """The JSON form of an event (times as epoch ms, location as an object) as Avro wants it."""
+    from datetime import datetime, timezone
     record = dict(event)
+    # Apache Avro's Python library wants timestamp-millis fields as aware datetimes.
+    for field in ("occurred_at", "reported_at"):
+        record[field] = datetime.fromtimestamp(record[field] / 1000, timezone.utc)
     record.setdefault("group_id", None)
     record.setdefault("summary", None)
     if kind == "incident":
@@ -225,7 +229,10 @@ def decode_framed(kind, data):
     magic, schema_id = struct.unpack(">bI", data[:5])
     check_equal(magic, 0, "magic byte")
     check_equal(schema_id, SCHEMA_IDS[kind], "schema id")
-    return avro.io.DatumReader(schema(kind)).read(avro.io.BinaryDecoder(io.BytesIO(data[5:])))
+    record = avro.io.DatumReader(schema(kind)).read(avro.io.BinaryDecoder(io.BytesIO(data[5:])))
+    for field in ("occurred_at", "reported_at"):
+        record[field] = round(record[field].timestamp() * 1000)
+    return record
 
 
 # ---- Kafka ----
@@ -294,7 +301,9 @@ def random_event(rng, kind, board_id, occurred_ms, reported_ms=None):
         "board_id": board_id,
         "group_id": f"{board_id}-G{rng.randint(1, 6):02d}" if rng.random() < 0.5 else None,
         "occurred_at": occurred_ms,
-        "reported_at": reported_ms if reported_ms is not None else occurred_ms + rng.randint(0, 3600_000),
+        # Reported after it occurred, but never after now: keng rejects times in the future.
+        "reported_at": (reported_ms if reported_ms is not None else
+                        min(occurred_ms + rng.randint(0, 3600_000), int(time.time() * 1000))),
         "summary": rng.choice([None, "Trộm cắp xe máy tại thôn", "Hòa giải tranh chấp đất đai"]),
     }
     if kind == "incident":

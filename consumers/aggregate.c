@@ -1,0 +1,347 @@
+/* keng-aggregate: reads the incident and mediation topics on a libuv loop, keeps rolling
+ * counts per board rolled up to commune, district and province, checkpoints them with the
+ * input offsets in LMDB, and serves them over HTTP. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "api.h"
+#include "avro_codec.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "consumer.h"
+#include "counts.h"
+#include "deadletter.h"
+#include "http_server.h"
+#include "log.h"
+#include "registry.h"
+
+#define DEFAULT_LISTEN    "127.0.0.1:8080"
+#define DEFAULT_STATE_DIR "./keng-state"
+#define DEFAULT_GROUP     "keng-aggregate"
+#define SHUTDOWN_FLUSH_MS 5000
+
+struct options {
+    const char *config_path;
+    const char *brokers;
+    const char *registry;
+    const char *listen;
+    const char *state_dir;
+    const char *group;
+};
+
+/* Everything the program runs; each piece is closed in reverse order of its creation. */
+typedef struct app {
+    uv_loop_t *loop;
+    keng_config_t *cfg;
+    keng_registry_t *reg;
+    keng_schema_store_t *store;
+    keng_counts_t *counts;
+    keng_checkpoint_t *cp;
+    keng_deadletter_t *dl;
+    keng_consumer_t *consumer;
+    keng_api_t *api;
+    keng_http_server_t *srv;
+    uv_signal_t sigint, sigterm;
+    bool signals_open;
+    bool stopping;
+} app_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: keng-aggregate [options]\n"
+            "\n"
+            "Consumes the incident and mediation topics, keeps rolling counts for every board\n"
+            "and its commune, district and province, and serves them over HTTP.\n"
+            "\n"
+            "Options:\n"
+            "  --config FILE      key=value config; kafka.* keys go to librdkafka\n"
+            "  --brokers LIST     bootstrap servers (else KENG_BROKERS, else the config)\n"
+            "  --registry FILE    board registry CSV (else the generated default)\n"
+            "  --listen HOST:PORT HTTP address (default " DEFAULT_LISTEN ")\n"
+            "  --state-dir DIR    LMDB checkpoint directory (default " DEFAULT_STATE_DIR ")\n"
+            "  --group ID         consumer group (default " DEFAULT_GROUP ")\n"
+            "  --help, --version\n"
+            "\n"
+            "Config keys: topic.incidents, topic.mediations, topic.deadletter (default antt.*),\n"
+            "checkpoint.interval.ms (1000), checkpoint.events (50000), checkpoint.map_size_mb\n"
+            "(4096), dedup.horizon.ms (30 days), clock.fixed_ms (tests; also KENG_CLOCK_MS),\n"
+            "and registry, listen, state.dir, group.id as the flags.\n"
+            "\n"
+            "HTTP: /v1/counts, /v1/top, /v1/alerts, /v1/stream, /healthz, /readyz, /metrics, /\n");
+}
+
+static void on_server_closed(void *arg)
+{
+    (void)arg;
+}
+
+static void close_rest(app_t *app)
+{
+    if (app->api) {
+        keng_api_close(app->api);
+        app->api = NULL;
+    }
+    if (app->srv) {
+        keng_http_server_close(app->srv, on_server_closed, NULL);
+        app->srv = NULL;
+    }
+    if (app->dl) {
+        keng_deadletter_close(app->dl, SHUTDOWN_FLUSH_MS);
+        app->dl = NULL;
+    }
+    if (app->signals_open) {
+        uv_close((uv_handle_t *)&app->sigint, NULL);
+        uv_close((uv_handle_t *)&app->sigterm, NULL);
+        app->signals_open = false;
+    }
+}
+
+static void on_consumer_stopped(void *arg)
+{
+    app_t *app = arg;
+
+    keng_log_info("stopped", NULL);
+    close_rest(app);
+}
+
+/* Stops taking work; the loop ends once every handle has closed. */
+static void shutdown_app(app_t *app)
+{
+    if (app->stopping)
+        return;
+    app->stopping = true;
+    if (app->api)
+        keng_api_set_consumer(app->api, NULL);
+    if (app->consumer) {
+        keng_consumer_t *c = app->consumer;
+        app->consumer = NULL;
+        keng_consumer_stop(c, on_consumer_stopped, app);
+    } else {
+        close_rest(app);
+    }
+}
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+    app_t *app = handle->data;
+
+    keng_log_info("signal received, stopping", "signal=%d", signum);
+    shutdown_app(app);
+}
+
+static int config_int(app_t *app, const char *key, long long def, long long min, long long max,
+                      long long *out)
+{
+    char errstr[512];
+
+    if (keng_config_get_int(app->cfg, key, def, min, max, out, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-aggregate: %s\n", errstr);
+        return -1;
+    }
+    return 0;
+}
+
+static int run(app_t *app)
+{
+    char errstr[512];
+    keng_consumer_options_t copt;
+    keng_counts_options_t kopt;
+    long long interval, events, map_mb, fixed, horizon;
+    const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
+    const char *state_dir = keng_config_get(app->cfg, "state.dir", DEFAULT_STATE_DIR);
+    int rc;
+
+    keng_consumer_options_default(&copt);
+    keng_counts_options_default(&kopt);
+    if (config_int(app, "checkpoint.interval.ms", 1000, 10, 3600000, &interval) ||
+        config_int(app, "checkpoint.events", 50000, 1, 100000000, &events) ||
+        config_int(app, "checkpoint.map_size_mb", 4096, 1, 1 << 20, &map_mb) ||
+        config_int(app, "clock.fixed_ms", 0, 0, INT64_MAX, &fixed) ||
+        config_int(app, "dedup.horizon.ms", kopt.dedup_horizon_ms, 0, INT64_MAX, &horizon))
+        return 64;
+    copt.topic_incidents = keng_config_get(app->cfg, "topic.incidents", "antt.incidents");
+    copt.topic_mediations = keng_config_get(app->cfg, "topic.mediations", "antt.mediations");
+    copt.group_id = keng_config_get(app->cfg, "group.id", DEFAULT_GROUP);
+    copt.checkpoint_interval_ms = interval;
+    copt.checkpoint_events = events;
+    copt.fixed_clock_ms = fixed;
+    kopt.dedup_horizon_ms = horizon;
+
+    app->reg =
+        keng_registry_open(keng_config_get(app->cfg, "registry", NULL), errstr, sizeof(errstr));
+    if (!app->reg) {
+        keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
+        return 1;
+    }
+    app->store = keng_schema_store_builtin(errstr, sizeof(errstr));
+    if (!app->store) {
+        keng_log_error("cannot load the built-in schemas", "error=\"%s\"", errstr);
+        return 1;
+    }
+    app->counts = keng_counts_new(app->reg, &kopt);
+    if (!app->counts) {
+        keng_log_error("cannot allocate the counts", NULL);
+        return 1;
+    }
+    app->cp = keng_checkpoint_open(state_dir, (size_t)map_mb << 20, errstr, sizeof(errstr));
+    if (!app->cp) {
+        keng_log_error("cannot open the checkpoint", "error=\"%s\"", errstr);
+        return 1;
+    }
+
+    /* HTTP first: a taken port fails before the group sees this instance, and /readyz
+     * answers 503 while the consumer starts. */
+    app->api = keng_api_new(app->loop, app->reg, app->counts);
+    app->srv = app->api ? keng_http_server_new(app->loop, NULL, keng_api_handle, app->api) : NULL;
+    if (!app->srv) {
+        keng_log_error("cannot create the HTTP server", NULL);
+        rc = 1;
+        goto fail;
+    }
+    keng_api_set_server(app->api, app->srv);
+    rc = keng_http_server_listen(app->srv, listen);
+    if (rc < 0) {
+        keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));
+        rc = 1;
+        goto fail;
+    }
+    keng_log_info("listening", "listen=%s port=%d", listen, keng_http_server_port(app->srv));
+
+    rd_kafka_conf_t *pconf = keng_config_kafka(app->cfg, errstr, sizeof(errstr));
+    if (pconf)
+        app->dl = keng_deadletter_new(
+            app->loop, pconf, keng_config_get(app->cfg, "topic.deadletter", "antt.deadletter"),
+            errstr, sizeof(errstr));
+    if (!app->dl) {
+        keng_log_error("cannot create the dead-letter producer", "error=\"%s\"", errstr);
+        rc = 1;
+        goto fail;
+    }
+    app->consumer = keng_consumer_new(app->loop, app->cfg, &copt, app->store, app->reg, app->counts,
+                                      app->cp, app->dl, errstr, sizeof(errstr));
+    if (!app->consumer) {
+        keng_log_error("cannot start the consumer", "error=\"%s\"", errstr);
+        rc = 1;
+        goto fail;
+    }
+    keng_api_set_consumer(app->api, app->consumer);
+
+    uv_signal_init(app->loop, &app->sigint);
+    uv_signal_init(app->loop, &app->sigterm);
+    app->sigint.data = app->sigterm.data = app;
+    app->signals_open = true;
+    uv_signal_start(&app->sigint, on_signal, SIGINT);
+    uv_signal_start(&app->sigterm, on_signal, SIGTERM);
+
+    uv_run(app->loop, UV_RUN_DEFAULT);
+    return 0;
+
+fail:
+    shutdown_app(app);
+    uv_run(app->loop, UV_RUN_DEFAULT);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"brokers", required_argument, NULL, 'b'},
+        {"registry", required_argument, NULL, 'r'},
+        {"listen", required_argument, NULL, 'l'},
+        {"state-dir", required_argument, NULL, 's'},
+        {"group", required_argument, NULL, 'g'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct options opt = {0};
+    app_t app = {0};
+    uv_loop_t loop;
+    char errstr[512];
+    const char *clock_env;
+    int c, rc;
+
+    keng_log_set_program("keng-aggregate");
+    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            opt.config_path = optarg;
+            break;
+        case 'b':
+            opt.brokers = optarg;
+            break;
+        case 'r':
+            opt.registry = optarg;
+            break;
+        case 'l':
+            opt.listen = optarg;
+            break;
+        case 's':
+            opt.state_dir = optarg;
+            break;
+        case 'g':
+            opt.group = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("keng-aggregate %s (librdkafka %s, libuv %s)\n", KENG_VERSION,
+                   rd_kafka_version_str(), uv_version_string());
+            return 0;
+        default:
+            usage(stderr);
+            return 64;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "keng-aggregate: unexpected argument '%s'\n", argv[optind]);
+        return 64;
+    }
+
+    app.cfg = keng_config_new();
+    if (opt.config_path && keng_config_load(app.cfg, opt.config_path, errstr, sizeof(errstr))) {
+        fprintf(stderr, "keng-aggregate: %s\n", errstr);
+        keng_config_destroy(app.cfg);
+        return 64;
+    }
+    /* Flags override the file. */
+    if (opt.brokers)
+        keng_config_set(app.cfg, "brokers", opt.brokers);
+    if (opt.registry)
+        keng_config_set(app.cfg, "registry", opt.registry);
+    if (opt.listen)
+        keng_config_set(app.cfg, "listen", opt.listen);
+    if (opt.state_dir)
+        keng_config_set(app.cfg, "state.dir", opt.state_dir);
+    if (opt.group)
+        keng_config_set(app.cfg, "group.id", opt.group);
+    clock_env = getenv("KENG_CLOCK_MS");
+    if (clock_env && *clock_env)
+        keng_config_set(app.cfg, "clock.fixed_ms", clock_env);
+    if (!keng_config_brokers(app.cfg))
+        keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
+                      "kafka.bootstrap.servers",
+                      NULL);
+
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&loop);
+    app.loop = &loop;
+    rc = run(&app);
+
+    if (uv_loop_close(&loop) != 0)
+        keng_log_warn("the loop still had handles at exit", NULL);
+    keng_counts_destroy(app.counts);
+    keng_checkpoint_close(app.cp);
+    keng_schema_store_destroy(app.store);
+    keng_registry_destroy(app.reg);
+    keng_config_destroy(app.cfg);
+    return rc;
+}

@@ -1,0 +1,715 @@
+/* The HTTP routes of keng-aggregate. Answers are computed from the counts on the loop
+ * thread, so every answer is a consistent snapshot. */
+#include "api.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "timeutil.h"
+
+#define STREAM_INTERVAL_MS  1000
+#define STREAM_HEARTBEAT_MS 15000
+#define TOP_DEFAULT         10
+#define TOP_MAX             100
+#define STATUS_SLOTS        16
+#define PROVINCE_ID         "NA"
+#define PROVINCE_NAME       "Tỉnh Nghệ An"
+
+typedef struct stream {
+    keng_api_t *api;
+    keng_http_request_t *req;
+} stream_t;
+
+typedef struct status_count {
+    int status;
+    uint64_t count;
+} status_count_t;
+
+struct keng_api {
+    uv_timer_t timer; /* pushes count changes to the streams */
+    const keng_registry_t *reg;
+    const keng_counts_t *counts;
+    keng_consumer_t *consumer;
+    stream_t **streams;
+    size_t nstreams, streams_cap;
+    char *last_sent;
+    int64_t last_sent_ms; /* monotonic, for heartbeats */
+    status_count_t statuses[STATUS_SLOTS];
+    keng_http_server_t *srv;
+    bool closing;
+    bool timer_closed;
+};
+
+static const char *const known_reasons[] = {
+    "bad-magic",    "unknown-schema-id", "truncated",     "invalid-avro",
+    "wrong-record", "bad-field",         "unknown-board", "future-event",
+};
+
+static const char dashboard_html[] =
+    "<!doctype html><html lang=\"vi\"><head><meta charset=\"utf-8\">"
+    "<title>keng — Tiếng kẻng bình yên</title>"
+    "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:.3em .8em;text-align:right}th{background:#eee}"
+    "h1{font-size:1.4em}#state{color:#888}</style></head><body>"
+    "<h1>keng — Nghệ An</h1><p id=\"state\">connecting…</p>"
+    "<h2>Province</h2><table id=\"prov\"></table>"
+    "<h2>Top districts, incidents, 24h</h2><table id=\"top\"></table>"
+    "<script>\n"
+    "function row(c,h){return '<tr>'+c.map(function(x){return h?'<th>'+x+'</th>':'<td>'+x+"
+    "'</td>'}).join('')+'</tr>'}\n"
+    "function show(d){var w=d.windows,h=row(['window','incidents','to police',"
+    "'handled locally','mediations','reconciled'],1);for(var k in w){var i=w[k].incidents,"
+    "m=w[k].mediations;h+=row([k,i.total,i.by_resolution.TRANSFERRED_TO_POLICE,"
+    "i.by_resolution.HANDLED_LOCALLY,m.total,m.by_outcome.RECONCILED])}"
+    "document.getElementById('prov').innerHTML=h;document.getElementById('state')."
+    "textContent='as of '+d.as_of}\n"
+    "function top(){fetch('/v1/top?level=district&window=24h&kind=incident&limit=10')"
+    ".then(function(r){return r.json()}).then(function(d){var h=row(['district','incidents']"
+    ",1);d.items.forEach(function(x){h+=row([x.name,x.count])});"
+    "document.getElementById('top').innerHTML=h})}\n"
+    "fetch('/v1/counts?level=province').then(function(r){return r.json()}).then(show);top();"
+    "setInterval(top,5000);var es=new EventSource('/v1/stream');"
+    "es.addEventListener('counts',function(e){show(JSON.parse(e.data))});\n"
+    "</script></body></html>\n";
+
+static void count_status(keng_api_t *api, int status)
+{
+    for (int i = 0; i < STATUS_SLOTS; i++) {
+        if (api->statuses[i].status == status || api->statuses[i].status == 0) {
+            api->statuses[i].status = status;
+            api->statuses[i].count++;
+            return;
+        }
+    }
+}
+
+static void respond_json(keng_api_t *api, keng_http_request_t *req, int status, json_t *body)
+{
+    count_status(api, status);
+    keng_http_respond_json(req, status, body);
+}
+
+static void respond_error(keng_api_t *api, keng_http_request_t *req, int status,
+                          const char *message)
+{
+    respond_json(api, req, status, json_pack("{s:s}", "error", message));
+}
+
+static void respond_text(keng_api_t *api, keng_http_request_t *req, int status,
+                         const char *content_type, const char *body, size_t len)
+{
+    count_status(api, status);
+    keng_http_respond(req, status, content_type, body, len);
+}
+
+static int64_t api_now(const keng_api_t *api)
+{
+    return api->consumer ? keng_consumer_now(api->consumer) : keng_now_ms();
+}
+
+static json_t *names_object(const char *const *names, const uint64_t *values, int count)
+{
+    json_t *o = json_object();
+
+    for (int i = 0; i < count; i++)
+        json_object_set_new(o, names[i], json_integer((json_int_t)values[i]));
+    return o;
+}
+
+static json_t *tally_json(const keng_tally_t *t)
+{
+    return json_pack(
+        "{s:{s:I,s:o,s:o},s:{s:I,s:o}}", "incidents", "total", (json_int_t)t->incidents,
+        "by_category", names_object(keng_category_names, t->by_category, KENG_CAT_COUNT),
+        "by_resolution", names_object(keng_resolution_names, t->by_resolution, KENG_RES_COUNT),
+        "mediations", "total", (json_int_t)t->mediations, "by_outcome",
+        names_object(keng_outcome_names, t->by_outcome, KENG_OUTCOME_COUNT));
+}
+
+static int parse_level(const char *s, keng_level_t *out)
+{
+    for (int l = 0; l < KENG_LEVEL_COUNT; l++) {
+        if (strcmp(s, keng_level_names[l]) == 0) {
+            *out = (keng_level_t)l;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int parse_window(const char *s, keng_window_id_t *out)
+{
+    for (int w = 0; w < KENG_WIN_COUNT; w++) {
+        if (strcmp(s, keng_window_names[w]) == 0) {
+            *out = (keng_window_id_t)w;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static size_t scope_count(const keng_registry_t *reg, keng_level_t level)
+{
+    switch (level) {
+    case KENG_LEVEL_BOARD:
+        return keng_registry_board_count(reg);
+    case KENG_LEVEL_COMMUNE:
+        return keng_registry_commune_count(reg);
+    case KENG_LEVEL_DISTRICT:
+        return keng_registry_district_count(reg);
+    default:
+        return 1;
+    }
+}
+
+static void scope_names(const keng_registry_t *reg, keng_level_t level, uint32_t index,
+                        const char **id, const char **name)
+{
+    switch (level) {
+    case KENG_LEVEL_BOARD: {
+        const keng_board_t *b = keng_registry_board(reg, index);
+        *id = b->id;
+        *name = b->name;
+        break;
+    }
+    case KENG_LEVEL_COMMUNE: {
+        const keng_commune_t *c = keng_registry_commune(reg, index);
+        *id = c->id;
+        *name = c->name;
+        break;
+    }
+    case KENG_LEVEL_DISTRICT: {
+        const keng_district_t *d = keng_registry_district(reg, index);
+        *id = d->id;
+        *name = d->name;
+        break;
+    }
+    default:
+        *id = PROVINCE_ID;
+        *name = PROVINCE_NAME;
+        break;
+    }
+}
+
+/* The registry index of id at level, or -1. */
+static int32_t scope_find(const keng_registry_t *reg, keng_level_t level, const char *id)
+{
+    switch (level) {
+    case KENG_LEVEL_BOARD:
+        return keng_registry_find_board(reg, id, strlen(id));
+    case KENG_LEVEL_COMMUNE:
+        return keng_registry_find_commune(reg, id, strlen(id));
+    case KENG_LEVEL_DISTRICT:
+        return keng_registry_find_district(reg, id, strlen(id));
+    default:
+        return strcmp(id, PROVINCE_ID) == 0 ? 0 : -1;
+    }
+}
+
+/* The counts answer of one scope; the caller owns the reference. */
+static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t index)
+{
+    char as_of[32];
+    const char *id, *name;
+    json_t *windows = json_object();
+    json_t *out;
+
+    for (int w = 0; w < KENG_WIN_COUNT; w++) {
+        keng_tally_t t;
+        keng_counts_get(api->counts, level, index, (keng_window_id_t)w, &t);
+        json_object_set_new(windows, keng_window_names[w], tally_json(&t));
+    }
+    scope_names(api->reg, level, index, &id, &name);
+    out = json_pack("{s:s,s:s,s:s,s:s,s:o}", "level", keng_level_names[level], "id", id, "name",
+                    name, "as_of", keng_time_format_utc(api_now(api), as_of, sizeof(as_of)),
+                    "windows", windows);
+    if (level == KENG_LEVEL_BOARD) {
+        const keng_board_t *b = keng_registry_board(api->reg, index);
+        json_object_set_new(out, "commune_id",
+                            json_string(keng_registry_commune(api->reg, b->commune)->id));
+        json_object_set_new(out, "district_id",
+                            json_string(keng_registry_district(api->reg, b->district)->id));
+    } else if (level == KENG_LEVEL_COMMUNE) {
+        const keng_commune_t *c = keng_registry_commune(api->reg, index);
+        json_object_set_new(out, "district_id",
+                            json_string(keng_registry_district(api->reg, c->district)->id));
+    }
+    return out;
+}
+
+static void get_counts(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *level_s = keng_http_request_query(req, "level");
+    const char *id = keng_http_request_query(req, "id");
+    keng_level_t level;
+    int32_t index;
+    char msg[256];
+
+    if (!level_s || parse_level(level_s, &level) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "level must be one of board, commune, district, province (got '%s')",
+                 level_s ? level_s : "");
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    if (!id || !*id) {
+        if (level != KENG_LEVEL_PROVINCE) {
+            snprintf(msg, sizeof(msg), "id is required for level %s", level_s);
+            respond_error(api, req, 400, msg);
+            return;
+        }
+        id = PROVINCE_ID;
+    }
+    index = scope_find(api->reg, level, id);
+    if (index < 0) {
+        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", level_s, id);
+        respond_error(api, req, 404, msg);
+        return;
+    }
+    respond_json(api, req, 200, counts_json(api, level, (uint32_t)index));
+}
+
+typedef struct ranked {
+    uint32_t index;
+    uint64_t count;
+} ranked_t;
+
+static int rank_cmp(const void *a, const void *b)
+{
+    const ranked_t *x = a, *y = b;
+
+    if (x->count != y->count)
+        return x->count > y->count ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static void get_top(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *level_s = keng_http_request_query(req, "level");
+    const char *window_s = keng_http_request_query(req, "window");
+    const char *kind_s = keng_http_request_query(req, "kind");
+    const char *limit_s = keng_http_request_query(req, "limit");
+    keng_level_t level = KENG_LEVEL_BOARD;
+    keng_window_id_t window = KENG_WIN_24H;
+    keng_kind_t kind = KENG_KIND_INCIDENT;
+    long limit = TOP_DEFAULT;
+    char msg[256], as_of[32];
+
+    if (level_s && parse_level(level_s, &level) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "level must be one of board, commune, district, province (got '%.32s')", level_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    if (window_s && parse_window(window_s, &window) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "window must be one of 1h, 24h, 7d, 30d, 365d, all (got '%.32s')", window_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    if (kind_s && keng_kind_parse(kind_s, &kind) != 0) {
+        snprintf(msg, sizeof(msg), "kind must be incident or mediation (got '%.32s')", kind_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    if (limit_s) {
+        char *end;
+        limit = strtol(limit_s, &end, 10);
+        if (end == limit_s || *end || limit < 1 || limit > TOP_MAX) {
+            snprintf(msg, sizeof(msg), "limit must be a number from 1 to %d (got '%.32s')", TOP_MAX,
+                     limit_s);
+            respond_error(api, req, 400, msg);
+            return;
+        }
+    }
+
+    size_t n = scope_count(api->reg, level), used = 0;
+    ranked_t *ranks = malloc((n ? n : 1) * sizeof(*ranks));
+    if (!ranks) {
+        respond_error(api, req, 500, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        keng_tally_t t;
+        keng_counts_get(api->counts, level, (uint32_t)i, window, &t);
+        uint64_t v = kind == KENG_KIND_INCIDENT ? t.incidents : t.mediations;
+        if (v > 0)
+            ranks[used++] = (ranked_t){.index = (uint32_t)i, .count = v};
+    }
+    qsort(ranks, used, sizeof(*ranks), rank_cmp);
+    json_t *items = json_array();
+    for (size_t i = 0; i < used && i < (size_t)limit; i++) {
+        const char *id, *name;
+        scope_names(api->reg, level, ranks[i].index, &id, &name);
+        json_array_append_new(items, json_pack("{s:s,s:s,s:I}", "id", id, "name", name, "count",
+                                               (json_int_t)ranks[i].count));
+    }
+    free(ranks);
+    respond_json(api, req, 200,
+                 json_pack("{s:s,s:s,s:s,s:s,s:o}", "level", keng_level_names[level], "window",
+                           keng_window_names[window], "kind", keng_kind_name(kind), "as_of",
+                           keng_time_format_utc(api_now(api), as_of, sizeof(as_of)), "items",
+                           items));
+}
+
+static void get_alerts(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *status = keng_http_request_query(req, "status");
+
+    if (status && strcmp(status, "firing") != 0 && strcmp(status, "resolved") != 0) {
+        respond_error(api, req, 400, "status must be firing or resolved");
+        return;
+    }
+    /* Alert rules are not evaluated yet: there is never an alert to list. */
+    respond_json(api, req, 200, json_pack("{s:[]}", "alerts"));
+}
+
+static void get_readyz(keng_api_t *api, keng_http_request_t *req)
+{
+    char reason[256];
+
+    if (!api->consumer) {
+        respond_json(api, req, 503,
+                     json_pack("{s:s,s:s}", "status", "starting", "reason",
+                               "the consumer has not started yet"));
+        return;
+    }
+    if (!keng_consumer_ready(api->consumer, reason, sizeof(reason))) {
+        respond_json(api, req, 503,
+                     json_pack("{s:s,s:s}", "status", "catching up", "reason", reason));
+        return;
+    }
+    respond_json(api, req, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+/* ---- metrics ---- */
+
+typedef struct metrics_ctx {
+    FILE *out;
+    const char *seen[32];
+    size_t nseen;
+} metrics_ctx_t;
+
+static void metric_reason(const char *reason, uint64_t count, void *arg)
+{
+    metrics_ctx_t *m = arg;
+
+    fprintf(m->out, "keng_deadletter_total{reason=\"%s\"} %" PRIu64 "\n", reason, count);
+    if (m->nseen < 32)
+        m->seen[m->nseen++] = reason;
+}
+
+static void metric_lag(const char *topic, int32_t partition, int64_t lag, void *arg)
+{
+    metrics_ctx_t *m = arg;
+
+    fprintf(m->out, "keng_consumer_lag{topic=\"%s\",partition=\"%" PRId32 "\"} %" PRId64 "\n",
+            topic, partition, lag);
+}
+
+static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_server_t *srv)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    keng_consumer_stats_t st = {0};
+    metrics_ctx_t m = {0};
+    char reason[256];
+
+    m.out = open_memstream(&buf, &len);
+    if (!m.out) {
+        respond_error(api, req, 500, "out of memory");
+        return;
+    }
+    if (api->consumer)
+        keng_consumer_stats(api->consumer, &st);
+    count_status(api, 200); /* this answer is part of the numbers it reports */
+    fprintf(m.out,
+            "# HELP keng_events_counted_total Events counted since the process started.\n"
+            "# TYPE keng_events_counted_total counter\n"
+            "keng_events_counted_total %" PRIu64 "\n"
+            "# HELP keng_duplicates_dropped_total Events not counted because their id was "
+            "already counted.\n"
+            "# TYPE keng_duplicates_dropped_total counter\n"
+            "keng_duplicates_dropped_total %" PRIu64 "\n"
+            "# HELP keng_deadletter_total Messages sent to the dead-letter topic, by reason.\n"
+            "# TYPE keng_deadletter_total counter\n",
+            st.counted, st.duplicates);
+    if (api->consumer)
+        keng_consumer_each_deadletter(api->consumer, metric_reason, &m);
+    for (size_t i = 0; i < sizeof(known_reasons) / sizeof(known_reasons[0]); i++) {
+        bool seen = false;
+        for (size_t j = 0; j < m.nseen; j++)
+            seen = seen || strcmp(m.seen[j], known_reasons[i]) == 0;
+        if (!seen)
+            fprintf(m.out, "keng_deadletter_total{reason=\"%s\"} 0\n", known_reasons[i]);
+    }
+    fprintf(m.out, "# HELP keng_consumer_lag Messages between the high watermark and the next "
+                   "offset to count.\n"
+                   "# TYPE keng_consumer_lag gauge\n");
+    if (api->consumer)
+        keng_consumer_each_partition(api->consumer, metric_lag, &m);
+    fprintf(m.out,
+            "# HELP keng_checkpoint_seconds Duration of the last checkpoint.\n"
+            "# TYPE keng_checkpoint_seconds gauge\n"
+            "keng_checkpoint_seconds %.6f\n"
+            "# HELP keng_checkpoints_total Checkpoints written since the process started.\n"
+            "# TYPE keng_checkpoints_total counter\n"
+            "keng_checkpoints_total %" PRIu64 "\n"
+            "# HELP keng_dedup_ids Event ids remembered for deduplication.\n"
+            "# TYPE keng_dedup_ids gauge\n"
+            "keng_dedup_ids %zu\n"
+            "# HELP keng_ready 1 once caught up with the topics.\n"
+            "# TYPE keng_ready gauge\n"
+            "keng_ready %d\n"
+            "# HELP keng_http_connections Open HTTP connections.\n"
+            "# TYPE keng_http_connections gauge\n"
+            "keng_http_connections %u\n"
+            "# HELP keng_http_requests_total HTTP requests answered, by status.\n"
+            "# TYPE keng_http_requests_total counter\n",
+            st.last_checkpoint_seconds, st.checkpoints, keng_counts_dedup_size(api->counts),
+            api->consumer && keng_consumer_ready(api->consumer, reason, sizeof(reason)),
+            srv ? keng_http_server_connections(srv) : 0u);
+    for (int i = 0; i < STATUS_SLOTS && api->statuses[i].status; i++)
+        fprintf(m.out, "keng_http_requests_total{status=\"%d\"} %" PRIu64 "\n",
+                api->statuses[i].status, api->statuses[i].count);
+    fclose(m.out);
+    keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
+    free(buf);
+}
+
+/* ---- Server-Sent Events ---- */
+
+/* The province's totals per window: what the stream sends when it changes. */
+static char *province_event(const keng_api_t *api)
+{
+    json_t *j = counts_json(api, KENG_LEVEL_PROVINCE, 0);
+    json_t *windows = json_object_get(j, "windows");
+    char *without_time, *text;
+
+    /* Compare without as_of, which changes every second even when nothing else does. */
+    json_t *cmp = json_pack("{s:O}", "windows", windows);
+    without_time = json_dumps(cmp, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(cmp);
+    text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!without_time || !text) {
+        free(without_time);
+        free(text);
+        return NULL;
+    }
+    /* "<windows>\n<full>": the key and the payload in one allocation. */
+    size_t a = strlen(without_time), b = strlen(text);
+    char *out = malloc(a + b + 2);
+    if (out) {
+        memcpy(out, without_time, a);
+        out[a] = '\n';
+        memcpy(out + a + 1, text, b + 1);
+    }
+    free(without_time);
+    free(text);
+    return out;
+}
+
+static void stream_write_all(keng_api_t *api, const char *data, size_t len)
+{
+    /* From the end: a stream that fails is removed by swapping the last one into its slot,
+     * which has already been written. */
+    for (size_t i = api->nstreams; i-- > 0;) {
+        if (i < api->nstreams)
+            keng_http_stream_write(api->streams[i]->req, data, len);
+    }
+}
+
+static void send_counts(keng_api_t *api, keng_http_request_t *only, bool force)
+{
+    char *ev = province_event(api);
+    char *full, *frame = NULL;
+    size_t key_len;
+
+    if (!ev)
+        return;
+    full = strchr(ev, '\n');
+    key_len = (size_t)(full - ev);
+    full++;
+    if (!force && api->last_sent && strlen(api->last_sent) == key_len &&
+        memcmp(api->last_sent, ev, key_len) == 0) {
+        free(ev);
+        return;
+    }
+    if (asprintf(&frame, "event: counts\ndata: %s\n\n", full) < 0) {
+        free(ev);
+        return;
+    }
+    if (only) {
+        keng_http_stream_write(only, frame, strlen(frame));
+    } else {
+        stream_write_all(api, frame, strlen(frame));
+        ev[key_len] = '\0';
+        free(api->last_sent);
+        api->last_sent = strdup(ev);
+        api->last_sent_ms = keng_monotonic_ms();
+    }
+    free(frame);
+    free(ev);
+}
+
+static void on_stream_timer(uv_timer_t *timer)
+{
+    keng_api_t *api = timer->data;
+
+    if (api->nstreams == 0)
+        return;
+    send_counts(api, NULL, false);
+    if (keng_monotonic_ms() - api->last_sent_ms >= STREAM_HEARTBEAT_MS) {
+        static const char beat[] = ": keep-alive\n\n";
+        stream_write_all(api, beat, sizeof(beat) - 1);
+        api->last_sent_ms = keng_monotonic_ms();
+    }
+}
+
+/* The API goes once its timer is closed and no stream can call back into it. */
+static void maybe_free(keng_api_t *api)
+{
+    if (!api->timer_closed || api->nstreams > 0)
+        return;
+    free(api->streams);
+    free(api->last_sent);
+    free(api);
+}
+
+static void on_stream_close(void *arg)
+{
+    stream_t *s = arg;
+    keng_api_t *api = s->api;
+
+    for (size_t i = 0; i < api->nstreams; i++) {
+        if (api->streams[i] == s) {
+            api->streams[i] = api->streams[--api->nstreams];
+            break;
+        }
+    }
+    free(s);
+    maybe_free(api);
+}
+
+static int streams_reserve(keng_api_t *api)
+{
+    size_t cap;
+    stream_t **p;
+
+    if (api->nstreams < api->streams_cap)
+        return 0;
+    cap = api->streams_cap ? api->streams_cap * 2 : 8;
+    p = realloc(api->streams, cap * sizeof(*p));
+    if (!p)
+        return -1;
+    api->streams = p;
+    api->streams_cap = cap;
+    return 0;
+}
+
+static void get_stream(keng_api_t *api, keng_http_request_t *req)
+{
+    stream_t *s = calloc(1, sizeof(*s));
+
+    if (!s || streams_reserve(api) != 0) {
+        free(s);
+        respond_error(api, req, 503, "out of memory for another stream");
+        return;
+    }
+    keng_http_request_add_header(req, "Cache-Control", "no-cache");
+    if (keng_http_stream_begin(req, "text/event-stream") != 0) {
+        free(s);
+        return;
+    }
+    count_status(api, 200);
+    s->api = api;
+    s->req = req;
+    api->streams[api->nstreams++] = s;
+    keng_http_stream_on_close(req, on_stream_close, s);
+    send_counts(api, req, true);
+}
+
+/* ---- routing ---- */
+
+void keng_api_handle(keng_http_request_t *req, void *ctx)
+{
+    keng_api_t *api = ctx;
+    const char *method = keng_http_request_method(req);
+    const char *path = keng_http_request_path(req);
+
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        keng_http_request_add_header(req, "Allow", "GET, HEAD");
+        respond_error(api, req, 405, "only GET is supported");
+        return;
+    }
+    if (strcmp(path, "/v1/counts") == 0)
+        get_counts(api, req);
+    else if (strcmp(path, "/v1/top") == 0)
+        get_top(api, req);
+    else if (strcmp(path, "/v1/alerts") == 0)
+        get_alerts(api, req);
+    else if (strcmp(path, "/v1/stream") == 0)
+        get_stream(api, req);
+    else if (strcmp(path, "/healthz") == 0)
+        respond_text(api, req, 200, "text/plain; charset=utf-8", "ok\n", 3);
+    else if (strcmp(path, "/readyz") == 0)
+        get_readyz(api, req);
+    else if (strcmp(path, "/metrics") == 0)
+        get_metrics(api, req, api->srv);
+    else if (strcmp(path, "/") == 0)
+        respond_text(api, req, 200, "text/html; charset=utf-8", dashboard_html,
+                     sizeof(dashboard_html) - 1);
+    else
+        respond_error(api, req, 404, "no such endpoint");
+}
+
+keng_api_t *keng_api_new(uv_loop_t *loop, const keng_registry_t *reg, const keng_counts_t *counts)
+{
+    keng_api_t *api = calloc(1, sizeof(*api));
+
+    if (!api)
+        return NULL;
+    api->reg = reg;
+    api->counts = counts;
+    uv_timer_init(loop, &api->timer);
+    api->timer.data = api;
+    uv_timer_start(&api->timer, on_stream_timer, STREAM_INTERVAL_MS, STREAM_INTERVAL_MS);
+    return api;
+}
+
+void keng_api_set_consumer(keng_api_t *api, keng_consumer_t *consumer)
+{
+    api->consumer = consumer;
+}
+
+void keng_api_set_server(keng_api_t *api, keng_http_server_t *srv)
+{
+    api->srv = srv;
+}
+
+static void on_timer_closed(uv_handle_t *handle)
+{
+    keng_api_t *api = handle->data;
+
+    api->timer_closed = true;
+    maybe_free(api);
+}
+
+void keng_api_close(keng_api_t *api)
+{
+    if (!api || api->closing)
+        return;
+    api->closing = true;
+    api->consumer = NULL;
+    uv_timer_stop(&api->timer);
+    /* Each stream's on_stream_close takes it out of the array, now or later. */
+    for (size_t i = api->nstreams; i-- > 0;) {
+        if (i < api->nstreams)
+            keng_http_stream_end(api->streams[i]->req);
+    }
+    uv_close((uv_handle_t *)&api->timer, on_timer_closed);
+}

@@ -1,0 +1,34 @@
+/* keng-aggregate's HTTP API: counts, top lists, alerts, the SSE stream, health, readiness,
+ * metrics and the dashboard, over common/http_server.
+ *
+ * Thread: loop thread only. */
+#ifndef KENG_API_H
+#define KENG_API_H
+
+#include <uv.h>
+
+#include "consumer.h"
+#include "counts.h"
+#include "http_server.h"
+#include "registry.h"
+
+typedef struct keng_api keng_api_t;
+
+/* Everything is borrowed and must outlive the API; consumer may be set later with
+ * keng_api_set_consumer (until then /readyz answers 503). Returns NULL on allocation
+ * failure. */
+keng_api_t *keng_api_new(uv_loop_t *loop, const keng_registry_t *reg, const keng_counts_t *counts);
+
+void keng_api_set_consumer(keng_api_t *api, keng_consumer_t *consumer);
+
+/* The server whose connections /metrics reports (borrowed; may be NULL). */
+void keng_api_set_server(keng_api_t *api, keng_http_server_t *srv);
+
+/* The handler to give keng_http_server_new, with the API as its ctx. */
+void keng_api_handle(keng_http_request_t *req, void *ctx);
+
+/* Ends every open stream and stops the stream timer; the memory goes once the loop closed
+ * it. Call before closing the server. */
+void keng_api_close(keng_api_t *api);
+
+#endif

@@ -1,0 +1,335 @@
+/* The LMDB checkpoint of keng-aggregate: one environment in --state-dir, one database with
+ * two kinds of keys, "o/<topic>/<partition>" (next offset, 8 bytes little-endian) and
+ * "b/<board id>" (the board's state as counts.c saves it). */
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <lmdb.h>
+
+#define DEFAULT_MAP_SIZE ((size_t)4 << 30)
+#define KEY_MAX          512
+
+struct keng_checkpoint {
+    MDB_env *env;
+    MDB_dbi dbi;
+    char *dir;
+};
+
+struct keng_checkpoint_txn {
+    keng_checkpoint_t *cp;
+    MDB_txn *txn;
+};
+
+/* mkdir -p: the state dir is often a fresh path under a temp or /var directory. */
+static int make_dirs(const char *path)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof(buf)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *errstr,
+                                        size_t errstr_size)
+{
+    keng_checkpoint_t *cp = NULL;
+    MDB_txn *txn = NULL;
+    int rc;
+
+    if (make_dirs(dir) != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot create the state directory: %s", dir,
+                 strerror(errno));
+        goto fail;
+    }
+    cp = calloc(1, sizeof(*cp));
+    if (!cp || !(cp->dir = strdup(dir))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    rc = mdb_env_create(&cp->env);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: %s", dir, mdb_strerror(rc));
+        goto fail;
+    }
+    rc = mdb_env_set_mapsize(cp->env, map_size ? map_size : DEFAULT_MAP_SIZE);
+    if (rc == 0)
+        rc = mdb_env_open(cp->env, dir, 0, 0644);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot open the checkpoint: %s", dir, mdb_strerror(rc));
+        goto fail;
+    }
+    rc = mdb_txn_begin(cp->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, NULL, 0, &cp->dbi);
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot open the checkpoint database: %s", dir,
+                 mdb_strerror(rc));
+        goto fail;
+    }
+    return cp;
+
+fail:
+    if (txn)
+        mdb_txn_abort(txn);
+    keng_checkpoint_close(cp);
+    return NULL;
+}
+
+void keng_checkpoint_close(keng_checkpoint_t *cp)
+{
+    if (!cp)
+        return;
+    if (cp->env)
+        mdb_env_close(cp->env);
+    free(cp->dir);
+    free(cp);
+}
+
+keng_checkpoint_txn_t *keng_checkpoint_begin(keng_checkpoint_t *cp, char *errstr,
+                                             size_t errstr_size)
+{
+    keng_checkpoint_txn_t *t = calloc(1, sizeof(*t));
+    int rc;
+
+    if (!t) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    rc = mdb_txn_begin(cp->env, NULL, 0, &t->txn);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot start a checkpoint: %s", cp->dir,
+                 mdb_strerror(rc));
+        free(t);
+        return NULL;
+    }
+    t->cp = cp;
+    return t;
+}
+
+static int offset_key(char *buf, size_t size, const char *topic, int32_t partition)
+{
+    int n = snprintf(buf, size, "o/%s/%d", topic, (int)partition);
+
+    return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
+static int board_key(char *buf, size_t size, const char *board_id)
+{
+    int n = snprintf(buf, size, "b/%s", board_id);
+
+    return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
+static int put(keng_checkpoint_txn_t *t, const char *key, size_t key_len, const void *val,
+               size_t len, char *errstr, size_t errstr_size)
+{
+    MDB_val k = {.mv_size = key_len, .mv_data = (void *)key};
+    MDB_val v = {.mv_size = len, .mv_data = (void *)val};
+    int rc = mdb_put(t->txn, t->cp->dbi, &k, &v, 0);
+
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot write %.*s to the checkpoint: %s%s", t->cp->dir,
+                 (int)key_len, key, mdb_strerror(rc),
+                 rc == MDB_MAP_FULL ? " (raise checkpoint.map_size_mb)" : "");
+        return -1;
+    }
+    return 0;
+}
+
+int keng_checkpoint_put_offset(keng_checkpoint_txn_t *txn, const char *topic, int32_t partition,
+                               int64_t next_offset, char *errstr, size_t errstr_size)
+{
+    char key[KEY_MAX];
+    unsigned char val[8];
+    int n = offset_key(key, sizeof(key), topic, partition);
+    uint64_t u = (uint64_t)next_offset;
+
+    if (n < 0) {
+        snprintf(errstr, errstr_size, "topic name too long for the checkpoint: %s", topic);
+        return -1;
+    }
+    for (int i = 0; i < 8; i++)
+        val[i] = (unsigned char)(u >> (8 * i));
+    return put(txn, key, (size_t)n, val, sizeof(val), errstr, errstr_size);
+}
+
+int keng_checkpoint_put_board(keng_checkpoint_txn_t *txn, const char *board_id, const void *state,
+                              size_t len, char *errstr, size_t errstr_size)
+{
+    char key[KEY_MAX];
+    int n = board_key(key, sizeof(key), board_id);
+
+    if (n < 0) {
+        snprintf(errstr, errstr_size, "board id too long for the checkpoint: %s", board_id);
+        return -1;
+    }
+    return put(txn, key, (size_t)n, state, len, errstr, errstr_size);
+}
+
+int keng_checkpoint_commit(keng_checkpoint_txn_t *txn, char *errstr, size_t errstr_size)
+{
+    int rc = mdb_txn_commit(txn->txn);
+
+    if (rc != 0)
+        snprintf(errstr, errstr_size, "%s: cannot commit the checkpoint: %s", txn->cp->dir,
+                 mdb_strerror(rc));
+    free(txn);
+    return rc == 0 ? 0 : -1;
+}
+
+void keng_checkpoint_abort(keng_checkpoint_txn_t *txn)
+{
+    if (!txn)
+        return;
+    mdb_txn_abort(txn->txn);
+    free(txn);
+}
+
+int keng_checkpoint_get_offset(keng_checkpoint_t *cp, const char *topic, int32_t partition,
+                               int64_t *next_offset, char *errstr, size_t errstr_size)
+{
+    char key[KEY_MAX];
+    int n = offset_key(key, sizeof(key), topic, partition);
+    MDB_txn *txn = NULL;
+    MDB_val k, v;
+    int rc, ret = -1;
+
+    if (n < 0) {
+        snprintf(errstr, errstr_size, "topic name too long for the checkpoint: %s", topic);
+        return -1;
+    }
+    rc = mdb_txn_begin(cp->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot read the checkpoint: %s", cp->dir,
+                 mdb_strerror(rc));
+        goto out;
+    }
+    k.mv_size = (size_t)n;
+    k.mv_data = key;
+    rc = mdb_get(txn, cp->dbi, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        ret = 0;
+        goto out;
+    }
+    if (rc != 0 || v.mv_size != 8) {
+        snprintf(errstr, errstr_size, "%s: cannot read %s from the checkpoint: %s", cp->dir, key,
+                 rc ? mdb_strerror(rc) : "the value is not 8 bytes");
+        goto out;
+    }
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u |= (uint64_t)((const unsigned char *)v.mv_data)[i] << (8 * i);
+    *next_offset = (int64_t)u;
+    ret = 1;
+
+out:
+    if (txn)
+        mdb_txn_abort(txn);
+    return ret;
+}
+
+int keng_checkpoint_each_board(keng_checkpoint_t *cp, keng_checkpoint_board_fn fn, void *arg,
+                               char *errstr, size_t errstr_size)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k = {.mv_size = 2, .mv_data = "b/"}, v;
+    int rc, ret = -1;
+
+    rc = mdb_txn_begin(cp->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, cp->dbi, &cur);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot read the checkpoint: %s", cp->dir,
+                 mdb_strerror(rc));
+        goto out;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 2 || memcmp(k.mv_data, "b/", 2) != 0)
+            break;
+        int r = fn((const char *)k.mv_data + 2, k.mv_size - 2, v.mv_data, v.mv_size, arg);
+        if (r != 0) {
+            ret = r;
+            goto out;
+        }
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        snprintf(errstr, errstr_size, "%s: cannot read the checkpoint: %s", cp->dir,
+                 mdb_strerror(rc));
+        goto out;
+    }
+    ret = 0;
+
+out:
+    if (cur)
+        mdb_cursor_close(cur);
+    if (txn)
+        mdb_txn_abort(txn);
+    return ret;
+}
+
+int keng_checkpoint_get_board(keng_checkpoint_t *cp, const char *board_id,
+                              keng_checkpoint_board_fn fn, void *arg, char *errstr,
+                              size_t errstr_size)
+{
+    char key[KEY_MAX];
+    int n = board_key(key, sizeof(key), board_id);
+    MDB_txn *txn = NULL;
+    MDB_val k, v;
+    int rc, ret = -1;
+
+    if (n < 0) {
+        snprintf(errstr, errstr_size, "board id too long for the checkpoint: %s", board_id);
+        return -1;
+    }
+    rc = mdb_txn_begin(cp->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot read the checkpoint: %s", cp->dir,
+                 mdb_strerror(rc));
+        goto out;
+    }
+    k.mv_size = (size_t)n;
+    k.mv_data = key;
+    rc = mdb_get(txn, cp->dbi, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        ret = 0;
+        goto out;
+    }
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot read %s from the checkpoint: %s", cp->dir, key,
+                 mdb_strerror(rc));
+        goto out;
+    }
+    fn(key + 2, (size_t)n - 2, v.mv_data, v.mv_size, arg);
+    ret = 1;
+
+out:
+    if (txn)
+        mdb_txn_abort(txn);
+    return ret;
+}

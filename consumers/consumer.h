@@ -1,0 +1,81 @@
+/* keng-aggregate's input side: the Kafka consumer on the libuv loop. It decodes every event,
+ * counts it or dead-letters it, advances the windows, and checkpoints the counts together
+ * with the input offsets, which are where it resumes (never the group's committed offsets).
+ *
+ * Thread: everything here runs on the loop thread, librdkafka's callbacks included (they are
+ * served from the consumer queue, which the loop drains). */
+#ifndef KENG_CONSUMER_H
+#define KENG_CONSUMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "avro_codec.h"
+#include "checkpoint.h"
+#include "config.h"
+#include "counts.h"
+#include "deadletter.h"
+#include "registry.h"
+
+typedef struct keng_consumer keng_consumer_t;
+
+typedef struct keng_consumer_options {
+    const char *topic_incidents;    /* antt.incidents */
+    const char *topic_mediations;   /* antt.mediations */
+    const char *group_id;           /* keng-aggregate */
+    int64_t fixed_clock_ms;         /* > 0: the clock stands still there (tests) */
+    int64_t checkpoint_interval_ms; /* checkpoint at least this often (1000) */
+    int64_t checkpoint_events;      /* and after this many events (50000) */
+    int batch_max;                  /* messages per loop turn before HTTP gets its turn (1000) */
+} keng_consumer_options_t;
+
+void keng_consumer_options_default(keng_consumer_options_t *opt);
+
+/* Everything borrowed must outlive the consumer: cfg (only during the call), store, reg,
+ * counts, cp and dl. Loads every board's checkpointed state into counts, then subscribes.
+ * A broker that is down is not an error: librdkafka keeps trying and /readyz says so.
+ * Returns NULL with errstr filled. */
+keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
+                                   const keng_consumer_options_t *opt, keng_schema_store_t *store,
+                                   const keng_registry_t *reg, keng_counts_t *counts,
+                                   keng_checkpoint_t *cp, keng_deadletter_t *dl, char *errstr,
+                                   size_t errstr_size);
+
+/* Stops consuming, writes a last checkpoint, closes the consumer (leaving the group), frees
+ * everything once the loop has closed its handles, then calls done (may be NULL). */
+void keng_consumer_stop(keng_consumer_t *c, void (*done)(void *arg), void *arg);
+
+/* keng-aggregate's clock: the wall clock, or the fixed time of the options. */
+int64_t keng_consumer_now(const keng_consumer_t *c);
+
+/* True once every assigned partition has been read up to the high watermark it had when it
+ * was assigned; until then false, with the reason as a sentence in reason. */
+bool keng_consumer_ready(const keng_consumer_t *c, char *reason, size_t reason_size);
+
+typedef struct keng_consumer_stats {
+    uint64_t counted;
+    uint64_t duplicates;
+    uint64_t deadlettered;
+    uint64_t checkpoints;
+    double last_checkpoint_seconds;
+    int64_t last_checkpoint_ms; /* by keng_consumer_now; 0 before the first */
+} keng_consumer_stats_t;
+
+void keng_consumer_stats(const keng_consumer_t *c, keng_consumer_stats_t *out);
+
+/* Calls fn for every dead-letter reason seen since start, with its count. */
+void keng_consumer_each_deadletter(const keng_consumer_t *c,
+                                   void (*fn)(const char *reason, uint64_t count, void *arg),
+                                   void *arg);
+
+/* Calls fn for every assigned partition with its lag: the high watermark librdkafka last saw
+ * minus the next offset to count (the whole partition before the first message). */
+void keng_consumer_each_partition(const keng_consumer_t *c,
+                                  void (*fn)(const char *topic, int32_t partition, int64_t lag,
+                                             void *arg),
+                                  void *arg);
+
+#endif

@@ -1,0 +1,567 @@
+/* The annual review's tallies and its three outputs. Rollups are summed from the boards at
+ * write time, so that a commune, district or province always equals the sum of its boards. */
+#include "review.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "timeutil.h"
+
+typedef struct tally {
+    uint64_t incidents;
+    uint64_t by_category[KENG_CAT_COUNT];
+    uint64_t by_resolution[KENG_RES_COUNT];
+    uint64_t mediations;
+    uint64_t by_outcome[KENG_OUTCOME_COUNT];
+    uint64_t by_dispute[KENG_DISPUTE_COUNT];
+} tally_t;
+
+#define MONTHS 12
+
+struct keng_review {
+    const keng_registry_t *reg;
+    int64_t from_ms, to_ms;
+    char label[64];
+    tally_t *boards;        /* one per registry board */
+    tally_t months[MONTHS]; /* the province, by local calendar month of the period's start year */
+    int first_month_index;  /* months since year 0 of the period's first month */
+    uint64_t outcomes[KENG_REVIEW_OUTCOME_COUNT];
+    /* event_id hashes already counted: open addressing, 0 marks an empty slot */
+    uint64_t *seen;
+    size_t seen_mask, seen_count;
+};
+
+static uint64_t hash_event_id(const char *id)
+{
+    /* FNV-1a then a final mix; 0 is reserved for empty slots. With n ids the chance that two
+     * distinct ids collide is about n^2 / 2^65: 1e-7 for a province-year of 2 million. */
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *id; id++) {
+        h ^= (unsigned char)*id;
+        h *= 1099511628211ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h ? h : 1;
+}
+
+/* Returns true when h was new (and remembers it). */
+static bool seen_insert(keng_review_t *r, uint64_t h)
+{
+    if ((r->seen_count + 1) * 2 > r->seen_mask + 1) {
+        size_t size = (r->seen_mask + 1) * 2;
+        uint64_t *grown = calloc(size, sizeof(*grown));
+        if (!grown)
+            abort(); /* a replay cannot go on without its memory of ids */
+        for (size_t i = 0; i <= r->seen_mask; i++) {
+            if (r->seen[i] == 0)
+                continue;
+            size_t pos = r->seen[i] & (size - 1);
+            while (grown[pos])
+                pos = (pos + 1) & (size - 1);
+            grown[pos] = r->seen[i];
+        }
+        free(r->seen);
+        r->seen = grown;
+        r->seen_mask = size - 1;
+    }
+    size_t pos = h & r->seen_mask;
+    while (r->seen[pos]) {
+        if (r->seen[pos] == h)
+            return false;
+        pos = (pos + 1) & r->seen_mask;
+    }
+    r->seen[pos] = h;
+    r->seen_count++;
+    return true;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static int month_index_of(int64_t ms)
+{
+    time_t secs = (time_t)((ms + KENG_LOCAL_OFFSET_MS) / 1000);
+    struct tm tm;
+
+    gmtime_r(&secs, &tm);
+    return (tm.tm_year + 1900) * 12 + tm.tm_mon;
+}
+
+void keng_review_year_bounds(int year, int64_t *from_ms, int64_t *to_ms)
+{
+    *from_ms = days_from_civil(year, 1, 1) * 86400000LL - KENG_LOCAL_OFFSET_MS;
+    *to_ms = days_from_civil(year + 1, 1, 1) * 86400000LL - KENG_LOCAL_OFFSET_MS;
+}
+
+int keng_review_parse_date(const char *s, int64_t *out_ms)
+{
+    int y, m, d, n = 0;
+
+    if (sscanf(s, "%4d-%2d-%2d%n", &y, &m, &d, &n) != 3 || s[n] != '\0' || m < 1 || m > 12 ||
+        d < 1 || d > 31 || y < 1970)
+        return -1;
+    *out_ms = days_from_civil(y, (unsigned)m, (unsigned)d) * 86400000LL - KENG_LOCAL_OFFSET_MS;
+    return 0;
+}
+
+keng_review_t *keng_review_new(const keng_registry_t *reg, int64_t from_ms, int64_t to_ms,
+                               const char *label)
+{
+    keng_review_t *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return NULL;
+    r->reg = reg;
+    r->from_ms = from_ms;
+    r->to_ms = to_ms;
+    snprintf(r->label, sizeof(r->label), "%s", label);
+    r->boards = calloc(keng_registry_board_count(reg), sizeof(tally_t));
+    r->seen_mask = 1023;
+    r->seen = calloc(r->seen_mask + 1, sizeof(uint64_t));
+    r->first_month_index = month_index_of(from_ms);
+    if (!r->boards || !r->seen) {
+        keng_review_destroy(r);
+        return NULL;
+    }
+    return r;
+}
+
+void keng_review_destroy(keng_review_t *r)
+{
+    if (!r)
+        return;
+    free(r->boards);
+    free(r->seen);
+    free(r);
+}
+
+static void tally_event(tally_t *t, const keng_event_t *ev)
+{
+    if (ev->kind == KENG_KIND_INCIDENT) {
+        t->incidents++;
+        t->by_category[ev->category]++;
+        t->by_resolution[ev->resolution]++;
+    } else {
+        t->mediations++;
+        t->by_outcome[ev->outcome]++;
+        t->by_dispute[ev->dispute_type]++;
+    }
+}
+
+static void tally_add(tally_t *into, const tally_t *t)
+{
+    into->incidents += t->incidents;
+    into->mediations += t->mediations;
+    for (int i = 0; i < KENG_CAT_COUNT; i++)
+        into->by_category[i] += t->by_category[i];
+    for (int i = 0; i < KENG_RES_COUNT; i++)
+        into->by_resolution[i] += t->by_resolution[i];
+    for (int i = 0; i < KENG_OUTCOME_COUNT; i++)
+        into->by_outcome[i] += t->by_outcome[i];
+    for (int i = 0; i < KENG_DISPUTE_COUNT; i++)
+        into->by_dispute[i] += t->by_dispute[i];
+}
+
+keng_review_outcome_t keng_review_add(keng_review_t *r, const keng_event_t *ev)
+{
+    keng_review_outcome_t outcome;
+    int32_t board;
+
+    if (ev->occurred_at < r->from_ms || ev->occurred_at >= r->to_ms) {
+        outcome = KENG_REVIEW_OUT_OF_PERIOD;
+    } else if ((board = keng_registry_find_board(r->reg, ev->board_id, strlen(ev->board_id))) < 0) {
+        outcome = KENG_REVIEW_UNKNOWN_BOARD;
+    } else if (!seen_insert(r, hash_event_id(ev->event_id))) {
+        outcome = KENG_REVIEW_DUPLICATE;
+    } else {
+        int month = month_index_of(ev->occurred_at) - r->first_month_index;
+        tally_event(&r->boards[board], ev);
+        if (month >= 0 && month < MONTHS)
+            tally_event(&r->months[month], ev);
+        outcome = KENG_REVIEW_COUNTED;
+    }
+    r->outcomes[outcome]++;
+    return outcome;
+}
+
+void keng_review_add_undecodable(keng_review_t *r)
+{
+    r->outcomes[KENG_REVIEW_UNDECODABLE]++;
+}
+
+uint64_t keng_review_outcome_count(const keng_review_t *r, keng_review_outcome_t outcome)
+{
+    return r->outcomes[outcome];
+}
+
+/* ---- rollups ---- */
+
+typedef struct rollup {
+    tally_t province;
+    tally_t *communes;
+    tally_t *districts;
+} rollup_t;
+
+static int rollup_build(const keng_review_t *r, rollup_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->communes = calloc(keng_registry_commune_count(r->reg), sizeof(tally_t));
+    out->districts = calloc(keng_registry_district_count(r->reg), sizeof(tally_t));
+    if (!out->communes || !out->districts)
+        return -1;
+    for (uint32_t i = 0; i < keng_registry_board_count(r->reg); i++) {
+        const keng_board_t *b = keng_registry_board(r->reg, i);
+        tally_add(&out->communes[b->commune], &r->boards[i]);
+        tally_add(&out->districts[b->district], &r->boards[i]);
+        tally_add(&out->province, &r->boards[i]);
+    }
+    return 0;
+}
+
+static void rollup_free(rollup_t *ru)
+{
+    free(ru->communes);
+    free(ru->districts);
+}
+
+/* ---- JSON ---- */
+
+static json_t *tally_json(const tally_t *t)
+{
+    json_t *cat = json_object(), *res = json_object(), *out = json_object(), *dis = json_object();
+
+    for (int i = 0; i < KENG_CAT_COUNT; i++)
+        json_object_set_new(cat, keng_category_names[i],
+                            json_integer((json_int_t)t->by_category[i]));
+    for (int i = 0; i < KENG_RES_COUNT; i++)
+        json_object_set_new(res, keng_resolution_names[i],
+                            json_integer((json_int_t)t->by_resolution[i]));
+    for (int i = 0; i < KENG_OUTCOME_COUNT; i++)
+        json_object_set_new(out, keng_outcome_names[i], json_integer((json_int_t)t->by_outcome[i]));
+    for (int i = 0; i < KENG_DISPUTE_COUNT; i++)
+        json_object_set_new(dis, keng_dispute_names[i], json_integer((json_int_t)t->by_dispute[i]));
+    return json_pack("{s:{s:I,s:o,s:o},s:{s:I,s:o,s:o}}", "incidents", "total",
+                     (json_int_t)t->incidents, "by_category", cat, "by_resolution", res,
+                     "mediations", "total", (json_int_t)t->mediations, "by_outcome", out,
+                     "by_dispute_type", dis);
+}
+
+static json_t *scope_json(const char *id, const char *name, const tally_t *t)
+{
+    json_t *o = tally_json(t);
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "name", json_string(name));
+    return o;
+}
+
+static int write_json(const keng_review_t *r, const rollup_t *ru, const char *path)
+{
+    char from[40], to[40], month[16];
+    json_t *root, *months = json_array(), *districts = json_array(), *communes = json_array(),
+                  *boards = json_array();
+
+    for (int m = 0; m < MONTHS; m++) {
+        int index = r->first_month_index + m;
+        int64_t start = days_from_civil(index / 12, (unsigned)(index % 12) + 1, 1) * 86400000LL -
+                        KENG_LOCAL_OFFSET_MS;
+        if (start >= r->to_ms)
+            break;
+        snprintf(month, sizeof(month), "%04d-%02d", index / 12, index % 12 + 1);
+        json_t *o = tally_json(&r->months[m]);
+        json_object_set_new(o, "month", json_string(month));
+        json_array_append_new(months, o);
+    }
+    for (uint32_t i = 0; i < keng_registry_district_count(r->reg); i++) {
+        const keng_district_t *d = keng_registry_district(r->reg, i);
+        json_array_append_new(districts, scope_json(d->id, d->name, &ru->districts[i]));
+    }
+    for (uint32_t i = 0; i < keng_registry_commune_count(r->reg); i++) {
+        const keng_commune_t *c = keng_registry_commune(r->reg, i);
+        json_t *o = scope_json(c->id, c->name, &ru->communes[i]);
+        json_object_set_new(o, "district_id",
+                            json_string(keng_registry_district(r->reg, c->district)->id));
+        json_array_append_new(communes, o);
+    }
+    for (uint32_t i = 0; i < keng_registry_board_count(r->reg); i++) {
+        const keng_board_t *b = keng_registry_board(r->reg, i);
+        if (r->boards[i].incidents == 0 && r->boards[i].mediations == 0)
+            continue; /* boards with nothing to report are listed in the CSV only */
+        json_t *o = scope_json(b->id, b->name, &r->boards[i]);
+        json_object_set_new(o, "commune_id",
+                            json_string(keng_registry_commune(r->reg, b->commune)->id));
+        json_array_append_new(boards, o);
+    }
+    root = json_pack(
+        "{s:{s:s,s:s,s:s,s:s},s:{s:I,s:I,s:I,s:I,s:I},s:o,s:o,s:o,s:o,s:o}", "period", "label",
+        r->label, "from", keng_time_format_local(r->from_ms, from, sizeof(from)), "to",
+        keng_time_format_local(r->to_ms, to, sizeof(to)), "time_zone", "Asia/Ho_Chi_Minh",
+        "data_quality", "counted", (json_int_t)r->outcomes[KENG_REVIEW_COUNTED], "duplicates",
+        (json_int_t)r->outcomes[KENG_REVIEW_DUPLICATE], "out_of_period",
+        (json_int_t)r->outcomes[KENG_REVIEW_OUT_OF_PERIOD], "unknown_board",
+        (json_int_t)r->outcomes[KENG_REVIEW_UNKNOWN_BOARD], "undecodable",
+        (json_int_t)r->outcomes[KENG_REVIEW_UNDECODABLE], "province",
+        scope_json("NA", "Tỉnh Nghệ An", &ru->province), "months", months, "districts", districts,
+        "communes", communes, "boards", boards);
+    if (!root)
+        return -1;
+    int rc = json_dump_file(root, path, JSON_INDENT(1));
+    json_decref(root);
+    return rc;
+}
+
+/* ---- CSV ---- */
+
+static void csv_field(FILE *f, const char *s)
+{
+    if (!strpbrk(s, ",\"\n")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void csv_row(FILE *f, const char *level, const char *id, const char *name,
+                    const char *parent, const tally_t *t)
+{
+    fprintf(f, "%s,%s,", level, id);
+    csv_field(f, name);
+    fprintf(f, ",%s,%llu", parent, (unsigned long long)t->incidents);
+    for (int i = 0; i < KENG_RES_COUNT; i++)
+        fprintf(f, ",%llu", (unsigned long long)t->by_resolution[i]);
+    for (int i = 0; i < KENG_CAT_COUNT; i++)
+        fprintf(f, ",%llu", (unsigned long long)t->by_category[i]);
+    fprintf(f, ",%llu", (unsigned long long)t->mediations);
+    for (int i = 0; i < KENG_OUTCOME_COUNT; i++)
+        fprintf(f, ",%llu", (unsigned long long)t->by_outcome[i]);
+    for (int i = 0; i < KENG_DISPUTE_COUNT; i++)
+        fprintf(f, ",%llu", (unsigned long long)t->by_dispute[i]);
+    fputc('\n', f);
+}
+
+static int write_csv(const keng_review_t *r, const rollup_t *ru, const char *path)
+{
+    FILE *f = fopen(path, "w");
+
+    if (!f)
+        return -1;
+    fputs("level,id,name,parent_id,incidents", f);
+    for (int i = 0; i < KENG_RES_COUNT; i++)
+        fprintf(f, ",incidents_%s", keng_resolution_names[i]);
+    for (int i = 0; i < KENG_CAT_COUNT; i++)
+        fprintf(f, ",incidents_%s", keng_category_names[i]);
+    fputs(",mediations", f);
+    for (int i = 0; i < KENG_OUTCOME_COUNT; i++)
+        fprintf(f, ",mediations_%s", keng_outcome_names[i]);
+    for (int i = 0; i < KENG_DISPUTE_COUNT; i++)
+        fprintf(f, ",mediations_%s", keng_dispute_names[i]);
+    fputc('\n', f);
+    csv_row(f, "province", "NA", "Tỉnh Nghệ An", "", &ru->province);
+    for (uint32_t i = 0; i < keng_registry_district_count(r->reg); i++) {
+        const keng_district_t *d = keng_registry_district(r->reg, i);
+        csv_row(f, "district", d->id, d->name, "NA", &ru->districts[i]);
+    }
+    for (uint32_t i = 0; i < keng_registry_commune_count(r->reg); i++) {
+        const keng_commune_t *c = keng_registry_commune(r->reg, i);
+        csv_row(f, "commune", c->id, c->name, keng_registry_district(r->reg, c->district)->id,
+                &ru->communes[i]);
+    }
+    for (uint32_t i = 0; i < keng_registry_board_count(r->reg); i++) {
+        const keng_board_t *b = keng_registry_board(r->reg, i);
+        csv_row(f, "board", b->id, b->name, keng_registry_commune(r->reg, b->commune)->id,
+                &r->boards[i]);
+    }
+    int failed = ferror(f);
+    return fclose(f) == 0 && !failed ? 0 : -1;
+}
+
+/* ---- HTML ---- */
+
+static void html_text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<':
+            fputs("&lt;", f);
+            break;
+        case '>':
+            fputs("&gt;", f);
+            break;
+        case '&':
+            fputs("&amp;", f);
+            break;
+        case '"':
+            fputs("&quot;", f);
+            break;
+        default:
+            fputc(*s, f);
+        }
+    }
+}
+
+static void html_count(FILE *f, uint64_t n)
+{
+    /* Vietnamese groups thousands with a dot: 11.000 */
+    char digits[32], out[48];
+    int len = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)n), o = 0;
+
+    for (int i = 0; i < len; i++) {
+        if (i > 0 && (len - i) % 3 == 0)
+            out[o++] = '.';
+        out[o++] = digits[i];
+    }
+    out[o] = '\0';
+    fputs(out, f);
+}
+
+static void html_row(FILE *f, const char *id, const char *name, const tally_t *t)
+{
+    fputs("<tr><td>", f);
+    html_text(f, id);
+    fputs("</td><td>", f);
+    html_text(f, name);
+    fputs("</td>", f);
+    const uint64_t cells[] = {t->incidents,
+                              t->by_resolution[KENG_RES_HANDLED_LOCALLY],
+                              t->by_resolution[KENG_RES_TRANSFERRED_TO_POLICE],
+                              t->by_resolution[KENG_RES_PENDING],
+                              t->mediations,
+                              t->by_outcome[KENG_OUTCOME_RECONCILED]};
+    for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+        fputs("<td class=n>", f);
+        html_count(f, cells[i]);
+        fputs("</td>", f);
+    }
+    fputs("</tr>\n", f);
+}
+
+static const char html_table_head[] =
+    "<tr><th>Mã</th><th>Tên</th><th>Vụ việc</th><th>Tự xử lý</th><th>Chuyển công an xã</th>"
+    "<th>Đang xử lý</th><th>Hòa giải</th><th>Hòa giải thành</th></tr>\n";
+
+static int write_html(const keng_review_t *r, const rollup_t *ru, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    char from[40], to[40];
+
+    if (!f)
+        return -1;
+    fputs("<!doctype html>\n<html lang=vi><head><meta charset=utf-8>\n<title>", f);
+    fputs("Báo cáo tổng kết năm ", f);
+    html_text(f, r->label);
+    fputs(" — keng</title>\n<style>body{font-family:sans-serif;margin:2em;color:#222}"
+          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;"
+          "padding:.25em .6em}td.n{text-align:right}th{background:#eee}"
+          ".kpi{display:inline-block;margin:0 2em 1em 0}.kpi b{display:block;font-size:2em}"
+          "</style></head><body>\n",
+          f);
+    fputs("<h1>Báo cáo tổng kết năm ", f);
+    html_text(f, r->label);
+    fputs("</h1>\n<p>Ban tự quản về ANTT tỉnh Nghệ An, từ ", f);
+    html_text(f, keng_time_format_local(r->from_ms, from, sizeof(from)));
+    fputs(" đến ", f);
+    html_text(f, keng_time_format_local(r->to_ms, to, sizeof(to)));
+    fputs(" (giờ Việt Nam).</p>\n", f);
+
+    const struct {
+        const char *label;
+        uint64_t value;
+    } kpis[] = {
+        {"Vụ việc phát hiện", ru->province.incidents},
+        {"Tự giải quyết", ru->province.by_resolution[KENG_RES_HANDLED_LOCALLY]},
+        {"Chuyển công an xã", ru->province.by_resolution[KENG_RES_TRANSFERRED_TO_POLICE]},
+        {"Vụ hòa giải", ru->province.mediations},
+        {"Hòa giải thành", ru->province.by_outcome[KENG_OUTCOME_RECONCILED]},
+    };
+    for (size_t i = 0; i < sizeof(kpis) / sizeof(kpis[0]); i++) {
+        fputs("<div class=kpi><b>", f);
+        html_count(f, kpis[i].value);
+        fprintf(f, "</b>%s</div>\n", kpis[i].label);
+    }
+
+    fputs("<h2>Theo tháng</h2>\n<table>\n", f);
+    fputs(html_table_head, f);
+    for (int m = 0; m < MONTHS; m++) {
+        int index = r->first_month_index + m;
+        char month[16];
+        int64_t start = days_from_civil(index / 12, (unsigned)(index % 12) + 1, 1) * 86400000LL -
+                        KENG_LOCAL_OFFSET_MS;
+        if (start >= r->to_ms)
+            break;
+        snprintf(month, sizeof(month), "%04d-%02d", index / 12, index % 12 + 1);
+        html_row(f, month, "", &r->months[m]);
+    }
+    fputs("</table>\n<h2>Theo huyện, thị xã, thành phố</h2>\n<table>\n", f);
+    fputs(html_table_head, f);
+    for (uint32_t i = 0; i < keng_registry_district_count(r->reg); i++) {
+        const keng_district_t *d = keng_registry_district(r->reg, i);
+        html_row(f, d->id, d->name, &ru->districts[i]);
+    }
+    html_row(f, "NA", "Toàn tỉnh", &ru->province);
+    fputs("</table>\n<h2>Chất lượng dữ liệu</h2>\n<p>", f);
+    fprintf(f,
+            "Đã tính %llu sự kiện; bỏ qua %llu bản gửi trùng, %llu ngoài kỳ báo cáo, "
+            "%llu của ban không có trong danh mục, %llu không giải mã được.",
+            (unsigned long long)r->outcomes[KENG_REVIEW_COUNTED],
+            (unsigned long long)r->outcomes[KENG_REVIEW_DUPLICATE],
+            (unsigned long long)r->outcomes[KENG_REVIEW_OUT_OF_PERIOD],
+            (unsigned long long)r->outcomes[KENG_REVIEW_UNKNOWN_BOARD],
+            (unsigned long long)r->outcomes[KENG_REVIEW_UNDECODABLE]);
+    fputs(" Số liệu từng xã và từng ban có trong review.csv và review.json.</p>\n", f);
+    fputs("</body></html>\n", f);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+int keng_review_write(const keng_review_t *r, const char *dir, char *errstr, size_t errstr_size)
+{
+    char path[4096];
+    rollup_t ru;
+    int rc = -1;
+
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(errstr, errstr_size, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (rollup_build(r, &ru) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    snprintf(path, sizeof(path), "%s/review.json", dir);
+    if (write_json(r, &ru, path) != 0)
+        goto fail;
+    snprintf(path, sizeof(path), "%s/review.csv", dir);
+    if (write_csv(r, &ru, path) != 0)
+        goto fail;
+    snprintf(path, sizeof(path), "%s/review.html", dir);
+    if (write_html(r, &ru, path) != 0)
+        goto fail;
+    rc = 0;
+    goto out;
+fail:
+    snprintf(errstr, errstr_size, "%s: cannot write: %s", path, strerror(errno));
+out:
+    rollup_free(&ru);
+    return rc;
+}

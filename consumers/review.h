@@ -1,0 +1,54 @@
+/* The annual review: what the boards did over a period, per board and rolled up to commune,
+ * district and province, with a month-by-month line for the province. Fed one decoded event
+ * at a time by keng-replay; written as JSON, CSV and a self-contained HTML page.
+ *
+ * Thread: not thread-safe; one replay owns one review. */
+#ifndef KENG_REVIEW_H
+#define KENG_REVIEW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "registry.h"
+
+typedef struct keng_review keng_review_t;
+
+/* Why an event read from the topics was not counted. */
+typedef enum {
+    KENG_REVIEW_COUNTED = 0,
+    KENG_REVIEW_DUPLICATE,     /* its event_id was counted already */
+    KENG_REVIEW_OUT_OF_PERIOD, /* occurred_at outside [from, to) */
+    KENG_REVIEW_UNKNOWN_BOARD, /* the registry does not know its board */
+    KENG_REVIEW_UNDECODABLE,   /* not a keng event (reported by the caller) */
+    KENG_REVIEW_OUTCOME_COUNT
+} keng_review_outcome_t;
+
+/* A review of events whose occurred_at is in [from_ms, to_ms). reg is borrowed and must
+ * outlive the review. label names the period in the report ("2025"). */
+keng_review_t *keng_review_new(const keng_registry_t *reg, int64_t from_ms, int64_t to_ms,
+                               const char *label);
+void keng_review_destroy(keng_review_t *review);
+
+/* Counts ev once per event_id. Returns a keng_review_outcome_t. */
+keng_review_outcome_t keng_review_add(keng_review_t *review, const keng_event_t *ev);
+
+/* Records a message that could not be decoded, for the report's data-quality line. */
+void keng_review_add_undecodable(keng_review_t *review);
+
+/* How many events ended in each outcome so far. */
+uint64_t keng_review_outcome_count(const keng_review_t *review, keng_review_outcome_t outcome);
+
+/* Writes review.json, review.csv and review.html into dir (created if missing). Returns 0, or
+ * -1 with errstr naming the file that failed. */
+int keng_review_write(const keng_review_t *review, const char *dir, char *errstr,
+                      size_t errstr_size);
+
+/* The local-calendar (Asia/Ho_Chi_Minh) bounds of a year, as ms since the epoch. */
+void keng_review_year_bounds(int year, int64_t *from_ms, int64_t *to_ms);
+
+/* Parses a local date "2025-03-01" to the ms of its local midnight. Returns 0 or -1. */
+int keng_review_parse_date(const char *s, int64_t *out_ms);
+
+#endif

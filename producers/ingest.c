@@ -1,0 +1,807 @@
+/* keng-ingest: the HTTP gateway of the mobile gateways. It checks each request's bearer token,
+ * validates every event of the body against the schema, the registry and the token's
+ * districts, produces them with the idempotent producer, and answers 202 only once Kafka has
+ * acknowledged every one of them (503 with Retry-After when it cannot within the deadline).
+ *
+ * Thread: one libuv loop runs everything, the HTTP server and the producer's delivery
+ * reports alike, so no state here is locked. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "event.h"
+#include "http_server.h"
+#include "ingest_body.h"
+#include "ingest_metrics.h"
+#include "log.h"
+#include "producer.h"
+#include "registry.h"
+#include "timeutil.h"
+#include "tokens.h"
+
+#define DEFAULT_LISTEN "127.0.0.1:8088"
+#define EXIT_USAGE     64
+
+struct options {
+    const char *config_path;
+    const char *brokers;
+    const char *registry;
+    const char *listen;
+    const char *tokens;
+    const char *new_token;
+    const char *districts;
+};
+
+/* The program's state, all of it on the loop thread. */
+typedef struct ingest {
+    uv_loop_t *loop;
+    keng_config_t *cfg;
+    keng_registry_t *reg;
+    keng_tokens_t *tokens;
+    const char *tokens_path; /* borrowed from cfg; NULL: no token file, every POST gets 401 */
+    keng_producer_t *producer;
+    keng_http_server_t *srv;
+    keng_ingest_metrics_t *metrics;
+    uv_signal_t sigint, sigterm, sighup;
+    bool signals_open;
+    bool stopping;
+
+    keng_ingest_body_limits_t body_limits;
+    long long deadline_ms;
+    long long max_in_flight_events;
+    long long flush_ms;
+    char retry_after[16];
+
+    unsigned in_flight_requests; /* waiting for their batch */
+    size_t in_flight_events;
+} ingest_t;
+
+/* One request whose events are with the producer. It lives until the batch's outcome is
+ * known and its timer is closed, which may be after the request was answered 503 at the
+ * deadline; req is NULL once answered. */
+typedef struct pending {
+    ingest_t *in;
+    keng_http_request_t *req;
+    uv_timer_t timer;
+    size_t events;
+    int64_t started_ms;
+    bool in_seal;    /* the batch's done may run inside keng_producer_batch_seal */
+    bool batch_done; /* its outcome is known */
+    rd_kafka_resp_err_t err;
+    char what[160]; /* "POST /v1/incidents peer=... gateway=...", for the log */
+} pending_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: keng-ingest [options]\n"
+            "       keng-ingest --new-token NAME --districts D01,D07 --tokens FILE\n"
+            "\n"
+            "The HTTP gateway of the mobile gateways: POST /v1/incidents and /v1/mediations\n"
+            "take one JSON event or an array of them, answer 202 {\"accepted\": N} once Kafka\n"
+            "has acknowledged every event, 400 naming every invalid event (and then produce\n"
+            "nothing), 401/403 for a missing or wrong token or a board outside its districts,\n"
+            "413 over http.max_body_bytes or ingest.max_events, 415 for a Content-Type other\n"
+            "than application/json, and 503 with Retry-After when Kafka cannot take the\n"
+            "events within ingest.deadline_ms. GET /healthz and GET /metrics (Prometheus).\n"
+            "\n"
+            "Options:\n"
+            "  --listen HOST:PORT   where to listen (default %s; config ingest.listen)\n"
+            "  --config FILE        key=value config; kafka.* keys go to librdkafka\n"
+            "  --brokers LIST       bootstrap servers (else KENG_BROKERS, else the config)\n"
+            "  --registry FILE      the board registry CSV (else the generated default)\n"
+            "  --tokens FILE        the token file (config ingest.tokens); without one every\n"
+            "                       POST is refused with 401\n"
+            "  --new-token NAME     print a new random token once and append its hash, NAME\n"
+            "                       and --districts (D01,D07 or *) to --tokens FILE, then exit\n"
+            "  --help, --version\n"
+            "\n"
+            "Token file: one line per token, '<sha256 of the token, hex> <gateway name>\n"
+            "<districts>', districts a comma-separated list of ids or '*'; '#' starts a comment.\n"
+            "Send SIGHUP to reload it (rotate tokens without a restart); a file that fails to\n"
+            "load leaves the tokens in use unchanged. SIGINT and SIGTERM stop taking requests,\n"
+            "finish those in flight, flush the producer and exit 0.\n"
+            "\n"
+            "Config keys (defaults): http.max_body_bytes (1048576), http.max_header_bytes\n"
+            "(16384), http.header_timeout_ms (10000), http.body_timeout_ms (10000),\n"
+            "http.idle_timeout_ms (60000), http.max_connections (1024), ingest.max_events\n"
+            "(1000), ingest.deadline_ms (5000), ingest.max_in_flight_events (50000),\n"
+            "ingest.retry_after_s (1), ingest.flush_ms (10000), topic.incidents,\n"
+            "topic.mediations, registry.\n",
+            DEFAULT_LISTEN);
+}
+
+/* ---- answers ---- */
+
+static json_t *error_body(const char *field, const char *message)
+{
+    return json_pack("{s:[{s:n, s:s, s:s}]}", "errors", "index", "field", field, "message",
+                     message);
+}
+
+/* Counts and logs one answer and sends it; takes the reference to body. req is invalid
+ * afterwards. what names the request in the log. */
+static void answer(ingest_t *in, keng_http_request_t *req, int status, json_t *body,
+                   const char *what, int64_t started_ms, const char *reason)
+{
+    int64_t ms = keng_monotonic_ms() - started_ms;
+
+    keng_ingest_metrics_request(in->metrics, status);
+    if (status == 503)
+        keng_http_request_add_header(req, "Retry-After", in->retry_after);
+    if (status >= 400)
+        keng_log_warn("request refused", "status=%d %s ms=%lld reason=\"%s\"", status, what,
+                      (long long)ms, reason ? reason : "");
+    else
+        keng_log_debug("request", "status=%d %s ms=%lld", status, what, (long long)ms);
+    keng_http_respond_json(req, status, body);
+}
+
+static void answer_error(ingest_t *in, keng_http_request_t *req, int status, const char *field,
+                         const char *message, const char *what, int64_t started_ms)
+{
+    answer(in, req, status, error_body(field, message), what, started_ms, message);
+}
+
+/* ---- the producer's side of a request ---- */
+
+static void on_pending_timer_closed(uv_handle_t *h)
+{
+    pending_t *pd = h->data;
+    free(pd);
+}
+
+/* The batch's outcome is known and the request may still be waiting for it. */
+static void pending_complete(pending_t *pd)
+{
+    ingest_t *in = pd->in;
+
+    in->in_flight_requests--;
+    in->in_flight_events -= pd->events;
+    if (pd->req) {
+        if (pd->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            keng_ingest_metrics_accepted(in->metrics, pd->events);
+            keng_ingest_metrics_delivery(in->metrics,
+                                         (double)(keng_monotonic_ms() - pd->started_ms) / 1000.0);
+            answer(in, pd->req, 202, json_pack("{s:I}", "accepted", (json_int_t)pd->events),
+                   pd->what, pd->started_ms, NULL);
+        } else {
+            char msg[256];
+            snprintf(msg, sizeof(msg),
+                     "Kafka did not take the events (%s); nothing of this request is "
+                     "acknowledged, send it again later",
+                     rd_kafka_err2str(pd->err));
+            keng_ingest_metrics_rejected(in->metrics, KENG_REJECT_UNAVAILABLE, pd->events);
+            answer_error(in, pd->req, 503, "", msg, pd->what, pd->started_ms);
+        }
+        pd->req = NULL;
+    }
+    uv_timer_stop(&pd->timer);
+    uv_close((uv_handle_t *)&pd->timer, on_pending_timer_closed);
+}
+
+/* Runs on the loop thread (delivery reports are served there), or inside
+ * keng_producer_batch_seal. */
+static void on_batch_done(keng_producer_batch_t *batch, rd_kafka_resp_err_t err, size_t delivered,
+                          size_t failed, void *arg)
+{
+    pending_t *pd = arg;
+
+    pd->err = err;
+    pd->batch_done = true;
+    if (!pd->in_seal)
+        pending_complete(pd);
+}
+
+/* The deadline passed with the batch still out: the client hears 503 now, and the pending
+ * request waits, unanswerable, for the batch's outcome. */
+static void on_deadline(uv_timer_t *t)
+{
+    pending_t *pd = t->data;
+    ingest_t *in = pd->in;
+    char msg[200];
+
+    if (!pd->req)
+        return;
+    snprintf(msg, sizeof(msg),
+             "Kafka did not acknowledge the events within %lld ms; send the request again "
+             "later (events already written are counted once)",
+             in->deadline_ms);
+    keng_ingest_metrics_rejected(in->metrics, KENG_REJECT_UNAVAILABLE, pd->events);
+    answer_error(in, pd->req, 503, "", msg, pd->what, pd->started_ms);
+    pd->req = NULL;
+}
+
+/* Hands the events to the producer; the answer comes from on_batch_done or on_deadline.
+ * Takes body. */
+static void produce(ingest_t *in, keng_http_request_t *req, keng_ingest_body_t *body,
+                    const char *what, int64_t started_ms)
+{
+    size_t n = keng_ingest_body_count(body);
+    pending_t *pd = NULL;
+    keng_producer_batch_t *batch;
+    char errstr[256];
+    int out_q = rd_kafka_outq_len(keng_producer_handle(in->producer));
+
+    /* Back-pressure: a bounded number of events may wait for Kafka, whatever the clients
+     * send; past it they hear 503 at once rather than filling memory. */
+    if ((long long)out_q + (long long)n > in->max_in_flight_events) {
+        snprintf(errstr, sizeof(errstr),
+                 "keng-ingest has %d events waiting for Kafka, its limit is %lld; send the "
+                 "request again later",
+                 out_q, in->max_in_flight_events);
+        keng_ingest_metrics_rejected(in->metrics, KENG_REJECT_UNAVAILABLE, n);
+        answer_error(in, req, 503, "", errstr, what, started_ms);
+        goto out;
+    }
+    pd = calloc(1, sizeof(*pd));
+    if (!pd) {
+        answer_error(in, req, 503, "", "out of memory; send the request again later", what,
+                     started_ms);
+        goto out;
+    }
+    pd->in = in;
+    pd->req = req;
+    pd->events = n;
+    pd->started_ms = started_ms;
+    snprintf(pd->what, sizeof(pd->what), "%s", what);
+    uv_timer_init(in->loop, &pd->timer);
+    pd->timer.data = pd;
+    batch = keng_producer_batch_new(in->producer, on_batch_done, pd);
+    if (!batch) {
+        answer_error(in, req, 503, "", "out of memory; send the request again later", what,
+                     started_ms);
+        uv_close((uv_handle_t *)&pd->timer, on_pending_timer_closed);
+        goto out;
+    }
+    in->in_flight_requests++;
+    in->in_flight_events += n;
+    pd->in_seal = true;
+    for (size_t i = 0; i < n; i++) {
+        /* No wait for room: the loop must not block. A full queue fails the batch, and the
+         * client hears 503; events already queued may still be written, which their ids
+         * make harmless. */
+        if (keng_producer_batch_add(batch, keng_ingest_body_event(body, i), 0, errstr,
+                                    sizeof(errstr)) < 0) {
+            keng_log_warn("cannot produce", "%s error=\"%s\"", what, errstr);
+            break;
+        }
+    }
+    keng_producer_batch_seal(batch);
+    pd->in_seal = false;
+    if (pd->batch_done) {
+        pending_complete(pd);
+    } else {
+        uv_timer_start(&pd->timer, on_deadline, (uint64_t)in->deadline_ms, 0);
+    }
+
+out:
+    keng_ingest_body_destroy(body);
+}
+
+/* ---- the HTTP side ---- */
+
+/* application/json, with an optional charset that must then be UTF-8. */
+static bool content_type_ok(const char *ct)
+{
+    static const char json_type[] = "application/json";
+    const char *p;
+
+    if (!ct)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, json_type, sizeof(json_type) - 1) != 0)
+        return false;
+    p = ct + sizeof(json_type) - 1;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0')
+        return true;
+    if (*p != ';')
+        return false;
+    while (*p == ';') {
+        const char *name, *value;
+        size_t name_len, value_len;
+        p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        name = p;
+        while (*p && *p != '=' && *p != ';')
+            p++;
+        name_len = (size_t)(p - name);
+        while (name_len > 0 && (name[name_len - 1] == ' ' || name[name_len - 1] == '\t'))
+            name_len--;
+        if (*p != '=') {
+            if (name_len > 0)
+                return false;
+            continue;
+        }
+        p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        value = p;
+        while (*p && *p != ';')
+            p++;
+        value_len = (size_t)(p - value);
+        while (value_len > 0 && (value[value_len - 1] == ' ' || value[value_len - 1] == '\t'))
+            value_len--;
+        if (value_len >= 2 && value[0] == '"' && value[value_len - 1] == '"') {
+            value++;
+            value_len -= 2;
+        }
+        if (name_len == 7 && strncasecmp(name, "charset", 7) == 0 &&
+            !((value_len == 5 && strncasecmp(value, "utf-8", 5) == 0) ||
+              (value_len == 4 && strncasecmp(value, "utf8", 4) == 0)))
+            return false;
+    }
+    return true;
+}
+
+static void serve_metrics(ingest_t *in, keng_http_request_t *req)
+{
+    keng_ingest_gauges_t g = {
+        .queue_depth = rd_kafka_outq_len(keng_producer_handle(in->producer)),
+        .connections = in->srv ? keng_http_server_connections(in->srv) : 0,
+        .in_flight_requests = in->in_flight_requests,
+        .in_flight_events = (long long)in->in_flight_events,
+        .tokens = (long long)keng_tokens_count(in->tokens),
+    };
+    size_t len = 0;
+    char *text;
+
+    keng_ingest_metrics_request(in->metrics, 200);
+    text = keng_ingest_metrics_render(in->metrics, &g, &len);
+    if (!text) {
+        keng_http_respond(req, 500, "text/plain; charset=utf-8", "out of memory\n", 14);
+        return;
+    }
+    keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+static void serve_events(ingest_t *in, keng_http_request_t *req, keng_kind_t kind,
+                         int64_t started_ms)
+{
+    const keng_gateway_t *gw;
+    keng_ingest_body_t *body = NULL;
+    json_t *errors = NULL;
+    const char *data;
+    size_t len, nevents = 0;
+    char what[160];
+    int status;
+
+    gw = keng_tokens_authorize(in->tokens, keng_http_request_header(req, "Authorization"));
+    snprintf(what, sizeof(what), "method=POST path=%s peer=%s gateway=%s",
+             keng_http_request_path(req), keng_http_request_peer(req),
+             gw ? keng_gateway_name(gw) : "-");
+    if (!gw) {
+        bool sent = keng_http_request_header(req, "Authorization") != NULL;
+        keng_http_request_add_header(req, "WWW-Authenticate",
+                                     sent ? "Bearer realm=\"keng-ingest\", error=\"invalid_token\""
+                                          : "Bearer realm=\"keng-ingest\"");
+        answer_error(in, req, 401, "Authorization",
+                     sent ? "the bearer token is not known to keng-ingest; ask the operator for "
+                            "a valid one"
+                          : "send Authorization: Bearer <token>",
+                     what, started_ms);
+        return;
+    }
+    if (!content_type_ok(keng_http_request_header(req, "Content-Type"))) {
+        answer_error(in, req, 415, "Content-Type",
+                     "the body must be sent as Content-Type: application/json (UTF-8)", what,
+                     started_ms);
+        return;
+    }
+    if (in->stopping) {
+        answer_error(in, req, 503, "", "keng-ingest is shutting down; send the request again", what,
+                     started_ms);
+        return;
+    }
+    data = keng_http_request_body(req, &len);
+    in->body_limits.now_ms = keng_now_ms();
+    status = keng_ingest_body_parse(data, len, kind, in->reg, gw, &in->body_limits, &body, &errors,
+                                    &nevents);
+    if (status != 0) {
+        keng_reject_t why = status == 403   ? KENG_REJECT_FORBIDDEN
+                            : status == 413 ? KENG_REJECT_TOO_MANY
+                            : status == 503 ? KENG_REJECT_UNAVAILABLE
+                                            : KENG_REJECT_INVALID;
+        json_t *list = json_object_get(errors, "errors");
+        const char *field = json_string_value(json_object_get(json_array_get(list, 0), "field"));
+        const char *message =
+            json_string_value(json_object_get(json_array_get(list, 0), "message"));
+        char reason[320];
+        snprintf(reason, sizeof(reason), "%zu error(s), the first: %s: %s", json_array_size(list),
+                 field ? field : "", message ? message : "");
+        keng_ingest_metrics_rejected(in->metrics, why, nevents);
+        answer(in, req, status, errors, what, started_ms, reason);
+        return;
+    }
+    produce(in, req, body, what, started_ms);
+}
+
+/* The one handler of the HTTP server, on the loop thread. */
+static void on_request(keng_http_request_t *req, void *ctx)
+{
+    ingest_t *in = ctx;
+    const char *method = keng_http_request_method(req);
+    const char *path = keng_http_request_path(req);
+    int64_t started_ms = keng_monotonic_ms();
+    keng_kind_t kind;
+    char what[160];
+
+    snprintf(what, sizeof(what), "method=%s path=%s peer=%s", method, path,
+             keng_http_request_peer(req));
+    if (strcmp(path, "/v1/incidents") == 0 || strcmp(path, "/v1/mediations") == 0) {
+        kind = path[4] == 'i' ? KENG_KIND_INCIDENT : KENG_KIND_MEDIATION;
+        if (strcmp(method, "POST") != 0) {
+            keng_http_request_add_header(req, "Allow", "POST");
+            answer_error(in, req, 405, "", "use POST", what, started_ms);
+            return;
+        }
+        serve_events(in, req, kind, started_ms);
+        return;
+    }
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+            keng_http_request_add_header(req, "Allow", "GET, HEAD");
+            answer_error(in, req, 405, "", "use GET", what, started_ms);
+            return;
+        }
+        if (path[1] == 'm') {
+            serve_metrics(in, req);
+            return;
+        }
+        keng_ingest_metrics_request(in->metrics, 200);
+        keng_http_respond_json(req, 200,
+                               json_pack("{s:s, s:b}", "status", in->stopping ? "stopping" : "ok",
+                                         "tokens", keng_tokens_count(in->tokens) > 0));
+        return;
+    }
+    answer_error(in, req, 404, "",
+                 "no such endpoint; keng-ingest serves POST /v1/incidents, POST /v1/mediations, "
+                 "GET /healthz and GET /metrics",
+                 what, started_ms);
+}
+
+/* ---- signals and shutdown ---- */
+
+static void reload_tokens(ingest_t *in)
+{
+    char errstr[512];
+    keng_tokens_t *fresh;
+
+    if (!in->tokens_path) {
+        keng_log_warn("SIGHUP: no token file to reload; start with --tokens FILE", NULL);
+        return;
+    }
+    fresh = keng_tokens_load(in->tokens_path, errstr, sizeof(errstr));
+    if (!fresh) {
+        keng_log_error("SIGHUP: the token file did not load; the tokens in use stay",
+                       "error=\"%s\"", errstr);
+        return;
+    }
+    /* Requests keep no gateway pointer past their handler, so the old set can go now. */
+    keng_tokens_destroy(in->tokens);
+    in->tokens = fresh;
+    keng_log_info("tokens reloaded", "file=%s tokens=%zu", in->tokens_path,
+                  keng_tokens_count(fresh));
+}
+
+static void on_server_closed(void *arg)
+{
+    ingest_t *in = arg;
+
+    in->srv = NULL;
+    keng_log_info("every request answered; flushing the producer", "waiting_events=%d",
+                  rd_kafka_outq_len(keng_producer_handle(in->producer)));
+    /* The loop ends once nothing is active; main then flushes and destroys the producer. */
+    keng_producer_detach_uv(in->producer);
+    if (in->signals_open) {
+        uv_close((uv_handle_t *)&in->sigint, NULL);
+        uv_close((uv_handle_t *)&in->sigterm, NULL);
+        uv_close((uv_handle_t *)&in->sighup, NULL);
+        in->signals_open = false;
+    }
+}
+
+static void stop(ingest_t *in)
+{
+    if (in->stopping)
+        return;
+    in->stopping = true;
+    if (in->srv)
+        keng_http_server_close(in->srv, on_server_closed, in);
+    else
+        on_server_closed(in);
+}
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+    ingest_t *in = handle->data;
+
+    if (signum == SIGHUP) {
+        reload_tokens(in);
+        return;
+    }
+    keng_log_info("signal received: stop accepting, finish requests in flight, flush",
+                  "signal=%d in_flight_requests=%u", signum, in->in_flight_requests);
+    stop(in);
+}
+
+/* ---- setup ---- */
+
+static int config_int(ingest_t *in, const char *key, long long def, long long min, long long max,
+                      long long *out)
+{
+    char errstr[512];
+
+    if (keng_config_get_int(in->cfg, key, def, min, max, out, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-ingest: %s\n", errstr);
+        return -1;
+    }
+    return 0;
+}
+
+static int read_settings(ingest_t *in, keng_http_limits_t *limits)
+{
+    long long max_body, max_header, header_to, body_to, idle_to, max_conns, max_events, retry;
+
+    keng_http_limits_default(limits);
+    if (config_int(in, "http.max_body_bytes", 1 << 20, 1, 1LL << 30, &max_body) ||
+        config_int(in, "http.max_header_bytes", (long long)limits->max_header_bytes, 256, 1 << 20,
+                   &max_header) ||
+        config_int(in, "http.header_timeout_ms", limits->header_timeout_ms, 0, 3600000,
+                   &header_to) ||
+        config_int(in, "http.body_timeout_ms", limits->body_timeout_ms, 0, 3600000, &body_to) ||
+        config_int(in, "http.idle_timeout_ms", limits->idle_timeout_ms, 0, 86400000, &idle_to) ||
+        config_int(in, "http.max_connections", limits->max_connections, 1, 1000000, &max_conns) ||
+        config_int(in, "ingest.max_events", KENG_INGEST_MAX_EVENTS_DEFAULT, 1, 1000000,
+                   &max_events) ||
+        config_int(in, "ingest.deadline_ms", 5000, 1, 3600000, &in->deadline_ms) ||
+        config_int(in, "ingest.max_in_flight_events", 50000, 1, 100000000,
+                   &in->max_in_flight_events) ||
+        config_int(in, "ingest.retry_after_s", 1, 0, 3600, &retry) ||
+        config_int(in, "ingest.flush_ms", 10000, 0, 3600000, &in->flush_ms))
+        return -1;
+    limits->max_body_bytes = (size_t)max_body;
+    limits->max_header_bytes = (size_t)max_header;
+    limits->header_timeout_ms = (unsigned)header_to;
+    limits->body_timeout_ms = (unsigned)body_to;
+    limits->idle_timeout_ms = (unsigned)idle_to;
+    limits->max_connections = (unsigned)max_conns;
+    in->body_limits.max_events = (size_t)max_events;
+    in->body_limits.max_depth = KENG_INGEST_MAX_DEPTH;
+    snprintf(in->retry_after, sizeof(in->retry_after), "%lld", retry);
+    return 0;
+}
+
+static int run(ingest_t *in)
+{
+    char errstr[512];
+    keng_http_limits_t limits;
+    const char *listen = keng_config_get(in->cfg, "ingest.listen", DEFAULT_LISTEN);
+    int rc;
+
+    if (read_settings(in, &limits) < 0)
+        return EXIT_USAGE;
+    in->reg =
+        keng_registry_open(keng_config_get(in->cfg, "registry", NULL), errstr, sizeof(errstr));
+    if (!in->reg) {
+        keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
+        return 1;
+    }
+    in->tokens_path = keng_config_get(in->cfg, "ingest.tokens", NULL);
+    if (in->tokens_path && *in->tokens_path) {
+        in->tokens = keng_tokens_load(in->tokens_path, errstr, sizeof(errstr));
+        if (!in->tokens) {
+            keng_log_error("cannot load the token file", "error=\"%s\"", errstr);
+            return 1;
+        }
+    } else {
+        in->tokens_path = NULL;
+        in->tokens = keng_tokens_empty();
+        keng_log_warn("no token file (--tokens FILE): every POST will be refused with 401", NULL);
+    }
+    in->metrics = keng_ingest_metrics_new();
+    if (!in->tokens || !in->metrics) {
+        keng_log_error("out of memory", NULL);
+        return 1;
+    }
+    in->producer = keng_producer_new(in->cfg, errstr, sizeof(errstr));
+    if (!in->producer) {
+        keng_log_error("cannot create the kafka producer", "error=\"%s\"", errstr);
+        return 1;
+    }
+    if (keng_producer_attach_uv(in->producer, in->loop, errstr, sizeof(errstr)) < 0) {
+        keng_log_error("cannot serve delivery reports on the loop", "error=\"%s\"", errstr);
+        return 1;
+    }
+
+    in->srv = keng_http_server_new(in->loop, &limits, on_request, in);
+    if (!in->srv) {
+        keng_log_error("cannot create the HTTP server", NULL);
+        rc = 1;
+        goto fail;
+    }
+    rc = keng_http_server_listen(in->srv, listen);
+    if (rc < 0) {
+        keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));
+        rc = 1;
+        goto fail;
+    }
+    keng_log_info("listening", "listen=%s port=%d tokens=%zu boards=%zu", listen,
+                  keng_http_server_port(in->srv), keng_tokens_count(in->tokens),
+                  keng_registry_board_count(in->reg));
+
+    uv_signal_init(in->loop, &in->sigint);
+    uv_signal_init(in->loop, &in->sigterm);
+    uv_signal_init(in->loop, &in->sighup);
+    in->sigint.data = in->sigterm.data = in->sighup.data = in;
+    in->signals_open = true;
+    uv_signal_start(&in->sigint, on_signal, SIGINT);
+    uv_signal_start(&in->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&in->sighup, on_signal, SIGHUP);
+
+    uv_run(in->loop, UV_RUN_DEFAULT);
+    return 0;
+
+fail:
+    stop(in);
+    uv_run(in->loop, UV_RUN_DEFAULT);
+    return rc;
+}
+
+/* Everything run() made, in reverse order. The producer is flushed here, off the loop:
+ * batches still out finish inside keng_producer_destroy (their requests were answered), and
+ * the loop runs once more for the timers they close. */
+static int teardown(ingest_t *in)
+{
+    int rc = 0;
+
+    if (in->producer) {
+        char errstr[256];
+        keng_producer_detach_uv(in->producer);
+        uv_run(in->loop, UV_RUN_DEFAULT);
+        if (keng_producer_flush(in->producer, (int)in->flush_ms, errstr, sizeof(errstr)) < 0) {
+            keng_log_warn("flush incomplete at exit; those events were answered 503",
+                          "error=\"%s\"", errstr);
+        }
+        keng_producer_destroy(in->producer, 0);
+        in->producer = NULL;
+    }
+    uv_run(in->loop, UV_RUN_DEFAULT);
+    keng_ingest_metrics_destroy(in->metrics);
+    keng_tokens_destroy(in->tokens);
+    keng_registry_destroy(in->reg);
+    return rc;
+}
+
+static int new_token(const struct options *opt)
+{
+    char token[KENG_TOKEN_TEXT_LEN + 1];
+    char hash[KENG_TOKEN_HASH_HEX_LEN + 1];
+    char errstr[512];
+
+    if (!opt->tokens || !opt->districts) {
+        fprintf(stderr, "keng-ingest: --new-token needs --districts D01,D07 (or '*') and "
+                        "--tokens FILE\n");
+        return EXIT_USAGE;
+    }
+    if (keng_tokens_generate(token, hash, errstr, sizeof(errstr)) < 0 ||
+        keng_tokens_append(opt->tokens, hash, opt->new_token, opt->districts, errstr,
+                           sizeof(errstr)) < 0) {
+        fprintf(stderr, "keng-ingest: %s\n", errstr);
+        return 1;
+    }
+    printf("%s\n", token);
+    fflush(stdout);
+    fprintf(stderr,
+            "keng-ingest: token for gateway '%s' (districts %s) added to %s. It is shown only "
+            "this once; the file keeps only its SHA-256. Send SIGHUP to a running keng-ingest "
+            "to load it.\n",
+            opt->new_token, opt->districts, opt->tokens);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"config", required_argument, NULL, 'c'},    {"brokers", required_argument, NULL, 'b'},
+        {"registry", required_argument, NULL, 'r'},  {"listen", required_argument, NULL, 'l'},
+        {"tokens", required_argument, NULL, 't'},    {"new-token", required_argument, NULL, 'n'},
+        {"districts", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
+    };
+    struct options opt = {0};
+    ingest_t in = {0};
+    uv_loop_t loop;
+    char errstr[512];
+    int c, rc;
+
+    keng_log_set_program("keng-ingest");
+    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            opt.config_path = optarg;
+            break;
+        case 'b':
+            opt.brokers = optarg;
+            break;
+        case 'r':
+            opt.registry = optarg;
+            break;
+        case 'l':
+            opt.listen = optarg;
+            break;
+        case 't':
+            opt.tokens = optarg;
+            break;
+        case 'n':
+            opt.new_token = optarg;
+            break;
+        case 'd':
+            opt.districts = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("keng-ingest %s (librdkafka %s, libuv %s)\n", KENG_VERSION,
+                   rd_kafka_version_str(), uv_version_string());
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "keng-ingest: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (opt.new_token)
+        return new_token(&opt);
+    if (opt.districts) {
+        fprintf(stderr, "keng-ingest: --districts goes with --new-token\n");
+        return EXIT_USAGE;
+    }
+
+    in.cfg = keng_config_new();
+    if (opt.config_path && keng_config_load(in.cfg, opt.config_path, errstr, sizeof(errstr))) {
+        fprintf(stderr, "keng-ingest: %s\n", errstr);
+        keng_config_destroy(in.cfg);
+        return EXIT_USAGE;
+    }
+    if (opt.brokers)
+        keng_config_set(in.cfg, "brokers", opt.brokers);
+    if (opt.registry)
+        keng_config_set(in.cfg, "registry", opt.registry);
+    if (opt.listen)
+        keng_config_set(in.cfg, "ingest.listen", opt.listen);
+    if (opt.tokens)
+        keng_config_set(in.cfg, "ingest.tokens", opt.tokens);
+    if (!keng_config_brokers(in.cfg))
+        keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
+                      "kafka.bootstrap.servers",
+                      NULL);
+
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&loop);
+    in.loop = &loop;
+    rc = run(&in);
+    if (teardown(&in) != 0 && rc == 0)
+        rc = 1;
+    if (uv_loop_close(&loop) != 0)
+        keng_log_warn("the loop still had handles at exit", NULL);
+    keng_config_destroy(in.cfg);
+    keng_log_info("stopped", "exit=%d", rc);
+    return rc;
+}

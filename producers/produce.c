@@ -1,0 +1,530 @@
+/* keng-produce: bulk import of NDJSON or CSV files of incidents and mediations into Kafka.
+ * Every record is validated as keng-ingest would; bad ones are reported by line and skipped,
+ * good ones go to Kafka with their event ids untouched, so importing a file twice is
+ * counted once downstream. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "avro_codec.h"
+#include "config.h"
+#include "csv.h"
+#include "event.h"
+#include "input.h"
+#include "log.h"
+#include "producer.h"
+#include "progress.h"
+#include "registry.h"
+#include "timeutil.h"
+
+#define EXIT_REJECTED 1
+#define EXIT_DELIVERY 2
+#define EXIT_USAGE    64
+#define EXIT_CONFIG   78
+
+/* How long one event may wait for room in librdkafka's queue before the import stops: long
+ * enough to ride out a broker restart, short of hanging forever on a dead cluster. */
+#define SEND_TIMEOUT_MS           60000
+#define PROGRESS_EVERY_MS         200
+#define MAX_DELIVERY_ERRORS_SHOWN 20
+
+struct options {
+    const char *config_path;
+    const char *brokers;
+    const char *registry_path;
+    int kind;   /* keng_kind_t or KENG_INPUT_KIND_AUTO */
+    int format; /* keng_input_format_t, or -1 for by extension */
+    bool dry_run;
+    bool no_progress;
+    char **files;
+    int nfiles;
+};
+
+struct app {
+    struct options opt;
+    keng_config_t *cfg;
+    keng_registry_t *reg;
+    keng_producer_t *producer;  /* NULL in a dry run */
+    keng_schema_store_t *store; /* dry run: encoding is still checked */
+    keng_avro_encoder_t *enc;
+    bool show_progress;
+    bool progress_drawn;
+    int term_width;
+    bool aborted; /* Kafka refused events: stop reading */
+    uint64_t read, valid, rejected, delivered, failed, unreadable_files;
+};
+
+/* Travels with each produced event to its delivery report. */
+struct msg_ctx {
+    struct app *app;
+    const char *file;
+    uint64_t line;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    stop_requested++;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: keng-produce [OPTIONS] [FILE...]\n"
+            "Imports incidents or mediations from NDJSON or CSV files (or - for stdin) into\n"
+            "Kafka, Avro-encoded with the Confluent framing, key = board_id.\n"
+            "\n"
+            "  --config FILE     config file (key=value; kafka.* keys go to librdkafka;\n"
+            "                    topic.incidents, topic.mediations name the topics)\n"
+            "  --brokers LIST    bootstrap servers (else $KENG_BROKERS, else the config)\n"
+            "  --registry FILE   board registry CSV (else the generated default)\n"
+            "  --kind KIND       incident (default), mediation, or auto: then each record\n"
+            "                    names its kind in a \"kind\" field (NDJSON key or CSV column)\n"
+            "  --format FORMAT   ndjson or csv (default: csv for *.csv, else ndjson)\n"
+            "  --dry-run         validate and encode every record, produce nothing\n"
+            "  --no-progress     no progress line, even on a terminal\n"
+            "  --help, --version\n"
+            "\n"
+            "NDJSON: one JSON object per line, fields named as in the schemas; times in\n"
+            "RFC 3339 with an offset or epoch milliseconds. CSV: a header line of field\n"
+            "names (location as lat,lon columns); an empty cell is null, \"\" an empty\n"
+            "string. A missing reported_at becomes the time of the import. Event ids are\n"
+            "sent as they are, so importing a file twice is counted once.\n"
+            "\n"
+            "Every bad record is reported on stderr as 'line N: field: reason' and skipped.\n"
+            "Exit status: 0 every record valid and delivered, 1 some records rejected (or a\n"
+            "file unreadable), 2 some events not delivered, 64 usage, 78 configuration.\n");
+}
+
+static int parse_args(int argc, char **argv, struct options *opt)
+{
+    enum {
+        OPT_CONFIG = 256,
+        OPT_BROKERS,
+        OPT_REGISTRY,
+        OPT_KIND,
+        OPT_FORMAT,
+        OPT_DRY_RUN,
+        OPT_NO_PROGRESS,
+        OPT_HELP,
+        OPT_VERSION
+    };
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"brokers", required_argument, NULL, OPT_BROKERS},
+        {"registry", required_argument, NULL, OPT_REGISTRY},
+        {"kind", required_argument, NULL, OPT_KIND},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+        {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
+        {"help", no_argument, NULL, OPT_HELP},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+
+    memset(opt, 0, sizeof(*opt));
+    opt->kind = KENG_KIND_INCIDENT;
+    opt->format = -1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_CONFIG:
+            opt->config_path = optarg;
+            break;
+        case OPT_BROKERS:
+            opt->brokers = optarg;
+            break;
+        case OPT_REGISTRY:
+            opt->registry_path = optarg;
+            break;
+        case OPT_KIND: {
+            keng_kind_t k;
+            if (strcmp(optarg, "auto") == 0) {
+                opt->kind = KENG_INPUT_KIND_AUTO;
+            } else if (keng_kind_parse(optarg, &k) == 0) {
+                opt->kind = (int)k;
+            } else {
+                fprintf(stderr, "keng-produce: --kind must be incident, mediation or auto\n");
+                return EXIT_USAGE;
+            }
+            break;
+        }
+        case OPT_FORMAT: {
+            keng_input_format_t f;
+            if (keng_input_format_parse(optarg, &f) < 0) {
+                fprintf(stderr, "keng-produce: --format must be ndjson or csv\n");
+                return EXIT_USAGE;
+            }
+            opt->format = (int)f;
+            break;
+        }
+        case OPT_DRY_RUN:
+            opt->dry_run = true;
+            break;
+        case OPT_NO_PROGRESS:
+            opt->no_progress = true;
+            break;
+        case 'h':
+        case OPT_HELP:
+            usage(stdout);
+            exit(0);
+        case OPT_VERSION:
+            printf("keng-produce %s (librdkafka %s)\n", KENG_VERSION, rd_kafka_version_str());
+            exit(0);
+        default:
+            fprintf(stderr, "Try 'keng-produce --help'.\n");
+            return EXIT_USAGE;
+        }
+    }
+    opt->files = argv + optind;
+    opt->nfiles = argc - optind;
+    if (opt->nfiles == 0) {
+        fprintf(stderr, "keng-produce: name at least one file, or - for stdin\n"
+                        "Try 'keng-produce --help'.\n");
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static void progress_clear(struct app *app)
+{
+    if (app->progress_drawn) {
+        fputs("\r\033[K", stderr);
+        app->progress_drawn = false;
+    }
+}
+
+static void progress_draw(struct app *app, const keng_progress_state_t *st)
+{
+    char line[256];
+    keng_progress_format(st, app->term_width - 1, line, sizeof(line));
+    fprintf(stderr, "\r%s\033[K", line);
+    app->progress_drawn = true;
+}
+
+/* Reports one bad record; with several files the file name comes first. */
+static void report(struct app *app, const char *file, uint64_t line, const char *field,
+                   const char *message)
+{
+    progress_clear(app);
+    if (app->opt.nfiles > 1)
+        fprintf(stderr, "%s: ", file);
+    if (field && field[0])
+        fprintf(stderr, "line %" PRIu64 ": %s: %s\n", line, field, message);
+    else
+        fprintf(stderr, "line %" PRIu64 ": %s\n", line, message);
+}
+
+/* Delivery report, on this thread (inside poll, flush or a send waiting for room). */
+static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
+{
+    struct msg_ctx *m = opaque;
+    struct app *app = m->app;
+
+    if (err) {
+        app->failed++;
+        if (app->failed <= MAX_DELIVERY_ERRORS_SHOWN)
+            report(app, m->file, m->line, "", rd_kafka_err2str(err));
+        if (app->failed == MAX_DELIVERY_ERRORS_SHOWN)
+            fprintf(stderr, "(further delivery failures are only counted)\n");
+    } else {
+        app->delivered++;
+    }
+    free(m);
+}
+
+/* Validates and sends one record. */
+static void handle_record(struct app *app, keng_input_t *in, const char *file, uint64_t line,
+                          const char *s, size_t len)
+{
+    keng_event_t ev;
+    keng_field_error_t ferr;
+    char why[256];
+
+    app->read++;
+    if (keng_input_parse(in, s, len, keng_now_ms(), &ev, &ferr) < 0) {
+        app->rejected++;
+        report(app, file, line, ferr.field, ferr.message);
+        return;
+    }
+    if (!app->producer) {
+        unsigned char buf[16 * 1024];
+        size_t n;
+        if (keng_avro_encode(app->enc, &ev, buf, sizeof(buf), &n, why, sizeof(why)) < 0) {
+            app->rejected++;
+            report(app, file, line, "", why);
+            return;
+        }
+        app->valid++;
+        return;
+    }
+
+    struct msg_ctx *m = malloc(sizeof(*m));
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!m) {
+        app->failed++;
+        app->aborted = true;
+        report(app, file, line, "", "out of memory");
+        return;
+    }
+    *m = (struct msg_ctx){app, file, line};
+    if (keng_producer_send(app->producer, &ev, on_delivered, m, SEND_TIMEOUT_MS, &err, why,
+                           sizeof(why)) < 0) {
+        free(m);
+        if (err == RD_KAFKA_RESP_ERR__INVALID_ARG) {
+            app->rejected++;
+            report(app, file, line, "", why);
+            return;
+        }
+        app->failed++;
+        app->aborted = true;
+        report(app, file, line, "", why);
+        return;
+    }
+    app->valid++;
+    keng_producer_poll(app->producer, 0);
+}
+
+static int terminal_width(void)
+{
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20)
+        return ws.ws_col;
+    return 80;
+}
+
+/* Reads one file to its end, or until a stop is requested. */
+static void import_file(struct app *app, const char *path)
+{
+    FILE *f = NULL;
+    keng_input_t *in = NULL;
+    char *line = NULL, *rec = NULL;
+    size_t line_cap = 0, rec_cap = 0;
+    ssize_t n;
+    uint64_t lineno = 0;
+    bool is_stdin = strcmp(path, "-") == 0;
+    const char *name = is_stdin ? "stdin" : path;
+    keng_input_format_t format = app->opt.format >= 0 ? (keng_input_format_t)app->opt.format
+                                                      : keng_input_format_for_path(path);
+    bool need_header = format == KENG_INPUT_CSV;
+    keng_progress_state_t st = {0};
+    int64_t started = keng_monotonic_ms(), last_draw = 0;
+    struct stat sb;
+    char why[300];
+
+    f = is_stdin ? stdin : fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "keng-produce: cannot open %s: %s\n", path, strerror(errno));
+        app->unreadable_files++;
+        goto out;
+    }
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode))
+        st.bytes_total = (uint64_t)sb.st_size;
+    in = keng_input_new(format, app->opt.kind, app->reg);
+    if (!in) {
+        fprintf(stderr, "keng-produce: out of memory\n");
+        app->unreadable_files++;
+        goto out;
+    }
+
+    while (!stop_requested && !app->aborted && (n = getline(&line, &line_cap, f)) >= 0) {
+        uint64_t first = ++lineno;
+        size_t len = (size_t)n;
+        const char *s = line;
+
+        st.bytes_done += (uint64_t)n;
+        /* A quoted CSV cell may hold newlines: the record goes on until its quotes close. */
+        if (format == KENG_INPUT_CSV && keng_csv_needs_more(line, len)) {
+            size_t rlen = 0;
+            do {
+                if (rlen + len + 1 > rec_cap) {
+                    size_t cap = (rlen + len + 1) * 2;
+                    char *r = realloc(rec, cap);
+                    if (!r) {
+                        fprintf(stderr, "keng-produce: out of memory\n");
+                        app->aborted = true;
+                        goto out;
+                    }
+                    rec = r;
+                    rec_cap = cap;
+                }
+                memcpy(rec + rlen, line, len);
+                rlen += len;
+                rec[rlen] = '\0';
+                if (!keng_csv_needs_more(rec, rlen))
+                    break;
+                n = getline(&line, &line_cap, f);
+                if (n < 0)
+                    break;
+                lineno++;
+                len = (size_t)n;
+                st.bytes_done += (uint64_t)n;
+            } while (true);
+            s = rec;
+            len = rlen;
+        }
+
+        /* Blank lines separate nothing and mean nothing. */
+        size_t k = 0;
+        while (k < len && (s[k] == ' ' || s[k] == '\t' || s[k] == '\r' || s[k] == '\n'))
+            k++;
+        if (k == len)
+            continue;
+
+        if (need_header) {
+            need_header = false;
+            if (keng_input_csv_header(in, s, len, why, sizeof(why)) < 0) {
+                progress_clear(app);
+                if (app->opt.nfiles > 1)
+                    fprintf(stderr, "%s: ", name);
+                fprintf(stderr, "line %" PRIu64 ": %s; skipping the file\n", first, why);
+                app->unreadable_files++;
+                goto out;
+            }
+            continue;
+        }
+        handle_record(app, in, name, first, s, len);
+        st.lines = app->read;
+
+        if (app->show_progress) {
+            int64_t now = keng_monotonic_ms();
+            if (now - last_draw >= PROGRESS_EVERY_MS) {
+                st.elapsed_ms = now - started;
+                progress_draw(app, &st);
+                last_draw = now;
+            }
+        }
+    }
+    if (f && ferror(f) && !stop_requested) {
+        fprintf(stderr, "keng-produce: error reading %s: %s\n", name, strerror(errno));
+        app->unreadable_files++;
+    }
+
+out:
+    progress_clear(app);
+    free(line);
+    free(rec);
+    keng_input_destroy(in);
+    if (f && !is_stdin)
+        fclose(f);
+}
+
+/* Waits for every report. An interrupt while waiting gives up: there is no work left to
+ * stop taking, so it can only mean "do not wait". */
+static void wait_for_deliveries(struct app *app)
+{
+    char why[128];
+    sig_atomic_t interrupts = stop_requested;
+
+    while (keng_producer_flush(app->producer, 200, why, sizeof(why)) < 0) {
+        if (stop_requested > interrupts) {
+            fprintf(stderr, "keng-produce: stopped waiting: %s\n", why);
+            break;
+        }
+    }
+}
+
+static int run_import(struct app *app)
+{
+    for (int i = 0; i < app->opt.nfiles && !stop_requested && !app->aborted; i++)
+        import_file(app, app->opt.files[i]);
+
+    if (app->producer)
+        wait_for_deliveries(app);
+
+    uint64_t undelivered = app->producer ? app->valid - app->delivered - app->failed : 0;
+
+    fprintf(stderr,
+            "keng-produce: read %" PRIu64 ", valid %" PRIu64 ", rejected %" PRIu64
+            ", delivered %" PRIu64 ", failed %" PRIu64 "%s%s\n",
+            app->read, app->valid, app->rejected, app->delivered, app->failed + undelivered,
+            app->opt.dry_run ? " (dry run: nothing produced)" : "",
+            stop_requested ? " (interrupted)" : "");
+
+    if (app->failed > 0 || undelivered > 0 || app->aborted)
+        return EXIT_DELIVERY;
+    if (app->rejected > 0 || app->unreadable_files > 0)
+        return EXIT_REJECTED;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct app app = {0};
+    char errstr[512];
+    int rc;
+    struct sigaction sa;
+
+    keng_log_set_program("keng-produce");
+    rc = parse_args(argc, argv, &app.opt);
+    if (rc)
+        return rc;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    rc = EXIT_CONFIG;
+    app.cfg = keng_config_new();
+    if (!app.cfg) {
+        fprintf(stderr, "keng-produce: out of memory\n");
+        goto out;
+    }
+    if (app.opt.config_path &&
+        keng_config_load(app.cfg, app.opt.config_path, errstr, sizeof(errstr)) < 0) {
+        fprintf(stderr, "keng-produce: %s\n", errstr);
+        goto out;
+    }
+    if (app.opt.brokers)
+        keng_config_set(app.cfg, "brokers", app.opt.brokers);
+    app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));
+    if (!app.reg) {
+        fprintf(stderr, "keng-produce: registry: %s\n", errstr);
+        goto out;
+    }
+
+    if (app.opt.dry_run) {
+        app.store = keng_schema_store_builtin(errstr, sizeof(errstr));
+        app.enc = app.store ? keng_avro_encoder_new(app.store, errstr, sizeof(errstr)) : NULL;
+        if (!app.enc) {
+            fprintf(stderr, "keng-produce: %s\n", errstr);
+            goto out;
+        }
+    } else {
+        if (!keng_config_brokers(app.cfg)) {
+            fprintf(stderr, "keng-produce: no brokers: give --brokers, set KENG_BROKERS, or "
+                            "set kafka.bootstrap.servers in the config\n");
+            goto out;
+        }
+        app.producer = keng_producer_new(app.cfg, errstr, sizeof(errstr));
+        if (!app.producer) {
+            fprintf(stderr, "keng-produce: %s\n", errstr);
+            goto out;
+        }
+    }
+
+    app.show_progress = !app.opt.no_progress && isatty(STDERR_FILENO);
+    app.term_width = app.show_progress ? terminal_width() : 80;
+    rc = run_import(&app);
+
+out:
+    keng_producer_destroy(app.producer, 0);
+    if (app.enc)
+        keng_avro_encoder_destroy(app.enc);
+    if (app.store)
+        keng_schema_store_destroy(app.store);
+    keng_registry_destroy(app.reg);
+    keng_config_destroy(app.cfg);
+    return rc;
+}

@@ -1,0 +1,434 @@
+/* Bearer tokens for keng-ingest: the token file, constant-time lookups by SHA-256, and new
+ * random tokens. Only hashes are ever stored, so a leaked file does not leak tokens. */
+#include "tokens.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#define HASH_LEN 32
+
+struct keng_gateway {
+    unsigned char hash[HASH_LEN];
+    char name[KENG_GATEWAY_NAME_MAX + 1];
+    bool all_districts;
+    char **districts;
+    size_t ndistricts;
+};
+
+struct keng_tokens {
+    keng_gateway_t *gateways;
+    size_t count;
+    size_t cap;
+};
+
+static void gateway_clear(keng_gateway_t *gw)
+{
+    for (size_t i = 0; i < gw->ndistricts; i++)
+        free(gw->districts[i]);
+    free(gw->districts);
+    gw->districts = NULL;
+    gw->ndistricts = 0;
+}
+
+keng_tokens_t *keng_tokens_empty(void)
+{
+    return calloc(1, sizeof(keng_tokens_t));
+}
+
+void keng_tokens_destroy(keng_tokens_t *tokens)
+{
+    if (!tokens)
+        return;
+    for (size_t i = 0; i < tokens->count; i++)
+        gateway_clear(&tokens->gateways[i]);
+    free(tokens->gateways);
+    free(tokens);
+}
+
+size_t keng_tokens_count(const keng_tokens_t *tokens)
+{
+    return tokens->count;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool name_char_ok(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != '#';
+}
+
+static bool district_char_ok(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+}
+
+/* Splits off the next whitespace-separated word of *s; NULL at the end. */
+static char *next_word(char **s)
+{
+    char *p = *s;
+    char *start;
+
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0')
+        return NULL;
+    start = p;
+    while (*p != '\0' && *p != ' ' && *p != '\t')
+        p++;
+    if (*p != '\0')
+        *p++ = '\0';
+    *s = p;
+    return start;
+}
+
+/* Parses the districts word into gw. Returns 0, or -1 with why filled. */
+static int parse_districts(keng_gateway_t *gw, const char *word, char *why, size_t why_size)
+{
+    const char *p = word;
+
+    if (strcmp(word, "*") == 0) {
+        gw->all_districts = true;
+        return 0;
+    }
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char **grown;
+
+        if (len == 0) {
+            snprintf(why, why_size, "empty district id in '%s'; write D01,D07 or *", word);
+            return -1;
+        }
+        for (size_t i = 0; i < len; i++) {
+            if (!district_char_ok((unsigned char)p[i])) {
+                snprintf(why, why_size,
+                         "district list '%s' has a character that is not a letter, digit or "
+                         "'-'; write D01,D07 or *",
+                         word);
+                return -1;
+            }
+        }
+        grown = realloc(gw->districts, (gw->ndistricts + 1) * sizeof(*grown));
+        if (!grown) {
+            snprintf(why, why_size, "out of memory");
+            return -1;
+        }
+        gw->districts = grown;
+        gw->districts[gw->ndistricts] = strndup(p, len);
+        if (!gw->districts[gw->ndistricts]) {
+            snprintf(why, why_size, "out of memory");
+            return -1;
+        }
+        gw->ndistricts++;
+        p += len;
+        if (*p == ',')
+            p++;
+        if (end && *p == '\0') {
+            snprintf(why, why_size, "district list '%s' ends with a comma", word);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Parses one line (modified in place) into gw. Returns 1 for an entry, 0 for a blank or
+ * comment line, -1 with why filled. On -1, gw may hold memory for gateway_clear. */
+static int parse_line(char *line, keng_gateway_t *gw, char *why, size_t why_size)
+{
+    char *hash, *name, *districts, *extra;
+    char *hash_cut = strchr(line, '#');
+
+    if (hash_cut)
+        *hash_cut = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+    memset(gw, 0, sizeof(*gw));
+    hash = next_word(&line);
+    if (!hash)
+        return 0;
+    name = next_word(&line);
+    districts = next_word(&line);
+    extra = next_word(&line);
+    if (!name || !districts) {
+        snprintf(why, why_size, "expected '<sha256 hex> <gateway name> <districts>'");
+        return -1;
+    }
+    if (extra) {
+        snprintf(why, why_size, "unexpected '%.40s' after the districts", extra);
+        return -1;
+    }
+    if (strlen(hash) != KENG_TOKEN_HASH_HEX_LEN) {
+        snprintf(why, why_size, "the hash must be %d hex digits (the SHA-256 of the token)",
+                 KENG_TOKEN_HASH_HEX_LEN);
+        return -1;
+    }
+    for (size_t i = 0; i < HASH_LEN; i++) {
+        int hi = hexval((unsigned char)hash[2 * i]);
+        int lo = hexval((unsigned char)hash[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            snprintf(why, why_size, "the hash must be %d hex digits (the SHA-256 of the token)",
+                     KENG_TOKEN_HASH_HEX_LEN);
+            return -1;
+        }
+        gw->hash[i] = (unsigned char)(hi << 4 | lo);
+    }
+    if (strlen(name) > KENG_GATEWAY_NAME_MAX) {
+        snprintf(why, why_size, "the gateway name is longer than %d characters",
+                 KENG_GATEWAY_NAME_MAX);
+        return -1;
+    }
+    for (const char *c = name; *c; c++) {
+        if (!name_char_ok((unsigned char)*c)) {
+            snprintf(why, why_size, "the gateway name must be printable ASCII without spaces");
+            return -1;
+        }
+    }
+    strcpy(gw->name, name);
+    if (parse_districts(gw, districts, why, why_size) < 0)
+        return -1;
+    return 1;
+}
+
+keng_tokens_t *keng_tokens_load(const char *path, char *errstr, size_t errstr_size)
+{
+    keng_tokens_t *tokens = NULL;
+    FILE *f = NULL;
+    char *line = NULL;
+    size_t line_cap = 0;
+    unsigned lineno = 0;
+    char why[200];
+    keng_gateway_t gw;
+
+    f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "cannot open the token file %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    tokens = keng_tokens_empty();
+    if (!tokens) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    while (getline(&line, &line_cap, f) >= 0) {
+        int r;
+        lineno++;
+        r = parse_line(line, &gw, why, sizeof(why));
+        if (r == 0)
+            continue;
+        if (r < 0) {
+            gateway_clear(&gw);
+            snprintf(errstr, errstr_size, "%s:%u: %s", path, lineno, why);
+            goto fail;
+        }
+        for (size_t i = 0; i < tokens->count; i++) {
+            if (memcmp(tokens->gateways[i].hash, gw.hash, HASH_LEN) == 0) {
+                gateway_clear(&gw);
+                snprintf(errstr, errstr_size,
+                         "%s:%u: the same token hash is already listed for gateway '%s'", path,
+                         lineno, tokens->gateways[i].name);
+                goto fail;
+            }
+        }
+        if (tokens->count == tokens->cap) {
+            size_t cap = tokens->cap ? tokens->cap * 2 : 8;
+            keng_gateway_t *grown = realloc(tokens->gateways, cap * sizeof(*grown));
+            if (!grown) {
+                gateway_clear(&gw);
+                snprintf(errstr, errstr_size, "out of memory");
+                goto fail;
+            }
+            tokens->gateways = grown;
+            tokens->cap = cap;
+        }
+        tokens->gateways[tokens->count++] = gw;
+    }
+    if (ferror(f)) {
+        snprintf(errstr, errstr_size, "cannot read the token file %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    free(line);
+    fclose(f);
+    return tokens;
+
+fail:
+    free(line);
+    if (f)
+        fclose(f);
+    keng_tokens_destroy(tokens);
+    return NULL;
+}
+
+static int sha256(const void *data, size_t len, unsigned char out[HASH_LEN])
+{
+    unsigned int n = 0;
+    if (EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) != 1 || n != HASH_LEN)
+        return -1;
+    return 0;
+}
+
+const keng_gateway_t *keng_tokens_find(const keng_tokens_t *tokens, const char *token, size_t len)
+{
+    unsigned char hash[HASH_LEN];
+    size_t found = 0; /* index + 1 of the match */
+
+    if (len == 0 || sha256(token, len, hash) < 0)
+        return NULL;
+    /* No early exit and no branch on the comparison: every entry costs the same. */
+    for (size_t i = 0; i < tokens->count; i++) {
+        size_t equal = (size_t)(CRYPTO_memcmp(hash, tokens->gateways[i].hash, HASH_LEN) == 0);
+        found |= (0 - equal) & (i + 1);
+    }
+    return found ? &tokens->gateways[found - 1] : NULL;
+}
+
+const keng_gateway_t *keng_tokens_authorize(const keng_tokens_t *tokens, const char *header)
+{
+    const char *p;
+    size_t len;
+
+    if (!header)
+        return NULL;
+    while (*header == ' ' || *header == '\t')
+        header++;
+    if (strncasecmp(header, "Bearer", 6) != 0 || (header[6] != ' ' && header[6] != '\t'))
+        return NULL;
+    p = header + 6;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    len = strlen(p);
+    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+        len--;
+    return keng_tokens_find(tokens, p, len);
+}
+
+const char *keng_gateway_name(const keng_gateway_t *gw)
+{
+    return gw->name;
+}
+
+bool keng_gateway_allows(const keng_gateway_t *gw, const char *district_id, size_t len)
+{
+    if (gw->all_districts)
+        return true;
+    for (size_t i = 0; i < gw->ndistricts; i++)
+        if (strlen(gw->districts[i]) == len && memcmp(gw->districts[i], district_id, len) == 0)
+            return true;
+    return false;
+}
+
+int keng_tokens_generate(char *token, char *hash_hex, char *errstr, size_t errstr_size)
+{
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char raw[KENG_TOKEN_RANDOM_BYTES + 1] = {0};
+    unsigned char hash[HASH_LEN];
+    size_t n = 0;
+
+    if (RAND_bytes(raw, KENG_TOKEN_RANDOM_BYTES) != 1) {
+        snprintf(errstr, errstr_size, "the system's random generator failed; try again");
+        return -1;
+    }
+    /* 32 bytes are 10 full groups of 3 and one of 2: 43 characters without padding. */
+    for (size_t i = 0; i < KENG_TOKEN_RANDOM_BYTES; i += 3) {
+        uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8;
+        size_t left = KENG_TOKEN_RANDOM_BYTES - i;
+        if (left >= 3)
+            v |= raw[i + 2];
+        token[n++] = b64url[(v >> 18) & 63];
+        token[n++] = b64url[(v >> 12) & 63];
+        token[n++] = b64url[(v >> 6) & 63];
+        if (left >= 3)
+            token[n++] = b64url[v & 63];
+    }
+    token[n] = '\0';
+    OPENSSL_cleanse(raw, sizeof(raw));
+    if (sha256(token, n, hash) < 0) {
+        snprintf(errstr, errstr_size, "cannot compute SHA-256");
+        return -1;
+    }
+    for (size_t i = 0; i < HASH_LEN; i++)
+        sprintf(hash_hex + 2 * i, "%02x", hash[i]);
+    return 0;
+}
+
+int keng_tokens_append(const char *path, const char *hash_hex, const char *name,
+                       const char *districts, char *errstr, size_t errstr_size)
+{
+    char line[512];
+    char check[512];
+    char why[200] = "the line would not load back";
+    keng_gateway_t gw;
+    int fd = -1;
+    int rc = -1;
+    int len;
+    int parsed;
+    struct stat st;
+
+    len = snprintf(line, sizeof(line), "%s %s %s\n", hash_hex, name, districts);
+    if (len < 0 || (size_t)len >= sizeof(line)) {
+        snprintf(errstr, errstr_size, "the gateway name or district list is too long");
+        goto out;
+    }
+    if (strpbrk(name, " \t#\r\n") || strpbrk(districts, " \t#\r\n")) {
+        snprintf(errstr, errstr_size,
+                 "cannot add the token: the gateway name and districts may not contain "
+                 "spaces or '#'");
+        goto out;
+    }
+    memcpy(check, line, (size_t)len + 1);
+    parsed = parse_line(check, &gw, why, sizeof(why));
+    gateway_clear(&gw);
+    if (parsed != 1) {
+        snprintf(errstr, errstr_size, "cannot add the token: %s", why);
+        goto out;
+    }
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(errstr, errstr_size, "cannot open the token file %s: %s", path, strerror(errno));
+        goto out;
+    }
+    /* A file whose last line has no newline would glue our line onto it. */
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+        char last = '\n';
+        int rfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (rfd >= 0) {
+            if (pread(rfd, &last, 1, st.st_size - 1) != 1)
+                last = '\n';
+            close(rfd);
+        }
+        if (last != '\n' && write(fd, "\n", 1) != 1) {
+            snprintf(errstr, errstr_size, "cannot write the token file %s: %s", path,
+                     strerror(errno));
+            goto out;
+        }
+    }
+    if (write(fd, line, (size_t)len) != len || fsync(fd) != 0) {
+        snprintf(errstr, errstr_size, "cannot write the token file %s: %s", path, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+
+out:
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}

@@ -1,0 +1,60 @@
+/* keng-ingest's bearer tokens: a file that stores only the SHA-256 of each token, with the
+ * gateway it belongs to and the districts that gateway may report for. One line per token:
+ *
+ *   <sha256 of the token, 64 hex digits> <gateway name> <districts>
+ *
+ * where districts is a comma-separated list of district ids (D01,D07) or "*" for all, and
+ * '#' starts a comment. */
+#ifndef KENG_TOKENS_H
+#define KENG_TOKENS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct keng_tokens keng_tokens_t;
+typedef struct keng_gateway keng_gateway_t;
+
+/* Bytes of randomness in a new token, and the length of its base64url text (no padding). */
+#define KENG_TOKEN_RANDOM_BYTES 32
+#define KENG_TOKEN_TEXT_LEN     43
+#define KENG_TOKEN_HASH_HEX_LEN 64
+#define KENG_GATEWAY_NAME_MAX   64
+
+/* Loads a token file. Returns NULL with errstr naming the line and what is wrong with it
+ * ("tokens.txt:3: the hash must be 64 hex digits"). The caller owns the result. */
+keng_tokens_t *keng_tokens_load(const char *path, char *errstr, size_t errstr_size);
+
+/* A set with no tokens: every request is refused. */
+keng_tokens_t *keng_tokens_empty(void);
+
+void keng_tokens_destroy(keng_tokens_t *tokens);
+
+size_t keng_tokens_count(const keng_tokens_t *tokens);
+
+/* The gateway whose token is token[0..len), or NULL. The token's hash is compared with every
+ * entry in constant time, whether or not an earlier one matched, so the time taken says
+ * nothing about which hashes are stored. Borrowed from tokens. */
+const keng_gateway_t *keng_tokens_find(const keng_tokens_t *tokens, const char *token, size_t len);
+
+/* The same for an Authorization header value ("Bearer <token>", the scheme in any case).
+ * NULL for a missing header, another scheme or an unknown token. */
+const keng_gateway_t *keng_tokens_authorize(const keng_tokens_t *tokens, const char *header);
+
+const char *keng_gateway_name(const keng_gateway_t *gw);
+
+/* Whether the gateway may report for the district (id not necessarily NUL-terminated). */
+bool keng_gateway_allows(const keng_gateway_t *gw, const char *district_id, size_t len);
+
+/* Makes a new random token (KENG_TOKEN_RANDOM_BYTES from the system's CSPRNG, base64url):
+ * writes its text to token (at least KENG_TOKEN_TEXT_LEN + 1 bytes) and the hex of its
+ * SHA-256 to hash_hex (at least KENG_TOKEN_HASH_HEX_LEN + 1 bytes). Returns 0, or -1 with
+ * errstr filled. */
+int keng_tokens_generate(char *token, char *hash_hex, char *errstr, size_t errstr_size);
+
+/* Appends the line for a token's hash to the token file (created with mode 0600 when
+ * missing), after checking that name and districts would load back. Returns 0, or -1 with
+ * errstr filled. */
+int keng_tokens_append(const char *path, const char *hash_hex, const char *name,
+                       const char *districts, char *errstr, size_t errstr_size);
+
+#endif
