@@ -526,7 +526,7 @@ keng_registry_t *keng_registry_default(void)
     keng_registry_t *reg = calloc(1, sizeof(*reg));
     uint32_t weights[KENG_DEFAULT_COMMUNES], boards_per_commune[KENG_DEFAULT_COMMUNES];
     uint64_t seed = 0x6b656e67; /* "keng" */
-    char id[32], name[128], err[200];
+    char id[64], name[128], err[200];
     size_t commune = 0;
     uint32_t board = 0;
 
@@ -537,13 +537,13 @@ keng_registry_t *keng_registry_default(void)
     apportion(weights, KENG_DEFAULT_COMMUNES, KENG_DEFAULT_BOARDS, 4, boards_per_commune);
 
     for (int d = 0; d < KENG_DEFAULT_DISTRICTS; d++) {
-        char district_id[8];
+        char district_id[16];
         snprintf(district_id, sizeof(district_id), "D%02d", d + 1);
         if (upsert_district(reg, district_id, default_districts[d].name, err, sizeof(err)) < 0)
             goto fail;
         const char *place = place_name(default_districts[d].name);
         for (int c = 0; c < default_districts[d].communes; c++, commune++) {
-            char commune_id[16];
+            char commune_id[32];
             snprintf(commune_id, sizeof(commune_id), "%s-C%03d", district_id, c + 1);
             snprintf(name, sizeof(name), "%s %s %d", default_districts[d].urban ? "Phường" : "Xã",
                      place, c + 1);
