@@ -288,7 +288,7 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
     };
     struct options opt = {0};
-    keng_config_t *cfg = keng_config_new();
+    keng_config_t *cfg = NULL;
     const char *brokers = NULL;
     char errstr[512];
     int c, rc;
@@ -326,15 +326,12 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
-            keng_config_destroy(cfg);
             return 0;
         case 'V':
             printf("keng-replay %s (librdkafka %s)\n", KENG_VERSION, rd_kafka_version_str());
-            keng_config_destroy(cfg);
             return 0;
         default:
             usage(stderr);
-            keng_config_destroy(cfg);
             return 64;
         }
     }
@@ -342,9 +339,9 @@ int main(int argc, char **argv)
         (opt.year && (opt.from || opt.to))) {
         fprintf(stderr, "keng-replay: give either --year or both --from and --to\n");
         usage(stderr);
-        keng_config_destroy(cfg);
         return 64;
     }
+    cfg = keng_config_new();
     if (opt.config_path && keng_config_load(cfg, opt.config_path, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "keng-replay: %s\n", errstr);
         keng_config_destroy(cfg);

@@ -224,7 +224,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     struct options opt = {.partitions = 4, .brokers = 1};
-    keng_config_t *cfg = keng_config_new();
+    keng_config_t *cfg = NULL;
     char errstr[512];
     int c, rc;
 
@@ -269,6 +269,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "keng-broker: unexpected argument '%s'\n", argv[optind]);
         return 64;
     }
+    cfg = keng_config_new();
     if (opt.config_path && keng_config_load(cfg, opt.config_path, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "keng-broker: %s\n", errstr);
         keng_config_destroy(cfg);
