@@ -72,8 +72,9 @@ typedef struct pending {
     uv_timer_t timer;
     size_t events;
     int64_t started_ms;
-    bool in_seal;    /* the batch's done may run inside keng_producer_batch_seal */
-    bool batch_done; /* its outcome is known */
+    uint64_t produced_ns; /* uv_hrtime() when the events went to the producer */
+    bool in_seal;         /* the batch's done may run inside keng_producer_batch_seal */
+    bool batch_done;      /* its outcome is known */
     rd_kafka_resp_err_t err;
     char what[160]; /* "POST /v1/incidents peer=... gateway=...", for the log */
 } pending_t;
@@ -169,7 +170,7 @@ static void pending_complete(pending_t *pd)
         if (pd->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             keng_ingest_metrics_accepted(in->metrics, pd->events);
             keng_ingest_metrics_delivery(in->metrics,
-                                         (double)(keng_monotonic_ms() - pd->started_ms) / 1000.0);
+                                         (double)(uv_hrtime() - pd->produced_ns) / 1e9);
             answer(in, pd->req, 202, json_pack("{s:I}", "accepted", (json_int_t)pd->events),
                    pd->what, pd->started_ms, NULL);
         } else {
@@ -251,6 +252,7 @@ static void produce(ingest_t *in, keng_http_request_t *req, keng_ingest_body_t *
     pd->req = req;
     pd->events = n;
     pd->started_ms = started_ms;
+    pd->produced_ns = uv_hrtime();
     snprintf(pd->what, sizeof(pd->what), "%s", what);
     uv_timer_init(in->loop, &pd->timer);
     pd->timer.data = pd;
@@ -451,8 +453,8 @@ static void on_request(keng_http_request_t *req, void *ctx)
         return;
     }
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
-        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-            keng_http_request_add_header(req, "Allow", "GET, HEAD");
+        if (strcmp(method, "GET") != 0) {
+            keng_http_request_add_header(req, "Allow", "GET");
             answer_error(in, req, 405, "", "use GET", what, started_ms);
             return;
         }

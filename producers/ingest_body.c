@@ -127,7 +127,7 @@ int keng_ingest_body_parse(const char *body, size_t len, keng_kind_t kind,
         goto out;
     }
     /* Duplicate keys would let two readers of the same body see different events. */
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!root) {
         snprintf(msg, sizeof(msg), "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
                  jerr.text);

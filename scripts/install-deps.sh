@@ -7,8 +7,8 @@ packages=(
     build-essential cmake pkg-config clang
     librdkafka-dev libavro-dev libuv1-dev libjansson-dev liblmdb-dev libhttp-parser-dev
     libcmocka-dev libssl-dev
-    python3 python3-avro python3-confluent-kafka
-    kcat curl wrk
+    python3 python3-avro python3-confluent-kafka python3-yaml shellcheck
+    kcat curl wrk chromium chromium-driver python3-selenium
 )
 
 missing=()

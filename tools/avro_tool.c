@@ -28,21 +28,23 @@ struct conf {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: keng-avro encode --kind incident|mediation [--out-dir DIR | -o FILE]\n"
-               "       keng-avro decode [--format auto|single|stream] FILE...\n"
-               "\n"
-               "encode reads one JSON event per line on stdin and writes Confluent-framed Avro:\n"
-               "  --out-dir DIR   one file per input line, DIR/000001.bin, DIR/000002.bin, ...\n"
-               "  -o FILE         all messages in one file, each after its length as a 4-byte\n"
-               "                  big-endian integer (the default, FILE \"-\" is stdout)\n"
-               "decode prints each framed message of each FILE (a single message, or a\n"
-               "length-prefixed file as encode -o writes it) as one JSON line.\n"
-               "  --format F      how to read FILE: auto (the default), single or stream\n"
-               "Both:\n"
-               "  --kind K        incident or mediation (encode)\n"
-               "  --schemas DIR   a schema directory laid out like schemas/ instead of the\n"
-               "                  schemas built into keng\n"
-               "  -h, --help      this help;  -V, --version  keng's version\n");
+    fprintf(
+        f,
+        "Usage: keng-avro encode --kind incident|mediation [--out-dir DIR | -o FILE]\n"
+        "       keng-avro decode [--format auto|single|stream] FILE|DIR...\n"
+        "\n"
+        "encode reads one JSON event per line on stdin and writes Confluent-framed Avro:\n"
+        "  --out-dir DIR   one file per input line, DIR/000001.bin, DIR/000002.bin, ...\n"
+        "  -o FILE         all messages in one file, each after its length as a 4-byte\n"
+        "                  big-endian integer (the default, FILE \"-\" is stdout)\n"
+        "decode prints each framed message of each FILE (a single message, or a\n"
+        "length-prefixed file as encode -o writes it, or every file of a DIR) as one JSON line.\n"
+        "  --format F      how to read FILE: auto (the default), single or stream\n"
+        "Both:\n"
+        "  --kind K        incident or mediation (encode)\n"
+        "  --schemas DIR   a schema directory laid out like schemas/ instead of the\n"
+        "                  schemas built into keng\n"
+        "  -h, --help      this help;  -V, --version  keng's version\n");
 }
 
 static keng_schema_store_t *open_store(const struct conf *conf)
@@ -290,6 +292,35 @@ static int decode_file(keng_avro_decoder_t *dec, const struct conf *conf, const 
     return failed > 0;
 }
 
+static int skip_dot_files(const struct dirent *d)
+{
+    return d->d_name[0] != '.';
+}
+
+/* A directory, as encode --out-dir writes it, is decoded file by file in name order. */
+static int decode_path(keng_avro_decoder_t *dec, const struct conf *conf, const char *path)
+{
+    struct dirent **names = NULL;
+    struct stat st;
+    char child[4096];
+    int n, failed = 0;
+
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return decode_file(dec, conf, path);
+    n = scandir(path, &names, skip_dot_files, alphasort);
+    if (n < 0) {
+        fprintf(stderr, "keng-avro: cannot list %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        snprintf(child, sizeof(child), "%s/%s", path, names[i]->d_name);
+        failed += decode_file(dec, conf, child);
+        free(names[i]);
+    }
+    free(names);
+    return failed > 0;
+}
+
 static int run_decode(const struct conf *conf, int nfiles, char **files)
 {
     keng_schema_store_t *store = NULL;
@@ -311,7 +342,7 @@ static int run_decode(const struct conf *conf, int nfiles, char **files)
         return 1;
     }
     for (int i = 0; i < nfiles; i++)
-        failed += decode_file(dec, conf, files[i]);
+        failed += decode_path(dec, conf, files[i]);
     fflush(stdout);
     keng_avro_decoder_destroy(dec);
     keng_schema_store_destroy(store);

@@ -1,0 +1,780 @@
+"""The production deployment files: docker-compose.yml, Dockerfile, .dockerignore, deploy/
+and docs/OPERATIONS.md.
+
+No Docker engine runs where keng is built and tested, so nothing here starts a container.
+What can be checked without one is checked: the compose file parses and says what
+docs/OPERATIONS.md says it does; every flag it passes is in docs/DESIGN.md's flag table;
+the Dockerfile installs exactly the packages of scripts/install-deps.sh (runtime names
+derived from the -dev ones through dpkg, and the libraries the built programs load);
+every config key in deploy/*.conf is documented and accepted (kafka.* keys by
+librdkafka itself, through confluent-kafka, which links the same librdkafka); the topic
+script and the state-slot wrapper run against stand-ins for Kafka's tools and for
+keng-aggregate.
+"""
+
+import base64
+import fnmatch
+import glob
+import gzip
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import kengtest as kt
+
+SRC = os.path.abspath(kt.SOURCE_DIR)
+BROKERS = ["kafka-1", "kafka-2", "kafka-3"]
+RETENTION_400_DAYS_MS = 400 * 24 * 3600 * 1000
+# In the runtime stage beyond the -dev packages' libraries: the health checks' client and
+# the CA bundle for brokers with publicly signed certificates.
+RUNTIME_EXTRAS = {"curl", "ca-certificates"}
+# -dev packages of scripts/install-deps.sh that no program links: the unit tests' library.
+TEST_ONLY_DEV = {"libcmocka-dev"}
+# What debian:12-slim has already.
+BASE_IMAGE_PACKAGES = {"libc6", "libgcc-s1"}
+
+
+def path(*parts):
+    return os.path.join(SRC, *parts)
+
+
+def read(*parts):
+    with open(path(*parts), encoding="utf-8") as f:
+        return f.read()
+
+
+def compose():
+    try:
+        import yaml
+    except ImportError:
+        raise kt.TestFailure("python3-yaml is missing: run scripts/install-deps.sh") from None
+    with open(path("docker-compose.yml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def interpolate(value, env=None):
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR-default} with the given environment."""
+    env = env or {}
+
+    def one(m):
+        name, op, default = m.group(1), m.group(2), m.group(3) or ""
+        if op == ":-":
+            return env.get(name) or default
+        if op == "-":
+            return env.get(name, default)
+        return env.get(name, "")
+
+    return re.sub(r"\$\{(\w+)(?:(:?-)([^}]*))?\}", one, str(value))
+
+
+def design_flags():
+    """docs/DESIGN.md's flag table: {flag: program it is limited to, or None}."""
+    flags = {}
+    for line in read("docs", "DESIGN.md").splitlines():
+        if not line.startswith("| `--"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        m = re.match(r"(keng-[a-z]+):", cells[1])
+        for flag in re.findall(r"`(--[a-z][a-z-]*)", cells[0]):
+            flags[flag] = m.group(1) if m else None
+    kt.check(len(flags) >= 8, "flags in docs/DESIGN.md's table", ">= 8", sorted(flags))
+    return flags
+
+
+def keng_command(service):
+    """(program, argv) of a keng service; the argv after any wrapper."""
+    argv = [interpolate(a) for a in service["command"]]
+    for i, word in enumerate(argv):
+        if word.startswith("keng-"):
+            return word, argv[i:]
+    raise kt.TestFailure(f"no keng program in the command {argv}")
+
+
+def flag_value(argv, flag):
+    kt.check(flag in argv, f"{flag} in {argv[0]}'s command", flag, argv)
+    return argv[argv.index(flag) + 1]
+
+
+def mounts(service):
+    """{container path: (source, read_only)} of a service's volumes (short syntax)."""
+    out = {}
+    for v in service.get("volumes", []):
+        parts = interpolate(v).split(":")
+        out[parts[1]] = (parts[0], len(parts) > 2 and "ro" in parts[2].split(","))
+    return out
+
+
+# ---- docker-compose.yml ----
+
+def test_compose_kafka_cluster():
+    c = compose()
+    services = c["services"]
+    for name in BROKERS + ["kafka-init", "keng-ingest", "keng-aggregate"]:
+        kt.check(name in services, "service in docker-compose.yml", name, sorted(services))
+    cluster_ids, voters, node_ids = set(), set(), set()
+    for name in BROKERS:
+        s = services[name]
+        kt.check(re.fullmatch(r"apache/kafka:3\.7\.\d+", s["image"]),
+                 f"{name}: the official image with a pinned 3.7.x version", "apache/kafka:3.7.x",
+                 s["image"])
+        env = {k: interpolate(v) for k, v in s["environment"].items()}
+        kt.check_equal(env["KAFKA_PROCESS_ROLES"], "broker,controller", f"{name}: KRaft roles")
+        cluster_ids.add(env["CLUSTER_ID"])
+        voters.add(env["KAFKA_CONTROLLER_QUORUM_VOTERS"])
+        node_ids.add(env["KAFKA_NODE_ID"])
+        kt.check_equal(int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]), 3, f"{name}: replication")
+        kt.check_equal(int(env["KAFKA_MIN_INSYNC_REPLICAS"]), 2, f"{name}: min.insync.replicas")
+        kt.check_equal(int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]), 3,
+                       f"{name}: replication of the group offsets")
+        kt.check_equal(env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"], "false",
+                       f"{name}: topics come only from kafka-init")
+        kt.check(f"INTERNAL://{s['hostname']}:9092" in env["KAFKA_ADVERTISED_LISTENERS"],
+                 f"{name}: advertises its own host name", s["hostname"],
+                 env["KAFKA_ADVERTISED_LISTENERS"])
+        kt.check("CONTROLLER" not in env["KAFKA_ADVERTISED_LISTENERS"],
+                 f"{name}: the controller listener is not advertised", "no CONTROLLER",
+                 env["KAFKA_ADVERTISED_LISTENERS"])
+        data = mounts(s).get(env["KAFKA_LOG_DIRS"])
+        kt.check(data and not data[0].startswith((".", "/")), f"{name}: log dirs on a named volume",
+                 env["KAFKA_LOG_DIRS"], s.get("volumes"))
+        kt.check(s.get("healthcheck"), f"{name}: a health check", "one", None)
+    kt.check_equal(len(cluster_ids), 1, "one CLUSTER_ID for the three nodes")
+    cluster_id = cluster_ids.pop()
+    raw = base64.urlsafe_b64decode(cluster_id + "==")
+    kt.check_equal(len(raw), 16, f"CLUSTER_ID {cluster_id} as a base64url UUID, in bytes")
+    kt.check_equal(len(voters), 1, "one quorum voter list for the three nodes")
+    kt.check_equal(sorted(voters.pop().split(",")),
+                   [f"{i}@kafka-{i}:9093" for i in (1, 2, 3)], "quorum voters")
+    kt.check_equal(sorted(int(n) for n in node_ids), [1, 2, 3], "node ids")
+
+    init = services["kafka-init"]
+    kt.check_equal(init["image"], services["kafka-1"]["image"], "kafka-init's image")
+    kt.check_equal(str(init.get("restart")), "no", "kafka-init runs once")
+    for name in BROKERS:
+        kt.check_equal(init["depends_on"][name]["condition"], "service_healthy",
+                       f"kafka-init waits for {name}")
+    env = {k: interpolate(v) for k, v in init["environment"].items()}
+    kt.check_equal(int(env["KENG_PARTITIONS"]), 24, "partitions of the input topics")
+    kt.check_equal(int(env["KENG_REPLICATION"]), 3, "replication factor of the topics")
+    kt.check_equal(int(env["KENG_MIN_INSYNC"]), 2, "min.insync.replicas of the topics")
+    for key in ("KENG_RETENTION_MS", "KENG_SIDE_RETENTION_MS"):
+        kt.check(int(env[key]) >= RETENTION_400_DAYS_MS, f"{key}: at least 400 days",
+                 f">= {RETENTION_400_DAYS_MS}", env[key])
+    script = mounts(init)
+    kt.check(any(src.endswith("deploy/create-topics.sh") and ro for src, ro in script.values()),
+             "kafka-init mounts deploy/create-topics.sh read-only", True, init.get("volumes"))
+
+
+def test_compose_keng_services():
+    services = compose()["services"]
+    for name, port in (("keng-ingest", "8088"), ("keng-aggregate", "8080")):
+        s = services[name]
+        program, argv = keng_command(s)
+        kt.check_equal(program, name, f"{name}: the program it runs")
+        kt.check_equal(s["build"]["context"], ".", f"{name}: built from this folder")
+        kt.check_equal(s["build"]["dockerfile"], "Dockerfile", f"{name}: its Dockerfile")
+        kt.check_equal(s["depends_on"]["kafka-init"]["condition"],
+                       "service_completed_successfully", f"{name}: starts once the topics exist")
+        kt.check_equal(flag_value(argv, "--listen"), f"0.0.0.0:{port}", f"{name}: --listen")
+        kt.check_equal(flag_value(argv, "--brokers"), ",".join(f"{b}:9092" for b in BROKERS),
+                       f"{name}: --brokers")
+        test = s["healthcheck"]["test"]
+        kt.check(test[:2] == ["CMD", "curl"] and
+                 test[-1] == f"http://127.0.0.1:{port}/healthz",
+                 f"{name}: health check", f"curl ... http://127.0.0.1:{port}/healthz", test)
+        ports = [interpolate(p) for p in s["ports"]]
+        kt.check(all(p.endswith(f":{port}") for p in ports), f"{name}: published port",
+                 f"...:{port}", ports)
+        m = mounts(s)
+        kt.check("/etc/keng" in m and m["/etc/keng"][1], f"{name}: /etc/keng mounted read-only",
+                 True, s["volumes"])
+        config_dir = m["/etc/keng"][0]
+        for flag in ("--config", "--tokens"):
+            if flag not in argv:
+                continue
+            inside = flag_value(argv, flag)
+            kt.check(inside.startswith("/etc/keng/"), f"{name}: {flag} in the mounted folder",
+                     "/etc/keng/...", inside)
+            rel = os.path.join(config_dir, inside[len("/etc/keng/"):])
+            if flag == "--tokens":
+                rel += ".example"  # the real file is the deployment's, never in the repo
+            kt.check(os.path.exists(path(rel)), f"{name}: {flag} file in the repo", rel, "missing")
+        registry = flag_value(argv, "--registry")
+        kt.check_equal(registry, "/usr/share/keng/boards.csv", f"{name}: default --registry")
+        kt.check("/usr/share/keng/boards.csv" in read("Dockerfile"),
+                 "the Dockerfile writes the default registry where --registry says", True, False)
+
+    agg = services["keng-aggregate"]
+    _, argv = keng_command(agg)
+    state = flag_value(argv, "--state-dir")
+    kt.check_equal(state, "/var/lib/keng", "keng-aggregate: --state-dir base")
+    kt.check_equal(interpolate(agg["command"][0]), "with-state-slot",
+                   "keng-aggregate: each instance takes its own state slot")
+    source, ro = mounts(agg)[state]
+    kt.check(not ro and source in (compose().get("volumes") or {}),
+             "keng-aggregate: state on a named, writable volume", "a named volume", source)
+    kt.check(flag_value(argv, "--group"), "keng-aggregate: --group", "an id", None)
+    # --scale keng-aggregate=3 must not ask for one host port three times.
+    for p in agg["ports"]:
+        parts = interpolate(p).split(":")
+        kt.check(len(parts) == 3 and parts[1] == "",
+                 "keng-aggregate: no fixed host port unless KENG_AGGREGATE_HOST_PORT is set",
+                 "IP::8080", interpolate(p))
+        fixed = interpolate(p, {"KENG_AGGREGATE_HOST_PORT": "8080"})
+        kt.check_equal(fixed, "127.0.0.1:8080:8080", "keng-aggregate with a fixed host port")
+    for s in (services["keng-ingest"], agg):
+        kt.check(s.get("init") is True, "an init process forwards signals", True, s.get("init"))
+        grace = s.get("stop_grace_period", "10s")
+        kt.check(int(grace.rstrip("s")) >= 20, "time to flush and checkpoint on SIGTERM",
+                 ">= 20s", grace)
+
+
+def test_compose_flags_are_in_design():
+    flags = design_flags()
+    for name in ("keng-ingest", "keng-aggregate"):
+        program, argv = keng_command(compose()["services"][name])
+        used = [a for a in argv if a.startswith("--")]
+        for flag in used:
+            kt.check(flag in flags, f"{program} {flag} in docs/DESIGN.md's flag table",
+                     "a documented flag", flag)
+            only = flags[flag]
+            kt.check(only is None or only == program, f"{flag} belongs to", only, program)
+    kt.check("--tokens" in keng_command(compose()["services"]["keng-ingest"])[1],
+             "keng-ingest gets --tokens", True, False)
+
+
+def test_compose_commands_run():
+    """The two keng commands of docker-compose.yml, with the container's paths mapped to
+    this checkout, start the real programs against keng-broker: the config files, the token
+    file and the state-slot wrapper work as the containers would use them."""
+    for name in ("keng-broker", "keng-ingest", "keng-aggregate", "keng-registry"):
+        if not os.path.exists(os.path.join(kt.BIN_DIR, name)):
+            kt.log(f"{name} is not built: the compose commands were not run")
+            return
+    work = kt.Workdir()
+    broker = kt.Broker(work, partitions=4)
+    procs = []
+    try:
+        registry = work.file("boards.csv")
+        subprocess.run([kt.binary("keng-registry"), "--write", registry], check=True,
+                       capture_output=True, timeout=60)
+        # The embedded broker holds a group's first join for session.timeout.ms - 1 s
+        # (docs/DESIGN.md); a copy of the config with a short one keeps this test quick.
+        conf_dir = work.file("etc-keng")
+        os.makedirs(conf_dir)
+        for file in ("keng-ingest.conf", "keng-aggregate.conf"):
+            text = read("deploy", file)
+            if file == "keng-aggregate.conf":
+                text += "\nkafka.session.timeout.ms=6000\n"
+            with open(os.path.join(conf_dir, file), "w") as f:
+                f.write(text)
+        shutil.copy(path("deploy", "tokens.example"), os.path.join(conf_dir, "tokens"))
+        services = compose()["services"]
+        ports = {}
+        for name in ("keng-ingest", "keng-aggregate"):
+            argv = []
+            program, found = keng_command(services[name])[0], False
+            for word in (interpolate(w) for w in services[name]["command"]):
+                if word.startswith("/etc/keng/"):
+                    word = os.path.join(conf_dir, word[len("/etc/keng/"):])
+                elif word == "/usr/share/keng/boards.csv":
+                    word = registry
+                elif word == "/var/lib/keng":
+                    word = work.file("state")
+                elif word.startswith("0.0.0.0:"):
+                    ports[name] = kt.free_port()
+                    word = f"127.0.0.1:{ports[name]}"
+                elif word == "kafka-1:9092,kafka-2:9092,kafka-3:9092":
+                    word = broker.bootstrap
+                elif word == "with-state-slot":
+                    word = path("deploy", "with-state-slot.sh")
+                elif word == program and not found:
+                    word, found = kt.binary(word), True
+                argv.append(word)
+            log = open(work.file(f"{name}.log"), "wb")
+            procs.append((name, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log),
+                          log))
+
+        def status(name, route):
+            return kt.http("GET", f"http://127.0.0.1:{ports[name]}{route}", timeout=5)[0]
+
+        for name, route in (("keng-ingest", "/healthz"), ("keng-aggregate", "/healthz"),
+                            ("keng-aggregate", "/readyz")):
+            kt.wait_until(lambda: status(name, route) == 200, 90, f"{name} {route} answers 200")
+        # The placeholder tokens let nobody in.
+        code, _, _ = kt.http("POST", f"http://127.0.0.1:{ports['keng-ingest']}/v1/incidents",
+                             b"{}", {"Content-Type": "application/json",
+                                     "Authorization": "Bearer not-a-token"})
+        kt.check_equal(code, 401, "a POST with a token that is not in the file")
+        ingest = procs[0][1]
+        ingest.send_signal(signal.SIGHUP)
+        kt.wait_until(lambda: b"tokens reloaded" in open(work.file("keng-ingest.log"), "rb").read(),
+                      20, "keng-ingest reloads its tokens on SIGHUP")
+        kt.check_equal(status("keng-ingest", "/healthz"), 200, "keng-ingest after SIGHUP")
+        agg_log = open(work.file("keng-aggregate.log"), "rb").read().decode("utf-8", "replace")
+        group = interpolate(flag_value(keng_command(services["keng-aggregate"])[1], "--group"))
+        kt.check(f"group={group} " in agg_log, "keng-aggregate's consumer group",
+                 f"group={group}", re.findall(r"group=\S+", agg_log))
+        kt.check(os.path.isdir(work.file("state/instance-1")), "keng-aggregate's state slot",
+                 "state/instance-1", sorted(os.listdir(work.file("state"))))
+        for name, p, _ in procs:
+            p.send_signal(signal.SIGTERM)
+            kt.check_equal(p.wait(30), 0, f"{name}'s exit status after SIGTERM")
+    finally:
+        for name, p, log in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+            log.close()
+        broker.stop()
+        work.cleanup()
+
+
+# ---- Dockerfile and .dockerignore ----
+
+def install_deps_packages():
+    text = read("scripts", "install-deps.sh")
+    m = re.search(r"packages=\((.*?)\)", text, re.S)
+    kt.check(m, "the packages=( ... ) list in scripts/install-deps.sh", "found", None)
+    return m.group(1).split()
+
+
+def dockerfile_stages():
+    """[(base image, stage name, [apt packages])] of the Dockerfile."""
+    text = re.sub(r"\\\n", " ", read("Dockerfile"))
+    stages = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#") or not line:
+            continue
+        word = line.split()[0].upper()
+        if word == "FROM":
+            parts = line.split()
+            stages.append((parts[1], parts[3] if len(parts) > 3 else None, []))
+        elif word == "RUN" and stages:
+            for cmd in re.split(r"&&|;", line[3:]):
+                words = cmd.split()
+                if words[:2] == ["apt-get", "install"]:
+                    stages[-1][2].extend(w for w in words[2:] if not w.startswith("-"))
+    return stages
+
+
+def dpkg_owner(file):
+    """The package that installed file, or ''. Debian 12 merged /lib into /usr/lib while
+    dpkg's database keeps either spelling, so both are asked."""
+    candidates = []
+    for f in (file, os.path.realpath(file)):
+        candidates.append(f)
+        if f.startswith("/usr/"):
+            candidates.append(f[len("/usr"):])
+        else:
+            candidates.append("/usr" + f)
+    for f in candidates:
+        r = subprocess.run(["dpkg-query", "-S", f], capture_output=True, text=True)
+        if r.returncode == 0:
+            return r.stdout.split(":")[0]
+    return ""
+
+
+def runtime_packages_of(dev):
+    """The packages holding the shared libraries that a -dev package's .so links point to.
+    C++ bindings are left out: keng is C."""
+    listed = subprocess.run(["dpkg-query", "-L", dev], capture_output=True, text=True)
+    kt.check_equal(listed.returncode, 0, f"dpkg knows {dev} (run scripts/install-deps.sh)")
+    out = set()
+    for f in listed.stdout.split():
+        if not re.search(r"/lib[^/+]*\.so$", f) or not os.path.islink(f):
+            continue
+        owner = dpkg_owner(os.path.realpath(f))
+        kt.check(owner, f"the package of {os.path.realpath(f)}", "a package", owner)
+        out.add(owner)
+    kt.check(out, f"shared libraries of {dev}", "at least one", out)
+    return out
+
+
+def test_dockerfile_packages_match_install_deps():
+    deps = install_deps_packages()
+    stages = dockerfile_stages()
+    kt.check_equal([s[0] for s in stages], ["debian:12-slim", "debian:12-slim"],
+                   "base images of the two stages")
+    build, runtime = stages[0][2], stages[1][2]
+    devs = [p for p in deps if p.endswith("-dev")]
+    for p in build:
+        kt.check(p in deps, "build-stage package listed in scripts/install-deps.sh", p, deps)
+    for p in devs + ["cmake", "pkg-config", "build-essential"]:
+        kt.check(p in build, "scripts/install-deps.sh package in the build stage", p, build)
+
+    expected = set()
+    for dev in devs:
+        if dev not in TEST_ONLY_DEV:
+            expected |= runtime_packages_of(dev)
+    kt.check_equal(sorted(set(runtime) - RUNTIME_EXTRAS), sorted(expected),
+                   "runtime-stage libraries (from the -dev packages through dpkg)")
+    kt.check(RUNTIME_EXTRAS <= set(runtime), "curl and ca-certificates in the runtime stage",
+             sorted(RUNTIME_EXTRAS), runtime)
+    kt.check(not any(p.endswith("-dev") for p in runtime), "no -dev package at runtime", [],
+             runtime)
+
+    # The programs as built here: every library they load directly comes from the runtime
+    # stage or the base image.
+    checked = 0
+    for name in ("keng-ingest", "keng-aggregate", "keng-registry"):
+        binary = os.path.join(kt.BIN_DIR, name)
+        if not os.path.exists(binary) or not shutil.which("ldd"):
+            kt.log(f"{binary} not built: its libraries are not checked")
+            continue
+        needed = set(re.findall(r"\(NEEDED\).*\[(.+)\]",
+                                subprocess.run(["readelf", "-d", binary], capture_output=True,
+                                               text=True).stdout))
+        paths = dict(re.findall(r"^\s*(\S+) => (/\S+)", subprocess.run(
+            ["ldd", binary], capture_output=True, text=True).stdout, re.M))
+        # Libraries loaded only through another library come with it from apt. A sanitizer
+        # build (make test-sanitize) links its runtime, which no image ships.
+        for soname in sorted(needed):
+            if re.match(r"lib(asan|ubsan|lsan|tsan)\.so", soname):
+                continue
+            kt.check(soname in paths, f"{name}: ldd finds {soname}", "a path", None)
+            owner = dpkg_owner(paths[soname])
+            kt.check(owner in set(runtime) | BASE_IMAGE_PACKAGES,
+                     f"{name} needs {soname}: its package in the image", owner, sorted(runtime))
+        checked += 1
+    kt.log(f"libraries of {checked} built program(s) checked against the runtime stage")
+
+
+def dockerignored(rel, patterns):
+    """Whether Docker's context would leave out rel (a path relative to the repo root):
+    the last matching pattern decides, '!' re-includes, a match on a parent folder counts."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pat = pattern.lstrip("!").strip("/")
+        for cand in candidates:
+            if fnmatch.fnmatchcase(cand, pat) or (pat.startswith("**/") and
+                                                  fnmatch.fnmatchcase(cand.split("/")[-1],
+                                                                      pat[3:])):
+                ignored = not negate
+                break
+    return ignored
+
+
+def test_dockerignore():
+    patterns = [l.strip() for l in read(".dockerignore").splitlines()
+                if l.strip() and not l.strip().startswith("#")]
+    needed = ["CMakeLists.txt", "cmake/embed_schemas.cmake", "common/config.c",
+              "producers/CMakeLists.txt", "consumers/CMakeLists.txt", "schemas/manifest.csv",
+              "tools/CMakeLists.txt", "tests/CMakeLists.txt", "deploy/with-state-slot.sh",
+              "Dockerfile"]
+    for rel in needed:
+        kt.check(os.path.exists(path(rel)), "file the image build needs exists", rel, "missing")
+        kt.check(not dockerignored(rel, patterns), "file the build needs is in the context",
+                 rel, "ignored")
+    for rel in [".git/HEAD", "build/bin/keng-aggregate", "build-ops/CMakeCache.txt",
+                "deploy/tokens", "deploy/boards.csv", "deploy/kafka-ca.pem", ".env"]:
+        kt.check(dockerignored(rel, patterns), "left out of the build context", rel, "included")
+
+
+# ---- deploy/ ----
+
+def conf_keys(file):
+    keys = []
+    for n, line in enumerate(read("deploy", file).splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        kt.check("=" in line, f"deploy/{file}:{n} is key=value", "key=value", line)
+        keys.append((line.split("=", 1)[0].strip(), line.split("=", 1)[1].strip()))
+    return keys
+
+
+def librdkafka_properties():
+    """Property names from librdkafka's CONFIGURATION.md (librdkafka-dev), or None."""
+    doc = "/usr/share/doc/librdkafka-dev/CONFIGURATION.md.gz"
+    if not os.path.exists(doc):
+        return None
+    with gzip.open(doc, "rt", encoding="utf-8") as f:
+        return {m.group(1) for m in re.finditer(r"^([a-z][a-z0-9._]+)\s+\|", f.read(), re.M)}
+
+
+def accepted_by_librdkafka(kind, conf):
+    """Builds a confluent-kafka client (the same librdkafka keng links) with conf; raises
+    TestFailure with librdkafka's words when it refuses a key or value."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+    conf = dict(conf)
+    conf["bootstrap.servers"] = "127.0.0.1:9"  # never contacted: the client is closed at once
+    conf["log_level"] = 0
+    try:
+        if kind == "consumer":
+            conf.setdefault("group.id", "keng-deploy-check")
+            c = Consumer(conf)
+            c.close()
+        else:
+            p = Producer(conf)
+            p.flush(0)
+    except (KafkaException, ValueError, TypeError) as e:
+        raise kt.TestFailure(f"librdkafka refuses the {kind} config {conf}: {e}") from None
+
+
+def test_config_keys_documented_and_accepted():
+    ops = read("docs", "OPERATIONS.md")
+    props = librdkafka_properties()
+    sources = {"keng-ingest.conf": sorted(glob.glob(path("producers", "*.c"))),
+               "keng-aggregate.conf": sorted(glob.glob(path("consumers", "*.c")))}
+    confs = sorted(os.path.basename(p) for p in glob.glob(path("deploy", "*.conf")))
+    kt.check_equal(confs, sorted(sources), "config files in deploy/")
+    for file in confs:
+        keys = conf_keys(file)
+        kafka = {}
+        for key, value in keys:
+            kt.check(f"`{key}`" in ops, f"deploy/{file}: key documented in docs/OPERATIONS.md",
+                     f"`{key}`", "absent")
+            if key.startswith("kafka."):
+                kafka[key[len("kafka."):]] = value
+                if props is not None:
+                    kt.check(key[len("kafka."):] in props, f"deploy/{file}: {key} is a librdkafka "
+                             "property (CONFIGURATION.md)", "known", "unknown")
+                continue
+            code = "".join(open(f, encoding="utf-8").read() for f in sources[file])
+            kt.check(f'"{key}"' in code, f"deploy/{file}: {key} is read by the program's code",
+                     f'"{key}" in {os.path.relpath(sources[file][0], SRC)}...', "absent")
+        accepted_by_librdkafka("producer", kafka)
+        if file == "keng-aggregate.conf":
+            accepted_by_librdkafka("consumer", kafka)
+
+    # The TLS/SASL example of docs/OPERATIONS.md, with its CA file left out (it does not
+    # exist here, and librdkafka opens it when the client is made).
+    example = {}
+    for m in re.finditer(r"^\s*kafka\.([a-z.]+)=(.*)$", ops, re.M):
+        example[m.group(1)] = m.group(2).strip()
+    for key in ("security.protocol", "sasl.mechanisms", "sasl.username", "sasl.password",
+                "ssl.ca.location"):
+        kt.check(key in example, "docs/OPERATIONS.md's TLS/SASL example sets", f"kafka.{key}",
+                 sorted(example))
+    if props is not None:
+        for key in example:
+            kt.check(key in props, "docs/OPERATIONS.md: a librdkafka property", f"kafka.{key}",
+                     "unknown")
+    example.pop("ssl.ca.location")
+    example.pop("ssl.certificate.location", None)
+    example.pop("ssl.key.location", None)
+    accepted_by_librdkafka("producer", example)
+    accepted_by_librdkafka("consumer", example)
+
+
+def test_tokens_example():
+    lines = [l.split("#", 1)[0].strip() for l in read("deploy", "tokens.example").splitlines()]
+    entries = [l.split() for l in lines if l]
+    kt.check(entries, "entries in deploy/tokens.example", "at least one", entries)
+    districts = {f"D{i:02d}" for i in range(1, 22)}
+    for e in entries:
+        kt.check_equal(len(e), 3, f"words in the token line {e}")
+        kt.check(re.fullmatch(r"[0-9a-f]{64}", e[0]), "a SHA-256 in hex", "64 hex digits", e[0])
+        kt.check(re.fullmatch(r"[!-~]+", e[1]) and "#" not in e[1], "a gateway name",
+                 "printable, no spaces", e[1])
+        kt.check(e[2] == "*" or set(e[2].split(",")) <= districts, "district ids",
+                 "D01..D21 or *", e[2])
+
+
+FAKE_KAFKA_TOPICS = r"""#!/usr/bin/env bash
+# A stand-in for kafka-topics.sh: one file per topic in $FAKE_STATE holding its partitions.
+echo "kafka-topics.sh $*" >>"$FAKE_STATE/calls"
+op="" topic="" partitions=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --list | --describe | --create) op=$1; shift ;;
+    --topic) topic=$2; shift 2 ;;
+    --partitions) partitions=$2; shift 2 ;;
+    *) shift ;;
+    esac
+done
+case "$op" in
+--list) ls "$FAKE_STATE/topics" ;;
+--describe)
+    [[ -f "$FAKE_STATE/topics/$topic" ]] || { echo "Topic '$topic' does not exist" >&2; exit 1; }
+    printf 'Topic: %s\tTopicId: x\tPartitionCount: %s\tReplicationFactor: 3\tConfigs: \n' \
+        "$topic" "$(cat "$FAKE_STATE/topics/$topic")"
+    printf '\tTopic: %s\tPartition: 0\tLeader: 1\tReplicas: 1,2,3\tIsr: 1,2,3\n' "$topic" ;;
+--create) echo "$partitions" >"$FAKE_STATE/topics/$topic" ;;
+esac
+"""
+
+FAKE_KAFKA_CONFIGS = r"""#!/usr/bin/env bash
+echo "kafka-configs.sh $*" >>"$FAKE_STATE/calls"
+"""
+
+
+def run_create_topics(work, env_extra):
+    env = dict(os.environ)
+    init = compose()["services"]["kafka-init"]
+    env.update({k: interpolate(v) for k, v in init["environment"].items()})
+    env.update({"KAFKA_BIN": work.file("bin"), "FAKE_STATE": work.file("state"),
+                "KENG_WAIT_SECONDS": "5"})
+    env.update(env_extra)
+    open(work.file("state/calls"), "w").close()
+    r = subprocess.run(["bash", path("deploy", "create-topics.sh")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    with open(work.file("state/calls")) as f:
+        return r, f.read().splitlines()
+
+
+def test_create_topics_script():
+    work = kt.Workdir()
+    try:
+        os.makedirs(work.file("bin"))
+        os.makedirs(work.file("state/topics"))
+        for name, text in (("kafka-topics.sh", FAKE_KAFKA_TOPICS),
+                           ("kafka-configs.sh", FAKE_KAFKA_CONFIGS)):
+            with open(work.file(f"bin/{name}"), "w") as f:
+                f.write(text)
+            os.chmod(work.file(f"bin/{name}"), 0o755)
+
+        r, calls = run_create_topics(work, {})
+        kt.check_equal(r.returncode, 0, f"first run's exit status (stderr: {r.stderr})")
+        creates = [c for c in calls if " --create " in c]
+        want = {"antt.incidents": "24", "antt.mediations": "24", "antt.alerts": "6",
+                "antt.deadletter": "6"}
+        got = {}
+        for c in creates:
+            words = c.split()
+            got[words[words.index("--topic") + 1]] = words[words.index("--partitions") + 1]
+            kt.check_equal(words[words.index("--replication-factor") + 1], "3",
+                           "replication factor asked for")
+            kt.check_equal(words[words.index("--bootstrap-server") + 1],
+                           "kafka-1:9092,kafka-2:9092,kafka-3:9092", "bootstrap servers")
+            configs = dict(words[i + 1].split("=", 1) for i, w in enumerate(words)
+                           if w == "--config")
+            kt.check(int(configs["retention.ms"]) >= RETENTION_400_DAYS_MS,
+                     "retention of every topic", f">= {RETENTION_400_DAYS_MS}", configs)
+            kt.check_equal(configs["min.insync.replicas"], "2", "min.insync.replicas")
+        kt.check_equal(got, want, "topics created with their partitions")
+
+        r, calls = run_create_topics(work, {})
+        kt.check_equal(r.returncode, 0, f"second run's exit status (stderr: {r.stderr})")
+        kt.check_equal([c for c in calls if " --create " in c], [], "creates on the second run")
+        alters = [c for c in calls if c.startswith("kafka-configs.sh") and "--alter" in c]
+        kt.check_equal(len(alters), 4, f"settings brought up to date on the second run: {alters}")
+        kt.check(all("retention.ms=34560000000" in a and "min.insync.replicas=2" in a
+                     for a in alters), "settings applied", "retention and min.insync", alters)
+
+        with open(work.file("state/topics/antt.incidents"), "w") as f:
+            f.write("12\n")
+        r, calls = run_create_topics(work, {})
+        kt.check(r.returncode != 0, "a topic with another partition count stops the script",
+                 "non-zero", r.returncode)
+        kt.check("12 partitions" in r.stderr, "what it says", "...12 partitions...", r.stderr)
+        kt.check_equal([c for c in calls if " --create " in c or "--alter" in c and
+                        "antt.incidents" in c], [], "nothing changed on antt.incidents")
+
+        r, _ = run_create_topics(work, {"KENG_MIN_INSYNC": "4"})
+        kt.check(r.returncode != 0 and "min.insync.replicas" in r.stderr,
+                 "min.insync.replicas above the replication factor is refused", "an error",
+                 (r.returncode, r.stderr))
+    finally:
+        work.cleanup()
+
+
+def test_state_slots():
+    """with-state-slot gives concurrent instances different state directories, keeps a slot
+    held for as long as the program runs (across exec), and hands it back when it ends."""
+    work = kt.Workdir()
+    script = path("deploy", "with-state-slot.sh")
+    base = work.file("state")
+    procs = []
+
+    def start(tag, hold=True):
+        out = work.file(f"{tag}.out")
+        prog = f'echo "$*" >"{out}"' + ("; exec sleep 60" if hold else "")
+        p = subprocess.Popen(["bash", script, "sh", "-c", prog, "keng-aggregate", "--group", "g",
+                              "--state-dir", base, "--listen", "0.0.0.0:8080"],
+                             stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        return p, out
+
+    def args_of(out):
+        def ready():
+            with open(out) as f:
+                return f.read().strip()
+        return kt.wait_until(lambda: os.path.exists(out) and ready(), 10, f"output in {out}")
+
+    try:
+        a, a_out = start("a")
+        kt.check_equal(args_of(a_out), f"--group g --state-dir {base}/instance-1 --listen "
+                       "0.0.0.0:8080", "first instance's arguments")
+        b, b_out = start("b")
+        kt.check_equal(args_of(b_out).split()[3], f"{base}/instance-2", "second instance's dir")
+        a.send_signal(signal.SIGKILL)
+        a.wait(10)
+        c, c_out = start("c")
+        kt.check_equal(args_of(c_out).split()[3], f"{base}/instance-1",
+                       "a killed instance's slot is free again")
+
+        env = dict(os.environ, KENG_STATE_SLOTS="2")
+        full = subprocess.run(["bash", script, "true", "--state-dir", base], env=env,
+                              capture_output=True, text=True, timeout=30)
+        kt.check_equal(full.returncode, 75, "exit status with every slot held")
+        kt.check("all 2 state slots" in full.stderr, "what it says", "all 2 state slots",
+                 full.stderr)
+        none = subprocess.run(["bash", script, "true"], capture_output=True, text=True,
+                              timeout=30)
+        kt.check_equal(none.returncode, 64, "exit status without --state-dir")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+            p.stderr.close()
+        work.cleanup()
+
+
+def test_shell_scripts():
+    scripts = sorted(glob.glob(path("deploy", "*.sh")))
+    for s in scripts:
+        r = subprocess.run(["bash", "-n", s], capture_output=True, text=True)
+        kt.check_equal((r.returncode, r.stderr), (0, ""), f"bash -n {os.path.relpath(s, SRC)}")
+    if not shutil.which("shellcheck"):
+        kt.log("shellcheck is not installed: the scripts were only parsed")
+        return
+    r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True)
+    kt.check_equal((r.returncode, r.stdout), (0, ""), "shellcheck deploy/*.sh")
+
+
+# ---- docs/OPERATIONS.md ----
+
+def test_operations_doc():
+    ops = read("docs", "OPERATIONS.md")
+    for metric in ("keng_ingest_requests_total", "keng_ingest_delivery_seconds",
+                   "keng_ingest_producer_queue_depth", "keng_consumer_lag",
+                   "keng_events_counted_total", "keng_duplicates_dropped_total",
+                   "keng_deadletter_total", "keng_checkpoint_seconds"):
+        kt.check(metric in ops, "metric explained in docs/OPERATIONS.md", metric, "absent")
+    for name in compose()["services"]:
+        kt.check(name in ops, "service explained in docs/OPERATIONS.md", name, "absent")
+    for heading in ("## What was checked", "## Recovery"):
+        kt.check(heading in ops, "section of docs/OPERATIONS.md", heading, "absent")
+    flags = design_flags()
+    # Flags of single programs that the table leaves out, and which the doc uses.
+    extra = {"--new-token", "--districts", "--check", "--write", "--help", "--version"}
+    for block in re.findall(r"```(?:sh|console)?\n(.*?)```", ops, re.S):
+        for line in block.splitlines():
+            starts = [m.end() for m in re.finditer(r"\bkeng-[a-z]+\b(?![=.-])", line)]
+            if not starts:
+                continue
+            for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line[starts[-1]:]):
+                kt.check(flag in flags or flag in extra,
+                         "flag of a keng program in docs/OPERATIONS.md is documented", flag,
+                         line.strip())
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(__file__))
+    kt.main([test_compose_kafka_cluster, test_compose_keng_services,
+             test_compose_flags_are_in_design, test_compose_commands_run,
+             test_dockerfile_packages_match_install_deps,
+             test_dockerignore, test_config_keys_documented_and_accepted, test_tokens_example,
+             test_create_topics_script, test_state_slots, test_shell_scripts,
+             test_operations_doc])

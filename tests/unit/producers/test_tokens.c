@@ -1,0 +1,187 @@
+/* keng-ingest's token file: lines that load and lines that are refused with their line
+ * number, lookups by token and by Authorization header, districts, and new tokens that load
+ * back. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tokens.h"
+
+/* Any 64 hex digits make a well-formed line. */
+#define HASH_ONE "5a7fd49b2ce4302b0a6a1ab1a48ba7bd0c96a1bd3e6c2e0a8e08e5f4b7f2d6a1"
+
+static char *write_temp(const char *text)
+{
+    char *path = strdup("/tmp/keng-tokens-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void test_generate_append_and_find(void **state)
+{
+    char *path = write_temp("# gateways of Quynh Luu\n\n");
+    char token[KENG_TOKEN_TEXT_LEN + 1], token2[KENG_TOKEN_TEXT_LEN + 1];
+    char hash[KENG_TOKEN_HASH_HEX_LEN + 1], hash2[KENG_TOKEN_HASH_HEX_LEN + 1];
+    char errstr[256], header[128];
+    keng_tokens_t *t;
+    const keng_gateway_t *gw;
+    struct stat st;
+
+    assert_int_equal(keng_tokens_generate(token, hash, errstr, sizeof(errstr)), 0);
+    assert_int_equal(strlen(token), KENG_TOKEN_TEXT_LEN);
+    assert_int_equal(strlen(hash), KENG_TOKEN_HASH_HEX_LEN);
+    assert_int_equal(
+        strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+        KENG_TOKEN_TEXT_LEN);
+    assert_int_equal(keng_tokens_generate(token2, hash2, errstr, sizeof(errstr)), 0);
+    assert_string_not_equal(token, token2);
+
+    assert_int_equal(
+        keng_tokens_append(path, hash, "quynh-luu-1", "D07,D08", errstr, sizeof(errstr)), 0);
+    assert_int_equal(keng_tokens_append(path, hash2, "province", "*", errstr, sizeof(errstr)), 0);
+    /* The file stores hashes only, never the token. */
+    t = keng_tokens_load(path, errstr, sizeof(errstr));
+    assert_non_null(t);
+    assert_int_equal(keng_tokens_count(t), 2);
+    {
+        FILE *f = fopen(path, "r");
+        char text[1024] = {0};
+        assert_non_null(f);
+        assert_true(fread(text, 1, sizeof(text) - 1, f) > 0);
+        fclose(f);
+        assert_null(strstr(text, token));
+        assert_non_null(strstr(text, hash));
+    }
+
+    gw = keng_tokens_find(t, token, strlen(token));
+    assert_non_null(gw);
+    assert_string_equal(keng_gateway_name(gw), "quynh-luu-1");
+    assert_true(keng_gateway_allows(gw, "D07", 3));
+    assert_true(keng_gateway_allows(gw, "D08", 3));
+    assert_false(keng_gateway_allows(gw, "D09", 3));
+    assert_false(keng_gateway_allows(gw, "D0", 2));
+
+    snprintf(header, sizeof(header), "bearer   %s ", token2);
+    gw = keng_tokens_authorize(t, header);
+    assert_non_null(gw);
+    assert_string_equal(keng_gateway_name(gw), "province");
+    assert_true(keng_gateway_allows(gw, "D21", 3));
+
+    assert_null(keng_tokens_find(t, token, strlen(token) - 1));
+    assert_null(keng_tokens_find(t, "", 0));
+    assert_null(keng_tokens_authorize(t, NULL));
+    snprintf(header, sizeof(header), "Basic %s", token);
+    assert_null(keng_tokens_authorize(t, header));
+    assert_null(keng_tokens_authorize(t, "Bearer"));
+
+    assert_int_equal(stat(path, &st), 0);
+    keng_tokens_destroy(t);
+
+    /* A name with a space would not load back: refused before anything is written. */
+    assert_int_equal(keng_tokens_append(path, hash, "two words", "D01", errstr, sizeof(errstr)),
+                     -1);
+    assert_int_equal(keng_tokens_append(path, hash, "gw", "D01,", errstr, sizeof(errstr)), -1);
+    unlink(path);
+    free(path);
+}
+
+static void test_new_file_mode(void **state)
+{
+    char path[] = "/tmp/keng-tokens-new-XXXXXX";
+    char token[KENG_TOKEN_TEXT_LEN + 1], hash[KENG_TOKEN_HASH_HEX_LEN + 1], errstr[256];
+    struct stat st;
+    int fd = mkstemp(path);
+
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(path);
+    assert_int_equal(keng_tokens_generate(token, hash, errstr, sizeof(errstr)), 0);
+    assert_int_equal(keng_tokens_append(path, hash, "gw", "D01", errstr, sizeof(errstr)), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    unlink(path);
+}
+
+static void expect_load_error(const char *text, const char *expected_part)
+{
+    char *path = write_temp(text);
+    char errstr[256] = "";
+    keng_tokens_t *t = keng_tokens_load(path, errstr, sizeof(errstr));
+
+    if (t != NULL || strstr(errstr, expected_part) == NULL)
+        fail_msg("loading %s: expected an error with '%s', got %s '%s'", text, expected_part,
+                 t ? "success" : "error", errstr);
+    unlink(path);
+    free(path);
+}
+
+static void test_bad_lines(void **state)
+{
+    expect_load_error("abc gw D01\n", ":1: the hash must be 64 hex digits");
+    expect_load_error("# c\n" HASH_ONE " gw\n", ":2: expected '<sha256 hex> <gateway name>");
+    expect_load_error(HASH_ONE " gw D01 extra\n", ":1: unexpected 'extra'");
+    expect_load_error(HASH_ONE " gw D01,,D02\n", ":1: empty district id");
+    expect_load_error(HASH_ONE " gw D01\n" HASH_ONE " other *\n",
+                      ":2: the same token hash is already listed for gateway 'gw'");
+    expect_load_error("5a7fd49b2ce4302b0a6a1ab1a48ba7bd0c96a1bd3e6c2e0a8e08e5f4b7f2d6aZ gw D01\n",
+                      ":1: the hash must be 64 hex digits");
+}
+
+/* The file holds what `printf %s TOKEN | sha256sum` prints, so operators can make lines by
+ * hand: sha256("abc") is the FIPS 180-2 example. */
+static void test_sha256_of_the_token(void **state)
+{
+    char *path = write_temp(
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad hand-made D03\n");
+    char errstr[256];
+    keng_tokens_t *t = keng_tokens_load(path, errstr, sizeof(errstr));
+    const keng_gateway_t *gw;
+
+    assert_non_null(t);
+    gw = keng_tokens_authorize(t, "Bearer abc");
+    assert_non_null(gw);
+    assert_string_equal(keng_gateway_name(gw), "hand-made");
+    assert_null(keng_tokens_authorize(t, "Bearer abd"));
+    keng_tokens_destroy(t);
+    unlink(path);
+    free(path);
+}
+
+static void test_comments_and_blank_lines(void **state)
+{
+    char *path = write_temp("# header\n   \n" HASH_ONE " gw-1 D01,D02   # the first gateway\r\n");
+    char errstr[256];
+    keng_tokens_t *t = keng_tokens_load(path, errstr, sizeof(errstr));
+
+    assert_non_null(t);
+    assert_int_equal(keng_tokens_count(t), 1);
+    keng_tokens_destroy(t);
+    unlink(path);
+    free(path);
+    t = keng_tokens_load("/nonexistent/keng/tokens", errstr, sizeof(errstr));
+    assert_null(t);
+    assert_non_null(strstr(errstr, "cannot open the token file /nonexistent/keng/tokens"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_generate_append_and_find),
+        cmocka_unit_test(test_new_file_mode),
+        cmocka_unit_test(test_bad_lines),
+        cmocka_unit_test(test_sha256_of_the_token),
+        cmocka_unit_test(test_comments_and_blank_lines),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
