@@ -78,13 +78,12 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     keng_log_warn("kafka error", "error=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
 }
 
-/* librdkafka's threads call this; keng_log writes each line with one write(2). */
+/* librdkafka's threads call this; keng_log writes each line with one write(2). Errors that
+ * matter also come through on_error, so librdkafka's own lines are debug unless critical. */
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    keng_log_level_t lvl = level <= 3   ? KENG_LOG_ERROR
-                           : level <= 5 ? KENG_LOG_WARN
-                                        : KENG_LOG_DEBUG;
-    keng_log(lvl, "librdkafka", "facility=%s detail=\"%s\"", fac, buf);
+    keng_log(level <= 2 ? KENG_LOG_ERROR : KENG_LOG_DEBUG, "librdkafka",
+             "facility=%s detail=\"%s\"", fac, buf);
 }
 
 static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
