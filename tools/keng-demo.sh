@@ -14,7 +14,8 @@ workdir=""
 
 usage() {
     cat <<USAGE
-Usage: keng-demo [--listen HOST:PORT] [--rate EVENTS_PER_S] [--duration SECONDS] [--dir DIR]
+Usage: keng-demo [--listen HOST:PORT] [--ingest-listen HOST:PORT] [--rate EVENTS_PER_S]
+                 [--duration SECONDS] [--dir DIR]
 
 Runs the embedded broker, the aggregator with its dashboard, the ingest gateway and the
 field simulator together. Logs and state go to DIR (default: a new directory in /tmp).
@@ -24,6 +25,7 @@ USAGE
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --listen) listen=$2; shift 2 ;;
+    --ingest-listen) ingest_listen=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --dir) workdir=$2; shift 2 ;;
@@ -70,8 +72,13 @@ export KENG_BROKERS=$(cat "$workdir/bootstrap")
 pids+=($!)
 wait_for "keng-aggregate" 20 curl -fsS "http://$listen/healthz"
 
+token=""
 if [[ -x "$bin/keng-ingest" ]]; then
-    "$bin/keng-ingest" --listen "$ingest_listen" 2>"$workdir/ingest.log" &
+    # A demo gateway token for every district; the file keeps only its hash.
+    token=$("$bin/keng-ingest" --new-token demo-gateway --districts '*' \
+        --tokens "$workdir/tokens" 2>/dev/null)
+    "$bin/keng-ingest" --listen "$ingest_listen" --tokens "$workdir/tokens" \
+        2>"$workdir/ingest.log" &
     pids+=($!)
     wait_for "keng-ingest" 20 curl -fsS "http://$ingest_listen/healthz"
 fi
@@ -86,14 +93,24 @@ keng demo is running on the embedded broker ($KENG_BROKERS).
   Counts:     curl 'http://$listen/v1/counts?level=province&id=NA'
   Top boards: curl 'http://$listen/v1/top?level=board&window=24h&kind=incident&limit=10'
 EOF_MSG
-if [[ -x "$bin/keng-ingest" ]]; then
-    echo "  Ingest:     http://$ingest_listen/v1/incidents (see README for a token)"
+if [[ -n "$token" ]]; then
+    now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    cat <<EOF_INGEST
+  Ingest:     curl -H 'Authorization: Bearer $token' -H 'Content-Type: application/json' \\
+                -d '{"event_id":"$(cat /proc/sys/kernel/random/uuid)","board_id":"D07-C012-B03",
+                     "occurred_at":"$now","category":"THEFT","severity":"LOW",
+                     "resolution":"HANDLED_LOCALLY","people_involved":1,"source":"MOBILE_APP"}' \\
+                http://$ingest_listen/v1/incidents
+EOF_INGEST
 fi
 echo "  Logs:       $workdir/*.log"
 echo
 if [[ "$duration" -gt 0 ]]; then
     echo "Running for ${duration}s."
-    sleep "$duration"
+    # In the background, so that a signal's trap runs at once instead of after the sleep.
+    sleep "$duration" &
+    pids+=($!)
+    wait $!
 else
     echo "Press Ctrl-C to stop."
     wait -n "${pids[@]}" || true
