@@ -17,8 +17,10 @@ build: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
+# Every ctest test (unit, integration, faults), then each fuzz target for a short smoke run.
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900
+	FUZZ_BUILD_DIR=$(FUZZ_DIR) scripts/fuzz.sh smoke
 
 # The whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer.
 test-sanitize: deps
@@ -31,6 +33,10 @@ demo: build
 
 bench: build
 	scripts/bench.sh $(BUILD_DIR)
+
+# Each libFuzzer target for FUZZ_SECONDS (default 60), built with clang and sanitizers.
+fuzz: deps
+	FUZZ_BUILD_DIR=$(FUZZ_DIR) scripts/fuzz.sh run
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

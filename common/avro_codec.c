@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "schemas_builtin.h"
 
 #define SUBJECT_INCIDENT  "vn.antt.Incident"
@@ -65,6 +66,7 @@ typedef struct schema_entry {
     char *subject;
     char *json;
     avro_schema_t schema;
+    bool pinned[2]; /* by keng_schema_role_t: this version replaces the newest in that role */
 } schema_entry_t;
 
 struct keng_schema_store {
@@ -94,15 +96,21 @@ static const schema_entry_t *store_find(const keng_schema_store_t *store, int32_
     return NULL;
 }
 
-/* The newest version of a subject: keng's reader schema, and what the encoder writes. */
-static const schema_entry_t *store_newest(const keng_schema_store_t *store, const char *subject)
+/* The version of a subject keng reads with or writes: the pinned one, else the newest. */
+static const schema_entry_t *store_pick(const keng_schema_store_t *store, const char *subject,
+                                        keng_schema_role_t role)
 {
     const schema_entry_t *best = NULL;
 
-    for (size_t i = 0; i < store->count; i++)
-        if (strcmp(store->entries[i].subject, subject) == 0 &&
-            (best == NULL || store->entries[i].version > best->version))
-            best = &store->entries[i];
+    for (size_t i = 0; i < store->count; i++) {
+        const schema_entry_t *e = &store->entries[i];
+        if (strcmp(e->subject, subject) != 0)
+            continue;
+        if (e->pinned[role])
+            return e;
+        if (best == NULL || e->version > best->version)
+            best = e;
+    }
     return best;
 }
 
@@ -284,6 +292,124 @@ const char *keng_schema_store_json(const keng_schema_store_t *store, int32_t id)
     return e != NULL ? e->json : NULL;
 }
 
+int keng_schema_store_pin(keng_schema_store_t *store, keng_schema_role_t role, const char *subject,
+                          int version, char *errstr, size_t errstr_size)
+{
+    schema_entry_t *chosen = NULL;
+    char versions[128] = "";
+    size_t used = 0;
+
+    if (role != KENG_SCHEMA_READER && role != KENG_SCHEMA_WRITER) {
+        set_err(errstr, errstr_size, "unknown schema role %d", (int)role);
+        return -1;
+    }
+    for (size_t i = 0; i < store->count; i++) {
+        schema_entry_t *e = &store->entries[i];
+        if (strcmp(e->subject, subject) != 0)
+            continue;
+        if (e->version == version)
+            chosen = e;
+        if (used < sizeof(versions))
+            used += (size_t)snprintf(versions + used, sizeof(versions) - used, "%s%d",
+                                     used > 0 ? ", " : "", e->version);
+    }
+    if (chosen == NULL) {
+        if (used == 0)
+            set_err(errstr, errstr_size, "the schema store has no subject %s", subject);
+        else
+            set_err(errstr, errstr_size,
+                    "the schema store has no version %d of %s; it has version %s", version, subject,
+                    versions);
+        return -1;
+    }
+    for (size_t i = 0; i < store->count; i++)
+        if (strcmp(store->entries[i].subject, subject) == 0)
+            store->entries[i].pinned[role] = false;
+    chosen->pinned[role] = true;
+    return 0;
+}
+
+int32_t keng_schema_store_id_of(const keng_schema_store_t *store, const char *subject,
+                                keng_schema_role_t role)
+{
+    const schema_entry_t *e;
+
+    if (role != KENG_SCHEMA_READER && role != KENG_SCHEMA_WRITER)
+        return -1;
+    e = store_pick(store, subject, role);
+    return e != NULL ? e->id : -1;
+}
+
+typedef struct pin_walk {
+    keng_schema_store_t *store;
+    int rc;
+    char *errstr;
+    size_t errstr_size;
+} pin_walk_t;
+
+static void pin_key(const char *key, const char *value, void *arg)
+{
+    static const char reader[] = "schemas.reader.", writer[] = "schemas.writer.";
+    pin_walk_t *w = arg;
+    keng_schema_role_t role;
+    const char *subject;
+    char *end;
+    long version;
+    char why[300];
+
+    if (w->rc != 0 || strncmp(key, "schemas.", 8) != 0 || strcmp(key, "schemas.dir") == 0)
+        return;
+    if (strncmp(key, reader, sizeof(reader) - 1) == 0) {
+        role = KENG_SCHEMA_READER;
+        subject = key + sizeof(reader) - 1;
+    } else if (strncmp(key, writer, sizeof(writer) - 1) == 0) {
+        role = KENG_SCHEMA_WRITER;
+        subject = key + sizeof(writer) - 1;
+    } else {
+        set_err(w->errstr, w->errstr_size,
+                "unknown config key %s; the schemas.* keys are schemas.dir, "
+                "schemas.reader.<subject> and schemas.writer.<subject>",
+                key);
+        w->rc = -1;
+        return;
+    }
+    errno = 0;
+    version = strtol(value, &end, 10);
+    if (*subject == '\0' || errno != 0 || end == value || *end != '\0' || version < 0 ||
+        version > INT_MAX) {
+        set_err(w->errstr, w->errstr_size,
+                "%s=%s: expected a subject in the key and a version number as the value, "
+                "such as schemas.reader.vn.antt.Incident=1",
+                key, value);
+        w->rc = -1;
+        return;
+    }
+    if (keng_schema_store_pin(w->store, role, subject, (int)version, why, sizeof(why)) < 0) {
+        set_err(w->errstr, w->errstr_size, "%s=%s: %s", key, value, why);
+        w->rc = -1;
+    }
+}
+
+keng_schema_store_t *keng_schema_store_from_config(const keng_config_t *cfg, char *errstr,
+                                                   size_t errstr_size)
+{
+    const char *dir = keng_config_get(cfg, "schemas.dir", NULL);
+    keng_schema_store_t *store;
+    pin_walk_t walk;
+
+    store = dir != NULL && *dir != '\0' ? keng_schema_store_load(dir, errstr, errstr_size)
+                                        : keng_schema_store_builtin(errstr, errstr_size);
+    if (store == NULL)
+        return NULL;
+    walk = (pin_walk_t){store, 0, errstr, errstr_size};
+    keng_config_each(cfg, pin_key, &walk);
+    if (walk.rc != 0) {
+        keng_schema_store_destroy(store);
+        return NULL;
+    }
+    return store;
+}
+
 /* ------------------------------------------------------------------------------------------
  * The fields keng reads and writes, and the shape each must have in a schema.
  */
@@ -307,6 +433,7 @@ enum {
     F_PARTIES,
     F_RELATED,
     F_SUMMARY,
+    F_POLICE_CASE,
     F_COUNT
 };
 
@@ -343,6 +470,7 @@ static const field_spec_t fields[F_COUNT] = {
     [F_PARTIES] = {"parties", SH_INT, K_MED, false, NULL, 0, -1},
     [F_RELATED] = {"related_incident_id", SH_OPT_STRING, K_MED, true, NULL, 0, -1},
     [F_SUMMARY] = {"summary", SH_OPT_STRING, K_INC | K_MED, true, NULL, 0, -1},
+    [F_POLICE_CASE] = {"police_case_id", SH_OPT_STRING, K_INC, true, NULL, 0, -1},
 };
 
 /* Where the parts of a field sit inside its schema. */
@@ -575,8 +703,9 @@ static void enc_kind_clear(enc_kind_t *k)
     memset(k, 0, sizeof(*k));
 }
 
-/* Prepares writing one kind with the newest schema of its subject. A store without the
- * subject leaves k->writer NULL, and encoding that kind then fails with a clear message. */
+/* Prepares writing one kind with the writer schema of its subject: the pinned version, else
+ * the newest. A store without the subject leaves k->writer NULL, and encoding that kind then
+ * fails with a clear message. */
 static int enc_kind_init(enc_kind_t *k, keng_schema_store_t *store, keng_kind_t kind, char *errstr,
                          size_t errstr_size)
 {
@@ -586,7 +715,7 @@ static int enc_kind_init(enc_kind_t *k, keng_schema_store_t *store, keng_kind_t 
     int rc = -1;
 
     memset(k, 0, sizeof(*k));
-    k->writer = store_newest(store, subject);
+    k->writer = store_pick(store, subject, KENG_SCHEMA_WRITER);
     if (k->writer == NULL)
         return 0;
     avro_schema_t ws = k->writer->schema;
@@ -843,6 +972,12 @@ int keng_avro_encode(keng_avro_encoder_t *enc, const keng_event_t *ev, void *buf
         rc |= put_int(rec, k->widx[F_PEOPLE], ev->people_involved);
         if (k->widx[F_LOCATION] >= 0)
             rc |= put_location(k, ev);
+        /* A writer from before Incident v2 has no place for the case number: it is dropped,
+         * as a producer from before v2 would. */
+        if (k->widx[F_POLICE_CASE] >= 0)
+            rc |= put_opt_string(rec, k->widx[F_POLICE_CASE], &k->info[F_POLICE_CASE],
+                                 ev->has_police_case_id, ev->police_case_id,
+                                 strlen(ev->police_case_id), NULL);
     } else {
         if ((k->widx[F_DISPUTE] >= 0 &&
              put_enum(k, F_DISPUTE, (int)ev->dispute_type, errstr, errstr_size) < 0) ||
@@ -1358,7 +1493,7 @@ static int slot_build(keng_avro_decoder_t *dec, slot_t *s)
         return 0;
     }
     s->kind = (keng_kind_t)kind;
-    r = store_newest(dec->store, w->subject);
+    r = store_pick(dec->store, w->subject, KENG_SCHEMA_READER);
     s->reader = avro_schema_record(avro_schema_name(r->schema), avro_schema_namespace(r->schema));
     if (s->reader == NULL) {
         snprintf(s->error, sizeof(s->error), "cannot create the reader schema: %s",
@@ -1607,6 +1742,21 @@ static int extract(slot_t *s, keng_event_t *ev, char *errstr, size_t errstr_size
                 ev->has_location = true;
             }
         }
+        if (s->ridx[F_POLICE_CASE] >= 0) {
+            if (avro_value_get_by_index(rec, (size_t)s->ridx[F_POLICE_CASE], &v, NULL) != 0 ||
+                get_opt_str(&v, &s->info[F_POLICE_CASE], &str, &len) != 0)
+                return field_fail(errstr, errstr_size, "cannot read police_case_id");
+            if (str != NULL) {
+                if (!keng_police_case_id_valid(str, len))
+                    return field_fail(errstr, errstr_size,
+                                      "police_case_id must be 1 to %d bytes of text without "
+                                      "control characters",
+                                      KENG_POLICE_CASE_MAX);
+                memcpy(ev->police_case_id, str, len);
+                ev->police_case_id[len] = '\0';
+                ev->has_police_case_id = true;
+            }
+        }
     } else {
         if ((rc = get_enum_value(s, rec, F_DISPUTE, &e, errstr, errstr_size)) != 0)
             return rc;
@@ -1718,4 +1868,255 @@ int keng_avro_decode(keng_avro_decoder_t *dec, const void *buf, size_t len, keng
         return KENG_AVRO_ERR_INVALID;
     }
     return extract(s, ev, errstr, errstr_size);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Alert records. The schema is keng's own and fixed per id, so the datum is written and read
+ * directly in Avro binary (zigzag varints, length-prefixed strings, one array block), without
+ * Avro-C's values. The tests decode the result with Avro-C and Apache Avro's Python library.
+ */
+
+const char *const keng_alert_status_names[KENG_ALERT_STATUS_COUNT] = {"FIRING", "RESOLVED"};
+const char *const keng_alert_level_names[KENG_ALERT_LEVEL_COUNT] = {"BOARD", "COMMUNE", "DISTRICT",
+                                                                    "PROVINCE"};
+
+typedef struct alert_out {
+    unsigned char *p, *end;
+    bool overflow;
+} alert_out_t;
+
+static void out_long(alert_out_t *o, int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+
+    do {
+        unsigned char b = (unsigned char)(z & 0x7f);
+        z >>= 7;
+        if (z)
+            b |= 0x80;
+        if (o->p == o->end) {
+            o->overflow = true;
+            return;
+        }
+        *o->p++ = b;
+    } while (z);
+}
+
+static void out_string(alert_out_t *o, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    out_long(o, (int64_t)n);
+    if (o->overflow || (size_t)(o->end - o->p) < n) {
+        o->overflow = true;
+        return;
+    }
+    if (n)
+        memcpy(o->p, s, n);
+    o->p += n;
+}
+
+int keng_avro_encode_alert(const keng_alert_t *a, void *buf, size_t cap, size_t *len, char *errstr,
+                           size_t errstr_size)
+{
+    unsigned char *b = buf;
+    alert_out_t o;
+
+    if ((unsigned)a->status >= KENG_ALERT_STATUS_COUNT ||
+        (unsigned)a->level >= KENG_ALERT_LEVEL_COUNT || a->nsamples > KENG_ALERT_SAMPLES_MAX) {
+        set_err(errstr, errstr_size, "alert %s: status, level or sample count out of range",
+                a->alert_id ? a->alert_id : "");
+        return -1;
+    }
+    if (cap < KENG_FRAME_HEADER_LEN) {
+        set_err(errstr, errstr_size, "buffer of %zu bytes too small for an alert", cap);
+        return -1;
+    }
+    b[0] = KENG_FRAME_MAGIC;
+    b[1] = 0;
+    b[2] = 0;
+    b[3] = 0;
+    b[4] = KENG_SCHEMA_ID_ALERT;
+    o.p = b + KENG_FRAME_HEADER_LEN;
+    o.end = b + cap;
+    o.overflow = false;
+    out_string(&o, a->alert_id);
+    out_string(&o, a->fingerprint);
+    out_string(&o, a->rule);
+    out_long(&o, a->status);
+    out_long(&o, a->level);
+    out_string(&o, a->scope_id);
+    out_string(&o, a->window);
+    out_long(&o, a->count);
+    out_long(&o, a->threshold);
+    out_long(&o, a->starts_at);
+    out_long(&o, a->has_ends_at ? 1 : 0); /* union branch: ["null", long] */
+    if (a->has_ends_at)
+        out_long(&o, a->ends_at);
+    out_string(&o, a->summary);
+    if (a->nsamples) {
+        out_long(&o, (int64_t)a->nsamples);
+        for (size_t i = 0; i < a->nsamples; i++)
+            out_string(&o, a->sample_event_ids[i]);
+    }
+    out_long(&o, 0); /* end of the array */
+    if (o.overflow) {
+        set_err(errstr, errstr_size, "buffer of %zu bytes too small for alert %s", cap,
+                a->alert_id ? a->alert_id : "");
+        return -1;
+    }
+    *len = (size_t)(o.p - b);
+    return 0;
+}
+
+typedef struct alert_in {
+    const unsigned char *p, *end;
+    char *scratch, *scratch_end;
+    int err;
+    const char *what;
+} alert_in_t;
+
+static int64_t in_long(alert_in_t *in, const char *what)
+{
+    uint64_t z = 0;
+
+    for (int shift = 0; !in->err; shift += 7) {
+        if (in->p == in->end) {
+            in->err = KENG_AVRO_ERR_TRUNCATED;
+            in->what = what;
+            return 0;
+        }
+        if (shift > 63) {
+            in->err = KENG_AVRO_ERR_INVALID;
+            in->what = what;
+            return 0;
+        }
+        unsigned char b = *in->p++;
+        z |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            break;
+    }
+    return (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+}
+
+/* Copies the next string into scratch (or skips it when keep is false). */
+static const char *in_string(alert_in_t *in, const char *what, bool keep)
+{
+    int64_t n = in_long(in, what);
+    char *s;
+
+    if (in->err)
+        return "";
+    if (n < 0) {
+        in->err = KENG_AVRO_ERR_INVALID;
+        in->what = what;
+        return "";
+    }
+    if ((uint64_t)n > (uint64_t)(in->end - in->p)) {
+        in->err = KENG_AVRO_ERR_TRUNCATED;
+        in->what = what;
+        return "";
+    }
+    if (!keep) {
+        in->p += n;
+        return "";
+    }
+    if ((uint64_t)n + 1 > (uint64_t)(in->scratch_end - in->scratch)) {
+        in->err = KENG_AVRO_ERR_FIELD;
+        in->what = what;
+        return "";
+    }
+    s = in->scratch;
+    memcpy(s, in->p, (size_t)n);
+    s[n] = '\0';
+    in->scratch += n + 1;
+    in->p += n;
+    return s;
+}
+
+int keng_avro_decode_alert(const void *buf, size_t len, keng_alert_t *out, char *scratch,
+                           size_t scratch_cap, char *errstr, size_t errstr_size)
+{
+    const unsigned char *b = buf;
+    alert_in_t in = {0};
+    int64_t v;
+
+    memset(out, 0, sizeof(*out));
+    if (len < KENG_FRAME_HEADER_LEN || b[0] != KENG_FRAME_MAGIC) {
+        set_err(errstr, errstr_size, "not a framed Avro message (%zu bytes)", len);
+        return KENG_AVRO_ERR_FRAMING;
+    }
+    int32_t id = (int32_t)((uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 |
+                           (uint32_t)b[4]);
+    if (id != KENG_SCHEMA_ID_ALERT) {
+        set_err(errstr, errstr_size, "schema id %d is not the Alert schema (%d)", (int)id,
+                KENG_SCHEMA_ID_ALERT);
+        return KENG_AVRO_ERR_WRONG_RECORD;
+    }
+    in.p = b + KENG_FRAME_HEADER_LEN;
+    in.end = b + len;
+    in.scratch = scratch;
+    in.scratch_end = scratch + scratch_cap;
+    out->alert_id = in_string(&in, "alert_id", true);
+    out->fingerprint = in_string(&in, "fingerprint", true);
+    out->rule = in_string(&in, "rule", true);
+    v = in_long(&in, "status");
+    if (!in.err && (v < 0 || v >= KENG_ALERT_STATUS_COUNT)) {
+        in.err = KENG_AVRO_ERR_INVALID;
+        in.what = "status";
+    }
+    out->status = (keng_alert_status_t)v;
+    v = in_long(&in, "level");
+    if (!in.err && (v < 0 || v >= KENG_ALERT_LEVEL_COUNT)) {
+        in.err = KENG_AVRO_ERR_INVALID;
+        in.what = "level";
+    }
+    out->level = (keng_alert_level_t)v;
+    out->scope_id = in_string(&in, "scope_id", true);
+    out->window = in_string(&in, "window", true);
+    out->count = in_long(&in, "count");
+    out->threshold = in_long(&in, "threshold");
+    out->starts_at = in_long(&in, "starts_at");
+    v = in_long(&in, "ends_at");
+    if (!in.err && v != 0 && v != 1) {
+        in.err = KENG_AVRO_ERR_INVALID;
+        in.what = "ends_at";
+    }
+    out->has_ends_at = v == 1;
+    if (out->has_ends_at)
+        out->ends_at = in_long(&in, "ends_at");
+    out->summary = in_string(&in, "summary", true);
+    for (int blocks = 0; !in.err; blocks++) {
+        int64_t n = in_long(&in, "sample_event_ids");
+        if (in.err || n == 0)
+            break;
+        if (n < 0) { /* a negative count is followed by the block's size in bytes */
+            n = -n;
+            in_long(&in, "sample_event_ids");
+        }
+        if (n > (int64_t)(in.end - in.p) || blocks > COUNT_MAX) {
+            in.err = KENG_AVRO_ERR_TRUNCATED;
+            in.what = "sample_event_ids";
+            break;
+        }
+        for (int64_t i = 0; i < n && !in.err; i++) {
+            bool keep = out->nsamples < KENG_ALERT_SAMPLES_MAX;
+            const char *s = in_string(&in, "sample_event_ids", keep);
+            if (keep && !in.err)
+                out->sample_event_ids[out->nsamples++] = s;
+        }
+    }
+    if (!in.err && in.p != in.end) {
+        in.err = KENG_AVRO_ERR_INVALID;
+        in.what = "the end of the record";
+    }
+    if (in.err) {
+        set_err(errstr, errstr_size, "%s alert record at %s",
+                in.err == KENG_AVRO_ERR_TRUNCATED ? "truncated"
+                : in.err == KENG_AVRO_ERR_FIELD   ? "oversized"
+                                                  : "invalid",
+                in.what);
+        return in.err;
+    }
+    return KENG_AVRO_OK;
 }

@@ -13,9 +13,11 @@
 #define KENG_FRAME_HEADER_LEN 5
 
 /* Schema ids of the newest version of each record this build writes. */
-#define KENG_SCHEMA_ID_INCIDENT  1
+#define KENG_SCHEMA_ID_INCIDENT  4
 #define KENG_SCHEMA_ID_MEDIATION 2
 #define KENG_SCHEMA_ID_ALERT     3
+/* Incident version 1, which keng wrote before Incident v2 (id 4) added police_case_id. */
+#define KENG_SCHEMA_ID_INCIDENT_V1 1
 
 /* Decode failures, as negative return values. Each maps to a dead-letter reason. */
 typedef enum {
@@ -45,6 +47,31 @@ void keng_schema_store_destroy(keng_schema_store_t *store);
 /* The schema's JSON text for id, or NULL. Borrowed from the store. */
 const char *keng_schema_store_json(const keng_schema_store_t *store, int32_t id);
 
+/* Schema evolution. By default keng reads every writer version of a subject with its newest
+ * version and writes the newest. Pinning replaces the newest in one role, so that an operator
+ * can run a consumer as it was before an upgrade (reader) or keep producers on the old
+ * version until every consumer knows the new one (writer). Pins apply to encoders and
+ * decoders created after the call; call it before handing the store to other threads. */
+typedef enum { KENG_SCHEMA_READER = 0, KENG_SCHEMA_WRITER = 1 } keng_schema_role_t;
+
+/* Pins subject's version for role. Returns 0, or -1 with errstr filled when the store has
+ * no such version (the message lists those it has). */
+int keng_schema_store_pin(keng_schema_store_t *store, keng_schema_role_t role, const char *subject,
+                          int version, char *errstr, size_t errstr_size);
+
+/* The id keng reads with or writes for subject (after pins), or -1 when the store lacks it. */
+int32_t keng_schema_store_id_of(const keng_schema_store_t *store, const char *subject,
+                                keng_schema_role_t role);
+
+/* The store a program's configuration asks for: the directory of `schemas.dir` (laid out
+ * like schemas/), else the built-in one; then every `schemas.reader.<subject>=<version>` and
+ * `schemas.writer.<subject>=<version>` key pinned. Any other schemas.* key is an error, so a
+ * typo does not silently leave the newest version in place. Returns NULL with errstr filled.
+ * The caller owns the store. */
+struct keng_config;
+keng_schema_store_t *keng_schema_store_from_config(const struct keng_config *cfg, char *errstr,
+                                                   size_t errstr_size);
+
 /* Encoder: one per thread; reuses its Avro values between calls. */
 typedef struct keng_avro_encoder keng_avro_encoder_t;
 keng_avro_encoder_t *keng_avro_encoder_new(keng_schema_store_t *store, char *errstr,
@@ -69,5 +96,23 @@ void keng_avro_decoder_destroy(keng_avro_decoder_t *dec);
  * with errstr filled. */
 int keng_avro_decode(keng_avro_decoder_t *dec, const void *buf, size_t len, keng_event_t *ev,
                      int32_t *schema_id, char *errstr, size_t errstr_size);
+
+/* ---- Alert records (vn.antt.Alert, id 3); added for keng-aggregate's alerts ---- */
+
+#include "alert.h"
+
+/* Writes the framed Alert record of a into buf[0..cap) with schema id KENG_SCHEMA_ID_ALERT.
+ * Needs no encoder: the record is written directly in Avro binary, field by field in the
+ * schema's order. Sets *len. Returns 0, or -1 with errstr filled when buf is too small or a
+ * field is out of range. Thread-safe. */
+int keng_avro_encode_alert(const keng_alert_t *a, void *buf, size_t cap, size_t *len, char *errstr,
+                           size_t errstr_size);
+
+/* Decodes a framed Alert record written with schema id KENG_SCHEMA_ID_ALERT. Strings are
+ * copied, NUL-terminated, into scratch[0..scratch_cap), which out's pointers borrow; sample
+ * ids beyond KENG_ALERT_SAMPLES_MAX are skipped. Every length is checked against the bytes
+ * that remain. Returns KENG_AVRO_OK or a keng_avro_err_t with errstr filled. Thread-safe. */
+int keng_avro_decode_alert(const void *buf, size_t len, keng_alert_t *out, char *scratch,
+                           size_t scratch_cap, char *errstr, size_t errstr_size);
 
 #endif

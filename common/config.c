@@ -190,3 +190,10 @@ rd_kafka_conf_t *keng_config_kafka(const keng_config_t *cfg, char *errstr, size_
     }
     return conf;
 }
+
+void keng_config_each(const keng_config_t *cfg,
+                      void (*fn)(const char *key, const char *value, void *arg), void *arg)
+{
+    for (size_t i = 0; i < cfg->count; i++)
+        fn(cfg->entries[i].key, cfg->entries[i].value, arg);
+}

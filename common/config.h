@@ -35,4 +35,9 @@ const char *keng_config_brokers(const keng_config_t *cfg);
  * with errstr naming the key librdkafka refused. The caller owns the result. */
 rd_kafka_conf_t *keng_config_kafka(const keng_config_t *cfg, char *errstr, size_t errstr_size);
 
+/* Calls fn for every key and value, in the order they were first set (both borrowed for the
+ * call). Added for keng-aggregate's alert rules, which are named by their keys. */
+void keng_config_each(const keng_config_t *cfg,
+                      void (*fn)(const char *key, const char *value, void *arg), void *arg);
+
 #endif

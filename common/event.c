@@ -115,6 +115,22 @@ bool keng_utf8_valid(const char *s, size_t len)
     return true;
 }
 
+bool keng_police_case_id_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    if (s == NULL || len == 0 || len > KENG_POLICE_CASE_MAX || !keng_utf8_valid(s, len))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f)
+            return false;
+        /* U+0080..U+009F are encoded C2 80..C2 9F. */
+        if (p[i] == 0xC2 && i + 1 < len && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F)
+            return false;
+    }
+    return true;
+}
+
 static int fail(keng_field_error_t *err, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -352,10 +368,30 @@ static int get_location(const json_t *obj, keng_event_t *out, keng_field_error_t
     return 0;
 }
 
+/* Optional, and accepted with any resolution (see event.h); only its form is checked. */
+static int get_police_case_id(const json_t *obj, keng_event_t *out, keng_field_error_t *err)
+{
+    const char *s;
+    size_t len;
+
+    if (get_string(obj, "police_case_id", true, KENG_POLICE_CASE_MAX, &s, &len, err) < 0)
+        return -1;
+    if (s == NULL)
+        return 0;
+    if (!keng_police_case_id_valid(s, len))
+        return fail(err, "police_case_id",
+                    "police_case_id must be 1 to %d bytes of text without control characters",
+                    KENG_POLICE_CASE_MAX);
+    memcpy(out->police_case_id, s, len);
+    out->police_case_id[len] = '\0';
+    out->has_police_case_id = true;
+    return 0;
+}
+
 static const char *const incident_fields[] = {
-    "event_id", "board_id", "group_id",   "occurred_at",     "reported_at",
-    "category", "severity", "resolution", "people_involved", "source",
-    "location", "summary",  NULL};
+    "event_id",       "board_id",   "group_id",        "occurred_at", "reported_at", "category",
+    "severity",       "resolution", "people_involved", "source",      "location",    "summary",
+    "police_case_id", NULL};
 static const char *const mediation_fields[] = {"event_id",    "board_id",    "group_id",
                                                "occurred_at", "reported_at", "dispute_type",
                                                "outcome",     "parties",     "related_incident_id",
@@ -440,6 +476,8 @@ int keng_event_from_json(const json_t *obj, keng_kind_t kind, const keng_event_l
         out->source = (keng_source_t)e;
         if (get_location(obj, out, err) < 0)
             return -1;
+        if (get_police_case_id(obj, out, err) < 0)
+            return -1;
     } else {
         if (get_enum(obj, "dispute_type", "dispute_type", keng_dispute_names, KENG_DISPUTE_COUNT,
                      KENG_DISPUTE_OTHER, &e, err) < 0)
@@ -508,6 +546,8 @@ json_t *keng_event_to_json(const keng_event_t *ev)
             rc |= set(obj, "location", json_pack("{s:f,s:f}", "lat", ev->lat, "lon", ev->lon));
         else
             rc |= set(obj, "location", json_null());
+        if (ev->has_police_case_id)
+            rc |= set(obj, "police_case_id", json_string(ev->police_case_id));
     } else {
         rc |= set(obj, "dispute_type",
                   json_string((unsigned)ev->dispute_type < KENG_DISPUTE_COUNT

@@ -13,6 +13,8 @@
 #define KENG_BOARD_ID_MAX 31
 #define KENG_GROUP_ID_MAX 39
 #define KENG_SUMMARY_MAX  4096
+/* Incident schema v2: the commune police's case number, bytes without the NUL. */
+#define KENG_POLICE_CASE_MAX 40
 
 /* Earliest occurred_at keng accepts (2000-01-01T00:00:00Z) and how far in the future an
  * event may claim to be, to tolerate gateway clocks that run a little fast. */
@@ -102,6 +104,11 @@ typedef struct keng_event {
     int32_t people_involved;
     bool has_location;
     double lat, lon;
+    /* Incident schema v2 (id 4). Absent in v1 data and when no case number was given. It is
+     * meant for TRANSFERRED_TO_POLICE incidents, but accepted with any resolution: the case
+     * number can arrive before the board updates the resolution. */
+    bool has_police_case_id;
+    char police_case_id[KENG_POLICE_CASE_MAX + 1];
 
     /* KENG_KIND_MEDIATION */
     keng_dispute_t dispute_type;
@@ -145,12 +152,17 @@ typedef struct keng_event_limits {
 int keng_event_from_json(const json_t *obj, keng_kind_t kind, const keng_event_limits_t *limits,
                          keng_event_t *out, keng_field_error_t *err);
 
-/* A new JSON object with every field of the event, times as RFC 3339 UTC strings.
- * The caller owns the reference. */
+/* A new JSON object with every field of the event, times as RFC 3339 UTC strings;
+ * police_case_id only when the event has one, so that keng versions from before Incident v2
+ * still accept the output. The caller owns the reference. */
 json_t *keng_event_to_json(const keng_event_t *ev);
 
 /* A well-formed event_id: 1..KENG_EVENT_ID_MAX characters of [A-Za-z0-9._:-]. UUIDs fit. */
 bool keng_event_id_valid(const char *id, size_t len);
+
+/* A well-formed police_case_id: 1..KENG_POLICE_CASE_MAX bytes of UTF-8 text without
+ * control characters (C0, DEL or C1). */
+bool keng_police_case_id_valid(const char *s, size_t len);
 
 /* Strict UTF-8 (no overlong forms, surrogates or NUL bytes): what keng accepts as text. */
 bool keng_utf8_valid(const char *s, size_t len);

@@ -2,16 +2,21 @@
  * counts per board rolled up to commune, district and province, checkpoints them with the
  * input offsets in LMDB, and serves them over HTTP. */
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
+#include "alertlog.h"
+#include "alerts.h"
 #include "api.h"
 #include "avro_codec.h"
 #include "checkpoint.h"
+#include "cluster.h"
 #include "config.h"
 #include "consumer.h"
 #include "counts.h"
@@ -43,6 +48,9 @@ typedef struct app {
     keng_counts_t *counts;
     keng_checkpoint_t *cp;
     keng_deadletter_t *dl;
+    keng_alerts_t *alerts;     /* NULL without alert.* rules */
+    keng_alertlog_t *alertlog; /* with alerts */
+    keng_cluster_t *cluster;   /* NULL when the counts topic is not usable */
     keng_consumer_t *consumer;
     keng_api_t *api;
     keng_http_server_t *srv;
@@ -71,7 +79,12 @@ static void usage(FILE *out)
             "Config keys: topic.incidents, topic.mediations, topic.deadletter (default antt.*),\n"
             "checkpoint.interval.ms (1000), checkpoint.events (50000), checkpoint.map_size_mb\n"
             "(4096), dedup.horizon.ms (30 days), clock.fixed_ms (tests; also KENG_CLOCK_MS),\n"
-            "and registry, listen, state.dir, group.id as the flags.\n"
+            "topic.board_counts (antt.board-counts), instance.id (hostname-pid),\n"
+            "advertised.url (http://<listen>), and registry, listen, state.dir, group.id as\n"
+            "the flags. Scale-out: docs/SCALE_OUT.md.\n"
+            "Alerts: alert.<name>.level|window|kind|category|resolution|outcome|threshold|\n"
+            "resolve_below|summary (docs/ALERTS.md), topic.alerts (antt.alerts), webhook.url,\n"
+            "alerts.recover.timeout.ms (15000).\n"
             "\n"
             "HTTP: /v1/counts, /v1/top, /v1/alerts, /v1/stream, /healthz, /readyz, /metrics, /\n");
 }
@@ -90,6 +103,14 @@ static void close_rest(app_t *app)
     if (app->srv) {
         keng_http_server_close(app->srv, on_server_closed, NULL);
         app->srv = NULL;
+    }
+    if (app->alertlog) {
+        keng_alertlog_close(app->alertlog, SHUTDOWN_FLUSH_MS);
+        app->alertlog = NULL;
+    }
+    if (app->cluster) {
+        keng_cluster_close(app->cluster);
+        app->cluster = NULL;
     }
     if (app->dl) {
         keng_deadletter_close(app->dl, SHUTDOWN_FLUSH_MS);
@@ -147,6 +168,129 @@ static int config_int(app_t *app, const char *key, long long def, long long min,
     return 0;
 }
 
+static void on_alert(const keng_alert_t *t, void *arg)
+{
+    app_t *app = arg;
+
+    keng_log_info("alert", "status=%s alert_id=%s rule=%s scope=%s count=%" PRId64,
+                  keng_alert_status_names[t->status], t->alert_id, t->rule, t->scope_id, t->count);
+    keng_alertlog_send(app->alertlog, t);
+}
+
+static void on_alert_delivered(const char *json, void *arg)
+{
+    app_t *app = arg;
+
+    if (app->api)
+        keng_api_push_alert(app->api, json);
+}
+
+static void apply_recovered(const keng_alert_t *t, void *arg)
+{
+    keng_alerts_apply(arg, t);
+}
+
+static int load_blob(const char *id, size_t id_len, const void *data, size_t len, void *arg)
+{
+    app_t *app = arg;
+    char errstr[256];
+    int rc;
+
+    if (id_len == strlen(KENG_CHECKPOINT_ALERTS) && memcmp(id, KENG_CHECKPOINT_ALERTS, id_len) == 0)
+        rc = keng_alerts_load(app->alerts, data, len, errstr, sizeof(errstr));
+    else
+        rc = keng_alertlog_load(app->alertlog, data, len, errstr, sizeof(errstr));
+    if (rc != 0)
+        keng_log_error("the checkpointed alert state cannot be read; it is rebuilt from the "
+                       "alert topic",
+                       "error=\"%s\"", errstr);
+    return 0;
+}
+
+/* The alert producer, and the alert state as of the last stop: the checkpointed state plus
+ * the transitions the topic acknowledged after that checkpoint. */
+static int start_alerts(app_t *app)
+{
+    char errstr[512];
+    long long timeout;
+    rd_kafka_conf_t *conf;
+    long n;
+
+    if (config_int(app, "alerts.recover.timeout.ms", 15000, 100, 600000, &timeout))
+        return -1;
+    conf = keng_config_kafka(app->cfg, errstr, sizeof(errstr));
+    if (conf)
+        app->alertlog = keng_alertlog_new(
+            app->loop, conf, keng_config_get(app->cfg, "topic.alerts", "antt.alerts"),
+            keng_config_get(app->cfg, "webhook.url", NULL), errstr, sizeof(errstr));
+    if (!app->alertlog) {
+        keng_log_error("cannot create the alert producer", "error=\"%s\"", errstr);
+        return -1;
+    }
+    keng_alerts_set_emit(app->alerts, on_alert, app);
+    keng_alertlog_on_delivered(app->alertlog, on_alert_delivered, app);
+    keng_api_set_alerts(app->api, app->alerts, app->alertlog);
+    if (keng_checkpoint_get_meta(app->cp, KENG_CHECKPOINT_ALERTS, load_blob, app, errstr,
+                                 sizeof(errstr)) < 0 ||
+        keng_checkpoint_get_meta(app->cp, KENG_CHECKPOINT_ALERTLOG, load_blob, app, errstr,
+                                 sizeof(errstr)) < 0) {
+        keng_log_error("cannot read the checkpointed alert state", "error=\"%s\"", errstr);
+        return -1;
+    }
+    n = keng_alertlog_recover(app->alertlog, app->cfg, apply_recovered, app->alerts, (int)timeout,
+                              errstr, sizeof(errstr));
+    if (n < 0)
+        keng_log_warn("cannot read back the alert topic", "error=\"%s\"", errstr);
+    else
+        keng_log_info("alert state loaded", "rules=%zu read_back=%ld",
+                      keng_alerts_rule_count(app->alerts), n);
+    return 0;
+}
+
+/* The counts topic shared by the instances of the group (docs/SCALE_OUT.md). Without it an
+ * instance still counts its own partitions exactly, but answers for them only. Returns -1
+ * only for a setting the user must fix. */
+static int start_cluster(app_t *app, const keng_counts_options_t *kopt, long long fixed)
+{
+    char errstr[512], host[256], id[300], url[600];
+    const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
+    const char *colon = strrchr(listen, ':');
+    keng_cluster_options_t opt;
+
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "keng");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(id, sizeof(id), "%s-%ld", host, (long)getpid());
+    /* A wildcard address is no address for others to call: name the host instead. */
+    if (!colon || colon == listen || strncmp(listen, "0.0.0.0:", 8) == 0 ||
+        strncmp(listen, "[::]:", 5) == 0)
+        snprintf(url, sizeof(url), "http://%s:%d", host, keng_http_server_port(app->srv));
+    else
+        snprintf(url, sizeof(url), "http://%.*s:%d", (int)(colon - listen), listen,
+                 keng_http_server_port(app->srv));
+    opt.topic = keng_config_get(app->cfg, "topic.board_counts", "antt.board-counts");
+    opt.instance_id = keng_config_get(app->cfg, "instance.id", id);
+    opt.advertised_url = keng_config_get(app->cfg, "advertised.url", url);
+    opt.fixed_clock_ms = fixed;
+    if (!*opt.topic) {
+        keng_log_warn("topic.board_counts is empty: counts are not shared with other instances",
+                      NULL);
+        return 0;
+    }
+    app->cluster =
+        keng_cluster_new(app->loop, app->cfg, &opt, app->reg, kopt, errstr, sizeof(errstr));
+    if (!app->cluster) {
+        if (strstr(errstr, "instance.id")) {
+            fprintf(stderr, "keng-aggregate: %s\n", errstr);
+            return -1;
+        }
+        keng_log_warn("counts are not shared with other instances; with more than one instance "
+                      "in the group, rollups cover this instance's partitions only",
+                      "error=\"%s\"", errstr);
+    }
+    return 0;
+}
+
 static int run(app_t *app)
 {
     char errstr[512];
@@ -179,15 +323,26 @@ static int run(app_t *app)
         keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
         return 1;
     }
-    app->store = keng_schema_store_builtin(errstr, sizeof(errstr));
+    /* schemas.dir and schemas.reader.<subject> let an operator run this consumer with the
+     * schemas of another release without a rebuild. */
+    app->store = keng_schema_store_from_config(app->cfg, errstr, sizeof(errstr));
     if (!app->store) {
-        keng_log_error("cannot load the built-in schemas", "error=\"%s\"", errstr);
+        keng_log_error("cannot load the schemas", "error=\"%s\"", errstr);
         return 1;
     }
     app->counts = keng_counts_new(app->reg, &kopt);
     if (!app->counts) {
         keng_log_error("cannot allocate the counts", NULL);
         return 1;
+    }
+    app->alerts = keng_alerts_new(app->cfg, app->reg, app->counts, errstr, sizeof(errstr));
+    if (!app->alerts) {
+        fprintf(stderr, "keng-aggregate: %s\n", errstr);
+        return 64;
+    }
+    if (keng_alerts_rule_count(app->alerts) == 0) {
+        keng_alerts_destroy(app->alerts);
+        app->alerts = NULL;
     }
     app->cp = keng_checkpoint_open(state_dir, (size_t)map_mb << 20, errstr, sizeof(errstr));
     if (!app->cp) {
@@ -223,6 +378,14 @@ static int run(app_t *app)
         rc = 1;
         goto fail;
     }
+    if (app->alerts && start_alerts(app) != 0) {
+        rc = 1;
+        goto fail;
+    }
+    if (start_cluster(app, &kopt, fixed) != 0) {
+        rc = 64;
+        goto fail;
+    }
     app->consumer = keng_consumer_new(app->loop, app->cfg, &copt, app->store, app->reg, app->counts,
                                       app->cp, app->dl, errstr, sizeof(errstr));
     if (!app->consumer) {
@@ -231,6 +394,9 @@ static int run(app_t *app)
         goto fail;
     }
     keng_api_set_consumer(app->api, app->consumer);
+    keng_consumer_set_cluster(app->consumer, app->cluster);
+    keng_api_set_cluster(app->api, app->cluster);
+    keng_consumer_set_alerts(app->consumer, app->alerts, app->alertlog);
 
     uv_signal_init(app->loop, &app->sigint);
     uv_signal_init(app->loop, &app->sigterm);
@@ -338,6 +504,7 @@ int main(int argc, char **argv)
 
     if (uv_loop_close(&loop) != 0)
         keng_log_warn("the loop still had handles at exit", NULL);
+    keng_alerts_destroy(app.alerts);
     keng_counts_destroy(app.counts);
     keng_checkpoint_close(app.cp);
     keng_schema_store_destroy(app.store);

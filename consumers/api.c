@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dashboard_html.h" /* keng_dashboard_html, from consumers/dashboard.html */
 #include "log.h"
 #include "timeutil.h"
 
@@ -32,6 +33,7 @@ struct keng_api {
     uv_timer_t timer; /* pushes count changes to the streams */
     const keng_registry_t *reg;
     const keng_counts_t *counts;
+    const keng_cluster_t *cluster; /* the other instances' units; NULL when alone */
     keng_consumer_t *consumer;
     stream_t **streams;
     size_t nstreams, streams_cap;
@@ -39,6 +41,8 @@ struct keng_api {
     int64_t last_sent_ms; /* monotonic, for heartbeats */
     status_count_t statuses[STATUS_SLOTS];
     keng_http_server_t *srv;
+    const keng_alerts_t *alerts;     /* NULL without alert rules */
+    const keng_alertlog_t *alertlog; /* with alerts */
     bool closing;
     bool timer_closed;
 };
@@ -47,33 +51,6 @@ static const char *const known_reasons[] = {
     "bad-magic",    "unknown-schema-id", "truncated",     "invalid-avro",
     "wrong-record", "bad-field",         "unknown-board", "future-event",
 };
-
-static const char dashboard_html[] =
-    "<!doctype html><html lang=\"vi\"><head><meta charset=\"utf-8\">"
-    "<title>keng — Tiếng kẻng bình yên</title>"
-    "<style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
-    "td,th{border:1px solid #ccc;padding:.3em .8em;text-align:right}th{background:#eee}"
-    "h1{font-size:1.4em}#state{color:#888}</style></head><body>"
-    "<h1>keng — Nghệ An</h1><p id=\"state\">connecting…</p>"
-    "<h2>Province</h2><table id=\"prov\"></table>"
-    "<h2>Top districts, incidents, 24h</h2><table id=\"top\"></table>"
-    "<script>\n"
-    "function row(c,h){return '<tr>'+c.map(function(x){return h?'<th>'+x+'</th>':'<td>'+x+"
-    "'</td>'}).join('')+'</tr>'}\n"
-    "function show(d){var w=d.windows,h=row(['window','incidents','to police',"
-    "'handled locally','mediations','reconciled'],1);for(var k in w){var i=w[k].incidents,"
-    "m=w[k].mediations;h+=row([k,i.total,i.by_resolution.TRANSFERRED_TO_POLICE,"
-    "i.by_resolution.HANDLED_LOCALLY,m.total,m.by_outcome.RECONCILED])}"
-    "document.getElementById('prov').innerHTML=h;document.getElementById('state')."
-    "textContent='as of '+d.as_of}\n"
-    "function top(){fetch('/v1/top?level=district&window=24h&kind=incident&limit=10')"
-    ".then(function(r){return r.json()}).then(function(d){var h=row(['district','incidents']"
-    ",1);d.items.forEach(function(x){h+=row([x.name,x.count])});"
-    "document.getElementById('top').innerHTML=h})}\n"
-    "fetch('/v1/counts?level=province').then(function(r){return r.json()}).then(show);top();"
-    "setInterval(top,5000);var es=new EventSource('/v1/stream');"
-    "es.addEventListener('counts',function(e){show(JSON.parse(e.data))});\n"
-    "</script></body></html>\n";
 
 static void count_status(keng_api_t *api, int status)
 {
@@ -209,6 +186,46 @@ static int32_t scope_find(const keng_registry_t *reg, keng_level_t level, const 
     }
 }
 
+/* A scope's tally across the group: this instance's live units plus the latest states the
+ * other instances published of theirs (the two sets never overlap). */
+static void scope_tally(const keng_api_t *api, keng_level_t level, uint32_t index,
+                        keng_window_id_t window, keng_tally_t *out)
+{
+    keng_tally_t other;
+    uint64_t *a = (uint64_t *)out;
+    const uint64_t *b = (const uint64_t *)&other;
+
+    keng_counts_get(api->counts, level, index, window, out);
+    if (!api->cluster)
+        return;
+    keng_counts_get(keng_cluster_counts(api->cluster), level, index, window, &other);
+    for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+        a[i] += b[i];
+}
+
+/* For a board whose units another instance owns: "owner" (of its incidents, else of its
+ * mediations) and "owners" by kind, each {"instance", "url"}. */
+static void add_owners(const keng_api_t *api, uint32_t board, json_t *out)
+{
+    json_t *owners = NULL, *first = NULL;
+
+    for (int kind = 0; api->cluster && kind < KENG_KIND_COUNT; kind++) {
+        const char *instance, *url;
+        if (!keng_cluster_owner(api->cluster, board, (keng_kind_t)kind, &instance, &url))
+            continue;
+        json_t *o = json_pack("{s:s,s:s}", "instance", instance, "url", url);
+        if (!owners)
+            owners = json_object();
+        if (!first)
+            first = json_incref(o);
+        json_object_set_new(owners, keng_kind_name((keng_kind_t)kind), o);
+    }
+    if (first) {
+        json_object_set_new(out, "owner", first);
+        json_object_set_new(out, "owners", owners);
+    }
+}
+
 /* The counts answer of one scope; the caller owns the reference. */
 static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t index)
 {
@@ -219,7 +236,7 @@ static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t i
 
     for (int w = 0; w < KENG_WIN_COUNT; w++) {
         keng_tally_t t;
-        keng_counts_get(api->counts, level, index, (keng_window_id_t)w, &t);
+        scope_tally(api, level, index, (keng_window_id_t)w, &t);
         json_object_set_new(windows, keng_window_names[w], tally_json(&t));
     }
     scope_names(api->reg, level, index, &id, &name);
@@ -232,6 +249,7 @@ static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t i
                             json_string(keng_registry_commune(api->reg, b->commune)->id));
         json_object_set_new(out, "district_id",
                             json_string(keng_registry_district(api->reg, b->district)->id));
+        add_owners(api, index, out);
     } else if (level == KENG_LEVEL_COMMUNE) {
         const keng_commune_t *c = keng_registry_commune(api->reg, index);
         json_object_set_new(out, "district_id",
@@ -334,7 +352,7 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
     }
     for (size_t i = 0; i < n; i++) {
         keng_tally_t t;
-        keng_counts_get(api->counts, level, (uint32_t)i, window, &t);
+        scope_tally(api, level, (uint32_t)i, window, &t);
         uint64_t v = kind == KENG_KIND_INCIDENT ? t.incidents : t.mediations;
         if (v > 0)
             ranks[used++] = (ranked_t){.index = (uint32_t)i, .count = v};
@@ -355,6 +373,92 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
                            items));
 }
 
+/* The index of the scope that contains the child at index (a board's commune, a commune's
+ * district, a district's province). */
+static uint32_t parent_index(const keng_registry_t *reg, keng_level_t child, uint32_t index)
+{
+    switch (child) {
+    case KENG_LEVEL_BOARD:
+        return keng_registry_board(reg, index)->commune;
+    case KENG_LEVEL_COMMUNE:
+        return keng_registry_commune(reg, index)->district;
+    default:
+        return 0;
+    }
+}
+
+/* The scopes one level below a scope, each with its tally over one window, in registry
+ * order: the province's districts, a district's communes or a commune's boards in one
+ * answer, for the dashboard's drill-down tables. */
+static void get_children(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *level_s = keng_http_request_query(req, "level");
+    const char *id = keng_http_request_query(req, "id");
+    const char *window_s = keng_http_request_query(req, "window");
+    keng_level_t level = KENG_LEVEL_PROVINCE, child;
+    keng_window_id_t window = KENG_WIN_24H;
+    const char *parent_id, *parent_name;
+    char msg[256], as_of[32];
+    int32_t index;
+
+    if (level_s && (parse_level(level_s, &level) != 0 || level == KENG_LEVEL_BOARD)) {
+        snprintf(msg, sizeof(msg), "level must be one of province, district, commune (got '%.32s')",
+                 level_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    if (window_s && parse_window(window_s, &window) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "window must be one of 1h, 24h, 7d, 30d, 365d, all (got '%.32s')", window_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    if (!id || !*id) {
+        if (level != KENG_LEVEL_PROVINCE) {
+            snprintf(msg, sizeof(msg), "id is required for level %s", keng_level_names[level]);
+            respond_error(api, req, 400, msg);
+            return;
+        }
+        id = PROVINCE_ID;
+    }
+    index = scope_find(api->reg, level, id);
+    if (index < 0) {
+        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", keng_level_names[level],
+                 id);
+        respond_error(api, req, 404, msg);
+        return;
+    }
+    child = (keng_level_t)(level - 1);
+    json_t *items = json_array();
+    size_t n = scope_count(api->reg, child);
+    for (uint32_t i = 0; i < n; i++) {
+        const char *child_id, *child_name;
+        keng_tally_t t;
+        json_t *item;
+
+        if (parent_index(api->reg, child, i) != (uint32_t)index)
+            continue;
+        scope_tally(api, child, i, window, &t);
+        scope_names(api->reg, child, i, &child_id, &child_name);
+        item = tally_json(&t);
+        json_object_set_new(item, "id", json_string(child_id));
+        json_object_set_new(item, "name", json_string(child_name));
+        json_array_append_new(items, item);
+    }
+    scope_names(api->reg, level, (uint32_t)index, &parent_id, &parent_name);
+    respond_json(api, req, 200,
+                 json_pack("{s:s,s:{s:s,s:s,s:s},s:s,s:s,s:o}", "level", keng_level_names[child],
+                           "parent", "level", keng_level_names[level], "id", parent_id, "name",
+                           parent_name, "window", keng_window_names[window], "as_of",
+                           keng_time_format_utc(api_now(api), as_of, sizeof(as_of)), "items",
+                           items));
+}
+
+static void add_alert(const keng_alert_t *t, void *arg)
+{
+    json_array_append_new(arg, keng_alerts_json(t));
+}
+
 static void get_alerts(keng_api_t *api, keng_http_request_t *req)
 {
     const char *status = keng_http_request_query(req, "status");
@@ -363,8 +467,13 @@ static void get_alerts(keng_api_t *api, keng_http_request_t *req)
         respond_error(api, req, 400, "status must be firing or resolved");
         return;
     }
-    /* Alert rules are not evaluated yet: there is never an alert to list. */
-    respond_json(api, req, 200, json_pack("{s:[]}", "alerts"));
+    json_t *list = json_array();
+    if (api->alerts)
+        keng_alerts_each(api->alerts,
+                         status && strcmp(status, "resolved") == 0 ? KENG_ALERT_RESOLVED
+                                                                   : KENG_ALERT_FIRING,
+                         add_alert, list);
+    respond_json(api, req, 200, json_pack("{s:o}", "alerts", list));
 }
 
 static void get_readyz(keng_api_t *api, keng_http_request_t *req)
@@ -374,7 +483,7 @@ static void get_readyz(keng_api_t *api, keng_http_request_t *req)
     if (!api->consumer) {
         respond_json(api, req, 503,
                      json_pack("{s:s,s:s}", "status", "starting", "reason",
-                               "the consumer has not started yet"));
+                               "the consumer is not running (starting or stopping)"));
         return;
     }
     if (!keng_consumer_ready(api->consumer, reason, sizeof(reason))) {
@@ -408,6 +517,32 @@ static void metric_lag(const char *topic, int32_t partition, int64_t lag, void *
 
     fprintf(m->out, "keng_consumer_lag{topic=\"%s\",partition=\"%" PRId32 "\"} %" PRId64 "\n",
             topic, partition, lag);
+}
+
+static void metrics_alerts(const keng_api_t *api, FILE *out)
+{
+    keng_alerts_stats_t as = {0};
+    keng_alertlog_stats_t ls = {0};
+
+    if (api->alerts)
+        keng_alerts_stats(api->alerts, &as);
+    if (api->alertlog)
+        keng_alertlog_stats(api->alertlog, &ls);
+    fprintf(out,
+            "# HELP keng_alerts_firing Alerts firing now.\n"
+            "# TYPE keng_alerts_firing gauge\n"
+            "keng_alerts_firing %" PRIu64 "\n"
+            "# HELP keng_alert_transitions_total Alert transitions emitted since the process "
+            "started, by status.\n"
+            "# TYPE keng_alert_transitions_total counter\n"
+            "keng_alert_transitions_total{status=\"firing\"} %" PRIu64 "\n"
+            "keng_alert_transitions_total{status=\"resolved\"} %" PRIu64 "\n"
+            "# HELP keng_webhook_failures_total Webhook attempts that failed (each is retried "
+            "with backoff).\n"
+            "# TYPE keng_webhook_failures_total counter\n"
+            "keng_webhook_failures_total %" PRIu64 "\n",
+            as.firing, as.transitions[KENG_ALERT_FIRING], as.transitions[KENG_ALERT_RESOLVED],
+            ls.webhook_failures);
 }
 
 static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_server_t *srv)
@@ -475,6 +610,7 @@ static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_ser
     for (int i = 0; i < STATUS_SLOTS && api->statuses[i].status; i++)
         fprintf(m.out, "keng_http_requests_total{status=\"%d\"} %" PRIu64 "\n",
                 api->statuses[i].status, api->statuses[i].count);
+    metrics_alerts(api, m.out);
     fclose(m.out);
     keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
     free(buf);
@@ -660,10 +796,14 @@ void keng_api_handle(keng_http_request_t *req, void *ctx)
         get_readyz(api, req);
     else if (strcmp(path, "/metrics") == 0)
         get_metrics(api, req, api->srv);
-    else if (strcmp(path, "/") == 0)
-        respond_text(api, req, 200, "text/html; charset=utf-8", dashboard_html,
-                     sizeof(dashboard_html) - 1);
-    else
+    else if (strcmp(path, "/v1/children") == 0)
+        get_children(api, req);
+    else if (strcmp(path, "/") == 0) {
+        /* no-cache: a new build's page shows on the next load, not after a cache expiry. */
+        keng_http_request_add_header(req, "Cache-Control", "no-cache");
+        respond_text(api, req, 200, "text/html; charset=utf-8", keng_dashboard_html,
+                     sizeof(keng_dashboard_html) - 1);
+    } else
         respond_error(api, req, 404, "no such endpoint");
 }
 
@@ -686,9 +826,33 @@ void keng_api_set_consumer(keng_api_t *api, keng_consumer_t *consumer)
     api->consumer = consumer;
 }
 
+void keng_api_set_cluster(keng_api_t *api, const keng_cluster_t *cluster)
+{
+    api->cluster = cluster;
+}
+
 void keng_api_set_server(keng_api_t *api, keng_http_server_t *srv)
 {
     api->srv = srv;
+}
+
+void keng_api_set_alerts(keng_api_t *api, const keng_alerts_t *alerts,
+                         const keng_alertlog_t *alertlog)
+{
+    api->alerts = alerts;
+    api->alertlog = alertlog;
+}
+
+void keng_api_push_alert(keng_api_t *api, const char *json)
+{
+    char *frame = NULL;
+
+    if (api->closing || api->nstreams == 0)
+        return;
+    if (asprintf(&frame, "event: alert\ndata: %s\n\n", json) < 0)
+        return;
+    stream_write_all(api, frame, strlen(frame));
+    free(frame);
 }
 
 static void on_timer_closed(uv_handle_t *handle)

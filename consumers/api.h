@@ -7,6 +7,9 @@
 
 #include <uv.h>
 
+#include "alertlog.h"
+#include "alerts.h"
+#include "cluster.h"
 #include "consumer.h"
 #include "counts.h"
 #include "http_server.h"
@@ -30,5 +33,18 @@ void keng_api_handle(keng_http_request_t *req, void *ctx);
 /* Ends every open stream and stops the stream timer; the memory goes once the loop closed
  * it. Call before closing the server. */
 void keng_api_close(keng_api_t *api);
+
+/* Alerts (added with them): GET /v1/alerts lists alerts' firing or resolved alerts, /metrics
+ * reports them and alertlog's webhook failures (both borrowed; NULL for none). */
+void keng_api_set_alerts(keng_api_t *api, const keng_alerts_t *alerts,
+                         const keng_alertlog_t *alertlog);
+
+/* Sends an "alert" event with json (borrowed) to every open /v1/stream. */
+void keng_api_push_alert(keng_api_t *api, const char *json);
+
+/* Scale-out (added with it): /v1/counts, /v1/top and the stream add the units other
+ * instances own, from the counts topic, and a board owned elsewhere names its owner
+ * (borrowed; NULL for a single instance). */
+void keng_api_set_cluster(keng_api_t *api, const keng_cluster_t *cluster);
 
 #endif

@@ -1,6 +1,7 @@
 /* The LMDB checkpoint of keng-aggregate: one environment in --state-dir, one database with
- * two kinds of keys, "o/<topic>/<partition>" (next offset, 8 bytes little-endian) and
- * "b/<board id>" (the board's state as counts.c saves it). */
+ * three kinds of keys, "o/<topic>/<partition>" (next offset, 8 bytes little-endian),
+ * "u/<board id>/<kind>" (one kind of a board's state, the unit that moves with a partition)
+ * and "b/<board id>" (a whole board's state, as written before scale-out). */
 #include "checkpoint.h"
 
 #include <errno.h>
@@ -252,12 +253,13 @@ out:
     return ret;
 }
 
-int keng_checkpoint_each_board(keng_checkpoint_t *cp, keng_checkpoint_board_fn fn, void *arg,
-                               char *errstr, size_t errstr_size)
+/* Calls fn for every key under prefix (two bytes, such as "b/"), without the prefix. */
+static int each_prefixed(keng_checkpoint_t *cp, const char *prefix, keng_checkpoint_board_fn fn,
+                         void *arg, char *errstr, size_t errstr_size)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
-    MDB_val k = {.mv_size = 2, .mv_data = "b/"}, v;
+    MDB_val k = {.mv_size = 2, .mv_data = (void *)prefix}, v;
     int rc, ret = -1;
 
     rc = mdb_txn_begin(cp->env, NULL, MDB_RDONLY, &txn);
@@ -270,7 +272,7 @@ int keng_checkpoint_each_board(keng_checkpoint_t *cp, keng_checkpoint_board_fn f
     }
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 2 || memcmp(k.mv_data, "b/", 2) != 0)
+        if (k.mv_size < 2 || memcmp(k.mv_data, prefix, 2) != 0)
             break;
         int r = fn((const char *)k.mv_data + 2, k.mv_size - 2, v.mv_data, v.mv_size, arg);
         if (r != 0) {
@@ -291,6 +293,31 @@ out:
     if (txn)
         mdb_txn_abort(txn);
     return ret;
+}
+
+int keng_checkpoint_each_board(keng_checkpoint_t *cp, keng_checkpoint_board_fn fn, void *arg,
+                               char *errstr, size_t errstr_size)
+{
+    return each_prefixed(cp, "b/", fn, arg, errstr, errstr_size);
+}
+
+int keng_checkpoint_each_unit(keng_checkpoint_t *cp, keng_checkpoint_board_fn fn, void *arg,
+                              char *errstr, size_t errstr_size)
+{
+    return each_prefixed(cp, "u/", fn, arg, errstr, errstr_size);
+}
+
+int keng_checkpoint_put_unit(keng_checkpoint_txn_t *txn, const char *board_id, const char *kind,
+                             const void *state, size_t len, char *errstr, size_t errstr_size)
+{
+    char key[KEY_MAX];
+    int n = snprintf(key, sizeof(key), "u/%s/%s", board_id, kind);
+
+    if (n < 0 || (size_t)n >= sizeof(key)) {
+        snprintf(errstr, errstr_size, "board id too long for the checkpoint: %s", board_id);
+        return -1;
+    }
+    return put(txn, key, (size_t)n, state, len, errstr, errstr_size);
 }
 
 int keng_checkpoint_get_board(keng_checkpoint_t *cp, const char *board_id,
@@ -326,6 +353,66 @@ int keng_checkpoint_get_board(keng_checkpoint_t *cp, const char *board_id,
         goto out;
     }
     fn(key + 2, (size_t)n - 2, v.mv_data, v.mv_size, arg);
+    ret = 1;
+
+out:
+    if (txn)
+        mdb_txn_abort(txn);
+    return ret;
+}
+
+static int meta_key(char *buf, size_t size, const char *name)
+{
+    int n = snprintf(buf, size, "m/%s", name);
+
+    return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
+int keng_checkpoint_put_meta(keng_checkpoint_txn_t *txn, const char *name, const void *data,
+                             size_t len, char *errstr, size_t errstr_size)
+{
+    char key[KEY_MAX];
+    int n = meta_key(key, sizeof(key), name);
+
+    if (n < 0) {
+        snprintf(errstr, errstr_size, "name too long for the checkpoint: %s", name);
+        return -1;
+    }
+    return put(txn, key, (size_t)n, data, len, errstr, errstr_size);
+}
+
+int keng_checkpoint_get_meta(keng_checkpoint_t *cp, const char *name, keng_checkpoint_board_fn fn,
+                             void *arg, char *errstr, size_t errstr_size)
+{
+    char key[KEY_MAX];
+    int n = meta_key(key, sizeof(key), name);
+    MDB_txn *txn = NULL;
+    MDB_val k, v;
+    int rc, ret = -1;
+
+    if (n < 0) {
+        snprintf(errstr, errstr_size, "name too long for the checkpoint: %s", name);
+        return -1;
+    }
+    rc = mdb_txn_begin(cp->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot read the checkpoint: %s", cp->dir,
+                 mdb_strerror(rc));
+        goto out;
+    }
+    k.mv_size = (size_t)n;
+    k.mv_data = key;
+    rc = mdb_get(txn, cp->dbi, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        ret = 0;
+        goto out;
+    }
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "%s: cannot read %s from the checkpoint: %s", cp->dir, key,
+                 mdb_strerror(rc));
+        goto out;
+    }
+    fn(name, strlen(name), v.mv_data, v.mv_size, arg);
     ret = 1;
 
 out:

@@ -59,4 +59,22 @@ int keng_checkpoint_get_board(keng_checkpoint_t *cp, const char *board_id,
                               keng_checkpoint_board_fn fn, void *arg, char *errstr,
                               size_t errstr_size);
 
+/* Named blobs beside the boards and offsets, under "m/<name>" (added for the alert state, so
+ * that it commits in the same transaction as the counts it derives from). put copies the
+ * bytes into txn and returns 0 or -1 with errstr. get calls fn (id is the name) and returns
+ * 1, 0 when there is no such blob, -1 with errstr on a read error. */
+int keng_checkpoint_put_meta(keng_checkpoint_txn_t *txn, const char *name, const void *data,
+                             size_t len, char *errstr, size_t errstr_size);
+int keng_checkpoint_get_meta(keng_checkpoint_t *cp, const char *name, keng_checkpoint_board_fn fn,
+                             void *arg, char *errstr, size_t errstr_size);
+
+/* Per-(board, kind) state, for scale-out (additive): the unit that moves with a partition.
+ * put_unit records it under "u/<board id>/<kind>" (kind as keng_kind_name spells it);
+ * each_unit calls fn for every one, in key order, with id "<board id>/<kind>". Same
+ * conventions as put_board and each_board. */
+int keng_checkpoint_put_unit(keng_checkpoint_txn_t *txn, const char *board_id, const char *kind,
+                             const void *state, size_t len, char *errstr, size_t errstr_size);
+int keng_checkpoint_each_unit(keng_checkpoint_t *cp, keng_checkpoint_board_fn fn, void *arg,
+                              char *errstr, size_t errstr_size);
+
 #endif

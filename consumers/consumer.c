@@ -18,13 +18,15 @@
 #define SHUTDOWN_FLUSH_MS      5000
 #define REASON_MAX             16
 
-/* A checkpointed board is its counts.c state behind this header, which remembers the
- * partitions its events came from, so that a revoked partition's boards can be found. */
-#define BOARD_MAGIC0   'K'
-#define BOARD_MAGIC1   'B'
-#define BOARD_VERSION  1
-#define BOARD_HEADER   11
-#define PARTITION_NONE (-1)
+/* A checkpointed unit, one kind of a board, is its counts.c state behind this header, which
+ * names the partition its events come from, so that a partition's units can be found. */
+#define UNIT_MAGIC0     'K'
+#define UNIT_MAGIC1     'U'
+#define UNIT_VERSION    1
+#define UNIT_HEADER     7
+#define PARTITION_NONE  (-1)
+#define CATCH_UP_MS     10000 /* what a new owner waits for the counts topic */
+#define REVOKE_FLUSH_MS 5000
 
 typedef struct part {
     int topic; /* index into c->topics */
@@ -35,6 +37,9 @@ typedef struct part {
     bool reached;         /* read up to target */
     int64_t next_offset;  /* next offset to count; -1 before the first */
     int64_t low, target;  /* watermarks at assignment; target -1 until known */
+    int64_t write_from;   /* nothing of it is checkpointed before next_offset gets here */
+    int64_t replay_until; /* offsets below were handled by a previous owner */
+    bool publish;         /* scratch of a checkpoint: its units or offset were written */
 } part_t;
 
 typedef struct reason_count {
@@ -53,6 +58,8 @@ struct keng_consumer {
     keng_counts_t *counts;
     keng_checkpoint_t *cp;
     keng_deadletter_t *dl;
+    keng_alerts_t *alerts;     /* NULL without alert rules */
+    keng_alertlog_t *alertlog; /* set with alerts */
 
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
@@ -66,10 +73,12 @@ struct keng_consumer {
     part_t *parts;
     size_t nparts, parts_cap;
 
-    size_t nboards;
-    int32_t *board_part[TOPIC_COUNT]; /* partition each board's events came from */
-    bool *board_cleared;              /* forgotten when its partition was revoked */
-    uint32_t *dirty_list;             /* scratch for a checkpoint */
+    size_t nboards, nunits; /* a unit is (board, kind), kind == topic index */
+    int32_t *unit_part;     /* partition each unit's events come from */
+    int64_t *unit_from;     /* count a unit's events from this offset on (its state has the rest) */
+    uint32_t *dirty_list;   /* scratch for a checkpoint */
+    keng_cluster_t *cluster; /* NULL: a single instance */
+    bool assignment_lost;    /* publish nothing: another instance may own the partitions */
 
     int64_t last_now;
     int64_t events_since_checkpoint;
@@ -201,6 +210,10 @@ static void update_ready(keng_consumer_t *c)
     if (assigned == 0)
         return;
     c->ready = true;
+    /* Alerts wait for this: before it the counts lack events still to be read again, and
+     * would resolve alerts that are firing. */
+    if (c->alerts)
+        keng_alerts_evaluate_every_scope(c->alerts, c->last_now);
     keng_log_info("caught up with the topics", "partitions=%zu counted=%" PRIu64, assigned,
                   c->stats.counted);
 }
@@ -314,50 +327,134 @@ static int32_t get_i32(const unsigned char *b)
     return (int32_t)u;
 }
 
-typedef struct load_ctx {
+/* Where a newly assigned partition's units come from: the local checkpoint, valid at its
+ * offset, or the counts topic, each unit valid at its own offset (docs/SCALE_OUT.md). */
+typedef struct restore_ctx {
     keng_consumer_t *c;
-    size_t loaded, skipped;
+    rd_kafka_topic_partition_list_t *parts;
+    int64_t *local; /* per element of parts: the checkpointed offset, -1 for none */
     int64_t now;
-} load_ctx_t;
+    size_t loaded, skipped;
+} restore_ctx_t;
 
-/* Restores one board from its checkpointed bytes (borrowed). */
-static int load_board(const char *id, size_t id_len, const void *data, size_t len, void *arg)
+/* The element of ctx->parts for (topic, partition), or -1. */
+static int restore_find(const restore_ctx_t *ctx, int topic, int32_t partition)
 {
-    load_ctx_t *ctx = arg;
-    keng_consumer_t *c = ctx->c;
-    const unsigned char *b = data;
-    char err[256];
-    int32_t idx = keng_registry_find_board(c->reg, id, id_len);
+    for (int i = 0; i < ctx->parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &ctx->parts->elems[i];
+        if (tp->partition == partition && topic_index(ctx->c, tp->topic) == topic)
+            return i;
+    }
+    return -1;
+}
 
-    if (idx < 0) {
-        keng_log_warn("the checkpoint has a board the registry does not know; ignored",
-                      "board=%.*s", (int)id_len, id);
+/* Loads a unit's state (borrowed) valid at offset from, for a partition being assigned. */
+static void restore_unit(restore_ctx_t *ctx, uint32_t board, int kind, int32_t partition,
+                         const unsigned char *state, size_t len, int64_t from, const char *source)
+{
+    keng_consumer_t *c = ctx->c;
+    uint32_t u = board * KENG_KIND_COUNT + (uint32_t)kind;
+    char err[256];
+
+    if (keng_counts_unit_load(c->counts, board, (keng_kind_t)kind, state, len, ctx->now, err,
+                              sizeof(err)) != 0) {
+        keng_log_error("a saved unit state could not be loaded; its events are read again",
+                       "board=%s kind=%s source=%s error=\"%s\"",
+                       keng_registry_board(c->reg, board)->id, keng_kind_name((keng_kind_t)kind),
+                       source, err);
         ctx->skipped++;
-        return 0;
+        return;
     }
-    if (len < BOARD_HEADER || b[0] != BOARD_MAGIC0 || b[1] != BOARD_MAGIC1 ||
-        b[2] != BOARD_VERSION) {
-        keng_log_error("a checkpointed board has an unknown format; its counts restart empty",
-                       "board=%.*s", (int)id_len, id);
-        ctx->skipped++;
-        return 0;
-    }
-    if (keng_counts_board_load(c->counts, (uint32_t)idx, b + BOARD_HEADER, len - BOARD_HEADER,
-                               ctx->now, err, sizeof(err)) != 0) {
-        keng_log_error("a checkpointed board could not be loaded; its counts restart empty",
-                       "board=%.*s error=\"%s\"", (int)id_len, id, err);
-        ctx->skipped++;
-        return 0;
-    }
-    for (int t = 0; t < TOPIC_COUNT; t++)
-        c->board_part[t][idx] = get_i32(b + 3 + 4 * t);
-    c->board_cleared[idx] = false;
-    keng_counts_board_mark_clean(c->counts, (uint32_t)idx);
+    c->unit_part[u] = partition;
+    c->unit_from[u] = from;
     ctx->loaded++;
+}
+
+/* keng_checkpoint_each_unit's callback: the local candidates, id "<board id>/<kind>". */
+static int restore_local(const char *id, size_t id_len, const void *data, size_t len, void *arg)
+{
+    restore_ctx_t *ctx = arg;
+    const unsigned char *b = data;
+    size_t slash = id_len;
+    keng_kind_t kind;
+    char kind_name[16];
+    int32_t board, partition;
+    int i;
+
+    while (slash > 0 && id[slash - 1] != '/')
+        slash--;
+    if (slash < 2 || id_len - slash >= sizeof(kind_name))
+        return 0;
+    memcpy(kind_name, id + slash, id_len - slash);
+    kind_name[id_len - slash] = '\0';
+    board = keng_registry_find_board(ctx->c->reg, id, slash - 1);
+    if (board < 0 || keng_kind_parse(kind_name, &kind) != 0 || len < UNIT_HEADER ||
+        b[0] != UNIT_MAGIC0 || b[1] != UNIT_MAGIC1 || b[2] != UNIT_VERSION)
+        return 0; /* not the registry's, or not a format this keng writes: read again */
+    partition = get_i32(b + 3);
+    i = restore_find(ctx, (int)kind, partition);
+    if (i < 0 || ctx->local[i] < 0)
+        return 0;
+    restore_unit(ctx, (uint32_t)board, (int)kind, partition, b + UNIT_HEADER, len - UNIT_HEADER,
+                 ctx->local[i], "checkpoint");
     return 0;
 }
 
 /* ---- checkpoint ---- */
+
+/* A partition is written once it has passed every offset its loaded units were valid at. */
+static bool part_writable(const part_t *p)
+{
+    return p->assigned && p->next_offset >= 0 && p->next_offset >= p->write_from;
+}
+
+static bool unit_writable(keng_consumer_t *c, uint32_t u)
+{
+    part_t *p;
+
+    if (c->unit_part[u] == PARTITION_NONE ||
+        !keng_counts_unit_dirty(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)(u % KENG_KIND_COUNT)))
+        return false;
+    p = part_find(c, (int)(u % KENG_KIND_COUNT), c->unit_part[u], false);
+    return p && part_writable(p);
+}
+
+/* Makes the next checkpoint write every unit of p that has state. */
+static void mark_partition_dirty(keng_consumer_t *c, part_t *p)
+{
+    for (uint32_t b = 0; b < c->nboards; b++) {
+        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)p->topic;
+        if (c->unit_part[u] == p->partition &&
+            keng_counts_unit_has_state(c->counts, b, (keng_kind_t)p->topic))
+            keng_counts_unit_set_dirty(c->counts, b, (keng_kind_t)p->topic, true);
+    }
+    p->offset_dirty = true;
+}
+
+/* The alert state and the alert topic's positions, into the checkpoint's transaction. */
+static int put_alerts(keng_consumer_t *c, keng_checkpoint_txn_t *txn, char *err, size_t err_size)
+{
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = -1;
+
+    if (keng_alerts_save(c->alerts, &buf, &len) != 0 ||
+        keng_checkpoint_put_meta(txn, KENG_CHECKPOINT_ALERTS, buf, len, err, err_size) != 0)
+        goto out;
+    free(buf);
+    buf = NULL;
+    len = 0;
+    if (keng_alertlog_save(c->alertlog, &buf, &len) != 0 ||
+        keng_checkpoint_put_meta(txn, KENG_CHECKPOINT_ALERTLOG, buf, len, err, err_size) != 0)
+        goto out;
+    rc = 0;
+
+out:
+    if (rc != 0 && !buf)
+        snprintf(err, err_size, "cannot save the alert state (out of memory?)");
+    free(buf);
+    return rc;
+}
 
 /* Writes every dirty board and every moved offset in one transaction, then commits the
  * offsets to the group for the tools' sake. Unless force, waits (returns 1) while dead
@@ -371,12 +468,18 @@ static int checkpoint(keng_consumer_t *c, bool force)
     int64_t start = keng_monotonic_ms();
     int ret = -1;
 
-    if (keng_deadletter_in_flight(c->dl) > 0) {
+    /* The alert state saved below must hold the transitions of every counted event, and only
+     * transitions the alert topic has: evaluate, then wait for their acknowledgement. */
+    if (c->alerts && c->ready)
+        keng_alerts_evaluate_touched(c->alerts, c->last_now);
+    if (keng_deadletter_in_flight(c->dl) > 0 ||
+        (c->alertlog && keng_alertlog_in_flight(c->alertlog) > 0)) {
         if (!c->deadletter_wait_since)
             c->deadletter_wait_since = start;
         if (!force && start - c->deadletter_wait_since < DEADLETTER_WAIT_MAX_MS)
             return 1;
-        if (keng_deadletter_flush(c->dl, SHUTDOWN_FLUSH_MS) != 0) {
+        if (keng_deadletter_flush(c->dl, SHUTDOWN_FLUSH_MS) != 0 ||
+            (c->alertlog && keng_alertlog_flush(c->alertlog, SHUTDOWN_FLUSH_MS) != 0)) {
             keng_log_warn("dead letters are not acknowledged; the checkpoint waits", "in_flight=%d",
                           keng_deadletter_in_flight(c->dl));
             return 1;
@@ -384,61 +487,105 @@ static int checkpoint(keng_consumer_t *c, bool force)
     }
     c->deadletter_wait_since = 0;
 
+    /* A publication to the counts topic was lost: publish the whole partition again. */
+    for (size_t i = 0; c->cluster && i < c->nparts; i++) {
+        part_t *p = &c->parts[i];
+        if (p->assigned && keng_cluster_take_resync(c->cluster, p->topic, p->partition))
+            mark_partition_dirty(c, p);
+    }
+
+    /* An idle aggregator writes nothing: a commit costs an fsync. */
+    bool work = false;
+    for (size_t i = 0; i < c->nparts && !work; i++)
+        work = c->parts[i].offset_dirty && part_writable(&c->parts[i]);
+    for (size_t u = 0; u < c->nunits && !work; u++)
+        work = unit_writable(c, (uint32_t)u);
+    if (c->alerts)
+        work = work || keng_alerts_dirty(c->alerts) || keng_alertlog_dirty(c->alertlog);
+    if (!work)
+        return 0;
+
     txn = keng_checkpoint_begin(c->cp, err, sizeof(err));
     if (!txn)
         goto out;
-    for (size_t i = 0; i < c->nboards; i++) {
+    for (size_t i = 0; i < c->nparts; i++)
+        c->parts[i].publish = false;
+    for (size_t u = 0; u < c->nunits; u++) {
+        uint32_t board = (uint32_t)u / KENG_KIND_COUNT;
+        keng_kind_t kind = (keng_kind_t)(u % KENG_KIND_COUNT);
         unsigned char *state = NULL;
         size_t len = 0;
 
-        if (!keng_counts_board_dirty(c->counts, (uint32_t)i))
+        if (!unit_writable(c, (uint32_t)u))
             continue;
-        if (keng_counts_board_save(c->counts, (uint32_t)i, &state, &len) != 0) {
+        if (keng_counts_unit_save(c->counts, board, kind, &state, &len) != 0) {
             snprintf(err, sizeof(err), "board %s: cannot save its state (out of memory?)",
-                     keng_registry_board(c->reg, (uint32_t)i)->id);
+                     keng_registry_board(c->reg, board)->id);
             free(state);
             goto out;
         }
-        unsigned char *buf = malloc(BOARD_HEADER + len);
+        unsigned char *buf = malloc(UNIT_HEADER + len);
         if (!buf) {
             snprintf(err, sizeof(err), "out of memory");
             free(state);
             goto out;
         }
-        buf[0] = BOARD_MAGIC0;
-        buf[1] = BOARD_MAGIC1;
-        buf[2] = BOARD_VERSION;
-        for (int t = 0; t < TOPIC_COUNT; t++)
-            put_i32(buf + 3 + 4 * t, c->board_part[t][i]);
+        buf[0] = UNIT_MAGIC0;
+        buf[1] = UNIT_MAGIC1;
+        buf[2] = UNIT_VERSION;
+        put_i32(buf + 3, c->unit_part[u]);
         if (len)
-            memcpy(buf + BOARD_HEADER, state, len);
-        free(state);
-        int rc = keng_checkpoint_put_board(txn, keng_registry_board(c->reg, (uint32_t)i)->id, buf,
-                                           BOARD_HEADER + len, err, sizeof(err));
+            memcpy(buf + UNIT_HEADER, state, len);
+        int rc = keng_checkpoint_put_unit(txn, keng_registry_board(c->reg, board)->id,
+                                          keng_kind_name(kind), buf, UNIT_HEADER + len, err,
+                                          sizeof(err));
         free(buf);
+        if (rc == 0 && c->cluster && !c->assignment_lost) {
+            part_t *p = part_find(c, (int)kind, c->unit_part[u], false);
+            keng_cluster_publish_unit(c->cluster, board, kind, c->unit_part[u], p->next_offset,
+                                      state, len);
+            p->publish = true;
+        }
+        free(state);
         if (rc != 0)
             goto out;
-        c->dirty_list[ndirty++] = (uint32_t)i;
+        c->dirty_list[ndirty++] = (uint32_t)u;
     }
     for (size_t i = 0; i < c->nparts; i++) {
         part_t *p = &c->parts[i];
-        if (!p->offset_dirty || p->next_offset < 0)
+        /* Units and offset go together: a partition's units are written with its offset. */
+        if (!part_writable(p) || !(p->offset_dirty || p->publish))
             continue;
         if (keng_checkpoint_put_offset(txn, c->topics[p->topic], p->partition, p->next_offset, err,
                                        sizeof(err)) != 0)
             goto out;
+        p->publish = true;
     }
+    if (c->alerts && put_alerts(c, txn, err, sizeof(err)) != 0)
+        goto out;
     ret = keng_checkpoint_commit(txn, err, sizeof(err));
     txn = NULL;
     if (ret != 0)
         goto out;
 
     for (size_t i = 0; i < ndirty; i++)
-        keng_counts_board_mark_clean(c->counts, c->dirty_list[i]);
+        keng_counts_unit_set_dirty(c->counts, c->dirty_list[i] / KENG_KIND_COUNT,
+                                   (keng_kind_t)(c->dirty_list[i] % KENG_KIND_COUNT), false);
+    for (size_t i = 0; c->cluster && !c->assignment_lost && i < c->nparts; i++) {
+        part_t *p = &c->parts[i];
+        if (p->publish)
+            keng_cluster_publish_mark(c->cluster, p->topic, p->partition, p->next_offset);
+    }
+    if (c->alerts) {
+        keng_alerts_mark_clean(c->alerts);
+        keng_alertlog_mark_clean(c->alertlog);
+    }
     commit = rd_kafka_topic_partition_list_new((int)c->nparts);
     for (size_t i = 0; i < c->nparts; i++) {
         part_t *p = &c->parts[i];
-        if (p->offset_dirty && p->assigned && p->next_offset >= 0)
+        if (!p->publish)
+            continue;
+        if (p->offset_dirty && p->assigned)
             rd_kafka_topic_partition_list_add(commit, c->topics[p->topic], p->partition)->offset =
                 p->next_offset;
         p->offset_dirty = false;
@@ -465,62 +612,139 @@ out:
 
 /* ---- rebalance ---- */
 
+/* Picks, for every unit of the assigned partitions, the newest state of the local checkpoint
+ * and the counts topic, loads it, and starts each partition where the oldest of them ends. */
 static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
 {
     char err[512];
-    int64_t now = now_ms(c);
+    restore_ctx_t ctx = {.c = c, .parts = parts, .now = now_ms(c)};
+    int64_t *mark = calloc((size_t)parts->cnt + 1, sizeof(int64_t));
+
+    ctx.local = calloc((size_t)parts->cnt + 1, sizeof(int64_t));
+    if (!ctx.local || !mark) {
+        /* Without memory for two numbers a partition, nothing below would go well either. */
+        keng_log_error("out of memory at assignment; reading the partitions whole", NULL);
+    }
+    /* The previous owner published before it let go: read that before choosing. */
+    if (c->cluster && keng_cluster_catch_up(c->cluster, CATCH_UP_MS) != 0)
+        keng_log_warn("the counts topic is behind; states from it may be older than the "
+                      "partition's last owner left them (still exact, only more to read)",
+                      NULL);
+    for (int i = 0; ctx.local && mark && i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int t = topic_index(c, tp->topic);
+        int64_t off = -1;
+        int rc;
+
+        ctx.local[i] = mark[i] = -1;
+        if (t < 0)
+            continue;
+        rc = keng_checkpoint_get_offset(c->cp, tp->topic, tp->partition, &off, err, sizeof(err));
+        if (rc < 0)
+            keng_log_error("cannot read the checkpointed offset; not using the checkpoint",
+                           "topic=%s partition=%" PRId32 " error=\"%s\"", tp->topic, tp->partition,
+                           err);
+        if (rc == 1)
+            ctx.local[i] = off;
+        if (c->cluster && !keng_cluster_mark(c->cluster, (keng_kind_t)t, tp->partition, &mark[i]))
+            mark[i] = -1;
+    }
+    if (ctx.local && mark &&
+        keng_checkpoint_each_unit(c->cp, restore_local, &ctx, err, sizeof(err)) < 0)
+        keng_log_error("cannot read the checkpointed units; using the counts topic only",
+                       "error=\"%s\"", err);
+    /* A unit's state in the topic is valid at its own offset, and at the partition's mark
+     * when older: a unit that changed before the mark was published again before it. */
+    for (uint32_t u = 0; c->cluster && mark && u < c->nunits; u++) {
+        const unsigned char *state;
+        size_t len;
+        int32_t partition;
+        int64_t valid;
+        int i;
+
+        if (!keng_cluster_unit(c->cluster, u / KENG_KIND_COUNT, (keng_kind_t)(u % KENG_KIND_COUNT),
+                               &state, &len, &partition, &valid) ||
+            (i = restore_find(&ctx, (int)(u % KENG_KIND_COUNT), partition)) < 0)
+            continue;
+        if (mark[i] > valid)
+            valid = mark[i];
+        if (c->unit_part[u] == partition && c->unit_from[u] >= valid &&
+            keng_counts_unit_has_state(c->counts, u / KENG_KIND_COUNT,
+                                       (keng_kind_t)(u % KENG_KIND_COUNT)))
+            continue; /* the local one is as new */
+        restore_unit(&ctx, u / KENG_KIND_COUNT, (int)(u % KENG_KIND_COUNT), partition, state, len,
+                     valid, "topic");
+    }
 
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         int t = topic_index(c, tp->topic);
-        int64_t off = -1;
         part_t *p;
+        /* Units absent from both sources had no events before the newer of the two. */
+        int64_t base = ctx.local && mark ? (ctx.local[i] > mark[i] ? ctx.local[i] : mark[i]) : -1;
+        int64_t start = base, write_from = base;
+        size_t units = 0;
 
         if (t < 0 || !(p = part_find(c, t, tp->partition, true)))
             continue;
-        int rc =
-            keng_checkpoint_get_offset(c->cp, tp->topic, tp->partition, &off, err, sizeof(err));
-        if (rc < 0)
-            keng_log_error("cannot read the checkpointed offset; reading from the start",
-                           "topic=%s partition=%" PRId32 " error=\"%s\"", tp->topic, tp->partition,
-                           err);
-        /* A partition without a checkpoint has no state here either, so it is read whole. */
-        tp->offset = rc == 1 ? off : RD_KAFKA_OFFSET_BEGINNING;
+        for (uint32_t b = 0; b < c->nboards; b++) {
+            uint32_t u = b * KENG_KIND_COUNT + (uint32_t)t;
+            if (c->unit_part[u] != tp->partition || c->unit_from[u] < 0 ||
+                !keng_counts_unit_has_state(c->counts, b, (keng_kind_t)t))
+                continue;
+            units++;
+            if (start < 0 || c->unit_from[u] < start)
+                start = c->unit_from[u];
+            if (c->unit_from[u] > write_from)
+                write_from = c->unit_from[u];
+        }
+        if (base < 0)
+            start = -1; /* nothing says which units had no events: read it all */
+        /* Without any state, the partition is rebuilt from its first retained event. */
+        tp->offset = start >= 0 ? start : RD_KAFKA_OFFSET_BEGINNING;
         p->assigned = true;
-        p->next_offset = rc == 1 ? off : -1;
-        p->offset_dirty = false;
+        p->next_offset = start;
+        p->write_from = write_from;
+        p->replay_until = base;
         p->target = -1;
         p->reached = false;
-
-        /* Boards forgotten when this partition went away come back from the checkpoint. */
-        load_ctx_t ctx = {.c = c, .now = now};
-        for (size_t b = 0; b < c->nboards; b++) {
-            if (!c->board_cleared[b] || c->board_part[t][b] != tp->partition)
-                continue;
-            if (keng_checkpoint_get_board(c->cp, keng_registry_board(c->reg, (uint32_t)b)->id,
-                                          load_board, &ctx, err, sizeof(err)) < 0)
-                keng_log_error("cannot read a checkpointed board", "error=\"%s\"", err);
-            c->board_cleared[b] = false;
-        }
-        keng_log_info("partition assigned", "topic=%s partition=%" PRId32 " offset=%" PRId64,
-                      tp->topic, tp->partition, rc == 1 ? off : (int64_t)-1);
+        /* Everything loaded is written and published again, so that the checkpoint and the
+         * topic each hold the whole partition at one offset. */
+        mark_partition_dirty(c, p);
+        if (c->cluster)
+            keng_cluster_set_owned(c->cluster, (keng_kind_t)t, tp->partition, true);
+        keng_log_info("partition assigned",
+                      "topic=%s partition=%" PRId32 " offset=%" PRId64 " checkpoint=%" PRId64
+                      " mark=%" PRId64 " units=%zu",
+                      tp->topic, tp->partition, start, ctx.local ? ctx.local[i] : -1,
+                      mark ? mark[i] : -1, units);
     }
+    free(ctx.local);
+    free(mark);
     rd_kafka_error_t *error = rd_kafka_incremental_assign(c->rk, parts);
     if (error) {
         keng_log_error("incremental assign failed", "error=\"%s\"", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
     c->got_assignment = true;
+    c->ready = false;
     query_watermarks(c);
 }
 
 static void on_revoke(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
 {
-    /* The revoked partitions' progress must be in the checkpoint before they go. */
+    /* A lost assignment may already be another instance's: checkpoint locally, publish
+     * nothing that could be newer in the topic than what the new owner publishes. */
+    c->assignment_lost = rd_kafka_assignment_lost(c->rk);
+    /* The revoked partitions' progress must be in the checkpoint and the counts topic before
+     * they go. */
     if (checkpoint(c, true) != 0)
         keng_log_error("could not checkpoint before giving partitions up; their events since "
                        "the last checkpoint will be read again",
-                       "lost=%d", rd_kafka_assignment_lost(c->rk));
+                       "lost=%d", c->assignment_lost);
+    if (c->cluster && !c->assignment_lost)
+        keng_cluster_flush(c->cluster, REVOKE_FLUSH_MS);
+    c->assignment_lost = false;
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         int t = topic_index(c, tp->topic);
@@ -534,13 +758,18 @@ static void on_revoke(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
         keng_log_info("partition revoked", "topic=%s partition=%" PRId32, tp->topic, tp->partition);
         if (c->stopping)
             continue; /* the counts are still served until the process ends */
-        for (size_t b = 0; b < c->nboards; b++) {
-            if (c->board_part[t][b] == tp->partition && !c->board_cleared[b]) {
-                keng_counts_board_clear(c->counts, (uint32_t)b);
-                keng_counts_board_mark_clean(c->counts, (uint32_t)b);
-                c->board_cleared[b] = true;
-            }
+        /* Only this topic's units go: the board's other kind may stay here. */
+        for (uint32_t b = 0; b < c->nboards; b++) {
+            uint32_t u = b * KENG_KIND_COUNT + (uint32_t)t;
+            if (c->unit_part[u] != tp->partition)
+                continue;
+            keng_counts_unit_clear(c->counts, b, (keng_kind_t)t);
+            keng_counts_unit_set_dirty(c->counts, b, (keng_kind_t)t, false);
+            c->unit_part[u] = PARTITION_NONE;
+            c->unit_from[u] = -1;
         }
+        if (c->cluster)
+            keng_cluster_set_owned(c->cluster, (keng_kind_t)t, tp->partition, false);
     }
     rd_kafka_error_t *error = rd_kafka_incremental_unassign(c->rk, parts);
     if (error) {
@@ -611,28 +840,45 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
         return; /* from before a revoke, or already counted */
 
     int64_t now = now_ms(c);
+    /* Below replay_until, only some units' events are read again: the rest was handled. */
+    bool replay = m->offset < p->replay_until;
     rc = keng_avro_decode(c->dec, m->payload, m->len, &ev, &schema_id, err, sizeof(err));
     if (rc != KENG_AVRO_OK) {
-        dead_letter(c, m, keng_avro_err_reason(rc), err);
+        if (!replay)
+            dead_letter(c, m, keng_avro_err_reason(rc), err);
+    } else if ((int)ev.kind != t) {
+        /* A unit's events must all come from one partition of its kind's topic. */
+        snprintf(err, sizeof(err), "a %s event on the %s topic", keng_kind_name(ev.kind),
+                 c->topics[t]);
+        if (!replay)
+            dead_letter(c, m, "wrong-record", err);
     } else {
         int32_t idx = keng_registry_find_board(c->reg, ev.board_id, strlen(ev.board_id));
+        uint32_t u = idx < 0 ? 0 : (uint32_t)idx * KENG_KIND_COUNT + (uint32_t)t;
         if (idx < 0) {
             snprintf(err, sizeof(err), "board %s is not in the registry", ev.board_id);
-            dead_letter(c, m, "unknown-board", err);
+            if (!replay)
+                dead_letter(c, m, "unknown-board", err);
+        } else if (m->offset < c->unit_from[u]) {
+            /* Already in the unit's state as loaded at assignment. */
         } else if (ev.occurred_at > now + KENG_FUTURE_SKEW_MS) {
             char when[32], clock[32];
             snprintf(err, sizeof(err),
                      "occurred_at %s is more than 5 minutes ahead of the aggregator's clock %s",
                      keng_time_format_utc(ev.occurred_at, when, sizeof(when)),
                      keng_time_format_utc(now, clock, sizeof(clock)));
-            dead_letter(c, m, "future-event", err);
+            if (!replay)
+                dead_letter(c, m, "future-event", err);
         } else {
-            if (keng_counts_add(c->counts, (uint32_t)idx, &ev, now) == KENG_COUNTS_DUPLICATE)
+            int added = keng_counts_add(c->counts, (uint32_t)idx, &ev, now);
+            if (added == KENG_COUNTS_DUPLICATE) {
                 c->stats.duplicates++;
-            else
+            } else {
                 c->stats.counted++;
-            c->board_part[t][idx] = m->partition;
-            c->board_cleared[idx] = false;
+                if (c->alerts && added == KENG_COUNTS_ADDED)
+                    keng_alerts_note(c->alerts, (uint32_t)idx, &ev);
+            }
+            c->unit_part[u] = m->partition;
         }
     }
     p->next_offset = m->offset + 1;
@@ -653,6 +899,8 @@ static void drain(keng_consumer_t *c)
         rd_kafka_message_t *m = rd_kafka_consume_queue(c->queue, 0);
         if (!m) {
             uv_idle_stop(&c->idle);
+            if (c->alerts && c->ready && n > 0)
+                keng_alerts_evaluate_touched(c->alerts, c->last_now);
             update_ready(c);
             return;
         }
@@ -660,6 +908,8 @@ static void drain(keng_consumer_t *c)
         rd_kafka_message_destroy(m);
         n++;
     }
+    if (c->alerts && c->ready)
+        keng_alerts_evaluate_touched(c->alerts, c->last_now);
     /* The queue may still hold messages and librdkafka will not wake us for them: come back
      * on the next loop turn, after HTTP had its share. */
     if (!c->stopping)
@@ -681,7 +931,13 @@ static void on_advance(uv_timer_t *timer)
 {
     keng_consumer_t *c = timer->data;
 
-    keng_counts_advance(c->counts, now_ms(c));
+    int64_t now = now_ms(c);
+
+    keng_counts_advance(c->counts, now);
+    if (c->cluster)
+        keng_cluster_advance(c->cluster, now);
+    if (c->alerts && c->ready)
+        keng_alerts_evaluate_all(c->alerts, now);
     query_watermarks(c);
 }
 
@@ -700,11 +956,10 @@ static void free_consumer(keng_consumer_t *c)
         return;
     if (c->dec)
         keng_avro_decoder_destroy(c->dec);
-    for (int t = 0; t < TOPIC_COUNT; t++) {
+    for (int t = 0; t < TOPIC_COUNT; t++)
         free(c->topics[t]);
-        free(c->board_part[t]);
-    }
-    free(c->board_cleared);
+    free(c->unit_part);
+    free(c->unit_from);
     free(c->dirty_list);
     free(c->parts);
     free(c->group_id);
@@ -754,30 +1009,29 @@ keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
     c->topics[0] = strdup(opt->topic_incidents);
     c->topics[1] = strdup(opt->topic_mediations);
     c->group_id = strdup(opt->group_id);
-    c->board_part[0] = malloc((c->nboards + 1) * sizeof(int32_t));
-    c->board_part[1] = malloc((c->nboards + 1) * sizeof(int32_t));
-    c->board_cleared = calloc(c->nboards + 1, sizeof(bool));
-    c->dirty_list = malloc((c->nboards + 1) * sizeof(uint32_t));
-    if (!c->topics[0] || !c->topics[1] || !c->group_id || !c->board_part[0] || !c->board_part[1] ||
-        !c->board_cleared || !c->dirty_list) {
+    c->nunits = c->nboards * KENG_KIND_COUNT;
+    c->unit_part = malloc((c->nunits + 1) * sizeof(int32_t));
+    c->unit_from = malloc((c->nunits + 1) * sizeof(int64_t));
+    c->dirty_list = malloc((c->nunits + 1) * sizeof(uint32_t));
+    if (!c->topics[0] || !c->topics[1] || !c->group_id || !c->unit_part || !c->unit_from ||
+        !c->dirty_list) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
     c->opt.topic_incidents = c->topics[0];
     c->opt.topic_mediations = c->topics[1];
     c->opt.group_id = c->group_id;
-    for (size_t b = 0; b < c->nboards; b++)
-        c->board_part[0][b] = c->board_part[1][b] = PARTITION_NONE;
+    for (size_t u = 0; u < c->nunits; u++) {
+        c->unit_part[u] = PARTITION_NONE;
+        c->unit_from[u] = -1;
+    }
     c->dec = keng_avro_decoder_new(store, errstr, errstr_size);
     if (!c->dec)
         goto fail;
 
-    /* The checkpoint is where counting resumes: load it before any message arrives. */
-    load_ctx_t ctx = {.c = c, .now = now_ms(c)};
-    if (keng_checkpoint_each_board(cp, load_board, &ctx, errstr, errstr_size) < 0)
-        goto fail;
-    keng_counts_advance(counts, ctx.now);
-    keng_log_info("checkpoint loaded", "boards=%zu skipped=%zu", ctx.loaded, ctx.skipped);
+    /* The checkpoint is where counting resumes; but only for the partitions the group gives
+     * this instance, so each partition's units are loaded when it is assigned. */
+    keng_counts_advance(counts, now_ms(c));
 
     conf = keng_config_kafka(cfg, errstr, errstr_size);
     if (!conf)
@@ -896,6 +1150,9 @@ void keng_consumer_stop(keng_consumer_t *c, void (*done)(void *arg), void *arg)
         keng_log_error("the last checkpoint failed; events since the previous one will be "
                        "read again at the next start",
                        NULL);
+    /* The instance that takes the partitions over starts from what is in the topic. */
+    if (c->cluster)
+        keng_cluster_flush(c->cluster, SHUTDOWN_FLUSH_MS);
     c->stopping = true;
     /* Leaves the group; the revoke it triggers runs rebalance_cb from here. */
     err = rd_kafka_consumer_close(c->rk);
@@ -943,4 +1200,15 @@ void keng_consumer_each_partition(const keng_consumer_t *c,
         lag = high - (p->next_offset >= 0 ? p->next_offset : low);
         fn(c->topics[p->topic], p->partition, lag > 0 ? lag : 0, arg);
     }
+}
+
+void keng_consumer_set_alerts(keng_consumer_t *c, keng_alerts_t *alerts, keng_alertlog_t *log)
+{
+    c->alerts = alerts;
+    c->alertlog = log;
+}
+
+void keng_consumer_set_cluster(keng_consumer_t *c, keng_cluster_t *cluster)
+{
+    c->cluster = cluster;
 }

@@ -13,8 +13,11 @@
 
 #include <uv.h>
 
+#include "alertlog.h"
+#include "alerts.h"
 #include "avro_codec.h"
 #include "checkpoint.h"
+#include "cluster.h"
 #include "config.h"
 #include "counts.h"
 #include "deadletter.h"
@@ -77,5 +80,21 @@ void keng_consumer_each_partition(const keng_consumer_t *c,
                                   void (*fn)(const char *topic, int32_t partition, int64_t lag,
                                              void *arg),
                                   void *arg);
+
+/* Alert rules (added with the alerts; both borrowed, NULL for none): counted events are noted
+ * to alerts, which is evaluated after each batch and on the window timer, its transitions
+ * reaching log through alerts' emit callback (the caller connects them). Its state and log's
+ * positions are checkpointed with the counts and offsets, under KENG_CHECKPOINT_ALERTS and
+ * KENG_CHECKPOINT_ALERTLOG, and a checkpoint waits until log has no transition in flight.
+ * Nothing is evaluated before the consumer is ready (caught up), when every scope is
+ * evaluated once. Call after keng_consumer_new, before the loop runs. */
+#define KENG_CHECKPOINT_ALERTS   "alerts"
+#define KENG_CHECKPOINT_ALERTLOG "alertlog"
+void keng_consumer_set_alerts(keng_consumer_t *c, keng_alerts_t *alerts, keng_alertlog_t *log);
+
+/* Shares the counts with the other instances of the group through the counts topic
+ * (cluster.h; borrowed, must outlive the consumer). Call before the loop runs; without it,
+ * the instance counts alone. */
+void keng_consumer_set_cluster(keng_consumer_t *c, keng_cluster_t *cluster);
 
 #endif

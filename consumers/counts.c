@@ -46,7 +46,7 @@
 #define TIME_LIMIT   (1LL << 60) /* clocks and times are clamped to +-this, against overflow */
 
 #define FORMAT_MAGIC   "KNGB"
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 2 /* 1: both kinds, one id section; still read */
 
 _Static_assert(sizeof(keng_tally_t) == 20 * sizeof(uint64_t), "keng_tally_t is 20 counters");
 
@@ -76,22 +76,29 @@ typedef struct idset {
     int64_t oldest_q; /* INT64_MAX when empty */
 } idset_t;
 
+/* The state of one unit, a (board, kind) pair: a board's incidents and its mediations come
+ * from two topics whose partitions two instances may own, so each is saved, loaded and
+ * cleared on its own. Unit u is board u / 2, kind u % 2. */
 typedef struct board {
     level_t lvl[LEVELS];
     idset_t ids;
     uint32_t active_pos; /* where it is in keng_counts.active */
-    keng_tally_t lt[LEVELS + 1];
 } board_t;
+
+/* A board's tallies per level, shared by its units: a unit's are its kind's fields. */
+typedef keng_tally_t board_lt_t[LEVELS + 1];
 
 struct keng_counts {
     const keng_registry_t *reg;
     keng_counts_options_t opt;
     uint32_t nboards, ncommunes, ndistricts;
+    uint32_t nunits; /* nboards * KENG_KIND_COUNT */
     uint32_t *board_commune, *board_district;
-    board_t **boards; /* NULL until the board's first event */
-    uint32_t *active; /* indexes of the boards that have state */
+    board_t **boards;      /* per unit (board * 2 + kind); NULL until the unit's first event */
+    board_lt_t **board_lt; /* per board; NULL while neither of its units has state */
+    uint32_t *active;      /* the units that have state */
     uint32_t nactive;
-    uint8_t *dirty; /* one bit per board */
+    uint8_t *dirty; /* one bit per unit */
     keng_tally_t (*commune_lt)[LEVELS + 1];
     keng_tally_t (*district_lt)[LEVELS + 1];
     keng_tally_t province_lt[LEVELS + 1];
@@ -174,6 +181,19 @@ static void tally_sub(keng_tally_t *t, const keng_tally_t *d)
         a[i] -= b[i];
 }
 
+/* Zeroes the fields of t that belong to the other kind. */
+static void tally_keep_kind(keng_tally_t *t, unsigned kind)
+{
+    if (kind == KENG_KIND_INCIDENT) {
+        t->mediations = 0;
+        memset(t->by_outcome, 0, sizeof(t->by_outcome));
+    } else {
+        t->incidents = 0;
+        memset(t->by_category, 0, sizeof(t->by_category));
+        memset(t->by_resolution, 0, sizeof(t->by_resolution));
+    }
+}
+
 static void set_dirty(keng_counts_t *c, uint32_t bi, bool on)
 {
     if (on)
@@ -192,7 +212,7 @@ static int grow(keng_counts_t *c, void **p, uint32_t *cap, size_t need, size_t e
         return 0;
     if (need > UINT32_MAX)
         return -1;
-    ncap = *cap < 4 ? 4 : (size_t)*cap + *cap / 2;
+    ncap = *cap < 4 ? 4 : (size_t)*cap + *cap / 4; /* gentle: memory matters more than copies */
     if (ncap < need)
         ncap = need;
     if (ncap > UINT32_MAX)
@@ -234,24 +254,31 @@ static uint64_t fmix64(uint64_t h)
     return h;
 }
 
+/* The 64x64->128-bit product folded to 64 bits: state and data combine non-linearly, so
+ * that no fixed difference between two ids' words cancels out. */
+static uint64_t mulfold(uint64_t a, uint64_t b)
+{
+    unsigned __int128 r = (unsigned __int128)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+#define HASH_P0 0xa0761d6478bd642fULL /* has bytes no event id can hold: a word never zeroes */
+#define HASH_P1 0xe7037ed1a0b428dbULL
+
+/* Stable by definition: it is part of the board state format. Words are read little-endian
+ * whatever the host. */
 uint64_t keng_counts_id_hash(keng_kind_t kind, const char *id, size_t len)
 {
     const unsigned char *p = (const unsigned char *)id;
-    uint64_t h =
-        0x6b656e67u ^ ((uint64_t)len * 0x9e3779b97f4a7c15ULL) ^ (((uint64_t)kind + 1) << 56);
+    uint64_t h = mulfold(((uint64_t)kind + 1) ^ HASH_P0, (uint64_t)len ^ HASH_P1);
 
-    for (; len >= 8; p += 8, len -= 8) {
-        h ^= load64le(p);
-        h *= 0x9e3779b97f4a7c15ULL;
-        h ^= h >> 32;
-    }
+    for (; len >= 8; p += 8, len -= 8)
+        h = mulfold(load64le(p) ^ HASH_P0, h ^ HASH_P1);
     if (len > 0) {
         uint64_t w = 0;
         for (size_t i = 0; i < len; i++)
             w |= (uint64_t)p[i] << (8 * i);
-        h ^= w;
-        h *= 0x9e3779b97f4a7c15ULL;
-        h ^= h >> 32;
+        h = mulfold(w ^ HASH_P0, h ^ HASH_P1);
     }
     return fmix64(h);
 }
@@ -315,9 +342,12 @@ static int level_of(const keng_counts_t *c, int64_t m, uint32_t *key)
 }
 
 /* The four tallies (board, commune, district, province) that an event of bi adjusts. */
-static void nodes_of(keng_counts_t *c, board_t *b, uint32_t bi, keng_tally_t *nodes[4])
+static void nodes_of(keng_counts_t *c, board_t *b, uint32_t u, keng_tally_t *nodes[4])
 {
-    nodes[0] = b->lt;
+    uint32_t bi = u / KENG_KIND_COUNT;
+
+    (void)b;
+    nodes[0] = *c->board_lt[bi];
     nodes[1] = c->commune_lt[c->board_commune[bi]];
     nodes[2] = c->district_lt[c->board_district[bi]];
     nodes[3] = c->province_lt;
@@ -325,7 +355,7 @@ static void nodes_of(keng_counts_t *c, board_t *b, uint32_t bi, keng_tally_t *no
 
 /* Moves the buckets of level k that start(k) has passed into level k + 1 (or the old tally),
  * with the board's and its rollups' tallies. */
-static void level_expire(keng_counts_t *c, board_t *b, uint32_t bi, int k)
+static void level_expire(keng_counts_t *c, board_t *b, uint32_t u, int k)
 {
     level_t *lv = &b->lvl[k];
     int64_t start = c->start_min[k] + KEY_OFFSET;
@@ -352,19 +382,19 @@ static void level_expire(keng_counts_t *c, board_t *b, uint32_t bi, int k)
     }
     memmove(lv->e, lv->e + p, (size_t)(lv->n - p) * sizeof(uint64_t));
     lv->n -= p;
-    nodes_of(c, b, bi, nodes);
+    nodes_of(c, b, u, nodes);
     for (int i = 0; i < 4; i++) {
         tally_sub(&nodes[i][k], &d);
         tally_add(&nodes[i][k + 1], &d);
     }
 }
 
-static void board_expire(keng_counts_t *c, board_t *b, uint32_t bi)
+static void board_expire(keng_counts_t *c, board_t *b, uint32_t u)
 {
     for (int k = 0; k < LEVELS; k++) {
         level_t *lv = &b->lvl[k];
         if (lv->n > 0 && (int64_t)entry_key(lv->e[0]) - KEY_OFFSET < c->start_min[k])
-            level_expire(c, b, bi, k);
+            level_expire(c, b, u, k);
     }
 }
 
@@ -379,9 +409,39 @@ static void compute_starts(keng_counts_t *c)
 
 /* ---- remembered ids ---- */
 
+/* lower_bound64 for uniformly spread values (the id hashes): start where v would be if
+ * they were evenly spaced, then gallop. A board's ids are found in a cache line or two
+ * instead of log2(n) scattered ones. */
+static uint32_t lower_bound_uniform(const uint64_t *a, uint32_t n, uint64_t v)
+{
+    uint32_t g, lo, hi, step = 1;
+
+    if (n < 16)
+        return lower_bound64(a, n, v);
+    g = (uint32_t)(((unsigned __int128)v * n) >> 64);
+    if (a[g] < v) {
+        lo = hi = g + 1;
+        while (hi < n && a[hi] < v) {
+            lo = hi + 1;
+            hi = lo + step;
+            step <<= 1;
+        }
+        if (hi > n)
+            hi = n;
+    } else {
+        lo = hi = g;
+        while (lo > 0 && a[lo - 1] >= v) {
+            hi = lo - 1;
+            lo = hi > step ? hi - step : 0;
+            step <<= 1;
+        }
+    }
+    return lo + lower_bound64(a + lo, hi - lo, v);
+}
+
 static bool sorted_contains(const uint64_t *a, uint32_t n, uint64_t v)
 {
-    uint32_t at = lower_bound64(a, n, v);
+    uint32_t at = lower_bound_uniform(a, n, v);
     return at < n && a[at] == v;
 }
 
@@ -400,7 +460,7 @@ static int idset_reserve(keng_counts_t *c, idset_t *s, size_t more)
         return 0;
     if (need > UINT32_MAX)
         return -1;
-    ncap = s->cap < 4 ? 4 : (size_t)s->cap + s->cap / 2;
+    ncap = s->cap < 4 ? 4 : (size_t)s->cap + s->cap / 4;
     if (ncap < need)
         ncap = need;
     if (ncap > UINT32_MAX)
@@ -476,7 +536,7 @@ static void idset_insert(keng_counts_t *c, idset_t *s, uint64_t h)
 {
     uint64_t *tail = s->h + s->n_main;
     uint16_t *tq = s->q + s->n_main;
-    uint32_t at = lower_bound64(tail, s->n_tail, h);
+    uint32_t at = lower_bound_uniform(tail, s->n_tail, h);
 
     memmove(tail + at + 1, tail + at, (size_t)(s->n_tail - at) * sizeof(uint64_t));
     memmove(tq + at + 1, tq + at, (size_t)(s->n_tail - at) * sizeof(uint16_t));
@@ -588,35 +648,52 @@ static void advance_to(keng_counts_t *c, int64_t now)
 
 /* ---- boards ---- */
 
-static board_t *board_get_or_new(keng_counts_t *c, uint32_t bi)
+/* Allocates the board's shared tallies when neither unit had state. */
+static int board_lt_get(keng_counts_t *c, uint32_t bi)
 {
-    board_t *b = c->boards[bi];
+    if (c->board_lt[bi])
+        return 0;
+    c->board_lt[bi] = calloc(1, sizeof(board_lt_t));
+    if (!c->board_lt[bi])
+        return -1;
+    c->mem += sizeof(board_lt_t);
+    return 0;
+}
+
+static board_t *board_get_or_new(keng_counts_t *c, uint32_t u)
+{
+    board_t *b = c->boards[u];
 
     if (b)
         return b;
+    if (board_lt_get(c, u / KENG_KIND_COUNT) != 0)
+        return NULL;
     b = calloc(1, sizeof(*b));
     if (!b)
         return NULL;
     b->ids.oldest_q = INT64_MAX;
     b->active_pos = c->nactive;
-    c->active[c->nactive++] = bi;
-    c->boards[bi] = b;
+    c->active[c->nactive++] = u;
+    c->boards[u] = b;
     c->mem += sizeof(*b);
     return b;
 }
 
-/* Forgets the board entirely: its tallies leave the rollups, its ids the dedup counts. */
-static void board_drop(keng_counts_t *c, uint32_t bi)
+/* Forgets the unit entirely: its tallies leave the rollups, its ids the dedup counts. */
+static void board_drop(keng_counts_t *c, uint32_t u)
 {
-    board_t *b = c->boards[bi];
+    board_t *b = c->boards[u];
     keng_tally_t *nodes[4];
 
     if (!b)
         return;
-    nodes_of(c, b, bi, nodes);
-    for (int i = 1; i < 4; i++)
-        for (int k = 0; k <= LEVELS; k++)
-            tally_sub(&nodes[i][k], &b->lt[k]);
+    nodes_of(c, b, u, nodes);
+    for (int k = 0; k <= LEVELS; k++) {
+        keng_tally_t mine = nodes[0][k];
+        tally_keep_kind(&mine, u % KENG_KIND_COUNT);
+        for (int i = 0; i < 4; i++)
+            tally_sub(&nodes[i][k], &mine);
+    }
     for (uint32_t i = 0; i < b->ids.n_main + b->ids.n_tail; i++)
         c->qcount[b->ids.q[i] & (QUANTA - 1)]--;
     c->dedup_total -= b->ids.n_main + b->ids.n_tail;
@@ -631,7 +708,12 @@ static void board_drop(keng_counts_t *c, uint32_t bi)
     c->active[b->active_pos] = c->active[--c->nactive];
     c->boards[c->active[b->active_pos]]->active_pos = b->active_pos;
     free(b);
-    c->boards[bi] = NULL;
+    c->boards[u] = NULL;
+    if (!c->boards[u ^ 1u]) {
+        free(c->board_lt[u / KENG_KIND_COUNT]);
+        c->board_lt[u / KENG_KIND_COUNT] = NULL;
+        c->mem -= sizeof(board_lt_t);
+    }
 }
 
 /* ---- public API ---- */
@@ -666,14 +748,16 @@ keng_counts_t *keng_counts_new(const keng_registry_t *reg, const keng_counts_opt
     c->ndistricts = (uint32_t)keng_registry_district_count(reg);
     c->board_commune = calloc(c->nboards + 1, sizeof(uint32_t));
     c->board_district = calloc(c->nboards + 1, sizeof(uint32_t));
-    c->boards = calloc(c->nboards + 1, sizeof(board_t *));
-    c->active = calloc(c->nboards + 1, sizeof(uint32_t));
-    c->dirty = calloc(c->nboards / 8 + 1, 1);
+    c->nunits = c->nboards * KENG_KIND_COUNT;
+    c->boards = calloc(c->nunits + 1, sizeof(board_t *));
+    c->board_lt = calloc(c->nboards + 1, sizeof(board_lt_t *));
+    c->active = calloc(c->nunits + 1, sizeof(uint32_t));
+    c->dirty = calloc(c->nunits / 8 + 1, 1);
     c->commune_lt = calloc(c->ncommunes + 1, sizeof(*c->commune_lt));
     c->district_lt = calloc(c->ndistricts + 1, sizeof(*c->district_lt));
     c->qcount = calloc(QUANTA, sizeof(uint32_t));
-    if (!c->board_commune || !c->board_district || !c->boards || !c->active || !c->dirty ||
-        !c->commune_lt || !c->district_lt || !c->qcount)
+    if (!c->board_commune || !c->board_district || !c->boards || !c->board_lt || !c->active ||
+        !c->dirty || !c->commune_lt || !c->district_lt || !c->qcount)
         goto out;
     for (uint32_t i = 0; i < c->nboards; i++) {
         const keng_board_t *b = keng_registry_board(reg, i);
@@ -682,10 +766,10 @@ keng_counts_t *keng_counts_new(const keng_registry_t *reg, const keng_counts_opt
         c->board_commune[i] = b->commune;
         c->board_district[i] = b->district;
     }
-    c->mem =
-        (size_t)(c->nboards + 1) * (2 * sizeof(uint32_t) + sizeof(board_t *) + sizeof(uint32_t)) +
-        c->nboards / 8 + 1 + (size_t)(c->ncommunes + c->ndistricts + 2) * sizeof(*c->commune_lt) +
-        QUANTA * sizeof(uint32_t);
+    c->mem = (size_t)(c->nboards + 1) * (2 * sizeof(uint32_t) + sizeof(board_lt_t *)) +
+             (size_t)(c->nunits + 1) * (sizeof(board_t *) + sizeof(uint32_t)) + c->nunits / 8 + 1 +
+             (size_t)(c->ncommunes + c->ndistricts + 2) * sizeof(*c->commune_lt) +
+             QUANTA * sizeof(uint32_t);
     ret = c;
     c = NULL;
 out:
@@ -705,6 +789,9 @@ void keng_counts_destroy(keng_counts_t *c)
         free(b->ids.q);
         free(b);
     }
+    for (uint32_t i = 0; c->board_lt && i < c->nboards; i++)
+        free(c->board_lt[i]);
+    free(c->board_lt);
     free(c->board_commune);
     free(c->board_district);
     free(c->boards);
@@ -744,17 +831,20 @@ int keng_counts_add(keng_counts_t *c, uint32_t board_index, const keng_event_t *
     keng_tally_t *nodes[4];
     bool remember = c->opt.dedup_max_entries > 0;
 
+    uint32_t u;
+
     if (cls < 0 || board_index >= c->nboards)
         return -1;
+    u = board_index * KENG_KIND_COUNT + (uint32_t)ev->kind;
     m = floor_div(clamp_time(ev->occurred_at), MINUTE_MS);
     if (m + KEY_OFFSET > UINT32_MAX)
         return -1;
     advance_to(c, now_ms);
     h = keng_counts_id_hash(ev->kind, ev->event_id, strnlen(ev->event_id, KENG_EVENT_ID_MAX));
-    b = c->boards[board_index];
+    b = c->boards[u];
     if (remember && b && idset_contains(&b->ids, h))
         return KENG_COUNTS_DUPLICATE;
-    b = board_get_or_new(c, board_index);
+    b = board_get_or_new(c, u);
     if (!b)
         return -1;
     k = level_of(c, m, &key);
@@ -765,14 +855,14 @@ int keng_counts_add(keng_counts_t *c, uint32_t board_index, const keng_event_t *
         return -1;
     if (k < LEVELS)
         level_add(&b->lvl[k], key, (unsigned)cls, 1);
-    nodes_of(c, b, board_index, nodes);
+    nodes_of(c, b, u, nodes);
     for (int i = 0; i < 4; i++)
         tally_add_class(&nodes[i][k], (unsigned)cls, 1);
     if (remember) {
         idset_insert(c, &b->ids, h);
         dedup_enforce_bound(c);
     }
-    set_dirty(c, board_index, true);
+    set_dirty(c, u, true);
     c->events++;
     return KENG_COUNTS_ADDED;
 }
@@ -792,8 +882,9 @@ void keng_counts_get(const keng_counts_t *c, keng_level_t level, uint32_t index,
         return;
     switch (level) {
     case KENG_LEVEL_BOARD:
-        if (index < c->nboards && c->boards[index])
-            lt = c->boards[index]->lt;
+        /* A board is the sum of its units; their classes never overlap. */
+        if (index < c->nboards && c->board_lt[index])
+            lt = *c->board_lt[index];
         break;
     case KENG_LEVEL_COMMUNE:
         if (index < c->ncommunes)
@@ -846,30 +937,61 @@ int64_t keng_counts_window_start(int64_t now_ms, keng_window_id_t window)
     return floor_div(clamp_time(now_ms) - keng_window_length_ms[window], g) * g;
 }
 
+bool keng_counts_unit_dirty(const keng_counts_t *c, uint32_t board_index, keng_kind_t kind)
+{
+    uint32_t u = board_index * KENG_KIND_COUNT + (uint32_t)kind;
+
+    return board_index < c->nboards && (unsigned)kind < KENG_KIND_COUNT &&
+           (c->dirty[u / 8] >> (u % 8)) & 1u;
+}
+
+void keng_counts_unit_set_dirty(keng_counts_t *c, uint32_t board_index, keng_kind_t kind,
+                                bool dirty)
+{
+    if (board_index < c->nboards && (unsigned)kind < KENG_KIND_COUNT)
+        set_dirty(c, board_index * KENG_KIND_COUNT + (uint32_t)kind, dirty);
+}
+
+bool keng_counts_unit_has_state(const keng_counts_t *c, uint32_t board_index, keng_kind_t kind)
+{
+    return board_index < c->nboards && (unsigned)kind < KENG_KIND_COUNT &&
+           c->boards[board_index * KENG_KIND_COUNT + (uint32_t)kind] != NULL;
+}
+
+void keng_counts_unit_clear(keng_counts_t *c, uint32_t board_index, keng_kind_t kind)
+{
+    uint32_t u = board_index * KENG_KIND_COUNT + (uint32_t)kind;
+
+    if (board_index >= c->nboards || (unsigned)kind >= KENG_KIND_COUNT)
+        return;
+    if (c->boards[u])
+        set_dirty(c, u, true);
+    board_drop(c, u);
+}
+
 bool keng_counts_board_dirty(const keng_counts_t *c, uint32_t board_index)
 {
-    return board_index < c->nboards && (c->dirty[board_index / 8] >> (board_index % 8)) & 1u;
+    return keng_counts_unit_dirty(c, board_index, KENG_KIND_INCIDENT) ||
+           keng_counts_unit_dirty(c, board_index, KENG_KIND_MEDIATION);
 }
 
 void keng_counts_board_mark_clean(keng_counts_t *c, uint32_t board_index)
 {
-    if (board_index < c->nboards)
-        set_dirty(c, board_index, false);
+    for (int kind = 0; kind < KENG_KIND_COUNT; kind++)
+        keng_counts_unit_set_dirty(c, board_index, (keng_kind_t)kind, false);
 }
 
 void keng_counts_board_clear(keng_counts_t *c, uint32_t board_index)
 {
-    if (board_index >= c->nboards)
-        return;
-    if (c->boards[board_index])
-        set_dirty(c, board_index, true);
-    board_drop(c, board_index);
+    for (int kind = 0; kind < KENG_KIND_COUNT; kind++)
+        keng_counts_unit_clear(c, board_index, (keng_kind_t)kind);
 }
 
-/* ---- the board state format ----
+/* ---- the state format ----
  *
+ * One format for a unit (one kind of a board) and for a whole board (both kinds).
  * Little-endian throughout:
- *   "KNGB", u16 version (1), u16 flags (0),
+ *   "KNGB", u16 version (2), u16 kinds (bit k set: kind k is in the state),
  *   u8 board id length, the board id,
  *   i64 clock of the save (ms),
  *   u8 tally fields (20), then 20 x u64: the tally of events older than the 365d edge in
@@ -878,9 +1000,10 @@ void keng_counts_board_clear(keng_counts_t *c, uint32_t board_index)
  *   u32 bucket count, then each bucket: u8 level (0..4), u8 class (0..35 category * 3 +
  *     resolution, 36..38 outcome), u32 start (minutes since the epoch + 2^31, a multiple of
  *     the level's granularity), u32 count (1..2^26-1),
- *   u32 id group count, then each group: i64 arrival (ms; the latest arrival of its ids),
- *     u32 ids, ids x u64 keng_counts_id_hash,
- *   u32 FNV-1a 32 of every byte before it. */
+ *   for each kind in the state, in kind order: u32 id group count, then each group: i64
+ *     arrival (ms; the latest arrival of its ids), u32 ids, ids x u64 keng_counts_id_hash,
+ *   u32 FNV-1a 32 of every byte before it.
+ * Version 1 (kinds 0) held both kinds with one id section; its ids are remembered for both. */
 
 typedef struct wbuf {
     unsigned char *p;
@@ -940,77 +1063,97 @@ static int qid_by_q(const void *a, const void *b)
     return x->h < y->h ? -1 : x->h > y->h;
 }
 
-int keng_counts_board_save(const keng_counts_t *c, uint32_t board_index, unsigned char **buf,
-                           size_t *len)
+/* Writes one id section: the unit's ids grouped by arrival quantum. */
+static int put_ids(const keng_counts_t *c, wbuf_t *w, const board_t *b)
 {
-    wbuf_t w = {*buf, *len, *len, false};
-    size_t start = *len;
-    const board_t *b;
-    const char *id;
+    uint32_t nids = b ? b->ids.n_main + b->ids.n_tail : 0, groups = 0;
     qid_t *ids = NULL;
-    uint32_t nids = 0, nbuckets = 0;
-    int ret = -1;
 
-    if (board_index >= c->nboards)
-        goto out;
-    b = c->boards[board_index];
-    id = keng_registry_board(c->reg, board_index)->id;
-    put(&w, FORMAT_MAGIC, 4);
-    put_le(&w, FORMAT_VERSION, 2);
-    put_le(&w, 0, 2);
-    put_le(&w, strlen(id) > 255 ? 255 : strlen(id), 1);
-    put(&w, id, strlen(id) > 255 ? 255 : strlen(id));
-    put_le(&w, (uint64_t)(c->have_now ? c->now : 0), 8);
-    put_le(&w, TALLY_FIELDS, 1);
-    for (size_t i = 0; i < TALLY_FIELDS; i++)
-        put_le(&w, b ? ((const uint64_t *)&b->lt[LEVEL_OLD])[i] : 0, 8);
-    for (int k = 0; b && k < LEVELS; k++)
-        nbuckets += b->lvl[k].n;
-    put_le(&w, nbuckets, 4);
-    for (int k = 0; b && k < LEVELS; k++) {
-        for (uint32_t i = 0; i < b->lvl[k].n; i++) {
-            uint64_t e = b->lvl[k].e[i];
-            put_le(&w, (uint64_t)k, 1);
-            put_le(&w, entry_class(e), 1);
-            put_le(&w, entry_key(e), 4);
-            put_le(&w, entry_count(e), 4);
-        }
-    }
-    if (b)
-        nids = b->ids.n_main + b->ids.n_tail;
     if (nids > 0) {
         ids = malloc((size_t)nids * sizeof(*ids));
         if (!ids)
-            goto out;
+            return -1;
         for (uint32_t i = 0; i < nids; i++) {
             ids[i].h = b->ids.h[i];
             ids[i].q = quantum_abs(c, b->ids.q[i]);
         }
         qsort(ids, nids, sizeof(*ids), qid_by_q);
     }
-    {
-        uint32_t groups = 0;
-        for (uint32_t i = 0; i < nids; i++)
-            groups += i == 0 || ids[i].q != ids[i - 1].q;
-        put_le(&w, groups, 4);
-        for (uint32_t i = 0; i < nids;) {
-            uint32_t j = i;
-            while (j < nids && ids[j].q == ids[i].q)
-                j++;
-            put_le(&w, (uint64_t)((ids[i].q + 1) * c->quantum_ms - 1), 8);
-            put_le(&w, j - i, 4);
-            for (uint32_t x = i; x < j; x++)
-                put_le(&w, ids[x].h, 8);
-            i = j;
+    for (uint32_t i = 0; i < nids; i++)
+        groups += i == 0 || ids[i].q != ids[i - 1].q;
+    put_le(w, groups, 4);
+    for (uint32_t i = 0; i < nids;) {
+        uint32_t j = i;
+        while (j < nids && ids[j].q == ids[i].q)
+            j++;
+        put_le(w, (uint64_t)((ids[i].q + 1) * c->quantum_ms - 1), 8);
+        put_le(w, j - i, 4);
+        for (uint32_t x = i; x < j; x++)
+            put_le(w, ids[x].h, 8);
+        i = j;
+    }
+    free(ids);
+    return 0;
+}
+
+/* Saves the units of board_index whose kind bit is in kinds. */
+static int save_units(const keng_counts_t *c, uint32_t board_index, unsigned kinds,
+                      unsigned char **buf, size_t *len)
+{
+    wbuf_t w = {*buf, *len, *len, false};
+    size_t start = *len;
+    const board_t *units[KENG_KIND_COUNT] = {NULL};
+    keng_tally_t old;
+    const char *id;
+    uint32_t nbuckets = 0;
+    int ret = -1;
+
+    if (board_index >= c->nboards)
+        goto out;
+    memset(&old, 0, sizeof(old));
+    for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++) {
+        if (kinds & (1u << kind))
+            units[kind] = c->boards[board_index * KENG_KIND_COUNT + kind];
+        if (units[kind]) {
+            keng_tally_t mine = (*c->board_lt[board_index])[LEVEL_OLD];
+            tally_keep_kind(&mine, kind);
+            tally_add(&old, &mine);
+            for (int k = 0; k < LEVELS; k++)
+                nbuckets += units[kind]->lvl[k].n;
         }
     }
+    id = keng_registry_board(c->reg, board_index)->id;
+    put(&w, FORMAT_MAGIC, 4);
+    put_le(&w, FORMAT_VERSION, 2);
+    put_le(&w, kinds, 2);
+    put_le(&w, strlen(id) > 255 ? 255 : strlen(id), 1);
+    put(&w, id, strlen(id) > 255 ? 255 : strlen(id));
+    put_le(&w, (uint64_t)(c->have_now ? c->now : 0), 8);
+    put_le(&w, TALLY_FIELDS, 1);
+    for (size_t i = 0; i < TALLY_FIELDS; i++)
+        put_le(&w, ((const uint64_t *)&old)[i], 8);
+    put_le(&w, nbuckets, 4);
+    for (int k = 0; k < LEVELS; k++) {
+        for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++) {
+            const board_t *b = units[kind];
+            for (uint32_t i = 0; b && i < b->lvl[k].n; i++) {
+                uint64_t e = b->lvl[k].e[i];
+                put_le(&w, (uint64_t)k, 1);
+                put_le(&w, entry_class(e), 1);
+                put_le(&w, entry_key(e), 4);
+                put_le(&w, entry_count(e), 4);
+            }
+        }
+    }
+    for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++)
+        if ((kinds & (1u << kind)) && put_ids(c, &w, units[kind]) != 0)
+            goto out;
     if (!w.failed)
         put_le(&w, fnv1a32(w.p + start, w.len - start), 4);
     if (w.failed)
         goto out;
     ret = 0;
 out:
-    free(ids);
     if (ret == 0) {
         *buf = w.p;
         *len = w.len;
@@ -1019,6 +1162,20 @@ out:
         *buf = w.p;
     }
     return ret;
+}
+
+int keng_counts_board_save(const keng_counts_t *c, uint32_t board_index, unsigned char **buf,
+                           size_t *len)
+{
+    return save_units(c, board_index, (1u << KENG_KIND_COUNT) - 1, buf, len);
+}
+
+int keng_counts_unit_save(const keng_counts_t *c, uint32_t board_index, keng_kind_t kind,
+                          unsigned char **buf, size_t *len)
+{
+    if ((unsigned)kind >= KENG_KIND_COUNT)
+        return -1;
+    return save_units(c, board_index, 1u << kind, buf, len);
 }
 
 typedef struct rbuf {
@@ -1057,21 +1214,86 @@ static int qid_by_h(const void *a, const void *b)
         goto out;                                                                                  \
     } while (0)
 
-int keng_counts_board_load(keng_counts_t *c, uint32_t board_index, const unsigned char *buf,
-                           size_t len, int64_t now_ms, char *errstr, size_t errstr_size)
+/* What a load builds for one unit before anything is replaced. */
+typedef struct pending {
+    board_t *nb;
+    keng_tally_t lt[LEVELS + 1];
+    uint64_t *ent[LEVELS];
+    uint32_t nent[LEVELS];
+    qid_t *ids;
+    size_t nids;
+} pending_t;
+
+static void pending_free(keng_counts_t *c, pending_t *p)
+{
+    if (p->nb) {
+        for (int k = 0; k < LEVELS; k++) {
+            c->mem -= (size_t)p->nb->lvl[k].cap * sizeof(uint64_t);
+            free(p->nb->lvl[k].e);
+        }
+        c->mem -= (size_t)p->nb->ids.cap * (sizeof(uint64_t) + sizeof(uint16_t));
+        free(p->nb->ids.h);
+        free(p->nb->ids.q);
+        free(p->nb);
+    }
+    for (int k = 0; k < LEVELS; k++)
+        free(p->ent[k]);
+    free(p->ids);
+}
+
+/* Reads one id section into every pending unit whose bit is in into. */
+static int read_ids(keng_counts_t *c, rbuf_t *r, pending_t *pend, unsigned into, char *errstr,
+                    size_t errstr_size)
+{
+    uint64_t ngroups, v = 0;
+    int ret = -1;
+
+    if (!get_le(r, 4, &ngroups) || ngroups > (r->len - r->pos) / 12)
+        LOAD_FAIL("board state: id group count runs past the end");
+    for (uint64_t g = 0; g < ngroups; g++) {
+        uint64_t arrival = 0, n = 0;
+        int64_t q;
+        if (!get_le(r, 8, &arrival) || !get_le(r, 4, &n) || n > (r->len - r->pos) / 8)
+            LOAD_FAIL("board state: id group %llu runs past the end", (unsigned long long)g);
+        q = floor_div(clamp_time((int64_t)arrival), c->quantum_ms);
+        if (q > c->q_now)
+            q = c->q_now;
+        for (uint64_t i = 0; i < n; i++) {
+            get_le(r, 8, &v);
+            if (q < c->q_floor || c->opt.dedup_max_entries == 0)
+                continue; /* expired already, or dedup is off */
+            for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++) {
+                pending_t *p = &pend[kind];
+                if (!(into & (1u << kind)))
+                    continue;
+                p->ids[p->nids].h = v;
+                p->ids[p->nids].q = q;
+                p->nids++;
+            }
+        }
+    }
+    ret = 0;
+out:
+    return ret;
+}
+
+/* Loads the units of board_index whose kind is in want from a saved state, which must hold
+ * every one of them; with replace_all, the board's other units are cleared too. Nothing
+ * changes unless the whole state is valid. */
+static int load_units(keng_counts_t *c, uint32_t board_index, unsigned want, bool replace_all,
+                      const unsigned char *buf, size_t len, int64_t now_ms, char *errstr,
+                      size_t errstr_size)
 {
     rbuf_t r = {buf, len, 0};
-    uint64_t v, nbuckets, ngroups, old[TALLY_FIELDS];
-    uint64_t *ent[LEVELS] = {NULL};
-    uint32_t nent[LEVELS] = {0};
-    qid_t *ids = NULL;
-    size_t nids = 0;
-    board_t *nb = NULL;
-    const char *want;
+    uint64_t v, nbuckets, version, kinds, old[TALLY_FIELDS];
+    pending_t pend[KENG_KIND_COUNT];
+    board_lt_t *spare = NULL;
+    const char *want_id;
     char got[256];
     keng_tally_t *nodes[4];
     int ret = -1;
 
+    memset(pend, 0, sizeof(pend));
     if (board_index >= c->nboards)
         LOAD_FAIL("board index %u is outside the registry (%u boards)", board_index, c->nboards);
     if (!buf || len < 4 + 2 + 2 + 1 + 8 + 1 + 4)
@@ -1079,23 +1301,36 @@ int keng_counts_board_load(keng_counts_t *c, uint32_t board_index, const unsigne
     if (memcmp(buf, FORMAT_MAGIC, 4) != 0)
         LOAD_FAIL("board state: not a keng board state (bad magic bytes)");
     r.pos = 4;
-    get_le(&r, 2, &v);
-    if (v != FORMAT_VERSION)
-        LOAD_FAIL("board state: format version %u is not supported (this keng reads %d)",
-                  (unsigned)v, FORMAT_VERSION);
+    get_le(&r, 2, &version);
+    if (version != 1 && version != FORMAT_VERSION)
+        LOAD_FAIL("board state: format version %u is not supported (this keng reads 1 and %d)",
+                  (unsigned)version, FORMAT_VERSION);
     if (fnv1a32(buf, len - 4) != ((uint32_t)buf[len - 4] | (uint32_t)buf[len - 3] << 8 |
                                   (uint32_t)buf[len - 2] << 16 | (uint32_t)buf[len - 1] << 24))
         LOAD_FAIL("board state: checksum mismatch, the saved bytes are corrupted");
     r.len = len - 4;
-    get_le(&r, 2, &v); /* flags: none defined yet */
+    get_le(&r, 2, &kinds);
+    if (version == 1)
+        kinds = (1u << KENG_KIND_COUNT) - 1;
+    else if (kinds == 0 || kinds >= (1u << KENG_KIND_COUNT))
+        LOAD_FAIL("board state: kind set %u is not valid", (unsigned)kinds);
+    if ((want & kinds) != want)
+        LOAD_FAIL("board state holds %s, not the %s asked for",
+                  kinds == 1   ? "incidents only"
+                  : kinds == 2 ? "mediations only"
+                               : "both kinds",
+                  want == 1   ? "incidents"
+                  : want == 2 ? "mediations"
+                              : "both kinds");
     if (!get_le(&r, 1, &v) || r.len - r.pos < v)
         LOAD_FAIL("board state: the board id runs past the end");
     memcpy(got, buf + r.pos, v);
     got[v] = '\0';
     r.pos += v;
-    want = keng_registry_board(c->reg, board_index)->id;
-    if (strcmp(got, want) != 0)
-        LOAD_FAIL("board state is for board '%s', not '%s': was the registry changed?", got, want);
+    want_id = keng_registry_board(c->reg, board_index)->id;
+    if (strcmp(got, want_id) != 0)
+        LOAD_FAIL("board state is for board '%s', not '%s': was the registry changed?", got,
+                  want_id);
     if (!get_le(&r, 8, &v) || !get_le(&r, 1, &v))
         LOAD_FAIL("board state: truncated header");
     if (v != TALLY_FIELDS)
@@ -1114,22 +1349,32 @@ int keng_counts_board_load(keng_counts_t *c, uint32_t board_index, const unsigne
         for (int i = 0; i < KENG_OUTCOME_COUNT; i++)
             outs += t.by_outcome[i];
         if (cats != t.incidents || res != t.incidents || outs != t.mediations ||
-            t.incidents > (UINT64_MAX >> 8) || t.mediations > (UINT64_MAX >> 8))
+            t.incidents > (UINT64_MAX >> 8) || t.mediations > (UINT64_MAX >> 8) ||
+            (!(kinds & (1u << KENG_KIND_INCIDENT)) && t.incidents) ||
+            (!(kinds & (1u << KENG_KIND_MEDIATION)) && t.mediations))
             LOAD_FAIL("board state: the old-events tally does not add up");
     }
 
     advance_to(c, now_ms);
-    nb = calloc(1, sizeof(*nb));
-    if (!nb)
-        LOAD_FAIL("out of memory loading a board state");
-    nb->ids.oldest_q = INT64_MAX;
-    memcpy(&nb->lt[LEVEL_OLD], old, sizeof(old));
-
     if (!get_le(&r, 4, &nbuckets) || nbuckets > (r.len - r.pos) / 10)
         LOAD_FAIL("board state: bucket count runs past the end");
-    for (int k = 0; k < LEVELS; k++) {
-        ent[k] = malloc((size_t)(nbuckets ? nbuckets : 1) * sizeof(uint64_t));
-        if (!ent[k])
+    for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++) {
+        pending_t *p = &pend[kind];
+        if (!(want & (1u << kind)))
+            continue;
+        p->nb = calloc(1, sizeof(*p->nb));
+        if (!p->nb)
+            LOAD_FAIL("out of memory loading a board state");
+        p->nb->ids.oldest_q = INT64_MAX;
+        memcpy(&p->lt[LEVEL_OLD], old, sizeof(old));
+        tally_keep_kind(&p->lt[LEVEL_OLD], kind);
+        for (int k = 0; k < LEVELS; k++) {
+            p->ent[k] = malloc((size_t)(nbuckets ? nbuckets : 1) * sizeof(uint64_t));
+            if (!p->ent[k])
+                LOAD_FAIL("out of memory loading a board state");
+        }
+        p->ids = malloc((r.len - r.pos) / 8 * sizeof(*p->ids) + sizeof(*p->ids));
+        if (!p->ids)
             LOAD_FAIL("out of memory loading a board state");
     }
     for (uint64_t i = 0; i < nbuckets; i++) {
@@ -1137,15 +1382,20 @@ int keng_counts_board_load(keng_counts_t *c, uint32_t board_index, const unsigne
         int64_t m;
         uint32_t nk = 0;
         int k;
+        pending_t *p;
         get_le(&r, 1, &lvl);
         get_le(&r, 1, &cls);
         get_le(&r, 4, &key);
         get_le(&r, 4, &cnt);
         m = (int64_t)key - KEY_OFFSET;
         if (lvl >= LEVELS || cls >= NCLASS || cnt == 0 || cnt > COUNT_MAX ||
-            floor_div(m, granularity_min[lvl]) * granularity_min[lvl] != m)
+            floor_div(m, granularity_min[lvl]) * granularity_min[lvl] != m ||
+            !(kinds & (1u << (cls < CLASS_MED ? KENG_KIND_INCIDENT : KENG_KIND_MEDIATION))))
             LOAD_FAIL("board state: bucket %llu is malformed (level %u, class %u, count %u)",
                       (unsigned long long)i, (unsigned)lvl, (unsigned)cls, (unsigned)cnt);
+        p = &pend[cls < CLASS_MED ? KENG_KIND_INCIDENT : KENG_KIND_MEDIATION];
+        if (!p->nb)
+            continue; /* the other kind's bucket: not asked for */
         /* Re-level against this clock: the bucket start decides exactly, as at expiry. */
         k = level_of(c, m, &nk);
         if (k < (int)lvl)
@@ -1153,7 +1403,7 @@ int keng_counts_board_load(keng_counts_t *c, uint32_t board_index, const unsigne
         if (k == (int)lvl)
             nk = (uint32_t)key;
         if (k >= LEVELS) {
-            tally_add_class(&nb->lt[LEVEL_OLD], (unsigned)cls, cnt);
+            tally_add_class(&p->lt[LEVEL_OLD], (unsigned)cls, cnt);
             continue;
         }
         if (k > (int)lvl) {
@@ -1161,89 +1411,118 @@ int keng_counts_board_load(keng_counts_t *c, uint32_t board_index, const unsigne
             int64_t b = floor_div(m, g) * g + KEY_OFFSET;
             nk = b < 0 ? 0 : (uint32_t)b;
         }
-        ent[k][nent[k]++] = entry_make(nk, (unsigned)cls, (uint32_t)cnt);
-        tally_add_class(&nb->lt[k], (unsigned)cls, cnt);
+        p->ent[k][p->nent[k]++] = entry_make(nk, (unsigned)cls, (uint32_t)cnt);
+        tally_add_class(&p->lt[k], (unsigned)cls, cnt);
     }
-    for (int k = 0; k < LEVELS; k++) {
-        qsort(ent[k], nent[k], sizeof(uint64_t), cmp_u64);
-        if (level_reserve(c, &nb->lvl[k], nent[k]) < 0)
-            LOAD_FAIL("out of memory loading a board state");
-        for (uint32_t i = 0; i < nent[k]; i++)
-            level_add(&nb->lvl[k], entry_key(ent[k][i]), entry_class(ent[k][i]),
-                      entry_count(ent[k][i]));
+    for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++) {
+        pending_t *p = &pend[kind];
+        for (int k = 0; p->nb && k < LEVELS; k++) {
+            qsort(p->ent[k], p->nent[k], sizeof(uint64_t), cmp_u64);
+            if (level_reserve(c, &p->nb->lvl[k], p->nent[k]) < 0)
+                LOAD_FAIL("out of memory loading a board state");
+            for (uint32_t i = 0; i < p->nent[k]; i++)
+                level_add(&p->nb->lvl[k], entry_key(p->ent[k][i]), entry_class(p->ent[k][i]),
+                          entry_count(p->ent[k][i]));
+        }
     }
 
-    if (!get_le(&r, 4, &ngroups) || ngroups > (r.len - r.pos) / 12)
-        LOAD_FAIL("board state: id group count runs past the end");
-    ids = malloc((r.len - r.pos) / 8 * sizeof(*ids) + sizeof(*ids));
-    if (!ids)
-        LOAD_FAIL("out of memory loading a board state");
-    for (uint64_t g = 0; g < ngroups; g++) {
-        uint64_t arrival = 0, n = 0;
-        int64_t q;
-        if (!get_le(&r, 8, &arrival) || !get_le(&r, 4, &n) || n > (r.len - r.pos) / 8)
-            LOAD_FAIL("board state: id group %llu runs past the end", (unsigned long long)g);
-        q = floor_div(clamp_time((int64_t)arrival), c->quantum_ms);
-        if (q > c->q_now)
-            q = c->q_now;
-        for (uint64_t i = 0; i < n; i++) {
-            get_le(&r, 8, &v);
-            if (q < c->q_floor || c->opt.dedup_max_entries == 0)
-                continue; /* expired already, or dedup is off */
-            ids[nids].h = v;
-            ids[nids].q = q;
-            nids++;
-        }
+    if (version == 1) {
+        if (read_ids(c, &r, pend, want, errstr, errstr_size) != 0)
+            goto out;
+    } else {
+        for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++)
+            if ((kinds & (1u << kind)) &&
+                read_ids(c, &r, pend, want & (1u << kind), errstr, errstr_size) != 0)
+                goto out;
     }
     if (r.pos != r.len)
         LOAD_FAIL("board state: %zu unexpected bytes after the ids", r.len - r.pos);
-    qsort(ids, nids, sizeof(*ids), qid_by_h);
-    {
+    for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++) {
+        pending_t *p = &pend[kind];
         size_t w = 0;
-        for (size_t i = 0; i < nids; i++)
-            if (w == 0 || ids[i].h != ids[w - 1].h)
-                ids[w++] = ids[i];
-        nids = w;
+        if (!p->nb)
+            continue;
+        qsort(p->ids, p->nids, sizeof(*p->ids), qid_by_h);
+        for (size_t i = 0; i < p->nids; i++)
+            if (w == 0 || p->ids[i].h != p->ids[w - 1].h)
+                p->ids[w++] = p->ids[i];
+        p->nids = w;
+        if (idset_reserve(c, &p->nb->ids, p->nids) < 0)
+            LOAD_FAIL("out of memory loading a board state");
     }
-    if (idset_reserve(c, &nb->ids, nids) < 0)
+
+    /* The board's tallies may have to be created below, where nothing may fail any more. */
+    spare = calloc(1, sizeof(*spare));
+    if (!spare)
         LOAD_FAIL("out of memory loading a board state");
 
-    /* Everything is valid: replace the board. */
-    board_drop(c, board_index);
-    nb->active_pos = c->nactive;
-    c->active[c->nactive++] = board_index;
-    c->boards[board_index] = nb;
-    c->mem += sizeof(*nb);
-    for (size_t i = 0; i < nids; i++) {
-        nb->ids.h[i] = ids[i].h;
-        nb->ids.q[i] = (uint16_t)ids[i].q;
-        c->qcount[ids[i].q & (QUANTA - 1)]++;
-        if (ids[i].q < nb->ids.oldest_q)
-            nb->ids.oldest_q = ids[i].q;
+    /* Everything is valid: replace the units. */
+    for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++) {
+        uint32_t u = board_index * KENG_KIND_COUNT + kind;
+        pending_t *p = &pend[kind];
+        board_t *nb = p->nb;
+
+        if (!nb) {
+            if (replace_all && c->boards[u]) {
+                board_drop(c, u);
+                set_dirty(c, u, false);
+            }
+            continue;
+        }
+        board_drop(c, u);
+        if (!c->board_lt[board_index]) {
+            c->board_lt[board_index] = spare;
+            spare = NULL;
+            c->mem += sizeof(board_lt_t);
+        }
+        nb->active_pos = c->nactive;
+        c->active[c->nactive++] = u;
+        c->boards[u] = nb;
+        c->mem += sizeof(*nb);
+        for (size_t i = 0; i < p->nids; i++) {
+            nb->ids.h[i] = p->ids[i].h;
+            nb->ids.q[i] = (uint16_t)p->ids[i].q;
+            c->qcount[p->ids[i].q & (QUANTA - 1)]++;
+            if (p->ids[i].q < nb->ids.oldest_q)
+                nb->ids.oldest_q = p->ids[i].q;
+        }
+        nb->ids.n_main = (uint32_t)p->nids;
+        c->dedup_total += p->nids;
+        nodes_of(c, nb, u, nodes);
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k <= LEVELS; k++)
+                tally_add(&nodes[i][k], &p->lt[k]);
+        p->nb = NULL;
+        set_dirty(c, u, false);
     }
-    nb->ids.n_main = (uint32_t)nids;
-    c->dedup_total += nids;
-    nodes_of(c, nb, board_index, nodes);
-    for (int i = 1; i < 4; i++)
-        for (int k = 0; k <= LEVELS; k++)
-            tally_add(&nodes[i][k], &nb->lt[k]);
-    nb = NULL;
-    set_dirty(c, board_index, false);
     dedup_enforce_bound(c);
     ret = 0;
 out:
-    if (nb) {
-        for (int k = 0; k < LEVELS; k++) {
-            c->mem -= (size_t)nb->lvl[k].cap * sizeof(uint64_t);
-            free(nb->lvl[k].e);
-        }
-        c->mem -= (size_t)nb->ids.cap * (sizeof(uint64_t) + sizeof(uint16_t));
-        free(nb->ids.h);
-        free(nb->ids.q);
-        free(nb);
-    }
-    for (int k = 0; k < LEVELS; k++)
-        free(ent[k]);
-    free(ids);
+    for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++)
+        pending_free(c, &pend[kind]);
+    free(spare);
     return ret;
+}
+
+int keng_counts_board_load(keng_counts_t *c, uint32_t board_index, const unsigned char *buf,
+                           size_t len, int64_t now_ms, char *errstr, size_t errstr_size)
+{
+    uint64_t kinds = (1u << KENG_KIND_COUNT) - 1;
+
+    /* A board state of one kind replaces the board too: the other kind becomes empty. */
+    if (buf && len >= 8 && buf[4] == FORMAT_VERSION && buf[5] == 0 && buf[6] != 0 &&
+        buf[6] < (1u << KENG_KIND_COUNT) && buf[7] == 0)
+        kinds = buf[6];
+    return load_units(c, board_index, (unsigned)kinds, true, buf, len, now_ms, errstr, errstr_size);
+}
+
+int keng_counts_unit_load(keng_counts_t *c, uint32_t board_index, keng_kind_t kind,
+                          const unsigned char *buf, size_t len, int64_t now_ms, char *errstr,
+                          size_t errstr_size)
+{
+    if ((unsigned)kind >= KENG_KIND_COUNT) {
+        snprintf(errstr, errstr_size, "kind %d is not incident or mediation", (int)kind);
+        return -1;
+    }
+    return load_units(c, board_index, 1u << kind, false, buf, len, now_ms, errstr, errstr_size);
 }

@@ -133,4 +133,26 @@ size_t keng_counts_memory_bytes(const keng_counts_t *c);
  * for a duplicate with probability about n / 2^64. */
 uint64_t keng_counts_id_hash(keng_kind_t kind, const char *id, size_t len);
 
+/* ---- Per-(board, kind) state, for scale-out (additive) ----
+ *
+ * A board's incidents and mediations come from two topics, and cooperative-sticky assignment
+ * may give the two partitions to two instances: the unit of state that moves with a
+ * partition is (board, kind), a "unit". The board_* functions above act on both units of a
+ * board at once (board_save writes both kinds in one state; board_load replaces both).
+ * keng_counts_unit_save writes one unit in the same format (its kind set in the header);
+ * keng_counts_unit_load replaces one unit from a state that holds that kind (a unit's or a
+ * board's), leaving the board's other unit as it is, and leaves it clean; returns 0, or -1
+ * with errstr. keng_counts_unit_clear forgets one unit (rollups adjusted; dirty if it had
+ * state). unit_set_dirty forces (or drops) a save at the next checkpoint. */
+int keng_counts_unit_save(const keng_counts_t *c, uint32_t board_index, keng_kind_t kind,
+                          unsigned char **buf, size_t *len);
+int keng_counts_unit_load(keng_counts_t *c, uint32_t board_index, keng_kind_t kind,
+                          const unsigned char *buf, size_t len, int64_t now_ms, char *errstr,
+                          size_t errstr_size);
+void keng_counts_unit_clear(keng_counts_t *c, uint32_t board_index, keng_kind_t kind);
+bool keng_counts_unit_dirty(const keng_counts_t *c, uint32_t board_index, keng_kind_t kind);
+void keng_counts_unit_set_dirty(keng_counts_t *c, uint32_t board_index, keng_kind_t kind,
+                                bool dirty);
+bool keng_counts_unit_has_state(const keng_counts_t *c, uint32_t board_index, keng_kind_t kind);
+
 #endif

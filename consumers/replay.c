@@ -102,7 +102,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
         keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
         goto out;
     }
-    store = keng_schema_store_builtin(errstr, sizeof(errstr));
+    store = keng_schema_store_from_config(cfg, errstr, sizeof(errstr));
     dec = store ? keng_avro_decoder_new(store, errstr, sizeof(errstr)) : NULL;
     review = keng_review_new(reg, from_ms, to_ms, label);
     if (!store || !dec || !review) {

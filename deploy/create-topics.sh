@@ -66,9 +66,9 @@ partition_count() {
     sed -n '/PartitionCount:/{s/.*PartitionCount:[[:space:]]*\([0-9][0-9]*\).*/\1/p;q;}' <<<"$out"
 }
 
-ensure_topic() { # name partitions retention_ms
-    local name=$1 want=$2 retention=$3 have
-    local settings="retention.ms=$retention,min.insync.replicas=$min_insync,cleanup.policy=delete"
+ensure_topic() { # name partitions retention_ms [cleanup_policy]
+    local name=$1 want=$2 retention=$3 policy=${4:-delete} have
+    local settings="retention.ms=$retention,min.insync.replicas=$min_insync,cleanup.policy=$policy"
 
     have=$(partition_count "$name")
     if [[ -z "$have" ]]; then
@@ -77,7 +77,7 @@ ensure_topic() { # name partitions retention_ms
             --replication-factor "$replication" \
             --config "retention.ms=$retention" \
             --config "min.insync.replicas=$min_insync" \
-            --config "cleanup.policy=delete"
+            --config "cleanup.policy=$policy"
         have=$(partition_count "$name")
         if [[ "$have" != "$want" ]]; then
             say "$name was not created as asked: it has '${have:-no}' partitions, not $want"
@@ -99,4 +99,7 @@ ensure_topic "${KENG_TOPIC_INCIDENTS:-antt.incidents}" "$partitions" "$retention
 ensure_topic "${KENG_TOPIC_MEDIATIONS:-antt.mediations}" "$partitions" "$retention_ms"
 ensure_topic "${KENG_TOPIC_ALERTS:-antt.alerts}" "$side_partitions" "$side_retention_ms"
 ensure_topic "${KENG_TOPIC_DEADLETTER:-antt.deadletter}" "$side_partitions" "$side_retention_ms"
+# keng-aggregate instances share per-board state here (docs/SCALE_OUT.md): compacted, so the
+# newest state of every board stays forever, with the input topics' partition count.
+ensure_topic "${KENG_TOPIC_BOARD_COUNTS:-antt.board-counts}" "$partitions" -1 compact
 say "done"

@@ -38,6 +38,7 @@ static const struct col_def col_defs[] = {
     {"source", COL_STRING, K_INC},
     {"lat", COL_LAT, K_INC},
     {"lon", COL_LON, K_INC},
+    {"police_case_id", COL_STRING, K_INC}, /* Incident v2 */
     {"dispute_type", COL_STRING, K_MED},
     {"outcome", COL_STRING, K_MED},
     {"parties", COL_INT, K_MED},

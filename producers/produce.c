@@ -495,7 +495,7 @@ int main(int argc, char **argv)
     }
 
     if (app.opt.dry_run) {
-        app.store = keng_schema_store_builtin(errstr, sizeof(errstr));
+        app.store = keng_schema_store_from_config(app.cfg, errstr, sizeof(errstr));
         app.enc = app.store ? keng_avro_encoder_new(app.store, errstr, sizeof(errstr)) : NULL;
         if (!app.enc) {
             fprintf(stderr, "keng-produce: %s\n", errstr);

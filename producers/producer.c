@@ -114,7 +114,8 @@ keng_producer_t *keng_producer_new(const keng_config_t *cfg, char *errstr, size_
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
-    p->store = keng_schema_store_builtin(errstr, errstr_size);
+    /* schemas.dir and schemas.writer.<subject> choose what is written (the newest by default). */
+    p->store = keng_schema_store_from_config(cfg, errstr, errstr_size);
     if (!p->store)
         goto fail;
     p->enc = keng_avro_encoder_new(p->store, errstr, errstr_size);

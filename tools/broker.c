@@ -46,7 +46,8 @@ static void usage(FILE *out)
                  "  --broker-count N       brokers in the cluster (default 1; 3 for leader moves)\n"
                  "  --bootstrap-file FILE  also write the bootstrap list to FILE\n"
                  "  --config FILE          key=value config (topic.incidents, topic.mediations,\n"
-                 "                         topic.alerts, topic.deadletter name the topics)\n"
+                 "                         topic.alerts, topic.deadletter, topic.board_counts\n"
+                 "                         name the topics)\n"
                  "  --control              read fault commands on stdin, one per line:\n"
                  "                           down BROKER | up BROKER | rtt BROKER MS\n"
                  "                           leader TOPIC PARTITION BROKER\n"
@@ -125,13 +126,17 @@ static int run(const struct options *opt, keng_config_t *cfg)
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk = NULL;
     rd_kafka_mock_cluster_t *mcluster = NULL;
-    const char *topics[4];
+    const char *topics[5];
     int rc = 1;
 
     topics[0] = keng_config_get(cfg, "topic.incidents", "antt.incidents");
     topics[1] = keng_config_get(cfg, "topic.mediations", "antt.mediations");
     topics[2] = keng_config_get(cfg, "topic.alerts", "antt.alerts");
     topics[3] = keng_config_get(cfg, "topic.deadletter", "antt.deadletter");
+    /* keng-aggregate's shared counts: as many partitions as the input topics, since an input
+     * partition's states go to the partition of the same number. Kafka compacts it
+     * (cleanup.policy=compact); the mock cannot, which only makes it longer to read. */
+    topics[4] = keng_config_get(cfg, "topic.board_counts", "antt.board-counts");
 
     /* The cluster needs a client instance for its bookkeeping; it sends nothing. */
     rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
@@ -146,7 +151,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
         keng_log_error("cannot start the mock cluster", NULL);
         goto out;
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         int replication = opt->brokers < 3 ? opt->brokers : 3;
         rd_kafka_resp_err_t err =
             rd_kafka_mock_topic_create(mcluster, topics[i], opt->partitions, replication);

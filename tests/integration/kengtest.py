@@ -35,7 +35,11 @@ RESOLUTIONS = ["PENDING", "HANDLED_LOCALLY", "TRANSFERRED_TO_POLICE"]
 SOURCES = ["MOBILE_APP", "SMS", "HOTLINE", "PATROL", "CAMERA", "OTHER"]
 DISPUTES = ["LAND", "FAMILY", "NEIGHBOR", "DEBT", "INHERITANCE", "OTHER"]
 OUTCOMES = ["RECONCILED", "NOT_RECONCILED", "REFERRED"]
+# The ids Python writes with by default (Incident v1: what producers from before Incident v2
+# wrote). keng's producers write the newest, Incident v2 (id 4); decode_framed takes any id.
 SCHEMA_IDS = {"incident": 1, "mediation": 2, "alert": 3}
+SUBJECTS = {"incident": "vn.antt.Incident", "mediation": "vn.antt.Mediation",
+            "alert": "vn.antt.Alert"}
 
 
 class TestFailure(AssertionError):
@@ -200,6 +204,25 @@ def schema(kind):
     return _schemas[kind]
 
 
+_by_id = {}
+
+
+def schema_by_id(schema_id):
+    """(subject, parsed schema) of a schema id, as schemas/manifest.csv lists it."""
+    import avro.schema
+    if not _by_id:
+        with open(os.path.join(SCHEMA_DIR, "manifest.csv")) as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    sid, subject, _, name = line.split(",")
+                    with open(os.path.join(SCHEMA_DIR, name)) as s:
+                        _by_id[int(sid)] = (subject, avro.schema.parse(s.read()))
+    check(schema_id in _by_id, "a schema id listed in schemas/manifest.csv", sorted(_by_id),
+          schema_id)
+    return _by_id[schema_id]
+
+
 def to_avro_record(kind, event):
     """The JSON form of an event (times as epoch ms, location as an object) as Avro wants it."""
     from datetime import datetime, timezone
@@ -225,11 +248,14 @@ def encode_framed(kind, event, schema_id=None):
 
 
 def decode_framed(kind, data):
+    """The record of a framed message, read with its writer's schema: any version of the
+    kind's subject."""
     import avro.io
     magic, schema_id = struct.unpack(">bI", data[:5])
     check_equal(magic, 0, "magic byte")
-    check_equal(schema_id, SCHEMA_IDS[kind], "schema id")
-    record = avro.io.DatumReader(schema(kind)).read(avro.io.BinaryDecoder(io.BytesIO(data[5:])))
+    subject, writer = schema_by_id(schema_id)
+    check_equal(subject, SUBJECTS[kind], f"subject of schema id {schema_id}")
+    record = avro.io.DatumReader(writer).read(avro.io.BinaryDecoder(io.BytesIO(data[5:])))
     for field in ("occurred_at", "reported_at"):
         record[field] = round(record[field].timestamp() * 1000)
     return record

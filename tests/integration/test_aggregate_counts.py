@@ -4,7 +4,6 @@ here at board, commune, district and province level in every window; messages it
 land in antt.deadletter with the reason in the keng.reason header while counting goes on; and
 after SIGTERM or SIGKILL a restart from the same --state-dir counts every event exactly once."""
 
-import datetime
 import json
 import random
 import signal
@@ -42,22 +41,9 @@ def make_events(boards, n, now, rng):
     return events
 
 
-def encode(kind, ev, schema_id=None):
-    """kt.encode_framed, with the times as datetimes when this python3-avro wants its
-    timestamp-millis fields that way."""
-    import avro.errors
-    try:
-        return kt.encode_framed(kind, ev, schema_id)
-    except avro.errors.AvroTypeException:
-        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-        ev = dict(ev)
-        for field in ("occurred_at", "reported_at"):
-            ev[field] = epoch + datetime.timedelta(milliseconds=ev[field])
-        return kt.encode_framed(kind, ev, schema_id)
-
-
 def messages(events):
-    return [(TOPIC[kind], ev["board_id"].encode(), encode(kind, ev)) for kind, ev in events]
+    return [(TOPIC[kind], ev["board_id"].encode(), kt.encode_framed(kind, ev))
+            for kind, ev in events]
 
 
 def expected_windows(events, boards_by_id, now):
@@ -137,14 +123,14 @@ def bad_messages(now, rng):
     good = kt.random_event(rng, "incident", "D02-C001-B01", now - HOUR)
     unknown_board = kt.random_event(rng, "incident", "D99-C999-B99", now - HOUR)
     future = kt.random_event(rng, "mediation", "D11-C001-B01", now + 2 * HOUR)
-    framed = encode("incident", good)
+    framed = kt.encode_framed("incident", good)
     return [
         ("antt.incidents", b"D02-C001-B01", b"\x01" + framed[1:], "bad-magic"),
         ("antt.mediations", b"D11-C001-B01", struct.pack(">bI", 0, 99) + framed[5:],
          "unknown-schema-id"),
-        ("antt.incidents", b"D99-C999-B99", encode("incident", unknown_board),
+        ("antt.incidents", b"D99-C999-B99", kt.encode_framed("incident", unknown_board),
          "unknown-board"),
-        ("antt.mediations", b"D11-C001-B01", encode("mediation", future),
+        ("antt.mediations", b"D11-C001-B01", kt.encode_framed("mediation", future),
          "future-event"),
     ]
 

@@ -106,6 +106,17 @@ def incidents():
     return out
 
 
+def incidents_v2():
+    """The incidents with Incident v2's police_case_id on those transferred to the police
+    (every other one, so that null is written too)."""
+    out = incidents()
+    for i, ev in enumerate(out):
+        transferred = ev["resolution"] == "TRANSFERRED_TO_POLICE"
+        ev["police_case_id"] = (f"{117 + i}/2025/CAX Nghi Lộc" if transferred and i % 2 == 0
+                                else None)
+    return out
+
+
 def mediations():
     base = 1700000000000
     out = []
@@ -143,25 +154,32 @@ class AvroInterop(unittest.TestCase):
         self.addCleanup(self.tmp.cleanup)
 
     def assert_same(self, kind, want, got, where):
-        """want: an Avro datum (datetimes for times); got: keng's JSON or an Avro datum."""
+        """want: an Avro datum (datetimes for times); got: keng's JSON or an Avro datum.
+        Incident v2's police_case_id may be absent from either (v1 data, or keng's JSON
+        without a case number), which means null."""
         fields = ["event_id", "board_id", "group_id", "occurred_at", "reported_at", "summary"]
         fields += (["category", "severity", "resolution", "people_involved", "source", "location"]
                    if kind == "incident" else
                    ["dispute_type", "outcome", "parties", "related_incident_id"])
-        self.assertEqual(sorted(got.keys()), sorted(fields),
+        optional = ["police_case_id"] if kind == "incident" else []
+        self.assertEqual(sorted(k for k in got if k not in optional), sorted(fields),
                          f"{where}: expected exactly the fields {sorted(fields)}, got {sorted(got)}")
+        for name in optional:
+            w, g = want.get(name), got.get(name)
+            self.assertEqual(w, g, f"{where}: field {name}: expected {w!r}, got {g!r}")
         for name in fields:
             w, g = want[name], got[name]
             if name in ("occurred_at", "reported_at"):
                 w, g = ms_of(w), ms_of(g)
             self.assertEqual(w, g, f"{where}: field {name}: expected {w!r}, got {g!r}")
 
-    def python_to_keng(self, kind, events):
+    def python_to_keng(self, kind, events, schema_ids=None):
+        """schema_ids: the writer id of each event (default: the subject's newest)."""
         subject = "vn.antt.Incident" if kind == "incident" else "vn.antt.Mediation"
-        schema_id = self.ids[subject]
-        schema = self.schemas[schema_id][1]
         paths = []
         for i, ev in enumerate(events):
+            schema_id = schema_ids[i] if schema_ids else self.ids[subject]
+            schema = self.schemas[schema_id][1]
             path = os.path.join(self.tmp.name, f"{kind}-{i:03d}.bin")
             with open(path, "wb") as f:
                 f.write(frame(schema_id, schema, ev))
@@ -177,6 +195,18 @@ class AvroInterop(unittest.TestCase):
 
     def test_python_writes_incidents_keng_reads(self):
         self.python_to_keng("incident", incidents())
+
+    def test_python_writes_v1_and_v2_incidents_keng_reads(self):
+        """A topic mixing both versions: v1 data reads with a null police_case_id, v2 data
+        with the case number its writer gave."""
+        self.assertEqual(self.ids["vn.antt.Incident"], 4, "Incident v2 is schema id 4")
+        events = incidents_v2()
+        ids = [1 if i % 3 == 0 else 4 for i in range(len(events))]
+        for ev, schema_id in zip(events, ids):
+            if schema_id == 1:
+                del ev["police_case_id"]
+        self.assertTrue(any(ev.get("police_case_id") for ev in events), "some case numbers")
+        self.python_to_keng("incident", events, ids)
 
     def test_python_writes_mediations_keng_reads(self):
         self.python_to_keng("mediation", mediations())
@@ -234,6 +264,34 @@ class AvroInterop(unittest.TestCase):
 
     def test_keng_writes_incidents_python_reads(self):
         self.keng_to_python("incident", incidents(), use_stream=False)
+
+    def test_keng_writes_v2_incidents_python_reads_as_v1_and_v2(self):
+        """keng writes Incident v2 (id 4); Python reads it with the v2 schema (every field)
+        and, as a consumer from before v2 would, resolved to a v1 reader (no case number)."""
+        events = incidents_v2()
+        lines = []
+        for ev in events:
+            obj = dict(ev, occurred_at=ms_of(ev["occurred_at"]), reported_at=ms_of(ev["reported_at"]))
+            lines.append(json.dumps(obj, ensure_ascii=False))
+        out = os.path.join(self.tmp.name, "v2-out")
+        res = run(["encode", "--kind", "incident", "--out-dir", out],
+                  ("\n".join(lines) + "\n").encode("utf-8"))
+        self.assertEqual(res.returncode, 0, f"keng-avro encode: {res.stderr.decode()}")
+        names = sorted(os.listdir(out))
+        self.assertEqual(len(names), len(events), f"expected {len(events)} messages, got {len(names)}")
+        v1 = self.schemas[1][1]
+        for i, (ev, name) in enumerate(zip(events, names)):
+            with open(os.path.join(out, name), "rb") as f:
+                msg = f.read()
+            schema_id, _, datum = unframe(self.schemas, msg)
+            self.assertEqual(schema_id, 4, f"message {i}: expected writer id 4, got {schema_id}")
+            self.assertIn("police_case_id", datum, f"message {i}: v2 datum lacks police_case_id")
+            self.assert_same("incident", ev, datum, f"message {i} read as v2")
+            old = avro.io.DatumReader(self.schemas[4][1], v1).read(
+                avro.io.BinaryDecoder(io.BytesIO(msg[5:])))
+            self.assertNotIn("police_case_id", old, f"message {i}: a v1 reader has no case number")
+            self.assert_same("incident", dict(ev, police_case_id=None), old,
+                             f"message {i} read as v1")
 
     def test_keng_writes_mediations_python_reads(self):
         self.keng_to_python("mediation", mediations(), use_stream=True)

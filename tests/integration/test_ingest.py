@@ -137,6 +137,7 @@ def expected_record(kind, ev):
     record.setdefault("summary", None)
     if kind == "incident":
         record.setdefault("location", None)
+        record.setdefault("police_case_id", None)  # Incident v2, which keng writes
     else:
         record.setdefault("related_incident_id", None)
     return record

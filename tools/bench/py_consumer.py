@@ -21,7 +21,7 @@ def main():
     bootstrap, registry_path, topics = sys.argv[1], sys.argv[2], sys.argv[3:]
     schema_dir = sys.argv[0].rsplit("/", 3)[0] + "/schemas"
     readers = {}
-    for sid, name in ((1, "incident.v1.avsc"), (2, "mediation.v1.avsc")):
+    for sid, name in ((1, "incident.v1.avsc"), (2, "mediation.v1.avsc"), (4, "incident.v2.avsc")):
         with open(f"{schema_dir}/{name}") as f:
             readers[sid] = avro.io.DatumReader(avro.schema.parse(f.read()))
     parents = {}
@@ -58,7 +58,7 @@ def main():
                 continue
             seen.add(ev["event_id"])
             commune, district = parents[ev["board_id"]]
-            if sid == 1:
+            if sid in (1, 4):
                 fields = ("incidents", "category:" + ev["category"],
                           "resolution:" + ev["resolution"])
             else:

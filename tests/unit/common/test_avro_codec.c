@@ -503,9 +503,10 @@ static void test_invalid_datums(void **state)
 
 /* ---- schema evolution ------------------------------------------------------------------ */
 
-/* Incident v2: one optional field with a default, one int field with a default, and one
- * category symbol appended: what a later keng might write. */
-static const char *const incident_v2 =
+/* A future Incident v3: one optional field with a default, one int field with a default, and
+ * one category symbol appended, and v2's police_case_id left out (a field with a default may
+ * go): what a later keng might write. */
+static const char *const incident_future =
     "{\"type\": \"record\", \"name\": \"Incident\", \"namespace\": \"vn.antt\", \"fields\": ["
     "{\"name\": \"event_id\", \"type\": \"string\"},"
     "{\"name\": \"board_id\", \"type\": \"string\"},"
@@ -566,7 +567,7 @@ static void remove_dir(const char *dir)
 
 static void test_schema_evolution(void **state)
 {
-    fixture_t *f = *state; /* the v1-only built-in store */
+    (void)state;
     char dir[] = "/tmp/keng-avro-test-XXXXXX", errstr[512];
     unsigned char buf[1024];
     keng_event_t out;
@@ -576,13 +577,15 @@ static void test_schema_evolution(void **state)
     copy_schema(KENG_SOURCE_DIR "/schemas", dir, "incident.v1.avsc");
     copy_schema(KENG_SOURCE_DIR "/schemas", dir, "mediation.v1.avsc");
     copy_schema(KENG_SOURCE_DIR "/schemas", dir, "alert.v1.avsc");
-    write_text(dir, "incident.v2.avsc", incident_v2);
+    copy_schema(KENG_SOURCE_DIR "/schemas", dir, "incident.v2.avsc");
+    write_text(dir, "incident.v3.avsc", incident_future);
     write_text(dir, "manifest.csv",
                "# id,subject,version,file\n"
                "1,vn.antt.Incident,1,incident.v1.avsc\n"
                "2,vn.antt.Mediation,1,mediation.v1.avsc\n"
                "3,vn.antt.Alert,1,alert.v1.avsc\n"
-               "4,vn.antt.Incident,2,incident.v2.avsc\n");
+               "4,vn.antt.Incident,2,incident.v2.avsc\n"
+               "5,vn.antt.Incident,3,incident.v3.avsc\n");
     keng_schema_store_t *v2 = keng_schema_store_load(dir, errstr, sizeof(errstr));
     if (v2 == NULL)
         fail_msg("load %s: %s", dir, errstr);
@@ -591,53 +594,60 @@ static void test_schema_evolution(void **state)
     assert_non_null(enc2);
     assert_non_null(dec2);
 
-    /* v2 writer: keng's encoder on the v2 store writes id 4, defaults in the new fields. */
+    /* v3 writer: keng's encoder on the v3 store writes id 5, defaults in the new fields. */
     keng_event_t in = full_incident();
     size_t len = encode(enc2, &in, buf, sizeof(buf));
-    assert_int_equal(buf[4], 4);
+    assert_int_equal(buf[4], 5);
     assert_int_equal(keng_avro_decode(dec2, buf, len, &out, &id, errstr, sizeof(errstr)),
                      KENG_AVRO_OK);
-    assert_int_equal(id, 4);
+    assert_int_equal(id, 5);
     assert_events_equal(&in, &out);
 
-    /* v1 writer, v2 reader: the reader's new fields are missing from the writer. */
+    /* v1 writer (a producer pinned to v1), v3 reader: the reader's new fields are missing
+     * from the writer. */
+    keng_schema_store_t *old = keng_schema_store_builtin(errstr, sizeof(errstr));
+    assert_non_null(old);
+    assert_int_equal(keng_schema_store_pin(old, KENG_SCHEMA_WRITER, "vn.antt.Incident", 1, errstr,
+                                           sizeof(errstr)),
+                     0);
+    keng_avro_encoder_t *enc1 = keng_avro_encoder_new(old, errstr, sizeof(errstr));
+    assert_non_null(enc1);
     in.has_location = false;
     in.summary = NULL;
     in.summary_len = 0;
-    len = encode(f->enc, &in, buf, sizeof(buf));
+    len = encode(enc1, &in, buf, sizeof(buf));
     assert_int_equal(buf[4], 1);
     assert_int_equal(keng_avro_decode(dec2, buf, len, &out, &id, errstr, sizeof(errstr)),
                      KENG_AVRO_OK);
     assert_events_equal(&in, &out);
 
-    /* v2 writer, v1 reader: a store whose newest Incident is v1 but which knows id 4 as a
-     * writer, as a consumer would after a producer upgrade: keng keeps reading v1. */
-    write_text(dir, "manifest.csv",
-               "1,vn.antt.Incident,1,incident.v1.avsc\n"
-               "2,vn.antt.Mediation,1,mediation.v1.avsc\n"
-               "4,vn.antt.Incident,0,incident.v2.avsc\n");
+    /* v3 writer, v1 reader: a store that knows id 5 as a writer but whose reader is pinned
+     * to v1, as a consumer run as it was before the upgrade: keng keeps reading v1. */
     keng_schema_store_t *v1r = keng_schema_store_load(dir, errstr, sizeof(errstr));
     if (v1r == NULL)
         fail_msg("load %s: %s", dir, errstr);
+    assert_int_equal(keng_schema_store_pin(v1r, KENG_SCHEMA_READER, "vn.antt.Incident", 1, errstr,
+                                           sizeof(errstr)),
+                     0);
     keng_avro_decoder_t *dec1 = keng_avro_decoder_new(v1r, errstr, sizeof(errstr));
     in = full_incident();
     len = encode(enc2, &in, buf, sizeof(buf));
     assert_int_equal(keng_avro_decode(dec1, buf, len, &out, &id, errstr, sizeof(errstr)),
                      KENG_AVRO_OK);
-    assert_int_equal(id, 4);
+    assert_int_equal(id, 5);
     assert_events_equal(&in, &out);
 
     /* A v2 datum with the new fields set, and the new category symbol: keng reads the
      * schema's default (OTHER) for a symbol it does not know, and skips the new fields. */
     avro_schema_t schema;
     avro_value_t rec, v;
-    avro_value_iface_t *iface = incident_value(v2, 4, &schema, &rec);
+    avro_value_iface_t *iface = incident_value(v2, 5, &schema, &rec);
     set_field_string(&rec, "channel", "zalo");
     avro_value_get_by_name(&rec, "witnesses", &v, NULL);
     avro_value_set_int(&v, 3);
     set_field_long(&rec, "category", 12);
     set_field_string(&rec, "summary", "Lừa đảo qua mạng xã hội");
-    len = frame_value(&rec, 4, buf, sizeof(buf));
+    len = frame_value(&rec, 5, buf, sizeof(buf));
     for (int round = 0; round < 2; round++) {
         keng_avro_decoder_t *d = round == 0 ? dec1 : dec2;
         assert_int_equal(keng_avro_decode(d, buf, len, &out, &id, errstr, sizeof(errstr)),
@@ -655,6 +665,8 @@ static void test_schema_evolution(void **state)
 
     keng_avro_decoder_destroy(dec1);
     keng_schema_store_destroy(v1r);
+    keng_avro_encoder_destroy(enc1);
+    keng_schema_store_destroy(old);
     keng_avro_decoder_destroy(dec2);
     keng_avro_encoder_destroy(enc2);
     keng_schema_store_destroy(v2);

@@ -13,6 +13,7 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <uv.h>
 
+#include "avro_codec.h"
 #include "config.h"
 #include "producer.h"
 #include "timeutil.h"
@@ -189,7 +190,7 @@ static void batch_reports_once_when_all_are_acknowledged(void **state)
         int idx = -1;
         assert_true(msgs[i].len > 5);
         assert_int_equal(v[0], 0x00);
-        assert_int_equal((v[1] << 24) | (v[2] << 16) | (v[3] << 8) | v[4], 1);
+        assert_int_equal((v[1] << 24) | (v[2] << 16) | (v[3] << 8) | v[4], KENG_SCHEMA_ID_INCIDENT);
         /* The datum starts with event_id: a zigzag length, then "test-<i>". */
         assert_true(sscanf((const char *)v + 6, "test-%d", &idx) == 1);
         keng_event_t ev = make_event(idx, KENG_KIND_INCIDENT);

@@ -1,0 +1,105 @@
+/* keng-aggregate's alert rules: thresholds on the rolling counts of one level, window and
+ * kind, evaluated per (rule, scope). A scope whose count reaches the threshold FIRES; it
+ * RESOLVES when the count falls below resolve_below (hysteresis). The engine is pure state:
+ * it reads counts.c, hands every transition to an emit callback, and saves and loads its
+ * state as bytes that keng-aggregate checkpoints with the counts and the input offsets.
+ *
+ * Config keys, one rule per name (letters, digits, '_' and '-'):
+ *   alert.<name>.level          board | commune | district | province
+ *   alert.<name>.window         1h | 24h | 7d | 30d | 365d
+ *   alert.<name>.kind           incident | mediation
+ *   alert.<name>.category       optional, incidents: an IncidentCategory symbol (DRUGS)
+ *   alert.<name>.resolution     optional, incidents: a Resolution symbol
+ *   alert.<name>.outcome        optional, mediations: a MediationOutcome symbol
+ *   alert.<name>.threshold      fire when count >= threshold (>= 1)
+ *   alert.<name>.resolve_below  optional, 1..threshold: resolve when count < it (threshold)
+ *   alert.<name>.summary        text with {scope_name} {scope_id} {count} {threshold}
+ *                               {window} {rule} {level}
+ *
+ * Thread: not thread-safe; keng-aggregate uses it on the loop thread only. */
+#ifndef KENG_ALERTS_H
+#define KENG_ALERTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "alert.h"
+#include "config.h"
+#include "counts.h"
+#include "event.h"
+#include "registry.h"
+
+/* How many resolved alerts GET /v1/alerts?status=resolved remembers (newest first). */
+#define KENG_ALERTS_RESOLVED_MAX 100
+
+typedef struct keng_alerts keng_alerts_t;
+
+/* Reads the alert.* keys of cfg (borrowed for the call). reg and counts are borrowed and must
+ * outlive the engine. No alert.* key is not an error: the engine then has no rule. Returns
+ * NULL with errstr naming the key on a bad rule ("alert.drugs.window: expected one of 1h,
+ * 24h, 7d, 30d, 365d (got '2h')"). */
+keng_alerts_t *keng_alerts_new(const keng_config_t *cfg, const keng_registry_t *reg,
+                               const keng_counts_t *counts, char *errstr, size_t errstr_size);
+void keng_alerts_destroy(keng_alerts_t *a);
+
+size_t keng_alerts_rule_count(const keng_alerts_t *a);
+
+/* Called once for every transition, during keng_alerts_evaluate_*; t and its strings are
+ * borrowed for the call. */
+typedef void (*keng_alerts_emit_fn)(const keng_alert_t *t, void *arg);
+void keng_alerts_set_emit(keng_alerts_t *a, keng_alerts_emit_fn fn, void *arg);
+
+/* Tells the engine that ev (borrowed) was just counted for the board at board_index: the
+ * scopes of the rules it matches are evaluated at the next keng_alerts_evaluate_touched, and
+ * its id joins their recent sample ids. */
+void keng_alerts_note(keng_alerts_t *a, uint32_t board_index, const keng_event_t *ev);
+
+/* Evaluates the scopes noted since the last call, with the counts as of now_ms (counts.c's
+ * clock; also the time stamped on transitions). */
+void keng_alerts_evaluate_touched(keng_alerts_t *a, int64_t now_ms);
+
+/* Evaluates every scope that has state (firing, or events seen since it was last zero), so
+ * that events leaving a window resolve alerts; forgets scopes whose counts went to zero. */
+void keng_alerts_evaluate_all(keng_alerts_t *a, int64_t now_ms);
+
+/* Evaluates every scope of every rule's level (also those without state), for counts that
+ * were loaded rather than noted: at start, after the checkpoint. */
+void keng_alerts_evaluate_every_scope(keng_alerts_t *a, int64_t now_ms);
+
+/* Applies a transition read back from the alert topic (borrowed): a FIRING makes its scope
+ * firing with that alert id, a RESOLVED resolves it. Unknown rules or scopes are skipped.
+ * Returns 1 when the state changed, 0 when it already reflected t. */
+int keng_alerts_apply(keng_alerts_t *a, const keng_alert_t *t);
+
+/* Calls fn for every firing alert (status KENG_ALERT_FIRING, count as of the last evaluation),
+ * or for the resolved ones, newest first. The alert is borrowed for the call. */
+void keng_alerts_each(const keng_alerts_t *a, keng_alert_status_t status,
+                      void (*fn)(const keng_alert_t *t, void *arg), void *arg);
+
+/* The alert as the JSON object of the HTTP API, the webhook and the stream (new reference). */
+json_t *keng_alerts_json(const keng_alert_t *t);
+
+/* The state (firing alerts with their ids and start times, the resolved ones) as bytes that
+ * keng_alerts_load takes back. save appends to a malloc'd *buf the caller frees (start with
+ * NULL and 0); returns 0 or -1 (out of memory). load replaces the state; alerts of rules no
+ * longer configured are dropped. Returns 0, or -1 with errstr when the bytes are not a
+ * state (then the state is empty). */
+int keng_alerts_save(const keng_alerts_t *a, unsigned char **buf, size_t *len);
+int keng_alerts_load(keng_alerts_t *a, const unsigned char *buf, size_t len, char *errstr,
+                     size_t errstr_size);
+
+/* True when the saved state would differ from the last one marked clean. */
+bool keng_alerts_dirty(const keng_alerts_t *a);
+void keng_alerts_mark_clean(keng_alerts_t *a);
+
+typedef struct keng_alerts_stats {
+    uint64_t firing;
+    uint64_t transitions[KENG_ALERT_STATUS_COUNT]; /* emitted since start */
+} keng_alerts_stats_t;
+
+void keng_alerts_stats(const keng_alerts_t *a, keng_alerts_stats_t *out);
+
+#endif

@@ -1,0 +1,220 @@
+/* keng-bench-aggregate: how fast the rolling-count store counts, and how much memory the
+ * whole province takes once every window is populated. Run by `make bench`. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "counts.h"
+#include "registry.h"
+
+#define MIN_MS  60000LL
+#define HOUR_MS (60 * MIN_MS)
+#define DAY_MS  (24 * HOUR_MS)
+#define ID_LEN  36
+
+/* One synthetic event, compact so that 2 million of them do not dwarf what is measured. */
+typedef struct synth {
+    int64_t occurred_at;
+    int64_t now;
+    uint32_t board;
+    uint8_t cls;
+} synth_t;
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t next_rand(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Ages spread so that every window is populated: 5% within the hour, 15% within the day,
+ * 20% within the week, 20% within the month, 30% within the year, 10% older. */
+static int64_t random_age(void)
+{
+    static const int64_t band[6][2] = {{0, HOUR_MS},
+                                       {HOUR_MS, DAY_MS},
+                                       {DAY_MS, 7 * DAY_MS},
+                                       {7 * DAY_MS, 30 * DAY_MS},
+                                       {30 * DAY_MS, 365 * DAY_MS},
+                                       {365 * DAY_MS, 5 * 365 * DAY_MS}};
+    static const unsigned cut[6] = {5, 20, 40, 60, 90, 100};
+    unsigned p = (unsigned)(next_rand() % 100);
+    int k = 0;
+    while (p >= cut[k])
+        k++;
+    return band[k][0] + (int64_t)(next_rand() % (uint64_t)(band[k][1] - band[k][0]));
+}
+
+static void uuid_text(char *out, uint64_t a, uint64_t b)
+{
+    snprintf(out, ID_LEN + 1, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(a >> 32),
+             (unsigned)(a >> 16) & 0xffff, (unsigned)a & 0xfff,
+             (unsigned)(0x8000 | (b >> 48 & 0x3fff)), (unsigned long long)(b & 0xffffffffffffULL));
+}
+
+static void fill_event(keng_event_t *ev, const synth_t *s, const char *id)
+{
+    memcpy(ev->event_id, id, ID_LEN);
+    ev->event_id[ID_LEN] = '\0';
+    ev->occurred_at = s->occurred_at;
+    if (s->cls < 36) {
+        ev->kind = KENG_KIND_INCIDENT;
+        ev->category = (keng_category_t)(s->cls / 3);
+        ev->resolution = (keng_resolution_t)(s->cls % 3);
+    } else {
+        ev->kind = KENG_KIND_MEDIATION;
+        ev->outcome = (keng_outcome_t)(s->cls - 36);
+    }
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static long peak_rss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: keng-bench-aggregate [--events N] [--boards N] [--help] [--version]\n"
+                 "Times keng_counts_add over N synthetic events (default 2000000) spread over\n"
+                 "every board and window of the default registry, and reports the peak RSS of\n"
+                 "the whole province populated. --boards N sends the timed events to the first N\n"
+                 "boards only (default: all of them).\n");
+}
+
+/* Phase 1 (memory): populate the province from events made on the fly, so that the peak RSS
+ * is the store's and the registry's, not the benchmark's. Phase 2 (speed): pre-generate the
+ * events in memory, then time keng_counts_add alone over them. */
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"events", required_argument, NULL, 'n'},
+                                             {"boards", required_argument, NULL, 'b'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
+    size_t n = 2000000;
+    uint32_t hot_boards = 0; /* the timed events go to this many boards; 0: all */
+    keng_registry_t *reg = NULL;
+    keng_counts_t *c = NULL;
+    synth_t *ev = NULL;
+    char *ids = NULL;
+    keng_event_t e;
+    struct timespec t0;
+    int64_t now0 = 1740830400000LL; /* 2025-03-01T12:00:00Z */
+    uint32_t nboards;
+    size_t added = 0, mem_bytes;
+    long rss_kib;
+    double secs;
+    int opt, ret = 1;
+
+    while ((opt = getopt_long(argc, argv, "n:b:hV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'n':
+            n = strtoull(optarg, NULL, 10);
+            break;
+        case 'b':
+            hot_boards = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("keng-bench-aggregate %s\n", KENG_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (n == 0) {
+        fprintf(stderr, "keng-bench-aggregate: --events must be a positive number\n");
+        return 2;
+    }
+    reg = keng_registry_default();
+    if (!reg) {
+        fprintf(stderr, "keng-bench-aggregate: could not build the default registry\n");
+        goto out;
+    }
+    nboards = (uint32_t)keng_registry_board_count(reg);
+    if (hot_boards == 0 || hot_boards > nboards)
+        hot_boards = nboards;
+    memset(&e, 0, sizeof(e));
+
+    /* Phase 1: memory. Every board gets events in every window first, then the rest. */
+    c = keng_counts_new(reg, NULL);
+    if (!c)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        synth_t s;
+        char id[ID_LEN + 1];
+        s.board = i < (size_t)nboards * 6 ? (uint32_t)(i / 6) : (uint32_t)(next_rand() % nboards);
+        s.occurred_at = now0 - random_age();
+        s.now = now0 + (int64_t)(i / 1000); /* the clock moves 1 ms every 1000 events */
+        s.cls = (uint8_t)(next_rand() % 39);
+        uuid_text(id, next_rand(), next_rand());
+        fill_event(&e, &s, id);
+        if (keng_counts_add(c, s.board, &e, s.now) == KENG_COUNTS_ADDED)
+            added++;
+    }
+    rss_kib = peak_rss_kib();
+    mem_bytes = keng_counts_memory_bytes(c);
+    printf("province: %u boards, %zu events counted, %zu ids remembered, store %.1f MiB, "
+           "peak RSS %.1f MiB\n",
+           nboards, added, keng_counts_dedup_size(c), (double)mem_bytes / (1 << 20),
+           (double)rss_kib / 1024);
+    keng_counts_destroy(c);
+    c = NULL;
+
+    /* Phase 2: speed. */
+    ev = malloc(n * sizeof(*ev));
+    ids = malloc(n * (ID_LEN + 1));
+    if (!ev || !ids)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        ev[i].board = (uint32_t)(next_rand() % hot_boards);
+        ev[i].occurred_at = now0 - random_age();
+        ev[i].now = now0 + (int64_t)(i / 1000);
+        ev[i].cls = (uint8_t)(next_rand() % 39);
+        uuid_text(ids + i * (ID_LEN + 1), next_rand(), next_rand());
+    }
+    c = keng_counts_new(reg, NULL);
+    if (!c)
+        goto oom;
+    added = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (size_t i = 0; i < n; i++) {
+        fill_event(&e, &ev[i], ids + i * (ID_LEN + 1));
+        added += keng_counts_add(c, ev[i].board, &e, ev[i].now) == KENG_COUNTS_ADDED;
+    }
+    secs = seconds_since(&t0);
+    printf("aggregate: %zu events in %.3f s = %.0f events/s (%.0f ns/event, %zu counted)\n", n,
+           secs, (double)n / secs, secs * 1e9 / (double)n, added);
+    printf("peak RSS: %.1f MiB after populating the full province (%.1f MiB at the end, with "
+           "the pre-generated events)\n",
+           (double)rss_kib / 1024, (double)peak_rss_kib() / 1024);
+    ret = 0;
+    goto out;
+oom:
+    fprintf(stderr, "keng-bench-aggregate: out of memory\n");
+out:
+    keng_counts_destroy(c);
+    free(ev);
+    free(ids);
+    keng_registry_destroy(reg);
+    return ret;
+}
