@@ -23,6 +23,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
+# Absolute, since targets run from inside their work folders.
+[[ $build == /* ]] || build=$root/$build
 fuzz_src=$root/tests/fuzz
 all_targets=(fuzz_event_json fuzz_avro_decode fuzz_import_line fuzz_http_request)
 
