@@ -67,8 +67,25 @@ pids+=($!)
 wait_for "keng-broker" 10 test -s "$workdir/bootstrap"
 export KENG_BROKERS=$(cat "$workdir/bootstrap")
 
+# Two alert rules sized for the simulated rate, so that the dashboard shows alerts firing and
+# resolving within minutes (real thresholds are the province's to set; docs/ALERTS.md).
+surge=$(awk -v r="$rate" 'BEGIN {t = int(r * 0.6 * 3600 / 50); print (t < 20 ? 20 : t)}')
+cat >"$workdir/aggregate.conf" <<EOF_CONF
+alert.province_surge.level=province
+alert.province_surge.window=1h
+alert.province_surge.kind=incident
+alert.province_surge.threshold=$surge
+alert.province_surge.summary=Toàn tỉnh: {count} vụ việc trong 1 giờ
+alert.drugs_commune.level=commune
+alert.drugs_commune.window=1h
+alert.drugs_commune.kind=incident
+alert.drugs_commune.category=DRUGS
+alert.drugs_commune.threshold=$(awk -v r="$rate" 'BEGIN {t = int(r * 0.6 * 0.05 * 3600 / 460 * 2); print (t < 3 ? 3 : t)}')
+alert.drugs_commune.summary={scope_name}: {count} vụ ma túy trong 1 giờ
+EOF_CONF
+
 "$bin/keng-aggregate" --listen "$listen" --state-dir "$workdir/aggregate-state" \
-    2>"$workdir/aggregate.log" &
+    --config "$workdir/aggregate.conf" 2>"$workdir/aggregate.log" &
 pids+=($!)
 wait_for "keng-aggregate" 20 curl -fsS "http://$listen/healthz"
 
