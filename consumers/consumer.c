@@ -1043,6 +1043,11 @@ keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
         set_conf(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
         set_conf(conf, "auto.offset.reset", "earliest", errstr, errstr_size))
         goto fail;
+    /* librdkafka prefetches up to 64 MiB by default, as much as keng's whole count state for
+     * the province; 16 MiB keeps the process small and still reads ahead of the loop. */
+    if (!keng_config_get(cfg, "kafka.queued.max.messages.kbytes", NULL) &&
+        set_conf(conf, "queued.max.messages.kbytes", "16384", errstr, errstr_size))
+        goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, c);
