@@ -72,6 +72,7 @@ typedef struct schema_entry {
 struct keng_schema_store {
     schema_entry_t *entries;
     size_t count;
+    keng_avro_path_t path; /* what decoders made from this store take (codec.decoder) */
 };
 
 void keng_schema_store_destroy(keng_schema_store_t *store)
@@ -340,6 +341,17 @@ int32_t keng_schema_store_id_of(const keng_schema_store_t *store, const char *su
     return e != NULL ? e->id : -1;
 }
 
+static int parse_path(const char *value, keng_avro_path_t *path)
+{
+    if (strcmp(value, "plan") == 0)
+        *path = KENG_AVRO_PATH_PLAN;
+    else if (strcmp(value, "avro-c") == 0)
+        *path = KENG_AVRO_PATH_AVRO_C;
+    else
+        return -1;
+    return 0;
+}
+
 typedef struct pin_walk {
     keng_schema_store_t *store;
     int rc;
@@ -401,6 +413,12 @@ keng_schema_store_t *keng_schema_store_from_config(const keng_config_t *cfg, cha
                                         : keng_schema_store_builtin(errstr, errstr_size);
     if (store == NULL)
         return NULL;
+    if (parse_path(keng_config_get(cfg, "codec.decoder", "plan"), &store->path) < 0) {
+        set_err(errstr, errstr_size, "codec.decoder=%s: expected plan (the default) or avro-c",
+                keng_config_get(cfg, "codec.decoder", ""));
+        keng_schema_store_destroy(store);
+        return NULL;
+    }
     walk = (pin_walk_t){store, 0, errstr, errstr_size};
     keng_config_each(cfg, pin_key, &walk);
     if (walk.rc != 0) {
@@ -1376,6 +1394,7 @@ typedef struct slot {
     avro_schema_t wenum[F_COUNT]; /* writer's enum, for messages */
     int *enum_map[F_COUNT];       /* writer symbol index -> keng value, -1: unknown */
     int enum_n[F_COUNT];
+    struct plan_op *plan; /* one op per writer field; NULL: this id takes the Avro-C path */
 } slot_t;
 
 struct keng_avro_decoder {
@@ -1383,6 +1402,8 @@ struct keng_avro_decoder {
     slot_t *slots; /* parallel to store->entries */
     slot_t *last;
     avro_reader_t reader;
+    bool avro_c;                        /* every id takes the Avro-C path (codec.decoder=avro-c) */
+    char summary[KENG_SUMMARY_MAX + 1]; /* the plan's copy of the last summary */
 };
 
 static void slot_clear(slot_t *s)
@@ -1399,6 +1420,7 @@ static void slot_clear(slot_t *s)
         avro_schema_decref(s->reader);
     for (int f = 0; f < F_COUNT; f++)
         free(s->enum_map[f]);
+    free(s->plan);
     guard_free(&s->guard);
 }
 
@@ -1419,6 +1441,8 @@ keng_avro_decoder_t *keng_avro_decoder_new(keng_schema_store_t *store, char *err
                                            size_t errstr_size)
 {
     keng_avro_decoder_t *dec = calloc(1, sizeof(*dec));
+    const char *env = getenv("KENG_AVRO_DECODER");
+    keng_avro_path_t path;
     static const char empty[1];
 
     if (dec == NULL)
@@ -1432,11 +1456,26 @@ keng_avro_decoder_t *keng_avro_decoder_new(keng_schema_store_t *store, char *err
     dec->reader = avro_reader_memory(empty, 0);
     if (dec->reader == NULL)
         goto oom;
+    dec->avro_c = store->path == KENG_AVRO_PATH_AVRO_C;
+    if (env != NULL && *env != '\0') {
+        if (parse_path(env, &path) < 0) {
+            set_err(errstr, errstr_size,
+                    "KENG_AVRO_DECODER=%s: expected plan (the default) or avro-c", env);
+            keng_avro_decoder_destroy(dec);
+            return NULL;
+        }
+        dec->avro_c = path == KENG_AVRO_PATH_AVRO_C;
+    }
     return dec;
 oom:
     set_err(errstr, errstr_size, "out of memory creating the Avro decoder");
     keng_avro_decoder_destroy(dec);
     return NULL;
+}
+
+void keng_avro_decoder_set_path(keng_avro_decoder_t *dec, keng_avro_path_t path)
+{
+    dec->avro_c = path == KENG_AVRO_PATH_AVRO_C;
 }
 
 /* Maps the writer's enum symbols to keng's values by name. Avro-C passes enum indexes
@@ -1473,6 +1512,8 @@ static int slot_enum_map(slot_t *s, int f, avro_schema_t wfield, avro_schema_t r
             keng_symbol_find(fields[f].symbols, fields[f].nsymbols, avro_schema_enum_get(we, i));
     return 0;
 }
+
+static void plan_build(slot_t *s);
 
 static int slot_build(keng_avro_decoder_t *dec, slot_t *s)
 {
@@ -1551,6 +1592,7 @@ static int slot_build(keng_avro_decoder_t *dec, slot_t *s)
     s->has_rw_value = true;
     avro_resolved_writer_set_dest(&s->rw_value, &s->reader_value);
     s->state = SLOT_READY;
+    plan_build(s);
     return 0;
 fail:
     s->state = SLOT_FAILED;
@@ -1613,172 +1655,396 @@ static int copy_id(const char *name, const char *s, size_t len, size_t max, bool
     return 0;
 }
 
-static int get_enum_value(slot_t *s, avro_value_t *rec, int f, int *out, char *errstr,
+/* The fields of one datum as read, before keng's checks: what both decode paths produce.
+ * Strings are borrowed from wherever they were read (Avro-C's value or the message). */
+typedef struct raw_field {
+    bool present;  /* false: the reader takes the default (null, or the enum's default) */
+    const char *s; /* strings */
+    size_t len;
+    int64_t n; /* numbers; the writer's symbol index for enums */
+} raw_field_t;
+
+typedef struct raw_event {
+    raw_field_t f[F_COUNT];
+    double lat, lon; /* when f[F_LOCATION].present */
+} raw_event_t;
+
+static int get_enum_value(const slot_t *s, const raw_event_t *raw, int f, int *out, char *errstr,
                           size_t errstr_size)
 {
-    avro_value_t v;
-    int i;
+    int64_t i = raw->f[f].n;
 
-    if (s->ridx[f] < 0) {
+    if (!raw->f[f].present) {
         *out = fields[f].enum_default;
         return 0;
     }
-    if (avro_value_get_by_index(rec, (size_t)s->ridx[f], &v, NULL) != 0 ||
-        avro_value_get_enum(&v, &i) != 0)
-        return field_fail(errstr, errstr_size, "cannot read %s", fields[f].name);
     if (i < 0 || i >= s->enum_n[f])
-        return field_fail(errstr, errstr_size, "%s index %d is out of range", fields[f].name, i);
+        return field_fail(errstr, errstr_size, "%s index %d is out of range", fields[f].name,
+                          (int)i);
     *out = s->enum_map[f][i];
     if (*out < 0) {
         if (fields[f].enum_default < 0)
             return field_fail(errstr, errstr_size, "%s %s is unknown to keng", fields[f].name,
-                              avro_schema_enum_get(s->wenum[f], i));
+                              avro_schema_enum_get(s->wenum[f], (int)i));
         *out = fields[f].enum_default;
     }
     return 0;
 }
 
-static int get_count_value(slot_t *s, avro_value_t *rec, int f, int32_t *out, char *errstr,
+static int get_count_value(const raw_event_t *raw, int f, int32_t *out, char *errstr,
                            size_t errstr_size)
 {
-    avro_value_t v;
+    int64_t n = raw->f[f].n;
 
-    if (avro_value_get_by_index(rec, (size_t)s->ridx[f], &v, NULL) != 0 ||
-        avro_value_get_int(&v, out) != 0)
-        return field_fail(errstr, errstr_size, "cannot read %s", fields[f].name);
-    if (*out < 0 || *out > COUNT_MAX)
+    if (n < 0 || n > COUNT_MAX)
         return field_fail(errstr, errstr_size, "%s is %d; it must be between 0 and %d",
-                          fields[f].name, (int)*out, COUNT_MAX);
+                          fields[f].name, (int)n, COUNT_MAX);
+    *out = (int32_t)n;
     return 0;
 }
 
-/* Fills ev from the reader value of slot s; strings are borrowed from that value. */
-static int extract(slot_t *s, keng_event_t *ev, char *errstr, size_t errstr_size)
+/* Reads the fields of slot s's reader value into raw, borrowing its strings. */
+static int gather_avro(slot_t *s, raw_event_t *raw, char *errstr, size_t errstr_size)
 {
     avro_value_t *rec = &s->reader_value, v, b, c;
-    const char *str;
-    size_t len;
+
+    for (int f = 0; f < F_COUNT; f++) {
+        raw_field_t *r = &raw->f[f];
+        int i32;
+
+        r->present = false;
+        if (s->ridx[f] < 0)
+            continue;
+        if (avro_value_get_by_index(rec, (size_t)s->ridx[f], &v, NULL) != 0)
+            goto fail;
+        switch (fields[f].shape) {
+        case SH_STRING:
+            if (get_str(&v, &r->s, &r->len) != 0)
+                goto fail;
+            r->present = true;
+            break;
+        case SH_OPT_STRING:
+            if (get_opt_str(&v, &s->info[f], &r->s, &r->len) != 0)
+                goto fail;
+            r->present = r->s != NULL;
+            break;
+        case SH_LONG:
+            if (avro_value_get_long(&v, &r->n) != 0)
+                goto fail;
+            r->present = true;
+            break;
+        case SH_INT:
+            if (avro_value_get_int(&v, &i32) != 0)
+                goto fail;
+            r->n = i32;
+            r->present = true;
+            break;
+        case SH_ENUM:
+            if (avro_value_get_enum(&v, &i32) != 0)
+                goto fail;
+            r->n = i32;
+            r->present = true;
+            break;
+        case SH_OPT_GEO: {
+            int disc;
+            if (avro_value_get_discriminant(&v, &disc) != 0)
+                goto fail;
+            if (disc == s->info[f].null_branch)
+                break;
+            if (avro_value_get_current_branch(&v, &b) != 0 ||
+                avro_value_get_by_index(&b, (size_t)s->info[f].lat, &c, NULL) != 0 ||
+                avro_value_get_double(&c, &raw->lat) != 0 ||
+                avro_value_get_by_index(&b, (size_t)s->info[f].lon, &c, NULL) != 0 ||
+                avro_value_get_double(&c, &raw->lon) != 0)
+                goto fail;
+            r->present = true;
+            break;
+        }
+        }
+        continue;
+    fail:
+        if (f == F_OCCURRED_AT || f == F_REPORTED_AT)
+            return field_fail(errstr, errstr_size, "cannot read occurred_at or reported_at");
+        return field_fail(errstr, errstr_size, "cannot read %s", fields[f].name);
+    }
+    return KENG_AVRO_OK;
+}
+
+/* keng's checks on the fields of one datum, whichever path read them, so that both paths
+ * accept and refuse the same datums with the same messages. Strings are copied into ev;
+ * the summary is borrowed from raw, or copied into summary_buf when that is not NULL. */
+static int finish(const slot_t *s, const raw_event_t *raw, keng_event_t *ev, char *summary_buf,
+                  char *errstr, size_t errstr_size)
+{
+    const raw_field_t *r;
     int e, rc;
 
     memset(ev, 0, sizeof(*ev));
     ev->kind = s->kind;
-    if (avro_value_get_by_index(rec, (size_t)s->ridx[F_EVENT_ID], &v, NULL) != 0 ||
-        get_str(&v, &str, &len) != 0)
-        return field_fail(errstr, errstr_size, "cannot read event_id");
-    if ((rc = copy_id("event_id", str, len, KENG_EVENT_ID_MAX, true, ev->event_id, errstr,
+    r = &raw->f[F_EVENT_ID];
+    if ((rc = copy_id("event_id", r->s, r->len, KENG_EVENT_ID_MAX, true, ev->event_id, errstr,
                       errstr_size)) != 0)
         return rc;
-    if (avro_value_get_by_index(rec, (size_t)s->ridx[F_BOARD_ID], &v, NULL) != 0 ||
-        get_str(&v, &str, &len) != 0)
-        return field_fail(errstr, errstr_size, "cannot read board_id");
-    if ((rc = copy_id("board_id", str, len, KENG_BOARD_ID_MAX, false, ev->board_id, errstr,
+    r = &raw->f[F_BOARD_ID];
+    if ((rc = copy_id("board_id", r->s, r->len, KENG_BOARD_ID_MAX, false, ev->board_id, errstr,
                       errstr_size)) != 0)
         return rc;
-    if (s->ridx[F_GROUP_ID] >= 0) {
-        if (avro_value_get_by_index(rec, (size_t)s->ridx[F_GROUP_ID], &v, NULL) != 0 ||
-            get_opt_str(&v, &s->info[F_GROUP_ID], &str, &len) != 0)
-            return field_fail(errstr, errstr_size, "cannot read group_id");
-        if (str != NULL) {
-            ev->has_group = true;
-            if ((rc = copy_id("group_id", str, len, KENG_GROUP_ID_MAX, false, ev->group_id, errstr,
-                              errstr_size)) != 0)
-                return rc;
-        }
+    r = &raw->f[F_GROUP_ID];
+    if (r->present) {
+        ev->has_group = true;
+        if ((rc = copy_id("group_id", r->s, r->len, KENG_GROUP_ID_MAX, false, ev->group_id, errstr,
+                          errstr_size)) != 0)
+            return rc;
     }
-    if (avro_value_get_by_index(rec, (size_t)s->ridx[F_OCCURRED_AT], &v, NULL) != 0 ||
-        avro_value_get_long(&v, &ev->occurred_at) != 0 ||
-        avro_value_get_by_index(rec, (size_t)s->ridx[F_REPORTED_AT], &v, NULL) != 0 ||
-        avro_value_get_long(&v, &ev->reported_at) != 0)
-        return field_fail(errstr, errstr_size, "cannot read occurred_at or reported_at");
-    if (s->ridx[F_SUMMARY] >= 0) {
-        if (avro_value_get_by_index(rec, (size_t)s->ridx[F_SUMMARY], &v, NULL) != 0 ||
-            get_opt_str(&v, &s->info[F_SUMMARY], &str, &len) != 0)
-            return field_fail(errstr, errstr_size, "cannot read summary");
-        if (str != NULL) {
-            if (len > KENG_SUMMARY_MAX)
-                return field_fail(errstr, errstr_size,
-                                  "summary is %zu bytes long; at most %d are allowed", len,
-                                  KENG_SUMMARY_MAX);
-            if (!keng_utf8_valid(str, len))
-                return field_fail(errstr, errstr_size, "summary is not valid UTF-8 text");
-            ev->summary = str;
-            ev->summary_len = len;
+    ev->occurred_at = raw->f[F_OCCURRED_AT].n;
+    ev->reported_at = raw->f[F_REPORTED_AT].n;
+    r = &raw->f[F_SUMMARY];
+    if (r->present) {
+        if (r->len > KENG_SUMMARY_MAX)
+            return field_fail(errstr, errstr_size,
+                              "summary is %zu bytes long; at most %d are allowed", r->len,
+                              KENG_SUMMARY_MAX);
+        if (!keng_utf8_valid(r->s, r->len))
+            return field_fail(errstr, errstr_size, "summary is not valid UTF-8 text");
+        ev->summary = r->s;
+        if (summary_buf != NULL) {
+            memcpy(summary_buf, r->s, r->len);
+            summary_buf[r->len] = '\0';
+            ev->summary = summary_buf;
         }
+        ev->summary_len = r->len;
     }
 
     if (s->kind == KENG_KIND_INCIDENT) {
-        if ((rc = get_enum_value(s, rec, F_CATEGORY, &e, errstr, errstr_size)) != 0)
+        if ((rc = get_enum_value(s, raw, F_CATEGORY, &e, errstr, errstr_size)) != 0)
             return rc;
         ev->category = (keng_category_t)e;
-        if ((rc = get_enum_value(s, rec, F_SEVERITY, &e, errstr, errstr_size)) != 0)
+        if ((rc = get_enum_value(s, raw, F_SEVERITY, &e, errstr, errstr_size)) != 0)
             return rc;
         ev->severity = (keng_severity_t)e;
-        if ((rc = get_enum_value(s, rec, F_RESOLUTION, &e, errstr, errstr_size)) != 0)
+        if ((rc = get_enum_value(s, raw, F_RESOLUTION, &e, errstr, errstr_size)) != 0)
             return rc;
         ev->resolution = (keng_resolution_t)e;
-        if ((rc = get_enum_value(s, rec, F_SOURCE, &e, errstr, errstr_size)) != 0)
+        if ((rc = get_enum_value(s, raw, F_SOURCE, &e, errstr, errstr_size)) != 0)
             return rc;
         ev->source = (keng_source_t)e;
-        if ((rc = get_count_value(s, rec, F_PEOPLE, &ev->people_involved, errstr, errstr_size)) !=
-            0)
+        if ((rc = get_count_value(raw, F_PEOPLE, &ev->people_involved, errstr, errstr_size)) != 0)
             return rc;
-        if (s->ridx[F_LOCATION] >= 0) {
-            const shape_info_t *info = &s->info[F_LOCATION];
-            int disc;
-            if (avro_value_get_by_index(rec, (size_t)s->ridx[F_LOCATION], &v, NULL) != 0 ||
-                avro_value_get_discriminant(&v, &disc) != 0)
-                return field_fail(errstr, errstr_size, "cannot read location");
-            if (disc != info->null_branch) {
-                if (avro_value_get_current_branch(&v, &b) != 0 ||
-                    avro_value_get_by_index(&b, (size_t)info->lat, &c, NULL) != 0 ||
-                    avro_value_get_double(&c, &ev->lat) != 0 ||
-                    avro_value_get_by_index(&b, (size_t)info->lon, &c, NULL) != 0 ||
-                    avro_value_get_double(&c, &ev->lon) != 0)
-                    return field_fail(errstr, errstr_size, "cannot read location");
-                if (!(ev->lat >= -90.0 && ev->lat <= 90.0 && ev->lon >= -180.0 && ev->lon <= 180.0))
-                    return field_fail(errstr, errstr_size,
-                                      "location %g,%g is outside -90..90, -180..180", ev->lat,
-                                      ev->lon);
-                ev->has_location = true;
-            }
+        if (raw->f[F_LOCATION].present) {
+            ev->lat = raw->lat;
+            ev->lon = raw->lon;
+            if (!(ev->lat >= -90.0 && ev->lat <= 90.0 && ev->lon >= -180.0 && ev->lon <= 180.0))
+                return field_fail(errstr, errstr_size,
+                                  "location %g,%g is outside -90..90, -180..180", ev->lat, ev->lon);
+            ev->has_location = true;
         }
-        if (s->ridx[F_POLICE_CASE] >= 0) {
-            if (avro_value_get_by_index(rec, (size_t)s->ridx[F_POLICE_CASE], &v, NULL) != 0 ||
-                get_opt_str(&v, &s->info[F_POLICE_CASE], &str, &len) != 0)
-                return field_fail(errstr, errstr_size, "cannot read police_case_id");
-            if (str != NULL) {
-                if (!keng_police_case_id_valid(str, len))
-                    return field_fail(errstr, errstr_size,
-                                      "police_case_id must be 1 to %d bytes of text without "
-                                      "control characters",
-                                      KENG_POLICE_CASE_MAX);
-                memcpy(ev->police_case_id, str, len);
-                ev->police_case_id[len] = '\0';
-                ev->has_police_case_id = true;
-            }
+        r = &raw->f[F_POLICE_CASE];
+        if (r->present) {
+            if (!keng_police_case_id_valid(r->s, r->len))
+                return field_fail(errstr, errstr_size,
+                                  "police_case_id must be 1 to %d bytes of text without "
+                                  "control characters",
+                                  KENG_POLICE_CASE_MAX);
+            memcpy(ev->police_case_id, r->s, r->len);
+            ev->police_case_id[r->len] = '\0';
+            ev->has_police_case_id = true;
         }
     } else {
-        if ((rc = get_enum_value(s, rec, F_DISPUTE, &e, errstr, errstr_size)) != 0)
+        if ((rc = get_enum_value(s, raw, F_DISPUTE, &e, errstr, errstr_size)) != 0)
             return rc;
         ev->dispute_type = (keng_dispute_t)e;
-        if ((rc = get_enum_value(s, rec, F_OUTCOME, &e, errstr, errstr_size)) != 0)
+        if ((rc = get_enum_value(s, raw, F_OUTCOME, &e, errstr, errstr_size)) != 0)
             return rc;
         ev->outcome = (keng_outcome_t)e;
-        if ((rc = get_count_value(s, rec, F_PARTIES, &ev->parties, errstr, errstr_size)) != 0)
+        if ((rc = get_count_value(raw, F_PARTIES, &ev->parties, errstr, errstr_size)) != 0)
             return rc;
-        if (s->ridx[F_RELATED] >= 0) {
-            if (avro_value_get_by_index(rec, (size_t)s->ridx[F_RELATED], &v, NULL) != 0 ||
-                get_opt_str(&v, &s->info[F_RELATED], &str, &len) != 0)
-                return field_fail(errstr, errstr_size, "cannot read related_incident_id");
-            if (str != NULL) {
-                ev->has_related_incident = true;
-                if ((rc = copy_id("related_incident_id", str, len, KENG_EVENT_ID_MAX, true,
-                                  ev->related_incident_id, errstr, errstr_size)) != 0)
-                    return rc;
-            }
+        r = &raw->f[F_RELATED];
+        if (r->present) {
+            ev->has_related_incident = true;
+            if ((rc = copy_id("related_incident_id", r->s, r->len, KENG_EVENT_ID_MAX, true,
+                              ev->related_incident_id, errstr, errstr_size)) != 0)
+                return rc;
         }
     }
     return KENG_AVRO_OK;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Decode plan: Avro schema resolution done once per writer id, then one pass over the bytes
+ * per message. Each field of the writer's record becomes an op: read it into the raw event
+ * (the fields keng's narrowed reader has, with the same shape in the writer) or skip it with
+ * the length guard. Every length, count, branch, enum index and int is checked as the guard
+ * checks it, so a datum the plan reads is one the guard accepts; on any doubt the plan gives
+ * up and the datum takes the guard and Avro-C path, which also words the error.
+ */
+
+enum { OP_SKIP = F_COUNT };
+
+typedef struct plan_op {
+    uint8_t f;           /* keng field, or OP_SKIP */
+    uint8_t null_branch; /* optional fields: the writer's null branch */
+    uint32_t node;       /* the writer field's guard node */
+    uint32_t geo;        /* SH_OPT_GEO: guard node of the writer's GeoPoint record */
+    int lat, lon;        /* SH_OPT_GEO: lat and lon in that record */
+} plan_op_t;
+
+/* Compiles s's plan, leaving s->plan NULL when the writer has a shape the plan does not read
+ * (a type promotion, say): that writer id then always takes the Avro-C path. */
+static void plan_build(slot_t *s)
+{
+    const avro_schema_t ws = s->writer->schema;
+    const gnode_t *root = &s->guard.nodes[s->root];
+    plan_op_t *ops = calloc(root->n + 1, sizeof(*ops));
+    shape_info_t winfo;
+
+    if (ops == NULL)
+        return;
+    for (uint32_t i = 0; i < root->n; i++) {
+        plan_op_t *op = &ops[i];
+        op->f = OP_SKIP;
+        op->node = s->guard.kids[root->first + i];
+        for (int f = 0; f < F_COUNT; f++) {
+            if (s->ridx[f] < 0 || avro_schema_record_field_get_index(ws, fields[f].name) != (int)i)
+                continue;
+            if (check_shape(avro_schema_record_field_get_by_index(ws, (int)i), &fields[f], &winfo,
+                            NULL, 0) < 0)
+                goto unsupported;
+            op->f = (uint8_t)f;
+            op->null_branch = (uint8_t)winfo.null_branch;
+            if (fields[f].shape == SH_OPT_GEO) {
+                const gnode_t *u = &s->guard.nodes[op->node];
+                op->geo = s->guard.kids[u->first + (uint32_t)winfo.value_branch];
+                op->lat = winfo.lat;
+                op->lon = winfo.lon;
+            }
+        }
+    }
+    s->plan = ops;
+    return;
+unsupported:
+    free(ops);
+}
+
+static inline bool plan_varint(const uint8_t **pp, const uint8_t *end, int64_t *out)
+{
+    const uint8_t *p = *pp;
+
+    if (p < end && *p < 0x80) { /* the common case: small numbers, branches, enums */
+        *out = (int64_t)(*p >> 1) ^ -(int64_t)(*p & 1);
+        *pp = p + 1;
+        return true;
+    }
+    return read_varint(pp, end, out) == 0;
+}
+
+static inline bool plan_int(const uint8_t **pp, const uint8_t *end, int64_t *out)
+{
+    const uint8_t *at = *pp;
+
+    return plan_varint(pp, end, out) && *pp - at <= 5 && *out >= INT32_MIN && *out <= INT32_MAX;
+}
+
+static inline bool plan_string(const uint8_t **pp, const uint8_t *end, raw_field_t *r)
+{
+    int64_t n;
+
+    if (!plan_varint(pp, end, &n) || n < 0 || n > end - *pp)
+        return false;
+    r->s = (const char *)*pp;
+    r->len = (size_t)n;
+    r->present = true;
+    *pp += n;
+    return true;
+}
+
+static inline bool plan_double(const uint8_t **pp, const uint8_t *end, double *out)
+{
+    uint64_t w;
+
+    if (end - *pp < 8)
+        return false;
+    memcpy(&w, *pp, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    memcpy(out, &w, 8);
+    *pp += 8;
+    return true;
+}
+
+static bool plan_skip(const guard_t *g, uint32_t node, const uint8_t **pp, const uint8_t *start,
+                      const uint8_t *end, int depth)
+{
+    walk_fail_t wf = {0, 0, 0, NULL};
+
+    return walk(g, node, pp, start, end, depth, &wf) == 0;
+}
+
+/* Reads the datum [*pp, end) with s's plan into raw. False when anything is amiss. */
+static bool plan_read(const slot_t *s, const uint8_t **pp, const uint8_t *start, const uint8_t *end,
+                      raw_event_t *raw)
+{
+    const gnode_t *root = &s->guard.nodes[s->root];
+    const guard_t *g = &s->guard;
+    int64_t v;
+
+    for (int f = 0; f < F_COUNT; f++)
+        raw->f[f].present = false;
+    for (uint32_t i = 0; i < root->n; i++) {
+        const plan_op_t *op = &s->plan[i];
+        raw_field_t *r = &raw->f[op->f < OP_SKIP ? op->f : 0];
+
+        if (op->f == OP_SKIP) {
+            if (!plan_skip(g, op->node, pp, start, end, 1))
+                return false;
+            continue;
+        }
+        switch (fields[op->f].shape) {
+        case SH_STRING:
+            if (!plan_string(pp, end, r))
+                return false;
+            break;
+        case SH_OPT_STRING:
+            if (!plan_varint(pp, end, &v) || (v != 0 && v != 1))
+                return false;
+            if (v != op->null_branch && !plan_string(pp, end, r))
+                return false;
+            break;
+        case SH_LONG:
+            if (!plan_varint(pp, end, &r->n))
+                return false;
+            r->present = true;
+            break;
+        case SH_INT:
+            if (!plan_int(pp, end, &r->n))
+                return false;
+            r->present = true;
+            break;
+        case SH_ENUM:
+            if (!plan_int(pp, end, &r->n) || r->n < 0 || r->n >= g->nodes[op->node].n)
+                return false;
+            r->present = true;
+            break;
+        case SH_OPT_GEO: {
+            const gnode_t *rec = &g->nodes[op->geo];
+            if (!plan_varint(pp, end, &v) || (v != 0 && v != 1))
+                return false;
+            if (v == op->null_branch)
+                break;
+            for (uint32_t j = 0; j < rec->n; j++) {
+                bool ok = (int)j == op->lat ? plan_double(pp, end, &raw->lat)
+                          : (int)j == op->lon
+                              ? plan_double(pp, end, &raw->lon)
+                              : plan_skip(g, g->kids[rec->first + j], pp, start, end, 3);
+                if (!ok)
+                    return false;
+            }
+            r->present = true;
+            break;
+        }
+        }
+    }
+    return true;
 }
 
 static slot_t *find_slot(keng_avro_decoder_t *dec, int32_t id)
@@ -1799,6 +2065,7 @@ int keng_avro_decode(keng_avro_decoder_t *dec, const void *buf, size_t len, keng
 {
     const uint8_t *p = buf, *datum, *end, *q;
     walk_fail_t wf = {0, 0, 0, NULL};
+    raw_event_t raw;
     slot_t *s;
     int32_t id;
     int rc;
@@ -1831,6 +2098,12 @@ int keng_avro_decode(keng_avro_decoder_t *dec, const void *buf, size_t len, keng
 
     datum = p + KENG_FRAME_HEADER_LEN;
     end = p + len;
+    if (s->plan != NULL && !dec->avro_c) {
+        q = datum;
+        if (plan_read(s, &q, datum, end, &raw) && q == end)
+            return finish(s, &raw, ev, dec->summary, errstr, errstr_size);
+        /* The guard and Avro-C below word the error (or read what the plan would not). */
+    }
     q = datum;
     rc = walk(&s->guard, s->root, &q, datum, end, 0, &wf);
     if (rc == KENG_AVRO_ERR_TRUNCATED) {
@@ -1867,7 +2140,9 @@ int keng_avro_decode(keng_avro_decoder_t *dec, const void *buf, size_t len, keng
                 avro_strerror());
         return KENG_AVRO_ERR_INVALID;
     }
-    return extract(s, ev, errstr, errstr_size);
+    if ((rc = gather_avro(s, &raw, errstr, errstr_size)) != 0)
+        return rc;
+    return finish(s, &raw, ev, NULL, errstr, errstr_size);
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -85,12 +85,24 @@ int keng_avro_encode(keng_avro_encoder_t *enc, const keng_event_t *ev, void *buf
 
 /* Decoder: one per thread. Keeps one resolved reader per writer id it has seen. */
 typedef struct keng_avro_decoder keng_avro_decoder_t;
+
+/* The two decode paths, which accept the same datums and give the same events. The plan (the
+ * default) reads the bytes directly with the writer schema resolved once per id; Avro-C's
+ * value API is the reference, kept so that an operator can fall back: `codec.decoder=avro-c`
+ * in the config (keng_schema_store_from_config; decoders made from that store take it) or
+ * KENG_AVRO_DECODER=avro-c in the environment, which wins over the config. (Added for the
+ * consumer's speed target; additive.) */
+typedef enum { KENG_AVRO_PATH_PLAN = 0, KENG_AVRO_PATH_AVRO_C = 1 } keng_avro_path_t;
 keng_avro_decoder_t *keng_avro_decoder_new(keng_schema_store_t *store, char *errstr,
                                            size_t errstr_size);
 void keng_avro_decoder_destroy(keng_avro_decoder_t *dec);
 
+/* Chooses dec's path from its next call on, over the config and the environment (tests). */
+void keng_avro_decoder_set_path(keng_avro_decoder_t *dec, keng_avro_path_t path);
+
 /* Decodes one framed message. Every length and block count is checked against the bytes
  * that remain before Avro-C sees them, so hostile prefixes cannot make it allocate.
+ * The config key codec.decoder and KENG_AVRO_DECODER choose the path; see above.
  * On success fills ev (summary borrowed from the decoder, valid until its next call) and,
  * when schema_id is not NULL, the writer's id. Returns KENG_AVRO_OK or a keng_avro_err_t
  * with errstr filled. */

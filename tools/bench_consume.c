@@ -1,0 +1,257 @@
+/* keng-bench-consume: the consumer's hot path as the issue measures it. Pre-encodes N
+ * realistic events (default registry, mixed incidents and mediations, occurred_at spread so
+ * that every window is populated, some sent twice) into framed messages in memory, then
+ * times decode + registry lookup + keng_counts_add for all of them, in one loop on one
+ * thread. Target: 1,000,000 events/s on one core. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "avro_codec.h"
+#include "counts.h"
+#include "event.h"
+#include "registry.h"
+
+#define MIN_MS  60000LL
+#define HOUR_MS (60 * MIN_MS)
+#define DAY_MS  (24 * HOUR_MS)
+#define MSG_MAX 512 /* bytes of one encoded event; summaries here are short */
+
+static const char *const summaries[] = {
+    "Mất trộm xe máy trước cửa nhà văn hóa thôn, đã báo công an xã.",
+    "Hai hộ gia đình xô xát vì tranh chấp ranh giới đất, tổ tự quản đã hòa giải.",
+    "Tụ tập gây mất trật tự sau đám cưới, nhắc nhở và giải tán lúc 23 giờ.",
+    "Tranh chấp lối đi chung giữa hai hộ, đã hòa giải thành tại nhà văn hóa.",
+    NULL,
+    NULL,
+};
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dULL;
+
+static uint64_t next_rand(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Ages as in keng-bench-aggregate: 5% within the hour, 15% the day, 20% the week, 20% the
+ * month, 30% the year, 10% older, so that every window and level holds events. */
+static int64_t random_age(void)
+{
+    static const int64_t band[6][2] = {{0, HOUR_MS},
+                                       {HOUR_MS, DAY_MS},
+                                       {DAY_MS, 7 * DAY_MS},
+                                       {7 * DAY_MS, 30 * DAY_MS},
+                                       {30 * DAY_MS, 365 * DAY_MS},
+                                       {365 * DAY_MS, 3 * 365 * DAY_MS}};
+    static const unsigned cut[6] = {5, 20, 40, 60, 90, 100};
+    unsigned p = (unsigned)(next_rand() % 100);
+    int k = 0;
+
+    while (p >= cut[k])
+        k++;
+    return band[k][0] + (int64_t)(next_rand() % (uint64_t)(band[k][1] - band[k][0]));
+}
+
+/* A realistic event of a random board: 80% incidents, 20% mediations. */
+static void make_event(keng_event_t *ev, const keng_registry_t *reg, uint32_t nboards, int64_t now)
+{
+    const keng_board_t *b = keng_registry_board(reg, (uint32_t)(next_rand() % nboards));
+    uint64_t r = next_rand(), s = next_rand();
+
+    memset(ev, 0, sizeof(*ev));
+    ev->kind = r % 5 == 0 ? KENG_KIND_MEDIATION : KENG_KIND_INCIDENT;
+    snprintf(ev->event_id, sizeof(ev->event_id), "%08x-%04x-4%03x-%04x-%012llx",
+             (unsigned)(s >> 32), (unsigned)(s >> 16) & 0xffff, (unsigned)s & 0xfff,
+             (unsigned)(0x8000 | (r >> 48 & 0x3fff)), (unsigned long long)(r & 0xffffffffffffULL));
+    snprintf(ev->board_id, sizeof(ev->board_id), "%s", b->id);
+    ev->has_group = b->groups > 0 && (r >> 8) % 3 != 0;
+    if (ev->has_group)
+        snprintf(ev->group_id, sizeof(ev->group_id), "%s-G%02u", b->id,
+                 1 + (unsigned)((r >> 12) % b->groups));
+    ev->occurred_at = now - random_age();
+    ev->reported_at = ev->occurred_at + 30000 + (int64_t)((r >> 16) % 600000);
+    ev->summary = summaries[(r >> 24) % 6];
+    ev->summary_len = ev->summary ? strlen(ev->summary) : 0;
+    if (ev->kind == KENG_KIND_INCIDENT) {
+        ev->category = (keng_category_t)((r >> 28) % KENG_CAT_COUNT);
+        ev->severity = (keng_severity_t)((r >> 32) % KENG_SEV_COUNT);
+        ev->resolution = (keng_resolution_t)((r >> 36) % KENG_RES_COUNT);
+        ev->source = (keng_source_t)((r >> 40) % KENG_SRC_COUNT);
+        ev->people_involved = (int32_t)(1 + (r >> 44) % 6);
+        ev->has_location = (r >> 50) & 1;
+        ev->lat = 18.5 + (double)(s % 10000) / 10000.0;
+        ev->lon = 104.8 + (double)((s >> 20) % 10000) / 10000.0;
+        if (ev->resolution == KENG_RES_TRANSFERRED_TO_POLICE && (r >> 52) % 2 == 0) {
+            ev->has_police_case_id = true;
+            snprintf(ev->police_case_id, sizeof(ev->police_case_id), "CAX-%s-%05u", b->id,
+                     (unsigned)(s % 100000));
+        }
+    } else {
+        ev->dispute_type = (keng_dispute_t)((r >> 28) % KENG_DISPUTE_COUNT);
+        ev->outcome = (keng_outcome_t)((r >> 32) % KENG_OUTCOME_COUNT);
+        ev->parties = (int32_t)(2 + (r >> 36) % 3);
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long peak_rss_kib(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: keng-bench-consume [--events N] [--duplicates PERCENT] [--help] [--version]\n"
+            "Pre-encodes N events (default 1000000) over the default registry, PERCENT of\n"
+            "them (default 2) resent copies of earlier ones, then times keng_avro_decode,\n"
+            "the registry lookup and keng_counts_add over all of them on one thread.\n"
+            "KENG_AVRO_DECODER=avro-c times the Avro-C decode path instead of the plan.\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"events", required_argument, NULL, 'n'},
+                                             {"duplicates", required_argument, NULL, 'd'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
+    size_t n = 1000000, dup_pct = 2, used = 0, cap, added = 0, dups = 0;
+    keng_schema_store_t *store = NULL;
+    keng_avro_encoder_t *enc = NULL;
+    keng_avro_decoder_t *dec = NULL;
+    keng_registry_t *reg = NULL;
+    keng_counts_t *counts = NULL;
+    unsigned char *arena = NULL;
+    size_t *offsets = NULL;
+    const int64_t now0 = 1740830400000LL; /* 2025-03-01T12:00:00Z */
+    char errstr[512] = "";
+    uint32_t nboards;
+    int opt, rc = 1;
+
+    while ((opt = getopt_long(argc, argv, "n:d:hV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'n':
+            n = strtoull(optarg, NULL, 10);
+            break;
+        case 'd':
+            dup_pct = strtoull(optarg, NULL, 10);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("keng-bench-consume %s\n", KENG_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (n == 0 || dup_pct > 50) {
+        fprintf(stderr, "keng-bench-consume: --events must be positive and --duplicates at most "
+                        "50\n");
+        return 2;
+    }
+    reg = keng_registry_default();
+    store = keng_schema_store_builtin(errstr, sizeof(errstr));
+    if (reg == NULL || store == NULL) {
+        if (errstr[0] == '\0')
+            snprintf(errstr, sizeof(errstr), "could not build the default registry");
+        goto fail;
+    }
+    enc = keng_avro_encoder_new(store, errstr, sizeof(errstr));
+    dec = enc != NULL ? keng_avro_decoder_new(store, errstr, sizeof(errstr)) : NULL;
+    counts = dec != NULL ? keng_counts_new(reg, NULL) : NULL;
+    if (counts == NULL) {
+        if (errstr[0] == '\0')
+            snprintf(errstr, sizeof(errstr), "out of memory for the counts");
+        goto fail;
+    }
+    nboards = (uint32_t)keng_registry_board_count(reg);
+    cap = n * MSG_MAX;
+    arena = malloc(cap);
+    offsets = malloc((n + 1) * sizeof(*offsets));
+    if (arena == NULL || offsets == NULL) {
+        snprintf(errstr, sizeof(errstr), "out of memory for %zu events", n);
+        goto fail;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        keng_event_t ev;
+        size_t len;
+
+        offsets[i] = used;
+        if (i > 0 && next_rand() % 100 < dup_pct) {
+            /* A resend: the same bytes as a recent message, as a retrying producer sends. */
+            size_t j = i - 1 - (size_t)(next_rand() % (i < 5000 ? i : 5000));
+            len = offsets[j + 1] - offsets[j];
+            memcpy(arena + used, arena + offsets[j], len);
+        } else {
+            make_event(&ev, reg, nboards, now0 + (int64_t)(i / 1000));
+            if (keng_avro_encode(enc, &ev, arena + used, cap - used, &len, errstr, sizeof(errstr)) <
+                0)
+                goto fail;
+        }
+        used += len;
+        offsets[i + 1] = used;
+    }
+
+    keng_event_t ev;
+    double start = now_s();
+    for (size_t i = 0; i < n; i++) {
+        int64_t now = now0 + (int64_t)(i / 1000); /* the clock moves 1 ms every 1000 events */
+        int err = keng_avro_decode(dec, arena + offsets[i], offsets[i + 1] - offsets[i], &ev, NULL,
+                                   errstr, sizeof(errstr));
+        if (err != KENG_AVRO_OK)
+            goto fail;
+        int32_t board = keng_registry_find_board(reg, ev.board_id, strlen(ev.board_id));
+        if (board < 0) {
+            snprintf(errstr, sizeof(errstr), "unknown board %s", ev.board_id);
+            goto fail;
+        }
+        int r = keng_counts_add(counts, (uint32_t)board, &ev, now);
+        if (r < 0) {
+            snprintf(errstr, sizeof(errstr), "keng_counts_add failed for event %s", ev.event_id);
+            goto fail;
+        }
+        added += r == KENG_COUNTS_ADDED;
+        dups += r == KENG_COUNTS_DUPLICATE;
+    }
+    double secs = now_s() - start;
+
+    printf("encoded: %zu events, %.1f bytes each on average\n", n, (double)used / (double)n);
+    printf("consume: %zu events in %.3f s = %.0f events/s (%.0f ns/event, %zu counted, %zu "
+           "duplicates)\n",
+           n, secs, (double)n / secs, secs * 1e9 / (double)n, added, dups);
+    printf("peak RSS: %.1f MiB (with the pre-encoded messages)\n", (double)peak_rss_kib() / 1024);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "keng-bench-consume: %s\n", errstr);
+out:
+    free(offsets);
+    free(arena);
+    keng_counts_destroy(counts);
+    keng_avro_decoder_destroy(dec);
+    keng_avro_encoder_destroy(enc);
+    keng_schema_store_destroy(store);
+    keng_registry_destroy(reg);
+    return rc;
+}
