@@ -77,7 +77,7 @@ static void usage(FILE *out)
             "  --help, --version\n"
             "\n"
             "Config keys: topic.incidents, topic.mediations, topic.deadletter (default antt.*),\n"
-            "checkpoint.interval.ms (1000), checkpoint.events (50000), checkpoint.map_size_mb\n"
+            "checkpoint.interval.ms (1000), checkpoint.events (1000000), checkpoint.map_size_mb\n"
             "(4096), dedup.horizon.ms (30 days), clock.fixed_ms (tests; also KENG_CLOCK_MS),\n"
             "topic.board_counts (antt.board-counts), instance.id (hostname-pid),\n"
             "advertised.url (http://<listen>), and registry, listen, state.dir, group.id as\n"
@@ -304,7 +304,7 @@ static int run(app_t *app)
     keng_consumer_options_default(&copt);
     keng_counts_options_default(&kopt);
     if (config_int(app, "checkpoint.interval.ms", 1000, 10, 3600000, &interval) ||
-        config_int(app, "checkpoint.events", 50000, 1, 100000000, &events) ||
+        config_int(app, "checkpoint.events", 1000000, 1, 100000000, &events) ||
         config_int(app, "checkpoint.map_size_mb", 4096, 1, 1 << 20, &map_mb) ||
         config_int(app, "clock.fixed_ms", 0, 0, INT64_MAX, &fixed) ||
         config_int(app, "dedup.horizon.ms", kopt.dedup_horizon_ms, 0, INT64_MAX, &horizon))

@@ -31,7 +31,7 @@ typedef struct keng_consumer_options {
     const char *group_id;           /* keng-aggregate */
     int64_t fixed_clock_ms;         /* > 0: the clock stands still there (tests) */
     int64_t checkpoint_interval_ms; /* checkpoint at least this often (1000) */
-    int64_t checkpoint_events;      /* and after this many events (50000) */
+    int64_t checkpoint_events;      /* and after this many events (1000000) */
     int batch_max;                  /* messages per loop turn before HTTP gets its turn (1000) */
 } keng_consumer_options_t;
 
