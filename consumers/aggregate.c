@@ -271,6 +271,7 @@ static int start_cluster(app_t *app, const keng_counts_options_t *kopt, long lon
     opt.topic = keng_config_get(app->cfg, "topic.board_counts", "antt.board-counts");
     opt.instance_id = keng_config_get(app->cfg, "instance.id", id);
     opt.advertised_url = keng_config_get(app->cfg, "advertised.url", url);
+    opt.group_id = keng_config_get(app->cfg, "group.id", DEFAULT_GROUP);
     opt.fixed_clock_ms = fixed;
     if (!*opt.topic) {
         keng_log_warn("topic.board_counts is empty: counts are not shared with other instances",

@@ -56,6 +56,9 @@ struct keng_cluster {
     uv_loop_t *loop;
     uv_timer_t timer; /* serves delivery reports */
     char *topic, *instance_id, *url;
+    /* Keys carry the group, so that two groups sharing one topic (production and a trial,
+     * say) never take each other's states: "u/<group>/<board>/<kind>", "p/<group>/<kind>/<p>". */
+    char *group;
     const keng_registry_t *reg;
     int64_t fixed_clock_ms;
     uint32_t nboards;
@@ -175,7 +178,8 @@ static void produce_mark(keng_cluster_t *cl, track_t *t)
         encode_value(cl, TYPE_MARK, t->kind, t->partition, t->mark_pending, NULL, 0, &len);
     rd_kafka_resp_err_t err;
 
-    snprintf(key, sizeof(key), "p/%s/%" PRId32, keng_kind_name((keng_kind_t)t->kind), t->partition);
+    snprintf(key, sizeof(key), "p/%s/%s/%" PRId32, cl->group, keng_kind_name((keng_kind_t)t->kind),
+             t->partition);
     t->mark_pending = -1;
     if (!v)
         return;
@@ -234,8 +238,8 @@ void keng_cluster_publish_unit(keng_cluster_t *cl, uint32_t board_index, keng_ki
         t->failed = t->resync = true;
         return;
     }
-    snprintf(key, sizeof(key), "u/%s/%s", keng_registry_board(cl->reg, board_index)->id,
-             keng_kind_name(kind));
+    snprintf(key, sizeof(key), "u/%s/%s/%s", cl->group,
+             keng_registry_board(cl->reg, board_index)->id, keng_kind_name(kind));
     err = rd_kafka_producev(
         cl->producer, RD_KAFKA_V_TOPIC(cl->topic), RD_KAFKA_V_PARTITION(partition % cl->nparts),
         RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(v, vlen),
@@ -369,6 +373,12 @@ static void handle_message(keng_cluster_t *cl, const rd_kafka_message_t *m)
     head = 27 + id_len + 2 + url_len;
     if (len < head || kind >= KENG_KIND_COUNT || partition < 0)
         goto bad;
+    /* Another group's record: its states are not this group's to take. */
+    size_t group_len = strlen(cl->group);
+    if (!m->key || m->key_len < 2 + group_len + 1 ||
+        memcmp((const char *)m->key + 2, cl->group, group_len) != 0 ||
+        ((const char *)m->key)[2 + group_len] != '/')
+        return;
     if (type == TYPE_MARK) {
         track_t *t = track_find(cl, kind, partition, true);
         if (t) {
@@ -380,12 +390,14 @@ static void handle_message(keng_cluster_t *cl, const rd_kafka_message_t *m)
     if (type != TYPE_UNIT || !m->key || m->key_len < 2)
         goto bad;
     {
-        /* The key is "u/<board id>/<kind>": the board is between the first and last '/'. */
+        /* The key is "u/<group>/<board id>/<kind>": the board is between the group's '/'
+         * and the last '/'. */
         const char *key = m->key;
-        size_t end = m->key_len;
-        while (end > 2 && key[end - 1] != '/')
+        size_t start = 2 + group_len + 1, end = m->key_len;
+        while (end > start && key[end - 1] != '/')
             end--;
-        int32_t bi = end > 3 ? keng_registry_find_board(cl->reg, key + 2, end - 3) : -1;
+        int32_t bi =
+            end > start + 1 ? keng_registry_find_board(cl->reg, key + start, end - start - 1) : -1;
         if (bi < 0) {
             keng_log_warn("a counts snapshot names a board the registry does not know", "key=%.*s",
                           (int)m->key_len, key);
@@ -571,6 +583,7 @@ static void free_cluster(keng_cluster_t *cl)
     free(cl->read_next);
     free(cl->topic);
     free(cl->instance_id);
+    free(cl->group);
     free(cl->url);
     free(cl);
 }
@@ -682,6 +695,7 @@ keng_cluster_t *keng_cluster_new(uv_loop_t *loop, const keng_config_t *cfg,
     cl->topic = strdup(opt->topic);
     cl->instance_id = strdup(opt->instance_id);
     cl->url = strdup(opt->advertised_url);
+    cl->group = strdup(opt->group_id ? opt->group_id : "");
     cl->snaps = calloc((size_t)cl->nboards * KENG_KIND_COUNT + 1, sizeof(snap_t));
     /* Others' states only count; their ids deduplicate nothing here, so none are kept. */
     if (kopt)
@@ -690,7 +704,7 @@ keng_cluster_t *keng_cluster_new(uv_loop_t *loop, const keng_config_t *cfg,
         keng_counts_options_default(&ropt);
     ropt.dedup_max_entries = 0;
     cl->remote = keng_counts_new(reg, &ropt);
-    if (!cl->topic || !cl->instance_id || !cl->url || !cl->snaps || !cl->remote) {
+    if (!cl->topic || !cl->instance_id || !cl->url || !cl->group || !cl->snaps || !cl->remote) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }

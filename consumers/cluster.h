@@ -25,6 +25,7 @@ typedef struct keng_cluster_options {
     const char *topic;          /* antt.board-counts */
     const char *instance_id;    /* this instance's name, hostname-pid by default */
     const char *advertised_url; /* where this instance's HTTP API is reached */
+    const char *group_id;       /* the consumer group; records of other groups are ignored */
     int64_t fixed_clock_ms;     /* > 0: the clock stands still there (tests) */
 } keng_cluster_options_t;
 
