@@ -320,28 +320,22 @@ int keng_checkpoint_put_unit(keng_checkpoint_txn_t *txn, const char *board_id, c
     return put(txn, key, (size_t)n, state, len, errstr, errstr_size);
 }
 
-int keng_checkpoint_get_board(keng_checkpoint_t *cp, const char *board_id,
-                              keng_checkpoint_board_fn fn, void *arg, char *errstr,
-                              size_t errstr_size)
+/* Reads one key in its own read transaction and hands its value to fn with the name that
+ * the caller's key stands for. Returns 1 when found, 0 when absent, -1 with errstr filled. */
+static int get_one(keng_checkpoint_t *cp, const char *key, size_t key_len, const char *name,
+                   size_t name_len, keng_checkpoint_board_fn fn, void *arg, char *errstr,
+                   size_t errstr_size)
 {
-    char key[KEY_MAX];
-    int n = board_key(key, sizeof(key), board_id);
     MDB_txn *txn = NULL;
-    MDB_val k, v;
+    MDB_val k = {.mv_size = key_len, .mv_data = (void *)key}, v;
     int rc, ret = -1;
 
-    if (n < 0) {
-        snprintf(errstr, errstr_size, "board id too long for the checkpoint: %s", board_id);
-        return -1;
-    }
     rc = mdb_txn_begin(cp->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0) {
         snprintf(errstr, errstr_size, "%s: cannot read the checkpoint: %s", cp->dir,
                  mdb_strerror(rc));
         goto out;
     }
-    k.mv_size = (size_t)n;
-    k.mv_data = key;
     rc = mdb_get(txn, cp->dbi, &k, &v);
     if (rc == MDB_NOTFOUND) {
         ret = 0;
@@ -352,13 +346,27 @@ int keng_checkpoint_get_board(keng_checkpoint_t *cp, const char *board_id,
                  mdb_strerror(rc));
         goto out;
     }
-    fn(key + 2, (size_t)n - 2, v.mv_data, v.mv_size, arg);
+    fn(name, name_len, v.mv_data, v.mv_size, arg);
     ret = 1;
 
 out:
     if (txn)
         mdb_txn_abort(txn);
     return ret;
+}
+
+int keng_checkpoint_get_board(keng_checkpoint_t *cp, const char *board_id,
+                              keng_checkpoint_board_fn fn, void *arg, char *errstr,
+                              size_t errstr_size)
+{
+    char key[KEY_MAX];
+    int n = board_key(key, sizeof(key), board_id);
+
+    if (n < 0) {
+        snprintf(errstr, errstr_size, "board id too long for the checkpoint: %s", board_id);
+        return -1;
+    }
+    return get_one(cp, key, (size_t)n, key + 2, (size_t)n - 2, fn, arg, errstr, errstr_size);
 }
 
 static int meta_key(char *buf, size_t size, const char *name)
@@ -386,37 +394,10 @@ int keng_checkpoint_get_meta(keng_checkpoint_t *cp, const char *name, keng_check
 {
     char key[KEY_MAX];
     int n = meta_key(key, sizeof(key), name);
-    MDB_txn *txn = NULL;
-    MDB_val k, v;
-    int rc, ret = -1;
 
     if (n < 0) {
         snprintf(errstr, errstr_size, "name too long for the checkpoint: %s", name);
         return -1;
     }
-    rc = mdb_txn_begin(cp->env, NULL, MDB_RDONLY, &txn);
-    if (rc != 0) {
-        snprintf(errstr, errstr_size, "%s: cannot read the checkpoint: %s", cp->dir,
-                 mdb_strerror(rc));
-        goto out;
-    }
-    k.mv_size = (size_t)n;
-    k.mv_data = key;
-    rc = mdb_get(txn, cp->dbi, &k, &v);
-    if (rc == MDB_NOTFOUND) {
-        ret = 0;
-        goto out;
-    }
-    if (rc != 0) {
-        snprintf(errstr, errstr_size, "%s: cannot read %s from the checkpoint: %s", cp->dir, key,
-                 mdb_strerror(rc));
-        goto out;
-    }
-    fn(name, strlen(name), v.mv_data, v.mv_size, arg);
-    ret = 1;
-
-out:
-    if (txn)
-        mdb_txn_abort(txn);
-    return ret;
+    return get_one(cp, key, (size_t)n, name, strlen(name), fn, arg, errstr, errstr_size);
 }

@@ -201,23 +201,18 @@ static int run(const struct options *opt, keng_config_t *cfg)
             continue;
         }
         const char *topic = rd_kafka_topic_name(m->rkt);
-        for (size_t i = 0; i < nends; i++) {
-            if (ends[i].partition != m->partition || strcmp(ends[i].topic, topic) != 0)
-                continue;
-            if (!ends[i].done && m->offset + 1 >= ends[i].high) {
-                ends[i].done = 1;
-                remaining--;
-            }
-            break;
+        partition_end_t *end = NULL;
+        for (size_t i = 0; i < nends && !end; i++) {
+            if (ends[i].partition == m->partition && strcmp(ends[i].topic, topic) == 0)
+                end = &ends[i];
+        }
+        if (end && !end->done && m->offset + 1 >= end->high) {
+            end->done = 1;
+            remaining--;
         }
         /* Messages past the noted end arrived after the replay began: they are the next
          * review's, and counting them would make two runs disagree. */
-        int past_end = 0;
-        for (size_t i = 0; i < nends; i++) {
-            if (ends[i].partition == m->partition && strcmp(ends[i].topic, topic) == 0 &&
-                m->offset >= ends[i].high)
-                past_end = 1;
-        }
+        int past_end = end && m->offset >= end->high;
         if (!past_end) {
             keng_event_t ev;
             messages++;
