@@ -16,6 +16,9 @@ from faultlib import kt
 
 ROUNDS = int(os.environ.get("KENG_FAULT_ROUNDS", "20"))
 GATEWAYS = 3
+# The embedded broker keeps only the newest 5 MiB of each partition; past this many events
+# (about 2 MiB per partition over 8) the gateways only resend, whatever the machine's speed.
+MAX_EVENTS = 80_000
 AGGREGATE_KILL_CHANCE = 0.15
 
 
@@ -40,6 +43,8 @@ class Gateways:
             if self.pending:
                 self.resent += 1
                 return self.pending.pop(0)
+            if len(self.src.unique) >= MAX_EVENTS:
+                return None
             kind = rng.choice(("incident", "mediation"))
             return kind, self.src.new(rng.randint(5, 40), kind)
 
@@ -48,7 +53,10 @@ class Gateways:
         for _ in range(10_000):  # bounded, whatever the speed
             if stop.is_set():
                 return
-            kind, batch = self.next_batch(rng)
+            work = self.next_batch(rng)
+            if work is None:
+                return  # the event budget is spent and nothing waits for a resend
+            kind, batch = work
             status, answer = self.ing.post(kind, [ev for _, ev in batch], timeout=10)
             with self.lock:
                 self.posts += 1
