@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,29 +167,137 @@ const char *keng_config_brokers(const keng_config_t *cfg)
     return keng_config_get(cfg, "kafka.bootstrap.servers", NULL);
 }
 
-rd_kafka_conf_t *keng_config_kafka(const keng_config_t *cfg, char *errstr, size_t errstr_size)
+/* librdkafka 2.0.2's CONFIGURATION.md marks these C (consumer) or P (producer); a client
+ * given a property of the other kind logs a CONFWARN and ignores it. */
+static const char *const consumer_only[] = {"group.id",
+                                            "group.instance.id",
+                                            "partition.assignment.strategy",
+                                            "session.timeout.ms",
+                                            "heartbeat.interval.ms",
+                                            "group.protocol.type",
+                                            "coordinator.query.interval.ms",
+                                            "max.poll.interval.ms",
+                                            "enable.auto.commit",
+                                            "auto.commit.interval.ms",
+                                            "enable.auto.offset.store",
+                                            "queued.min.messages",
+                                            "queued.max.messages.kbytes",
+                                            "fetch.wait.max.ms",
+                                            "fetch.message.max.bytes",
+                                            "max.partition.fetch.bytes",
+                                            "fetch.max.bytes",
+                                            "fetch.min.bytes",
+                                            "fetch.error.backoff.ms",
+                                            "offset.store.method",
+                                            "isolation.level",
+                                            "enable.partition.eof",
+                                            "check.crcs",
+                                            "auto.offset.reset",
+                                            "consume.callback.max.messages",
+                                            "auto.commit.enable",
+                                            "offset.store.path",
+                                            "offset.store.sync.interval.ms",
+                                            "consume_cb",
+                                            "rebalance_cb",
+                                            "offset_commit_cb"};
+static const char *const producer_only[] = {"transactional.id",
+                                            "transaction.timeout.ms",
+                                            "enable.idempotence",
+                                            "enable.gapless.guarantee",
+                                            "queue.buffering.max.messages",
+                                            "queue.buffering.max.kbytes",
+                                            "queue.buffering.max.ms",
+                                            "linger.ms",
+                                            "message.send.max.retries",
+                                            "retries",
+                                            "queue.buffering.backpressure.threshold",
+                                            "compression.codec",
+                                            "compression.type",
+                                            "batch.num.messages",
+                                            "batch.size",
+                                            "delivery.report.only.error",
+                                            "dr_cb",
+                                            "dr_msg_cb",
+                                            "sticky.partitioning.linger.ms",
+                                            "request.required.acks",
+                                            "acks",
+                                            "request.timeout.ms",
+                                            "message.timeout.ms",
+                                            "delivery.timeout.ms",
+                                            "queuing.strategy",
+                                            "produce.offset.report",
+                                            "partitioner",
+                                            "compression.level",
+                                            "retry.backoff.ms",
+                                            "partitioner_cb",
+                                            "msg_order_cmp"};
+
+static bool listed(const char *const *list, size_t n, const char *property)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], property) == 0)
+            return true;
+    return false;
+}
+
+int keng_kafka_property_role(const char *property)
+{
+    if (listed(consumer_only, sizeof(consumer_only) / sizeof(consumer_only[0]), property))
+        return KENG_KAFKA_CONSUMER;
+    if (listed(producer_only, sizeof(producer_only) / sizeof(producer_only[0]), property))
+        return KENG_KAFKA_PRODUCER;
+    return -1;
+}
+
+static int apply_kafka(rd_kafka_conf_t *conf, const char *key, const char *property,
+                       const char *value, char *errstr, size_t errstr_size)
+{
+    char kerr[256];
+
+    if (rd_kafka_conf_set(conf, property, value, kerr, sizeof(kerr)) == RD_KAFKA_CONF_OK)
+        return 0;
+    snprintf(errstr, errstr_size, "%s: %s", key, kerr);
+    return -1;
+}
+
+rd_kafka_conf_t *keng_config_kafka(const keng_config_t *cfg, keng_kafka_role_t role, char *errstr,
+                                   size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *brokers = keng_config_brokers(cfg);
-    char kerr[256];
+    const char *mine = role == KENG_KAFKA_CONSUMER ? "kafka.consumer." : "kafka.producer.";
 
+    if (brokers &&
+        apply_kafka(conf, "brokers", "bootstrap.servers", brokers, errstr, errstr_size) != 0)
+        goto fail;
     for (size_t i = 0; i < cfg->count; i++) {
         const entry_t *e = &cfg->entries[i];
-        if (strncmp(e->key, "kafka.", 6) != 0)
+        const char *property = e->key + 6;
+        int only;
+
+        if (strncmp(e->key, "kafka.", 6) != 0 || strncmp(e->key, "kafka.consumer.", 15) == 0 ||
+            strncmp(e->key, "kafka.producer.", 15) == 0)
             continue;
-        if (rd_kafka_conf_set(conf, e->key + 6, e->value, kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            snprintf(errstr, errstr_size, "%s: %s", e->key, kerr);
-            rd_kafka_conf_destroy(conf);
-            return NULL;
-        }
+        if (strcmp(property, "bootstrap.servers") == 0 && brokers)
+            continue; /* already set, from the same key or one that overrides it */
+        only = keng_kafka_property_role(property);
+        if (only >= 0 && only != (int)role)
+            continue;
+        if (apply_kafka(conf, e->key, property, e->value, errstr, errstr_size) != 0)
+            goto fail;
     }
-    if (brokers && rd_kafka_conf_set(conf, "bootstrap.servers", brokers, kerr, sizeof(kerr)) !=
-                       RD_KAFKA_CONF_OK) {
-        snprintf(errstr, errstr_size, "brokers: %s", kerr);
-        rd_kafka_conf_destroy(conf);
-        return NULL;
+    for (size_t i = 0; i < cfg->count; i++) {
+        const entry_t *e = &cfg->entries[i];
+
+        if (strncmp(e->key, mine, 15) == 0 &&
+            apply_kafka(conf, e->key, e->key + 15, e->value, errstr, errstr_size) != 0)
+            goto fail;
     }
     return conf;
+
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
 }
 
 void keng_config_each(const keng_config_t *cfg,

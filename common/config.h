@@ -1,5 +1,6 @@
 /* Program configuration: a key=value file, overridden by flags. Keys starting "kafka." are
- * handed to librdkafka unchanged (without the prefix). */
+ * handed to librdkafka without the prefix (see keng_config_kafka for which client gets
+ * which). */
 #ifndef KENG_CONFIG_H
 #define KENG_CONFIG_H
 
@@ -31,9 +32,20 @@ int keng_config_get_int(const keng_config_t *cfg, const char *key, long long def
  * config's kafka.bootstrap.servers. NULL when none is set. */
 const char *keng_config_brokers(const keng_config_t *cfg);
 
-/* A new librdkafka config with bootstrap.servers and every kafka.* key applied. Returns NULL
+/* Which client a librdkafka config is for. A program such as keng-aggregate runs both, from
+ * one config file. */
+typedef enum { KENG_KAFKA_CONSUMER, KENG_KAFKA_PRODUCER } keng_kafka_role_t;
+
+/* A new librdkafka config for a client of role: bootstrap.servers, then every kafka.<key>
+ * except the keys librdkafka applies only to the other role (kafka.session.timeout.ms does
+ * not reach a producer, kafka.linger.ms not a consumer: librdkafka would warn), then every
+ * kafka.consumer.<key> or kafka.producer.<key> of that role, which override. Returns NULL
  * with errstr naming the key librdkafka refused. The caller owns the result. */
-rd_kafka_conf_t *keng_config_kafka(const keng_config_t *cfg, char *errstr, size_t errstr_size);
+rd_kafka_conf_t *keng_config_kafka(const keng_config_t *cfg, keng_kafka_role_t role, char *errstr,
+                                   size_t errstr_size);
+
+/* The role a librdkafka property applies to alone, or -1 for a property of both. */
+int keng_kafka_property_role(const char *property);
 
 /* Calls fn for every key and value, in the order they were first set (both borrowed for the
  * call). Added for keng-aggregate's alert rules, which are named by their keys. */

@@ -218,7 +218,7 @@ static int start_alerts(app_t *app)
 
     if (config_int(app, "alerts.recover.timeout.ms", 15000, 100, 600000, &timeout))
         return -1;
-    conf = keng_config_kafka(app->cfg, errstr, sizeof(errstr));
+    conf = keng_config_kafka(app->cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
     if (conf)
         app->alertlog = keng_alertlog_new(
             app->loop, conf, keng_config_get(app->cfg, "topic.alerts", "antt.alerts"),
@@ -369,7 +369,8 @@ static int run(app_t *app)
     }
     keng_log_info("listening", "listen=%s port=%d", listen, keng_http_server_port(app->srv));
 
-    rd_kafka_conf_t *pconf = keng_config_kafka(app->cfg, errstr, sizeof(errstr));
+    rd_kafka_conf_t *pconf =
+        keng_config_kafka(app->cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
     if (pconf)
         app->dl = keng_deadletter_new(
             app->loop, pconf, keng_config_get(app->cfg, "topic.deadletter", "antt.deadletter"),

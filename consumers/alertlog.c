@@ -326,7 +326,7 @@ long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg,
     rd_kafka_resp_err_t err;
     char scratch[VALUE_MAX], why[256];
 
-    conf = keng_config_kafka(cfg, errstr, errstr_size);
+    conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, errstr_size);
     if (!conf)
         goto out;
     /* A private reader: it never joins a group and never commits. */

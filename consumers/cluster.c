@@ -605,7 +605,7 @@ static int start_reader(keng_cluster_t *cl, const keng_config_t *cfg, char *errs
                         size_t errstr_size)
 {
     char group[ID_MAX + 64];
-    rd_kafka_conf_t *conf = keng_config_kafka(cfg, errstr, errstr_size);
+    rd_kafka_conf_t *conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, errstr_size);
     const rd_kafka_metadata_t *md = NULL;
     rd_kafka_topic_t *rkt = NULL;
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -713,7 +713,7 @@ keng_cluster_t *keng_cluster_new(uv_loop_t *loop, const keng_config_t *cfg,
     if (start_reader(cl, cfg, errstr, errstr_size) != 0)
         goto fail;
 
-    conf = keng_config_kafka(cfg, errstr, errstr_size);
+    conf = keng_config_kafka(cfg, KENG_KAFKA_PRODUCER, errstr, errstr_size);
     if (!conf)
         goto fail;
     /* Idempotence keeps each partition's states in order: a mark follows its units. */

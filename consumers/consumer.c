@@ -1041,7 +1041,7 @@ keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
      * this instance, so each partition's units are loaded when it is assigned. */
     keng_counts_advance(counts, now_ms(c));
 
-    conf = keng_config_kafka(cfg, errstr, errstr_size);
+    conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, errstr_size);
     if (!conf)
         goto fail;
     if (set_conf(conf, "group.id", c->group_id, errstr, errstr_size) ||

@@ -110,7 +110,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
         goto out;
     }
 
-    conf = keng_config_kafka(cfg, errstr, sizeof(errstr));
+    conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, sizeof(errstr));
     if (!conf) {
         keng_log_error("bad Kafka configuration", "error=\"%s\"", errstr);
         goto out;

@@ -122,7 +122,7 @@ keng_producer_t *keng_producer_new(const keng_config_t *cfg, char *errstr, size_
     if (!p->enc)
         goto fail;
 
-    conf = keng_config_kafka(cfg, errstr, errstr_size);
+    conf = keng_config_kafka(cfg, KENG_KAFKA_PRODUCER, errstr, errstr_size);
     if (!conf)
         goto fail;
     /* Idempotence and acks=all are what make "delivered" mean "in Kafka, once": never let

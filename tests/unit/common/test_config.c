@@ -74,7 +74,7 @@ static void test_kafka_keys_reach_librdkafka(void **state)
 
     keng_config_set(cfg, "kafka.client.id", "keng-test");
     keng_config_set(cfg, "brokers", "127.0.0.1:9");
-    rd_kafka_conf_t *conf = keng_config_kafka(cfg, errstr, sizeof(errstr));
+    rd_kafka_conf_t *conf = keng_config_kafka(cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
     assert_non_null(conf);
     assert_int_equal(rd_kafka_conf_get(conf, "client.id", value, &size), RD_KAFKA_CONF_OK);
     assert_string_equal(value, "keng-test");
@@ -84,8 +84,64 @@ static void test_kafka_keys_reach_librdkafka(void **state)
     rd_kafka_conf_destroy(conf);
 
     keng_config_set(cfg, "kafka.no.such.property", "1");
-    assert_null(keng_config_kafka(cfg, errstr, sizeof(errstr)));
+    assert_null(keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, sizeof(errstr)));
     assert_non_null(strstr(errstr, "kafka.no.such.property"));
+    keng_config_destroy(cfg);
+}
+
+/* One file configures keng-aggregate's consumer and its producers: each client gets the
+ * keys that apply to it, and kafka.consumer.* / kafka.producer.* override for one role. */
+static void get_property(rd_kafka_conf_t *conf, const char *name, char *value, size_t size)
+{
+    assert_int_equal(rd_kafka_conf_get(conf, name, value, &size), RD_KAFKA_CONF_OK);
+}
+
+static void test_kafka_keys_by_role(void **state)
+{
+    keng_config_t *cfg = keng_config_new();
+    char errstr[256], value[64], dflt_linger[64], dflt_session[64];
+    rd_kafka_conf_t *consumer, *producer, *plain = rd_kafka_conf_new();
+
+    (void)state;
+    get_property(plain, "linger.ms", dflt_linger, sizeof(dflt_linger));
+    get_property(plain, "session.timeout.ms", dflt_session, sizeof(dflt_session));
+    rd_kafka_conf_destroy(plain);
+    keng_config_set(cfg, "kafka.session.timeout.ms", "6000");
+    keng_config_set(cfg, "kafka.linger.ms", "20");
+    keng_config_set(cfg, "kafka.client.id", "keng-both");
+    keng_config_set(cfg, "kafka.producer.client.id", "keng-producer");
+    keng_config_set(cfg, "kafka.consumer.fetch.wait.max.ms", "50");
+
+    consumer = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, sizeof(errstr));
+    producer = keng_config_kafka(cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
+    assert_non_null(consumer);
+    assert_non_null(producer);
+    get_property(consumer, "session.timeout.ms", value, sizeof(value));
+    assert_string_equal(value, "6000");
+    get_property(producer, "session.timeout.ms", value, sizeof(value));
+    assert_string_equal(value, dflt_session); /* not given to the producer */
+    get_property(producer, "linger.ms", value, sizeof(value));
+    assert_string_equal(value, "20");
+    get_property(consumer, "linger.ms", value, sizeof(value));
+    assert_string_equal(value, dflt_linger);
+    get_property(consumer, "client.id", value, sizeof(value));
+    assert_string_equal(value, "keng-both");
+    get_property(producer, "client.id", value, sizeof(value));
+    assert_string_equal(value, "keng-producer");
+    get_property(consumer, "fetch.wait.max.ms", value, sizeof(value));
+    assert_string_equal(value, "50");
+    rd_kafka_conf_destroy(consumer);
+    rd_kafka_conf_destroy(producer);
+
+    assert_int_equal(keng_kafka_property_role("heartbeat.interval.ms"), KENG_KAFKA_CONSUMER);
+    assert_int_equal(keng_kafka_property_role("enable.idempotence"), KENG_KAFKA_PRODUCER);
+    assert_int_equal(keng_kafka_property_role("socket.keepalive.enable"), -1);
+
+    keng_config_set(cfg, "kafka.producer.no.such.property", "1");
+    assert_non_null(consumer = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, sizeof(errstr)));
+    rd_kafka_conf_destroy(consumer);
+    assert_null(keng_config_kafka(cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr)));
+    assert_non_null(strstr(errstr, "kafka.producer.no.such.property"));
     keng_config_destroy(cfg);
 }
 
@@ -95,6 +151,7 @@ int main(void)
         cmocka_unit_test(test_load_and_override),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_kafka_keys_reach_librdkafka),
+        cmocka_unit_test(test_kafka_keys_by_role),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
