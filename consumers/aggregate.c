@@ -50,7 +50,8 @@ typedef struct app {
     keng_deadletter_t *dl;
     keng_alerts_t *alerts;     /* NULL without alert.* rules */
     keng_alertlog_t *alertlog; /* with alerts */
-    keng_cluster_t *cluster;   /* NULL when the counts topic is not usable */
+    int alerts_read_timeout_ms;
+    keng_cluster_t *cluster; /* NULL when the counts topic is not usable */
     keng_consumer_t *consumer;
     keng_api_t *api;
     keng_http_server_t *srv;
@@ -218,6 +219,7 @@ static int start_alerts(app_t *app)
 
     if (config_int(app, "alerts.recover.timeout.ms", 15000, 100, 600000, &timeout))
         return -1;
+    app->alerts_read_timeout_ms = (int)timeout;
     conf = keng_config_kafka(app->cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
     if (conf)
         app->alertlog = keng_alertlog_new(
@@ -237,8 +239,8 @@ static int start_alerts(app_t *app)
         keng_log_error("cannot read the checkpointed alert state", "error=\"%s\"", errstr);
         return -1;
     }
-    n = keng_alertlog_recover(app->alertlog, app->cfg, apply_recovered, app->alerts, (int)timeout,
-                              errstr, sizeof(errstr));
+    n = keng_alertlog_recover(app->alertlog, app->cfg, false, apply_recovered, app->alerts,
+                              (int)timeout, errstr, sizeof(errstr));
     if (n < 0)
         keng_log_warn("cannot read back the alert topic", "error=\"%s\"", errstr);
     else
@@ -398,7 +400,8 @@ static int run(app_t *app)
     keng_api_set_consumer(app->api, app->consumer);
     keng_consumer_set_cluster(app->consumer, app->cluster);
     keng_api_set_cluster(app->api, app->cluster);
-    keng_consumer_set_alerts(app->consumer, app->alerts, app->alertlog);
+    keng_consumer_set_alerts(app->consumer, app->alerts, app->alertlog,
+                             app->alerts_read_timeout_ms);
 
     uv_signal_init(app->loop, &app->sigint);
     uv_signal_init(app->loop, &app->sigterm);

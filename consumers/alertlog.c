@@ -309,7 +309,7 @@ void keng_alertlog_mark_clean(keng_alertlog_t *log)
     log->dirty = false;
 }
 
-long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg,
+long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg, bool from_start,
                            void (*fn)(const keng_alert_t *t, void *arg), void *arg, int timeout_ms,
                            char *errstr, size_t errstr_size)
 {
@@ -373,7 +373,7 @@ long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg,
                      (int)part, rd_kafka_err2str(err));
             goto out;
         }
-        from = (size_t)part < log->npartitions && log->next_offset[part] >= 0
+        from = !from_start && (size_t)part < log->npartitions && log->next_offset[part] >= 0
                    ? log->next_offset[part]
                    : low;
         if (from < low)

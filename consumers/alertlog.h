@@ -50,12 +50,13 @@ int keng_alertlog_load(keng_alertlog_t *log, const unsigned char *buf, size_t le
 bool keng_alertlog_dirty(const keng_alertlog_t *log);
 void keng_alertlog_mark_clean(keng_alertlog_t *log);
 
-/* Reads the topic from the loaded positions (from the start of partitions without one) up
- * to the high watermarks, and calls fn for every Alert record (borrowed for the call), in
- * each partition's order. Blocks up to timeout_ms; cfg (borrowed) gives the connection.
- * Then moves the positions to where it stopped. Returns the number of records read, or -1
- * with errstr filled when the topic could not be read to its end. */
-long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg,
+/* Reads the topic up to the high watermarks, from the loaded positions (from the start of
+ * partitions without one), or from the start of every partition with from_start, and calls
+ * fn for every Alert record (borrowed for the call), in each partition's order. Blocks up to
+ * timeout_ms; cfg (borrowed) gives the connection. Then moves the positions to where it
+ * stopped. Returns the number of records read, or -1 with errstr filled when the topic could
+ * not be read to its end. */
+long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg, bool from_start,
                            void (*fn)(const keng_alert_t *t, void *arg), void *arg, int timeout_ms,
                            char *errstr, size_t errstr_size);
 

@@ -67,6 +67,8 @@ struct keng_alerts {
     size_t nrules;
     keng_alerts_emit_fn emit;
     void *emit_arg;
+    keng_alerts_holds_fn holds; /* NULL: every scope is held */
+    void *holds_arg;
 
     entry_t **buckets;
     size_t nbuckets, nentries;
@@ -344,6 +346,17 @@ void keng_alerts_set_emit(keng_alerts_t *a, keng_alerts_emit_fn fn, void *arg)
 {
     a->emit = fn;
     a->emit_arg = arg;
+}
+
+void keng_alerts_set_holder(keng_alerts_t *a, keng_alerts_holds_fn fn, void *arg)
+{
+    a->holds = fn;
+    a->holds_arg = arg;
+}
+
+static bool holds(const keng_alerts_t *a, const entry_t *e)
+{
+    return !a->holds || a->holds(e->level, e->scope, a->rules[e->rule].kind, a->holds_arg);
 }
 
 /* ---- scopes ---- */
@@ -690,8 +703,17 @@ static void emit(keng_alerts_t *a, const rec_t *rec, keng_alert_status_t status)
 static int64_t evaluate(keng_alerts_t *a, entry_t *e, int64_t now, bool may_forget)
 {
     const rule_t *r = &a->rules[e->rule];
-    int64_t count = rule_count(a, r, e->level, e->scope);
+    int64_t count;
 
+    /* A partial count would resolve what is firing, or fire what another instance fired. */
+    if (!holds(a, e)) {
+        if (may_forget && !e->fire && !e->touched) {
+            entry_remove(a, e);
+            return -1;
+        }
+        return e->fire ? e->fire->count : 0;
+    }
+    count = rule_count(a, r, e->level, e->scope);
     if (!e->fire && count >= r->threshold) {
         rec_t *rec = calloc(1, sizeof(*rec));
         const char *id, *name;
@@ -771,6 +793,30 @@ void keng_alerts_evaluate_every_scope(keng_alerts_t *a, int64_t now_ms)
     keng_alerts_evaluate_all(a, now_ms);
 }
 
+size_t keng_alerts_release_unheld(keng_alerts_t *a)
+{
+    size_t released = 0;
+
+    for (size_t b = 0; b < a->nbuckets; b++) {
+        for (entry_t *e = a->buckets[b], *next; e; e = next) {
+            next = e->next;
+            if (e->level != KENG_LEVEL_BOARD || holds(a, e))
+                continue;
+            if (e->fire) {
+                free(e->fire);
+                e->fire = NULL;
+                a->stats.firing--;
+                a->dirty = true;
+                released++;
+            }
+            /* A touched entry stays listed until the next evaluation, which skips it. */
+            if (!e->touched)
+                entry_remove(a, e);
+        }
+    }
+    return released;
+}
+
 /* ---- reading back ---- */
 
 static const rule_t *rule_by_name(const keng_alerts_t *a, const char *name, uint32_t *index)
@@ -812,7 +858,7 @@ static void rec_from_alert(const keng_alert_t *t, rec_t *rec)
         snprintf(rec->samples[i], sizeof(rec->samples[i]), "%s", t->sample_event_ids[i]);
 }
 
-int keng_alerts_apply(keng_alerts_t *a, const keng_alert_t *t)
+static int apply(keng_alerts_t *a, const keng_alert_t *t, bool held_boards_only)
 {
     uint32_t ri;
     const rule_t *r = rule_by_name(a, t->rule, &ri);
@@ -824,6 +870,10 @@ int keng_alerts_apply(keng_alerts_t *a, const keng_alert_t *t)
         return 0;
     scope = scope_find(a, (keng_level_t)t->level, t->scope_id);
     if (scope < 0)
+        return 0;
+    if (held_boards_only &&
+        (r->level != KENG_LEVEL_BOARD ||
+         (a->holds && !a->holds(r->level, (uint32_t)scope, r->kind, a->holds_arg))))
         return 0;
     rec_from_alert(t, &rec);
     if (t->status == KENG_ALERT_FIRING) {
@@ -854,6 +904,16 @@ int keng_alerts_apply(keng_alerts_t *a, const keng_alert_t *t)
     resolved_push(a, &rec);
     a->dirty = true;
     return 1;
+}
+
+int keng_alerts_apply(keng_alerts_t *a, const keng_alert_t *t)
+{
+    return apply(a, t, false);
+}
+
+int keng_alerts_adopt(keng_alerts_t *a, const keng_alert_t *t)
+{
+    return apply(a, t, true);
 }
 
 void keng_alerts_each(const keng_alerts_t *a, keng_alert_status_t status,

@@ -52,6 +52,25 @@ size_t keng_alerts_rule_count(const keng_alerts_t *a);
 typedef void (*keng_alerts_emit_fn)(const keng_alert_t *t, void *arg);
 void keng_alerts_set_emit(keng_alerts_t *a, keng_alerts_emit_fn fn, void *arg);
 
+/* Whether this process holds the complete count of a scope for a kind of event: for a board,
+ * whether it owns the board's partition of that kind's topic; above a board, whether it owns
+ * every partition of that topic. Scopes it does not hold are neither fired nor resolved here:
+ * their counts are partial, and the owner of the partition evaluates them. Without a
+ * function (the default) every scope is held. */
+typedef bool (*keng_alerts_holds_fn)(keng_level_t level, uint32_t scope, keng_kind_t kind,
+                                     void *arg);
+void keng_alerts_set_holder(keng_alerts_t *a, keng_alerts_holds_fn fn, void *arg);
+
+/* Forgets, without a transition, the state of the board scopes this process no longer holds
+ * (after partitions were revoked): their alerts carry on with the partition's new owner, which
+ * takes them over with keng_alerts_adopt. Returns the number of firing alerts let go. */
+size_t keng_alerts_release_unheld(keng_alerts_t *a);
+
+/* keng_alerts_apply for the board scopes this process holds only; other transitions are
+ * skipped. Applied to the whole alert topic in order, it takes over the firing alerts of the
+ * boards of newly assigned partitions under the ids their previous owner gave them. */
+int keng_alerts_adopt(keng_alerts_t *a, const keng_alert_t *t);
+
 /* Tells the engine that ev (borrowed) was just counted for the board at board_index: the
  * scopes of the rules it matches are evaluated at the next keng_alerts_evaluate_touched, and
  * its id joins their recent sample ids. */

@@ -27,6 +27,7 @@
 #define PARTITION_NONE  (-1)
 #define CATCH_UP_MS     10000 /* what a new owner waits for the counts topic */
 #define REVOKE_FLUSH_MS 5000
+#define METADATA_MS     5000
 
 typedef struct part {
     int topic; /* index into c->topics */
@@ -60,6 +61,10 @@ struct keng_consumer {
     keng_deadletter_t *dl;
     keng_alerts_t *alerts;     /* NULL without alert rules */
     keng_alertlog_t *alertlog; /* set with alerts */
+    const keng_config_t *cfg;  /* borrowed: how the alert topic is read at an assignment */
+    int alerts_read_timeout_ms;
+    int topic_partitions[TOPIC_COUNT]; /* as of the last assignment; 0 unknown */
+    bool topic_complete[TOPIC_COUNT];  /* every partition of the topic is assigned here */
 
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
@@ -612,6 +617,88 @@ out:
 
 /* ---- rebalance ---- */
 
+/* ---- alerts across assignments ---- */
+
+/* Whether this instance holds the complete count of a scope for alerts (alerts.h). */
+static bool holds_scope(keng_level_t level, uint32_t scope, keng_kind_t kind, void *arg)
+{
+    const keng_consumer_t *c = arg;
+
+    if ((unsigned)kind >= TOPIC_COUNT)
+        return false;
+    if (level == KENG_LEVEL_BOARD)
+        return scope < c->nboards &&
+               c->unit_part[scope * KENG_KIND_COUNT + (uint32_t)kind] != PARTITION_NONE;
+    return c->topic_complete[kind];
+}
+
+/* Counts above a board are complete only while every partition of the topic is here; with
+ * query, the number of partitions is read again (it grows when partitions are added, which
+ * rebalances the group). */
+static void update_complete(keng_consumer_t *c, bool query)
+{
+    for (int t = 0; t < TOPIC_COUNT; t++) {
+        int assigned = 0;
+
+        if (query) {
+            rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, c->topics[t], NULL);
+            const struct rd_kafka_metadata *md = NULL;
+            rd_kafka_resp_err_t err =
+                rkt ? rd_kafka_metadata(c->rk, 0, rkt, &md, METADATA_MS) : rd_kafka_last_error();
+
+            if (!err && md->topic_cnt == 1 && !md->topics[0].err)
+                c->topic_partitions[t] = md->topics[0].partition_cnt;
+            else
+                keng_log_warn("cannot read the number of partitions; alerts above a board wait "
+                              "for the next assignment",
+                              "topic=%s error=\"%s\"", c->topics[t],
+                              rd_kafka_err2str(err ? err : md->topics[0].err));
+            if (md)
+                rd_kafka_metadata_destroy(md);
+            if (rkt)
+                rd_kafka_topic_destroy(rkt);
+        }
+        for (size_t i = 0; i < c->nparts; i++)
+            if (c->parts[i].assigned && c->parts[i].topic == t)
+                assigned++;
+        c->topic_complete[t] = c->topic_partitions[t] > 0 && assigned >= c->topic_partitions[t];
+    }
+}
+
+static void adopt_alert(const keng_alert_t *t, void *arg)
+{
+    keng_alerts_adopt(arg, t);
+}
+
+/* After the assignment changed: the alerts of boards that left go on with their new owner,
+ * and those of boards that came are taken over from the alert topic, under the ids the
+ * previous owner emitted, so that a rebalance neither resolves nor fires anything. Nothing
+ * is evaluated until the next catch-up. */
+static void hand_over_alerts(keng_consumer_t *c, bool assigned)
+{
+    char err[512];
+    size_t released;
+    long n = 0;
+
+    if (!c->alerts)
+        return;
+    update_complete(c, assigned);
+    released = keng_alerts_release_unheld(c->alerts);
+    if (assigned && c->alertlog) {
+        n = keng_alertlog_recover(c->alertlog, c->cfg, true, adopt_alert, c->alerts,
+                                  c->alerts_read_timeout_ms, err, sizeof(err));
+        if (n < 0)
+            keng_log_warn("cannot read the alert topic; alerts firing for the new boards may "
+                          "fire again under a new id",
+                          "error=\"%s\"", err);
+    }
+    keng_log_info("alerts handed over",
+                  "released=%zu read=%ld incidents_complete=%d "
+                  "mediations_complete=%d",
+                  released, n, c->topic_complete[KENG_KIND_INCIDENT],
+                  c->topic_complete[KENG_KIND_MEDIATION]);
+}
+
 /* Picks, for every unit of the assigned partitions, the newest state of the local checkpoint
  * and the counts topic, loads it, and starts each partition where the oldest of them ends. */
 static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
@@ -721,6 +808,7 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
     }
     free(ctx.local);
     free(mark);
+    hand_over_alerts(c, true);
     rd_kafka_error_t *error = rd_kafka_incremental_assign(c->rk, parts);
     if (error) {
         keng_log_error("incremental assign failed", "error=\"%s\"", rd_kafka_error_string(error));
@@ -771,6 +859,8 @@ static void on_revoke(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
         if (c->cluster)
             keng_cluster_set_owned(c->cluster, (keng_kind_t)t, tp->partition, false);
     }
+    if (!c->stopping)
+        hand_over_alerts(c, false);
     rd_kafka_error_t *error = rd_kafka_incremental_unassign(c->rk, parts);
     if (error) {
         keng_log_error("incremental unassign failed", "error=\"%s\"", rd_kafka_error_string(error));
@@ -1002,6 +1092,7 @@ keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
         goto fail;
     }
     c->loop = loop;
+    c->cfg = cfg;
     c->opt = *opt;
     if (c->opt.batch_max <= 0)
         c->opt.batch_max = 1000;
@@ -1218,10 +1309,14 @@ void keng_consumer_each_partition(const keng_consumer_t *c,
     }
 }
 
-void keng_consumer_set_alerts(keng_consumer_t *c, keng_alerts_t *alerts, keng_alertlog_t *log)
+void keng_consumer_set_alerts(keng_consumer_t *c, keng_alerts_t *alerts, keng_alertlog_t *log,
+                              int read_timeout_ms)
 {
     c->alerts = alerts;
     c->alertlog = log;
+    c->alerts_read_timeout_ms = read_timeout_ms;
+    if (alerts)
+        keng_alerts_set_holder(alerts, holds_scope, c);
 }
 
 void keng_consumer_set_cluster(keng_consumer_t *c, keng_cluster_t *cluster)

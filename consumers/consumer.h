@@ -87,10 +87,15 @@ void keng_consumer_each_partition(const keng_consumer_t *c,
  * positions are checkpointed with the counts and offsets, under KENG_CHECKPOINT_ALERTS and
  * KENG_CHECKPOINT_ALERTLOG, and a checkpoint waits until log has no transition in flight.
  * Nothing is evaluated before the consumer is ready (caught up), when every scope is
- * evaluated once. Call after keng_consumer_new, before the loop runs. */
+ * evaluated once. Only scopes whose counts are complete here are evaluated: boards of
+ * assigned partitions, and the scopes above a board while every partition of the topic is
+ * assigned here. On a rebalance, the alerts of boards that leave are let go without a
+ * transition, and those of boards that come are taken over from the alert topic (read for
+ * at most read_timeout_ms). Call after keng_consumer_new, before the loop runs. */
 #define KENG_CHECKPOINT_ALERTS   "alerts"
 #define KENG_CHECKPOINT_ALERTLOG "alertlog"
-void keng_consumer_set_alerts(keng_consumer_t *c, keng_alerts_t *alerts, keng_alertlog_t *log);
+void keng_consumer_set_alerts(keng_consumer_t *c, keng_alerts_t *alerts, keng_alertlog_t *log,
+                              int read_timeout_ms);
 
 /* Shares the counts with the other instances of the group through the counts topic
  * (cluster.h; borrowed, must outlive the consumer). Call before the loop runs; without it,

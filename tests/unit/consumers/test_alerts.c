@@ -25,6 +25,7 @@ typedef struct fixture {
     char scratch[16][2048];
     int ngot;
     int seq;
+    bool board_held, above_held; /* what the holder function answers */
 } fixture_t;
 
 /* Keeps a deep copy of t: its strings are only borrowed for the call. The copy goes through
@@ -44,7 +45,16 @@ static void on_emit(const keng_alert_t *t, void *arg)
     f->ngot++;
 }
 
-static fixture_t *setup_rule(const char *threshold, const char *resolve_below)
+static bool holds(keng_level_t level, uint32_t scope, keng_kind_t kind, void *arg)
+{
+    const fixture_t *f = arg;
+
+    (void)scope;
+    assert_int_equal(kind, KENG_KIND_INCIDENT);
+    return level == KENG_LEVEL_BOARD ? f->board_held : f->above_held;
+}
+
+static fixture_t *setup_rule_at(const char *level, const char *threshold, const char *resolve_below)
 {
     fixture_t *f = calloc(1, sizeof(*f));
     char err[256];
@@ -52,7 +62,7 @@ static fixture_t *setup_rule(const char *threshold, const char *resolve_below)
     f->reg = keng_registry_default();
     f->counts = keng_counts_new(f->reg, NULL);
     f->cfg = keng_config_new();
-    keng_config_set(f->cfg, "alert.drugs.level", "commune");
+    keng_config_set(f->cfg, "alert.drugs.level", level);
     keng_config_set(f->cfg, "alert.drugs.window", "1h");
     keng_config_set(f->cfg, "alert.drugs.kind", "incident");
     keng_config_set(f->cfg, "alert.drugs.category", "DRUGS");
@@ -64,7 +74,14 @@ static fixture_t *setup_rule(const char *threshold, const char *resolve_below)
     if (!f->alerts)
         fail_msg("keng_alerts_new: %s", err);
     keng_alerts_set_emit(f->alerts, on_emit, f);
+    f->board_held = f->above_held = true;
+    keng_alerts_set_holder(f->alerts, holds, f);
     return f;
+}
+
+static fixture_t *setup_rule(const char *threshold, const char *resolve_below)
+{
+    return setup_rule_at("commune", threshold, resolve_below);
 }
 
 static void teardown_fixture(fixture_t *f)
@@ -234,6 +251,75 @@ static void test_read_back_transitions(void **state)
     teardown_fixture(g);
 }
 
+/* A rebalance moves board 0's partition from f to g: f lets its alert go without a
+ * RESOLVED, g takes it over from the transitions f emitted and fires nothing new; then the
+ * events leave the window and g resolves it under f's id. */
+static void test_alerts_move_with_the_partition(void **state)
+{
+    fixture_t *f = setup_rule_at("board", "2", NULL), *g = setup_rule_at("board", "2", NULL);
+    keng_alerts_stats_t st;
+
+    (void)state;
+    add(f, KENG_CAT_DRUGS, T0 - 30 * MINUTE, T0);
+    add(f, KENG_CAT_DRUGS, T0 - 20 * MINUTE, T0);
+    assert_int_equal(f->ngot, 1);
+
+    /* The revoke: the board's counts are gone from f. */
+    f->board_held = false;
+    keng_counts_unit_clear(f->counts, 0, KENG_KIND_INCIDENT);
+    assert_int_equal(keng_alerts_release_unheld(f->alerts), 1);
+    advance(f, T0 + 1000);
+    keng_alerts_evaluate_every_scope(f->alerts, T0 + 1000);
+    assert_int_equal(f->ngot, 1); /* no RESOLVED for a count that only moved away */
+    keng_alerts_stats(f->alerts, &st);
+    assert_int_equal(st.firing, 0);
+    assert_int_equal(keng_alerts_adopt(f->alerts, &f->got[0]), 0); /* not f's board any more */
+
+    /* The new owner: the counts come with the partition, the alert from the topic. */
+    add_event(g, KENG_CAT_DRUGS, T0 - 30 * MINUTE, T0 + 2000, true);
+    add_event(g, KENG_CAT_DRUGS, T0 - 20 * MINUTE, T0 + 2000, true);
+    assert_int_equal(keng_alerts_adopt(g->alerts, &f->got[0]), 1);
+    keng_alerts_evaluate_every_scope(g->alerts, T0 + 2000);
+    assert_int_equal(g->ngot, 0);
+    keng_alerts_stats(g->alerts, &st);
+    assert_int_equal(st.firing, 1);
+    advance(g, T0 + 2 * 60 * MINUTE);
+    assert_int_equal(g->ngot, 1);
+    assert_int_equal(g->got[0].status, KENG_ALERT_RESOLVED);
+    assert_string_equal(g->got[0].alert_id, f->got[0].alert_id);
+    teardown_fixture(f);
+    teardown_fixture(g);
+}
+
+/* Above a board, a count is complete only while every partition is here: a partial one
+ * neither fires nor resolves, and the complete one decides once it is back. */
+static void test_partial_counts_above_a_board_decide_nothing(void **state)
+{
+    fixture_t *f = setup_rule("2", NULL);
+
+    (void)state;
+    f->above_held = false;
+    add(f, KENG_CAT_DRUGS, T0 - 30 * MINUTE, T0);
+    add(f, KENG_CAT_DRUGS, T0 - 20 * MINUTE, T0);
+    keng_alerts_evaluate_every_scope(f->alerts, T0);
+    assert_int_equal(f->ngot, 0);
+    f->above_held = true;
+    keng_alerts_evaluate_every_scope(f->alerts, T0 + 1000);
+    assert_int_equal(f->ngot, 1);
+    assert_int_equal(f->got[0].status, KENG_ALERT_FIRING);
+    /* Held no more, and the events leave the window: still firing, nothing emitted... */
+    f->above_held = false;
+    advance(f, T0 + 2 * 60 * MINUTE);
+    assert_int_equal(f->ngot, 1);
+    assert_int_equal(keng_alerts_release_unheld(f->alerts), 0); /* only boards are let go */
+    /* ...until the complete count is back. */
+    f->above_held = true;
+    advance(f, T0 + 2 * 60 * MINUTE + 1000);
+    assert_int_equal(f->ngot, 2);
+    assert_int_equal(f->got[1].status, KENG_ALERT_RESOLVED);
+    teardown_fixture(f);
+}
+
 static void test_bad_rules_name_the_key(void **state)
 {
     keng_registry_t *reg = keng_registry_default();
@@ -306,6 +392,8 @@ int main(void)
         cmocka_unit_test(test_window_expiry_resolves_with_hysteresis),
         cmocka_unit_test(test_state_survives_save_and_load),
         cmocka_unit_test(test_read_back_transitions),
+        cmocka_unit_test(test_alerts_move_with_the_partition),
+        cmocka_unit_test(test_partial_counts_above_a_board_decide_nothing),
         cmocka_unit_test(test_bad_rules_name_the_key),
         cmocka_unit_test(test_alert_record_round_trip),
     };
