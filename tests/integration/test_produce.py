@@ -197,6 +197,11 @@ def test_simulated_stream_imports_exactly():
         kt.check_equal(len(lines), emitted, "NDJSON lines")
         kt.check_equal(len({json.loads(l)["event_id"] for l in lines}), distinct, "distinct ids")
         kt.check_equal(emitted - distinct, dups, "duplicates")
+        # Coordinates as the simulator rounds them (5 decimals), not as binary doubles.
+        coords = re.findall(r'"(?:lat|lon)":\s*(-?[0-9.eE+-]+)', out)
+        kt.check(coords, "coordinates in the NDJSON", "some", out[:300])
+        long_ones = [c for c in coords if len(c.partition(".")[2]) > 5]
+        kt.check_equal(long_ones[:5], [], "coordinates printed with more than 5 decimals")
 
         status, _, err = run(["keng-produce", "--brokers", broker.bootstrap, "--kind", "auto",
                               "-"], stdin=out.encode())
