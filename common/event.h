@@ -157,8 +157,10 @@ int keng_event_from_json(const json_t *obj, keng_kind_t kind, const keng_event_l
  * still accept the output. The caller owns the reference. */
 json_t *keng_event_to_json(const keng_event_t *ev);
 
-/* The json_dump* flag for events: 15 significant digits give back any coordinate typed with
- * up to 15 (18.67891, not jansson's default 18.678909999999998). */
+/* The json_dump* flag for events whose coordinates were typed or rounded to at most 15
+ * significant digits (keng-simulate's): they print as typed (18.67891, not jansson's
+ * default 18.678909999999998). Tools that must print any double exactly (keng-avro) keep
+ * jansson's 17 digits. */
 #define KENG_JSON_REAL_PRECISION JSON_REAL_PRECISION(15)
 
 /* A well-formed event_id: 1..KENG_EVENT_ID_MAX characters of [A-Za-z0-9._:-]. UUIDs fit. */

@@ -239,7 +239,7 @@ static int decode_one(keng_avro_decoder_t *dec, const char *path, long index,
         return -1;
     }
     json_t *obj = keng_event_to_json(&ev);
-    if (obj == NULL || json_dumpf(obj, stdout, JSON_COMPACT | KENG_JSON_REAL_PRECISION) != 0) {
+    if (obj == NULL || json_dumpf(obj, stdout, JSON_COMPACT) != 0) {
         fprintf(stderr, "keng-avro: %s: cannot print the event\n", path);
         json_decref(obj);
         return -1;
