@@ -69,6 +69,7 @@ struct keng_alerts {
     void *emit_arg;
     keng_alerts_holds_fn holds; /* NULL: every scope is held */
     void *holds_arg;
+    const keng_counts_t *shared; /* the other instances' units, or NULL */
 
     entry_t **buckets;
     size_t nbuckets, nentries;
@@ -354,9 +355,20 @@ void keng_alerts_set_holder(keng_alerts_t *a, keng_alerts_holds_fn fn, void *arg
     a->holds_arg = arg;
 }
 
+void keng_alerts_set_shared_counts(keng_alerts_t *a, const keng_counts_t *shared)
+{
+    a->shared = shared;
+}
+
+static bool holds_scope(const keng_alerts_t *a, keng_level_t level, uint32_t scope,
+                        keng_kind_t kind)
+{
+    return !a->holds || a->holds(level, scope, kind, a->holds_arg);
+}
+
 static bool holds(const keng_alerts_t *a, const entry_t *e)
 {
-    return !a->holds || a->holds(e->level, e->scope, a->rules[e->rule].kind, a->holds_arg);
+    return holds_scope(a, e->level, e->scope, a->rules[e->rule].kind);
 }
 
 /* ---- scopes ---- */
@@ -504,6 +516,16 @@ static int64_t rule_count(const keng_alerts_t *a, const rule_t *r, keng_level_t 
     keng_tally_t t;
 
     keng_counts_get(a->counts, level, scope, r->window, &t);
+    if (a->shared) {
+        /* The two never hold the same unit, so the sum is the group's count. */
+        keng_tally_t other;
+        uint64_t *to = (uint64_t *)&t;
+        const uint64_t *from = (const uint64_t *)&other;
+
+        keng_counts_get(a->shared, level, scope, r->window, &other);
+        for (size_t i = 0; i < sizeof(t) / sizeof(uint64_t); i++)
+            to[i] += from[i];
+    }
     switch (r->filter) {
     case FILTER_CATEGORY:
         return (int64_t)t.by_category[r->filter_value];
@@ -763,9 +785,38 @@ void keng_alerts_evaluate_touched(keng_alerts_t *a, int64_t now_ms)
     a->ntouched = 0;
 }
 
+static size_t scope_count(const keng_alerts_t *a, keng_level_t level)
+{
+    return level == KENG_LEVEL_BOARD      ? keng_registry_board_count(a->reg)
+           : level == KENG_LEVEL_COMMUNE  ? keng_registry_commune_count(a->reg)
+           : level == KENG_LEVEL_DISTRICT ? keng_registry_district_count(a->reg)
+                                          : 1;
+}
+
+/* Evaluates the scopes of a rule that have no state yet but reached the threshold. */
+static void evaluate_new_scopes(keng_alerts_t *a, uint32_t rule, int64_t now_ms)
+{
+    const rule_t *r = &a->rules[rule];
+    size_t n = scope_count(a, r->level);
+
+    for (size_t i = 0; i < n; i++) {
+        if (!holds_scope(a, r->level, (uint32_t)i, r->kind) ||
+            rule_count(a, r, r->level, (uint32_t)i) < r->threshold)
+            continue;
+        entry_t *e = entry_get(a, rule, r->level, (uint32_t)i);
+        if (e)
+            evaluate(a, e, now_ms, false);
+    }
+}
+
 void keng_alerts_evaluate_all(keng_alerts_t *a, int64_t now_ms)
 {
     keng_alerts_evaluate_touched(a, now_ms);
+    /* Counts above a board also grow by other instances' events, which touch nothing here:
+     * their scopes (482 a rule at most) are all looked at. */
+    for (size_t r = 0; a->shared && r < a->nrules; r++)
+        if (a->rules[r].level != KENG_LEVEL_BOARD)
+            evaluate_new_scopes(a, (uint32_t)r, now_ms);
     for (size_t b = 0; b < a->nbuckets; b++) {
         for (entry_t *e = a->buckets[b], *next; e; e = next) {
             next = e->next;
@@ -776,20 +827,8 @@ void keng_alerts_evaluate_all(keng_alerts_t *a, int64_t now_ms)
 
 void keng_alerts_evaluate_every_scope(keng_alerts_t *a, int64_t now_ms)
 {
-    for (size_t r = 0; r < a->nrules; r++) {
-        const rule_t *rule = &a->rules[r];
-        size_t n = rule->level == KENG_LEVEL_BOARD      ? keng_registry_board_count(a->reg)
-                   : rule->level == KENG_LEVEL_COMMUNE  ? keng_registry_commune_count(a->reg)
-                   : rule->level == KENG_LEVEL_DISTRICT ? keng_registry_district_count(a->reg)
-                                                        : 1;
-        for (size_t i = 0; i < n; i++) {
-            if (rule_count(a, rule, rule->level, (uint32_t)i) < rule->threshold)
-                continue;
-            entry_t *e = entry_get(a, (uint32_t)r, rule->level, (uint32_t)i);
-            if (e)
-                evaluate(a, e, now_ms, false);
-        }
-    }
+    for (size_t r = 0; r < a->nrules; r++)
+        evaluate_new_scopes(a, (uint32_t)r, now_ms);
     keng_alerts_evaluate_all(a, now_ms);
 }
 
@@ -800,7 +839,7 @@ size_t keng_alerts_release_unheld(keng_alerts_t *a)
     for (size_t b = 0; b < a->nbuckets; b++) {
         for (entry_t *e = a->buckets[b], *next; e; e = next) {
             next = e->next;
-            if (e->level != KENG_LEVEL_BOARD || holds(a, e))
+            if (holds(a, e))
                 continue;
             if (e->fire) {
                 free(e->fire);
@@ -858,7 +897,7 @@ static void rec_from_alert(const keng_alert_t *t, rec_t *rec)
         snprintf(rec->samples[i], sizeof(rec->samples[i]), "%s", t->sample_event_ids[i]);
 }
 
-static int apply(keng_alerts_t *a, const keng_alert_t *t, bool held_boards_only)
+static int apply(keng_alerts_t *a, const keng_alert_t *t, bool held_only)
 {
     uint32_t ri;
     const rule_t *r = rule_by_name(a, t->rule, &ri);
@@ -871,9 +910,7 @@ static int apply(keng_alerts_t *a, const keng_alert_t *t, bool held_boards_only)
     scope = scope_find(a, (keng_level_t)t->level, t->scope_id);
     if (scope < 0)
         return 0;
-    if (held_boards_only &&
-        (r->level != KENG_LEVEL_BOARD ||
-         (a->holds && !a->holds(r->level, (uint32_t)scope, r->kind, a->holds_arg))))
+    if (held_only && !holds_scope(a, r->level, (uint32_t)scope, r->kind))
         return 0;
     rec_from_alert(t, &rec);
     if (t->status == KENG_ALERT_FIRING) {

@@ -52,23 +52,28 @@ size_t keng_alerts_rule_count(const keng_alerts_t *a);
 typedef void (*keng_alerts_emit_fn)(const keng_alert_t *t, void *arg);
 void keng_alerts_set_emit(keng_alerts_t *a, keng_alerts_emit_fn fn, void *arg);
 
-/* Whether this process holds the complete count of a scope for a kind of event: for a board,
- * whether it owns the board's partition of that kind's topic; above a board, whether it owns
- * every partition of that topic. Scopes it does not hold are neither fired nor resolved here:
- * their counts are partial, and the owner of the partition evaluates them. Without a
- * function (the default) every scope is held. */
+/* Whether this process decides a scope for a kind of event: for a board, whether it owns the
+ * board's partition of that kind's topic; above a board, whether it is the one instance
+ * that decides those scopes for the topic (consumer.h says which). Scopes it does not hold
+ * are neither fired nor resolved here. Without a function (the default) every scope is
+ * held. */
 typedef bool (*keng_alerts_holds_fn)(keng_level_t level, uint32_t scope, keng_kind_t kind,
                                      void *arg);
 void keng_alerts_set_holder(keng_alerts_t *a, keng_alerts_holds_fn fn, void *arg);
 
-/* Forgets, without a transition, the state of the board scopes this process no longer holds
- * (after partitions were revoked): their alerts carry on with the partition's new owner, which
- * takes them over with keng_alerts_adopt. Returns the number of firing alerts let go. */
+/* The counts of the units other instances own (cluster.h; borrowed, may be NULL), added to
+ * this process's counts for every rule, so that scopes above a board count the whole group.
+ * With them, every scope above a board is looked at by keng_alerts_evaluate_all. */
+void keng_alerts_set_shared_counts(keng_alerts_t *a, const keng_counts_t *shared);
+
+/* Forgets, without a transition, the state of the scopes this process no longer holds (after
+ * partitions were revoked): their alerts carry on with the instance that holds them now,
+ * which takes them over with keng_alerts_adopt. Returns the number of firing alerts let go. */
 size_t keng_alerts_release_unheld(keng_alerts_t *a);
 
-/* keng_alerts_apply for the board scopes this process holds only; other transitions are
- * skipped. Applied to the whole alert topic in order, it takes over the firing alerts of the
- * boards of newly assigned partitions under the ids their previous owner gave them. */
+/* keng_alerts_apply for the scopes this process holds only; other transitions are skipped.
+ * Applied to the whole alert topic in order, it takes over the firing alerts of the scopes
+ * that came with newly assigned partitions, under the ids their previous holder gave them. */
 int keng_alerts_adopt(keng_alerts_t *a, const keng_alert_t *t);
 
 /* Tells the engine that ev (borrowed) was just counted for the board at board_index: the

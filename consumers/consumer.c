@@ -64,7 +64,7 @@ struct keng_consumer {
     const keng_config_t *cfg;  /* borrowed: how the alert topic is read at an assignment */
     int alerts_read_timeout_ms;
     int topic_partitions[TOPIC_COUNT]; /* as of the last assignment; 0 unknown */
-    bool topic_complete[TOPIC_COUNT];  /* every partition of the topic is assigned here */
+    bool decides_above[TOPIC_COUNT];   /* alerts above a board of the topic are decided here */
 
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
@@ -619,7 +619,8 @@ out:
 
 /* ---- alerts across assignments ---- */
 
-/* Whether this instance holds the complete count of a scope for alerts (alerts.h). */
+/* Whether this instance decides a scope's alerts (alerts.h): a board's, when it owns the
+ * board's partition; those above a board, when it decides them for the topic. */
 static bool holds_scope(keng_level_t level, uint32_t scope, keng_kind_t kind, void *arg)
 {
     const keng_consumer_t *c = arg;
@@ -629,17 +630,24 @@ static bool holds_scope(keng_level_t level, uint32_t scope, keng_kind_t kind, vo
     if (level == KENG_LEVEL_BOARD)
         return scope < c->nboards &&
                c->unit_part[scope * KENG_KIND_COUNT + (uint32_t)kind] != PARTITION_NONE;
-    return c->topic_complete[kind];
+    return c->decides_above[kind];
 }
 
-/* Counts above a board are complete only while every partition of the topic is here; with
- * query, the number of partitions is read again (it grows when partitions are added, which
- * rebalances the group). */
-static void update_complete(keng_consumer_t *c, bool query)
+/* Who decides the alerts above a board, one instance at a time: with the counts topic, the
+ * owner of the topic's partition 0, which adds the other instances' published units to its
+ * own; without it, an instance that owns every partition (its counts are then complete).
+ * With query, the number of partitions is read again (it grows when partitions are added,
+ * which rebalances the group). */
+static void update_deciders(keng_consumer_t *c, bool query)
 {
     for (int t = 0; t < TOPIC_COUNT; t++) {
         int assigned = 0;
+        const part_t *first = part_find(c, t, 0, false);
 
+        if (c->cluster) {
+            c->decides_above[t] = first && first->assigned;
+            continue;
+        }
         if (query) {
             rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, c->topics[t], NULL);
             const struct rd_kafka_metadata *md = NULL;
@@ -661,7 +669,7 @@ static void update_complete(keng_consumer_t *c, bool query)
         for (size_t i = 0; i < c->nparts; i++)
             if (c->parts[i].assigned && c->parts[i].topic == t)
                 assigned++;
-        c->topic_complete[t] = c->topic_partitions[t] > 0 && assigned >= c->topic_partitions[t];
+        c->decides_above[t] = c->topic_partitions[t] > 0 && assigned >= c->topic_partitions[t];
     }
 }
 
@@ -682,7 +690,7 @@ static void hand_over_alerts(keng_consumer_t *c, bool assigned)
 
     if (!c->alerts)
         return;
-    update_complete(c, assigned);
+    update_deciders(c, assigned);
     released = keng_alerts_release_unheld(c->alerts);
     if (assigned && c->alertlog) {
         n = keng_alertlog_recover(c->alertlog, c->cfg, true, adopt_alert, c->alerts,
@@ -693,10 +701,10 @@ static void hand_over_alerts(keng_consumer_t *c, bool assigned)
                           "error=\"%s\"", err);
     }
     keng_log_info("alerts handed over",
-                  "released=%zu read=%ld incidents_complete=%d "
-                  "mediations_complete=%d",
-                  released, n, c->topic_complete[KENG_KIND_INCIDENT],
-                  c->topic_complete[KENG_KIND_MEDIATION]);
+                  "released=%zu read=%ld decides_above_boards_incidents=%d "
+                  "decides_above_boards_mediations=%d",
+                  released, n, c->decides_above[KENG_KIND_INCIDENT],
+                  c->decides_above[KENG_KIND_MEDIATION]);
 }
 
 /* Picks, for every unit of the assigned partitions, the newest state of the local checkpoint
@@ -1315,11 +1323,15 @@ void keng_consumer_set_alerts(keng_consumer_t *c, keng_alerts_t *alerts, keng_al
     c->alerts = alerts;
     c->alertlog = log;
     c->alerts_read_timeout_ms = read_timeout_ms;
-    if (alerts)
+    if (alerts) {
         keng_alerts_set_holder(alerts, holds_scope, c);
+        keng_alerts_set_shared_counts(alerts, c->cluster ? keng_cluster_counts(c->cluster) : NULL);
+    }
 }
 
 void keng_consumer_set_cluster(keng_consumer_t *c, keng_cluster_t *cluster)
 {
     c->cluster = cluster;
+    if (c->alerts)
+        keng_alerts_set_shared_counts(c->alerts, cluster ? keng_cluster_counts(cluster) : NULL);
 }

@@ -307,16 +307,53 @@ static void test_partial_counts_above_a_board_decide_nothing(void **state)
     keng_alerts_evaluate_every_scope(f->alerts, T0 + 1000);
     assert_int_equal(f->ngot, 1);
     assert_int_equal(f->got[0].status, KENG_ALERT_FIRING);
-    /* Held no more, and the events leave the window: still firing, nothing emitted... */
+    /* Held no more, and the events leave the window: nothing emitted; the alert is let go
+     * to whichever instance decides now... */
     f->above_held = false;
     advance(f, T0 + 2 * 60 * MINUTE);
     assert_int_equal(f->ngot, 1);
-    assert_int_equal(keng_alerts_release_unheld(f->alerts), 0); /* only boards are let go */
-    /* ...until the complete count is back. */
+    assert_int_equal(keng_alerts_release_unheld(f->alerts), 1);
+    assert_int_equal(keng_alerts_adopt(f->alerts, &f->got[0]), 0); /* not held: skipped */
+    /* ...until this process decides again, takes it back from the topic, and resolves it
+     * under its id. */
     f->above_held = true;
+    assert_int_equal(keng_alerts_adopt(f->alerts, &f->got[0]), 1);
     advance(f, T0 + 2 * 60 * MINUTE + 1000);
     assert_int_equal(f->ngot, 2);
     assert_int_equal(f->got[1].status, KENG_ALERT_RESOLVED);
+    assert_string_equal(f->got[1].alert_id, f->got[0].alert_id);
+    teardown_fixture(f);
+}
+
+/* With several instances, the one deciding a commune adds the units others published: their
+ * events touch nothing here, so the timer's evaluation looks at every scope above a board. */
+static void test_shared_counts_reach_the_threshold(void **state)
+{
+    fixture_t *f = setup_rule("3", NULL);
+    keng_counts_t *others = keng_counts_new(f->reg, NULL);
+    keng_event_t ev;
+
+    (void)state;
+    add(f, KENG_CAT_DRUGS, T0 - 30 * MINUTE, T0);
+    for (int i = 0; i < 2; i++) {
+        memset(&ev, 0, sizeof(ev));
+        ev.kind = KENG_KIND_INCIDENT;
+        snprintf(ev.event_id, sizeof(ev.event_id), "other-%d", i);
+        ev.occurred_at = ev.reported_at = T0 - 10 * MINUTE;
+        ev.category = KENG_CAT_DRUGS;
+        /* Board 1 shares board 0's commune in the default registry. */
+        assert_int_equal(keng_registry_board(f->reg, 1)->commune,
+                         keng_registry_board(f->reg, 0)->commune);
+        assert_int_equal(keng_counts_add(others, 1, &ev, T0), KENG_COUNTS_ADDED);
+    }
+    advance(f, T0 + 1000);
+    assert_int_equal(f->ngot, 0); /* 1 here: the others' 2 are not added yet */
+    keng_alerts_set_shared_counts(f->alerts, others);
+    advance(f, T0 + 2000);
+    assert_int_equal(f->ngot, 1);
+    assert_int_equal(f->got[0].count, 3);
+    keng_alerts_set_shared_counts(f->alerts, NULL);
+    keng_counts_destroy(others);
     teardown_fixture(f);
 }
 
@@ -394,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_read_back_transitions),
         cmocka_unit_test(test_alerts_move_with_the_partition),
         cmocka_unit_test(test_partial_counts_above_a_board_decide_nothing),
+        cmocka_unit_test(test_shared_counts_reach_the_threshold),
         cmocka_unit_test(test_bad_rules_name_the_key),
         cmocka_unit_test(test_alert_record_round_trip),
     };
