@@ -301,6 +301,17 @@ class Ingest:
                        f"{self.process.log_tail()}")
 
 
+def close_all(programs, broker, work):
+    """The end of every fault test: prints the log tail of each program still running (a
+    failure left it so) and kills it, then stops the broker and removes the work folder."""
+    for p in programs:
+        if p.process is not None and p.process.alive():
+            print(p.process.log_tail())
+            p.process.kill()
+    broker.stop()
+    work.cleanup()
+
+
 def event_id_of(value):
     """The event_id of a framed incident or mediation without decoding the whole datum:
     it is the first field, an Avro string (zigzag varint length, then UTF-8)."""

@@ -118,11 +118,7 @@ def test_sigkill_loop_counts_once():
     finally:
         fl.figures("aggregate kills", rounds_done, len(src.sent), kills, lost, duplicates,
                    f"unique events {len(src.unique)}, {alert_figures}, seed {seed}")
-        if agg.alive():
-            print(agg.process.log_tail())
-            agg.process.kill()
-        broker.stop()
-        work.cleanup()
+        fl.close_all((agg,), broker, work)
 
 
 if __name__ == "__main__":

@@ -104,11 +104,7 @@ class Run:
         fl.figures(self.name, self.phases, len(self.src.sent), self.kills, self.lost,
                    self.duplicates, f"unique events {len(self.src.unique)}, "
                    f"{self.alert_figures}, seed {self.seed}")
-        if self.agg.alive():
-            print(self.agg.process.log_tail())
-            self.agg.process.kill()
-        self.broker.stop()
-        self.work.cleanup()
+        fl.close_all((self.agg,), self.broker, self.work)
 
 
 def run_phases(name, default_seed, body):

@@ -211,12 +211,7 @@ def test_ingest_sigkill_loop():
                    lost, duplicates,
                    f"keng-ingest kills {ingest_kills}, keng-aggregate kills {aggregate_kills}, "
                    f"events in Kafka {len(in_kafka)}, {alert_figures}, seed {seed}")
-        for p in (ing, agg):
-            if p.process is not None and p.process.alive():
-                print(p.process.log_tail())
-                p.process.kill()
-        broker.stop()
-        work.cleanup()
+        fl.close_all((ing, agg), broker, work)
 
 
 if __name__ == "__main__":
