@@ -284,7 +284,8 @@ static int write_ndjson(const keng_event_t *ev)
     /* keng-produce --kind auto reads the kind from each line. */
     if (!json_object_get(obj, "kind"))
         json_object_set_new(obj, "kind", json_string(keng_kind_name(ev->kind)));
-    if (json_dumpf(obj, stdout, JSON_COMPACT | KENG_JSON_REAL_PRECISION) == 0 && fputc('\n', stdout) != EOF)
+    if (json_dumpf(obj, stdout, JSON_COMPACT | KENG_JSON_REAL_PRECISION) == 0 &&
+        fputc('\n', stdout) != EOF)
         rc = 0;
     json_decref(obj);
     return rc;
