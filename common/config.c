@@ -300,6 +300,27 @@ fail:
     return NULL;
 }
 
+keng_config_t *keng_config_from_args(const char *program, const char *path,
+                                     const keng_config_flag_t *flags)
+{
+    keng_config_t *cfg = keng_config_new();
+    char errstr[512];
+
+    if (!cfg) {
+        fprintf(stderr, "%s: out of memory\n", program);
+        return NULL;
+    }
+    if (path && keng_config_load(cfg, path, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "%s: %s\n", program, errstr);
+        keng_config_destroy(cfg);
+        return NULL;
+    }
+    for (size_t i = 0; flags && flags[i].key; i++)
+        if (flags[i].value)
+            keng_config_set(cfg, flags[i].key, flags[i].value);
+    return cfg;
+}
+
 void keng_config_each(const keng_config_t *cfg,
                       void (*fn)(const char *key, const char *value, void *arg), void *arg)
 {

@@ -18,6 +18,19 @@ void keng_config_destroy(keng_config_t *cfg);
  * the line ("keng.conf:4: expected key=value"). */
 int keng_config_load(keng_config_t *cfg, const char *path, char *errstr, size_t errstr_size);
 
+/* A command-line flag that sets a key; value NULL when the flag was not given. */
+typedef struct keng_config_flag {
+    const char *key;
+    const char *value;
+} keng_config_flag_t;
+
+/* A program's configuration: the file at path (none when NULL), then the command line's
+ * flags over it (a list ending with a NULL key; flags may be NULL). On a file that does not
+ * load, prints "program: error" to stderr and returns NULL (the caller exits with 64, a
+ * usage error). */
+keng_config_t *keng_config_from_args(const char *program, const char *path,
+                                     const keng_config_flag_t *flags);
+
 /* Sets or replaces a key (both copied). */
 void keng_config_set(keng_config_t *cfg, const char *key, const char *value);
 

@@ -435,7 +435,6 @@ int main(int argc, char **argv)
     struct options opt = {0};
     app_t app = {0};
     uv_loop_t loop;
-    char errstr[512];
     const char *clock_env;
     int c, rc;
 
@@ -477,26 +476,19 @@ int main(int argc, char **argv)
         return 64;
     }
 
-    app.cfg = keng_config_new();
-    if (opt.config_path && keng_config_load(app.cfg, opt.config_path, errstr, sizeof(errstr))) {
-        fprintf(stderr, "keng-aggregate: %s\n", errstr);
-        keng_config_destroy(app.cfg);
-        return 64;
-    }
-    /* Flags override the file. */
-    if (opt.brokers)
-        keng_config_set(app.cfg, "brokers", opt.brokers);
-    if (opt.registry)
-        keng_config_set(app.cfg, "registry", opt.registry);
-    if (opt.listen)
-        keng_config_set(app.cfg, "listen", opt.listen);
-    if (opt.state_dir)
-        keng_config_set(app.cfg, "state.dir", opt.state_dir);
-    if (opt.group)
-        keng_config_set(app.cfg, "group.id", opt.group);
     clock_env = getenv("KENG_CLOCK_MS");
-    if (clock_env && *clock_env)
-        keng_config_set(app.cfg, "clock.fixed_ms", clock_env);
+    const keng_config_flag_t flags[] = {
+        {"brokers", opt.brokers},
+        {"registry", opt.registry},
+        {"listen", opt.listen},
+        {"state.dir", opt.state_dir},
+        {"group.id", opt.group},
+        {"clock.fixed_ms", clock_env && *clock_env ? clock_env : NULL},
+        {NULL, NULL},
+    };
+    app.cfg = keng_config_from_args("keng-aggregate", opt.config_path, flags);
+    if (!app.cfg)
+        return 64;
     if (!keng_config_brokers(app.cfg))
         keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
                       "kafka.bootstrap.servers",

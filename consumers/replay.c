@@ -285,7 +285,6 @@ int main(int argc, char **argv)
     struct options opt = {0};
     keng_config_t *cfg = NULL;
     const char *brokers = NULL;
-    char errstr[512];
     int c, rc;
 
     keng_log_set_program("keng-replay");
@@ -336,14 +335,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 64;
     }
-    cfg = keng_config_new();
-    if (opt.config_path && keng_config_load(cfg, opt.config_path, errstr, sizeof(errstr)) != 0) {
-        fprintf(stderr, "keng-replay: %s\n", errstr);
-        keng_config_destroy(cfg);
+    const keng_config_flag_t flags[] = {{"brokers", brokers}, {NULL, NULL}};
+    cfg = keng_config_from_args("keng-replay", opt.config_path, flags);
+    if (!cfg)
         return 64;
-    }
-    if (brokers)
-        keng_config_set(cfg, "brokers", brokers);
     if (!keng_config_brokers(cfg)) {
         fprintf(stderr, "keng-replay: no brokers: give --brokers, KENG_BROKERS or "
                         "kafka.bootstrap.servers in the config\n");

@@ -731,7 +731,6 @@ int main(int argc, char **argv)
     struct options opt = {0};
     ingest_t in = {0};
     uv_loop_t loop;
-    char errstr[512];
     int c, rc;
 
     keng_log_set_program("keng-ingest");
@@ -781,20 +780,16 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
 
-    in.cfg = keng_config_new();
-    if (opt.config_path && keng_config_load(in.cfg, opt.config_path, errstr, sizeof(errstr))) {
-        fprintf(stderr, "keng-ingest: %s\n", errstr);
-        keng_config_destroy(in.cfg);
+    const keng_config_flag_t flags[] = {
+        {"brokers", opt.brokers},
+        {"registry", opt.registry},
+        {"ingest.listen", opt.listen},
+        {"ingest.tokens", opt.tokens},
+        {NULL, NULL},
+    };
+    in.cfg = keng_config_from_args("keng-ingest", opt.config_path, flags);
+    if (!in.cfg)
         return EXIT_USAGE;
-    }
-    if (opt.brokers)
-        keng_config_set(in.cfg, "brokers", opt.brokers);
-    if (opt.registry)
-        keng_config_set(in.cfg, "registry", opt.registry);
-    if (opt.listen)
-        keng_config_set(in.cfg, "ingest.listen", opt.listen);
-    if (opt.tokens)
-        keng_config_set(in.cfg, "ingest.tokens", opt.tokens);
     if (!keng_config_brokers(in.cfg))
         keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
                       "kafka.bootstrap.servers",

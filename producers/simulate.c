@@ -435,18 +435,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     rc = EXIT_CONFIG;
-    app.cfg = keng_config_new();
-    if (!app.cfg) {
-        fprintf(stderr, "keng-simulate: out of memory\n");
+    const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
+    app.cfg = keng_config_from_args("keng-simulate", app.opt.config_path, flags);
+    if (!app.cfg)
         goto out;
-    }
-    if (app.opt.config_path &&
-        keng_config_load(app.cfg, app.opt.config_path, errstr, sizeof(errstr)) < 0) {
-        fprintf(stderr, "keng-simulate: %s\n", errstr);
-        goto out;
-    }
-    if (app.opt.brokers)
-        keng_config_set(app.cfg, "brokers", app.opt.brokers);
     app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));
     if (!app.reg) {
         fprintf(stderr, "keng-simulate: registry: %s\n", errstr);

@@ -230,7 +230,6 @@ int main(int argc, char **argv)
     };
     struct options opt = {.partitions = 4, .brokers = 1};
     keng_config_t *cfg = NULL;
-    char errstr[512];
     int c, rc;
 
     keng_log_set_program("keng-broker");
@@ -274,12 +273,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "keng-broker: unexpected argument '%s'\n", argv[optind]);
         return 64;
     }
-    cfg = keng_config_new();
-    if (opt.config_path && keng_config_load(cfg, opt.config_path, errstr, sizeof(errstr)) != 0) {
-        fprintf(stderr, "keng-broker: %s\n", errstr);
-        keng_config_destroy(cfg);
+    cfg = keng_config_from_args("keng-broker", opt.config_path, NULL);
+    if (!cfg)
         return 64;
-    }
 
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);

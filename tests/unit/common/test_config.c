@@ -52,6 +52,37 @@ static void test_load_and_override(void **state)
     free(path);
 }
 
+/* What every program does with its command line: the file first, then the flags given. */
+static void test_flags_override_the_file(void **state)
+{
+    char *path = write_temp("listen=127.0.0.1:1\nregistry=file.csv\n");
+    const keng_config_flag_t flags[] = {
+        {"listen", "127.0.0.1:2"},
+        {"registry", NULL},
+        {"group.id", "g"},
+        {NULL, NULL},
+    };
+    keng_config_t *cfg;
+
+    (void)state;
+    cfg = keng_config_from_args("keng-test", path, flags);
+    assert_non_null(cfg);
+    assert_string_equal(keng_config_get(cfg, "listen", NULL), "127.0.0.1:2");
+    assert_string_equal(keng_config_get(cfg, "registry", NULL), "file.csv"); /* not given */
+    assert_string_equal(keng_config_get(cfg, "group.id", NULL), "g");
+    keng_config_destroy(cfg);
+
+    cfg = keng_config_from_args("keng-test", NULL, NULL);
+    assert_non_null(cfg);
+    assert_null(keng_config_get(cfg, "listen", NULL));
+    keng_config_destroy(cfg);
+
+    /* A file that does not load: NULL (the message goes to stderr). */
+    assert_null(keng_config_from_args("keng-test", "/nonexistent/keng.conf", flags));
+    unlink(path);
+    free(path);
+}
+
 static void test_errors_name_the_line(void **state)
 {
     char *path = write_temp("a=1\nthis line has no equals sign\n");
@@ -149,6 +180,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_and_override),
+        cmocka_unit_test(test_flags_override_the_file),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_kafka_keys_reach_librdkafka),
         cmocka_unit_test(test_kafka_keys_by_role),
