@@ -86,7 +86,9 @@ static bool expect(const char *s, size_t len, size_t *pos, char c)
 int keng_time_parse_rfc3339(const char *s, size_t len, int64_t *out_ms)
 {
     size_t pos = 0;
-    int year, mon, day, hour, min, sec, ms = 0, off_h = 0, off_m = 0, sign = 0;
+    /* Zeroed only for the optimiser: every path that reads them has parsed them. */
+    int year = 0, mon = 0, day = 0, hour = 0, min = 0, sec = 0, ms = 0, off_h = 0, off_m = 0,
+        sign = 0;
 
     if (s == NULL)
         return -1;

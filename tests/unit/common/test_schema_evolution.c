@@ -76,7 +76,8 @@ static keng_event_t transferred(int i, const char *case_id)
     ev.summary_len = strlen(ev.summary);
     if (case_id != NULL) {
         ev.has_police_case_id = true;
-        snprintf(ev.police_case_id, sizeof(ev.police_case_id), "%s", case_id);
+        snprintf(ev.police_case_id, sizeof(ev.police_case_id), "%.*s",
+                 (int)sizeof(ev.police_case_id) - 1, case_id);
     }
     return ev;
 }
