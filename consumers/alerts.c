@@ -16,8 +16,6 @@
 #define STATE_MAGIC1    'A'
 #define STATE_VERSION   1
 #define BUCKETS_INITIAL 256
-#define PROVINCE_ID     "NA"
-#define PROVINCE_NAME   "Tỉnh Nghệ An"
 
 typedef enum { FILTER_ALL, FILTER_CATEGORY, FILTER_RESOLUTION, FILTER_OUTCOME } filter_t;
 
@@ -373,49 +371,6 @@ static bool holds(const keng_alerts_t *a, const entry_t *e)
 
 /* ---- scopes ---- */
 
-static void scope_names(const keng_alerts_t *a, keng_level_t level, uint32_t index, const char **id,
-                        const char **name)
-{
-    switch (level) {
-    case KENG_LEVEL_BOARD: {
-        const keng_board_t *b = keng_registry_board(a->reg, index);
-        *id = b->id;
-        *name = b->name;
-        break;
-    }
-    case KENG_LEVEL_COMMUNE: {
-        const keng_commune_t *c = keng_registry_commune(a->reg, index);
-        *id = c->id;
-        *name = c->name;
-        break;
-    }
-    case KENG_LEVEL_DISTRICT: {
-        const keng_district_t *d = keng_registry_district(a->reg, index);
-        *id = d->id;
-        *name = d->name;
-        break;
-    }
-    default:
-        *id = PROVINCE_ID;
-        *name = PROVINCE_NAME;
-        break;
-    }
-}
-
-static int32_t scope_find(const keng_alerts_t *a, keng_level_t level, const char *id)
-{
-    switch (level) {
-    case KENG_LEVEL_BOARD:
-        return keng_registry_find_board(a->reg, id, strlen(id));
-    case KENG_LEVEL_COMMUNE:
-        return keng_registry_find_commune(a->reg, id, strlen(id));
-    case KENG_LEVEL_DISTRICT:
-        return keng_registry_find_district(a->reg, id, strlen(id));
-    default:
-        return strcmp(id, PROVINCE_ID) == 0 ? 0 : -1;
-    }
-}
-
 static uint64_t entry_key(uint32_t rule, keng_level_t level, uint32_t scope)
 {
     return (uint64_t)rule << 34 | (uint64_t)level << 32 | scope;
@@ -636,7 +591,7 @@ static void render_summary(const keng_alerts_t *a, const rule_t *r, keng_level_t
     size_t n = 0;
 
     out[0] = '\0';
-    scope_names(a, level, scope, &id, &name);
+    keng_scope_names(a->reg, level, scope, &id, &name);
     while (*p) {
         const char *open = strchr(p, '{'), *close = open ? strchr(open, '}') : NULL;
         if (!open || !close) {
@@ -741,7 +696,7 @@ static int64_t evaluate(keng_alerts_t *a, entry_t *e, int64_t now, bool may_forg
         const char *id, *name;
         if (!rec)
             return count; /* out of memory: fires at a later evaluation */
-        scope_names(a, e->level, e->scope, &id, &name);
+        keng_scope_names(a->reg, e->level, e->scope, &id, &name);
         snprintf(rec->rule, sizeof(rec->rule), "%s", r->name);
         snprintf(rec->scope_id, sizeof(rec->scope_id), "%s", id);
         fingerprint(r->name, e->level, id, rec->fingerprint);
@@ -785,19 +740,11 @@ void keng_alerts_evaluate_touched(keng_alerts_t *a, int64_t now_ms)
     a->ntouched = 0;
 }
 
-static size_t scope_count(const keng_alerts_t *a, keng_level_t level)
-{
-    return level == KENG_LEVEL_BOARD      ? keng_registry_board_count(a->reg)
-           : level == KENG_LEVEL_COMMUNE  ? keng_registry_commune_count(a->reg)
-           : level == KENG_LEVEL_DISTRICT ? keng_registry_district_count(a->reg)
-                                          : 1;
-}
-
 /* Evaluates the scopes of a rule that have no state yet but reached the threshold. */
 static void evaluate_new_scopes(keng_alerts_t *a, uint32_t rule, int64_t now_ms)
 {
     const rule_t *r = &a->rules[rule];
-    size_t n = scope_count(a, r->level);
+    size_t n = keng_scope_count(a->reg, r->level);
 
     for (size_t i = 0; i < n; i++) {
         if (!holds_scope(a, r->level, (uint32_t)i, r->kind) ||
@@ -907,7 +854,7 @@ static int apply(keng_alerts_t *a, const keng_alert_t *t, bool held_only)
 
     if (!r || (unsigned)t->level >= KENG_LEVEL_COUNT || (keng_level_t)t->level != r->level)
         return 0;
-    scope = scope_find(a, (keng_level_t)t->level, t->scope_id);
+    scope = keng_scope_find(a->reg, (keng_level_t)t->level, t->scope_id);
     if (scope < 0)
         return 0;
     if (held_only && !holds_scope(a, r->level, (uint32_t)scope, r->kind))

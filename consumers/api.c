@@ -16,8 +16,6 @@
 #define TOP_DEFAULT         10
 #define TOP_MAX             100
 #define STATUS_SLOTS        16
-#define PROVINCE_ID         "NA"
-#define PROVINCE_NAME       "Tỉnh Nghệ An"
 
 typedef struct stream {
     keng_api_t *api;
@@ -128,62 +126,19 @@ static int parse_window(const char *s, keng_window_id_t *out)
     return -1;
 }
 
-static size_t scope_count(const keng_registry_t *reg, keng_level_t level)
+/* The ?window= of a request into *out (left as is when absent). Returns 0, or -1 after
+ * answering 400. */
+static int window_param(keng_api_t *api, keng_http_request_t *req, const char *s,
+                        keng_window_id_t *out)
 {
-    switch (level) {
-    case KENG_LEVEL_BOARD:
-        return keng_registry_board_count(reg);
-    case KENG_LEVEL_COMMUNE:
-        return keng_registry_commune_count(reg);
-    case KENG_LEVEL_DISTRICT:
-        return keng_registry_district_count(reg);
-    default:
-        return 1;
-    }
-}
+    char msg[256];
 
-static void scope_names(const keng_registry_t *reg, keng_level_t level, uint32_t index,
-                        const char **id, const char **name)
-{
-    switch (level) {
-    case KENG_LEVEL_BOARD: {
-        const keng_board_t *b = keng_registry_board(reg, index);
-        *id = b->id;
-        *name = b->name;
-        break;
-    }
-    case KENG_LEVEL_COMMUNE: {
-        const keng_commune_t *c = keng_registry_commune(reg, index);
-        *id = c->id;
-        *name = c->name;
-        break;
-    }
-    case KENG_LEVEL_DISTRICT: {
-        const keng_district_t *d = keng_registry_district(reg, index);
-        *id = d->id;
-        *name = d->name;
-        break;
-    }
-    default:
-        *id = PROVINCE_ID;
-        *name = PROVINCE_NAME;
-        break;
-    }
-}
-
-/* The registry index of id at level, or -1. */
-static int32_t scope_find(const keng_registry_t *reg, keng_level_t level, const char *id)
-{
-    switch (level) {
-    case KENG_LEVEL_BOARD:
-        return keng_registry_find_board(reg, id, strlen(id));
-    case KENG_LEVEL_COMMUNE:
-        return keng_registry_find_commune(reg, id, strlen(id));
-    case KENG_LEVEL_DISTRICT:
-        return keng_registry_find_district(reg, id, strlen(id));
-    default:
-        return strcmp(id, PROVINCE_ID) == 0 ? 0 : -1;
-    }
+    if (!s || parse_window(s, out) == 0)
+        return 0;
+    snprintf(msg, sizeof(msg), "window must be one of 1h, 24h, 7d, 30d, 365d, all (got '%.32s')",
+             s);
+    respond_error(api, req, 400, msg);
+    return -1;
 }
 
 /* A scope's tally across the group: this instance's live units plus the latest states the
@@ -239,7 +194,7 @@ static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t i
         scope_tally(api, level, index, (keng_window_id_t)w, &t);
         json_object_set_new(windows, keng_window_names[w], tally_json(&t));
     }
-    scope_names(api->reg, level, index, &id, &name);
+    keng_scope_names(api->reg, level, index, &id, &name);
     out = json_pack("{s:s,s:s,s:s,s:s,s:o}", "level", keng_level_names[level], "id", id, "name",
                     name, "as_of", keng_time_format_utc(api_now(api), as_of, sizeof(as_of)),
                     "windows", windows);
@@ -279,9 +234,9 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
             respond_error(api, req, 400, msg);
             return;
         }
-        id = PROVINCE_ID;
+        id = KENG_PROVINCE_ID;
     }
-    index = scope_find(api->reg, level, id);
+    index = keng_scope_find(api->reg, level, id);
     if (index < 0) {
         snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", level_s, id);
         respond_error(api, req, 404, msg);
@@ -322,12 +277,8 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
         respond_error(api, req, 400, msg);
         return;
     }
-    if (window_s && parse_window(window_s, &window) != 0) {
-        snprintf(msg, sizeof(msg),
-                 "window must be one of 1h, 24h, 7d, 30d, 365d, all (got '%.32s')", window_s);
-        respond_error(api, req, 400, msg);
+    if (window_param(api, req, window_s, &window) != 0)
         return;
-    }
     if (kind_s && keng_kind_parse(kind_s, &kind) != 0) {
         snprintf(msg, sizeof(msg), "kind must be incident or mediation (got '%.32s')", kind_s);
         respond_error(api, req, 400, msg);
@@ -344,7 +295,7 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
         }
     }
 
-    size_t n = scope_count(api->reg, level), used = 0;
+    size_t n = keng_scope_count(api->reg, level), used = 0;
     ranked_t *ranks = malloc((n ? n : 1) * sizeof(*ranks));
     if (!ranks) {
         respond_error(api, req, 500, "out of memory");
@@ -361,7 +312,7 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
     json_t *items = json_array();
     for (size_t i = 0; i < used && i < (size_t)limit; i++) {
         const char *id, *name;
-        scope_names(api->reg, level, ranks[i].index, &id, &name);
+        keng_scope_names(api->reg, level, ranks[i].index, &id, &name);
         json_array_append_new(items, json_pack("{s:s,s:s,s:I}", "id", id, "name", name, "count",
                                                (json_int_t)ranks[i].count));
     }
@@ -407,21 +358,17 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
         respond_error(api, req, 400, msg);
         return;
     }
-    if (window_s && parse_window(window_s, &window) != 0) {
-        snprintf(msg, sizeof(msg),
-                 "window must be one of 1h, 24h, 7d, 30d, 365d, all (got '%.32s')", window_s);
-        respond_error(api, req, 400, msg);
+    if (window_param(api, req, window_s, &window) != 0)
         return;
-    }
     if (!id || !*id) {
         if (level != KENG_LEVEL_PROVINCE) {
             snprintf(msg, sizeof(msg), "id is required for level %s", keng_level_names[level]);
             respond_error(api, req, 400, msg);
             return;
         }
-        id = PROVINCE_ID;
+        id = KENG_PROVINCE_ID;
     }
-    index = scope_find(api->reg, level, id);
+    index = keng_scope_find(api->reg, level, id);
     if (index < 0) {
         snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", keng_level_names[level],
                  id);
@@ -430,7 +377,7 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
     }
     child = (keng_level_t)(level - 1);
     json_t *items = json_array();
-    size_t n = scope_count(api->reg, child);
+    size_t n = keng_scope_count(api->reg, child);
     for (uint32_t i = 0; i < n; i++) {
         const char *child_id, *child_name;
         keng_tally_t t;
@@ -439,13 +386,13 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
         if (parent_index(api->reg, child, i) != (uint32_t)index)
             continue;
         scope_tally(api, child, i, window, &t);
-        scope_names(api->reg, child, i, &child_id, &child_name);
+        keng_scope_names(api->reg, child, i, &child_id, &child_name);
         item = tally_json(&t);
         json_object_set_new(item, "id", json_string(child_id));
         json_object_set_new(item, "name", json_string(child_name));
         json_array_append_new(items, item);
     }
-    scope_names(api->reg, level, (uint32_t)index, &parent_id, &parent_name);
+    keng_scope_names(api->reg, level, (uint32_t)index, &parent_id, &parent_name);
     respond_json(api, req, 200,
                  json_pack("{s:s,s:{s:s,s:s,s:s},s:s,s:s,s:o}", "level", keng_level_names[child],
                            "parent", "level", keng_level_names[level], "id", parent_id, "name",

@@ -57,6 +57,63 @@ const int64_t keng_window_granularity_ms[KENG_WIN_COUNT] = {
     1 * MINUTE_MS, 24 * MINUTE_MS, 168 * MINUTE_MS, 672 * MINUTE_MS, 8736 * MINUTE_MS, 0};
 const char *const keng_level_names[KENG_LEVEL_COUNT] = {"board", "commune", "district", "province"};
 
+size_t keng_scope_count(const keng_registry_t *reg, keng_level_t level)
+{
+    switch (level) {
+    case KENG_LEVEL_BOARD:
+        return keng_registry_board_count(reg);
+    case KENG_LEVEL_COMMUNE:
+        return keng_registry_commune_count(reg);
+    case KENG_LEVEL_DISTRICT:
+        return keng_registry_district_count(reg);
+    default:
+        return 1;
+    }
+}
+
+void keng_scope_names(const keng_registry_t *reg, keng_level_t level, uint32_t index,
+                      const char **id, const char **name)
+{
+    switch (level) {
+    case KENG_LEVEL_BOARD: {
+        const keng_board_t *b = keng_registry_board(reg, index);
+        *id = b->id;
+        *name = b->name;
+        break;
+    }
+    case KENG_LEVEL_COMMUNE: {
+        const keng_commune_t *c = keng_registry_commune(reg, index);
+        *id = c->id;
+        *name = c->name;
+        break;
+    }
+    case KENG_LEVEL_DISTRICT: {
+        const keng_district_t *d = keng_registry_district(reg, index);
+        *id = d->id;
+        *name = d->name;
+        break;
+    }
+    default:
+        *id = KENG_PROVINCE_ID;
+        *name = KENG_PROVINCE_NAME;
+        break;
+    }
+}
+
+int32_t keng_scope_find(const keng_registry_t *reg, keng_level_t level, const char *id)
+{
+    switch (level) {
+    case KENG_LEVEL_BOARD:
+        return keng_registry_find_board(reg, id, strlen(id));
+    case KENG_LEVEL_COMMUNE:
+        return keng_registry_find_commune(reg, id, strlen(id));
+    case KENG_LEVEL_DISTRICT:
+        return keng_registry_find_district(reg, id, strlen(id));
+    default:
+        return strcmp(id, KENG_PROVINCE_ID) == 0 ? 0 : -1;
+    }
+}
+
 static const int64_t granularity_min[LEVELS] = {1, 24, 168, 672, 8736};
 
 /* One level's buckets: entries (key << 32 | class << 26 | count), sorted, where key is the

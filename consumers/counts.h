@@ -36,6 +36,17 @@ extern const char *const keng_window_names[KENG_WIN_COUNT];  /* "1h" ... "all" *
 extern const int64_t keng_window_length_ms[KENG_WIN_COUNT];  /* 0 for "all" */
 extern const char *const keng_level_names[KENG_LEVEL_COUNT]; /* "board" ... "province" */
 
+/* The scopes of a level: the registry's boards, communes or districts, or the province, one
+ * scope with this id and name. Indexes are the registry's (0 for the province). */
+#define KENG_PROVINCE_ID   "NA"
+#define KENG_PROVINCE_NAME "Tỉnh Nghệ An"
+size_t keng_scope_count(const keng_registry_t *reg, keng_level_t level);
+/* Sets the borrowed id and name of the scope at index (below keng_scope_count). */
+void keng_scope_names(const keng_registry_t *reg, keng_level_t level, uint32_t index,
+                      const char **id, const char **name);
+/* The index of the scope with id at level, or -1. */
+int32_t keng_scope_find(const keng_registry_t *reg, keng_level_t level, const char *id);
+
 /* Totals of one scope over one window. */
 typedef struct keng_tally {
     uint64_t incidents;

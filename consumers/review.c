@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "counts.h"
 #include "timeutil.h"
 
 typedef struct tally {
@@ -317,8 +318,8 @@ static int write_json(const keng_review_t *r, const rollup_t *ru, const char *pa
         (json_int_t)r->outcomes[KENG_REVIEW_OUT_OF_PERIOD], "unknown_board",
         (json_int_t)r->outcomes[KENG_REVIEW_UNKNOWN_BOARD], "undecodable",
         (json_int_t)r->outcomes[KENG_REVIEW_UNDECODABLE], "province",
-        scope_json("NA", "Tỉnh Nghệ An", &ru->province), "months", months, "districts", districts,
-        "communes", communes, "boards", boards);
+        scope_json(KENG_PROVINCE_ID, KENG_PROVINCE_NAME, &ru->province), "months", months,
+        "districts", districts, "communes", communes, "boards", boards);
     if (!root)
         return -1;
     int rc = json_dump_file(root, path, JSON_INDENT(1));
@@ -378,10 +379,10 @@ static int write_csv(const keng_review_t *r, const rollup_t *ru, const char *pat
     for (int i = 0; i < KENG_DISPUTE_COUNT; i++)
         fprintf(f, ",mediations_%s", keng_dispute_names[i]);
     fputc('\n', f);
-    csv_row(f, "province", "NA", "Tỉnh Nghệ An", "", &ru->province);
+    csv_row(f, "province", KENG_PROVINCE_ID, KENG_PROVINCE_NAME, "", &ru->province);
     for (uint32_t i = 0; i < keng_registry_district_count(r->reg); i++) {
         const keng_district_t *d = keng_registry_district(r->reg, i);
-        csv_row(f, "district", d->id, d->name, "NA", &ru->districts[i]);
+        csv_row(f, "district", d->id, d->name, KENG_PROVINCE_ID, &ru->districts[i]);
     }
     for (uint32_t i = 0; i < keng_registry_commune_count(r->reg); i++) {
         const keng_commune_t *c = keng_registry_commune(r->reg, i);
@@ -519,7 +520,7 @@ static int write_html(const keng_review_t *r, const rollup_t *ru, const char *pa
         const keng_district_t *d = keng_registry_district(r->reg, i);
         html_row(f, d->id, d->name, &ru->districts[i]);
     }
-    html_row(f, "NA", "Toàn tỉnh", &ru->province);
+    html_row(f, KENG_PROVINCE_ID, "Toàn tỉnh", &ru->province);
     fputs("</table>\n<h2>Chất lượng dữ liệu</h2>\n<p>", f);
     fprintf(f,
             "Đã tính %llu sự kiện; bỏ qua %llu bản gửi trùng, %llu ngoài kỳ báo cáo, "

@@ -5,16 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "counts.h"
 #include "registry.h"
 
-#define MIN_MS  60000LL
-#define HOUR_MS (60 * MIN_MS)
-#define DAY_MS  (24 * HOUR_MS)
-#define ID_LEN  36
+#define ID_LEN 36
 
 /* One synthetic event, compact so that 2 million of them do not dwarf what is measured. */
 typedef struct synth {
@@ -23,34 +19,6 @@ typedef struct synth {
     uint32_t board;
     uint8_t cls;
 } synth_t;
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-
-static uint64_t next_rand(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Ages spread so that every window is populated: 5% within the hour, 15% within the day,
- * 20% within the week, 20% within the month, 30% within the year, 10% older. */
-static int64_t random_age(void)
-{
-    static const int64_t band[6][2] = {{0, HOUR_MS},
-                                       {HOUR_MS, DAY_MS},
-                                       {DAY_MS, 7 * DAY_MS},
-                                       {7 * DAY_MS, 30 * DAY_MS},
-                                       {30 * DAY_MS, 365 * DAY_MS},
-                                       {365 * DAY_MS, 5 * 365 * DAY_MS}};
-    static const unsigned cut[6] = {5, 20, 40, 60, 90, 100};
-    unsigned p = (unsigned)(next_rand() % 100);
-    int k = 0;
-    while (p >= cut[k])
-        k++;
-    return band[k][0] + (int64_t)(next_rand() % (uint64_t)(band[k][1] - band[k][0]));
-}
 
 static void uuid_text(char *out, uint64_t a, uint64_t b)
 {
@@ -72,20 +40,6 @@ static void fill_event(keng_event_t *ev, const synth_t *s, const char *id)
         ev->kind = KENG_KIND_MEDIATION;
         ev->outcome = (keng_outcome_t)(s->cls - 36);
     }
-}
-
-static double seconds_since(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-static long peak_rss_kib(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
 }
 
 static void usage(FILE *out)
@@ -114,13 +68,14 @@ int main(int argc, char **argv)
     synth_t *ev = NULL;
     char *ids = NULL;
     keng_event_t e;
-    struct timespec t0;
     int64_t now0 = 1740830400000LL; /* 2025-03-01T12:00:00Z */
     uint32_t nboards;
     size_t added = 0, mem_bytes;
     long rss_kib;
-    double secs;
+    double start, secs;
     int opt, ret = 1;
+
+    bench_seed(0x9e3779b97f4a7c15ULL);
 
     while ((opt = getopt_long(argc, argv, "n:b:hV", longopts, NULL)) != -1) {
         switch (opt) {
@@ -162,16 +117,16 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         synth_t s;
         char id[ID_LEN + 1];
-        s.board = i < (size_t)nboards * 6 ? (uint32_t)(i / 6) : (uint32_t)(next_rand() % nboards);
-        s.occurred_at = now0 - random_age();
+        s.board = i < (size_t)nboards * 6 ? (uint32_t)(i / 6) : (uint32_t)(bench_rand() % nboards);
+        s.occurred_at = now0 - bench_random_age(5 * 365 * BENCH_DAY_MS);
         s.now = now0 + (int64_t)(i / 1000); /* the clock moves 1 ms every 1000 events */
-        s.cls = (uint8_t)(next_rand() % 39);
-        uuid_text(id, next_rand(), next_rand());
+        s.cls = (uint8_t)(bench_rand() % 39);
+        uuid_text(id, bench_rand(), bench_rand());
         fill_event(&e, &s, id);
         if (keng_counts_add(c, s.board, &e, s.now) == KENG_COUNTS_ADDED)
             added++;
     }
-    rss_kib = peak_rss_kib();
+    rss_kib = bench_peak_rss_kib();
     mem_bytes = keng_counts_memory_bytes(c);
     printf("province: %u boards, %zu events counted, %zu ids remembered, store %.1f MiB, "
            "peak RSS %.1f MiB\n",
@@ -186,27 +141,27 @@ int main(int argc, char **argv)
     if (!ev || !ids)
         goto oom;
     for (size_t i = 0; i < n; i++) {
-        ev[i].board = (uint32_t)(next_rand() % hot_boards);
-        ev[i].occurred_at = now0 - random_age();
+        ev[i].board = (uint32_t)(bench_rand() % hot_boards);
+        ev[i].occurred_at = now0 - bench_random_age(5 * 365 * BENCH_DAY_MS);
         ev[i].now = now0 + (int64_t)(i / 1000);
-        ev[i].cls = (uint8_t)(next_rand() % 39);
-        uuid_text(ids + i * (ID_LEN + 1), next_rand(), next_rand());
+        ev[i].cls = (uint8_t)(bench_rand() % 39);
+        uuid_text(ids + i * (ID_LEN + 1), bench_rand(), bench_rand());
     }
     c = keng_counts_new(reg, NULL);
     if (!c)
         goto oom;
     added = 0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    start = bench_seconds();
     for (size_t i = 0; i < n; i++) {
         fill_event(&e, &ev[i], ids + i * (ID_LEN + 1));
         added += keng_counts_add(c, ev[i].board, &e, ev[i].now) == KENG_COUNTS_ADDED;
     }
-    secs = seconds_since(&t0);
+    secs = bench_seconds() - start;
     printf("aggregate: %zu events in %.3f s = %.0f events/s (%.0f ns/event, %zu counted)\n", n,
            secs, (double)n / secs, secs * 1e9 / (double)n, added);
     printf("peak RSS: %.1f MiB after populating the full province (%.1f MiB at the end, with "
            "the pre-generated events)\n",
-           (double)rss_kib / 1024, (double)peak_rss_kib() / 1024);
+           (double)rss_kib / 1024, (double)bench_peak_rss_kib() / 1024);
     ret = 0;
     goto out;
 oom:

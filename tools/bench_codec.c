@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "avro_codec.h"
+#include "bench_util.h"
 #include "event.h"
 
 static const char *const summaries[] = {
@@ -14,14 +14,6 @@ static const char *const summaries[] = {
     "Tụ tập gây mất trật tự sau đám cưới, nhắc nhở và giải tán lúc 23 giờ.",
     NULL,
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int main(int argc, char **argv)
 {
@@ -86,7 +78,7 @@ int main(int argc, char **argv)
 
     long counts[KENG_CAT_COUNT] = {0};
     keng_event_t ev;
-    double start = now_s();
+    double start = bench_seconds();
     for (long i = 0; i < n; i++) {
         int err = keng_avro_decode(dec, arena + offsets[i], offsets[i + 1] - offsets[i], &ev, NULL,
                                    errstr, sizeof(errstr));
@@ -94,7 +86,7 @@ int main(int argc, char **argv)
             goto fail;
         counts[ev.category]++;
     }
-    double secs = now_s() - start;
+    double secs = bench_seconds() - start;
 
     printf("encoded: %ld events, %.1f bytes each on average\n", n, (double)used / (double)n);
     printf("decode: %ld events in %.3f s = %.0f events/s\n", n, secs, (double)n / secs);

@@ -7,17 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
 #include "avro_codec.h"
+#include "bench_util.h"
 #include "counts.h"
 #include "event.h"
 #include "registry.h"
 
-#define MIN_MS  60000LL
-#define HOUR_MS (60 * MIN_MS)
-#define DAY_MS  (24 * HOUR_MS)
 #define MSG_MAX 512 /* bytes of one encoded event; summaries here are short */
 
 static const char *const summaries[] = {
@@ -29,40 +25,11 @@ static const char *const summaries[] = {
     NULL,
 };
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dULL;
-
-static uint64_t next_rand(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Ages as in keng-bench-aggregate: 5% within the hour, 15% the day, 20% the week, 20% the
- * month, 30% the year, 10% older, so that every window and level holds events. */
-static int64_t random_age(void)
-{
-    static const int64_t band[6][2] = {{0, HOUR_MS},
-                                       {HOUR_MS, DAY_MS},
-                                       {DAY_MS, 7 * DAY_MS},
-                                       {7 * DAY_MS, 30 * DAY_MS},
-                                       {30 * DAY_MS, 365 * DAY_MS},
-                                       {365 * DAY_MS, 3 * 365 * DAY_MS}};
-    static const unsigned cut[6] = {5, 20, 40, 60, 90, 100};
-    unsigned p = (unsigned)(next_rand() % 100);
-    int k = 0;
-
-    while (p >= cut[k])
-        k++;
-    return band[k][0] + (int64_t)(next_rand() % (uint64_t)(band[k][1] - band[k][0]));
-}
-
 /* A realistic event of a random board: 80% incidents, 20% mediations. */
 static void make_event(keng_event_t *ev, const keng_registry_t *reg, uint32_t nboards, int64_t now)
 {
-    const keng_board_t *b = keng_registry_board(reg, (uint32_t)(next_rand() % nboards));
-    uint64_t r = next_rand(), s = next_rand();
+    const keng_board_t *b = keng_registry_board(reg, (uint32_t)(bench_rand() % nboards));
+    uint64_t r = bench_rand(), s = bench_rand();
 
     memset(ev, 0, sizeof(*ev));
     ev->kind = r % 5 == 0 ? KENG_KIND_MEDIATION : KENG_KIND_INCIDENT;
@@ -74,7 +41,7 @@ static void make_event(keng_event_t *ev, const keng_registry_t *reg, uint32_t nb
     if (ev->has_group)
         snprintf(ev->group_id, sizeof(ev->group_id), "%s-G%02u", b->id,
                  1 + (unsigned)((r >> 12) % b->groups));
-    ev->occurred_at = now - random_age();
+    ev->occurred_at = now - bench_random_age(3 * 365 * BENCH_DAY_MS);
     ev->reported_at = ev->occurred_at + 30000 + (int64_t)((r >> 16) % 600000);
     ev->summary = summaries[(r >> 24) % 6];
     ev->summary_len = ev->summary ? strlen(ev->summary) : 0;
@@ -97,22 +64,6 @@ static void make_event(keng_event_t *ev, const keng_registry_t *reg, uint32_t nb
         ev->outcome = (keng_outcome_t)((r >> 32) % KENG_OUTCOME_COUNT);
         ev->parties = (int32_t)(2 + (r >> 36) % 3);
     }
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long peak_rss_kib(void)
-{
-    struct rusage ru;
-
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
 }
 
 static void usage(FILE *out)
@@ -144,6 +95,8 @@ int main(int argc, char **argv)
     char errstr[512] = "";
     uint32_t nboards;
     int opt, rc = 1;
+
+    bench_seed(0x2545f4914f6cdd1dULL);
 
     while ((opt = getopt_long(argc, argv, "n:d:hV", longopts, NULL)) != -1) {
         switch (opt) {
@@ -198,9 +151,9 @@ int main(int argc, char **argv)
         size_t len;
 
         offsets[i] = used;
-        if (i > 0 && next_rand() % 100 < dup_pct) {
+        if (i > 0 && bench_rand() % 100 < dup_pct) {
             /* A resend: the same bytes as a recent message, as a retrying producer sends. */
-            size_t j = i - 1 - (size_t)(next_rand() % (i < 5000 ? i : 5000));
+            size_t j = i - 1 - (size_t)(bench_rand() % (i < 5000 ? i : 5000));
             len = offsets[j + 1] - offsets[j];
             memcpy(arena + used, arena + offsets[j], len);
         } else {
@@ -214,7 +167,7 @@ int main(int argc, char **argv)
     }
 
     keng_event_t ev;
-    double start = now_s();
+    double start = bench_seconds();
     for (size_t i = 0; i < n; i++) {
         int64_t now = now0 + (int64_t)(i / 1000); /* the clock moves 1 ms every 1000 events */
         int err = keng_avro_decode(dec, arena + offsets[i], offsets[i + 1] - offsets[i], &ev, NULL,
@@ -234,13 +187,14 @@ int main(int argc, char **argv)
         added += r == KENG_COUNTS_ADDED;
         dups += r == KENG_COUNTS_DUPLICATE;
     }
-    double secs = now_s() - start;
+    double secs = bench_seconds() - start;
 
     printf("encoded: %zu events, %.1f bytes each on average\n", n, (double)used / (double)n);
     printf("consume: %zu events in %.3f s = %.0f events/s (%.0f ns/event, %zu counted, %zu "
            "duplicates)\n",
            n, secs, (double)n / secs, secs * 1e9 / (double)n, added, dups);
-    printf("peak RSS: %.1f MiB (with the pre-encoded messages)\n", (double)peak_rss_kib() / 1024);
+    printf("peak RSS: %.1f MiB (with the pre-encoded messages)\n",
+           (double)bench_peak_rss_kib() / 1024);
     rc = 0;
     goto out;
 fail:

@@ -15,7 +15,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import kengtest as kt  # noqa: E402
 
-TOPIC = {"incident": "antt.incidents", "mediation": "antt.mediations"}
 DAY = 86_400_000
 
 _rows = None
@@ -74,50 +73,17 @@ class EventSource:
         return kt.expected_all_time(list(self.unique.values()), registry()[1])
 
 
-def messages(events):
-    return [(TOPIC[kind], ev["board_id"].encode(), kt.encode_framed(kind, ev))
-            for kind, ev in events]
-
-
 def produce_paced(bootstrap, msgs, chunks, pause_s, config=None, timeout=60):
     """Produces msgs in chunks with pause_s between them, so that a consumer is busy for
     the whole run rather than a burst; waits for every delivery of each chunk. Raises when
     a delivery failed."""
-    from confluent_kafka import Producer
-    p = Producer(dict({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                       "acks": "all", "linger.ms": 5,
-                       # Disconnects while brokers are down are what the tests cause.
-                       "log_level": 2}, **(config or {})))
-    failures = []
-
-    def on_delivery(err, msg):
-        if err is not None:
-            failures.append(err)
-
+    # Disconnects while brokers are down are what the tests cause.
+    p = kt.EventProducer(bootstrap, dict({"log_level": 2}, **(config or {})))
     size = max(1, -(-len(msgs) // chunks))
     for i in range(0, len(msgs), size):
         if i:
             time.sleep(pause_s)
-        for topic, key, value in msgs[i:i + size]:
-            while True:
-                try:
-                    p.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    p.poll(0.1)
-        remaining = p.flush(timeout)
-        kt.check_equal((remaining, failures), (0, []), f"delivery of {len(msgs)} messages")
-
-
-def metrics_text(base, timeout=5):
-    status, _, body = kt.http("GET", base + "/metrics", timeout=timeout)
-    kt.check_equal(status, 200, f"GET {base}/metrics status")
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+        p.send(msgs[i:i + size], timeout)
 
 
 class Aggregate:
@@ -169,7 +135,7 @@ class Aggregate:
                        f"{self.process.log_tail()}")
 
     def metrics(self):
-        return metrics_text(self.base)
+        return kt.metrics(self.base)
 
     def all_time(self, level, scope_id):
         got = kt.get_json(f"{self.base}/v1/counts?level={level}&id={scope_id}", timeout=5)
@@ -331,7 +297,7 @@ def event_id_of(value):
 def read_ids(bootstrap):
     """{event_id: number of copies} over both topics."""
     ids = {}
-    for topic in TOPIC.values():
+    for topic in kt.TOPIC.values():
         for m in kt.consume_all(bootstrap, topic):
             eid = event_id_of(m.value())
             ids[eid] = ids.get(eid, 0) + 1

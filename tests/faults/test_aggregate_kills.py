@@ -44,7 +44,7 @@ def test_sigkill_loop_counts_once():
     alert_figures = "alert invariant not checked"
     round_times = []
     try:
-        kt.produce(broker.bootstrap, fl.messages(src.new(400)))
+        kt.produce(broker.bootstrap, kt.messages(src.new(400)))
         agg.start().wait_ready()
         fl.wait_counts(agg, src.expected(), "before the first kill")
 
@@ -52,7 +52,7 @@ def test_sigkill_loop_counts_once():
             started = time.monotonic()
             batch = src.new(rng.randint(150, 400)) + src.resends(rng.randint(10, 60))
             rng.shuffle(batch)
-            msgs = fl.messages(batch)
+            msgs = kt.messages(batch)
             expected = src.expected()
             delay = rng.uniform(0.0, 1.6)
             failure = []

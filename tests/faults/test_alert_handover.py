@@ -68,7 +68,7 @@ def test_alerts_follow_their_partitions():
     src = fl.EventSource(rng, fl.pick_boards(rng))
     try:
         # A alone: about 15 incidents a board and 120 mediations a district.
-        kt.produce(broker.bootstrap, fl.messages(src.new(900)))
+        kt.produce(broker.bootstrap, kt.messages(src.new(900)))
         a.start().wait_ready()
         fl.wait_counts(a, src.expected(), "A alone")
         before_split = rules.expected(src.expected())
@@ -78,7 +78,7 @@ def test_alerts_follow_their_partitions():
         # and the districts cross 150 with mediations counted by both: the owner of the
         # mediation topic's partition 0 adds the other's published boards and decides.
         b.start().wait_ready()
-        kt.produce(broker.bootstrap, fl.messages(src.new(600)))
+        kt.produce(broker.bootstrap, kt.messages(src.new(600)))
         for agg, name in ((a, "A"), (b, "B")):
             fl.wait_counts(agg, src.expected(), f"{name} with the partitions split")
         split = rules.expected(src.expected())
@@ -88,7 +88,7 @@ def test_alerts_follow_their_partitions():
 
         # B leaves: A takes every partition back and decides the districts.
         b.stop()
-        kt.produce(broker.bootstrap, fl.messages(src.new(300)))
+        kt.produce(broker.bootstrap, kt.messages(src.new(300)))
         a.wait_ready()
         fl.wait_counts(a, src.expected(), "A alone again", scopes="all")
         want = rules.expected(src.expected())

@@ -46,7 +46,7 @@ class Run:
         self.lost = self.duplicates = "unknown"
 
     def start(self):
-        kt.produce(self.broker.bootstrap, fl.messages(self.src.new(300)))
+        kt.produce(self.broker.bootstrap, kt.messages(self.src.new(300)))
         self.agg.start().wait_ready()
         fl.wait_counts(self.agg, self.src.expected(), "before any fault")
 
@@ -57,7 +57,7 @@ class Run:
 
     def produce_during(self, events, fault, chunks=6, pause=0.3):
         """Produces events in paced chunks from a thread while fault() runs here."""
-        msgs = fl.messages(events)
+        msgs = kt.messages(events)
         failure = []
 
         def produce():
@@ -141,7 +141,7 @@ def test_consumer_under_broker_faults():
         def move_leaders():
             for _ in range(3):
                 time.sleep(0.4)
-                topic = run.rng.choice(list(fl.TOPIC.values()))
+                topic = run.rng.choice(list(kt.TOPIC.values()))
                 partition = run.rng.randrange(PARTITIONS)
                 leader = run.rng.choice(BROKERS)
                 kt.log(f"leader of {topic} [{partition}] -> broker {leader}")

@@ -9,7 +9,6 @@ Runs under Debian's /usr/bin/python3 (python3-avro, python3-confluent-kafka).
 import io
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -263,29 +262,61 @@ def decode_framed(kind, data):
 
 # ---- Kafka ----
 
+TOPIC = {"incident": "antt.incidents", "mediation": "antt.mediations"}
+
+
+def messages(events):
+    """(kind, event) pairs as (topic, key, Confluent-framed Avro value), keyed by board_id
+    as keng's producers key them."""
+    return [(TOPIC[kind], ev["board_id"].encode(), encode_framed(kind, ev)) for kind, ev in events]
+
+
+def metrics(base, timeout=5):
+    """GET base/metrics as {series: value}."""
+    status, _, body = http("GET", base + "/metrics", timeout=timeout)
+    check_equal(status, 200, f"GET {base}/metrics status")
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+class EventProducer:
+    """An idempotent acks=all producer that keeps every failed delivery for the check."""
+
+    def __init__(self, bootstrap, config=None):
+        from confluent_kafka import Producer
+        self.producer = Producer(dict({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                                       "acks": "all", "linger.ms": 5}, **(config or {})))
+        self.failures = []
+
+    def _on_delivery(self, err, msg):
+        if err is not None:
+            self.failures.append(err)
+
+    def send(self, messages, timeout=60):
+        """messages: iterable of (topic, key bytes, value bytes). Waits for every delivery
+        and fails the test if one failed. Returns how many were sent."""
+        n = 0
+        for topic, key, value in messages:
+            while True:
+                try:
+                    self.producer.produce(topic, value=value, key=key,
+                                          on_delivery=self._on_delivery)
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+            n += 1
+        remaining = self.producer.flush(timeout)
+        check_equal((remaining, self.failures), (0, []), f"delivery of {n} messages")
+        return n
+
+
 def produce(bootstrap, messages, timeout=60):
     """messages: iterable of (topic, key bytes, value bytes). Waits for every delivery."""
-    from confluent_kafka import Producer
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                  "linger.ms": 5})
-    failures = []
-
-    def on_delivery(err, msg):
-        if err is not None:
-            failures.append(err)
-
-    n = 0
-    for topic, key, value in messages:
-        while True:
-            try:
-                p.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                p.poll(0.1)
-        n += 1
-    remaining = p.flush(timeout)
-    check_equal((remaining, failures), (0, []), f"delivery of {n} messages")
-    return n
+    return EventProducer(bootstrap).send(messages, timeout)
 
 
 def consume_all(bootstrap, topic, timeout=60):

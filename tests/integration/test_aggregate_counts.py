@@ -21,7 +21,6 @@ WINDOWS = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "365d": 365 *
 # length) cannot move them.
 AGE_BANDS = [(2 * MINUTE, 40 * MINUTE), (2 * HOUR, 20 * HOUR), (2 * DAY, 6 * DAY),
              (8 * DAY, 25 * DAY), (40 * DAY, 300 * DAY), (400 * DAY, 3 * 365 * DAY)]
-TOPIC = {"incident": "antt.incidents", "mediation": "antt.mediations"}
 
 
 def pick_boards(rows, rng):
@@ -39,11 +38,6 @@ def make_events(boards, n, now, rng):
         events.append((kind, kt.random_event(rng, kind, rng.choice(boards)["board_id"],
                                              now - rng.randint(low, high))))
     return events
-
-
-def messages(events):
-    return [(TOPIC[kind], ev["board_id"].encode(), kt.encode_framed(kind, ev))
-            for kind, ev in events]
 
 
 def expected_windows(events, boards_by_id, now):
@@ -83,17 +77,6 @@ def snapshot(base, expected):
     """Every scope's windows, for comparing two runs."""
     return {scope: kt.get_json(f"{base}/v1/counts?level={scope[0]}&id={scope[1]}")["windows"]
             for scope in expected}
-
-
-def metrics(base):
-    status, _, body = kt.http("GET", base + "/metrics")
-    kt.check_equal(status, 200, "/metrics status")
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 class Aggregate:
@@ -148,7 +131,7 @@ def test_counts_deadletter_and_restart():
         first = make_events(boards, 1500, now, rng)
         first += rng.sample(first, 100)  # resends: counted once
         bad = bad_messages(now, rng)
-        kt.produce(broker.bootstrap, messages(first) + [(t, k, v) for t, k, v, _ in bad])
+        kt.produce(broker.bootstrap, kt.messages(first) + [(t, k, v) for t, k, v, _ in bad])
 
         agg = Aggregate(work, broker, now, "keng-test-aggregate")
         agg.wait_ready()
@@ -172,7 +155,7 @@ def test_counts_deadletter_and_restart():
             kt.check("keng.source.partition" in headers and "keng.source.offset" in headers
                      and headers.get("keng.error"), f"{reason}: headers",
                      "source partition, offset and error", headers)
-        got = metrics(agg.base)
+        got = kt.metrics(agg.base)
         for _, _, _, reason in bad:
             kt.check_equal(got.get(f'keng_deadletter_total{{reason="{reason}"}}'), 1.0,
                            f"keng_deadletter_total for {reason}")
@@ -182,7 +165,7 @@ def test_counts_deadletter_and_restart():
 
         # Counting goes on after the bad messages.
         second = make_events(boards, 500, now, rng)
-        kt.produce(broker.bootstrap, messages(second))
+        kt.produce(broker.bootstrap, kt.messages(second))
         wanted = expected_windows(first + second, boards_by_id, now)
         check_counts(agg.base, wanted, "second batch")
 
@@ -216,7 +199,7 @@ def test_counts_deadletter_and_restart():
         agg.wait_ready()
         check_counts(agg.base, wanted, "after restart")
         kt.check_equal(snapshot(agg.base, wanted), before, "counts after restart")
-        got = metrics(agg.base)
+        got = kt.metrics(agg.base)
         kt.check_equal(got.get("keng_events_counted_total"), 0.0,
                        "events counted again after a clean restart")
         kt.check_equal(agg.process.stop(), 0, "keng-aggregate exit status after SIGTERM")
@@ -240,7 +223,7 @@ def test_kill_and_restart_counts_once():
         boards = pick_boards(rows, rng)
         now = int(time.time() * 1000)
         first = make_events(boards, 2000, now, rng)
-        kt.produce(broker.bootstrap, messages(first))
+        kt.produce(broker.bootstrap, kt.messages(first))
         # Checkpoints every 700 events only, so that the kill always leaves counted events
         # behind that the checkpoint does not have.
         every = "checkpoint.interval.ms=3600000\ncheckpoint.events=700\n"
@@ -249,8 +232,8 @@ def test_kill_and_restart_counts_once():
         check_counts(agg.base, expected_windows(first, boards_by_id, now), "before the kill")
 
         second = make_events(boards, 3000, now, rng)
-        kt.produce(broker.bootstrap, messages(second))
-        kt.wait_until(lambda: metrics(agg.base).get("keng_events_counted_total") == 5000, 120,
+        kt.produce(broker.bootstrap, kt.messages(second))
+        kt.wait_until(lambda: kt.metrics(agg.base).get("keng_events_counted_total") == 5000, 120,
                       "all 5000 events to be counted")
         agg.process.signal(signal.SIGKILL)
         agg.process.kill()
@@ -259,7 +242,7 @@ def test_kill_and_restart_counts_once():
         # offsets onto the checkpointed state, and so counted once.
         agg = Aggregate(work, broker, now, "keng-test-kill", every)
         agg.wait_ready()
-        again = metrics(agg.base).get("keng_events_counted_total")
+        again = kt.metrics(agg.base).get("keng_events_counted_total")
         kt.check(again is not None and 0 < again < 5000,
                  "events read again after SIGKILL", "some, not all", again)
         check_counts(agg.base, expected_windows(first + second, boards_by_id, now),

@@ -1,10 +1,8 @@
 """keng-broker: any Kafka client can use it (kcat and confluent-kafka here), it creates
 keng's topics with the partitions asked for, and its fault commands take effect."""
 
-import os
 import shutil
 import subprocess
-import time
 
 import kengtest as kt
 

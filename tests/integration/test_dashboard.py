@@ -19,7 +19,6 @@ MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 WINDOWS = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY, "all": None}
-TOPIC = {"incident": "antt.incidents", "mediation": "antt.mediations"}
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # Without the background-networking flags Chromium's own connections to the outside are
@@ -88,11 +87,6 @@ def make_events(boards, n, now, rng, ages):
         out.append((kind, kt.random_event(rng, kind, rng.choice(boards)["board_id"],
                                           now - rng.randint(low, high))))
     return out
-
-
-def messages(events):
-    return [(TOPIC[kind], ev["board_id"].encode(), kt.encode_framed(kind, ev))
-            for kind, ev in events]
 
 
 def expected(events, boards_by_id, now):
@@ -240,7 +234,7 @@ def test_dashboard_in_chromium():
         recent, today, older = (2 * MINUTE, 40 * MINUTE), (2 * HOUR, 20 * HOUR), (2 * DAY, 6 * DAY)
         first = (make_events(busy, 120, now, rng, [recent, today, older]) +
                  make_events(spread, 180, now, rng, [recent, today, older]))
-        kt.produce(broker.bootstrap, messages(first))
+        kt.produce(broker.bootstrap, kt.messages(first))
         second = make_events(busy + spread, 40, now, rng, [recent])
         exp = expected(first, boards_by_id, now)
         exp2 = expected(first + second, boards_by_id, now)
@@ -317,7 +311,7 @@ def test_dashboard_in_chromium():
 
         # Live: more events, and the number changes with no reload.
         driver.execute_script("window.kengNoReload = 'still here';")
-        kt.produce(broker.bootstrap, messages(second))
+        kt.produce(broker.bootstrap, kt.messages(second))
         exp = exp2
         wait_kpi(driver, "incidents", province(exp, "24h"), "province incidents after more events")
         kt.check_equal(driver.execute_script("return window.kengNoReload;"), "still here",

@@ -5,7 +5,6 @@ the gateway is killed under load, keep-alive with pipelined requests answered in
 token rotation with SIGHUP."""
 
 import json
-import os
 import random
 import signal
 import socket

@@ -4,7 +4,6 @@ Confluent framing, re-imports keep event ids, CSV with quoted cells, --dry-run p
 nothing, keng-simulate's NDJSON imports as is, and the exit statuses scripts rely on."""
 
 import json
-import os
 import random
 import re
 import subprocess

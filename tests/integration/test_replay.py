@@ -2,7 +2,6 @@
 events just outside it, resends and a message that is not a keng event are all on the topics;
 the report counts exactly the year's events, once each, per board and rolled up, by month."""
 
-import calendar
 import csv
 import json
 import os

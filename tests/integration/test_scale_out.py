@@ -13,7 +13,6 @@ import kengtest as kt
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
-TOPIC = {"incident": "antt.incidents", "mediation": "antt.mediations"}
 GROUP = "keng-test-scale-out"
 
 
@@ -51,11 +50,6 @@ def make_events(boards, n, now, rng):
         events.append((kind, kt.random_event(rng, kind, rng.choice(boards)["board_id"],
                                              now - rng.randint(MINUTE, 300 * DAY))))
     return events
-
-
-def messages(events):
-    return [(TOPIC[kind], ev["board_id"].encode(), kt.encode_framed(kind, ev))
-            for kind, ev in events]
 
 
 def check_exact(instances, expected, boards, what, timeout=120):
@@ -123,7 +117,7 @@ def test_two_instances_kill_and_rejoin():
         b = Instance(work, broker, now, "agg-b")
         events = make_events(boards, 1500, now, rng)
         events += rng.sample(events, 50)  # resends: counted once
-        kt.produce(broker.bootstrap, messages(events))
+        kt.produce(broker.bootstrap, kt.messages(events))
         check_exact([a, b], kt.expected_all_time(events, boards_by_id), boards, "two instances")
 
         # Both hold a share: the sum of what each counted live is every event once.
@@ -149,7 +143,7 @@ def test_two_instances_kill_and_rejoin():
         a.process.kill()
         kt.log("agg-a killed")
         more = make_events(boards, 700, now, rng)
-        kt.produce(broker.bootstrap, messages(more))
+        kt.produce(broker.bootstrap, kt.messages(more))
         events += more
         check_exact([b], kt.expected_all_time(events, boards_by_id), boards,
                     "after SIGKILL, produced while one is down", timeout=150)
@@ -164,7 +158,7 @@ def test_two_instances_kill_and_rejoin():
                       90, "agg-a to own partitions again and catch up")
         kt.log(f"agg-a owns {assigned(a)} partitions again")
         last = make_events(boards, 500, now, rng)
-        kt.produce(broker.bootstrap, messages(last))
+        kt.produce(broker.bootstrap, kt.messages(last))
         events += last
         check_exact([a, b], kt.expected_all_time(events, boards_by_id), boards,
                     "after agg-a rejoined", timeout=150)
