@@ -270,12 +270,8 @@ class Ingest:
 def close_all(programs, broker, work):
     """The end of every fault test: prints the log tail of each program still running (a
     failure left it so) and kills it, then stops the broker and removes the work folder."""
-    for p in programs:
-        if p.process is not None and p.process.alive():
-            print(p.process.log_tail())
-            p.process.kill()
-    broker.stop()
-    work.cleanup()
+    kt.close_all([p.process for p in programs if p.process is not None and p.process.alive()],
+                 broker, work)
 
 
 def event_id_of(value):

@@ -59,6 +59,18 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def close_all(processes, broker, work):
+    """The end of a test: prints the log tail of each process given (None skipped; a test
+    passes only those a failure left behind) and kills it, then stops the broker and removes
+    the work folder."""
+    for p in processes:
+        if p is not None:
+            print(p.log_tail())
+            p.kill()
+    broker.stop()
+    work.cleanup()
+
+
 def wait_until(fn, timeout, what, interval=0.1):
     """Calls fn until it returns a true value, for at most timeout seconds."""
     deadline = time.monotonic() + timeout

@@ -205,11 +205,7 @@ def test_counts_deadletter_and_restart():
         kt.check_equal(agg.process.stop(), 0, "keng-aggregate exit status after SIGTERM")
         agg = None
     finally:
-        if agg:
-            print(agg.process.log_tail())
-            agg.process.kill()
-        broker.stop()
-        work.cleanup()
+        kt.close_all([agg.process if agg else None], broker, work)
 
 
 def test_kill_and_restart_counts_once():
@@ -250,11 +246,7 @@ def test_kill_and_restart_counts_once():
         kt.check_equal(agg.process.stop(), 0, "keng-aggregate exit status after SIGTERM")
         agg = None
     finally:
-        if agg:
-            print(agg.process.log_tail())
-            agg.process.kill()
-        broker.stop()
-        work.cleanup()
+        kt.close_all([agg.process if agg else None], broker, work)
 
 
 if __name__ == "__main__":

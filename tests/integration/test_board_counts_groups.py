@@ -60,11 +60,7 @@ def test_second_group_counts_for_itself():
             kt.check_equal(proc.stop(), 0, "keng-aggregate exit status")
         procs = []
     finally:
-        for proc in procs:
-            print(proc.log_tail())
-            proc.kill()
-        broker.stop()
-        work.cleanup()
+        kt.close_all(procs, broker, work)
 
 
 if __name__ == "__main__":

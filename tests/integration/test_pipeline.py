@@ -117,19 +117,13 @@ def test_produce_then_outside_client():
         # An outside client, following DESIGN.md's framing: schema id 1 or 2, Avro binary.
         more = make_events(boards, 2_000, now, rng)
         more += rng.sample(events, 200)  # resends of events already counted
-        kt.produce(broker.bootstrap,
-                   [("antt.incidents" if kind == "incident" else "antt.mediations",
-                     ev["board_id"].encode(), kt.encode_framed(kind, ev)) for kind, ev in more])
+        kt.produce(broker.bootstrap, kt.messages(more))
         check_counts(base, expected_windows(events + more, boards_by_id, now),
                      "after the outside client")
         kt.check_equal(aggregate.stop(), 0, "keng-aggregate exit status")
         aggregate = None
     finally:
-        if aggregate:
-            print(aggregate.log_tail())
-            aggregate.kill()
-        broker.stop()
-        work.cleanup()
+        kt.close_all([aggregate], broker, work)
 
 
 if __name__ == "__main__":

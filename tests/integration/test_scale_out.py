@@ -171,12 +171,7 @@ def test_two_instances_kill_and_rejoin():
         kt.check_equal(b.process.stop(), 0, "agg-b exit status after SIGTERM")
         a = b = None
     finally:
-        for inst in (a, b):
-            if inst and inst.process.alive():
-                print(inst.process.log_tail())
-                inst.process.kill()
-        broker.stop()
-        work.cleanup()
+        kt.close_all([i.process for i in (a, b) if i and i.process.alive()], broker, work)
 
 
 if __name__ == "__main__":

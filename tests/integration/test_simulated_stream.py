@@ -96,11 +96,7 @@ def test_late_out_of_order_and_duplicate_events():
         kt.check_equal(aggregate.stop(), 0, "keng-aggregate exit status")
         aggregate = None
     finally:
-        if aggregate:
-            print(aggregate.log_tail())
-            aggregate.kill()
-        broker.stop()
-        work.cleanup()
+        kt.close_all([aggregate], broker, work)
 
 
 if __name__ == "__main__":
