@@ -280,20 +280,24 @@ fail:
     return NULL;
 }
 
-static int put_string(avro_value_t *rec, int index, const char *s, size_t len, char *scratch)
+/* Sets string value v to s[0..len). scratch, when not NULL, has room for len + 1 bytes. */
+static int set_string(avro_value_t *v, const char *s, size_t len, char *scratch)
 {
-    avro_value_t v;
-    int rc = avro_value_get_by_index(rec, (size_t)index, &v, NULL);
-
-    if (rc != 0)
-        return rc;
     /* Avro-C copies size bytes including the NUL, which a borrowed summary may lack. */
     if (scratch != NULL) {
         memcpy(scratch, s, len);
         scratch[len] = '\0';
         s = scratch;
     }
-    return avro_value_set_string_len(&v, s, len + 1);
+    return avro_value_set_string_len(v, s, len + 1);
+}
+
+static int put_string(avro_value_t *rec, int index, const char *s, size_t len, char *scratch)
+{
+    avro_value_t v;
+    int rc = avro_value_get_by_index(rec, (size_t)index, &v, NULL);
+
+    return rc != 0 ? rc : set_string(&v, s, len, scratch);
 }
 
 static int put_opt_string(avro_value_t *rec, int index, const shape_info_t *info, bool present,
@@ -309,14 +313,7 @@ static int put_opt_string(avro_value_t *rec, int index, const shape_info_t *info
         return rc != 0 ? rc : avro_value_set_null(&b);
     }
     rc = avro_value_set_branch(&v, info->value_branch, &b);
-    if (rc != 0)
-        return rc;
-    if (scratch != NULL) {
-        memcpy(scratch, s, len);
-        scratch[len] = '\0';
-        s = scratch;
-    }
-    return avro_value_set_string_len(&b, s, len + 1);
+    return rc != 0 ? rc : set_string(&b, s, len, scratch);
 }
 
 static int put_long(avro_value_t *rec, int index, int64_t n)
