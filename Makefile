@@ -45,10 +45,10 @@ bench: build
 fuzz: deps
 	FUZZ_BUILD_DIR=$(FUZZ_DIR) scripts/fuzz.sh run
 
-format:
+format: deps
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
-format-check:
+format-check: deps
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
 clean:
