@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-    build-essential cmake pkg-config clang libclang-rt-14-dev
+    build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
     librdkafka-dev libavro-dev libuv1-dev libjansson-dev liblmdb-dev libhttp-parser-dev
     libcmocka-dev libssl-dev
     python3 python3-avro python3-confluent-kafka python3-yaml shellcheck
