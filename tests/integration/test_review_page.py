@@ -212,7 +212,7 @@ def pdf_pages(path):
 
 def test_review_page_and_pdf():
     require_tools()
-    rng = random.Random(11)
+    rng = random.Random(12)
     work = kt.Workdir()
     broker = kt.Broker(work, partitions=2)
     driver = None
@@ -252,6 +252,10 @@ def test_review_page_and_pdf():
             kt.check_equal((d["boards_reported"], d["boards_total"]),
                            (len([r for r in mine if r["board_id"] in active]), len(mine)),
                            f"review.json boards of {d['id']}")
+
+        # Distinct figures, so that a figure shown in another's place cannot pass unseen.
+        figures = list(review["headline"].values())
+        kt.check_equal(len(set(figures)), len(figures), f"distinct headline figures {figures}")
 
         # The page, in a real browser.
         driver = start_browser(work.file("chromium-profile"), width=1200, height=3000)
