@@ -72,7 +72,7 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 }
 
 int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_path, int timeout_s,
-                   char *errstr, size_t errstr_size)
+                   const volatile sig_atomic_t *stop, char *errstr, size_t errstr_size)
 {
     char abs[PATH_MAX], url[3 * PATH_MAX + 8], profile[PATH_MAX], part[PATH_MAX],
         profile_flag[PATH_MAX + 20], pdf_flag[PATH_MAX + 20];
@@ -144,12 +144,16 @@ int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_
             snprintf(errstr, errstr_size, "waiting for %s: %s", chromium, strerror(errno));
             goto out;
         }
-        if (keng_monotonic_ms() >= deadline) {
+        if (keng_monotonic_ms() >= deadline || (stop && *stop)) {
             kill(-pid, SIGKILL);
             waitpid(pid, &status, 0);
             pid = -1;
-            snprintf(errstr, errstr_size, "%s did not print %s within %d s; it was stopped",
-                     chromium, pdf_path, timeout_s);
+            if (stop && *stop)
+                snprintf(errstr, errstr_size, "interrupted while %s printed %s", chromium,
+                         pdf_path);
+            else
+                snprintf(errstr, errstr_size, "%s did not print %s within %d s; it was stopped",
+                         chromium, pdf_path, timeout_s);
             goto out;
         }
         nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);

@@ -5,6 +5,7 @@
 #ifndef KENG_PDF_H
 #define KENG_PDF_H
 
+#include <signal.h>
 #include <stddef.h>
 
 /* Finds the browser: $KENG_CHROMIUM when set (it must be executable), else the first of
@@ -14,9 +15,10 @@ int keng_pdf_find_chromium(char *path, size_t size, char *errstr, size_t errstr_
 
 /* Prints html_path to pdf_path with the browser at chromium (A4, as the page's print
  * stylesheet asks, no header or footer), giving it timeout_s seconds before it is killed
- * with all its processes. The PDF appears under pdf_path only once complete. Returns 0, or
- * -1 with errstr naming what failed. */
+ * with all its processes; the same when *stop becomes non-zero (a signal handler's flag; stop
+ * may be NULL). The PDF appears under pdf_path only once complete. Returns 0, or -1 with
+ * errstr naming what failed. */
 int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_path, int timeout_s,
-                   char *errstr, size_t errstr_size);
+                   const volatile sig_atomic_t *stop, char *errstr, size_t errstr_size);
 
 #endif

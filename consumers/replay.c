@@ -275,7 +275,8 @@ static int run(const struct options *opt, keng_config_t *cfg)
         char html[4200], pdf[4200];
         snprintf(html, sizeof(html), "%s/review.html", dir);
         snprintf(pdf, sizeof(pdf), "%s/review.pdf", dir);
-        if (keng_pdf_print(chromium, html, pdf, opt->pdf_timeout_s, errstr, sizeof(errstr)) != 0) {
+        if (keng_pdf_print(chromium, html, pdf, opt->pdf_timeout_s, &stop_requested, errstr,
+                           sizeof(errstr)) != 0) {
             keng_log_error("cannot print the review to PDF", "error=\"%s\"", errstr);
             goto out;
         }

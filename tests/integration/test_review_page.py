@@ -403,6 +403,34 @@ def test_pdf_browser_that_hangs_is_stopped():
                      "gone or a zombie", state)
             pids = [q for q in pids if q != pid]
 
+        # SIGINT while the browser prints stops it at once, not at the deadline.
+        os.unlink(work.file("browser.pid"))
+        proc = subprocess.Popen([kt.binary("keng-replay"), "--year", "2025", "--out", out_dir,
+                                 "--registry", registry, "--pdf", "--pdf-timeout", "600"],
+                                env=dict(os.environ, KENG_BROKERS=broker.bootstrap,
+                                         KENG_CHROMIUM=fake),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            kt.wait_until(lambda: os.path.exists(work.file("browser.pid")), 120,
+                          "keng-replay to start the browser")
+            started = time.monotonic()
+            proc.send_signal(2)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        kt.check_equal(proc.returncode, 1, "exit status when interrupted while printing")
+        kt.check(b"interrupted" in err, "the message says it was interrupted", "interrupted",
+                 err[-600:])
+        kt.check(time.monotonic() - started < 30, "SIGINT stops the printing at once", "< 30 s",
+                 time.monotonic() - started)
+        with open(work.file("browser.pid")) as f:
+            pid = int(f.read())
+        kt.check(not os.path.exists(f"/proc/{pid}") or
+                 open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in "ZX",
+                 "the interrupted browser is stopped", "gone", pid)
+
         # A browser that exits 0 without writing the file is an error too.
         with open(fake, "w") as f:
             f.write("#!/bin/sh\nexit 0\n")
