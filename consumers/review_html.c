@@ -34,13 +34,15 @@ static const char *const outcome_vi[KENG_OUTCOME_COUNT] = {"Hòa giải thành",
 
 char *keng_review_date_vi(int64_t ms, char *buf, size_t size)
 {
+    /* Periods start in 1970 or later (keng_review_parse_date), so the division floors. */
     time_t secs = (time_t)((ms + KENG_LOCAL_OFFSET_MS) / 1000);
     struct tm tm;
 
-    if (ms + KENG_LOCAL_OFFSET_MS < 0)
-        secs = (time_t)((ms + KENG_LOCAL_OFFSET_MS - 999) / 1000); /* floor before 1970 */
+    char out[48];
+
     gmtime_r(&secs, &tm);
-    snprintf(buf, size, "%02d/%02d/%04d", tm.tm_mday, tm.tm_mon + 1, tm.tm_year + 1900);
+    snprintf(out, sizeof(out), "%02d/%02d/%04d", tm.tm_mday, tm.tm_mon + 1, tm.tm_year + 1900);
+    snprintf(buf, size, "%s", out);
     return buf;
 }
 
@@ -267,7 +269,8 @@ static int by_value_desc(const void *a, const void *b)
     return strcmp(x->key, y->key);
 }
 
-static void write_charts(FILE *f, const json_t *doc)
+/* Returns 0, or -1 when out of memory. */
+static int write_charts(FILE *f, const json_t *doc)
 {
     const json_t *province = json_object_get(doc, "province");
     const json_t *months = json_object_get(doc, "months");
@@ -275,6 +278,7 @@ static void write_charts(FILE *f, const json_t *doc)
     size_t nmonths = json_array_size(months), ndistricts = json_array_size(districts);
     keng_chart_item_t *items = calloc(nmonths + ndistricts + KENG_CAT_COUNT + 1, sizeof(*items));
     char(*labels)[16] = calloc(nmonths + 1, sizeof(*labels));
+    int rc = -1;
 
     if (!items || !labels)
         goto out;
@@ -326,9 +330,11 @@ static void write_charts(FILE *f, const json_t *doc)
     fputs("<div class=chart-box><h3>Kết quả hòa giải</h3>\n", f);
     keng_chart_shares(f, "outcomes", "Kết quả hòa giải", items, KENG_OUTCOME_COUNT);
     fputs("</div>\n</section>\n", f);
+    rc = 0;
 out:
     free(items);
     free(labels);
+    return rc;
 }
 
 static void write_tables(FILE *f, const json_t *doc)
@@ -534,7 +540,10 @@ int keng_review_html_write(const json_t *doc, const keng_registry_t *reg, int64_
             keng_review_date_vi(to_ms - 1, last, sizeof(last)));
 
     write_headline(f, json_object_get(doc, "headline"));
-    write_charts(f, doc);
+    if (write_charts(f, doc) != 0) {
+        errno = ENOMEM;
+        goto out;
+    }
     write_tables(f, doc);
     for (uint32_t d = 0; d < keng_registry_district_count(reg); d++)
         write_district(f, doc, reg, d, active, scratch);
