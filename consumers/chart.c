@@ -61,7 +61,7 @@ char *keng_chart_format_count(uint64_t n, char *buf, size_t size)
         out[o++] = digits[i];
     }
     out[o] = '\0';
-    snprintf(buf, size, "%s", out);
+    snprintf(buf, size, "%.*s", (int)size - 1, out);
     return buf;
 }
 
@@ -76,7 +76,7 @@ char *keng_chart_format_percent(uint64_t part, uint64_t total, char *buf, size_t
     unsigned long long tenths = (unsigned long long)((part * 2000 + total) / (2 * total));
     char out[48];
     snprintf(out, sizeof(out), "%llu,%llu%%", tenths / 10, tenths % 10);
-    snprintf(buf, size, "%s", out);
+    snprintf(buf, size, "%.*s", (int)size - 1, out);
     return buf;
 }
 

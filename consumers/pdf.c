@@ -74,8 +74,8 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_path, int timeout_s,
                    const volatile sig_atomic_t *stop, char *errstr, size_t errstr_size)
 {
-    char abs[PATH_MAX], url[3 * PATH_MAX + 8], profile[PATH_MAX], part[PATH_MAX],
-        profile_flag[PATH_MAX + 20], pdf_flag[PATH_MAX + 20];
+    char abs[PATH_MAX], url[3 * PATH_MAX + 8], profile[PATH_MAX], part[2 * PATH_MAX + 16],
+        profile_flag[PATH_MAX + 20], pdf_flag[sizeof(part) + 20], cwd[PATH_MAX];
     const char *tmp = getenv("TMPDIR");
     pid_t pid = -1;
     int status = 0, rc = -1;
@@ -95,7 +95,15 @@ int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_
         profile[0] = '\0';
         goto out;
     }
-    snprintf(part, sizeof(part), "%s.part", pdf_path);
+    /* Absolute, since the browser may resolve a relative path against another directory. */
+    int n = pdf_path[0] != '/' && getcwd(cwd, sizeof(cwd))
+                ? snprintf(part, sizeof(part), "%s/%s.part", cwd, pdf_path)
+                : snprintf(part, sizeof(part), "%s.part", pdf_path);
+    if (n < 0 || (size_t)n >= sizeof(part)) {
+        snprintf(errstr, errstr_size, "%s: the path is too long", pdf_path);
+        part[0] = '\0';
+        goto out;
+    }
     snprintf(profile_flag, sizeof(profile_flag), "--user-data-dir=%s", profile);
     snprintf(pdf_flag, sizeof(pdf_flag), "--print-to-pdf=%s", part);
     unlink(part);

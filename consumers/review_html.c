@@ -42,7 +42,7 @@ char *keng_review_date_vi(int64_t ms, char *buf, size_t size)
 
     gmtime_r(&secs, &tm);
     snprintf(out, sizeof(out), "%02d/%02d/%04d", tm.tm_mday, tm.tm_mon + 1, tm.tm_year + 1900);
-    snprintf(buf, size, "%s", out);
+    snprintf(buf, size, "%.*s", (int)size - 1, out);
     return buf;
 }
 
