@@ -1,12 +1,13 @@
 /* Tests of the annual review's printed form: Vietnamese dates and period names at the edges
- * of the local calendar, Vietnamese numbers and percentages, and the chart geometry (axis
- * steps, scales, bands and ring slices). */
+ * of the local calendar, Vietnamese numbers and percentages, the chart geometry (axis
+ * steps, scales, bands and ring slices), and one mark per data point in every chart. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -152,6 +153,46 @@ static void test_ring_slices_cover_the_ring(void **state)
     check_near(offset, 0, "nothing to share: offset");
 }
 
+static size_t count_of(const char *haystack, const char *needle)
+{
+    size_t n = 0;
+
+    for (const char *p = haystack; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Each chart draws one mark per data point, zeros and an all-zero chart included. */
+static void test_one_mark_per_point(void **state)
+{
+    const keng_chart_item_t items[] = {
+        {"A", "Một", 7}, {"B", "Hai", 0}, {"C", "Ba <&>", 3}, {"D", "Bốn", 0}};
+    const keng_chart_item_t zeros[] = {{"A", "Một", 0}, {"B", "Hai", 0}};
+    void (*const charts[])(FILE *, const char *, const char *, const keng_chart_item_t *,
+                           size_t) = {keng_chart_line, keng_chart_bars, keng_chart_shares};
+
+    (void)state;
+    for (size_t c = 0; c < 3; c++) {
+        for (int z = 0; z < 2; z++) {
+            char *svg = NULL;
+            size_t len = 0, want = z ? 2 : 4;
+            FILE *f = open_memstream(&svg, &len);
+            assert_non_null(f);
+            charts[c](f, "t", "Tiêu đề", z ? zeros : items, want);
+            fclose(f);
+            if (count_of(svg, "class=mark") != want)
+                fail_msg("chart %zu%s: expected %zu marks, got %zu", c, z ? " (all zero)" : "",
+                         want, count_of(svg, "class=mark"));
+            if (!z && count_of(svg, "data-value=\"0\"") != 2)
+                fail_msg("chart %zu: expected 2 marks of value 0, got %zu", c,
+                         count_of(svg, "data-value=\"0\""));
+            if (!z && strstr(svg, "Ba &lt;&amp;&gt;") == NULL)
+                fail_msg("chart %zu: the label is not escaped: %s", c, svg);
+            free(svg);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -161,6 +202,7 @@ int main(void)
         cmocka_unit_test(test_axis_steps),
         cmocka_unit_test(test_scales_and_bands),
         cmocka_unit_test(test_ring_slices_cover_the_ring),
+        cmocka_unit_test(test_one_mark_per_point),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
