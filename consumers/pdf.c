@@ -62,6 +62,24 @@ static void file_url(const char *abs, char *url, size_t size)
     url[o] = '\0';
 }
 
+/* The browser's last line of output that is not about D-Bus (which headless Chromium misses
+ * on a server and always complains of), to say why it failed. */
+static void last_words(const char *log_path, char *out, size_t size)
+{
+    char line[512];
+    FILE *f = fopen(log_path, "r");
+
+    out[0] = '\0';
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] && !strstr(line, "dbus") && !strstr(line, "DBus"))
+            snprintf(out, size, "%.*s", (int)size - 1, line);
+    }
+    fclose(f);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
@@ -75,7 +93,8 @@ int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_
                    const volatile sig_atomic_t *stop, char *errstr, size_t errstr_size)
 {
     char abs[PATH_MAX], url[3 * PATH_MAX + 8], profile[PATH_MAX], part[2 * PATH_MAX + 16],
-        profile_flag[PATH_MAX + 20], pdf_flag[sizeof(part) + 20], cwd[PATH_MAX];
+        profile_flag[PATH_MAX + 20], pdf_flag[sizeof(part) + 20], cwd[PATH_MAX],
+        log_path[PATH_MAX + 16], words[256];
     const char *tmp = getenv("TMPDIR");
     pid_t pid = -1;
     int status = 0, rc = -1;
@@ -105,6 +124,7 @@ int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_
         goto out;
     }
     snprintf(profile_flag, sizeof(profile_flag), "--user-data-dir=%s", profile);
+    snprintf(log_path, sizeof(log_path), "%s/keng-chromium.log", profile);
     snprintf(pdf_flag, sizeof(pdf_flag), "--print-to-pdf=%s", part);
     unlink(part);
 
@@ -132,13 +152,15 @@ int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_
     if (pid == 0) {
         /* Its own process group, so that a deadline can end the browser and its helpers. */
         setpgid(0, 0);
-        int devnull = open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
+        int devnull = open("/dev/null", O_RDONLY);
+        int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (devnull >= 0 && log_fd >= 0) {
             dup2(devnull, STDIN_FILENO);
-            dup2(devnull, STDOUT_FILENO);
-            dup2(devnull, STDERR_FILENO);
+            dup2(log_fd, STDOUT_FILENO);
+            dup2(log_fd, STDERR_FILENO);
         }
         execv(chromium, argv);
+        dprintf(STDERR_FILENO, "cannot run %s: %s\n", chromium, strerror(errno));
         _exit(127);
     }
     setpgid(pid, pid);
@@ -167,9 +189,11 @@ int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_
         nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        snprintf(errstr, errstr_size, "%s failed to print %s (%s %d)", chromium, abs,
+        last_words(log_path, words, sizeof(words));
+        snprintf(errstr, errstr_size, "%s failed to print %s (%s %d)%s%s", chromium, abs,
                  WIFEXITED(status) ? "exit status" : "signal",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), words[0] ? ": " : "",
+                 words);
         goto out;
     }
     struct stat st;

@@ -431,6 +431,18 @@ def test_pdf_browser_that_hangs_is_stopped():
                  open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in "ZX",
                  "the interrupted browser is stopped", "gone", pid)
 
+        # A browser that fails: its reason, without the D-Bus noise of a headless server.
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\necho 'cannot open the page' >&2\n"
+                    "echo '[1:1:ERROR:dbus/bus.cc(407)] Failed to connect to the bus' >&2\n"
+                    "exit 3\n")
+        result = replay(broker, out_dir, registry, "--pdf", env={"KENG_CHROMIUM": fake},
+                        timeout=120)
+        kt.check_equal(result.returncode, 1, "exit status when the browser fails")
+        kt.check(b"exit status 3): cannot open the page" in result.stderr,
+                 "the message gives the browser's status and last words",
+                 "exit status 3): cannot open the page", result.stderr[-600:])
+
         # A browser that exits 0 without writing the file is an error too.
         with open(fake, "w") as f:
             f.write("#!/bin/sh\nexit 0\n")
