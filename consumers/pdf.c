@@ -94,7 +94,7 @@ int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_
 {
     char abs[PATH_MAX], url[3 * PATH_MAX + 8], profile[PATH_MAX], part[2 * PATH_MAX + 16],
         profile_flag[PATH_MAX + 20], pdf_flag[sizeof(part) + 20], cwd[PATH_MAX],
-        log_path[PATH_MAX + 16], words[256];
+        log_path[sizeof(profile) + 32], words[256];
     const char *tmp = getenv("TMPDIR");
     pid_t pid = -1;
     int status = 0, rc = -1;
