@@ -7,8 +7,9 @@ packages=(
     build-essential cmake pkg-config clang libclang-rt-14-dev
     librdkafka-dev libavro-dev libuv1-dev libjansson-dev liblmdb-dev libhttp-parser-dev
     libcmocka-dev libssl-dev
+    poppler-utils fonts-dejavu-core
     python3 python3-avro python3-confluent-kafka python3-yaml shellcheck
-    kcat curl wrk chromium chromium-driver python3-selenium poppler-utils fonts-dejavu-core
+    kcat curl wrk chromium chromium-driver python3-selenium
 )
 
 missing=()
