@@ -1327,7 +1327,8 @@ static void fit_fd_limit(keng_http_server_t *srv)
     rlim_t need = (rlim_t)srv->limits.max_connections + srv->limits.max_streams + FD_RESERVE;
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
         rlim_t before = rl.rlim_cur;
-        rl.rlim_cur = rl.rlim_max;
+        /* An unlimited hard limit still stops at the kernel's nr_open: ask for what we need. */
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? need : rl.rlim_max;
         if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
             keng_log_info("raised the open file limit for the HTTP caps",
                           "soft_before=%llu soft=%llu", (unsigned long long)before,
