@@ -37,6 +37,8 @@ struct options {
     const char *listen;
     const char *state_dir;
     const char *group;
+    const char *max_connections;
+    const char *max_streams;
 };
 
 /* Everything the program runs; each piece is closed in reverse order of its creation. */
@@ -75,6 +77,10 @@ static void usage(FILE *out)
             "  --listen HOST:PORT HTTP address (default " DEFAULT_LISTEN ")\n"
             "  --state-dir DIR    LMDB checkpoint directory (default " DEFAULT_STATE_DIR ")\n"
             "  --group ID         consumer group (default " DEFAULT_GROUP ")\n"
+            "  --max-connections N  HTTP connections at once, streams apart (config\n"
+            "                     http.max_connections, default 10000; at the cap the least\n"
+            "                     recently active idle one is closed for the new one)\n"
+            "  --max-streams N    /v1/stream clients at once (config http.max_streams, 256)\n"
             "  --help, --version\n"
             "\n"
             "Config keys: topic.incidents, topic.mediations, topic.deadletter (default antt.*),\n"
@@ -87,7 +93,8 @@ static void usage(FILE *out)
             "resolve_below|summary (docs/ALERTS.md), topic.alerts (antt.alerts), webhook.url,\n"
             "alerts.recover.timeout.ms (15000).\n"
             "\n"
-            "HTTP: /v1/counts, /v1/top, /v1/alerts, /v1/stream, /healthz, /readyz, /metrics, /\n");
+            "HTTP: /v1/counts, /v1/top, /v1/alerts, /v1/stream, /healthz, /readyz, /metrics, /\n"
+            "HTTP limits: http.* keys (docs/OPERATIONS.md, \"HTTP limits\").\n");
 }
 
 static void on_server_closed(void *arg)
@@ -355,8 +362,15 @@ static int run(app_t *app)
 
     /* HTTP first: a taken port fails before the group sees this instance, and /readyz
      * answers 503 while the consumer starts. */
+    keng_http_limits_t limits;
+    keng_http_limits_default(&limits);
+    if (keng_http_limits_from_config(&limits, app->cfg, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-aggregate: %s\n", errstr);
+        return 64;
+    }
     app->api = keng_api_new(app->loop, app->reg, app->counts);
-    app->srv = app->api ? keng_http_server_new(app->loop, NULL, keng_api_handle, app->api) : NULL;
+    app->srv =
+        app->api ? keng_http_server_new(app->loop, &limits, keng_api_handle, app->api) : NULL;
     if (!app->srv) {
         keng_log_error("cannot create the HTTP server", NULL);
         rc = 1;
@@ -428,6 +442,8 @@ int main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},
         {"state-dir", required_argument, NULL, 's'},
         {"group", required_argument, NULL, 'g'},
+        {"max-connections", required_argument, NULL, 'm'},
+        {"max-streams", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -459,6 +475,12 @@ int main(int argc, char **argv)
         case 'g':
             opt.group = optarg;
             break;
+        case 'm':
+            opt.max_connections = optarg;
+            break;
+        case 'S':
+            opt.max_streams = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -483,6 +505,8 @@ int main(int argc, char **argv)
         {"listen", opt.listen},
         {"state.dir", opt.state_dir},
         {"group.id", opt.group},
+        {"http.max_connections", opt.max_connections},
+        {"http.max_streams", opt.max_streams},
         {"clock.fixed_ms", clock_env && *clock_env ? clock_env : NULL},
         {NULL, NULL},
     };

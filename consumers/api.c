@@ -2,6 +2,7 @@
  * thread, so every answer is a consistent snapshot. */
 #include "api.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,7 +71,45 @@ static void respond_json(keng_api_t *api, keng_http_request_t *req, int status, 
 static void respond_error(keng_api_t *api, keng_http_request_t *req, int status,
                           const char *message)
 {
-    respond_json(api, req, status, json_pack("{s:s}", "error", message));
+    json_t *body = json_pack("{s:s}", "error", message);
+
+    /* A message that quotes a parameter is not JSON text when the parameter is not UTF-8. */
+    if (!body)
+        body = json_pack("{s:s}", "error", "a query parameter is not valid UTF-8");
+    respond_json(api, req, status, body);
+}
+
+/* The body of an error the HTTP server answers by itself, in the shape of the API's own
+ * errors, and counted with them. */
+static json_t *server_error_body(int status, const char *message, void *ctx)
+{
+    count_status(ctx, status);
+    return json_pack("{s:s}", "error", message);
+}
+
+/* Registry ids are letters, digits and '-' ("D07-C012-B03"). Returns 0, or -1 after
+ * answering 400 for an id with any other byte, which could otherwise be cut short or
+ * matched loosely. */
+static int id_param(keng_api_t *api, keng_http_request_t *req, const char *id)
+{
+    char msg[160];
+    size_t len = strlen(id);
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)id[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '-')) {
+            snprintf(msg, sizeof(msg),
+                     "id may hold only letters, digits and '-' (byte 0x%02x at offset %zu)", ch, i);
+            respond_error(api, req, 400, msg);
+            return -1;
+        }
+    }
+    if (len > 64) {
+        respond_error(api, req, 400, "id is longer than 64 characters");
+        return -1;
+    }
+    return 0;
 }
 
 static void respond_text(keng_api_t *api, keng_http_request_t *req, int status,
@@ -236,6 +275,8 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
         }
         id = KENG_PROVINCE_ID;
     }
+    if (id_param(api, req, id) != 0)
+        return;
     index = keng_scope_find(api->reg, level, id);
     if (index < 0) {
         snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", level_s, id);
@@ -368,6 +409,8 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
         }
         id = KENG_PROVINCE_ID;
     }
+    if (id_param(api, req, id) != 0)
+        return;
     index = keng_scope_find(api->reg, level, id);
     if (index < 0) {
         snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", keng_level_names[level],
@@ -557,6 +600,8 @@ static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_ser
     for (int i = 0; i < STATUS_SLOTS && api->statuses[i].status; i++)
         fprintf(m.out, "keng_http_requests_total{status=\"%d\"} %" PRIu64 "\n",
                 api->statuses[i].status, api->statuses[i].count);
+    if (srv)
+        keng_http_server_write_metrics(srv, m.out);
     metrics_alerts(api, m.out);
     fclose(m.out);
     keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
@@ -703,9 +748,16 @@ static void get_stream(keng_api_t *api, keng_http_request_t *req)
         respond_error(api, req, 503, "out of memory for another stream");
         return;
     }
-    keng_http_request_add_header(req, "Cache-Control", "no-cache");
-    if (keng_http_stream_begin(req, "text/event-stream") != 0) {
+    /* keng_http_stream_begin sends Cache-Control: no-cache itself. */
+    int rc = keng_http_stream_begin(req, "text/event-stream");
+    if (rc != 0) {
         free(s);
+        /* At http.max_streams; after -ENOTCONN the answer is dropped. */
+        if (rc == -EBUSY)
+            keng_http_request_add_header(req, "Retry-After", "5");
+        respond_error(api, req, 503,
+                      rc == -EBUSY ? "too many streams are open; retry later"
+                                   : "the stream could not be started");
         return;
     }
     count_status(api, 200);
@@ -781,6 +833,7 @@ void keng_api_set_cluster(keng_api_t *api, const keng_cluster_t *cluster)
 void keng_api_set_server(keng_api_t *api, keng_http_server_t *srv)
 {
     api->srv = srv;
+    keng_http_server_set_error_body(srv, server_error_body);
 }
 
 void keng_api_set_alerts(keng_api_t *api, const keng_alerts_t *alerts,
