@@ -72,6 +72,9 @@ struct keng_config;
 keng_schema_store_t *keng_schema_store_from_config(const struct keng_config *cfg, char *errstr,
                                                    size_t errstr_size);
 
+/* The keys keng_schema_store_from_config reads (see keng_config_check). */
+extern const char *const keng_schema_store_config_keys[];
+
 /* Encoder: one per thread; reuses its Avro values between calls. */
 typedef struct keng_avro_encoder keng_avro_encoder_t;
 keng_avro_encoder_t *keng_avro_encoder_new(keng_schema_store_t *store, char *errstr,

@@ -21,6 +21,7 @@
 #include "ingest_body.h"
 #include "ingest_metrics.h"
 #include "log.h"
+#include "avro_codec.h"
 #include "producer.h"
 #include "registry.h"
 #include "timeutil.h"
@@ -28,6 +29,26 @@
 
 #define DEFAULT_LISTEN "127.0.0.1:8088"
 #define EXIT_USAGE     64
+
+/* The keys keng-ingest reads itself; the producer and the schema store list theirs. */
+static keng_config_keys_t ingest_keys = {"registry",
+                                         "ingest.listen",
+                                         "ingest.tokens",
+                                         "ingest.max_events",
+                                         "ingest.deadline_ms",
+                                         "ingest.max_in_flight_events",
+                                         "ingest.retry_after_s",
+                                         "ingest.flush_ms",
+                                         "http.max_body_bytes",
+                                         "http.max_header_bytes",
+                                         "http.header_timeout_ms",
+                                         "http.body_timeout_ms",
+                                         "http.idle_timeout_ms",
+                                         "http.max_connections",
+                                         NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys, ingest_keys,
+                                                   keng_producer_config_keys,
+                                                   keng_schema_store_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -787,7 +808,7 @@ int main(int argc, char **argv)
         {"ingest.tokens", opt.tokens},
         {NULL, NULL},
     };
-    in.cfg = keng_config_from_args("keng-ingest", opt.config_path, flags);
+    in.cfg = keng_config_from_args("keng-ingest", opt.config_path, flags, config_tables);
     if (!in.cfg)
         return EXIT_USAGE;
     if (!keng_config_brokers(in.cfg))

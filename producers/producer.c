@@ -97,6 +97,8 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, c
     return 0;
 }
 
+keng_config_keys_t keng_producer_config_keys = {"topic.incidents", "topic.mediations", NULL};
+
 keng_producer_t *keng_producer_new(const keng_config_t *cfg, char *errstr, size_t errstr_size)
 {
     keng_producer_t *p = NULL;
