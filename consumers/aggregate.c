@@ -24,6 +24,7 @@
 #include "deadletter.h"
 #include "http_client.h"
 #include "http_server.h"
+#include "kafka_health.h"
 #include "log.h"
 #include "registry.h"
 #include "webhook.h"
@@ -237,7 +238,18 @@ static void on_alert_delivered(const char *json, void *arg)
 static void more_metrics(FILE *out, void *arg)
 {
     app_t *app = arg;
+    keng_consumer_stats_t st = {0};
 
+    if (app->consumer)
+        keng_consumer_stats(app->consumer, &st);
+    /* The time rather than the age: Prometheus subtracts it from time() itself. */
+    fprintf(out,
+            "# HELP keng_checkpoint_last_success_timestamp_seconds When the last checkpoint was "
+            "written (0: none since the process started).\n"
+            "# TYPE keng_checkpoint_last_success_timestamp_seconds gauge\n"
+            "keng_checkpoint_last_success_timestamp_seconds %.3f\n",
+            (double)st.last_checkpoint_ms / 1000.0);
+    keng_kafka_health_metrics(out);
     keng_webhook_metrics(app->webhook, out);
     keng_alertmanager_metrics(app->alertmanager, out);
 }
@@ -322,7 +334,6 @@ static int start_outgoing(app_t *app)
         keng_log_info("sending alerts to Alertmanager", "url=%s resend_interval_ms=%ld",
                       app->am_opt.urls, app->am_opt.resend_interval_ms);
     }
-    keng_api_set_more_metrics(app->api, more_metrics, app);
     return 0;
 }
 
@@ -501,6 +512,7 @@ static int run(app_t *app)
         goto fail;
     }
     keng_api_set_server(app->api, app->srv);
+    keng_api_set_more_metrics(app->api, more_metrics, app);
     rc = keng_http_server_listen(app->srv, listen);
     if (rc < 0) {
         keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));

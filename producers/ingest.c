@@ -20,6 +20,7 @@
 #include "http_server.h"
 #include "ingest_body.h"
 #include "ingest_metrics.h"
+#include "kafka_health.h"
 #include "log.h"
 #include "avro_codec.h"
 #include "producer.h"
@@ -377,17 +378,28 @@ static void serve_metrics(ingest_t *in, keng_http_request_t *req)
         .in_flight_events = (long long)in->in_flight_events,
         .tokens = (long long)keng_tokens_count(in->tokens),
     };
-    size_t len = 0;
-    char *text;
+    size_t len = 0, all_len = 0;
+    char *text, *all = NULL;
+    FILE *out;
 
     keng_ingest_metrics_request(in->metrics, 200);
     text = keng_ingest_metrics_render(in->metrics, &g, &len);
-    if (!text) {
+    out = text ? open_memstream(&all, &all_len) : NULL;
+    if (out) {
+        fwrite(text, 1, len, out);
+        keng_kafka_health_metrics(out);
+        if (fclose(out) != 0) {
+            free(all);
+            all = NULL;
+        }
+    }
+    free(text);
+    if (!all) {
         keng_http_respond(req, 500, "text/plain; charset=utf-8", "out of memory\n", 14);
         return;
     }
-    keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
-    free(text);
+    keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", all, all_len);
+    free(all);
 }
 
 static void serve_events(ingest_t *in, keng_http_request_t *req, keng_kind_t kind,
