@@ -442,8 +442,10 @@ int main(int argc, char **argv)
     rc = EXIT_CONFIG;
     const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
     app.cfg = keng_config_from_args("keng-simulate", app.opt.config_path, flags, config_tables);
-    if (!app.cfg)
+    if (!app.cfg) {
+        rc = EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
         goto out;
+    }
     app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));
     if (!app.reg) {
         fprintf(stderr, "keng-simulate: registry: %s\n", errstr);
