@@ -41,6 +41,57 @@ def test_deploy_files_check():
     kt.check_equal(missing, [], "districts without a route in deploy/alertmanager.yml")
 
 
+RULE_TESTS = """
+rule_files:
+  - {rules}
+evaluation_interval: 1m
+tests:
+  # Time 0 is 1970-01-01 00:00 UTC, 07:00 in Vietnam. No event from the start: at 09:00
+  # Vietnam time the daytime alert fires; at 22:00 (15h) it does not.
+  - interval: 1m
+    input_series:
+      - series: 'keng_events_counted_total{{job="keng-aggregate",instance="a:8080"}}'
+        values: '100+0x1000'
+      - series: 'keng_kafka_errors_total{{job="keng-ingest",instance="i:8088",client="producer",error="_TRANSPORT"}}'
+        values: '0 0 0 0 0 1+1x100'
+      - series: 'keng_kafka_errors_total{{job="keng-ingest",instance="i:8088",client="producer",error="other"}}'
+        values: '0+1x100'
+    alert_rule_test:
+      - eval_time: 2h
+        alertname: KengNoEventsInDaytime
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: keng-aggregate}}
+            exp_annotations:
+              summary: keng-aggregate counted no event in the last hour of daytime
+      - eval_time: 15h
+        alertname: KengNoEventsInDaytime
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: KengBrokerUnreachable
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: KengBrokerUnreachable
+        exp_alerts:
+          - exp_labels: {{severity: critical, job: keng-ingest, instance: "i:8088", client: producer}}
+            exp_annotations:
+              summary: the producer of keng-ingest at i:8088 cannot reach a Kafka broker
+"""
+
+
+def test_rules_fire_when_they_should():
+    """promtool's rule unit tests: the daytime window in Vietnam time, and a broker that
+    cannot be reached (other Kafka errors do not count)."""
+    wd = kt.Workdir()
+    try:
+        path = wd.file("rules-test.yml")
+        with open(path, "w") as f:
+            f.write(RULE_TESTS.format(rules=os.path.join(DEPLOY, "keng-rules.yml")))
+        rc, out = run([PROMTOOL, "test", "rules", path])
+        kt.check_equal(rc, 0, f"promtool test rules ({out})")
+    finally:
+        wd.cleanup()
+
+
 def new_token(tokens_path):
     r = subprocess.run([kt.binary("keng-ingest"), "--new-token", "prom-gw", "--districts", "*",
                         "--tokens", tokens_path], capture_output=True, timeout=10)
@@ -174,4 +225,5 @@ def test_metrics_scraped_by_prometheus():
 
 
 if __name__ == "__main__":
-    kt.main([test_deploy_files_check, test_metrics_scraped_by_prometheus])
+    kt.main([test_deploy_files_check, test_rules_fire_when_they_should,
+             test_metrics_scraped_by_prometheus])
