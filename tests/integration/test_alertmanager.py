@@ -30,6 +30,8 @@ class Alertmanager:
     """prometheus-alertmanager on 127.0.0.1:port, clustering off, storage in the workdir."""
 
     def __init__(self, wd):
+        if not os.path.exists(ALERTMANAGER):
+            raise kt.TestFailure("prometheus-alertmanager is missing: run scripts/install-deps.sh")
         self.wd = wd
         self.port = kt.free_port()
         self.base = f"http://127.0.0.1:{self.port}"

@@ -24,6 +24,9 @@ PER_REQUEST = 10
 
 
 def run(args, stdin=None):
+    if not os.path.exists(args[0]):
+        raise kt.TestFailure(f"{args[0]} is missing (Debian's prometheus and "
+                             "prometheus-alertmanager): run scripts/install-deps.sh")
     r = subprocess.run(args, input=stdin, capture_output=True, timeout=60)
     return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
 
