@@ -357,6 +357,7 @@ def test_bad_settings_stop_the_program():
             ("webhook.url=not a url\n", "webhook.url"),
             ("alertmanager.resend.interval.ms=soon\n", "alertmanager.resend.interval.ms"),
             (f"alert.{RULE}.severity=very bad\n", f"alert.{RULE}.severity"),
+            (f"alert.{RULE}.kind=incidents\n", f"alert.{RULE}.kind"),
             ("alertmanagr.url=http://am:9093\n",
              "unknown key 'alertmanagr.url' (nearest known key: alertmanager.url)"),
             ("bogus.key=1\n", "unknown key 'bogus.key'"),
