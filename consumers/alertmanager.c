@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "counts.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -63,7 +64,7 @@ static void district_of(const char *scope_id, char *out, size_t size)
 {
     size_t n = strcspn(scope_id, "-");
 
-    if (strcmp(scope_id, "NA") == 0)
+    if (strcmp(scope_id, KENG_PROVINCE_ID) == 0)
         n = 0;
     snprintf(out, size, "%.*s", (int)n, scope_id);
 }
@@ -83,7 +84,7 @@ static const char *scope_name(const keng_registry_t *reg, keng_alert_level_t lev
         i = keng_registry_find_district(reg, id, strlen(id));
         return i >= 0 ? keng_registry_district(reg, (uint32_t)i)->name : id;
     default:
-        return "Nghệ An";
+        return KENG_PROVINCE_NAME;
     }
 }
 
@@ -91,6 +92,8 @@ typedef struct batch {
     keng_alertmanager_t *am;
     json_t *array;
     int64_t now;
+    char resolved[KENG_ALERTS_RESOLVED_MAX][17]; /* fingerprints sent resolved */
+    size_t nresolved;
 } batch_t;
 
 static json_t *alert_json(const batch_t *b, const keng_alert_t *t, int64_t ends_at)
@@ -110,13 +113,17 @@ static json_t *alert_json(const batch_t *b, const keng_alert_t *t, int64_t ends_
              t->scope_id);
     snprintf(gen, sizeof(gen), "%s/v1/counts?level=%s&id=%s", am->dashboard, level, t->scope_id);
     /* The labels name the alert: the same rule and scope is the same alert to Alertmanager,
-     * whatever its count. An empty label is no label, so the province has no district_id. */
-    return json_pack("{s:{s:s,s:s,s:s,s:s,s:s,s:s},s:{s:s,s:s},s:s,s:s,s:s}", "labels", "alertname",
-                     t->rule, "level", level, "scope_id", t->scope_id, "scope_name",
-                     scope_name(am->reg, t->level, t->scope_id), "district_id", district,
-                     "severity", severity ? severity : "warning", "annotations", "summary",
-                     t->summary ? t->summary : "", "dashboard", link, "startsAt", starts, "endsAt",
-                     ends, "generatorURL", gen);
+     * whatever its count. The province has no district_id. */
+    json_t *j = json_pack("{s:{s:s,s:s,s:s,s:s,s:s,s:s},s:{s:s,s:s},s:s,s:s,s:s}", "labels",
+                          "alertname", t->rule, "level", level, "scope_id", t->scope_id,
+                          "scope_name", scope_name(am->reg, t->level, t->scope_id), "district_id",
+                          district, "severity", severity ? severity : "warning", "annotations",
+                          "summary", t->summary ? t->summary : "", "dashboard", link, "startsAt",
+                          starts, "endsAt", ends, "generatorURL", gen);
+
+    if (j && !district[0])
+        json_object_del(json_object_get(j, "labels"), "district_id");
+    return j;
 }
 
 static void add_firing(const keng_alert_t *t, void *arg)
@@ -138,18 +145,23 @@ static void is_firing(const keng_alert_t *t, void *arg)
 }
 
 /* A resolved alert is sent again for a while, in case a send was lost; not when its rule
- * and scope fire again, which Alertmanager would take as the same alert resolving. */
+ * and scope fire again, which Alertmanager would take as the same alert resolving, and only
+ * its newest resolution (they come newest first). */
 static void add_resolved(const keng_alert_t *t, void *arg)
 {
     batch_t *b = arg;
     const keng_alert_t *pair[2] = {t, NULL};
     int64_t ends = t->has_ends_at ? t->ends_at : b->now;
 
-    if (ends < b->now - RESOLVED_RESEND_MS)
+    if (ends < b->now - RESOLVED_RESEND_MS || b->nresolved == KENG_ALERTS_RESOLVED_MAX)
         return;
+    for (size_t i = 0; i < b->nresolved; i++)
+        if (strcmp(b->resolved[i], t->fingerprint) == 0)
+            return;
     keng_alerts_each(b->am->alerts, KENG_ALERT_FIRING, is_firing, pair);
     if (pair[1])
         return;
+    snprintf(b->resolved[b->nresolved++], sizeof(b->resolved[0]), "%s", t->fingerprint);
     json_t *j = alert_json(b, t, ends < b->now ? ends : b->now);
     if (j)
         json_array_append_new(b->array, j);
@@ -157,7 +169,7 @@ static void add_resolved(const keng_alert_t *t, void *arg)
 
 static char *payload(keng_alertmanager_t *am)
 {
-    batch_t b = {am, json_array(), keng_now_ms()};
+    batch_t b = {.am = am, .array = json_array(), .now = keng_now_ms()};
     char *text;
 
     if (!b.array)
