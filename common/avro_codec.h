@@ -86,6 +86,9 @@ struct keng_config;
 keng_schema_store_t *keng_schema_store_from_config(const struct keng_config *cfg, char *errstr,
                                                    size_t errstr_size);
 
+/* The keys keng_schema_store_from_config reads (see keng_config_check). */
+extern const char *const keng_schema_store_config_keys[];
+
 /* Encoder: one per thread; reuses its Avro values between calls. The caller owns the encoder
  * (keng_avro_encoder_destroy, NULL is a no-op); it borrows store, which must outlive it.
  * Returns NULL with errstr filled when a writer schema does not fit keng's events (a field of

@@ -202,6 +202,14 @@ void keng_http_limits_default(keng_http_limits_t *limits)
     limits->stream_sndbuf_bytes = 16 * 1024;
 }
 
+/* The http.* keys keng_http_limits_from_config reads: every program that serves HTTP lists
+ * them among its known config keys. */
+keng_config_keys_t keng_http_server_config_keys = {
+    "http.max_body_bytes",          "http.max_header_bytes",    "http.header_timeout_ms",
+    "http.body_timeout_ms",         "http.idle_timeout_ms",     "http.first_byte_timeout_ms",
+    "http.max_connections",         "http.max_streams",         "http.max_unsent_bytes",
+    "http.stream_max_unsent_bytes", "http.stream_sndbuf_bytes", NULL};
+
 int keng_http_limits_from_config(keng_http_limits_t *limits, const keng_config_t *cfg, char *errstr,
                                  size_t errstr_size)
 {

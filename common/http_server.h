@@ -44,6 +44,9 @@ typedef struct keng_http_limits {
  * with a 16 KiB socket send buffer. */
 void keng_http_limits_default(keng_http_limits_t *limits);
 
+/* The http.* keys below, for a program's list of known config keys. */
+extern keng_config_keys_t keng_http_server_config_keys;
+
 /* Reads the http.* keys of a program's config over the defaults (http.max_body_bytes,
  * http.max_header_bytes, http.header_timeout_ms, http.body_timeout_ms, http.idle_timeout_ms,
  * http.first_byte_timeout_ms, http.max_connections, http.max_streams, http.max_unsent_bytes,

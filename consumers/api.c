@@ -42,6 +42,8 @@ struct keng_api {
     keng_http_server_t *srv;
     const keng_alerts_t *alerts;     /* NULL without alert rules */
     const keng_alertlog_t *alertlog; /* with alerts */
+    void (*more_metrics)(FILE *out, void *arg);
+    void *more_metrics_arg;
     bool closing;
     bool timer_closed;
 };
@@ -512,12 +514,9 @@ static void metric_lag(const char *topic, int32_t partition, int64_t lag, void *
 static void metrics_alerts(const keng_api_t *api, FILE *out)
 {
     keng_alerts_stats_t as = {0};
-    keng_alertlog_stats_t ls = {0};
 
     if (api->alerts)
         keng_alerts_stats(api->alerts, &as);
-    if (api->alertlog)
-        keng_alertlog_stats(api->alertlog, &ls);
     fprintf(out,
             "# HELP keng_alerts_firing Alerts firing now.\n"
             "# TYPE keng_alerts_firing gauge\n"
@@ -526,13 +525,8 @@ static void metrics_alerts(const keng_api_t *api, FILE *out)
             "started, by status.\n"
             "# TYPE keng_alert_transitions_total counter\n"
             "keng_alert_transitions_total{status=\"firing\"} %" PRIu64 "\n"
-            "keng_alert_transitions_total{status=\"resolved\"} %" PRIu64 "\n"
-            "# HELP keng_webhook_failures_total Webhook attempts that failed (each is retried "
-            "with backoff).\n"
-            "# TYPE keng_webhook_failures_total counter\n"
-            "keng_webhook_failures_total %" PRIu64 "\n",
-            as.firing, as.transitions[KENG_ALERT_FIRING], as.transitions[KENG_ALERT_RESOLVED],
-            ls.webhook_failures);
+            "keng_alert_transitions_total{status=\"resolved\"} %" PRIu64 "\n",
+            as.firing, as.transitions[KENG_ALERT_FIRING], as.transitions[KENG_ALERT_RESOLVED]);
 }
 
 static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_server_t *srv)
@@ -603,6 +597,8 @@ static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_ser
     if (srv)
         keng_http_server_write_metrics(srv, m.out);
     metrics_alerts(api, m.out);
+    if (api->more_metrics)
+        api->more_metrics(m.out, api->more_metrics_arg);
     fclose(m.out);
     keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
     free(buf);
@@ -876,4 +872,10 @@ void keng_api_close(keng_api_t *api)
             keng_http_stream_end(api->streams[i]->req);
     }
     uv_close((uv_handle_t *)&api->timer, on_timer_closed);
+}
+
+void keng_api_set_more_metrics(keng_api_t *api, void (*fn)(FILE *out, void *arg), void *arg)
+{
+    api->more_metrics = fn;
+    api->more_metrics_arg = arg;
 }

@@ -36,6 +36,11 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
+/* The keys keng-replay reads itself; the schema store lists its own. */
+static keng_config_keys_t replay_keys = {"topic.incidents", "topic.mediations", NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys, replay_keys,
+                                                   keng_schema_store_config_keys, NULL};
+
 struct options {
     const char *config_path;
     const char *registry_path;
@@ -380,7 +385,7 @@ int main(int argc, char **argv)
         return 64;
     }
     const keng_config_flag_t flags[] = {{"brokers", brokers}, {NULL, NULL}};
-    cfg = keng_config_from_args("keng-replay", opt.config_path, flags);
+    cfg = keng_config_from_args("keng-replay", opt.config_path, flags, config_tables);
     if (!cfg)
         return 64;
     if (!keng_config_brokers(cfg)) {

@@ -20,7 +20,9 @@
 #include "http_server.h"
 #include "ingest_body.h"
 #include "ingest_metrics.h"
+#include "kafka_health.h"
 #include "log.h"
+#include "avro_codec.h"
 #include "producer.h"
 #include "registry.h"
 #include "timeutil.h"
@@ -28,6 +30,21 @@
 
 #define DEFAULT_LISTEN "127.0.0.1:8088"
 #define EXIT_USAGE     64
+
+/* The keys keng-ingest reads itself; the producer and the schema store list theirs. */
+static keng_config_keys_t ingest_keys = {"registry",
+                                         "ingest.listen",
+                                         "ingest.tokens",
+                                         "ingest.max_events",
+                                         "ingest.deadline_ms",
+                                         "ingest.max_in_flight_events",
+                                         "ingest.retry_after_s",
+                                         "ingest.flush_ms",
+                                         NULL};
+static const char *const *const config_tables[] = {
+    keng_config_common_keys,       ingest_keys,
+    keng_producer_config_keys,     keng_http_server_config_keys,
+    keng_schema_store_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -378,11 +395,8 @@ static void serve_metrics(ingest_t *in, keng_http_request_t *req)
         .in_flight_events = (long long)in->in_flight_events,
         .tokens = (long long)keng_tokens_count(in->tokens),
     };
-    size_t len = 0;
-    char *text;
-
-    char *all = NULL;
-    size_t all_len = 0;
+    size_t len = 0, all_len = 0;
+    char *text, *all = NULL;
     FILE *out;
 
     keng_ingest_metrics_request(in->metrics, 200);
@@ -392,11 +406,14 @@ static void serve_metrics(ingest_t *in, keng_http_request_t *req)
         fwrite(text, 1, len, out);
         if (in->srv)
             keng_http_server_write_metrics(in->srv, out);
-        fclose(out);
+        keng_kafka_health_metrics(out);
+        if (fclose(out) != 0) {
+            free(all);
+            all = NULL;
+        }
     }
     free(text);
-    if (!out || !all) {
-        free(all);
+    if (!all) {
         answer_error(in, req, 500, "", "out of memory", "method=GET path=/metrics",
                      keng_monotonic_ms());
         return;
@@ -839,7 +856,7 @@ int main(int argc, char **argv)
         {"http.max_connections", opt.max_connections},
         {NULL, NULL},
     };
-    in.cfg = keng_config_from_args("keng-ingest", opt.config_path, flags);
+    in.cfg = keng_config_from_args("keng-ingest", opt.config_path, flags, config_tables);
     if (!in.cfg)
         return EXIT_USAGE;
     if (!keng_config_brokers(in.cfg))

@@ -355,6 +355,9 @@ static void pin_key(const char *key, const char *value, void *arg)
     }
 }
 
+const char *const keng_schema_store_config_keys[] = {"schemas.dir", "codec.decoder",
+                                                     "schemas.reader.*", "schemas.writer.*", NULL};
+
 keng_schema_store_t *keng_schema_store_from_config(const keng_config_t *cfg, char *errstr,
                                                    size_t errstr_size)
 {
