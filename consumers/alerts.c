@@ -505,9 +505,20 @@ static bool holds_scope(const keng_alerts_t *a, keng_level_t level, uint32_t sco
     return !a->holds || a->holds(level, scope, kind, a->holds_arg);
 }
 
+/* Whether this process decides the rule's scope. A silent rule is decided, for boards too,
+ * where the scopes above a board are: a board that never reported has no partition that
+ * anyone knows of, and that instance sees every board's last event (its own units and those
+ * the others publish), so one instance decides every board, whether it reported or not. */
+static bool rule_holds(const keng_alerts_t *a, const rule_t *r, keng_level_t level, uint32_t scope)
+{
+    if (r->silent)
+        return holds_scope(a, KENG_LEVEL_PROVINCE, 0, r->kind);
+    return holds_scope(a, level, scope, r->kind);
+}
+
 static bool holds(const keng_alerts_t *a, const entry_t *e)
 {
-    return holds_scope(a, e->level, e->scope, a->rules[e->rule].kind);
+    return rule_holds(a, &a->rules[e->rule], e->level, e->scope);
 }
 
 /* ---- scopes ---- */
@@ -936,7 +947,7 @@ static void evaluate_new_scopes(keng_alerts_t *a, uint32_t rule, int64_t now_ms)
     size_t n = keng_scope_count(a->reg, r->level);
 
     for (size_t i = 0; i < n; i++) {
-        if (!holds_scope(a, r->level, (uint32_t)i, r->kind) ||
+        if (!rule_holds(a, r, r->level, (uint32_t)i) ||
             rule_count(a, r, r->level, (uint32_t)i, now_ms) <
                 rule_threshold(a, r, r->level, (uint32_t)i))
             continue;
@@ -1061,7 +1072,7 @@ static int apply(keng_alerts_t *a, const keng_alert_t *t, bool held_only)
     scope = keng_scope_find(a->reg, (keng_level_t)t->level, t->scope_id);
     if (scope < 0)
         return 0;
-    if (held_only && !holds_scope(a, r->level, (uint32_t)scope, r->kind))
+    if (held_only && !rule_holds(a, r, r->level, (uint32_t)scope))
         return 0;
     rec_from_alert(t, &rec);
     if (t->status == KENG_ALERT_FIRING) {
