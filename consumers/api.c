@@ -516,13 +516,13 @@ typedef struct silent_item {
     int64_t days;
 } silent_item_t;
 
-/* Longest silent first, then registry order. */
+/* Longest silent first: never reported, then by last event, then registry order. */
 static int silent_cmp(const void *a, const void *b)
 {
     const silent_item_t *x = a, *y = b;
 
-    if (x->days != y->days)
-        return x->days > y->days ? -1 : 1;
+    if (x->last != y->last)
+        return x->last < y->last ? -1 : 1;
     return x->board < y->board ? -1 : x->board > y->board;
 }
 

@@ -90,6 +90,10 @@ def check_silent(agg, rows, last_report, watch_start, now, days, what):
     want = expected_silent(rows, last_report, watch_start, now, days)
     got = agg.get(f"/v1/silent?days={days}")
     kt.check_equal({i["id"]: i["silent_days"] for i in got["items"]}, want, f"{what}: silent boards")
+    order = [r["board_id"] for r in rows]
+    kt.check_equal([i["id"] for i in got["items"]],
+                   sorted(want, key=lambda b: (last_report.get(b, -1), order.index(b))),
+                   f"{what}: longest silent first (never reported, then by last event)")
     kt.check_equal((got["boards"], got["silent"], got["active"]),
                    (len(rows), len(want), len(rows) - len(want)), f"{what}: boards, silent, active")
     for c in got["communes"]:
