@@ -3,8 +3,8 @@
 fires nothing; 31 days later (same state directory) every board that did not report is
 silent and the silent rules fire once each on antt.alerts; boards that report resolve; a
 SIGKILL and restart keep the last events and repeat no transition; a second instance in the
-group (fresh state directory) sees the same silent boards through antt.board-counts and
-takes alerts over without a transition; /v1/series adds up to /v1/counts at a clock on a
+group (fresh state directory) sees the same silent boards through antt.board-counts and,
+when the first leaves, takes every alert over without a transition, and gives them back; /v1/series adds up to /v1/counts at a clock on a
 bucket edge with events on the window edges; bad parameters get 400s that name them."""
 
 import collections
@@ -231,6 +231,15 @@ def test_silent_boards_across_restarts_and_instances():
         wait_firing([a, b], want, "the alerts split between the two instances")
         kt.check_equal(len(check_alert_topic(broker, "two instances")), len(records),
                        "transitions on antt.alerts after the second instance joined")
+        # a leaves: b takes every partition, partition 0 with the silent rules included, and
+        # goes on with the same alerts; then a comes back and b leaves.
+        kt.check_equal(a.process.stop(), 0, "a's exit status")
+        wait_firing([b], want, "b to take every alert over")
+        check_silent(b, rows, last_report, T, now, 30, "instance b alone")
+        kt.check_equal(len(check_alert_topic(broker, "b alone")), len(records),
+                       "transitions on antt.alerts after a left")
+        a = Aggregate(work, broker, registry, now, "state-a", port=a.port, rules=RULES)
+        a.wait_ready()
         kt.check_equal(b.process.stop(), 0, "b's exit status")
         b = None
         wait_firing([a], want, "a to take every alert back")
