@@ -260,6 +260,36 @@ def test_silent_boards_across_restarts_and_instances():
         kt.close_all([a.process if a else None, b.process if b else None], broker, work)
 
 
+def test_watch_start_kept_without_any_event():
+    """A deployment none of whose boards ever reported: the watch start comes from the
+    checkpoint alone, so a restart 31 days later finds every board silent, with no alert
+    before."""
+    work = kt.Workdir()
+    broker = kt.Broker(work, partitions=2)
+    a = None
+    try:
+        registry, rows = write_registry(work)
+        a = Aggregate(work, broker, registry, T, "state", rules=RULES)
+        a.wait_ready()
+        kt.check_equal((a.get("/v1/silent")["silent"], a.get("/v1/silent")["watch_start"]),
+                       (0, iso(T)), "a new deployment: silent boards, watch start")
+        kt.check_equal(a.process.stop(), 0, "exit status")
+        a = Aggregate(work, broker, registry, T + 29 * DAY, "state", port=a.port, rules=RULES)
+        a.wait_ready()
+        kt.check_equal(a.get("/v1/silent")["silent"], 0, "silent boards 29 days on")
+        kt.check_equal(a.process.stop(), 0, "exit status")
+        a = Aggregate(work, broker, registry, T + 31 * DAY, "state", port=a.port, rules=RULES)
+        a.wait_ready()
+        got = check_silent(a, rows, {}, T, T + 31 * DAY, 30, "31 days on, no event ever")
+        kt.check_equal(got["watch_start"], iso(T), "the watch start after two restarts")
+        wait_firing([a], expected_firing(rows, {i["id"] for i in got["items"]}),
+                    "every board's and commune's silent alert")
+        kt.check_equal(a.process.stop(), 0, "exit status")
+        a = None
+    finally:
+        kt.close_all([a.process if a else None], broker, work)
+
+
 def test_series_add_up_to_the_window():
     rng = random.Random(11)
     work = kt.Workdir()
@@ -328,4 +358,5 @@ def test_series_add_up_to_the_window():
 
 
 if __name__ == "__main__":
-    kt.main([test_silent_boards_across_restarts_and_instances, test_series_add_up_to_the_window])
+    kt.main([test_silent_boards_across_restarts_and_instances, test_watch_start_kept_without_any_event,
+             test_series_add_up_to_the_window])
