@@ -637,6 +637,15 @@ static void get_silent(keng_api_t *api, keng_http_request_t *req)
     respond_json(api, req, 200, out);
 }
 
+/* The start of the hour or the Asia/Ho_Chi_Minh day (step) that holds ms. */
+static int64_t local_floor(int64_t ms, int64_t step)
+{
+    int64_t local = ms + KENG_LOCAL_OFFSET_MS;
+    int64_t q = local / step - (local % step < 0);
+
+    return q * step - KENG_LOCAL_OFFSET_MS;
+}
+
 /* Counts of one kind over a window, per hour or per day (Asia/Ho_Chi_Minh days), from the
  * buckets the window's count is made of: the points add up to the window's count. */
 static void get_series(keng_api_t *api, keng_http_request_t *req)
@@ -681,9 +690,7 @@ static void get_series(keng_api_t *api, keng_http_request_t *req)
     if (clock == INT64_MIN)
         clock = now;
     int64_t from = keng_counts_window_start(clock, window);
-    int64_t origin =
-        ((from + KENG_LOCAL_OFFSET_MS) / step - ((from + KENG_LOCAL_OFFSET_MS) % step < 0)) * step -
-        KENG_LOCAL_OFFSET_MS;
+    int64_t origin = local_floor(from, step);
     int64_t npoints = (clock - origin) / step + 1;
     if (npoints > SERIES_POINTS_MAX) {
         snprintf(msg, sizeof(msg),
