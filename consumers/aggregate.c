@@ -28,11 +28,14 @@
 #include "log.h"
 #include "registry.h"
 #include "webhook.h"
+#include "silent.h"
+#include "timeutil.h"
 
 #define DEFAULT_LISTEN    "127.0.0.1:8080"
 #define DEFAULT_STATE_DIR "./keng-state"
 #define DEFAULT_GROUP     "keng-aggregate"
 #define SHUTDOWN_FLUSH_MS 5000
+#define META_WATCH_START  "silent_watch_start"
 
 /* The keys keng-aggregate reads itself; its modules list theirs (see config_tables). */
 static keng_config_keys_t aggregate_keys = {"registry",
@@ -54,14 +57,13 @@ static keng_config_keys_t aggregate_keys = {"registry",
                                             "alerts.recover.timeout.ms",
                                             "webhook.url",
                                             "webhook.timeout.ms",
+                                            "counts.state_version",
                                             NULL};
-static const char *const *const config_tables[] = {keng_config_common_keys,
-                                                   aggregate_keys,
-                                                   keng_schema_store_config_keys,
-                                                   keng_alerts_config_keys,
-                                                   keng_alertmanager_config_keys,
-                                                   keng_http_server_config_keys,
-                                                   NULL};
+static const char *const *const config_tables[] = {
+    keng_config_common_keys,       aggregate_keys,
+    keng_schema_store_config_keys, keng_alerts_config_keys,
+    keng_alertmanager_config_keys, keng_http_server_config_keys,
+    keng_silent_config_keys,       NULL};
 
 struct options {
     const char *config_path;
@@ -98,6 +100,7 @@ typedef struct app {
     uv_signal_t sigint, sigterm;
     bool signals_open;
     bool stopping;
+    keng_silent_options_t silent;
 } app_t;
 
 static void usage(FILE *out)
@@ -132,9 +135,13 @@ static void usage(FILE *out)
             "alerts.recover.timeout.ms (15000), webhook.url, webhook.timeout.ms (10000),\n"
             "alertmanager.url (one or more, comma-separated), alertmanager.resend.interval.ms\n"
             "(60000), alertmanager.timeout.ms (10000), dashboard.url (advertised.url).\n"
+            "Silent boards: silent.days (30), silent.start (the first start),\n"
+            "alert.<name>.kind=silent with days and share.\n"
+            "counts.state_version (3; 2 while older instances share the group).\n"
             "An unknown key stops the program (exit 64); kafka.* keys go to librdkafka.\n"
             "\n"
-            "HTTP: /v1/counts, /v1/top, /v1/alerts, /v1/stream, /healthz, /readyz, /metrics, /\n"
+            "HTTP: /v1/counts, /v1/top, /v1/children, /v1/silent, /v1/series, /v1/alerts,\n"
+            "/v1/stream, /healthz, /readyz, /metrics, /\n"
             "HTTP limits: http.* keys (docs/OPERATIONS.md, \"HTTP limits\").\n");
 }
 
@@ -447,12 +454,55 @@ static int start_cluster(app_t *app, const keng_counts_options_t *kopt, long lon
     return 0;
 }
 
+static int copy_watch_start(const char *id, size_t id_len, const void *state, size_t len, void *arg)
+{
+    (void)id;
+    (void)id_len;
+    if (len != sizeof(int64_t))
+        return 0;
+    memcpy(arg, state, sizeof(int64_t));
+    return 0;
+}
+
+/* The silent rule counts a board's days from the later of its last event and the day this
+ * deployment began watching (docs/ALERTS.md, "Silent boards"): the first start's clock, kept
+ * in the checkpoint from then on. The counts lower it further to the earliest watch start
+ * that any state they load (this checkpoint's or another instance's) carries. */
+static int load_watch_start(app_t *app, int64_t now)
+{
+    char errstr[512];
+    int64_t start = INT64_MAX;
+    int rc = keng_checkpoint_get_meta(app->cp, META_WATCH_START, copy_watch_start, &start, errstr,
+                                      sizeof(errstr));
+
+    if (rc < 0) {
+        keng_log_error("cannot read the checkpoint", "error=\"%s\"", errstr);
+        return -1;
+    }
+    if (start == INT64_MAX) {
+        keng_checkpoint_txn_t *txn = keng_checkpoint_begin(app->cp, errstr, sizeof(errstr));
+        start = now;
+        if (txn && keng_checkpoint_put_meta(txn, META_WATCH_START, &start, sizeof(start), errstr,
+                                            sizeof(errstr)) != 0) {
+            keng_checkpoint_abort(txn);
+            txn = NULL;
+        }
+        /* commit frees the transaction, whether it succeeds or not. */
+        if (!txn || keng_checkpoint_commit(txn, errstr, sizeof(errstr)) != 0) {
+            keng_log_error("cannot write the checkpoint", "error=\"%s\"", errstr);
+            return -1;
+        }
+    }
+    keng_counts_note_watch_start(app->counts, start);
+    return 0;
+}
+
 static int run(app_t *app)
 {
     char errstr[512];
     keng_consumer_options_t copt;
     keng_counts_options_t kopt;
-    long long interval, events, map_mb, fixed, horizon;
+    long long interval, events, map_mb, fixed, horizon, state_version;
     const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
     const char *state_dir = keng_config_get(app->cfg, "state.dir", DEFAULT_STATE_DIR);
     int rc;
@@ -465,8 +515,15 @@ static int run(app_t *app)
         config_int(app, "clock.fixed_ms", 0, 0, INT64_MAX, &fixed) ||
         config_int(app, "dedup.horizon.ms", kopt.dedup_horizon_ms, 0, INT64_MAX, &horizon) ||
         config_int(app, "webhook.timeout.ms", 10000, 100, 600000, &app->webhook_timeout_ms) ||
+        config_int(app, "counts.state_version", kopt.state_version, 2, kopt.state_version,
+                   &state_version) ||
         check_outgoing(app) != 0)
         return 64;
+    if (keng_silent_options_from_config(app->cfg, &app->silent, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-aggregate: %s\n", errstr);
+        return 64;
+    }
+    kopt.state_version = (int)state_version;
     copt.topic_incidents = keng_config_get(app->cfg, "topic.incidents", "antt.incidents");
     copt.topic_mediations = keng_config_get(app->cfg, "topic.mediations", "antt.mediations");
     copt.group_id = keng_config_get(app->cfg, "group.id", DEFAULT_GROUP);
@@ -511,6 +568,8 @@ static int run(app_t *app)
         keng_log_error("cannot open the checkpoint", "error=\"%s\"", errstr);
         return 1;
     }
+    if (load_watch_start(app, fixed > 0 ? fixed : keng_now_ms()) != 0)
+        return 1;
 
     /* HTTP first: a taken port fails before the group sees this instance, and /readyz
      * answers 503 while the consumer starts. */
@@ -521,6 +580,8 @@ static int run(app_t *app)
         return 64;
     }
     app->api = keng_api_new(app->loop, app->reg, app->counts);
+    if (app->api)
+        keng_api_set_silent(app->api, &app->silent);
     app->srv =
         app->api ? keng_http_server_new(app->loop, &limits, keng_api_handle, app->api) : NULL;
     if (!app->srv) {

@@ -14,8 +14,12 @@
  *   alert.<name>.threshold      fire when count >= threshold (>= 1)
  *   alert.<name>.resolve_below  optional, 1..threshold: resolve when count < it (threshold)
  *   alert.<name>.summary        text with {scope_name} {scope_id} {count} {threshold}
- *                               {window} {rule} {level}
+ *                               {window} {rule} {level} {days}
  *   alert.<name>.severity       optional, the Alertmanager label severity (warning)
+ *
+ * A rule of kind silent (alert.<name>.kind=silent) takes level, days (default silent.days),
+ * share (above a board: fires when more than that share of the scope's boards is silent),
+ * summary and severity; silent.h says when a board is silent (docs/ALERTS.md, "Silent boards").
  *
  * Thread: not thread-safe; keng-aggregate uses it on the loop thread only. */
 #ifndef KENG_ALERTS_H
