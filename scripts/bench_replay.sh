@@ -36,7 +36,8 @@ if [[ -z "${KENG_BROKERS:-}" ]]; then
         >/dev/null 2>"$work/broker.log" &
     pids+=($!)
     for ((i = 0; i < 100; i++)); do [[ -s "$work/bootstrap" ]] && break; sleep 0.1; done
-    export KENG_BROKERS=$(cat "$work/bootstrap")
+    KENG_BROKERS=$(cat "$work/bootstrap")
+    export KENG_BROKERS
     "$bin/keng-simulate" --count "$events" --rate 0 --seed 1 2>"$work/simulate.log"
 fi
 
