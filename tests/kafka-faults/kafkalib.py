@@ -34,7 +34,11 @@ class Cluster:
         self.dir = work.file("kafka")
         self.nodes = nodes
         started = time.monotonic()
-        self._script("up", str(nodes), timeout=900)
+        try:
+            self._script("up", str(nodes), timeout=900)
+        except BaseException:
+            self.down()  # brokers it did start must not outlive the test
+            raise
         with open(os.path.join(self.dir, "bootstrap")) as f:
             self.bootstrap = f.read().strip()
         self.addresses = self.bootstrap.split(",")
@@ -43,6 +47,8 @@ class Cluster:
                    KENG_BOOTSTRAP=self.bootstrap, KENG_PARTITIONS=str(partitions),
                    KENG_WAIT_SECONDS="180")
         out = subprocess.run([CREATE_TOPICS], env=env, capture_output=True, timeout=600)
+        if out.returncode != 0:
+            self.down()
         kt.check_equal(out.returncode, 0, f"deploy/create-topics.sh exit status "
                        f"({out.stderr.decode(errors='replace')[-1500:]})")
         self.topics_s = time.monotonic() - started - self.up_s
