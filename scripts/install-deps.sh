@@ -9,6 +9,7 @@ packages=(
     libcmocka-dev libssl-dev
     python3 python3-avro python3-confluent-kafka python3-yaml shellcheck
     kcat curl wrk chromium chromium-driver python3-selenium
+    openjdk-17-jre-headless maven
 )
 
 missing=()
