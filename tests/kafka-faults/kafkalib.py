@@ -56,8 +56,10 @@ class Cluster:
                f"{self.topics_s:.1f}s: {self.bootstrap}")
 
     def _script(self, *args, timeout=300):
+        # Where the script supports it, the brokers stop by themselves if this process dies.
+        env = dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid()))
         out = subprocess.run([SCRIPT, args[0], self.dir] + list(args[1:]), capture_output=True,
-                             timeout=timeout)
+                             timeout=timeout, env=env)
         kt.check_equal(out.returncode, 0, f"kafka-cluster.sh {' '.join(args)} exit status "
                        f"({out.stderr.decode(errors='replace')[-2000:]})")
 
