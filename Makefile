@@ -17,6 +17,13 @@ build: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
+# The fast suite for the edit-compile-test loop: the unit tests, then the integration tests
+# on the embedded broker (tests labelled kafka need Apache Kafka and stay in make test).
+.PHONY: check
+check: build
+	cd $(BUILD_DIR) && ctest -L unit --output-on-failure --timeout 300
+	cd $(BUILD_DIR) && ctest -L integration -LE kafka --output-on-failure --timeout 900
+
 # Every ctest test (unit, integration, faults), then each fuzz target for a short smoke run.
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900
@@ -39,10 +46,10 @@ bench: build
 fuzz: deps
 	FUZZ_BUILD_DIR=$(FUZZ_DIR) scripts/fuzz.sh run
 
-format:
+format: deps
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
-format-check:
+format-check: deps
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
 clean:

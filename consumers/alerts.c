@@ -16,6 +16,7 @@
 #define STATE_MAGIC1    'A'
 #define STATE_VERSION   1
 #define BUCKETS_INITIAL 256
+#define SEVERITY_MAX    31
 
 typedef enum { FILTER_ALL, FILTER_CATEGORY, FILTER_RESOLUTION, FILTER_OUTCOME } filter_t;
 
@@ -28,8 +29,9 @@ typedef struct rule {
     int filter_value;
     int64_t threshold;
     int64_t resolve_below;
-    char *summary; /* template */
-    bool seen[8];  /* which keys were given, for the checks (see rule_keys) */
+    char *summary;                   /* template */
+    char severity[SEVERITY_MAX + 1]; /* the Alertmanager label */
+    bool seen[8]; /* which keys were given, for the checks (see keng_alerts_config_keys) */
 } rule_t;
 
 /* A transition's content: self-contained, so the resolved ring outlives rule changes. */
@@ -81,10 +83,21 @@ struct keng_alerts {
     keng_alerts_stats_t stats;
 };
 
-static const char *const rule_keys[] = {"level",     "window",     "kind",
-                                        "category",  "resolution", "outcome",
-                                        "threshold", "summary",    "resolve_below"};
-#define RULE_KEYS (sizeof(rule_keys) / sizeof(rule_keys[0]))
+/* The fields of a rule, in the order of the switch in on_config_key; a field is one line. */
+const char *const keng_alerts_config_keys[] = {"alert.*.level",
+                                               "alert.*.window",
+                                               "alert.*.kind",
+                                               "alert.*.category",
+                                               "alert.*.resolution",
+                                               "alert.*.outcome",
+                                               "alert.*.threshold",
+                                               "alert.*.summary",
+                                               "alert.*.resolve_below",
+                                               "alert.*.severity",
+                                               NULL};
+#define RULE_KEYS        (sizeof(keng_alerts_config_keys) / sizeof(keng_alerts_config_keys[0]) - 1)
+#define FIELD(k)         (keng_alerts_config_keys[k] + 8) /* after "alert.*." */
+#define DEFAULT_SEVERITY "warning"
 
 /* ---- rules from the config ---- */
 
@@ -167,12 +180,12 @@ static void on_config_key(const char *key, const char *value, void *arg)
     field = dot + 1;
     size_t k;
     for (k = 0; k < RULE_KEYS; k++)
-        if (strcmp(field, rule_keys[k]) == 0)
+        if (strcmp(field, FIELD(k)) == 0)
             break;
     if (k == RULE_KEYS) {
         snprintf(ctx->errstr, ctx->errstr_size,
                  "%s: unknown field '%s' (expected level, window, kind, category, resolution, "
-                 "outcome, threshold, resolve_below or summary)",
+                 "outcome, threshold, resolve_below, summary or severity)",
                  key, field);
         ctx->failed = 1;
         return;
@@ -235,9 +248,14 @@ static void on_config_key(const char *key, const char *value, void *arg)
             ctx->failed = 1;
         }
         return;
-    default:
+    case 8:
         if (parse_long(value, &r->resolve_below) != 0)
             goto bad;
+        return;
+    default:
+        if (!valid_name(value, strlen(value)) || strlen(value) > SEVERITY_MAX)
+            goto bad;
+        snprintf(r->severity, sizeof(r->severity), "%s", value);
         return;
     }
 
@@ -249,6 +267,7 @@ bad:
              : k == 3 ? "expected an IncidentCategory symbol such as DRUGS"
              : k == 4 ? "expected PENDING, HANDLED_LOCALLY or TRANSFERRED_TO_POLICE"
              : k == 5 ? "expected RECONCILED, NOT_RECONCILED or REFERRED"
+             : k == 9 ? "expected 1 to 31 letters, digits, '_' or '-', such as critical"
                       : "expected a whole number from 1 to 2147483647");
     ctx->failed = 1;
 }
@@ -262,7 +281,7 @@ static int check_rule(rule_t *r, char *errstr, size_t errstr_size)
             snprintf(errstr, errstr_size,
                      "alert.%s.%s is missing (a rule needs level, window, "
                      "kind and threshold)",
-                     r->name, rule_keys[required[i]]);
+                     r->name, FIELD(required[i]));
             return -1;
         }
     }
@@ -277,6 +296,8 @@ static int check_rule(rule_t *r, char *errstr, size_t errstr_size)
     }
     if (r->resolve_below == 0)
         r->resolve_below = r->threshold;
+    if (!r->severity[0])
+        snprintf(r->severity, sizeof(r->severity), "%s", DEFAULT_SEVERITY);
     if (r->resolve_below > r->threshold) {
         snprintf(errstr, errstr_size,
                  "alert.%s.resolve_below (%" PRId64 ") must not exceed the threshold (%" PRId64 ")",
@@ -339,6 +360,14 @@ void keng_alerts_destroy(keng_alerts_t *a)
 size_t keng_alerts_rule_count(const keng_alerts_t *a)
 {
     return a->nrules;
+}
+
+const char *keng_alerts_rule_severity(const keng_alerts_t *a, const char *rule)
+{
+    for (size_t i = 0; i < a->nrules; i++)
+        if (strcmp(a->rules[i].name, rule) == 0)
+            return a->rules[i].severity;
+    return NULL;
 }
 
 void keng_alerts_set_emit(keng_alerts_t *a, keng_alerts_emit_fn fn, void *arg)

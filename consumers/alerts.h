@@ -15,6 +15,7 @@
  *   alert.<name>.resolve_below  optional, 1..threshold: resolve when count < it (threshold)
  *   alert.<name>.summary        text with {scope_name} {scope_id} {count} {threshold}
  *                               {window} {rule} {level}
+ *   alert.<name>.severity       optional, the Alertmanager label severity (warning)
  *
  * Thread: not thread-safe; keng-aggregate uses it on the loop thread only. */
 #ifndef KENG_ALERTS_H
@@ -46,6 +47,12 @@ keng_alerts_t *keng_alerts_new(const keng_config_t *cfg, const keng_registry_t *
 void keng_alerts_destroy(keng_alerts_t *a);
 
 size_t keng_alerts_rule_count(const keng_alerts_t *a);
+
+/* The keys of the rules, for keng_config_check (a field is one line there). */
+extern const char *const keng_alerts_config_keys[];
+
+/* The severity of the rule named rule (borrowed from a), or NULL for no such rule. */
+const char *keng_alerts_rule_severity(const keng_alerts_t *a, const char *rule);
 
 /* Called once for every transition, during keng_alerts_evaluate_*; t and its strings are
  * borrowed for the call. */

@@ -2,6 +2,7 @@
  * thread, so every answer is a consistent snapshot. */
 #include "api.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,8 @@ struct keng_api {
     keng_http_server_t *srv;
     const keng_alerts_t *alerts;     /* NULL without alert rules */
     const keng_alertlog_t *alertlog; /* with alerts */
+    void (*more_metrics)(FILE *out, void *arg);
+    void *more_metrics_arg;
     bool closing;
     bool timer_closed;
 };
@@ -70,7 +73,45 @@ static void respond_json(keng_api_t *api, keng_http_request_t *req, int status, 
 static void respond_error(keng_api_t *api, keng_http_request_t *req, int status,
                           const char *message)
 {
-    respond_json(api, req, status, json_pack("{s:s}", "error", message));
+    json_t *body = json_pack("{s:s}", "error", message);
+
+    /* A message that quotes a parameter is not JSON text when the parameter is not UTF-8. */
+    if (!body)
+        body = json_pack("{s:s}", "error", "a query parameter is not valid UTF-8");
+    respond_json(api, req, status, body);
+}
+
+/* The body of an error the HTTP server answers by itself, in the shape of the API's own
+ * errors, and counted with them. */
+static json_t *server_error_body(int status, const char *message, void *ctx)
+{
+    count_status(ctx, status);
+    return json_pack("{s:s}", "error", message);
+}
+
+/* Registry ids are letters, digits and '-' ("D07-C012-B03"). Returns 0, or -1 after
+ * answering 400 for an id with any other byte, which could otherwise be cut short or
+ * matched loosely. */
+static int id_param(keng_api_t *api, keng_http_request_t *req, const char *id)
+{
+    char msg[160];
+    size_t len = strlen(id);
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)id[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '-')) {
+            snprintf(msg, sizeof(msg),
+                     "id may hold only letters, digits and '-' (byte 0x%02x at offset %zu)", ch, i);
+            respond_error(api, req, 400, msg);
+            return -1;
+        }
+    }
+    if (len > 64) {
+        respond_error(api, req, 400, "id is longer than 64 characters");
+        return -1;
+    }
+    return 0;
 }
 
 static void respond_text(keng_api_t *api, keng_http_request_t *req, int status,
@@ -236,6 +277,8 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
         }
         id = KENG_PROVINCE_ID;
     }
+    if (id_param(api, req, id) != 0)
+        return;
     index = keng_scope_find(api->reg, level, id);
     if (index < 0) {
         snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", level_s, id);
@@ -368,6 +411,8 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
         }
         id = KENG_PROVINCE_ID;
     }
+    if (id_param(api, req, id) != 0)
+        return;
     index = keng_scope_find(api->reg, level, id);
     if (index < 0) {
         snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", keng_level_names[level],
@@ -469,12 +514,9 @@ static void metric_lag(const char *topic, int32_t partition, int64_t lag, void *
 static void metrics_alerts(const keng_api_t *api, FILE *out)
 {
     keng_alerts_stats_t as = {0};
-    keng_alertlog_stats_t ls = {0};
 
     if (api->alerts)
         keng_alerts_stats(api->alerts, &as);
-    if (api->alertlog)
-        keng_alertlog_stats(api->alertlog, &ls);
     fprintf(out,
             "# HELP keng_alerts_firing Alerts firing now.\n"
             "# TYPE keng_alerts_firing gauge\n"
@@ -483,13 +525,8 @@ static void metrics_alerts(const keng_api_t *api, FILE *out)
             "started, by status.\n"
             "# TYPE keng_alert_transitions_total counter\n"
             "keng_alert_transitions_total{status=\"firing\"} %" PRIu64 "\n"
-            "keng_alert_transitions_total{status=\"resolved\"} %" PRIu64 "\n"
-            "# HELP keng_webhook_failures_total Webhook attempts that failed (each is retried "
-            "with backoff).\n"
-            "# TYPE keng_webhook_failures_total counter\n"
-            "keng_webhook_failures_total %" PRIu64 "\n",
-            as.firing, as.transitions[KENG_ALERT_FIRING], as.transitions[KENG_ALERT_RESOLVED],
-            ls.webhook_failures);
+            "keng_alert_transitions_total{status=\"resolved\"} %" PRIu64 "\n",
+            as.firing, as.transitions[KENG_ALERT_FIRING], as.transitions[KENG_ALERT_RESOLVED]);
 }
 
 static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_server_t *srv)
@@ -557,7 +594,11 @@ static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_ser
     for (int i = 0; i < STATUS_SLOTS && api->statuses[i].status; i++)
         fprintf(m.out, "keng_http_requests_total{status=\"%d\"} %" PRIu64 "\n",
                 api->statuses[i].status, api->statuses[i].count);
+    if (srv)
+        keng_http_server_write_metrics(srv, m.out);
     metrics_alerts(api, m.out);
+    if (api->more_metrics)
+        api->more_metrics(m.out, api->more_metrics_arg);
     fclose(m.out);
     keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
     free(buf);
@@ -703,9 +744,16 @@ static void get_stream(keng_api_t *api, keng_http_request_t *req)
         respond_error(api, req, 503, "out of memory for another stream");
         return;
     }
-    keng_http_request_add_header(req, "Cache-Control", "no-cache");
-    if (keng_http_stream_begin(req, "text/event-stream") != 0) {
+    /* keng_http_stream_begin sends Cache-Control: no-cache itself. */
+    int rc = keng_http_stream_begin(req, "text/event-stream");
+    if (rc != 0) {
         free(s);
+        /* At http.max_streams; after -ENOTCONN the answer is dropped. */
+        if (rc == -EBUSY)
+            keng_http_request_add_header(req, "Retry-After", "5");
+        respond_error(api, req, 503,
+                      rc == -EBUSY ? "too many streams are open; retry later"
+                                   : "the stream could not be started");
         return;
     }
     count_status(api, 200);
@@ -781,6 +829,7 @@ void keng_api_set_cluster(keng_api_t *api, const keng_cluster_t *cluster)
 void keng_api_set_server(keng_api_t *api, keng_http_server_t *srv)
 {
     api->srv = srv;
+    keng_http_server_set_error_body(srv, server_error_body);
 }
 
 void keng_api_set_alerts(keng_api_t *api, const keng_alerts_t *alerts,
@@ -823,4 +872,10 @@ void keng_api_close(keng_api_t *api)
             keng_http_stream_end(api->streams[i]->req);
     }
     uv_close((uv_handle_t *)&api->timer, on_timer_closed);
+}
+
+void keng_api_set_more_metrics(keng_api_t *api, void (*fn)(FILE *out, void *arg), void *arg)
+{
+    api->more_metrics = fn;
+    api->more_metrics_arg = arg;
 }

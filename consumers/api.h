@@ -5,6 +5,8 @@
 #ifndef KENG_API_H
 #define KENG_API_H
 
+#include <stdio.h>
+
 #include <uv.h>
 
 #include "alertlog.h"
@@ -38,6 +40,10 @@ void keng_api_close(keng_api_t *api);
  * reports them and alertlog's webhook failures (both borrowed; NULL for none). */
 void keng_api_set_alerts(keng_api_t *api, const keng_alerts_t *alerts,
                          const keng_alertlog_t *alertlog);
+
+/* Calls fn at the end of every /metrics answer to add the program's own metrics in the
+ * Prometheus text format (the webhook's, Alertmanager's). */
+void keng_api_set_more_metrics(keng_api_t *api, void (*fn)(FILE *out, void *arg), void *arg);
 
 /* Sends an "alert" event with json (borrowed) to every open /v1/stream. */
 void keng_api_push_alert(keng_api_t *api, const char *json);

@@ -19,6 +19,7 @@
 #include "avro_codec.h"
 #include "config.h"
 #include "log.h"
+#include "pdf.h"
 #include "registry.h"
 #include "review.h"
 #include "timeutil.h"
@@ -35,12 +36,19 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
+/* The keys keng-replay reads itself; the schema store lists its own. */
+static keng_config_keys_t replay_keys = {"topic.incidents", "topic.mediations", NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys, replay_keys,
+                                                   keng_schema_store_config_keys, NULL};
+
 struct options {
     const char *config_path;
     const char *registry_path;
     const char *out_dir;
     int year;
     const char *from, *to;
+    int pdf;           /* also print review.pdf */
+    int pdf_timeout_s; /* how long Chromium may take to print it */
 };
 
 static void usage(FILE *out)
@@ -59,6 +67,10 @@ static void usage(FILE *out)
             "  --brokers LIST       bootstrap servers (else KENG_BROKERS, else the config)\n"
             "  --registry FILE      the board registry CSV (else the generated default)\n"
             "  --config FILE        key=value config (topic.incidents, topic.mediations, kafka.*)\n"
+            "  --pdf                also print review.pdf (A4) with headless Chromium (Debian\n"
+            "                       package chromium, or KENG_CHROMIUM); exits 69 at start when\n"
+            "                       there is none\n"
+            "  --pdf-timeout SECONDS  how long Chromium may take to print (default 120)\n"
             "  --help, --version\n");
 }
 
@@ -260,7 +272,7 @@ static rd_kafka_topic_partition_list_t *plan_starts(reader_t *rd, rd_kafka_t *rk
 
 static int run(const struct options *opt, keng_config_t *cfg)
 {
-    char errstr[512], label[64];
+    char errstr[512], label[64], chromium[4096];
     int64_t from_ms, to_ms;
     keng_registry_t *reg = NULL;
     keng_schema_store_t *store = NULL;
@@ -281,6 +293,15 @@ static int run(const struct options *opt, keng_config_t *cfg)
             return 64;
         }
         snprintf(label, sizeof(label), "%s – %s", opt->from, opt->to);
+    }
+
+    /* Asked for a PDF without a browser to print it: say so before a long replay, not after. */
+    if (opt->pdf &&
+        keng_pdf_find_chromium(chromium, sizeof(chromium), errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr,
+                "keng-replay: %s; without --pdf the review is written as HTML, CSV and JSON\n",
+                errstr);
+        return 69;
     }
 
     reg = keng_registry_open(opt->registry_path, errstr, sizeof(errstr));
@@ -387,6 +408,17 @@ static int run(const struct options *opt, keng_config_t *cfg)
         (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_UNKNOWN_BOARD),
         (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_UNDECODABLE));
     printf("%s/review.html\n%s/review.csv\n%s/review.json\n", dir, dir, dir);
+    if (opt->pdf) {
+        char html[4200], pdf[4200];
+        snprintf(html, sizeof(html), "%s/review.html", dir);
+        snprintf(pdf, sizeof(pdf), "%s/review.pdf", dir);
+        if (keng_pdf_print(chromium, html, pdf, opt->pdf_timeout_s, &stop_requested, errstr,
+                           sizeof(errstr)) != 0) {
+            keng_log_error("cannot print the review to PDF", "error=\"%s\"", errstr);
+            goto out;
+        }
+        printf("%s\n", pdf);
+    }
     rc = 0;
 out:
     if (queue)
@@ -410,13 +442,14 @@ out:
 int main(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"year", required_argument, NULL, 'y'},    {"from", required_argument, NULL, 'f'},
-        {"to", required_argument, NULL, 't'},      {"out", required_argument, NULL, 'o'},
-        {"brokers", required_argument, NULL, 'b'}, {"registry", required_argument, NULL, 'r'},
-        {"config", required_argument, NULL, 'c'},  {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
+        {"year", required_argument, NULL, 'y'},        {"from", required_argument, NULL, 'f'},
+        {"to", required_argument, NULL, 't'},          {"out", required_argument, NULL, 'o'},
+        {"brokers", required_argument, NULL, 'b'},     {"registry", required_argument, NULL, 'r'},
+        {"config", required_argument, NULL, 'c'},      {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},           {"pdf", no_argument, NULL, 'p'},
+        {"pdf-timeout", required_argument, NULL, 'T'}, {NULL, 0, NULL, 0},
     };
-    struct options opt = {0};
+    struct options opt = {.pdf_timeout_s = 120};
     keng_config_t *cfg = NULL;
     const char *brokers = NULL;
     int c, rc;
@@ -443,6 +476,22 @@ int main(int argc, char **argv)
         case 'o':
             opt.out_dir = optarg;
             break;
+        case 'p':
+            opt.pdf = 1;
+            break;
+        case 'T': {
+            char *end;
+            long s = strtol(optarg, &end, 10);
+            if (*end || end == optarg || s < 1 || s > 3600) {
+                fprintf(stderr,
+                        "keng-replay: --pdf-timeout: '%s' is not a number of seconds "
+                        "from 1 to 3600\n",
+                        optarg);
+                return 64;
+            }
+            opt.pdf_timeout_s = (int)s;
+            break;
+        }
         case 'b':
             brokers = optarg;
             break;
@@ -470,7 +519,7 @@ int main(int argc, char **argv)
         return 64;
     }
     const keng_config_flag_t flags[] = {{"brokers", brokers}, {NULL, NULL}};
-    cfg = keng_config_from_args("keng-replay", opt.config_path, flags);
+    cfg = keng_config_from_args("keng-replay", opt.config_path, flags, config_tables);
     if (!cfg)
         return 64;
     if (!keng_config_brokers(cfg)) {
