@@ -285,7 +285,15 @@ cmd_up() { # dir [n]
         voters+="${voters:+,}$id@127.0.0.1:${ports[2 * id - 1]}"
         bootstrap+="${bootstrap:+,}127.0.0.1:${ports[2 * id - 2]}"
     done
-    cluster_id=$(/usr/bin/python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    # A cluster id as Kafka makes them: 16 random bytes in URL-safe base64, never starting
+    # with '-' (a command line would take it for an option).
+    cluster_id=$(/usr/bin/python3 -c '
+import base64, uuid
+while True:
+    i = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not i.startswith("-"):
+        print(i)
+        break')
     class=$(main_class storage)
     for ((id = 1; id <= n; id++)); do
         write_node_config "$dir" "$id" "$n" "$voters" "${ports[2 * id - 2]}" "${ports[2 * id - 1]}"
