@@ -183,6 +183,11 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/node-$id/data
 default.replication.factor=$rf
+min.insync.replicas=$min_isr
+# As in docker-compose.yml: topics come only from whoever runs deploy/create-topics.sh (or
+# the test), never from a client's typo.
+auto.create.topics.enable=false
+unclean.leader.election.enable=false
 offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=12
 transaction.state.log.replication.factor=$rf

@@ -201,6 +201,13 @@ class EmbeddedBroker:
         answer = self.process.proc.stdout.readline().decode().strip()
         check_equal(answer, "ok", f"broker command '{line}'")
 
+    def down(self, node_id):
+        """Takes one broker down: its connections close and it refuses new ones."""
+        self.command(f"down {node_id}")
+
+    def up(self, node_id):
+        self.command(f"up {node_id}")
+
     def stop(self):
         return self.process.stop()
 
@@ -277,13 +284,23 @@ class KafkaBroker:
         raise TestFailure(f"broker command '{line}' needs the embedded broker: real Kafka has "
                           "no fault commands (run this test with KENG_TEST_BROKER=embedded)")
 
-    def kill_broker(self, node_id):
+    def down(self, node_id):
         """SIGKILLs one node of the cluster."""
         kafka_cluster("kill", self.dir, node_id, timeout=60)
 
-    def start_broker(self, node_id):
+    def up(self, node_id):
         """Restarts a killed node and waits until it is registered again."""
         kafka_cluster("start", self.dir, node_id, timeout=300)
+
+    def pause(self, node_id):
+        """SIGSTOPs one node: a broker that holds its connections and answers nothing, until
+        resume()."""
+        with open(os.path.join(self.dir, f"broker-{node_id}.pid")) as f:
+            os.kill(int(f.read()), signal.SIGSTOP)
+
+    def resume(self, node_id):
+        with open(os.path.join(self.dir, f"broker-{node_id}.pid")) as f:
+            os.kill(int(f.read()), signal.SIGCONT)
 
     def stop(self):
         if not self.stopped:
