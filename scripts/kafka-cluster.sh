@@ -21,6 +21,8 @@
 #   KENG_KAFKA_CACHE    where the jars are copied to [~/.m2/keng-kafka]
 #   KENG_KAFKA_WAIT     seconds to wait for brokers to register [180]
 #   KENG_KAFKA_HEAP     broker JVM heap options [-Xms256m -Xmx512m]
+#   KENG_KAFKA_OWNER_PID  when set, the cluster is stopped once that process is gone (a test
+#                       killed on its timeout leaves no brokers behind)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -327,7 +329,22 @@ while True:
         cmd_down "$dir"
         die "up: the cluster in $dir did not start; stopped it"
     fi
+    if [[ -n "${KENG_KAFKA_OWNER_PID:-}" ]]; then
+        watch_owner "$dir" "$KENG_KAFKA_OWNER_PID"
+    fi
     say "up: $n broker(s) of Apache Kafka $version at $bootstrap"
+}
+
+# In the background, detached from the caller's output: runs `down` once the owner process
+# is gone, unless `down` ran first (it removes DIR/owner).
+watch_owner() { # dir pid
+    local dir=$1 owner=$2
+    echo "$owner" >"$dir/owner"
+    (
+        while kill -0 "$owner" 2>/dev/null && [[ -f "$dir/owner" ]]; do sleep 2; done
+        if [[ -f "$dir/owner" ]]; then cmd_down "$dir"; fi
+    ) </dev/null >/dev/null 2>&1 &
+    disown
 }
 
 cmd_kill() { # dir id
@@ -355,6 +372,7 @@ cmd_start() { # dir id
 cmd_down() { # dir
     local dir=$1 pids=() f pid
     [[ -d "$dir" ]] || return 0
+    rm -f "$dir/owner"
     for f in "$dir"/broker-*.pid; do
         [[ -f "$f" ]] || continue
         pid=$(<"$f")

@@ -215,8 +215,10 @@ class EmbeddedBroker:
 def kafka_cluster(*args, timeout=900):
     """Runs scripts/kafka-cluster.sh with args; fails the test with its output on an error."""
     try:
+        # The cluster goes down by itself should this process die without stopping it.
         r = subprocess.run([KAFKA_CLUSTER] + [str(a) for a in args], capture_output=True,
-                           timeout=timeout)
+                           timeout=timeout,
+                           env=dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid())))
     except subprocess.TimeoutExpired:
         raise TestFailure(f"kafka-cluster.sh {' '.join(map(str, args))} ran over {timeout}s")
     if r.returncode != 0:
@@ -232,9 +234,14 @@ class KafkaBroker:
         import atexit
         self.dir = workdir.file("kafka")
         self.stopped = False
-        kafka_cluster("up", self.dir, brokers)
-        # Stopped at exit even when a test fails before its own clean-up.
+        # Stopped at exit even when a test fails before its own clean-up, or `up` fails half
+        # way.
         atexit.register(self.stop)
+        try:
+            kafka_cluster("up", self.dir, brokers)
+        except TestFailure:
+            self.stop()
+            raise
         with open(os.path.join(self.dir, "bootstrap")) as f:
             self.bootstrap = f.read().strip()
         self.create_topics(TOPICS, partitions, min(brokers, 3))
