@@ -291,13 +291,18 @@ class KafkaBroker:
         raise TestFailure(f"broker command '{line}' needs the embedded broker: real Kafka has "
                           "no fault commands (run this test with KENG_TEST_BROKER=embedded)")
 
-    def down(self, node_id):
+    def kill_broker(self, node_id):
         """SIGKILLs one node of the cluster."""
         kafka_cluster("kill", self.dir, node_id, timeout=60)
 
-    def up(self, node_id):
+    def start_broker(self, node_id):
         """Restarts a killed node and waits until it is registered again."""
         kafka_cluster("start", self.dir, node_id, timeout=300)
+
+    # The names EmbeddedBroker has for taking a broker down and up, so that one test runs on
+    # both.
+    down = kill_broker
+    up = start_broker
 
     def pause(self, node_id):
         """SIGSTOPs one node: a broker that holds its connections and answers nothing, until
