@@ -756,7 +756,9 @@ def test_state_slots():
 
 
 def test_shell_scripts():
-    scripts = sorted(glob.glob(path("deploy", "*.sh")))
+    # deploy/'s scripts, and the real-Kafka ones that the tests and benchmarks drive.
+    scripts = sorted(glob.glob(path("deploy", "*.sh")) + glob.glob(path("scripts", "kafka-*.sh"))
+                     + [path("scripts", "bench_kafka.sh")])
     for s in scripts:
         r = subprocess.run(["bash", "-n", s], capture_output=True, text=True)
         kt.check_equal((r.returncode, r.stderr), (0, ""), f"bash -n {os.path.relpath(s, SRC)}")
@@ -764,7 +766,8 @@ def test_shell_scripts():
         kt.log("shellcheck is not installed: the scripts were only parsed")
         return
     r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True)
-    kt.check_equal((r.returncode, r.stdout), (0, ""), "shellcheck deploy/*.sh")
+    kt.check_equal((r.returncode, r.stdout), (0, ""),
+                   "shellcheck deploy/*.sh scripts/kafka-*.sh scripts/bench_kafka.sh")
 
 
 # ---- docs/OPERATIONS.md ----
