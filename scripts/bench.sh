@@ -4,7 +4,8 @@
 #
 # Environment: BENCH_RUNS (default 3), BENCH_EVENTS (events preloaded for the end-to-end
 # runs, default 1000000; the embedded broker keeps at most 5 MiB per partition, so the
-# topic has 24 partitions), BENCH_SKIP_PYTHON=1 to skip the slow Python baseline.
+# topic has 24 partitions), BENCH_SKIP_PYTHON=1 to skip the slow Python baseline,
+# BENCH_SKIP_KAFKA=1 to skip the real-Kafka column (scripts/bench_kafka.sh).
 set -euo pipefail
 
 build=${1:-build}
@@ -161,6 +162,10 @@ fi
 if [[ -x "$src/scripts/bench_replay.sh" ]]; then
     say ""
     BENCH_RUNS=$runs BENCH_EVENTS=$events "$src/scripts/bench_replay.sh" "$build" | tee -a "$results"
+fi
+if [[ -z "${BENCH_SKIP_KAFKA:-}" ]]; then
+    say ""
+    "$src/scripts/bench_kafka.sh" "$build" | tee -a "$results"
 fi
 echo
 echo "Written to $results"

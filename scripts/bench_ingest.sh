@@ -7,7 +7,9 @@
 #
 # Usage: scripts/bench_ingest.sh [BUILD_DIR]   (default build)
 # Environment: BENCH_RUNS (3), BENCH_SECONDS (10 per run), BENCH_CONNECTIONS (32),
-# BENCH_THREADS (2), BENCH_KCAT_EVENTS (100000).
+# BENCH_THREADS (2), BENCH_KCAT_EVENTS (100000), BENCH_BROKERS (a cluster with keng's topics
+# to use instead of starting keng-broker; scripts/bench_kafka.sh sets it) and
+# BENCH_BROKER_LABEL (how the heading names that cluster).
 set -euo pipefail
 
 build=${1:-build}
@@ -37,11 +39,15 @@ trap cleanup EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 now() { date +%s.%N; }
 
-"$bin/keng-broker" --partitions 6 --bootstrap-file "$work/bootstrap" >/dev/null 2>"$work/broker.log" &
-pids+=($!)
-for ((i = 0; i < 100; i++)); do [[ -s "$work/bootstrap" ]] && break; sleep 0.1; done
-[[ -s "$work/bootstrap" ]] || { echo "bench_ingest: keng-broker did not start" >&2; exit 1; }
-brokers=$(cat "$work/bootstrap")
+if [[ -n "${BENCH_BROKERS:-}" ]]; then
+    brokers=$BENCH_BROKERS
+else
+    "$bin/keng-broker" --partitions 6 --bootstrap-file "$work/bootstrap" >/dev/null 2>"$work/broker.log" &
+    pids+=($!)
+    for ((i = 0; i < 100; i++)); do [[ -s "$work/bootstrap" ]] && break; sleep 0.1; done
+    [[ -s "$work/bootstrap" ]] || { echo "bench_ingest: keng-broker did not start" >&2; exit 1; }
+    brokers=$(cat "$work/bootstrap")
+fi
 
 "$bin/keng-registry" --write - | tail -n +2 | cut -d, -f1 >"$work/boards.txt"
 token=$("$bin/keng-ingest" --new-token bench --districts '*' --tokens "$work/tokens" 2>/dev/null)
@@ -101,7 +107,7 @@ report() {
         "$(cut -d' ' -f3 "$work/results" | median)" "$(cut -d' ' -f4 "$work/results" | median)"
 }
 
-echo "# keng-ingest ($(nproc) cores, wrk -t$threads -c$connections -d${seconds}s, median of $runs runs)"
+echo "# keng-ingest on ${BENCH_BROKER_LABEL:-keng-broker} ($(nproc) cores, wrk -t$threads -c$connections -d${seconds}s, median of $runs runs)"
 echo
 echo "| requests | events/s | requests/s | p99 latency (ms) | keng-ingest peak RSS (MiB) |"
 echo "|---|---|---|---|---|"

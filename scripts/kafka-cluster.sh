@@ -21,6 +21,8 @@
 #   KENG_KAFKA_CACHE    where the jars are copied to [~/.m2/keng-kafka]
 #   KENG_KAFKA_WAIT     seconds to wait for brokers to register [180]
 #   KENG_KAFKA_HEAP     broker JVM heap options [-Xms256m -Xmx512m]
+#   KENG_KAFKA_OWNER_PID  when set, the cluster is stopped once that process is gone (a test
+#                       killed on its timeout leaves no brokers behind)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -183,6 +185,11 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/node-$id/data
 default.replication.factor=$rf
+min.insync.replicas=$min_isr
+# As in docker-compose.yml: topics come only from whoever runs deploy/create-topics.sh (or
+# the test), never from a client's typo.
+auto.create.topics.enable=false
+unclean.leader.election.enable=false
 offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=12
 transaction.state.log.replication.factor=$rf
@@ -285,7 +292,15 @@ cmd_up() { # dir [n]
         voters+="${voters:+,}$id@127.0.0.1:${ports[2 * id - 1]}"
         bootstrap+="${bootstrap:+,}127.0.0.1:${ports[2 * id - 2]}"
     done
-    cluster_id=$(/usr/bin/python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    # A cluster id as Kafka makes them: 16 random bytes in URL-safe base64, never starting
+    # with '-' (a command line would take it for an option).
+    cluster_id=$(/usr/bin/python3 -c '
+import base64, uuid
+while True:
+    i = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not i.startswith("-"):
+        print(i)
+        break')
     class=$(main_class storage)
     for ((id = 1; id <= n; id++)); do
         write_node_config "$dir" "$id" "$n" "$voters" "${ports[2 * id - 2]}" "${ports[2 * id - 1]}"
@@ -314,7 +329,22 @@ cmd_up() { # dir [n]
         cmd_down "$dir"
         die "up: the cluster in $dir did not start; stopped it"
     fi
+    if [[ -n "${KENG_KAFKA_OWNER_PID:-}" ]]; then
+        watch_owner "$dir" "$KENG_KAFKA_OWNER_PID"
+    fi
     say "up: $n broker(s) of Apache Kafka $version at $bootstrap"
+}
+
+# In the background, detached from the caller's output: runs `down` once the owner process
+# is gone, unless `down` ran first (it removes DIR/owner).
+watch_owner() { # dir pid
+    local dir=$1 owner=$2
+    echo "$owner" >"$dir/owner"
+    (
+        while kill -0 "$owner" 2>/dev/null && [[ -f "$dir/owner" ]]; do sleep 2; done
+        if [[ -f "$dir/owner" ]]; then cmd_down "$dir"; fi
+    ) </dev/null >/dev/null 2>&1 &
+    disown
 }
 
 cmd_kill() { # dir id
@@ -342,6 +372,7 @@ cmd_start() { # dir id
 cmd_down() { # dir
     local dir=$1 pids=() f pid
     [[ -d "$dir" ]] || return 0
+    rm -f "$dir/owner"
     for f in "$dir"/broker-*.pid; do
         [[ -f "$f" ]] || continue
         pid=$(<"$f")

@@ -201,6 +201,13 @@ class EmbeddedBroker:
         answer = self.process.proc.stdout.readline().decode().strip()
         check_equal(answer, "ok", f"broker command '{line}'")
 
+    def down(self, node_id):
+        """Takes one broker down: its connections close and it refuses new ones."""
+        self.command(f"down {node_id}")
+
+    def up(self, node_id):
+        self.command(f"up {node_id}")
+
     def stop(self):
         return self.process.stop()
 
@@ -208,8 +215,10 @@ class EmbeddedBroker:
 def kafka_cluster(*args, timeout=900):
     """Runs scripts/kafka-cluster.sh with args; fails the test with its output on an error."""
     try:
+        # The cluster goes down by itself should this process die without stopping it.
         r = subprocess.run([KAFKA_CLUSTER] + [str(a) for a in args], capture_output=True,
-                           timeout=timeout)
+                           timeout=timeout,
+                           env=dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid())))
     except subprocess.TimeoutExpired:
         raise TestFailure(f"kafka-cluster.sh {' '.join(map(str, args))} ran over {timeout}s")
     if r.returncode != 0:
@@ -225,9 +234,14 @@ class KafkaBroker:
         import atexit
         self.dir = workdir.file("kafka")
         self.stopped = False
-        kafka_cluster("up", self.dir, brokers)
-        # Stopped at exit even when a test fails before its own clean-up.
+        # Stopped at exit even when a test fails before its own clean-up, or `up` fails half
+        # way.
         atexit.register(self.stop)
+        try:
+            kafka_cluster("up", self.dir, brokers)
+        except TestFailure:
+            self.stop()
+            raise
         with open(os.path.join(self.dir, "bootstrap")) as f:
             self.bootstrap = f.read().strip()
         self.create_topics(TOPICS, partitions, min(brokers, 3))
@@ -284,6 +298,21 @@ class KafkaBroker:
     def start_broker(self, node_id):
         """Restarts a killed node and waits until it is registered again."""
         kafka_cluster("start", self.dir, node_id, timeout=300)
+
+    # The names EmbeddedBroker has for taking a broker down and up, so that one test runs on
+    # both.
+    down = kill_broker
+    up = start_broker
+
+    def pause(self, node_id):
+        """SIGSTOPs one node: a broker that holds its connections and answers nothing, until
+        resume()."""
+        with open(os.path.join(self.dir, f"broker-{node_id}.pid")) as f:
+            os.kill(int(f.read()), signal.SIGSTOP)
+
+    def resume(self, node_id):
+        with open(os.path.join(self.dir, f"broker-{node_id}.pid")) as f:
+            os.kill(int(f.read()), signal.SIGCONT)
 
     def stop(self):
         if not self.stopped:

@@ -110,6 +110,16 @@ def mounts(service):
 
 # ---- docker-compose.yml ----
 
+def tested_kafka_version():
+    """The Apache Kafka version scripts/kafka-cluster.sh runs in the tests: a 3.9.x, pinned
+    in scripts/kafka/pom.xml."""
+    m = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", read("scripts", "kafka", "pom.xml"))
+    kt.check(m is not None, "<kafka.version> in scripts/kafka/pom.xml", "a version", None)
+    kt.check(re.fullmatch(r"3\.9\.\d+", m.group(1)), "the pinned Kafka version",
+             "3.9.x (the last 3.x line; librdkafka 2.0.2 predates Kafka 4.0)", m.group(1))
+    return m.group(1)
+
+
 def test_compose_kafka_cluster():
     c = compose()
     services = c["services"]
@@ -118,9 +128,9 @@ def test_compose_kafka_cluster():
     cluster_ids, voters, node_ids = set(), set(), set()
     for name in BROKERS:
         s = services[name]
-        kt.check(re.fullmatch(r"apache/kafka:3\.7\.\d+", s["image"]),
-                 f"{name}: the official image with a pinned 3.7.x version", "apache/kafka:3.7.x",
-                 s["image"])
+        kt.check_equal(s["image"], f"apache/kafka:{tested_kafka_version()}",
+                       f"{name}: the official image of the Kafka version the tests run "
+                       "(scripts/kafka/pom.xml)")
         env = {k: interpolate(v) for k, v in s["environment"].items()}
         kt.check_equal(env["KAFKA_PROCESS_ROLES"], "broker,controller", f"{name}: KRaft roles")
         cluster_ids.add(env["CLUSTER_ID"])
@@ -748,7 +758,9 @@ def test_state_slots():
 
 
 def test_shell_scripts():
-    scripts = sorted(glob.glob(path("deploy", "*.sh")))
+    # deploy/'s scripts, and the real-Kafka ones that the tests and benchmarks drive.
+    scripts = sorted(glob.glob(path("deploy", "*.sh")) + glob.glob(path("scripts", "kafka-*.sh"))
+                     + [path("scripts", "bench_kafka.sh")])
     for s in scripts:
         r = subprocess.run(["bash", "-n", s], capture_output=True, text=True)
         kt.check_equal((r.returncode, r.stderr), (0, ""), f"bash -n {os.path.relpath(s, SRC)}")
@@ -756,7 +768,8 @@ def test_shell_scripts():
         kt.log("shellcheck is not installed: the scripts were only parsed")
         return
     r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True)
-    kt.check_equal((r.returncode, r.stdout), (0, ""), "shellcheck deploy/*.sh")
+    kt.check_equal((r.returncode, r.stdout), (0, ""),
+                   "shellcheck deploy/*.sh scripts/kafka-*.sh scripts/bench_kafka.sh")
 
 
 # ---- docs/OPERATIONS.md ----

@@ -430,7 +430,7 @@ def test_broker_down_then_up():
         rng = random.Random(14)
         warm = events(rng, "incident", 1)
         kt.check_equal(ing.post("incident", warm)[0], 202, "a request before the broker goes down")
-        ing.broker.command("down 1")
+        ing.broker.down(1)
         pending = [events(rng, "incident", 10) for _ in range(3)]
         for batch in pending:
             started = time.monotonic()
@@ -440,7 +440,7 @@ def test_broker_down_then_up():
             kt.check(headers.get("Retry-After", "").isdigit(), "Retry-After on 503", "seconds",
                      headers)
             kt.log(f"503 after {elapsed:.2f}s (deadline 2s)")
-        ing.broker.command("up 1")
+        ing.broker.up(1)
         deadline = time.monotonic() + 60
         for batch in pending:
             while True:
@@ -550,7 +550,12 @@ def test_sigterm_finishes_requests_in_flight():
     try:
         rng = random.Random(16)
         batch = events(rng, "mediation", 30)
-        ing.broker.command("rtt 1 500")  # a slow broker keeps the request in flight
+        # A slow broker keeps the request in flight: the embedded one delays its answers, a
+        # real one is stopped (SIGSTOP) until the answer is in.
+        if kt.on_real_kafka():
+            ing.broker.pause(1)
+        else:
+            ing.broker.command("rtt 1 500")
         result = {}
 
         def send():
@@ -563,9 +568,12 @@ def test_sigterm_finishes_requests_in_flight():
         t.join(30)
         status = result["answer"][0]
         kt.check(status in (202, 503), "the request in flight is answered", "202 or 503", status)
+        if kt.on_real_kafka():
+            ing.broker.resume(1)
         rc = ing.process.proc.wait(30)
         kt.check_equal(rc, 0, "exit status after SIGTERM")
-        ing.broker.command("rtt 1 0")
+        if not kt.on_real_kafka():
+            ing.broker.command("rtt 1 0")
         if status == 202:
             check_in_kafka(ing.broker.bootstrap, "mediation", batch)
         ing.process.log_file.close()

@@ -1,4 +1,4 @@
-"""keng-produce against the embedded broker: bad lines reported by line and field while the
+"""keng-produce against the broker (embedded or real, KENG_TEST_BROKER): bad lines reported by line and field while the
 good ones go through, every valid event on its topic exactly once with key = board_id and the
 Confluent framing, re-imports keep event ids, CSV with quoted cells, --dry-run produces
 nothing, keng-simulate's NDJSON imports as is, and the exit statuses scripts rely on."""
@@ -223,12 +223,12 @@ def test_delivery_failure_and_usage_exit_statuses():
         conf = work.file("keng.conf")
         with open(conf, "w") as f:
             f.write("kafka.message.timeout.ms = 1500\n")
-        broker.command("down 1")
+        broker.down(1)
         status, _, err = run(["keng-produce", "--config", conf, "--brokers", broker.bootstrap,
                               "--kind", "auto", path])
         kt.check_equal(status, 2, "exit status when Kafka never acknowledges")
         kt.check_equal(summary(err)["failed"], 5, "failed in the summary")
-        broker.command("up 1")
+        broker.up(1)
 
         for args in (["keng-produce"], ["keng-produce", "--kind", "alert", path],
                      ["keng-produce", "--format", "xml", path], ["keng-produce", "--bogus"],
