@@ -19,7 +19,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config \
         librdkafka-dev libavro-dev libuv1-dev libjansson-dev liblmdb-dev libhttp-parser-dev \
-        libcmocka-dev libssl-dev \
+        libcmocka-dev libssl-dev libcurl4-openssl-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -34,7 +34,7 @@ FROM debian:12-slim AS runtime
 # The runtime libraries of the -dev packages above, one for one.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        librdkafka1 libavro23 libuv1 libjansson4 liblmdb0 libhttp-parser2.9 libssl3 \
+        librdkafka1 libavro23 libuv1 libjansson4 liblmdb0 libhttp-parser2.9 libssl3 libcurl4 \
         curl ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 

@@ -17,16 +17,24 @@ build: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
+# The fast suite for the edit-compile-test loop: the unit tests, then the integration tests
+# on the embedded broker (tests labelled kafka need Apache Kafka and stay in make test).
+.PHONY: check
+check: build
+	cd $(BUILD_DIR) && ctest -L unit --output-on-failure --timeout 300
+	cd $(BUILD_DIR) && ctest -L integration -LE kafka --output-on-failure --timeout 900
+
 # Every ctest test (unit, integration, faults), then each fuzz target for a short smoke run.
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900
 	FUZZ_BUILD_DIR=$(FUZZ_DIR) scripts/fuzz.sh smoke
 
-# The whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer.
+# The whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer, except the
+# real-Kafka tests (label kafka): `make test` runs those once, which is enough.
 test-sanitize: deps
 	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DKENG_SANITIZE=address,undefined
 	cmake --build $(ASAN_DIR) -j$(JOBS)
-	cd $(ASAN_DIR) && ctest --output-on-failure --timeout 1200
+	cd $(ASAN_DIR) && ctest --output-on-failure --timeout 1200 -LE kafka
 
 demo: build
 	$(BUILD_DIR)/bin/keng-demo
@@ -38,10 +46,10 @@ bench: build
 fuzz: deps
 	FUZZ_BUILD_DIR=$(FUZZ_DIR) scripts/fuzz.sh run
 
-format:
+format: deps
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
-format-check:
+format-check: deps
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
 clean:

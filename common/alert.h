@@ -1,6 +1,6 @@
 /* One alert transition as it travels on antt.alerts (schema vn.antt.Alert, id 3): the
  * record that keng-aggregate's rule engine produces and that the alert topic's readers
- * decode. Plain data; the Avro encoding lives with the other records in avro_codec. */
+ * decode. Plain data; its Avro encoding is in common/avro/alert.c, behind avro_codec.h. */
 #ifndef KENG_ALERT_H
 #define KENG_ALERT_H
 

@@ -1,6 +1,13 @@
-/* Avro with the Confluent framing: byte 0 is 0x00, bytes 1-4 the writer's schema id
- * (big-endian), then the Avro binary datum. Decoding uses the writer's schema, found by id
- * in the schema store, resolved to keng's reader schema for that record. */
+/* The codec's public face, Confluent-framed Avro for keng's events and alerts; it never
+ * shows the rooms behind it (common/avro/: store, fields, encode, guard, decode, plan,
+ * alert), whose headers no caller includes.
+ *
+ * The framing: byte 0 is 0x00, bytes 1-4 the writer's schema id (big-endian), then the Avro
+ * binary datum. Decoding uses the writer's schema, found by id in the schema store, resolved
+ * to keng's reader schema for that record.
+ *
+ * Ownership: a _new or store constructor returns an object the caller owns and frees with
+ * its _destroy; everything else returned is borrowed, for as long as its comment says. */
 #ifndef KENG_AVRO_CODEC_H
 #define KENG_AVRO_CODEC_H
 
@@ -31,17 +38,23 @@ typedef enum {
 } keng_avro_err_t;
 
 /* Short machine-readable reason for a decode failure, used in dead-letter headers:
- * "bad-magic", "unknown-schema-id", "truncated", "invalid-avro", "wrong-record", "bad-field". */
+ * "bad-magic", "unknown-schema-id", "truncated", "invalid-avro", "wrong-record", "bad-field".
+ * The string is static: never freed, valid for the life of the program. */
 const char *keng_avro_err_reason(int err);
 
 /* The schemas keng knows, by id: those of schemas/manifest.csv, built into every program. */
 typedef struct keng_schema_store keng_schema_store_t;
 
-/* The built-in store. Returns NULL with errstr filled when a built-in schema fails to parse. */
+/* The built-in store. Returns NULL with errstr filled when a built-in schema fails to parse.
+ * The caller owns the store (keng_schema_store_destroy). */
 keng_schema_store_t *keng_schema_store_builtin(char *errstr, size_t errstr_size);
 
-/* The store of a directory laid out like schemas/ (manifest.csv and .avsc files). */
+/* The store of a directory laid out like schemas/ (manifest.csv and .avsc files). Returns
+ * NULL with errstr filled naming the file and line. The caller owns the store. */
 keng_schema_store_t *keng_schema_store_load(const char *dir, char *errstr, size_t errstr_size);
+
+/* Frees store (NULL is a no-op). Encoders and decoders borrow their store: destroy them
+ * first. */
 void keng_schema_store_destroy(keng_schema_store_t *store);
 
 /* The schema's JSON text for id, or NULL. Borrowed from the store. */
@@ -54,8 +67,9 @@ const char *keng_schema_store_json(const keng_schema_store_t *store, int32_t id)
  * decoders created after the call; call it before handing the store to other threads. */
 typedef enum { KENG_SCHEMA_READER = 0, KENG_SCHEMA_WRITER = 1 } keng_schema_role_t;
 
-/* Pins subject's version for role. Returns 0, or -1 with errstr filled when the store has
- * no such version (the message lists those it has). */
+/* Pins subject's version for role, changing store in place (subject is only read during the
+ * call). Returns 0, or -1 with errstr filled when the store has no such version (the message
+ * lists those it has). */
 int keng_schema_store_pin(keng_schema_store_t *store, keng_schema_role_t role, const char *subject,
                           int version, char *errstr, size_t errstr_size);
 
@@ -72,14 +86,21 @@ struct keng_config;
 keng_schema_store_t *keng_schema_store_from_config(const struct keng_config *cfg, char *errstr,
                                                    size_t errstr_size);
 
-/* Encoder: one per thread; reuses its Avro values between calls. */
+/* The keys keng_schema_store_from_config reads (see keng_config_check). */
+extern const char *const keng_schema_store_config_keys[];
+
+/* Encoder: one per thread; reuses its Avro values between calls. The caller owns the encoder
+ * (keng_avro_encoder_destroy, NULL is a no-op); it borrows store, which must outlive it.
+ * Returns NULL with errstr filled when a writer schema does not fit keng's events (a field of
+ * the wrong shape, or one keng cannot fill that has no default) or memory runs out. */
 typedef struct keng_avro_encoder keng_avro_encoder_t;
 keng_avro_encoder_t *keng_avro_encoder_new(keng_schema_store_t *store, char *errstr,
                                            size_t errstr_size);
 void keng_avro_encoder_destroy(keng_avro_encoder_t *enc);
 
-/* Writes the framed message for ev into buf[0..cap). Sets *len. Returns 0, or -1 with errstr
- * filled when buf is too small or the event breaks the schema. */
+/* Writes the framed message for ev into buf[0..cap), which stays the caller's; ev is only
+ * read during the call. Sets *len. Returns 0, or -1 with errstr filled when buf is too small
+ * or the event breaks the schema. */
 int keng_avro_encode(keng_avro_encoder_t *enc, const keng_event_t *ev, void *buf, size_t cap,
                      size_t *len, char *errstr, size_t errstr_size);
 
@@ -93,6 +114,10 @@ typedef struct keng_avro_decoder keng_avro_decoder_t;
  * KENG_AVRO_DECODER=avro-c in the environment, which wins over the config. (Added for the
  * consumer's speed target; additive.) */
 typedef enum { KENG_AVRO_PATH_PLAN = 0, KENG_AVRO_PATH_AVRO_C = 1 } keng_avro_path_t;
+
+/* The caller owns the decoder (keng_avro_decoder_destroy, NULL is a no-op); it borrows store,
+ * which must outlive it. Returns NULL with errstr filled when KENG_AVRO_DECODER names no path
+ * or memory runs out. */
 keng_avro_decoder_t *keng_avro_decoder_new(keng_schema_store_t *store, char *errstr,
                                            size_t errstr_size);
 void keng_avro_decoder_destroy(keng_avro_decoder_t *dec);

@@ -12,12 +12,17 @@
 typedef struct entry {
     char *key;
     char *value;
+    int line; /* in the file, or 0 for a flag */
 } entry_t;
 
 struct keng_config {
     entry_t *entries;
     size_t count, cap;
+    char *path; /* the file loaded, for messages */
+    int line;   /* the line being loaded, given to the keys it sets */
 };
+
+keng_config_keys_t keng_config_common_keys = {"brokers", NULL};
 
 keng_config_t *keng_config_new(void)
 {
@@ -33,6 +38,7 @@ void keng_config_destroy(keng_config_t *cfg)
         free(cfg->entries[i].value);
     }
     free(cfg->entries);
+    free(cfg->path);
     free(cfg);
 }
 
@@ -55,6 +61,7 @@ void keng_config_set(keng_config_t *cfg, const char *key, const char *value)
     if (e) {
         free(e->value);
         e->value = v;
+        e->line = cfg->line;
         return;
     }
     if (cfg->count == cfg->cap) {
@@ -67,6 +74,7 @@ void keng_config_set(keng_config_t *cfg, const char *key, const char *value)
     }
     cfg->entries[cfg->count].key = strdup(key);
     cfg->entries[cfg->count].value = v;
+    cfg->entries[cfg->count].line = cfg->line;
     if (!cfg->entries[cfg->count].key)
         abort();
     cfg->count++;
@@ -96,6 +104,8 @@ int keng_config_load(keng_config_t *cfg, const char *path, char *errstr, size_t 
         snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
         return -1;
     }
+    free(cfg->path);
+    cfg->path = strdup(path);
     while (getline(&line, &cap, f) >= 0) {
         char *s, *eq, *key, *value;
 
@@ -115,7 +125,9 @@ int keng_config_load(keng_config_t *cfg, const char *path, char *errstr, size_t 
             snprintf(errstr, errstr_size, "%s:%d: empty key before '='", path, lineno);
             goto out;
         }
+        cfg->line = lineno;
         keng_config_set(cfg, key, value);
+        cfg->line = 0;
     }
     rc = 0;
 out:
@@ -300,8 +312,141 @@ fail:
     return NULL;
 }
 
+/* Whether key matches pattern (see keng_config_keys_t). */
+static bool key_matches(const char *pattern, const char *key)
+{
+    while (*pattern) {
+        if (pattern[0] == '*' && (pattern[1] == '.' || pattern[1] == '\0')) {
+            const char *end = key;
+            if (pattern[1] == '\0')
+                return *key != '\0';
+            while (isalnum((unsigned char)*end) || *end == '_' || *end == '-')
+                end++;
+            if (end == key)
+                return false;
+            key = end;
+            pattern++;
+            continue;
+        }
+        if (*pattern != *key)
+            return false;
+        pattern++;
+        key++;
+    }
+    return *key == '\0';
+}
+
+/* The start of the key's segment number seg (counting from 0), or NULL when it has fewer. */
+static const char *segment(const char *key, size_t seg)
+{
+    for (; seg > 0; seg--) {
+        key = strchr(key, '.');
+        if (!key)
+            return NULL;
+        key++;
+    }
+    return key;
+}
+
+/* pattern with each "*" segment replaced by the key's segment at the same place, so that
+ * "alert.drugs.levle" is compared with "alert.drugs.level" rather than "alert.*.level". */
+static void instantiate(const char *pattern, const char *key, char *out, size_t out_size)
+{
+    size_t n = 0, seg = 0;
+
+    for (const char *p = pattern; *p && n + 1 < out_size; seg++) {
+        const char *end = strchr(p, '.');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+
+        if (len == 1 && *p == '*') {
+            const char *from = segment(key, seg);
+            size_t flen = 0;
+            if (from)
+                flen = end ? strcspn(from, ".") : strlen(from);
+            if (flen == 0) {
+                from = "<name>";
+                flen = 6;
+            }
+            n += (size_t)snprintf(out + n, out_size - n, "%.*s", (int)flen, from);
+        } else {
+            n += (size_t)snprintf(out + n, out_size - n, "%.*s", (int)len, p);
+        }
+        if (n >= out_size)
+            n = out_size - 1;
+        if (!end)
+            break;
+        if (n + 1 < out_size)
+            out[n++] = '.';
+        p = end + 1;
+    }
+    out[n] = '\0';
+}
+
+/* Levenshtein distance, for the nearest known key; keys are short. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[128];
+
+    if (lb >= sizeof(row) / sizeof(row[0]))
+        lb = sizeof(row) / sizeof(row[0]) - 1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+int keng_config_check(const keng_config_t *cfg, const char *const *const *tables, char *errstr,
+                      size_t errstr_size)
+{
+    for (size_t i = 0; i < cfg->count; i++) {
+        const entry_t *e = &cfg->entries[i];
+        char best[256] = "", candidate[256], where[300];
+        size_t best_d = (size_t)-1;
+        bool known = strncmp(e->key, "kafka.", 6) == 0;
+
+        for (size_t t = 0; !known && tables && tables[t]; t++)
+            for (size_t k = 0; !known && tables[t][k]; k++)
+                known = key_matches(tables[t][k], e->key);
+        if (known)
+            continue;
+        for (size_t t = 0; tables && tables[t]; t++) {
+            for (size_t k = 0; tables[t][k]; k++) {
+                instantiate(tables[t][k], e->key, candidate, sizeof(candidate));
+                size_t d = distance(e->key, candidate);
+                if (d < best_d) {
+                    best_d = d;
+                    snprintf(best, sizeof(best), "%s", candidate);
+                }
+            }
+        }
+        if (e->line > 0 && cfg->path)
+            snprintf(where, sizeof(where), "%s:%d: ", cfg->path, e->line);
+        else
+            where[0] = '\0';
+        snprintf(errstr, errstr_size, "%sunknown key '%s' (nearest known key: %s)", where, e->key,
+                 best[0] ? best : "none");
+        return -1;
+    }
+    return 0;
+}
+
 keng_config_t *keng_config_from_args(const char *program, const char *path,
-                                     const keng_config_flag_t *flags)
+                                     const keng_config_flag_t *flags,
+                                     const char *const *const *tables)
 {
     keng_config_t *cfg = keng_config_new();
     char errstr[512];
@@ -318,6 +463,11 @@ keng_config_t *keng_config_from_args(const char *program, const char *path,
     for (size_t i = 0; flags && flags[i].key; i++)
         if (flags[i].value)
             keng_config_set(cfg, flags[i].key, flags[i].value);
+    if (keng_config_check(cfg, tables, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "%s: %s\n", program, errstr);
+        keng_config_destroy(cfg);
+        return NULL;
+    }
     return cfg;
 }
 

@@ -24,12 +24,32 @@ typedef struct keng_config_flag {
     const char *value;
 } keng_config_flag_t;
 
+/* The keys a module reads, as a list ending with NULL that lives next to the code reading
+ * them (keng_alerts_config_keys in alerts.c, keng_schema_store_config_keys in avro_codec.c).
+ * A "*" segment stands for a name of letters, digits, '_' and '-' ("alert.*.level"); a "*"
+ * as the last segment stands for the rest of the key, dots included
+ * ("schemas.reader.*" takes "schemas.reader.vn.antt.Incident"). Keys starting "kafka." are
+ * librdkafka's to judge and never need listing. */
+typedef const char *const keng_config_keys_t[];
+
+/* Checks that every key of cfg is one of the tables (a list of key lists ending with NULL).
+ * Returns 0, or -1 with errstr naming the first unknown key, where it was set and the
+ * nearest known key ("keng.conf:3: unknown key 'alertmanagr.url' (nearest known key:
+ * alertmanager.url)"). */
+int keng_config_check(const keng_config_t *cfg, const char *const *const *tables, char *errstr,
+                      size_t errstr_size);
+
 /* A program's configuration: the file at path (none when NULL), then the command line's
- * flags over it (a list ending with a NULL key; flags may be NULL). On a file that does not
- * load, prints "program: error" to stderr and returns NULL (the caller exits with 64, a
- * usage error). */
+ * flags over it (a list ending with a NULL key; flags may be NULL), checked against the
+ * program's key tables (see keng_config_check; a list ending with NULL). On a file that does
+ * not load or an unknown key, prints "program: error" to stderr and returns NULL (the caller
+ * exits with 64, a usage error). */
 keng_config_t *keng_config_from_args(const char *program, const char *path,
-                                     const keng_config_flag_t *flags);
+                                     const keng_config_flag_t *flags,
+                                     const char *const *const *tables);
+
+/* The keys every program knows: brokers (the --brokers flag). */
+extern keng_config_keys_t keng_config_common_keys;
 
 /* Sets or replaces a key (both copied). */
 void keng_config_set(keng_config_t *cfg, const char *key, const char *value);

@@ -1,31 +1,87 @@
 /* A small HTTP/1.1 server on a libuv loop, parsed by http-parser: keep-alive, pipelined
- * requests answered in order, limits on header and body size, read timeouts against slow
- * clients, a connection cap, and Server-Sent Events. It knows nothing of routes: one
- * handler sees every request.
+ * requests answered in order with backpressure, limits on header and body size, read
+ * timeouts against slow clients, a connection cap that evicts idle connections, strict
+ * framing (bodies only with Content-Length), and Server-Sent Events. It knows nothing of
+ * routes: one handler sees every request.
  *
  * Thread: everything here runs on the loop's thread. */
 #ifndef KENG_HTTP_SERVER_H
 #define KENG_HTTP_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 #include <uv.h>
+
+#include "config.h"
 
 typedef struct keng_http_server keng_http_server_t;
 typedef struct keng_http_request keng_http_request_t;
 
 typedef struct keng_http_limits {
-    size_t max_header_bytes;    /* request line plus headers; over it: 431 */
-    size_t max_body_bytes;      /* over it: 413, before the body is read */
-    unsigned header_timeout_ms; /* from the first byte to the end of the headers: 408 */
-    unsigned body_timeout_ms;   /* from the end of the headers to the end of the body: 408 */
-    unsigned idle_timeout_ms;   /* a keep-alive connection with no request is closed */
-    unsigned max_connections;   /* over it: 503 and close */
+    size_t max_header_bytes;        /* request line plus headers; over it: 431 */
+    size_t max_body_bytes;          /* over it: 413, before the body is read */
+    unsigned header_timeout_ms;     /* from the first byte to the end of the headers: 408 */
+    unsigned body_timeout_ms;       /* from the end of the headers to the end of the body: 408 */
+    unsigned idle_timeout_ms;       /* a keep-alive connection with no request is closed */
+    unsigned first_byte_timeout_ms; /* a new connection that sends no byte is closed */
+    /* Connections other than streams. At the cap a new connection closes the least recently
+     * active idle one (as nginx reuses keep-alive connections); with none idle it gets 503. */
+    unsigned max_connections;
+    unsigned max_streams; /* Server-Sent Events streams, counted apart; over it: 503 (0: none) */
+    /* Answers queued for a client and not yet taken by its socket. Past it the connection
+     * reads no further request until they drain (backpressure against a client that
+     * pipelines requests and never reads). */
+    size_t max_unsent_bytes;
+    size_t stream_max_unsent_bytes; /* a stream reader further behind is cut off */
+    unsigned stream_sndbuf_bytes;   /* SO_SNDBUF of a stream's socket, so the bound is real */
 } keng_http_limits_t;
 
-/* 16 KiB headers, 1 MiB body, 10 s header and body timeouts, 60 s idle, 1024 connections. */
+/* 16 KiB headers, 1 MiB body, 10 s header and body timeouts, 60 s idle, 5 s to the first
+ * byte, 10,000 connections, 256 streams, 256 KiB unsent per connection, 64 KiB per stream
+ * with a 16 KiB socket send buffer. */
 void keng_http_limits_default(keng_http_limits_t *limits);
+
+/* The http.* keys below, for a program's list of known config keys. */
+extern keng_config_keys_t keng_http_server_config_keys;
+
+/* Reads the http.* keys of a program's config over the defaults (http.max_body_bytes,
+ * http.max_header_bytes, http.header_timeout_ms, http.body_timeout_ms, http.idle_timeout_ms,
+ * http.first_byte_timeout_ms, http.max_connections, http.max_streams, http.max_unsent_bytes,
+ * http.stream_max_unsent_bytes, http.stream_sndbuf_bytes). Returns 0, or -1 with errstr
+ * naming the key. */
+int keng_http_limits_from_config(keng_http_limits_t *limits, const keng_config_t *cfg, char *errstr,
+                                 size_t errstr_size);
+
+/* What the server did on its own, for /metrics. */
+typedef struct keng_http_stats {
+    unsigned connections;         /* open, streams not included */
+    unsigned streams;             /* open streams */
+    uint64_t refused;             /* connections answered 503: the cap was reached, none idle */
+    uint64_t evicted;             /* idle connections closed to make room for a new one */
+    uint64_t first_byte_timeouts; /* connections closed that never sent a byte */
+    uint64_t read_pauses;         /* times a connection stopped reading for unsent answers */
+    uint64_t streams_refused;     /* streams answered 503 at max_streams */
+    uint64_t streams_cut_off;     /* stream readers cut off past stream_max_unsent_bytes */
+} keng_http_stats_t;
+
+void keng_http_server_stats(const keng_http_server_t *srv, keng_http_stats_t *out);
+
+/* Writes the stats in the Prometheus text format (keng_http_streams,
+ * keng_http_connections_refused_total, keng_http_connections_evicted_total,
+ * keng_http_first_byte_timeouts_total, keng_http_read_pauses_total,
+ * keng_http_streams_refused_total, keng_http_streams_cut_off_total). */
+void keng_http_server_write_metrics(const keng_http_server_t *srv, FILE *out);
+
+/* The body of an error the server answers by itself (400 malformed request, 408, 411, 413,
+ * 431, 501, 503, 505), so that it has the same shape as the program's own errors. Returns
+ * a new reference, or NULL for the default {"error": message}. Also the place to count the
+ * answer. ctx is the handler's. */
+typedef json_t *(*keng_http_error_fn)(int status, const char *message, void *ctx);
+
+void keng_http_server_set_error_body(keng_http_server_t *srv, keng_http_error_fn fn);
 
 /* Called once per complete request, in order per connection. The handler must end the
  * request with keng_http_respond*() or keng_http_stream_begin(), now or later; the
@@ -75,8 +131,9 @@ void keng_http_respond(keng_http_request_t *req, int status, const char *content
 void keng_http_respond_json(keng_http_request_t *req, int status, json_t *body);
 
 /* Turns the request into an open-ended stream (Server-Sent Events): sends the status line
- * and headers with no Content-Length. The connection serves no other request after it.
- * Returns 0 or a negative errno. */
+ * and headers (Cache-Control: no-cache among them) with no Content-Length. The connection
+ * serves no other request after it. Returns 0 or a negative errno: -EBUSY at max_streams,
+ * -ENOTCONN when the client left; the request is then still the handler's to answer. */
 int keng_http_stream_begin(keng_http_request_t *req, const char *content_type);
 
 /* Queues data on a stream. Returns 0, or a negative errno when the client is gone or has

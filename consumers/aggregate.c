@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "alertlog.h"
+#include "alertmanager.h"
 #include "alerts.h"
 #include "api.h"
 #include "avro_codec.h"
@@ -22,15 +23,50 @@
 #include "consumer.h"
 #include "counts.h"
 #include "deadletter.h"
+#include "http_client.h"
 #include "http_server.h"
+#include "kafka_health.h"
 #include "log.h"
 #include "registry.h"
+#include "webhook.h"
+#include "silent.h"
+#include "timeutil.h"
 
 #define DEFAULT_LISTEN    "127.0.0.1:8080"
 #define DEFAULT_STATE_DIR "./keng-state"
 #define DEFAULT_GROUP     "keng-aggregate"
 #define SHUTDOWN_FLUSH_MS 5000
+#define META_WATCH_START  "silent_watch_start"
 #define INSTANCE_ID_META  "group.instance.id"
+
+/* The keys keng-aggregate reads itself; its modules list theirs (see config_tables). */
+static keng_config_keys_t aggregate_keys = {"registry",
+                                            "listen",
+                                            "state.dir",
+                                            "group.id",
+                                            "clock.fixed_ms",
+                                            "checkpoint.interval.ms",
+                                            "checkpoint.events",
+                                            "checkpoint.map_size_mb",
+                                            "dedup.horizon.ms",
+                                            "topic.incidents",
+                                            "topic.mediations",
+                                            "topic.deadletter",
+                                            "topic.alerts",
+                                            "topic.board_counts",
+                                            "instance.id",
+                                            "group.instance.id",
+                                            "advertised.url",
+                                            "alerts.recover.timeout.ms",
+                                            "webhook.url",
+                                            "webhook.timeout.ms",
+                                            "counts.state_version",
+                                            NULL};
+static const char *const *const config_tables[] = {
+    keng_config_common_keys,       aggregate_keys,
+    keng_schema_store_config_keys, keng_alerts_config_keys,
+    keng_alertmanager_config_keys, keng_http_server_config_keys,
+    keng_silent_config_keys,       NULL};
 
 struct options {
     const char *config_path;
@@ -39,6 +75,8 @@ struct options {
     const char *listen;
     const char *state_dir;
     const char *group;
+    const char *max_connections;
+    const char *max_streams;
 };
 
 /* Everything the program runs; each piece is closed in reverse order of its creation. */
@@ -50,8 +88,13 @@ typedef struct app {
     keng_counts_t *counts;
     keng_checkpoint_t *cp;
     keng_deadletter_t *dl;
-    keng_alerts_t *alerts;     /* NULL without alert.* rules */
-    keng_alertlog_t *alertlog; /* with alerts */
+    keng_alerts_t *alerts;             /* NULL without alert.* rules */
+    keng_alertlog_t *alertlog;         /* with alerts */
+    keng_http_client_t *http;          /* with a webhook or Alertmanager */
+    keng_webhook_t *webhook;           /* with webhook.url */
+    keng_alertmanager_t *alertmanager; /* with alertmanager.url */
+    keng_alertmanager_options_t am_opt;
+    long long webhook_timeout_ms;
     int alerts_read_timeout_ms;
     keng_cluster_t *cluster; /* NULL when the counts topic is not usable */
     keng_consumer_t *consumer;
@@ -60,6 +103,7 @@ typedef struct app {
     uv_signal_t sigint, sigterm;
     bool signals_open;
     bool stopping;
+    keng_silent_options_t silent;
 } app_t;
 
 static void usage(FILE *out)
@@ -77,6 +121,10 @@ static void usage(FILE *out)
             "  --listen HOST:PORT HTTP address (default " DEFAULT_LISTEN ")\n"
             "  --state-dir DIR    LMDB checkpoint directory (default " DEFAULT_STATE_DIR ")\n"
             "  --group ID         consumer group (default " DEFAULT_GROUP ")\n"
+            "  --max-connections N  HTTP connections at once, streams apart (config\n"
+            "                     http.max_connections, default 10000; at the cap the least\n"
+            "                     recently active idle one is closed for the new one)\n"
+            "  --max-streams N    /v1/stream clients at once (config http.max_streams, 256)\n"
             "  --help, --version\n"
             "\n"
             "Config keys: topic.incidents, topic.mediations, topic.deadletter (default antt.*),\n"
@@ -87,10 +135,18 @@ static void usage(FILE *out)
             "none: a dynamic member), and registry, listen, state.dir, group.id as the flags.\n"
             "Scale-out: docs/SCALE_OUT.md.\n"
             "Alerts: alert.<name>.level|window|kind|category|resolution|outcome|threshold|\n"
-            "resolve_below|summary (docs/ALERTS.md), topic.alerts (antt.alerts), webhook.url,\n"
-            "alerts.recover.timeout.ms (15000).\n"
+            "resolve_below|summary|severity (docs/ALERTS.md), topic.alerts (antt.alerts),\n"
+            "alerts.recover.timeout.ms (15000), webhook.url, webhook.timeout.ms (10000),\n"
+            "alertmanager.url (one or more, comma-separated), alertmanager.resend.interval.ms\n"
+            "(60000), alertmanager.timeout.ms (10000), dashboard.url (advertised.url).\n"
+            "Silent boards: silent.days (30), silent.start (the first start),\n"
+            "alert.<name>.kind=silent with days and share.\n"
+            "counts.state_version (3; 2 while older instances share the group).\n"
+            "An unknown key stops the program (exit 64); kafka.* keys go to librdkafka.\n"
             "\n"
-            "HTTP: /v1/counts, /v1/top, /v1/alerts, /v1/stream, /healthz, /readyz, /metrics, /\n");
+            "HTTP: /v1/counts, /v1/top, /v1/children, /v1/silent, /v1/series, /v1/alerts,\n"
+            "/v1/stream, /healthz, /readyz, /metrics, /\n"
+            "HTTP limits: http.* keys (docs/OPERATIONS.md, \"HTTP limits\").\n");
 }
 
 static void on_server_closed(void *arg)
@@ -112,6 +168,13 @@ static void close_rest(app_t *app)
         keng_alertlog_close(app->alertlog, SHUTDOWN_FLUSH_MS);
         app->alertlog = NULL;
     }
+    /* The webhook and Alertmanager before their client, in the same turn of the loop. */
+    keng_webhook_close(app->webhook);
+    app->webhook = NULL;
+    keng_alertmanager_close(app->alertmanager);
+    app->alertmanager = NULL;
+    keng_http_client_close(app->http);
+    app->http = NULL;
     if (app->cluster) {
         keng_cluster_close(app->cluster);
         app->cluster = NULL;
@@ -181,12 +244,118 @@ static void on_alert(const keng_alert_t *t, void *arg)
     keng_alertlog_send(app->alertlog, t);
 }
 
+/* An acknowledged transition: the topic has it, so the others may hear of it. */
 static void on_alert_delivered(const char *json, void *arg)
 {
     app_t *app = arg;
 
+    if (app->webhook)
+        keng_webhook_post(app->webhook, json);
+    keng_alertmanager_notify(app->alertmanager);
     if (app->api)
         keng_api_push_alert(app->api, json);
+}
+
+static void more_metrics(FILE *out, void *arg)
+{
+    app_t *app = arg;
+    keng_consumer_stats_t st = {0};
+
+    if (app->consumer)
+        keng_consumer_stats(app->consumer, &st);
+    /* The time rather than the age: Prometheus subtracts it from time() itself. */
+    fprintf(out,
+            "# HELP keng_checkpoint_last_success_timestamp_seconds When the last checkpoint was "
+            "written (0: none since the process started).\n"
+            "# TYPE keng_checkpoint_last_success_timestamp_seconds gauge\n"
+            "keng_checkpoint_last_success_timestamp_seconds %.3f\n",
+            (double)st.last_checkpoint_ms / 1000.0);
+    keng_kafka_health_metrics(out);
+    keng_webhook_metrics(app->webhook, out);
+    keng_alertmanager_metrics(app->alertmanager, out);
+}
+
+/* The address of this instance's dashboard for others: advertised.url, else the listen
+ * address with a wildcard host replaced by the host name. */
+static void own_url(app_t *app, char *url, size_t size)
+{
+    char host[256];
+    const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
+    const char *colon = strrchr(listen, ':');
+    const char *advertised = keng_config_get(app->cfg, "advertised.url", NULL);
+
+    if (advertised && *advertised) {
+        snprintf(url, size, "%s", advertised);
+        return;
+    }
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "keng");
+    host[sizeof(host) - 1] = '\0';
+    /* A wildcard address is no address for others to call: name the host instead. */
+    if (!colon || colon == listen || strncmp(listen, "0.0.0.0:", 8) == 0 ||
+        strncmp(listen, "[::]:", 5) == 0)
+        snprintf(url, size, "http://%s:%d", host, keng_http_server_port(app->srv));
+    else
+        snprintf(url, size, "http://%.*s:%d", (int)(colon - listen), listen,
+                 keng_http_server_port(app->srv));
+}
+
+/* The webhook's and Alertmanager's settings, checked at start so that a mistyped URL stops
+ * the program rather than the first alert. */
+static int check_outgoing(app_t *app)
+{
+    char errstr[512];
+    const char *webhook_url = keng_config_get(app->cfg, "webhook.url", NULL);
+
+    if (webhook_url && *webhook_url &&
+        keng_http_client_check_url(webhook_url, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-aggregate: webhook.url: %s\n", errstr);
+        return -1;
+    }
+    if (keng_alertmanager_options_from_config(app->cfg, NULL, &app->am_opt, errstr,
+                                              sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-aggregate: %s\n", errstr);
+        return -1;
+    }
+    return 0;
+}
+
+/* The webhook and Alertmanager, once the alert state is loaded: Alertmanager's first send is
+ * the state as of the last stop. */
+static int start_outgoing(app_t *app)
+{
+    char errstr[512], url[600];
+    const char *webhook_url = keng_config_get(app->cfg, "webhook.url", NULL);
+
+    if (!(webhook_url && *webhook_url) && !app->am_opt.urls)
+        return 0;
+    app->http = keng_http_client_new(app->loop, errstr, sizeof(errstr));
+    if (!app->http) {
+        keng_log_error("cannot start the HTTP client", "error=\"%s\"", errstr);
+        return -1;
+    }
+    if (webhook_url && *webhook_url) {
+        app->webhook = keng_webhook_new(app->loop, app->http, webhook_url,
+                                        (long)app->webhook_timeout_ms, errstr, sizeof(errstr));
+        if (!app->webhook) {
+            keng_log_error("cannot start the webhook", "error=\"%s\"", errstr);
+            return -1;
+        }
+    }
+    if (app->am_opt.urls) {
+        own_url(app, url, sizeof(url));
+        if (!app->am_opt.dashboard_url)
+            app->am_opt.dashboard_url = url;
+        app->alertmanager = keng_alertmanager_new(app->loop, app->http, &app->am_opt, app->alerts,
+                                                  app->reg, errstr, sizeof(errstr));
+        if (!app->alertmanager) {
+            keng_log_error("cannot start sending to Alertmanager", "error=\"%s\"", errstr);
+            return -1;
+        }
+        keng_log_info("sending alerts to Alertmanager", "url=%s resend_interval_ms=%ld",
+                      app->am_opt.urls, app->am_opt.resend_interval_ms);
+    }
+    return 0;
 }
 
 static void apply_recovered(const keng_alert_t *t, void *arg)
@@ -225,9 +394,9 @@ static int start_alerts(app_t *app)
     app->alerts_read_timeout_ms = (int)timeout;
     conf = keng_config_kafka(app->cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
     if (conf)
-        app->alertlog = keng_alertlog_new(
-            app->loop, conf, keng_config_get(app->cfg, "topic.alerts", "antt.alerts"),
-            keng_config_get(app->cfg, "webhook.url", NULL), errstr, sizeof(errstr));
+        app->alertlog = keng_alertlog_new(app->loop, conf,
+                                          keng_config_get(app->cfg, "topic.alerts", "antt.alerts"),
+                                          errstr, sizeof(errstr));
     if (!app->alertlog) {
         keng_log_error("cannot create the alert producer", "error=\"%s\"", errstr);
         return -1;
@@ -249,7 +418,7 @@ static int start_alerts(app_t *app)
     else
         keng_log_info("alert state loaded", "rules=%zu read_back=%ld",
                       keng_alerts_rule_count(app->alerts), n);
-    return 0;
+    return start_outgoing(app);
 }
 
 /* The counts topic shared by the instances of the group (docs/SCALE_OUT.md). Without it an
@@ -258,24 +427,16 @@ static int start_alerts(app_t *app)
 static int start_cluster(app_t *app, const keng_counts_options_t *kopt, long long fixed)
 {
     char errstr[512], host[256], id[300], url[600];
-    const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
-    const char *colon = strrchr(listen, ':');
     keng_cluster_options_t opt;
 
     if (gethostname(host, sizeof(host)) != 0)
         snprintf(host, sizeof(host), "keng");
     host[sizeof(host) - 1] = '\0';
     snprintf(id, sizeof(id), "%s-%ld", host, (long)getpid());
-    /* A wildcard address is no address for others to call: name the host instead. */
-    if (!colon || colon == listen || strncmp(listen, "0.0.0.0:", 8) == 0 ||
-        strncmp(listen, "[::]:", 5) == 0)
-        snprintf(url, sizeof(url), "http://%s:%d", host, keng_http_server_port(app->srv));
-    else
-        snprintf(url, sizeof(url), "http://%.*s:%d", (int)(colon - listen), listen,
-                 keng_http_server_port(app->srv));
+    own_url(app, url, sizeof(url));
     opt.topic = keng_config_get(app->cfg, "topic.board_counts", "antt.board-counts");
     opt.instance_id = keng_config_get(app->cfg, "instance.id", id);
-    opt.advertised_url = keng_config_get(app->cfg, "advertised.url", url);
+    opt.advertised_url = url;
     opt.group_id = keng_config_get(app->cfg, "group.id", DEFAULT_GROUP);
     opt.fixed_clock_ms = fixed;
     if (!*opt.topic) {
@@ -356,12 +517,55 @@ fail:
     return -1;
 }
 
+static int copy_watch_start(const char *id, size_t id_len, const void *state, size_t len, void *arg)
+{
+    (void)id;
+    (void)id_len;
+    if (len != sizeof(int64_t))
+        return 0;
+    memcpy(arg, state, sizeof(int64_t));
+    return 0;
+}
+
+/* The silent rule counts a board's days from the later of its last event and the day this
+ * deployment began watching (docs/ALERTS.md, "Silent boards"): the first start's clock, kept
+ * in the checkpoint from then on. The counts lower it further to the earliest watch start
+ * that any state they load (this checkpoint's or another instance's) carries. */
+static int load_watch_start(app_t *app, int64_t now)
+{
+    char errstr[512];
+    int64_t start = INT64_MAX;
+    int rc = keng_checkpoint_get_meta(app->cp, META_WATCH_START, copy_watch_start, &start, errstr,
+                                      sizeof(errstr));
+
+    if (rc < 0) {
+        keng_log_error("cannot read the checkpoint", "error=\"%s\"", errstr);
+        return -1;
+    }
+    if (start == INT64_MAX) {
+        keng_checkpoint_txn_t *txn = keng_checkpoint_begin(app->cp, errstr, sizeof(errstr));
+        start = now;
+        if (txn && keng_checkpoint_put_meta(txn, META_WATCH_START, &start, sizeof(start), errstr,
+                                            sizeof(errstr)) != 0) {
+            keng_checkpoint_abort(txn);
+            txn = NULL;
+        }
+        /* commit frees the transaction, whether it succeeds or not. */
+        if (!txn || keng_checkpoint_commit(txn, errstr, sizeof(errstr)) != 0) {
+            keng_log_error("cannot write the checkpoint", "error=\"%s\"", errstr);
+            return -1;
+        }
+    }
+    keng_counts_note_watch_start(app->counts, start);
+    return 0;
+}
+
 static int run(app_t *app)
 {
     char errstr[512], instance_id[128];
     keng_consumer_options_t copt;
     keng_counts_options_t kopt;
-    long long interval, events, map_mb, fixed, horizon;
+    long long interval, events, map_mb, fixed, horizon, state_version;
     const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
     const char *state_dir = keng_config_get(app->cfg, "state.dir", DEFAULT_STATE_DIR);
     int rc;
@@ -372,8 +576,17 @@ static int run(app_t *app)
         config_int(app, "checkpoint.events", 1000000, 1, 100000000, &events) ||
         config_int(app, "checkpoint.map_size_mb", 4096, 1, 1 << 20, &map_mb) ||
         config_int(app, "clock.fixed_ms", 0, 0, INT64_MAX, &fixed) ||
-        config_int(app, "dedup.horizon.ms", kopt.dedup_horizon_ms, 0, INT64_MAX, &horizon))
+        config_int(app, "dedup.horizon.ms", kopt.dedup_horizon_ms, 0, INT64_MAX, &horizon) ||
+        config_int(app, "webhook.timeout.ms", 10000, 100, 600000, &app->webhook_timeout_ms) ||
+        config_int(app, "counts.state_version", kopt.state_version, 2, kopt.state_version,
+                   &state_version) ||
+        check_outgoing(app) != 0)
         return 64;
+    if (keng_silent_options_from_config(app->cfg, &app->silent, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-aggregate: %s\n", errstr);
+        return 64;
+    }
+    kopt.state_version = (int)state_version;
     copt.topic_incidents = keng_config_get(app->cfg, "topic.incidents", "antt.incidents");
     copt.topic_mediations = keng_config_get(app->cfg, "topic.mediations", "antt.mediations");
     copt.group_id = keng_config_get(app->cfg, "group.id", DEFAULT_GROUP);
@@ -408,23 +621,39 @@ static int run(app_t *app)
     if (keng_alerts_rule_count(app->alerts) == 0) {
         keng_alerts_destroy(app->alerts);
         app->alerts = NULL;
+        if (app->am_opt.urls || keng_config_get(app->cfg, "webhook.url", NULL))
+            keng_log_warn("webhook.url and alertmanager.url are set, but there is no alert.* "
+                          "rule: nothing will be sent",
+                          NULL);
     }
     app->cp = keng_checkpoint_open(state_dir, (size_t)map_mb << 20, errstr, sizeof(errstr));
     if (!app->cp) {
         keng_log_error("cannot open the checkpoint", "error=\"%s\"", errstr);
         return 1;
     }
+    if (load_watch_start(app, fixed > 0 ? fixed : keng_now_ms()) != 0)
+        return 1;
 
     /* HTTP first: a taken port fails before the group sees this instance, and /readyz
      * answers 503 while the consumer starts. */
+    keng_http_limits_t limits;
+    keng_http_limits_default(&limits);
+    if (keng_http_limits_from_config(&limits, app->cfg, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-aggregate: %s\n", errstr);
+        return 64;
+    }
     app->api = keng_api_new(app->loop, app->reg, app->counts);
-    app->srv = app->api ? keng_http_server_new(app->loop, NULL, keng_api_handle, app->api) : NULL;
+    if (app->api)
+        keng_api_set_silent(app->api, &app->silent);
+    app->srv =
+        app->api ? keng_http_server_new(app->loop, &limits, keng_api_handle, app->api) : NULL;
     if (!app->srv) {
         keng_log_error("cannot create the HTTP server", NULL);
         rc = 1;
         goto fail;
     }
     keng_api_set_server(app->api, app->srv);
+    keng_api_set_more_metrics(app->api, more_metrics, app);
     rc = keng_http_server_listen(app->srv, listen);
     if (rc < 0) {
         keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));
@@ -495,6 +724,8 @@ int main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},
         {"state-dir", required_argument, NULL, 's'},
         {"group", required_argument, NULL, 'g'},
+        {"max-connections", required_argument, NULL, 'm'},
+        {"max-streams", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -526,6 +757,12 @@ int main(int argc, char **argv)
         case 'g':
             opt.group = optarg;
             break;
+        case 'm':
+            opt.max_connections = optarg;
+            break;
+        case 'S':
+            opt.max_streams = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -550,10 +787,12 @@ int main(int argc, char **argv)
         {"listen", opt.listen},
         {"state.dir", opt.state_dir},
         {"group.id", opt.group},
+        {"http.max_connections", opt.max_connections},
+        {"http.max_streams", opt.max_streams},
         {"clock.fixed_ms", clock_env && *clock_env ? clock_env : NULL},
         {NULL, NULL},
     };
-    app.cfg = keng_config_from_args("keng-aggregate", opt.config_path, flags);
+    app.cfg = keng_config_from_args("keng-aggregate", opt.config_path, flags, config_tables);
     if (!app.cfg)
         return 64;
     if (!keng_config_brokers(app.cfg))

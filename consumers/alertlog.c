@@ -13,7 +13,6 @@
 #include "failpoint.h"
 #include "log.h"
 #include "timeutil.h"
-#include "webhook.h"
 
 #define POLL_INTERVAL_MS 50
 #define VALUE_MAX        8192
@@ -37,7 +36,6 @@ struct keng_alertlog {
     uv_timer_t timer; /* serves delivery reports and requeues */
     rd_kafka_t *rk;
     char *topic;
-    keng_webhook_t *webhook;
     int in_flight;
     pending_t *retry;     /* acknowledged as failed, to produce again */
     int64_t *next_offset; /* by partition; -1 unknown */
@@ -115,8 +113,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     set_offset(log, msg->partition, msg->offset + 1);
     keng_log_info("alert delivered", "alert_id=%s partition=%" PRId32 " offset=%" PRId64,
                   p->alert_id, msg->partition, msg->offset);
-    if (log->webhook)
-        keng_webhook_post(log->webhook, p->json);
     if (log->on_delivered)
         log->on_delivered(p->json, log->on_delivered_arg);
     pending_free(p);
@@ -140,7 +136,7 @@ static void on_timer(uv_timer_t *timer)
 }
 
 keng_alertlog_t *keng_alertlog_new(uv_loop_t *loop, rd_kafka_conf_t *conf, const char *topic,
-                                   const char *webhook_url, char *errstr, size_t errstr_size)
+                                   char *errstr, size_t errstr_size)
 {
     keng_alertlog_t *log = calloc(1, sizeof(*log));
 
@@ -148,9 +144,6 @@ keng_alertlog_t *keng_alertlog_new(uv_loop_t *loop, rd_kafka_conf_t *conf, const
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
-    if (webhook_url && *webhook_url &&
-        !(log->webhook = keng_webhook_new(loop, webhook_url, errstr, errstr_size)))
-        goto fail;
     /* Idempotence with acks=all: a transition is written once per send, in order. */
     if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK ||
@@ -170,11 +163,8 @@ keng_alertlog_t *keng_alertlog_new(uv_loop_t *loop, rd_kafka_conf_t *conf, const
 fail:
     if (conf)
         rd_kafka_conf_destroy(conf);
-    if (log) {
-        if (log->webhook)
-            keng_webhook_close(log->webhook);
+    if (log)
         free(log->topic);
-    }
     free(log);
     return NULL;
 }
@@ -450,8 +440,6 @@ out:
 void keng_alertlog_stats(const keng_alertlog_t *log, keng_alertlog_stats_t *out)
 {
     *out = log->stats;
-    if (log->webhook)
-        out->webhook_failures = keng_webhook_failures(log->webhook);
 }
 
 static void on_close(uv_handle_t *handle)
@@ -478,8 +466,6 @@ void keng_alertlog_close(keng_alertlog_t *log, int timeout_ms)
                        "topic=%s count=%d", log->topic, log->in_flight);
     rd_kafka_destroy(log->rk);
     log->rk = NULL;
-    if (log->webhook)
-        keng_webhook_close(log->webhook);
     uv_timer_stop(&log->timer);
     uv_close((uv_handle_t *)&log->timer, on_close);
 }

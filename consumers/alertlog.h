@@ -2,7 +2,8 @@
  * producer (acks=all) of Confluent-framed Alert records keyed by fingerprint, the position
  * after the last acknowledged transition of every partition (checkpointed with the counts),
  * and the read-back of the transitions acknowledged after that checkpoint, so that a restart
- * neither repeats nor loses one. Acknowledged transitions go on to the webhook, if any.
+ * neither repeats nor loses one. Acknowledged transitions go on to on_delivered (keng-aggregate
+ * hands them to the webhook, Alertmanager and the stream).
  *
  * Thread: loop thread only; delivery reports are served by a uv_timer on the same loop. */
 #ifndef KENG_ALERTLOG_H
@@ -20,10 +21,9 @@
 
 typedef struct keng_alertlog keng_alertlog_t;
 
-/* A producer of topic with conf (taken, also on failure); webhook_url may be NULL or empty
- * ("http://host:port/path"). Returns NULL with errstr filled. */
+/* A producer of topic with conf (taken, also on failure). Returns NULL with errstr filled. */
 keng_alertlog_t *keng_alertlog_new(uv_loop_t *loop, rd_kafka_conf_t *conf, const char *topic,
-                                   const char *webhook_url, char *errstr, size_t errstr_size);
+                                   char *errstr, size_t errstr_size);
 
 /* Queues t (copied) for the topic. A delivery that fails is queued again, so a transition
  * stays in flight until the broker has it. Returns 0, or -1 when it cannot be encoded or
@@ -63,13 +63,12 @@ long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg, bool 
 typedef struct keng_alertlog_stats {
     uint64_t delivered;
     uint64_t delivery_failures; /* attempts that failed (each is retried) */
-    uint64_t webhook_failures;  /* webhook attempts that failed */
 } keng_alertlog_stats_t;
 
 void keng_alertlog_stats(const keng_alertlog_t *log, keng_alertlog_stats_t *out);
 
-/* Flushes up to timeout_ms, destroys the producer, closes the webhook and the timer; the
- * memory goes in the close callbacks. */
+/* Flushes up to timeout_ms, destroys the producer, closes the timer; the memory goes in the
+ * close callback. */
 void keng_alertlog_close(keng_alertlog_t *log, int timeout_ms);
 
 #endif

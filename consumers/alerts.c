@@ -1,8 +1,10 @@
 /* The alert rule engine: per (rule, scope) state, kept only for scopes that saw a matching
  * event or are firing, evaluated against counts.c after each batch and on the window timer. */
 #include "alerts.h"
+#include "silent.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +18,13 @@
 #define STATE_MAGIC1    'A'
 #define STATE_VERSION   1
 #define BUCKETS_INITIAL 256
+#define SEVERITY_MAX    31
 
 typedef enum { FILTER_ALL, FILTER_CATEGORY, FILTER_RESOLUTION, FILTER_OUTCOME } filter_t;
+
+/* A transition's window is a keng_window_id_t, or SILENT_WINDOW + days for a silent rule (its
+ * "window" then reads "30d"): one number in the saved state either way. */
+#define SILENT_WINDOW KENG_WIN_COUNT
 
 typedef struct rule {
     char name[RULE_NAME_MAX + 1];
@@ -28,8 +35,12 @@ typedef struct rule {
     int filter_value;
     int64_t threshold;
     int64_t resolve_below;
-    char *summary; /* template */
-    bool seen[8];  /* which keys were given, for the checks (see rule_keys) */
+    char *summary;                   /* template */
+    char severity[SEVERITY_MAX + 1]; /* the Alertmanager label */
+    bool silent;                     /* kind silent: days without an event instead of a count */
+    int days;                        /* silent: how many days make a board silent */
+    double share;  /* silent above a board: fires when more than this share is silent */
+    bool seen[16]; /* which keys were given, for the checks (see keng_alerts_config_keys) */
 } rule_t;
 
 /* A transition's content: self-contained, so the resolved ring outlives rule changes. */
@@ -39,7 +50,8 @@ typedef struct rec {
     char rule[RULE_NAME_MAX + 1];
     keng_level_t level;
     char scope_id[SCOPE_ID_MAX + 1];
-    keng_window_id_t window;
+    int window;        /* see SILENT_WINDOW */
+    char window_s[12]; /* its name */
     int64_t count, threshold, starts_at, ends_at;
     char summary[SUMMARY_MAX];
     size_t nsamples;
@@ -68,6 +80,11 @@ struct keng_alerts {
     keng_alerts_holds_fn holds; /* NULL: every scope is held */
     void *holds_arg;
     const keng_counts_t *shared; /* the other instances' units, or NULL */
+    keng_silent_options_t silent;
+    /* The boards of each commune and district (silent rules above a board count them):
+     * scope s of level l has boards scope_boards[l][scope_off[l][s] .. scope_off[l][s + 1]). */
+    uint32_t *scope_off[KENG_LEVEL_COUNT];
+    uint32_t *scope_boards[KENG_LEVEL_COUNT];
 
     entry_t **buckets;
     size_t nbuckets, nentries;
@@ -81,10 +98,41 @@ struct keng_alerts {
     keng_alerts_stats_t stats;
 };
 
-static const char *const rule_keys[] = {"level",     "window",     "kind",
-                                        "category",  "resolution", "outcome",
-                                        "threshold", "summary",    "resolve_below"};
-#define RULE_KEYS (sizeof(rule_keys) / sizeof(rule_keys[0]))
+/* The fields of a rule, in the order of the switch in on_config_key; a field is one line. */
+const char *const keng_alerts_config_keys[] = {"alert.*.level",
+                                               "alert.*.window",
+                                               "alert.*.kind",
+                                               "alert.*.category",
+                                               "alert.*.resolution",
+                                               "alert.*.outcome",
+                                               "alert.*.threshold",
+                                               "alert.*.summary",
+                                               "alert.*.resolve_below",
+                                               "alert.*.severity",
+                                               "alert.*.days",
+                                               "alert.*.share",
+                                               NULL};
+#define RULE_KEYS        (sizeof(keng_alerts_config_keys) / sizeof(keng_alerts_config_keys[0]) - 1)
+#define FIELD(k)         (keng_alerts_config_keys[k] + 8) /* after "alert.*." */
+#define DEFAULT_SEVERITY "warning"
+#define KEY_SEVERITY     9
+#define KEY_DAYS         10
+#define KEY_SHARE        11
+
+/* The scope of level that holds the board. */
+static uint32_t scope_of_board(const keng_registry_t *reg, keng_level_t level, uint32_t board)
+{
+    switch (level) {
+    case KENG_LEVEL_BOARD:
+        return board;
+    case KENG_LEVEL_COMMUNE:
+        return keng_registry_board(reg, board)->commune;
+    case KENG_LEVEL_DISTRICT:
+        return keng_registry_board(reg, board)->district;
+    default:
+        return 0;
+    }
+}
 
 /* ---- rules from the config ---- */
 
@@ -167,12 +215,12 @@ static void on_config_key(const char *key, const char *value, void *arg)
     field = dot + 1;
     size_t k;
     for (k = 0; k < RULE_KEYS; k++)
-        if (strcmp(field, rule_keys[k]) == 0)
+        if (strcmp(field, FIELD(k)) == 0)
             break;
     if (k == RULE_KEYS) {
         snprintf(ctx->errstr, ctx->errstr_size,
                  "%s: unknown field '%s' (expected level, window, kind, category, resolution, "
-                 "outcome, threshold, resolve_below or summary)",
+                 "outcome, threshold, resolve_below, summary, severity, days or share)",
                  key, field);
         ctx->failed = 1;
         return;
@@ -183,8 +231,7 @@ static void on_config_key(const char *key, const char *value, void *arg)
         ctx->failed = 1;
         return;
     }
-    if (k < 8)
-        r->seen[k] = true;
+    r->seen[k] = true;
     switch (k) {
     case 0:
         v = name_index(keng_level_names, KENG_LEVEL_COUNT, value);
@@ -199,7 +246,12 @@ static void on_config_key(const char *key, const char *value, void *arg)
         r->window = (keng_window_id_t)v;
         return;
     case 2:
-        if (keng_kind_parse(value, &r->kind) != 0)
+        /* A silent rule is decided where the board's incidents are (any kind would do: the
+         * board's last event is the later of its two units'). */
+        r->silent = strcmp(value, "silent") == 0;
+        if (r->silent)
+            r->kind = KENG_KIND_INCIDENT;
+        else if (keng_kind_parse(value, &r->kind) != 0)
             goto bad;
         return;
     case 3:
@@ -235,34 +287,109 @@ static void on_config_key(const char *key, const char *value, void *arg)
             ctx->failed = 1;
         }
         return;
-    default:
+    case 8:
         if (parse_long(value, &r->resolve_below) != 0)
             goto bad;
         return;
+    case KEY_SEVERITY:
+        if (!valid_name(value, strlen(value)) || strlen(value) > SEVERITY_MAX)
+            goto bad;
+        snprintf(r->severity, sizeof(r->severity), "%s", value);
+        return;
+    case KEY_DAYS:
+        if (keng_silent_parse_days(value, &r->days) != 0)
+            goto bad;
+        return;
+    default: {
+        char *end;
+        r->share = strtod(value, &end);
+        if (end == value || *end || !(r->share >= 0 && r->share < 1))
+            goto bad;
+        return;
+    }
     }
 
 bad:
     snprintf(ctx->errstr, ctx->errstr_size, "%s: '%.64s' is not valid here (%s)", key, value,
-             k == 0   ? "expected board, commune, district or province"
-             : k == 1 ? "expected 1h, 24h, 7d, 30d or 365d"
-             : k == 2 ? "expected incident or mediation"
-             : k == 3 ? "expected an IncidentCategory symbol such as DRUGS"
-             : k == 4 ? "expected PENDING, HANDLED_LOCALLY or TRANSFERRED_TO_POLICE"
-             : k == 5 ? "expected RECONCILED, NOT_RECONCILED or REFERRED"
-                      : "expected a whole number from 1 to 2147483647");
+             k == 0              ? "expected board, commune, district or province"
+             : k == 1            ? "expected 1h, 24h, 7d, 30d or 365d"
+             : k == 2            ? "expected incident, mediation or silent"
+             : k == 3            ? "expected an IncidentCategory symbol such as DRUGS"
+             : k == 4            ? "expected PENDING, HANDLED_LOCALLY or TRANSFERRED_TO_POLICE"
+             : k == 5            ? "expected RECONCILED, NOT_RECONCILED or REFERRED"
+             : k == KEY_SEVERITY ? "expected 1 to 31 letters, digits, '_' or '-', such as critical"
+             : k == KEY_DAYS     ? "expected a whole number of days from 1 to 365"
+             : k == KEY_SHARE    ? "expected a share of the boards from 0 to below 1, such as 0.5"
+                                 : "expected a whole number from 1 to 2147483647");
     ctx->failed = 1;
 }
 
-static int check_rule(rule_t *r, char *errstr, size_t errstr_size)
+/* A silent rule: level, and share above a board; no count keys. */
+static int check_silent_rule(rule_t *r, int default_days, char *errstr, size_t errstr_size)
+{
+    static const int refused[] = {1, 3, 4, 5, 6, 8};
+
+    if (!r->seen[0]) {
+        snprintf(errstr, errstr_size, "alert.%s.level is missing (a silent rule needs a level)",
+                 r->name);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        if (r->seen[refused[i]]) {
+            snprintf(errstr, errstr_size,
+                     "alert.%s.%s does not apply to a silent rule (it takes level, days, share, "
+                     "summary and severity)",
+                     r->name, FIELD(refused[i]));
+            return -1;
+        }
+    }
+    if (r->level == KENG_LEVEL_BOARD && r->seen[KEY_SHARE]) {
+        snprintf(errstr, errstr_size,
+                 "alert.%s.share applies to a silent rule above a board (commune, district or "
+                 "province); a board is silent or not",
+                 r->name);
+        return -1;
+    }
+    if (r->level != KENG_LEVEL_BOARD && !r->seen[KEY_SHARE]) {
+        snprintf(errstr, errstr_size,
+                 "alert.%s.share is missing (a silent rule for a %s fires when more than that "
+                 "share of its boards is silent, e.g. 0.5)",
+                 r->name, keng_level_names[r->level]);
+        return -1;
+    }
+    if (!r->seen[KEY_DAYS])
+        r->days = default_days;
+    r->threshold = r->resolve_below = r->days;
+    if (!r->summary &&
+        !(r->summary = strdup(r->level == KENG_LEVEL_BOARD
+                                  ? "{scope_name}: không báo cáo sự việc nào trong {count} ngày "
+                                    "(quy tắc {rule})"
+                                  : "{scope_name}: {count} ban tự quản không báo cáo quá {days} "
+                                    "ngày, ngưỡng {threshold} (quy tắc {rule})"))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_rule(rule_t *r, int default_days, char *errstr, size_t errstr_size)
 {
     static const int required[] = {0, 1, 2, 6};
+
+    if (r->silent)
+        return check_silent_rule(r, default_days, errstr, errstr_size);
+    if (r->seen[KEY_DAYS] || r->seen[KEY_SHARE]) {
+        snprintf(errstr, errstr_size, "alert.%s.%s applies to silent rules only (kind=silent)",
+                 r->name, r->seen[KEY_DAYS] ? "days" : "share");
+        return -1;
+    }
 
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         if (!r->seen[required[i]]) {
             snprintf(errstr, errstr_size,
                      "alert.%s.%s is missing (a rule needs level, window, "
                      "kind and threshold)",
-                     r->name, rule_keys[required[i]]);
+                     r->name, FIELD(required[i]));
             return -1;
         }
     }
@@ -277,6 +404,8 @@ static int check_rule(rule_t *r, char *errstr, size_t errstr_size)
     }
     if (r->resolve_below == 0)
         r->resolve_below = r->threshold;
+    if (!r->severity[0])
+        snprintf(r->severity, sizeof(r->severity), "%s", DEFAULT_SEVERITY);
     if (r->resolve_below > r->threshold) {
         snprintf(errstr, errstr_size,
                  "alert.%s.resolve_below (%" PRId64 ") must not exceed the threshold (%" PRId64 ")",
@@ -287,6 +416,34 @@ static int check_rule(rule_t *r, char *errstr, size_t errstr_size)
         !(r->summary = strdup("{scope_name}: {count} sự việc trong {window} (quy tắc {rule})"))) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
+    }
+    return 0;
+}
+
+/* The boards of every commune and district, for the silent rules above a board. */
+static int build_scope_boards(keng_alerts_t *a)
+{
+    size_t nboards = keng_registry_board_count(a->reg);
+    bool wanted = false;
+
+    for (size_t i = 0; i < a->nrules; i++)
+        wanted |= a->rules[i].silent && a->rules[i].level != KENG_LEVEL_BOARD;
+    if (!wanted)
+        return 0;
+    for (int l = KENG_LEVEL_COMMUNE; l <= KENG_LEVEL_PROVINCE; l++) {
+        size_t n = keng_scope_count(a->reg, (keng_level_t)l);
+        uint32_t *off = calloc(n + 2, sizeof(uint32_t));
+        uint32_t *boards = malloc((nboards ? nboards : 1) * sizeof(uint32_t));
+        a->scope_off[l] = off;
+        a->scope_boards[l] = boards;
+        if (!off || !boards)
+            return -1;
+        for (uint32_t b = 0; b < nboards; b++)
+            off[scope_of_board(a->reg, (keng_level_t)l, b) + 2]++;
+        for (size_t s = 0; s < n; s++)
+            off[s + 2] += off[s + 1];
+        for (uint32_t b = 0; b < nboards; b++)
+            boards[off[scope_of_board(a->reg, (keng_level_t)l, b) + 1]++] = b;
     }
     return 0;
 }
@@ -304,12 +461,18 @@ keng_alerts_t *keng_alerts_new(const keng_config_t *cfg, const keng_registry_t *
     a->nbuckets = BUCKETS_INITIAL;
     a->reg = reg;
     a->counts = counts;
+    if (keng_silent_options_from_config(cfg, &a->silent, errstr, errstr_size) != 0)
+        goto fail;
     keng_config_each(cfg, on_config_key, &ctx);
     if (ctx.failed)
         goto fail;
     for (size_t i = 0; i < a->nrules; i++)
-        if (check_rule(&a->rules[i], errstr, errstr_size) != 0)
+        if (check_rule(&a->rules[i], a->silent.days, errstr, errstr_size) != 0)
             goto fail;
+    if (build_scope_boards(a) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
     return a;
 
 fail:
@@ -330,6 +493,10 @@ void keng_alerts_destroy(keng_alerts_t *a)
     }
     for (size_t i = 0; i < a->nrules; i++)
         free(a->rules[i].summary);
+    for (int l = 0; l < KENG_LEVEL_COUNT; l++) {
+        free(a->scope_off[l]);
+        free(a->scope_boards[l]);
+    }
     free(a->rules);
     free(a->buckets);
     free(a->touched);
@@ -339,6 +506,14 @@ void keng_alerts_destroy(keng_alerts_t *a)
 size_t keng_alerts_rule_count(const keng_alerts_t *a)
 {
     return a->nrules;
+}
+
+const char *keng_alerts_rule_severity(const keng_alerts_t *a, const char *rule)
+{
+    for (size_t i = 0; i < a->nrules; i++)
+        if (strcmp(a->rules[i].name, rule) == 0)
+            return a->rules[i].severity;
+    return NULL;
 }
 
 void keng_alerts_set_emit(keng_alerts_t *a, keng_alerts_emit_fn fn, void *arg)
@@ -364,9 +539,20 @@ static bool holds_scope(const keng_alerts_t *a, keng_level_t level, uint32_t sco
     return !a->holds || a->holds(level, scope, kind, a->holds_arg);
 }
 
+/* Whether this process decides the rule's scope. A silent rule is decided, for boards too,
+ * where the scopes above a board are: a board that never reported has no partition that
+ * anyone knows of, and that instance sees every board's last event (its own units and those
+ * the others publish), so one instance decides every board, whether it reported or not. */
+static bool rule_holds(const keng_alerts_t *a, const rule_t *r, keng_level_t level, uint32_t scope)
+{
+    if (r->silent)
+        return holds_scope(a, KENG_LEVEL_PROVINCE, 0, r->kind);
+    return holds_scope(a, level, scope, r->kind);
+}
+
 static bool holds(const keng_alerts_t *a, const entry_t *e)
 {
-    return holds_scope(a, e->level, e->scope, a->rules[e->rule].kind);
+    return rule_holds(a, &a->rules[e->rule], e->level, e->scope);
 }
 
 /* ---- scopes ---- */
@@ -465,10 +651,37 @@ static bool rule_matches(const rule_t *r, const keng_event_t *ev)
     }
 }
 
+static int64_t silent_count(const keng_alerts_t *a, const rule_t *r, keng_level_t level,
+                            uint32_t scope, int64_t now)
+{
+    keng_silent_view_t v = {a->counts, a->shared, a->silent.start_ms};
+    int64_t n = 0;
+
+    if (level == KENG_LEVEL_BOARD)
+        return keng_silent_days(&v, scope, now);
+    for (uint32_t i = a->scope_off[level][scope]; i < a->scope_off[level][scope + 1]; i++)
+        n += keng_silent_days(&v, a->scope_boards[level][i], now) >= r->days;
+    return n;
+}
+
+/* The count a scope fires at: the rule's threshold, or for a silent rule above a board the
+ * smallest number of boards that is more than its share of the scope's boards. */
+static int64_t rule_threshold(const keng_alerts_t *a, const rule_t *r, keng_level_t level,
+                              uint32_t scope)
+{
+    if (!r->silent || level == KENG_LEVEL_BOARD)
+        return r->threshold;
+    int64_t boards = a->scope_off[level][scope + 1] - a->scope_off[level][scope];
+    return (int64_t)floor(r->share * (double)boards) + 1;
+}
+
 static int64_t rule_count(const keng_alerts_t *a, const rule_t *r, keng_level_t level,
-                          uint32_t scope)
+                          uint32_t scope, int64_t now)
 {
     keng_tally_t t;
+
+    if (r->silent)
+        return silent_count(a, r, level, scope, now);
 
     keng_counts_get(a->counts, level, scope, r->window, &t);
     if (a->shared) {
@@ -504,7 +717,8 @@ void keng_alerts_note(keng_alerts_t *a, uint32_t board_index, const keng_event_t
         const rule_t *rule = &a->rules[r];
         uint32_t scope;
 
-        if (!rule_matches(rule, ev))
+        /* Silence ends with time, not with a count: the window timer looks at it. */
+        if (rule->silent || !rule_matches(rule, ev))
             continue;
         switch (rule->level) {
         case KENG_LEVEL_BOARD:
@@ -584,7 +798,8 @@ static void append(char *out, size_t cap, size_t *n, const char *s, size_t len)
 }
 
 static void render_summary(const keng_alerts_t *a, const rule_t *r, keng_level_t level,
-                           uint32_t scope, int64_t count, char *out, size_t cap)
+                           uint32_t scope, int64_t count, int64_t threshold, const char *window,
+                           char *out, size_t cap)
 {
     const char *id, *name, *p = r->summary;
     char num[32];
@@ -609,11 +824,14 @@ static void render_summary(const keng_alerts_t *a, const rule_t *r, keng_level_t
         else if (IS("rule"))
             val = r->name;
         else if (IS("window"))
-            val = keng_window_names[r->window];
+            val = window;
         else if (IS("level"))
             val = keng_level_names[level];
-        else if (IS("count") || IS("threshold")) {
-            snprintf(num, sizeof(num), "%" PRId64, IS("count") ? count : r->threshold);
+        else if (IS("count") || IS("threshold") || IS("days")) {
+            snprintf(num, sizeof(num), "%" PRId64,
+                     IS("count")       ? count
+                     : IS("threshold") ? threshold
+                                       : (int64_t)r->days);
             val = num;
         }
 #undef IS
@@ -625,6 +843,16 @@ static void render_summary(const keng_alerts_t *a, const rule_t *r, keng_level_t
     }
 }
 
+static void rec_set_window(rec_t *rec, int window)
+{
+    rec->window = window;
+    if (window >= SILENT_WINDOW)
+        snprintf(rec->window_s, sizeof(rec->window_s), "%dd",
+                 (window - SILENT_WINDOW) % (KENG_SILENT_DAYS_MAX + 1));
+    else
+        snprintf(rec->window_s, sizeof(rec->window_s), "%s", keng_window_names[window]);
+}
+
 static void rec_to_alert(const rec_t *rec, keng_alert_status_t status, keng_alert_t *t)
 {
     memset(t, 0, sizeof(*t));
@@ -634,7 +862,7 @@ static void rec_to_alert(const rec_t *rec, keng_alert_status_t status, keng_aler
     t->status = status;
     t->level = (keng_alert_level_t)rec->level;
     t->scope_id = rec->scope_id;
-    t->window = keng_window_names[rec->window];
+    t->window = rec->window_s;
     t->count = rec->count;
     t->threshold = rec->threshold;
     t->starts_at = rec->starts_at;
@@ -680,7 +908,7 @@ static void emit(keng_alerts_t *a, const rec_t *rec, keng_alert_status_t status)
 static int64_t evaluate(keng_alerts_t *a, entry_t *e, int64_t now, bool may_forget)
 {
     const rule_t *r = &a->rules[e->rule];
-    int64_t count;
+    int64_t count, threshold, resolve_below;
 
     /* A partial count would resolve what is firing, or fire what another instance fired. */
     if (!holds(a, e)) {
@@ -690,8 +918,10 @@ static int64_t evaluate(keng_alerts_t *a, entry_t *e, int64_t now, bool may_forg
         }
         return e->fire ? e->fire->count : 0;
     }
-    count = rule_count(a, r, e->level, e->scope);
-    if (!e->fire && count >= r->threshold) {
+    count = rule_count(a, r, e->level, e->scope, now);
+    threshold = rule_threshold(a, r, e->level, e->scope);
+    resolve_below = r->silent ? threshold : r->resolve_below;
+    if (!e->fire && count >= threshold) {
         rec_t *rec = calloc(1, sizeof(*rec));
         const char *id, *name;
         if (!rec)
@@ -703,19 +933,21 @@ static int64_t evaluate(keng_alerts_t *a, entry_t *e, int64_t now, bool may_forg
         rec->starts_at = now;
         snprintf(rec->alert_id, sizeof(rec->alert_id), "%s-%" PRId64, rec->fingerprint, now);
         rec->level = e->level;
-        rec->window = r->window;
+        rec_set_window(rec, r->silent ? SILENT_WINDOW + r->days : (int)r->window);
         rec->count = count;
-        rec->threshold = r->threshold;
-        render_summary(a, r, e->level, e->scope, count, rec->summary, sizeof(rec->summary));
+        rec->threshold = threshold;
+        render_summary(a, r, e->level, e->scope, count, threshold, rec->window_s, rec->summary,
+                       sizeof(rec->summary));
         copy_samples(e, rec);
         e->fire = rec;
         a->stats.firing++;
         emit(a, rec, KENG_ALERT_FIRING);
-    } else if (e->fire && count < r->resolve_below) {
+    } else if (e->fire && count < resolve_below) {
         rec_t *rec = e->fire;
         rec->count = count;
         rec->ends_at = now;
-        render_summary(a, r, e->level, e->scope, count, rec->summary, sizeof(rec->summary));
+        render_summary(a, r, e->level, e->scope, count, rec->threshold, rec->window_s, rec->summary,
+                       sizeof(rec->summary));
         e->fire = NULL;
         a->stats.firing--;
         resolved_push(a, rec);
@@ -724,7 +956,9 @@ static int64_t evaluate(keng_alerts_t *a, entry_t *e, int64_t now, bool may_forg
     } else if (e->fire) {
         e->fire->count = count; /* what GET /v1/alerts shows; not a transition */
     }
-    if (may_forget && !e->fire && count == 0 && !e->touched) {
+    /* A silent rule's scope that is not firing has nothing to remember: the timer looks at
+     * every scope of the rule anyway. */
+    if (may_forget && !e->fire && (count == 0 || r->silent) && !e->touched) {
         entry_remove(a, e);
         return -1;
     }
@@ -747,8 +981,9 @@ static void evaluate_new_scopes(keng_alerts_t *a, uint32_t rule, int64_t now_ms)
     size_t n = keng_scope_count(a->reg, r->level);
 
     for (size_t i = 0; i < n; i++) {
-        if (!holds_scope(a, r->level, (uint32_t)i, r->kind) ||
-            rule_count(a, r, r->level, (uint32_t)i) < r->threshold)
+        if (!rule_holds(a, r, r->level, (uint32_t)i) ||
+            rule_count(a, r, r->level, (uint32_t)i, now_ms) <
+                rule_threshold(a, r, r->level, (uint32_t)i))
             continue;
         entry_t *e = entry_get(a, rule, r->level, (uint32_t)i);
         if (e)
@@ -762,7 +997,12 @@ void keng_alerts_evaluate_all(keng_alerts_t *a, int64_t now_ms)
     /* Counts above a board also grow by other instances' events, which touch nothing here:
      * their scopes (482 a rule at most) are all looked at. */
     for (size_t r = 0; a->shared && r < a->nrules; r++)
-        if (a->rules[r].level != KENG_LEVEL_BOARD)
+        if (a->rules[r].level != KENG_LEVEL_BOARD && !a->rules[r].silent)
+            evaluate_new_scopes(a, (uint32_t)r, now_ms);
+    /* Silence grows with the clock alone: every scope of a silent rule is looked at (7,588
+     * boards of a board rule cost well under a millisecond). */
+    for (size_t r = 0; r < a->nrules; r++)
+        if (a->rules[r].silent)
             evaluate_new_scopes(a, (uint32_t)r, now_ms);
     for (size_t b = 0; b < a->nbuckets; b++) {
         for (entry_t *e = a->buckets[b], *next; e; e = next) {
@@ -833,7 +1073,16 @@ static void rec_from_alert(const keng_alert_t *t, rec_t *rec)
     rec->level = (keng_level_t)t->level;
     snprintf(rec->scope_id, sizeof(rec->scope_id), "%s", t->scope_id);
     int w = name_index(keng_window_names, KENG_WIN_COUNT, t->window);
-    rec->window = w < 0 ? KENG_WIN_ALL : (keng_window_id_t)w;
+    int days;
+    char text[8];
+    /* A silent rule's window reads "<days>d". */
+    snprintf(text, sizeof(text), "%.6s", t->window);
+    if (w < 0 && strlen(text) > 1 && text[strlen(text) - 1] == 'd') {
+        text[strlen(text) - 1] = '\0';
+        if (keng_silent_parse_days(text, &days) == 0)
+            w = SILENT_WINDOW + days;
+    }
+    rec_set_window(rec, w < 0 ? KENG_WIN_ALL : w);
     rec->count = t->count;
     rec->threshold = t->threshold;
     rec->starts_at = t->starts_at;
@@ -857,7 +1106,7 @@ static int apply(keng_alerts_t *a, const keng_alert_t *t, bool held_only)
     scope = keng_scope_find(a->reg, (keng_level_t)t->level, t->scope_id);
     if (scope < 0)
         return 0;
-    if (held_only && !holds_scope(a, r->level, (uint32_t)scope, r->kind))
+    if (held_only && !rule_holds(a, r, r->level, (uint32_t)scope))
         return 0;
     rec_from_alert(t, &rec);
     if (t->status == KENG_ALERT_FIRING) {
@@ -1072,18 +1321,21 @@ static void get_rec(rd_t *r, rec_t *rec)
     get_str(r, rec->rule, sizeof(rec->rule));
     rec->level = (keng_level_t)get_u64(r);
     get_str(r, rec->scope_id, sizeof(rec->scope_id));
-    rec->window = (keng_window_id_t)get_u64(r);
+    rec->window = (int)get_u64(r);
     rec->count = (int64_t)get_u64(r);
     rec->threshold = (int64_t)get_u64(r);
     rec->starts_at = (int64_t)get_u64(r);
     rec->ends_at = (int64_t)get_u64(r);
     get_str(r, rec->summary, sizeof(rec->summary));
     rec->nsamples = (size_t)get_u64(r);
-    if (rec->level >= KENG_LEVEL_COUNT || rec->window >= KENG_WIN_COUNT ||
+    if (rec->level >= KENG_LEVEL_COUNT || rec->window < 0 ||
+        rec->window > SILENT_WINDOW + KENG_SILENT_DAYS_MAX ||
+        (rec->window >= KENG_WIN_COUNT && rec->window <= SILENT_WINDOW) ||
         rec->nsamples > KENG_ALERT_SAMPLES_MAX) {
         r->failed = true;
         return;
     }
+    rec_set_window(rec, rec->window);
     for (size_t i = 0; i < rec->nsamples; i++)
         get_str(r, rec->samples[i], sizeof(rec->samples[i]));
 }

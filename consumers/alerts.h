@@ -14,7 +14,12 @@
  *   alert.<name>.threshold      fire when count >= threshold (>= 1)
  *   alert.<name>.resolve_below  optional, 1..threshold: resolve when count < it (threshold)
  *   alert.<name>.summary        text with {scope_name} {scope_id} {count} {threshold}
- *                               {window} {rule} {level}
+ *                               {window} {rule} {level} {days}
+ *   alert.<name>.severity       optional, the Alertmanager label severity (warning)
+ *
+ * A rule of kind silent (alert.<name>.kind=silent) takes level, days (default silent.days),
+ * share (above a board: fires when more than that share of the scope's boards is silent),
+ * summary and severity; silent.h says when a board is silent (docs/ALERTS.md, "Silent boards").
  *
  * Thread: not thread-safe; keng-aggregate uses it on the loop thread only. */
 #ifndef KENG_ALERTS_H
@@ -46,6 +51,12 @@ keng_alerts_t *keng_alerts_new(const keng_config_t *cfg, const keng_registry_t *
 void keng_alerts_destroy(keng_alerts_t *a);
 
 size_t keng_alerts_rule_count(const keng_alerts_t *a);
+
+/* The keys of the rules, for keng_config_check (a field is one line there). */
+extern const char *const keng_alerts_config_keys[];
+
+/* The severity of the rule named rule (borrowed from a), or NULL for no such rule. */
+const char *keng_alerts_rule_severity(const keng_alerts_t *a, const char *rule);
 
 /* Called once for every transition, during keng_alerts_evaluate_*; t and its strings are
  * borrowed for the call. */

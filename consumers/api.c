@@ -2,6 +2,7 @@
  * thread, so every answer is a consistent snapshot. */
 #include "api.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "dashboard_html.h" /* keng_dashboard_html, from consumers/dashboard.html */
 #include "log.h"
+#include "silent.h"
 #include "timeutil.h"
 
 #define STREAM_INTERVAL_MS  1000
@@ -16,6 +18,9 @@
 #define TOP_DEFAULT         10
 #define TOP_MAX             100
 #define STATUS_SLOTS        16
+#define SILENT_LIST_DEFAULT 1000
+#define SILENT_LIST_MAX     10000
+#define SERIES_POINTS_MAX   800
 
 typedef struct stream {
     keng_api_t *api;
@@ -41,6 +46,9 @@ struct keng_api {
     keng_http_server_t *srv;
     const keng_alerts_t *alerts;     /* NULL without alert rules */
     const keng_alertlog_t *alertlog; /* with alerts */
+    void (*more_metrics)(FILE *out, void *arg);
+    void *more_metrics_arg;
+    keng_silent_options_t silent;
     bool closing;
     bool timer_closed;
 };
@@ -70,7 +78,45 @@ static void respond_json(keng_api_t *api, keng_http_request_t *req, int status, 
 static void respond_error(keng_api_t *api, keng_http_request_t *req, int status,
                           const char *message)
 {
-    respond_json(api, req, status, json_pack("{s:s}", "error", message));
+    json_t *body = json_pack("{s:s}", "error", message);
+
+    /* A message that quotes a parameter is not JSON text when the parameter is not UTF-8. */
+    if (!body)
+        body = json_pack("{s:s}", "error", "a query parameter is not valid UTF-8");
+    respond_json(api, req, status, body);
+}
+
+/* The body of an error the HTTP server answers by itself, in the shape of the API's own
+ * errors, and counted with them. */
+static json_t *server_error_body(int status, const char *message, void *ctx)
+{
+    count_status(ctx, status);
+    return json_pack("{s:s}", "error", message);
+}
+
+/* Registry ids are letters, digits and '-' ("D07-C012-B03"). Returns 0, or -1 after
+ * answering 400 for an id with any other byte, which could otherwise be cut short or
+ * matched loosely. */
+static int id_param(keng_api_t *api, keng_http_request_t *req, const char *id)
+{
+    char msg[160];
+    size_t len = strlen(id);
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)id[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '-')) {
+            snprintf(msg, sizeof(msg),
+                     "id may hold only letters, digits and '-' (byte 0x%02x at offset %zu)", ch, i);
+            respond_error(api, req, 400, msg);
+            return -1;
+        }
+    }
+    if (len > 64) {
+        respond_error(api, req, 400, "id is longer than 64 characters");
+        return -1;
+    }
+    return 0;
 }
 
 static void respond_text(keng_api_t *api, keng_http_request_t *req, int status,
@@ -236,6 +282,8 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
         }
         id = KENG_PROVINCE_ID;
     }
+    if (id_param(api, req, id) != 0)
+        return;
     index = keng_scope_find(api->reg, level, id);
     if (index < 0) {
         snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", level_s, id);
@@ -259,13 +307,52 @@ static int rank_cmp(const void *a, const void *b)
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
+/* The scope with this id at the district, commune or province level. Returns 0 or -1. */
+static int find_any_scope(const keng_api_t *api, const char *id, keng_level_t *level,
+                          uint32_t *index)
+{
+    for (int l = KENG_LEVEL_COMMUNE; l <= KENG_LEVEL_PROVINCE; l++) {
+        int32_t i = keng_scope_find(api->reg, (keng_level_t)l, id);
+        if (i >= 0) {
+            *level = (keng_level_t)l;
+            *index = (uint32_t)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Whether the scope (level, index) lies in the scope (outer, outer_index), itself included. */
+static bool scope_within(const keng_registry_t *reg, keng_level_t level, uint32_t index,
+                         keng_level_t outer, uint32_t outer_index)
+{
+    if (outer == KENG_LEVEL_PROVINCE)
+        return true;
+    if (level == outer)
+        return index == outer_index;
+    if (level > outer)
+        return false;
+    switch (level) {
+    case KENG_LEVEL_BOARD: {
+        const keng_board_t *b = keng_registry_board(reg, index);
+        return outer == KENG_LEVEL_COMMUNE ? b->commune == outer_index : b->district == outer_index;
+    }
+    case KENG_LEVEL_COMMUNE:
+        return keng_registry_commune(reg, index)->district == outer_index;
+    default:
+        return false;
+    }
+}
+
 static void get_top(keng_api_t *api, keng_http_request_t *req)
 {
     const char *level_s = keng_http_request_query(req, "level");
     const char *window_s = keng_http_request_query(req, "window");
     const char *kind_s = keng_http_request_query(req, "kind");
     const char *limit_s = keng_http_request_query(req, "limit");
-    keng_level_t level = KENG_LEVEL_BOARD;
+    const char *within_s = keng_http_request_query(req, "within");
+    keng_level_t level = KENG_LEVEL_BOARD, within_level = KENG_LEVEL_PROVINCE;
+    uint32_t within = 0;
     keng_window_id_t window = KENG_WIN_24H;
     keng_kind_t kind = KENG_KIND_INCIDENT;
     long limit = TOP_DEFAULT;
@@ -294,6 +381,18 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
             return;
         }
     }
+    if (within_s && *within_s && find_any_scope(api, within_s, &within_level, &within) != 0) {
+        snprintf(msg, sizeof(msg), "within: no district, commune or province with id '%.64s'",
+                 within_s);
+        respond_error(api, req, 404, msg);
+        return;
+    }
+    if (within_s && *within_s && within_level <= level) {
+        snprintf(msg, sizeof(msg), "within must be a scope above the level %s (got the %s '%.64s')",
+                 keng_level_names[level], keng_level_names[within_level], within_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
 
     size_t n = keng_scope_count(api->reg, level), used = 0;
     ranked_t *ranks = malloc((n ? n : 1) * sizeof(*ranks));
@@ -303,6 +402,8 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
     }
     for (size_t i = 0; i < n; i++) {
         keng_tally_t t;
+        if (!scope_within(api->reg, level, (uint32_t)i, within_level, within))
+            continue;
         scope_tally(api, level, (uint32_t)i, window, &t);
         uint64_t v = kind == KENG_KIND_INCIDENT ? t.incidents : t.mediations;
         if (v > 0)
@@ -317,11 +418,15 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
                                                (json_int_t)ranks[i].count));
     }
     free(ranks);
+    const char *within_id, *within_name;
+    keng_scope_names(api->reg, within_level, within, &within_id, &within_name);
     respond_json(api, req, 200,
-                 json_pack("{s:s,s:s,s:s,s:s,s:o}", "level", keng_level_names[level], "window",
-                           keng_window_names[window], "kind", keng_kind_name(kind), "as_of",
-                           keng_time_format_utc(api_now(api), as_of, sizeof(as_of)), "items",
-                           items));
+                 json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s},s:o}", "level",
+                           keng_level_names[level], "window", keng_window_names[window], "kind",
+                           keng_kind_name(kind), "as_of",
+                           keng_time_format_utc(api_now(api), as_of, sizeof(as_of)), "within",
+                           "level", keng_level_names[within_level], "id", within_id, "name",
+                           within_name, "items", items));
 }
 
 /* The index of the scope that contains the child at index (a board's commune, a commune's
@@ -368,6 +473,8 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
         }
         id = KENG_PROVINCE_ID;
     }
+    if (id_param(api, req, id) != 0)
+        return;
     index = keng_scope_find(api->reg, level, id);
     if (index < 0) {
         snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", keng_level_names[level],
@@ -399,6 +506,274 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
                            parent_name, "window", keng_window_names[window], "as_of",
                            keng_time_format_utc(api_now(api), as_of, sizeof(as_of)), "items",
                            items));
+}
+
+/* ---- silent boards and series ---- */
+
+/* The ?level= and ?id= of a request (level defaults to the province). Returns 0, or -1
+ * after answering 400 or 404. */
+static int scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t *level,
+                       uint32_t *index)
+{
+    const char *level_s = keng_http_request_query(req, "level");
+    const char *id = keng_http_request_query(req, "id");
+    char msg[256];
+    int32_t i;
+
+    *level = KENG_LEVEL_PROVINCE;
+    if (level_s && parse_level(level_s, level) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "level must be one of board, commune, district, province (got '%.32s')", level_s);
+        respond_error(api, req, 400, msg);
+        return -1;
+    }
+    if (!id || !*id) {
+        if (*level != KENG_LEVEL_PROVINCE) {
+            snprintf(msg, sizeof(msg), "id is required for level %s", keng_level_names[*level]);
+            respond_error(api, req, 400, msg);
+            return -1;
+        }
+        id = KENG_PROVINCE_ID;
+    }
+    i = keng_scope_find(api->reg, *level, id);
+    if (i < 0) {
+        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry",
+                 keng_level_names[*level], id);
+        respond_error(api, req, 404, msg);
+        return -1;
+    }
+    *index = (uint32_t)i;
+    return 0;
+}
+
+static json_t *time_or_null(int64_t ms)
+{
+    char buf[40];
+
+    if (ms == INT64_MIN || ms == INT64_MAX)
+        return json_null();
+    return json_string(keng_time_format_utc(ms, buf, sizeof(buf)));
+}
+
+typedef struct silent_item {
+    uint32_t board;
+    int64_t last; /* INT64_MIN: never */
+    int64_t days;
+} silent_item_t;
+
+/* Longest silent first: never reported, then by last event, then registry order. */
+static int silent_cmp(const void *a, const void *b)
+{
+    const silent_item_t *x = a, *y = b;
+
+    if (x->last != y->last)
+        return x->last < y->last ? -1 : 1;
+    return x->board < y->board ? -1 : x->board > y->board;
+}
+
+/* One row per commune or district of the scope: its boards and how many are silent. */
+static json_t *silent_rollup(const keng_api_t *api, keng_level_t level, const uint32_t *boards,
+                             const uint32_t *silent, keng_level_t scope_level, uint32_t scope)
+{
+    json_t *rows = json_array();
+    size_t n = keng_scope_count(api->reg, level);
+
+    for (uint32_t i = 0; i < n; i++) {
+        const char *id, *name;
+        if (!scope_within(api->reg, level, i, scope_level, scope) &&
+            !scope_within(api->reg, scope_level, scope, level, i))
+            continue;
+        keng_scope_names(api->reg, level, i, &id, &name);
+        json_array_append_new(rows,
+                              json_pack("{s:s,s:s,s:I,s:I,s:I}", "id", id, "name", name, "boards",
+                                        (json_int_t)boards[i], "silent", (json_int_t)silent[i],
+                                        "active", (json_int_t)(boards[i] - silent[i])));
+    }
+    return rows;
+}
+
+/* The boards of a scope without an event for ?days= days (silent.days by default), longest
+ * silent first, with the count per commune and district of the scope. */
+static void get_silent(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *days_s = keng_http_request_query(req, "days");
+    const char *limit_s = keng_http_request_query(req, "limit");
+    keng_silent_view_t v = {api->counts, api->cluster ? keng_cluster_counts(api->cluster) : NULL,
+                            api->silent.start_ms};
+    keng_level_t level;
+    uint32_t index;
+    int days = api->silent.days;
+    long limit = SILENT_LIST_DEFAULT;
+    int64_t now = api_now(api);
+    char msg[256], as_of[32];
+
+    if (scope_param(api, req, &level, &index) != 0)
+        return;
+    if (days_s && keng_silent_parse_days(days_s, &days) != 0) {
+        snprintf(msg, sizeof(msg), "days must be a whole number from 1 to %d (got '%.32s')",
+                 KENG_SILENT_DAYS_MAX, days_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    if (limit_s) {
+        char *end;
+        limit = strtol(limit_s, &end, 10);
+        if (end == limit_s || *end || limit < 0 || limit > SILENT_LIST_MAX) {
+            snprintf(msg, sizeof(msg), "limit must be a number from 0 to %d (got '%.32s')",
+                     SILENT_LIST_MAX, limit_s);
+            respond_error(api, req, 400, msg);
+            return;
+        }
+    }
+
+    size_t nboards = keng_registry_board_count(api->reg);
+    size_t ncommunes = keng_registry_commune_count(api->reg);
+    size_t ndistricts = keng_registry_district_count(api->reg);
+    silent_item_t *items = malloc((nboards ? nboards : 1) * sizeof(*items));
+    uint32_t *counts = calloc(2 * (ncommunes + ndistricts) + 2, sizeof(uint32_t));
+    if (!items || !counts) {
+        free(items);
+        free(counts);
+        respond_error(api, req, 500, "out of memory");
+        return;
+    }
+    uint32_t *c_boards = counts, *c_silent = counts + ncommunes;
+    uint32_t *d_boards = counts + 2 * ncommunes, *d_silent = d_boards + ndistricts;
+    size_t nsilent = 0, total = 0;
+    for (uint32_t b = 0; b < nboards; b++) {
+        const keng_board_t *board = keng_registry_board(api->reg, b);
+        if (!scope_within(api->reg, KENG_LEVEL_BOARD, b, level, index))
+            continue;
+        int64_t d = keng_silent_days(&v, b, now);
+        bool silent = d >= days;
+        total++;
+        c_boards[board->commune]++;
+        d_boards[board->district]++;
+        if (!silent)
+            continue;
+        c_silent[board->commune]++;
+        d_silent[board->district]++;
+        items[nsilent++] = (silent_item_t){b, keng_silent_last_event(&v, b), d};
+    }
+    qsort(items, nsilent, sizeof(*items), silent_cmp);
+    json_t *list = json_array();
+    for (size_t i = 0; i < nsilent && i < (size_t)limit; i++) {
+        const keng_board_t *board = keng_registry_board(api->reg, items[i].board);
+        json_array_append_new(
+            list, json_pack("{s:s,s:s,s:s,s:s,s:o,s:I}", "id", board->id, "name", board->name,
+                            "commune_id", keng_registry_commune(api->reg, board->commune)->id,
+                            "district_id", keng_registry_district(api->reg, board->district)->id,
+                            "last_event", time_or_null(items[i].last), "silent_days",
+                            (json_int_t)items[i].days));
+    }
+    const char *id, *name;
+    keng_scope_names(api->reg, level, index, &id, &name);
+    json_t *out = json_pack(
+        "{s:s,s:s,s:s,s:i,s:s,s:o,s:I,s:I,s:I,s:b,s:o,s:o,s:o}", "level", keng_level_names[level],
+        "id", id, "name", name, "days", days, "as_of",
+        keng_time_format_utc(now, as_of, sizeof(as_of)), "watch_start",
+        time_or_null(keng_silent_watch_start(&v)), "boards", (json_int_t)total, "silent",
+        (json_int_t)nsilent, "active", (json_int_t)(total - nsilent), "truncated",
+        nsilent > (size_t)limit, "items", list, "communes",
+        silent_rollup(api, KENG_LEVEL_COMMUNE, c_boards, c_silent, level, index), "districts",
+        silent_rollup(api, KENG_LEVEL_DISTRICT, d_boards, d_silent, level, index));
+    free(items);
+    free(counts);
+    respond_json(api, req, 200, out);
+}
+
+/* The start of the hour or the Asia/Ho_Chi_Minh day (step) that holds ms. */
+static int64_t local_floor(int64_t ms, int64_t step)
+{
+    int64_t local = ms + KENG_LOCAL_OFFSET_MS;
+    int64_t q = local / step - (local % step < 0);
+
+    return q * step - KENG_LOCAL_OFFSET_MS;
+}
+
+/* Counts of one kind over a window, per hour or per day (Asia/Ho_Chi_Minh days), from the
+ * buckets the window's count is made of: the points add up to the window's count. */
+static void get_series(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *kind_s = keng_http_request_query(req, "kind");
+    const char *window_s = keng_http_request_query(req, "window");
+    const char *step_s = keng_http_request_query(req, "step");
+    keng_kind_t kind = KENG_KIND_INCIDENT;
+    keng_window_id_t window = KENG_WIN_24H;
+    keng_level_t level;
+    uint32_t index;
+    int64_t step, now = api_now(api);
+    char msg[256], buf[40];
+
+    if (scope_param(api, req, &level, &index) != 0)
+        return;
+    if (kind_s && keng_kind_parse(kind_s, &kind) != 0) {
+        snprintf(msg, sizeof(msg), "kind must be incident or mediation (got '%.32s')", kind_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    if (window_s &&
+        (parse_window(window_s, &window) != 0 ||
+         (window != KENG_WIN_24H && window != KENG_WIN_30D && window != KENG_WIN_365D))) {
+        snprintf(msg, sizeof(msg), "window must be one of 24h, 30d, 365d (got '%.32s')", window_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    step = window == KENG_WIN_24H ? 3600000LL : KENG_DAY_MS;
+    if (step_s && strcmp(step_s, "1h") != 0 && strcmp(step_s, "1d") != 0) {
+        snprintf(msg, sizeof(msg), "step must be 1h or 1d (got '%.32s')", step_s);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    if (step_s)
+        step = strcmp(step_s, "1h") == 0 ? 3600000LL : KENG_DAY_MS;
+
+    /* The points start at the hour or the Vietnamese day that holds the window's start and
+     * end with the one that holds now; the clock the counts last moved to is the window's. */
+    const keng_counts_t *other = api->cluster ? keng_cluster_counts(api->cluster) : NULL;
+    int64_t clock = keng_counts_now(api->counts);
+    if (clock == INT64_MIN)
+        clock = now;
+    int64_t from = keng_counts_window_start(clock, window);
+    int64_t origin = local_floor(from, step);
+    int64_t npoints = (clock - origin) / step + 1;
+    if (npoints > SERIES_POINTS_MAX) {
+        snprintf(msg, sizeof(msg),
+                 "window %s in steps of %s makes %lld points, more than %d: use step=1d",
+                 keng_window_names[window], step == KENG_DAY_MS ? "1d" : "1h", (long long)npoints,
+                 SERIES_POINTS_MAX);
+        respond_error(api, req, 400, msg);
+        return;
+    }
+    uint64_t *points = calloc((size_t)npoints, sizeof(uint64_t));
+    if (!points) {
+        respond_error(api, req, 500, "out of memory");
+        return;
+    }
+    keng_counts_series_add(api->counts, level, index, kind, window, origin, step, points,
+                           (size_t)npoints);
+    if (other)
+        keng_counts_series_add(other, level, index, kind, window, origin, step, points,
+                               (size_t)npoints);
+    keng_tally_t t;
+    scope_tally(api, level, index, window, &t);
+    json_t *list = json_array();
+    for (int64_t i = 0; i < npoints; i++)
+        json_array_append_new(list,
+                              json_pack("{s:s,s:I}", "t",
+                                        keng_time_format_local(origin + i * step, buf, sizeof(buf)),
+                                        "count", (json_int_t)points[i]));
+    free(points);
+    const char *id, *name;
+    keng_scope_names(api->reg, level, index, &id, &name);
+    respond_json(
+        api, req, 200,
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:I,s:o}", "level", keng_level_names[level],
+                  "id", id, "name", name, "kind", keng_kind_name(kind), "window",
+                  keng_window_names[window], "step", step == KENG_DAY_MS ? "1d" : "1h", "as_of",
+                  keng_time_format_utc(clock, buf, sizeof(buf)), "from", time_or_null(from),
+                  "total", (json_int_t)(kind == KENG_KIND_INCIDENT ? t.incidents : t.mediations),
+                  "points", list));
 }
 
 static void add_alert(const keng_alert_t *t, void *arg)
@@ -469,12 +844,9 @@ static void metric_lag(const char *topic, int32_t partition, int64_t lag, void *
 static void metrics_alerts(const keng_api_t *api, FILE *out)
 {
     keng_alerts_stats_t as = {0};
-    keng_alertlog_stats_t ls = {0};
 
     if (api->alerts)
         keng_alerts_stats(api->alerts, &as);
-    if (api->alertlog)
-        keng_alertlog_stats(api->alertlog, &ls);
     fprintf(out,
             "# HELP keng_alerts_firing Alerts firing now.\n"
             "# TYPE keng_alerts_firing gauge\n"
@@ -483,13 +855,8 @@ static void metrics_alerts(const keng_api_t *api, FILE *out)
             "started, by status.\n"
             "# TYPE keng_alert_transitions_total counter\n"
             "keng_alert_transitions_total{status=\"firing\"} %" PRIu64 "\n"
-            "keng_alert_transitions_total{status=\"resolved\"} %" PRIu64 "\n"
-            "# HELP keng_webhook_failures_total Webhook attempts that failed (each is retried "
-            "with backoff).\n"
-            "# TYPE keng_webhook_failures_total counter\n"
-            "keng_webhook_failures_total %" PRIu64 "\n",
-            as.firing, as.transitions[KENG_ALERT_FIRING], as.transitions[KENG_ALERT_RESOLVED],
-            ls.webhook_failures);
+            "keng_alert_transitions_total{status=\"resolved\"} %" PRIu64 "\n",
+            as.firing, as.transitions[KENG_ALERT_FIRING], as.transitions[KENG_ALERT_RESOLVED]);
 }
 
 static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_server_t *srv)
@@ -557,7 +924,11 @@ static void get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_ser
     for (int i = 0; i < STATUS_SLOTS && api->statuses[i].status; i++)
         fprintf(m.out, "keng_http_requests_total{status=\"%d\"} %" PRIu64 "\n",
                 api->statuses[i].status, api->statuses[i].count);
+    if (srv)
+        keng_http_server_write_metrics(srv, m.out);
     metrics_alerts(api, m.out);
+    if (api->more_metrics)
+        api->more_metrics(m.out, api->more_metrics_arg);
     fclose(m.out);
     keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len);
     free(buf);
@@ -703,9 +1074,16 @@ static void get_stream(keng_api_t *api, keng_http_request_t *req)
         respond_error(api, req, 503, "out of memory for another stream");
         return;
     }
-    keng_http_request_add_header(req, "Cache-Control", "no-cache");
-    if (keng_http_stream_begin(req, "text/event-stream") != 0) {
+    /* keng_http_stream_begin sends Cache-Control: no-cache itself. */
+    int rc = keng_http_stream_begin(req, "text/event-stream");
+    if (rc != 0) {
         free(s);
+        /* At http.max_streams; after -ENOTCONN the answer is dropped. */
+        if (rc == -EBUSY)
+            keng_http_request_add_header(req, "Retry-After", "5");
+        respond_error(api, req, 503,
+                      rc == -EBUSY ? "too many streams are open; retry later"
+                                   : "the stream could not be started");
         return;
     }
     count_status(api, 200);
@@ -745,6 +1123,10 @@ void keng_api_handle(keng_http_request_t *req, void *ctx)
         get_metrics(api, req, api->srv);
     else if (strcmp(path, "/v1/children") == 0)
         get_children(api, req);
+    else if (strcmp(path, "/v1/silent") == 0)
+        get_silent(api, req);
+    else if (strcmp(path, "/v1/series") == 0)
+        get_series(api, req);
     else if (strcmp(path, "/") == 0) {
         /* no-cache: a new build's page shows on the next load, not after a cache expiry. */
         keng_http_request_add_header(req, "Cache-Control", "no-cache");
@@ -762,6 +1144,8 @@ keng_api_t *keng_api_new(uv_loop_t *loop, const keng_registry_t *reg, const keng
         return NULL;
     api->reg = reg;
     api->counts = counts;
+    api->silent.days = KENG_SILENT_DAYS_DEFAULT;
+    api->silent.start_ms = INT64_MIN;
     uv_timer_init(loop, &api->timer);
     api->timer.data = api;
     uv_timer_start(&api->timer, on_stream_timer, STREAM_INTERVAL_MS, STREAM_INTERVAL_MS);
@@ -773,6 +1157,11 @@ void keng_api_set_consumer(keng_api_t *api, keng_consumer_t *consumer)
     api->consumer = consumer;
 }
 
+void keng_api_set_silent(keng_api_t *api, const keng_silent_options_t *opt)
+{
+    api->silent = *opt;
+}
+
 void keng_api_set_cluster(keng_api_t *api, const keng_cluster_t *cluster)
 {
     api->cluster = cluster;
@@ -781,6 +1170,7 @@ void keng_api_set_cluster(keng_api_t *api, const keng_cluster_t *cluster)
 void keng_api_set_server(keng_api_t *api, keng_http_server_t *srv)
 {
     api->srv = srv;
+    keng_http_server_set_error_body(srv, server_error_body);
 }
 
 void keng_api_set_alerts(keng_api_t *api, const keng_alerts_t *alerts,
@@ -823,4 +1213,10 @@ void keng_api_close(keng_api_t *api)
             keng_http_stream_end(api->streams[i]->req);
     }
     uv_close((uv_handle_t *)&api->timer, on_timer_closed);
+}
+
+void keng_api_set_more_metrics(keng_api_t *api, void (*fn)(FILE *out, void *arg), void *arg)
+{
+    api->more_metrics = fn;
+    api->more_metrics_arg = arg;
 }

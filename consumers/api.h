@@ -5,6 +5,8 @@
 #ifndef KENG_API_H
 #define KENG_API_H
 
+#include <stdio.h>
+
 #include <uv.h>
 
 #include "alertlog.h"
@@ -14,6 +16,7 @@
 #include "counts.h"
 #include "http_server.h"
 #include "registry.h"
+#include "silent.h"
 
 typedef struct keng_api keng_api_t;
 
@@ -39,6 +42,10 @@ void keng_api_close(keng_api_t *api);
 void keng_api_set_alerts(keng_api_t *api, const keng_alerts_t *alerts,
                          const keng_alertlog_t *alertlog);
 
+/* Calls fn at the end of every /metrics answer to add the program's own metrics in the
+ * Prometheus text format (the webhook's, Alertmanager's). */
+void keng_api_set_more_metrics(keng_api_t *api, void (*fn)(FILE *out, void *arg), void *arg);
+
 /* Sends an "alert" event with json (borrowed) to every open /v1/stream. */
 void keng_api_push_alert(keng_api_t *api, const char *json);
 
@@ -46,5 +53,10 @@ void keng_api_push_alert(keng_api_t *api, const char *json);
  * instances own, from the counts topic, and a board owned elsewhere names its owner
  * (borrowed; NULL for a single instance). */
 void keng_api_set_cluster(keng_api_t *api, const keng_cluster_t *cluster);
+
+/* Silent boards (added with them): the silent.days and silent.start that /v1/silent uses
+ * (copied; the defaults until called). GET /v1/silent and GET /v1/series are documented in
+ * docs/DESIGN.md. */
+void keng_api_set_silent(keng_api_t *api, const keng_silent_options_t *opt);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka_health.h"
 #include "kafka_uv.h"
 #include "log.h"
 #include "timeutil.h"
@@ -900,6 +901,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
+    keng_kafka_health_note(KENG_KAFKA_CONSUMER, err);
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[512];
         rd_kafka_fatal_error(rk, buf, sizeof(buf));

@@ -46,7 +46,7 @@
 #define TIME_LIMIT   (1LL << 60) /* clocks and times are clamped to +-this, against overflow */
 
 #define FORMAT_MAGIC   "KNGB"
-#define FORMAT_VERSION 2 /* 1: both kinds, one id section; still read */
+#define FORMAT_VERSION 3 /* 1: both kinds, one id section; 2: no last event; both still read */
 
 _Static_assert(sizeof(keng_tally_t) == 20 * sizeof(uint64_t), "keng_tally_t is 20 counters");
 
@@ -140,6 +140,7 @@ typedef struct board {
     level_t lvl[LEVELS];
     idset_t ids;
     uint32_t active_pos; /* where it is in keng_counts.active */
+    int64_t last_seen;   /* latest report time of its counted events; INT64_MIN: none known */
 } board_t;
 
 /* A board's tallies per level, shared by its units: a unit's are its kind's fields. */
@@ -174,6 +175,7 @@ struct keng_counts {
     size_t scratch_cap;
 
     uint64_t events;
+    int64_t watch_start; /* when this deployment began watching its boards; INT64_MAX: unknown */
     size_t mem; /* bytes of the allocations below the struct, for keng_counts_memory_bytes */
 };
 
@@ -729,6 +731,7 @@ static board_t *board_get_or_new(keng_counts_t *c, uint32_t u)
     if (!b)
         return NULL;
     b->ids.oldest_q = INT64_MAX;
+    b->last_seen = INT64_MIN;
     b->active_pos = c->nactive;
     c->active[c->nactive++] = u;
     c->boards[u] = b;
@@ -779,6 +782,7 @@ void keng_counts_options_default(keng_counts_options_t *opt)
 {
     opt->dedup_horizon_ms = 30LL * 24 * 3600 * 1000;
     opt->dedup_max_entries = 2000000;
+    opt->state_version = FORMAT_VERSION;
 }
 
 keng_counts_t *keng_counts_new(const keng_registry_t *reg, const keng_counts_options_t *opt)
@@ -797,6 +801,9 @@ keng_counts_t *keng_counts_new(const keng_registry_t *reg, const keng_counts_opt
         c->opt.dedup_horizon_ms = 0;
     if (c->opt.dedup_horizon_ms > TIME_LIMIT)
         c->opt.dedup_horizon_ms = TIME_LIMIT;
+    if (c->opt.state_version != 2)
+        c->opt.state_version = FORMAT_VERSION;
+    c->watch_start = INT64_MAX;
     c->quantum_ms = (c->opt.dedup_horizon_ms + QUANTA_SPAN - 1) / QUANTA_SPAN;
     if (c->quantum_ms < 1)
         c->quantum_ms = 1;
@@ -933,6 +940,15 @@ int keng_counts_add(keng_counts_t *c, uint32_t board_index, const keng_event_t *
     if (remember) {
         idset_insert(c, &b->ids, h);
         dedup_enforce_bound(c);
+    }
+    {
+        /* The board reported when its gateway received the event; an event without that
+         * time, or with a gateway clock ahead of ours, reported now at the latest. */
+        int64_t seen = ev->reported_at > 0 ? ev->reported_at : ev->occurred_at;
+        if (seen > c->now)
+            seen = c->now;
+        if (seen > b->last_seen)
+            b->last_seen = seen;
     }
     set_dirty(c, u, true);
     c->events++;
@@ -1074,8 +1090,14 @@ void keng_counts_board_clear(keng_counts_t *c, uint32_t board_index)
  *     the level's granularity), u32 count (1..2^26-1),
  *   for each kind in the state, in kind order: u32 id group count, then each group: i64
  *     arrival (ms; the latest arrival of its ids), u32 ids, ids x u64 keng_counts_id_hash,
+ *   (version 3) for each kind in the state, in kind order: i64 last event (the latest
+ *     reported_at of its counted events, capped at the clock; INT64_MIN: none), then i64 the
+ *     saver's watch start (INT64_MAX: unknown),
  *   u32 FNV-1a 32 of every byte before it.
- * Version 1 (kinds 0) held both kinds with one id section; its ids are remembered for both. */
+ * Version 1 (kinds 0) held both kinds with one id section; its ids are remembered for both.
+ * Versions 1 and 2 have no last event: a load takes the end of the unit's newest bucket
+ * (capped at the save's clock), which is never earlier than the real last event's occurred_at
+ * rounded down to its bucket, so an upgrade makes no board look silent that was not. */
 
 typedef struct wbuf {
     unsigned char *p;
@@ -1196,7 +1218,7 @@ static int save_units(const keng_counts_t *c, uint32_t board_index, unsigned kin
     }
     id = keng_registry_board(c->reg, board_index)->id;
     put(&w, FORMAT_MAGIC, 4);
-    put_le(&w, FORMAT_VERSION, 2);
+    put_le(&w, (uint64_t)c->opt.state_version, 2);
     put_le(&w, kinds, 2);
     put_le(&w, strlen(id) > 255 ? 255 : strlen(id), 1);
     put(&w, id, strlen(id) > 255 ? 255 : strlen(id));
@@ -1220,6 +1242,12 @@ static int save_units(const keng_counts_t *c, uint32_t board_index, unsigned kin
     for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++)
         if ((kinds & (1u << kind)) && put_ids(c, &w, units[kind]) != 0)
             goto out;
+    if (c->opt.state_version >= 3) {
+        for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++)
+            if (kinds & (1u << kind))
+                put_le(&w, (uint64_t)(units[kind] ? units[kind]->last_seen : INT64_MIN), 8);
+        put_le(&w, (uint64_t)c->watch_start, 8);
+    }
     if (!w.failed)
         put_le(&w, fnv1a32(w.p + start, w.len - start), 4);
     if (w.failed)
@@ -1357,7 +1385,8 @@ static int load_units(keng_counts_t *c, uint32_t board_index, unsigned want, boo
                       size_t errstr_size)
 {
     rbuf_t r = {buf, len, 0};
-    uint64_t v, nbuckets, version = 0, kinds, old[TALLY_FIELDS];
+    uint64_t v, nbuckets, version = 0, kinds, old[TALLY_FIELDS], saved_at = 0;
+    int64_t last_seen[KENG_KIND_COUNT] = {INT64_MIN, INT64_MIN}, watch_start = INT64_MAX;
     pending_t pend[KENG_KIND_COUNT];
     board_lt_t *spare = NULL;
     const char *want_id;
@@ -1374,8 +1403,8 @@ static int load_units(keng_counts_t *c, uint32_t board_index, unsigned want, boo
         LOAD_FAIL("board state: not a keng board state (bad magic bytes)");
     r.pos = 4;
     get_le(&r, 2, &version);
-    if (version != 1 && version != FORMAT_VERSION)
-        LOAD_FAIL("board state: format version %u is not supported (this keng reads 1 and %d)",
+    if (version < 1 || version > FORMAT_VERSION)
+        LOAD_FAIL("board state: format version %u is not supported (this keng reads 1 to %d)",
                   (unsigned)version, FORMAT_VERSION);
     if (fnv1a32(buf, len - 4) != ((uint32_t)buf[len - 4] | (uint32_t)buf[len - 3] << 8 |
                                   (uint32_t)buf[len - 2] << 16 | (uint32_t)buf[len - 1] << 24))
@@ -1403,7 +1432,7 @@ static int load_units(keng_counts_t *c, uint32_t board_index, unsigned want, boo
     if (strcmp(got, want_id) != 0)
         LOAD_FAIL("board state is for board '%s', not '%s': was the registry changed?", got,
                   want_id);
-    if (!get_le(&r, 8, &v) || !get_le(&r, 1, &v))
+    if (!get_le(&r, 8, &saved_at) || !get_le(&r, 1, &v))
         LOAD_FAIL("board state: truncated header");
     if (v != TALLY_FIELDS)
         LOAD_FAIL("board state: %u tally fields, expected %zu", (unsigned)v, TALLY_FIELDS);
@@ -1468,6 +1497,14 @@ static int load_units(keng_counts_t *c, uint32_t board_index, unsigned want, boo
         p = &pend[cls < CLASS_MED ? KENG_KIND_INCIDENT : KENG_KIND_MEDIATION];
         if (!p->nb)
             continue; /* the other kind's bucket: not asked for */
+        if (version < 3) {
+            int64_t end = (m + granularity_min[lvl]) * MINUTE_MS;
+            int64_t *ls = &last_seen[cls < CLASS_MED ? KENG_KIND_INCIDENT : KENG_KIND_MEDIATION];
+            if (end > (int64_t)saved_at)
+                end = (int64_t)saved_at;
+            if (end > *ls)
+                *ls = end;
+        }
         /* Re-level against this clock: the bucket start decides exactly, as at expiry. */
         k = level_of(c, m, &nk);
         if (k < (int)lvl)
@@ -1506,6 +1543,18 @@ static int load_units(keng_counts_t *c, uint32_t board_index, unsigned want, boo
             if ((kinds & (1u << kind)) &&
                 read_ids(c, &r, pend, want & (1u << kind), errstr, errstr_size) != 0)
                 goto out;
+    }
+    if (version >= 3) {
+        for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++) {
+            if (!(kinds & (1u << kind)))
+                continue;
+            if (!get_le(&r, 8, &v))
+                LOAD_FAIL("board state: the last event times run past the end");
+            last_seen[kind] = (int64_t)v;
+        }
+        if (!get_le(&r, 8, &v))
+            LOAD_FAIL("board state: the watch start runs past the end");
+        watch_start = (int64_t)v;
     }
     if (r.pos != r.len)
         LOAD_FAIL("board state: %zu unexpected bytes after the ids", r.len - r.pos);
@@ -1559,6 +1608,7 @@ static int load_units(keng_counts_t *c, uint32_t board_index, unsigned want, boo
                 nb->ids.oldest_q = p->ids[i].q;
         }
         nb->ids.n_main = (uint32_t)p->nids;
+        nb->last_seen = last_seen[kind];
         c->dedup_total += p->nids;
         nodes_of(c, nb, u, nodes);
         for (int i = 0; i < 4; i++)
@@ -1567,6 +1617,8 @@ static int load_units(keng_counts_t *c, uint32_t board_index, unsigned want, boo
         p->nb = NULL;
         set_dirty(c, u, false);
     }
+    if (watch_start < c->watch_start)
+        c->watch_start = watch_start;
     dedup_enforce_bound(c);
     ret = 0;
 out:
@@ -1582,7 +1634,7 @@ int keng_counts_board_load(keng_counts_t *c, uint32_t board_index, const unsigne
     uint64_t kinds = (1u << KENG_KIND_COUNT) - 1;
 
     /* A board state of one kind replaces the board too: the other kind becomes empty. */
-    if (buf && len >= 8 && buf[4] == FORMAT_VERSION && buf[5] == 0 && buf[6] != 0 &&
+    if (buf && len >= 8 && buf[4] >= 2 && buf[4] <= FORMAT_VERSION && buf[5] == 0 && buf[6] != 0 &&
         buf[6] < (1u << KENG_KIND_COUNT) && buf[7] == 0)
         kinds = buf[6];
     return load_units(c, board_index, (unsigned)kinds, true, buf, len, now_ms, errstr, errstr_size);
@@ -1597,4 +1649,83 @@ int keng_counts_unit_load(keng_counts_t *c, uint32_t board_index, keng_kind_t ki
         return -1;
     }
     return load_units(c, board_index, 1u << kind, false, buf, len, now_ms, errstr, errstr_size);
+}
+
+/* ---- last events and series (silent boards and trends) ---- */
+
+int64_t keng_counts_last_event(const keng_counts_t *c, uint32_t board_index)
+{
+    int64_t last = INT64_MIN;
+
+    for (uint32_t kind = 0; board_index < c->nboards && kind < KENG_KIND_COUNT; kind++) {
+        const board_t *b = c->boards[board_index * KENG_KIND_COUNT + kind];
+        if (b && b->last_seen > last)
+            last = b->last_seen;
+    }
+    return last;
+}
+
+int64_t keng_counts_watch_start(const keng_counts_t *c)
+{
+    return c->watch_start;
+}
+
+void keng_counts_note_watch_start(keng_counts_t *c, int64_t ms)
+{
+    if (ms < c->watch_start)
+        c->watch_start = ms;
+}
+
+/* Whether the board at bi belongs to the scope (level, index). */
+static bool in_scope(const keng_counts_t *c, uint32_t bi, keng_level_t level, uint32_t index)
+{
+    switch (level) {
+    case KENG_LEVEL_BOARD:
+        return bi == index;
+    case KENG_LEVEL_COMMUNE:
+        return c->board_commune[bi] == index;
+    case KENG_LEVEL_DISTRICT:
+        return c->board_district[bi] == index;
+    default:
+        return index == 0;
+    }
+}
+
+static void series_unit(const board_t *b, keng_window_id_t window, int64_t origin_ms,
+                        int64_t step_ms, uint64_t *out, size_t npoints)
+{
+    for (int k = 0; k <= (int)window && k < LEVELS; k++) {
+        for (uint32_t i = 0; i < b->lvl[k].n; i++) {
+            uint64_t e = b->lvl[k].e[i];
+            int64_t t = ((int64_t)entry_key(e) - KEY_OFFSET) * MINUTE_MS;
+            int64_t p = floor_div(t - origin_ms, step_ms);
+            if (p < 0)
+                p = 0;
+            if (p >= (int64_t)npoints)
+                p = (int64_t)npoints - 1;
+            out[p] += entry_count(e);
+        }
+    }
+}
+
+int keng_counts_series_add(const keng_counts_t *c, keng_level_t level, uint32_t index,
+                           keng_kind_t kind, keng_window_id_t window, int64_t origin_ms,
+                           int64_t step_ms, uint64_t *out, size_t npoints)
+{
+    if ((unsigned)window >= KENG_WIN_ALL || (unsigned)kind >= KENG_KIND_COUNT || step_ms <= 0 ||
+        npoints == 0 || (unsigned)level >= KENG_LEVEL_COUNT)
+        return -1;
+    if (level == KENG_LEVEL_BOARD) {
+        const board_t *b =
+            index < c->nboards ? c->boards[index * KENG_KIND_COUNT + (uint32_t)kind] : NULL;
+        if (b)
+            series_unit(b, window, origin_ms, step_ms, out, npoints);
+        return 0;
+    }
+    for (uint32_t i = 0; i < c->nactive; i++) {
+        uint32_t u = c->active[i];
+        if (u % KENG_KIND_COUNT == (uint32_t)kind && in_scope(c, u / KENG_KIND_COUNT, level, index))
+            series_unit(c->boards[u], window, origin_ms, step_ms, out, npoints);
+    }
+    return 0;
 }

@@ -61,6 +61,8 @@ typedef struct keng_counts keng_counts_t;
 typedef struct keng_counts_options {
     int64_t dedup_horizon_ms; /* event ids remembered this long after they arrive (30 days) */
     size_t dedup_max_entries; /* hard bound on remembered ids; oldest dropped first */
+    int state_version;        /* board-state format written: 3 (the default) or 2, which
+                                 keng releases before 3 read (counts.state_version) */
 } keng_counts_options_t;
 
 void keng_counts_options_default(keng_counts_options_t *opt);
@@ -165,5 +167,31 @@ bool keng_counts_unit_dirty(const keng_counts_t *c, uint32_t board_index, keng_k
 void keng_counts_unit_set_dirty(keng_counts_t *c, uint32_t board_index, keng_kind_t kind,
                                 bool dirty);
 bool keng_counts_unit_has_state(const keng_counts_t *c, uint32_t board_index, keng_kind_t kind);
+
+/* ---- Last events and series (silent boards, trends; additive) ----
+ *
+ * Each unit keeps the time its board last reported: the largest reported_at (the gateway's
+ * receive time; occurred_at when there is none) of its counted events, capped at the clock.
+ * It is part of the unit's state (format version 3), so it moves with the unit through the
+ * checkpoint and the counts topic. keng_counts_last_event is the latest of the board's units
+ * held here, INT64_MIN when none is known.
+ *
+ * The watch start is when the deployment began watching its boards (docs/ALERTS.md, "Silent
+ * boards"): every state saved carries this store's value, every state loaded lowers it to the
+ * saver's, and keng_counts_note_watch_start lowers it too. INT64_MAX while unknown. */
+int64_t keng_counts_last_event(const keng_counts_t *c, uint32_t board_index);
+int64_t keng_counts_watch_start(const keng_counts_t *c);
+void keng_counts_note_watch_start(keng_counts_t *c, int64_t ms);
+
+/* Adds to out[0..npoints) the events of one kind in window (not "all") of a scope, from the
+ * same buckets the window's count is the sum of: a bucket starting at s goes to point
+ * floor((s - origin_ms) / step_ms), clamped to the first and last point. So the points add up
+ * to the window's count exactly, and a point's edges are exact to the bucket's granularity
+ * (1 min in the last hour, then keng_window_granularity_ms of the smallest window holding the
+ * bucket). out is not cleared, so that two stores can be added. Returns 0, or -1 for
+ * arguments out of range. */
+int keng_counts_series_add(const keng_counts_t *c, keng_level_t level, uint32_t index,
+                           keng_kind_t kind, keng_window_id_t window, int64_t origin_ms,
+                           int64_t step_ms, uint64_t *out, size_t npoints);
 
 #endif

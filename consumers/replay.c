@@ -19,6 +19,7 @@
 #include "avro_codec.h"
 #include "config.h"
 #include "log.h"
+#include "pdf.h"
 #include "registry.h"
 #include "review.h"
 #include "timeutil.h"
@@ -35,12 +36,19 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
+/* The keys keng-replay reads itself; the schema store lists its own. */
+static keng_config_keys_t replay_keys = {"topic.incidents", "topic.mediations", NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys, replay_keys,
+                                                   keng_schema_store_config_keys, NULL};
+
 struct options {
     const char *config_path;
     const char *registry_path;
     const char *out_dir;
     int year;
     const char *from, *to;
+    int pdf;           /* also print review.pdf */
+    int pdf_timeout_s; /* how long Chromium may take to print it */
 };
 
 static void usage(FILE *out)
@@ -59,9 +67,14 @@ static void usage(FILE *out)
             "  --brokers LIST       bootstrap servers (else KENG_BROKERS, else the config)\n"
             "  --registry FILE      the board registry CSV (else the generated default)\n"
             "  --config FILE        key=value config (topic.incidents, topic.mediations, kafka.*)\n"
+            "  --pdf                also print review.pdf (A4) with headless Chromium (Debian\n"
+            "                       package chromium, or KENG_CHROMIUM); exits 69 at start when\n"
+            "                       there is none\n"
+            "  --pdf-timeout SECONDS  how long Chromium may take to print (default 120)\n"
             "  --help, --version\n");
 }
 
+/* One partition to read: where it ended when the replay began. */
 typedef struct partition_end {
     const char *topic;
     int32_t partition;
@@ -69,20 +82,205 @@ typedef struct partition_end {
     int done;
 } partition_end_t;
 
+/* How many messages one call takes from the consumer queue: one queue lock per batch. */
+#define BATCH_MAX 512
+
+/* The state of one replay's read loop. */
+typedef struct reader {
+    const char *topics[2];
+    partition_end_t *ends; /* ends[first[t] + partition] */
+    size_t first[2], count[2];
+    size_t remaining;
+    const rd_kafka_topic_t *last_rkt; /* the topic of the last message, and its index */
+    int last_topic;
+    uint64_t messages;
+    keng_avro_decoder_t *dec;
+    keng_review_t *review;
+} reader_t;
+
+static partition_end_t *end_of(reader_t *rd, const rd_kafka_message_t *m)
+{
+    /* Messages come in runs of one partition: the topic name is compared once per run. */
+    if (m->rkt != rd->last_rkt) {
+        const char *name = rd_kafka_topic_name(m->rkt);
+        rd->last_rkt = m->rkt;
+        rd->last_topic = strcmp(name, rd->topics[0]) == 0   ? 0
+                         : strcmp(name, rd->topics[1]) == 0 ? 1
+                                                            : -1;
+    }
+    int t = rd->last_topic;
+    if (t < 0 || m->partition < 0 || (size_t)m->partition >= rd->count[t])
+        return NULL;
+    return &rd->ends[rd->first[t] + (size_t)m->partition];
+}
+
+static void mark_done(reader_t *rd, partition_end_t *end)
+{
+    if (!end->done) {
+        end->done = 1;
+        rd->remaining--;
+    }
+}
+
+/* Counts one message, or notes that its partition has reached the end noted at the start. */
+static void read_message(reader_t *rd, const rd_kafka_message_t *m)
+{
+    char errstr[256];
+    partition_end_t *end = end_of(rd, m);
+
+    if (m->err) {
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (end && m->offset >= end->high)
+                mark_done(rd, end);
+        } else {
+            keng_log_warn("consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
+        }
+        return;
+    }
+    if (end && m->offset + 1 >= end->high)
+        mark_done(rd, end);
+    /* Messages past the noted end arrived after the replay began: they are the next
+     * review's, and counting them would make two runs disagree. */
+    if (end && m->offset >= end->high)
+        return;
+    keng_event_t ev;
+    rd->messages++;
+    if (keng_avro_decode(rd->dec, m->payload, m->len, &ev, NULL, errstr, sizeof(errstr)) !=
+        KENG_AVRO_OK)
+        keng_review_add_undecodable(rd->review);
+    else
+        keng_review_add(rd->review, &ev);
+}
+
+static int set_conf(rd_kafka_conf_t *conf, const char *key, const char *value)
+{
+    char errstr[256];
+
+    if (rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        keng_log_error("bad Kafka configuration", "property=%s error=\"%s\"", key, errstr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Notes where every partition of the input topics ends now, in rd->ends. */
+static int note_ends(reader_t *rd, rd_kafka_t *rk)
+{
+    for (int t = 0; t < 2; t++) {
+        const rd_kafka_metadata_t *md = NULL;
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, rd->topics[t], NULL);
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+        rd_kafka_topic_destroy(rkt);
+        if (err || md->topic_cnt != 1 || md->topics[0].err) {
+            keng_log_error("cannot read topic metadata", "topic=%s error=\"%s\"", rd->topics[t],
+                           rd_kafka_err2str(err ? err : md->topics[0].err));
+            if (md)
+                rd_kafka_metadata_destroy(md);
+            return -1;
+        }
+        size_t cnt = (size_t)md->topics[0].partition_cnt;
+        size_t first = t == 0 ? 0 : rd->count[0];
+        partition_end_t *grown = realloc(rd->ends, (first + cnt) * sizeof(*rd->ends));
+        if (!grown) {
+            rd_kafka_metadata_destroy(md);
+            return -1;
+        }
+        rd->ends = grown;
+        rd->first[t] = first;
+        rd->count[t] = cnt;
+        /* Kafka numbers a topic's partitions 0..n-1; each is placed at its id. */
+        for (size_t p = 0; p < cnt; p++)
+            rd->ends[first + p] = (partition_end_t){rd->topics[t], (int32_t)p, 0, 1};
+        for (size_t p = 0; p < cnt; p++) {
+            int32_t id = md->topics[0].partitions[p].id;
+            int64_t low = 0, high = 0;
+            if (id < 0 || (size_t)id >= cnt) {
+                keng_log_error("partition id out of range", "topic=%s partition=%d", rd->topics[t],
+                               id);
+                rd_kafka_metadata_destroy(md);
+                return -1;
+            }
+            err = rd_kafka_query_watermark_offsets(rk, rd->topics[t], id, &low, &high, 10000);
+            if (err) {
+                keng_log_error("cannot read the end of a partition",
+                               "topic=%s partition=%d error=\"%s\"", rd->topics[t], id,
+                               rd_kafka_err2str(err));
+                rd_kafka_metadata_destroy(md);
+                return -1;
+            }
+            partition_end_t *end = &rd->ends[first + (size_t)id];
+            end->high = high;
+            end->done = high <= low;
+            if (!end->done)
+                rd->remaining++;
+        }
+        rd_kafka_metadata_destroy(md);
+    }
+    return 0;
+}
+
+/* Where each unfinished partition starts: the first message produced from a day before the
+ * period (ListOffsets by timestamp). A broker that answers -1 for every partition cannot look
+ * up by time (the embedded broker): all are scanned from the beginning. Where it maps some,
+ * -1 means the partition holds nothing produced that late, and it is not read at all.
+ * Returns the list to assign (the caller owns it) and the counts of each kind. */
+static rd_kafka_topic_partition_list_t *plan_starts(reader_t *rd, rd_kafka_t *rk, int64_t from_ms,
+                                                    int *by_time, int *scanned, int *skipped)
+{
+    size_t total = rd->count[0] + rd->count[1];
+    rd_kafka_topic_partition_list_t *query = rd_kafka_topic_partition_list_new((int)total);
+    rd_kafka_topic_partition_list_t *start = rd_kafka_topic_partition_list_new((int)total);
+
+    *by_time = *scanned = *skipped = 0;
+    for (size_t i = 0; i < total; i++)
+        if (!rd->ends[i].done)
+            rd_kafka_topic_partition_list_add(query, rd->ends[i].topic, rd->ends[i].partition)
+                ->offset = from_ms - SEEK_MARGIN_MS;
+    rd_kafka_resp_err_t err =
+        query->cnt > 0 ? rd_kafka_offsets_for_times(rk, query, 10000) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    int mapped = 0;
+    for (int i = 0; i < query->cnt && !err; i++)
+        if (!query->elems[i].err && query->elems[i].offset >= 0)
+            mapped++;
+    for (int i = 0; i < query->cnt; i++) {
+        rd_kafka_topic_partition_t *q = &query->elems[i];
+        partition_end_t *end = &rd->ends[rd->first[strcmp(q->topic, rd->topics[0]) == 0 ? 0 : 1] +
+                                         (size_t)q->partition];
+        int64_t offset;
+        if (err || q->err || q->offset < 0) {
+            if (mapped > 0 && !err && !q->err) {
+                mark_done(rd, end);
+                (*skipped)++;
+                continue;
+            }
+            offset = RD_KAFKA_OFFSET_BEGINNING;
+            (*scanned)++;
+        } else if (q->offset >= end->high) {
+            /* only messages newer than the replay's start are that late */
+            mark_done(rd, end);
+            (*skipped)++;
+            continue;
+        } else {
+            offset = q->offset;
+            (*by_time)++;
+        }
+        rd_kafka_topic_partition_list_add(start, q->topic, q->partition)->offset = offset;
+    }
+    rd_kafka_topic_partition_list_destroy(query);
+    return start;
+}
+
 static int run(const struct options *opt, keng_config_t *cfg)
 {
-    char errstr[512], label[64];
+    char errstr[512], label[64], chromium[4096];
     int64_t from_ms, to_ms;
     keng_registry_t *reg = NULL;
     keng_schema_store_t *store = NULL;
-    keng_avro_decoder_t *dec = NULL;
-    keng_review_t *review = NULL;
+    reader_t rd = {0};
     rd_kafka_t *rk = NULL;
     rd_kafka_conf_t *conf = NULL;
+    rd_kafka_queue_t *queue = NULL;
     rd_kafka_topic_partition_list_t *assignment = NULL;
-    partition_end_t *ends = NULL;
-    size_t nends = 0, remaining = 0;
-    uint64_t messages = 0;
     int rc = 1;
 
     if (opt->year) {
@@ -97,15 +295,24 @@ static int run(const struct options *opt, keng_config_t *cfg)
         snprintf(label, sizeof(label), "%s – %s", opt->from, opt->to);
     }
 
+    /* Asked for a PDF without a browser to print it: say so before a long replay, not after. */
+    if (opt->pdf &&
+        keng_pdf_find_chromium(chromium, sizeof(chromium), errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr,
+                "keng-replay: %s; without --pdf the review is written as HTML, CSV and JSON\n",
+                errstr);
+        return 69;
+    }
+
     reg = keng_registry_open(opt->registry_path, errstr, sizeof(errstr));
     if (!reg) {
         keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
         goto out;
     }
     store = keng_schema_store_from_config(cfg, errstr, sizeof(errstr));
-    dec = store ? keng_avro_decoder_new(store, errstr, sizeof(errstr)) : NULL;
-    review = keng_review_new(reg, from_ms, to_ms, label);
-    if (!store || !dec || !review) {
+    rd.dec = store ? keng_avro_decoder_new(store, errstr, sizeof(errstr)) : NULL;
+    rd.review = keng_review_new(reg, from_ms, to_ms, label);
+    if (!store || !rd.dec || !rd.review) {
         keng_log_error("cannot set up decoding", "error=\"%s\"", errstr);
         goto out;
     }
@@ -117,9 +324,17 @@ static int run(const struct options *opt, keng_config_t *cfg)
     }
     char group[64];
     snprintf(group, sizeof(group), "keng-replay-%d", (int)getpid());
-    rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
-    rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", NULL, 0);
+    if (set_conf(conf, "group.id", group) || set_conf(conf, "enable.auto.commit", "false") ||
+        set_conf(conf, "enable.auto.offset.store", "false") ||
+        set_conf(conf, "enable.partition.eof", "true"))
+        goto out;
+    /* As in keng-aggregate: librdkafka 2.0.2 stops fetching every partition for a second
+     * once the whole queue holds queued.min.messages (default 100,000), which left the
+     * replay idle for most of its run; queued.max.messages.kbytes still bounds the memory. */
+    if (!keng_config_get(cfg, "kafka.queued.min.messages", NULL) &&
+        !keng_config_get(cfg, "kafka.consumer.queued.min.messages", NULL) &&
+        set_conf(conf, "queued.min.messages", "1000000"))
+        goto out;
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!rk) {
         keng_log_error("cannot create the Kafka consumer", "error=\"%s\"", errstr);
@@ -127,106 +342,43 @@ static int run(const struct options *opt, keng_config_t *cfg)
     }
     conf = NULL;
     rd_kafka_poll_set_consumer(rk);
+    queue = rd_kafka_queue_get_consumer(rk);
 
-    const char *topics[2] = {keng_config_get(cfg, "topic.incidents", "antt.incidents"),
-                             keng_config_get(cfg, "topic.mediations", "antt.mediations")};
-    assignment = rd_kafka_topic_partition_list_new(64);
-    for (int t = 0; t < 2; t++) {
-        const rd_kafka_metadata_t *md = NULL;
-        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topics[t], NULL);
-        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
-        rd_kafka_topic_destroy(rkt);
-        if (err || md->topic_cnt != 1 || md->topics[0].err) {
-            keng_log_error("cannot read topic metadata", "topic=%s error=\"%s\"", topics[t],
-                           rd_kafka_err2str(err ? err : md->topics[0].err));
-            if (md)
-                rd_kafka_metadata_destroy(md);
-            goto out;
-        }
-        partition_end_t *grown =
-            realloc(ends, (nends + (size_t)md->topics[0].partition_cnt) * sizeof(*ends));
-        if (!grown) {
-            rd_kafka_metadata_destroy(md);
-            goto out;
-        }
-        ends = grown;
-        for (int p = 0; p < md->topics[0].partition_cnt; p++) {
-            int32_t id = md->topics[0].partitions[p].id;
-            int64_t low = 0, high = 0;
-            err = rd_kafka_query_watermark_offsets(rk, topics[t], id, &low, &high, 10000);
-            if (err) {
-                keng_log_error("cannot read the end of a partition",
-                               "topic=%s partition=%d error=\"%s\"", topics[t], id,
-                               rd_kafka_err2str(err));
-                rd_kafka_metadata_destroy(md);
-                goto out;
-            }
-            ends[nends] = (partition_end_t){topics[t], id, high, high <= low};
-            if (!ends[nends].done)
-                remaining++;
-            rd_kafka_topic_partition_list_add(assignment, topics[t], id)->offset =
-                from_ms - SEEK_MARGIN_MS;
-            nends++;
-        }
-        rd_kafka_metadata_destroy(md);
-    }
-
-    /* Map the period's start to offsets; a partition the broker cannot map is scanned. */
-    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(rk, assignment, 10000);
-    int scanned = 0;
-    for (int i = 0; i < assignment->cnt; i++) {
-        if (err || assignment->elems[i].err || assignment->elems[i].offset < 0) {
-            assignment->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
-            scanned++;
-        }
-    }
+    rd.topics[0] = keng_config_get(cfg, "topic.incidents", "antt.incidents");
+    rd.topics[1] = keng_config_get(cfg, "topic.mediations", "antt.mediations");
+    if (note_ends(&rd, rk) != 0)
+        goto out;
+    size_t to_read = rd.remaining;
+    int by_time, scanned, skipped;
+    assignment = plan_starts(&rd, rk, from_ms, &by_time, &scanned, &skipped);
     keng_log_info("replay starting",
-                  "period=\"%s\" partitions=%zu to_read=%zu scanned_from_start=%d", label, nends,
-                  remaining, scanned);
-    err = rd_kafka_assign(rk, assignment);
+                  "period=\"%s\" partitions=%zu to_read=%zu sought_by_time=%d "
+                  "scanned_from_start=%d nothing_that_late=%d",
+                  label, rd.count[0] + rd.count[1], to_read, by_time, scanned, skipped);
+    rd_kafka_resp_err_t err = rd_kafka_assign(rk, assignment);
     if (err) {
         keng_log_error("cannot assign partitions", "error=\"%s\"", rd_kafka_err2str(err));
         goto out;
     }
 
     int64_t last_progress = keng_monotonic_ms();
-    while (remaining > 0 && !stop_requested) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
-        if (!m)
-            continue;
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                keng_log_warn("consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            continue;
+    while (rd.remaining > 0 && !stop_requested) {
+        rd_kafka_message_t *batch[BATCH_MAX];
+        /* Take what is queued without waiting; wait only when nothing is (a batch call with
+         * a timeout would wait for a full batch at each partition's tail). */
+        ssize_t got = rd_kafka_consume_batch_queue(queue, 0, batch, BATCH_MAX);
+        if (got <= 0) {
+            batch[0] = rd_kafka_consumer_poll(rk, 500);
+            got = batch[0] ? 1 : 0;
         }
-        const char *topic = rd_kafka_topic_name(m->rkt);
-        partition_end_t *end = NULL;
-        for (size_t i = 0; i < nends && !end; i++) {
-            if (ends[i].partition == m->partition && strcmp(ends[i].topic, topic) == 0)
-                end = &ends[i];
+        for (ssize_t i = 0; i < got; i++) {
+            read_message(&rd, batch[i]);
+            rd_kafka_message_destroy(batch[i]);
         }
-        if (end && !end->done && m->offset + 1 >= end->high) {
-            end->done = 1;
-            remaining--;
-        }
-        /* Messages past the noted end arrived after the replay began: they are the next
-         * review's, and counting them would make two runs disagree. */
-        int past_end = end && m->offset >= end->high;
-        if (!past_end) {
-            keng_event_t ev;
-            messages++;
-            if (keng_avro_decode(dec, m->payload, m->len, &ev, NULL, errstr, sizeof(errstr)) !=
-                KENG_AVRO_OK)
-                keng_review_add_undecodable(review);
-            else
-                keng_review_add(review, &ev);
-        }
-        rd_kafka_message_destroy(m);
         if (keng_monotonic_ms() - last_progress > 5000) {
             last_progress = keng_monotonic_ms();
             keng_log_info("replay progress", "messages=%llu partitions_left=%zu",
-                          (unsigned long long)messages, remaining);
+                          (unsigned long long)rd.messages, rd.remaining);
         }
     }
     if (stop_requested) {
@@ -241,22 +393,36 @@ static int run(const struct options *opt, keng_config_t *cfg)
         snprintf(dir, sizeof(dir), "keng-review-%d", opt->year);
     else
         snprintf(dir, sizeof(dir), "keng-review-%s-%s", opt->from, opt->to);
-    if (keng_review_write(review, dir, errstr, sizeof(errstr)) != 0) {
+    if (keng_review_write(rd.review, dir, errstr, sizeof(errstr)) != 0) {
         keng_log_error("cannot write the review", "error=\"%s\"", errstr);
         goto out;
     }
-    keng_log_info("review written",
-                  "dir=%s messages=%llu counted=%llu duplicates=%llu "
-                  "out_of_period=%llu unknown_board=%llu undecodable=%llu",
-                  dir, (unsigned long long)messages,
-                  (unsigned long long)keng_review_outcome_count(review, KENG_REVIEW_COUNTED),
-                  (unsigned long long)keng_review_outcome_count(review, KENG_REVIEW_DUPLICATE),
-                  (unsigned long long)keng_review_outcome_count(review, KENG_REVIEW_OUT_OF_PERIOD),
-                  (unsigned long long)keng_review_outcome_count(review, KENG_REVIEW_UNKNOWN_BOARD),
-                  (unsigned long long)keng_review_outcome_count(review, KENG_REVIEW_UNDECODABLE));
+    keng_log_info(
+        "review written",
+        "dir=%s messages=%llu counted=%llu duplicates=%llu "
+        "out_of_period=%llu unknown_board=%llu undecodable=%llu",
+        dir, (unsigned long long)rd.messages,
+        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_COUNTED),
+        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_DUPLICATE),
+        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_OUT_OF_PERIOD),
+        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_UNKNOWN_BOARD),
+        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_UNDECODABLE));
     printf("%s/review.html\n%s/review.csv\n%s/review.json\n", dir, dir, dir);
+    if (opt->pdf) {
+        char html[4200], pdf[4200];
+        snprintf(html, sizeof(html), "%s/review.html", dir);
+        snprintf(pdf, sizeof(pdf), "%s/review.pdf", dir);
+        if (keng_pdf_print(chromium, html, pdf, opt->pdf_timeout_s, &stop_requested, errstr,
+                           sizeof(errstr)) != 0) {
+            keng_log_error("cannot print the review to PDF", "error=\"%s\"", errstr);
+            goto out;
+        }
+        printf("%s\n", pdf);
+    }
     rc = 0;
 out:
+    if (queue)
+        rd_kafka_queue_destroy(queue);
     if (rk) {
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
@@ -265,9 +431,9 @@ out:
         rd_kafka_conf_destroy(conf);
     if (assignment)
         rd_kafka_topic_partition_list_destroy(assignment);
-    free(ends);
-    keng_review_destroy(review);
-    keng_avro_decoder_destroy(dec);
+    free(rd.ends);
+    keng_review_destroy(rd.review);
+    keng_avro_decoder_destroy(rd.dec);
     keng_schema_store_destroy(store);
     keng_registry_destroy(reg);
     return rc;
@@ -276,13 +442,14 @@ out:
 int main(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"year", required_argument, NULL, 'y'},    {"from", required_argument, NULL, 'f'},
-        {"to", required_argument, NULL, 't'},      {"out", required_argument, NULL, 'o'},
-        {"brokers", required_argument, NULL, 'b'}, {"registry", required_argument, NULL, 'r'},
-        {"config", required_argument, NULL, 'c'},  {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0},
+        {"year", required_argument, NULL, 'y'},        {"from", required_argument, NULL, 'f'},
+        {"to", required_argument, NULL, 't'},          {"out", required_argument, NULL, 'o'},
+        {"brokers", required_argument, NULL, 'b'},     {"registry", required_argument, NULL, 'r'},
+        {"config", required_argument, NULL, 'c'},      {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},           {"pdf", no_argument, NULL, 'p'},
+        {"pdf-timeout", required_argument, NULL, 'T'}, {NULL, 0, NULL, 0},
     };
-    struct options opt = {0};
+    struct options opt = {.pdf_timeout_s = 120};
     keng_config_t *cfg = NULL;
     const char *brokers = NULL;
     int c, rc;
@@ -309,6 +476,22 @@ int main(int argc, char **argv)
         case 'o':
             opt.out_dir = optarg;
             break;
+        case 'p':
+            opt.pdf = 1;
+            break;
+        case 'T': {
+            char *end;
+            long s = strtol(optarg, &end, 10);
+            if (*end || end == optarg || s < 1 || s > 3600) {
+                fprintf(stderr,
+                        "keng-replay: --pdf-timeout: '%s' is not a number of seconds "
+                        "from 1 to 3600\n",
+                        optarg);
+                return 64;
+            }
+            opt.pdf_timeout_s = (int)s;
+            break;
+        }
         case 'b':
             brokers = optarg;
             break;
@@ -336,7 +519,7 @@ int main(int argc, char **argv)
         return 64;
     }
     const keng_config_flag_t flags[] = {{"brokers", brokers}, {NULL, NULL}};
-    cfg = keng_config_from_args("keng-replay", opt.config_path, flags);
+    cfg = keng_config_from_args("keng-replay", opt.config_path, flags, config_tables);
     if (!cfg)
         return 64;
     if (!keng_config_brokers(cfg)) {

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "counts.h"
+#include "review_html.h"
 #include "timeutil.h"
 
 typedef struct tally {
@@ -214,24 +215,43 @@ uint64_t keng_review_outcome_count(const keng_review_t *r, keng_review_outcome_t
 
 /* ---- rollups ---- */
 
+/* How many of a scope's registry boards there are, and how many had an event counted. */
+typedef struct coverage {
+    uint64_t total, reported;
+} coverage_t;
+
 typedef struct rollup {
     tally_t province;
     tally_t *communes;
     tally_t *districts;
+    coverage_t province_boards;
+    coverage_t *commune_boards;
+    coverage_t *district_boards;
 } rollup_t;
+
+static void coverage_add(coverage_t *c, const tally_t *board)
+{
+    c->total++;
+    c->reported += board->incidents > 0 || board->mediations > 0;
+}
 
 static int rollup_build(const keng_review_t *r, rollup_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->communes = calloc(keng_registry_commune_count(r->reg), sizeof(tally_t));
     out->districts = calloc(keng_registry_district_count(r->reg), sizeof(tally_t));
-    if (!out->communes || !out->districts)
+    out->commune_boards = calloc(keng_registry_commune_count(r->reg), sizeof(coverage_t));
+    out->district_boards = calloc(keng_registry_district_count(r->reg), sizeof(coverage_t));
+    if (!out->communes || !out->districts || !out->commune_boards || !out->district_boards)
         return -1;
     for (uint32_t i = 0; i < keng_registry_board_count(r->reg); i++) {
         const keng_board_t *b = keng_registry_board(r->reg, i);
         tally_add(&out->communes[b->commune], &r->boards[i]);
         tally_add(&out->districts[b->district], &r->boards[i]);
         tally_add(&out->province, &r->boards[i]);
+        coverage_add(&out->commune_boards[b->commune], &r->boards[i]);
+        coverage_add(&out->district_boards[b->district], &r->boards[i]);
+        coverage_add(&out->province_boards, &r->boards[i]);
     }
     return 0;
 }
@@ -240,6 +260,8 @@ static void rollup_free(rollup_t *ru)
 {
     free(ru->communes);
     free(ru->districts);
+    free(ru->commune_boards);
+    free(ru->district_boards);
 }
 
 /* ---- JSON ---- */
@@ -272,7 +294,31 @@ static json_t *scope_json(const char *id, const char *name, const tally_t *t)
     return o;
 }
 
-static int write_json(const keng_review_t *r, const rollup_t *ru, const char *path)
+static void coverage_json(json_t *scope, const coverage_t *c)
+{
+    json_object_set_new(scope, "boards_total", json_integer((json_int_t)c->total));
+    json_object_set_new(scope, "boards_reported", json_integer((json_int_t)c->reported));
+}
+
+/* The province's headline, in the terms of its yearly summaries. */
+static json_t *headline_json(const rollup_t *ru)
+{
+    const tally_t *p = &ru->province;
+
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "boards_reported",
+                     (json_int_t)ru->province_boards.reported, "boards_total",
+                     (json_int_t)ru->province_boards.total, "incidents_detected",
+                     (json_int_t)p->incidents, "incidents_handled_locally",
+                     (json_int_t)p->by_resolution[KENG_RES_HANDLED_LOCALLY],
+                     "incidents_transferred_to_police",
+                     (json_int_t)p->by_resolution[KENG_RES_TRANSFERRED_TO_POLICE],
+                     "disputes_mediated", (json_int_t)p->mediations, "disputes_reconciled",
+                     (json_int_t)p->by_outcome[KENG_OUTCOME_RECONCILED]);
+}
+
+/* The document written as review.json, from which review.html is rendered too. Returns a new
+ * reference, or NULL when out of memory. */
+static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
 {
     char from[40], to[40], month[16];
     json_t *root, *months = json_array(), *districts = json_array(), *communes = json_array(),
@@ -291,13 +337,16 @@ static int write_json(const keng_review_t *r, const rollup_t *ru, const char *pa
     }
     for (uint32_t i = 0; i < keng_registry_district_count(r->reg); i++) {
         const keng_district_t *d = keng_registry_district(r->reg, i);
-        json_array_append_new(districts, scope_json(d->id, d->name, &ru->districts[i]));
+        json_t *o = scope_json(d->id, d->name, &ru->districts[i]);
+        coverage_json(o, &ru->district_boards[i]);
+        json_array_append_new(districts, o);
     }
     for (uint32_t i = 0; i < keng_registry_commune_count(r->reg); i++) {
         const keng_commune_t *c = keng_registry_commune(r->reg, i);
         json_t *o = scope_json(c->id, c->name, &ru->communes[i]);
         json_object_set_new(o, "district_id",
                             json_string(keng_registry_district(r->reg, c->district)->id));
+        coverage_json(o, &ru->commune_boards[i]);
         json_array_append_new(communes, o);
     }
     for (uint32_t i = 0; i < keng_registry_board_count(r->reg); i++) {
@@ -321,10 +370,10 @@ static int write_json(const keng_review_t *r, const rollup_t *ru, const char *pa
         scope_json(KENG_PROVINCE_ID, KENG_PROVINCE_NAME, &ru->province), "months", months,
         "districts", districts, "communes", communes, "boards", boards);
     if (!root)
-        return -1;
-    int rc = json_dump_file(root, path, JSON_INDENT(1));
-    json_decref(root);
-    return rc;
+        return NULL;
+    coverage_json(json_object_get(root, "province"), &ru->province_boards);
+    json_object_set_new(root, "headline", headline_json(ru));
+    return root;
 }
 
 /* ---- CSV ---- */
@@ -398,147 +447,11 @@ static int write_csv(const keng_review_t *r, const rollup_t *ru, const char *pat
     return fclose(f) == 0 && !failed ? 0 : -1;
 }
 
-/* ---- HTML ---- */
-
-static void html_text(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '<':
-            fputs("&lt;", f);
-            break;
-        case '>':
-            fputs("&gt;", f);
-            break;
-        case '&':
-            fputs("&amp;", f);
-            break;
-        case '"':
-            fputs("&quot;", f);
-            break;
-        default:
-            fputc(*s, f);
-        }
-    }
-}
-
-static void html_count(FILE *f, uint64_t n)
-{
-    /* Vietnamese groups thousands with a dot: 11.000 */
-    char digits[32], out[48];
-    int len = snprintf(digits, sizeof(digits), "%llu", (unsigned long long)n), o = 0;
-
-    for (int i = 0; i < len; i++) {
-        if (i > 0 && (len - i) % 3 == 0)
-            out[o++] = '.';
-        out[o++] = digits[i];
-    }
-    out[o] = '\0';
-    fputs(out, f);
-}
-
-static void html_row(FILE *f, const char *id, const char *name, const tally_t *t)
-{
-    fputs("<tr><td>", f);
-    html_text(f, id);
-    fputs("</td><td>", f);
-    html_text(f, name);
-    fputs("</td>", f);
-    const uint64_t cells[] = {t->incidents,
-                              t->by_resolution[KENG_RES_HANDLED_LOCALLY],
-                              t->by_resolution[KENG_RES_TRANSFERRED_TO_POLICE],
-                              t->by_resolution[KENG_RES_PENDING],
-                              t->mediations,
-                              t->by_outcome[KENG_OUTCOME_RECONCILED]};
-    for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
-        fputs("<td class=n>", f);
-        html_count(f, cells[i]);
-        fputs("</td>", f);
-    }
-    fputs("</tr>\n", f);
-}
-
-static const char html_table_head[] =
-    "<tr><th>Mã</th><th>Tên</th><th>Vụ việc</th><th>Tự xử lý</th><th>Chuyển công an xã</th>"
-    "<th>Đang xử lý</th><th>Hòa giải</th><th>Hòa giải thành</th></tr>\n";
-
-static int write_html(const keng_review_t *r, const rollup_t *ru, const char *path)
-{
-    FILE *f = fopen(path, "w");
-    char from[40], to[40];
-
-    if (!f)
-        return -1;
-    fputs("<!doctype html>\n<html lang=vi><head><meta charset=utf-8>\n<title>", f);
-    fputs("Báo cáo tổng kết năm ", f);
-    html_text(f, r->label);
-    fputs(" — keng</title>\n<style>body{font-family:sans-serif;margin:2em;color:#222}"
-          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;"
-          "padding:.25em .6em}td.n{text-align:right}th{background:#eee}"
-          ".kpi{display:inline-block;margin:0 2em 1em 0}.kpi b{display:block;font-size:2em}"
-          "</style></head><body>\n",
-          f);
-    fputs("<h1>Báo cáo tổng kết năm ", f);
-    html_text(f, r->label);
-    fputs("</h1>\n<p>Ban tự quản về ANTT tỉnh Nghệ An, từ ", f);
-    html_text(f, keng_time_format_local(r->from_ms, from, sizeof(from)));
-    fputs(" đến ", f);
-    html_text(f, keng_time_format_local(r->to_ms, to, sizeof(to)));
-    fputs(" (giờ Việt Nam).</p>\n", f);
-
-    const struct {
-        const char *label;
-        uint64_t value;
-    } kpis[] = {
-        {"Vụ việc phát hiện", ru->province.incidents},
-        {"Tự giải quyết", ru->province.by_resolution[KENG_RES_HANDLED_LOCALLY]},
-        {"Chuyển công an xã", ru->province.by_resolution[KENG_RES_TRANSFERRED_TO_POLICE]},
-        {"Vụ hòa giải", ru->province.mediations},
-        {"Hòa giải thành", ru->province.by_outcome[KENG_OUTCOME_RECONCILED]},
-    };
-    for (size_t i = 0; i < sizeof(kpis) / sizeof(kpis[0]); i++) {
-        fputs("<div class=kpi><b>", f);
-        html_count(f, kpis[i].value);
-        fprintf(f, "</b>%s</div>\n", kpis[i].label);
-    }
-
-    fputs("<h2>Theo tháng</h2>\n<table>\n", f);
-    fputs(html_table_head, f);
-    for (int m = 0; m < MONTHS; m++) {
-        int index = r->first_month_index + m;
-        char month[16];
-        int64_t start = days_from_civil(index / 12, (unsigned)(index % 12) + 1, 1) * 86400000LL -
-                        KENG_LOCAL_OFFSET_MS;
-        if (start >= r->to_ms)
-            break;
-        snprintf(month, sizeof(month), "%04d-%02d", index / 12, index % 12 + 1);
-        html_row(f, month, "", &r->months[m]);
-    }
-    fputs("</table>\n<h2>Theo huyện, thị xã, thành phố</h2>\n<table>\n", f);
-    fputs(html_table_head, f);
-    for (uint32_t i = 0; i < keng_registry_district_count(r->reg); i++) {
-        const keng_district_t *d = keng_registry_district(r->reg, i);
-        html_row(f, d->id, d->name, &ru->districts[i]);
-    }
-    html_row(f, KENG_PROVINCE_ID, "Toàn tỉnh", &ru->province);
-    fputs("</table>\n<h2>Chất lượng dữ liệu</h2>\n<p>", f);
-    fprintf(f,
-            "Đã tính %llu sự kiện; bỏ qua %llu bản gửi trùng, %llu ngoài kỳ báo cáo, "
-            "%llu của ban không có trong danh mục, %llu không giải mã được.",
-            (unsigned long long)r->outcomes[KENG_REVIEW_COUNTED],
-            (unsigned long long)r->outcomes[KENG_REVIEW_DUPLICATE],
-            (unsigned long long)r->outcomes[KENG_REVIEW_OUT_OF_PERIOD],
-            (unsigned long long)r->outcomes[KENG_REVIEW_UNKNOWN_BOARD],
-            (unsigned long long)r->outcomes[KENG_REVIEW_UNDECODABLE]);
-    fputs(" Số liệu từng xã và từng ban có trong review.csv và review.json.</p>\n", f);
-    fputs("</body></html>\n", f);
-    return fclose(f) == 0 ? 0 : -1;
-}
-
 int keng_review_write(const keng_review_t *r, const char *dir, char *errstr, size_t errstr_size)
 {
     char path[4096];
     rollup_t ru;
+    json_t *doc = NULL;
     int rc = -1;
 
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
@@ -549,20 +462,26 @@ int keng_review_write(const keng_review_t *r, const char *dir, char *errstr, siz
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
+    doc = review_json(r, &ru);
+    if (!doc) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
     snprintf(path, sizeof(path), "%s/review.json", dir);
-    if (write_json(r, &ru, path) != 0)
+    if (json_dump_file(doc, path, JSON_INDENT(1)) != 0)
         goto fail;
     snprintf(path, sizeof(path), "%s/review.csv", dir);
     if (write_csv(r, &ru, path) != 0)
         goto fail;
     snprintf(path, sizeof(path), "%s/review.html", dir);
-    if (write_html(r, &ru, path) != 0)
+    if (keng_review_html_write(doc, r->reg, r->from_ms, r->to_ms, path) != 0)
         goto fail;
     rc = 0;
     goto out;
 fail:
     snprintf(errstr, errstr_size, "%s: cannot write: %s", path, strerror(errno));
 out:
+    json_decref(doc);
     rollup_free(&ru);
     return rc;
 }

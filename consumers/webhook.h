@@ -1,6 +1,8 @@
-/* Alert webhooks: POSTs JSON bodies to one http://host:port/path URL on the libuv loop, one
- * request at a time and in order, retrying a failed request with exponential backoff.
- * Best effort: a body still failing after the last attempt is dropped and counted.
+/* Alert webhooks: POSTs JSON bodies to one URL (http:// or https://) through the loop's HTTP
+ * client, one request at a time and in order, retrying a failed request with exponential
+ * backoff until the receiver takes it. A receiver that refuses a body (a 4xx other than
+ * 408 and 429) gets the next one; a queue that outgrows its bound drops its oldest body.
+ * Both are counted.
  *
  * Thread: loop thread only. */
 #ifndef KENG_WEBHOOK_H
@@ -8,26 +10,37 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <uv.h>
 
+#include "http_client.h"
+
 typedef struct keng_webhook keng_webhook_t;
 
-/* Parses url (http:// only; host is a name or an IPv4/IPv6 literal in brackets; port 80 by
- * default). Returns NULL with errstr filled ("webhook.url: only http:// is supported"). */
-keng_webhook_t *keng_webhook_new(uv_loop_t *loop, const char *url, char *errstr,
-                                 size_t errstr_size);
+/* Posts to url through client (borrowed; it must outlive the webhook), each attempt given
+ * timeout_ms. Returns NULL with errstr filled ("webhook.url: 'ftp://x' ..."). */
+keng_webhook_t *keng_webhook_new(uv_loop_t *loop, keng_http_client_t *client, const char *url,
+                                 long timeout_ms, char *errstr, size_t errstr_size);
 
 /* Queues body (copied) for a POST with Content-Type application/json. When the queue is
- * full the oldest body is dropped and counted as a failure. Returns 0 or -1 (out of memory). */
+ * full the oldest body is dropped and counted. Returns 0 or -1 (out of memory). */
 int keng_webhook_post(keng_webhook_t *wh, const char *body);
 
-/* Attempts that failed (connection, timeout or a non-2xx status), and bodies delivered. */
-uint64_t keng_webhook_failures(const keng_webhook_t *wh);
-uint64_t keng_webhook_delivered(const keng_webhook_t *wh);
+typedef struct keng_webhook_stats {
+    uint64_t delivered;
+    uint64_t failures; /* attempts that failed (each is retried) */
+    uint64_t dropped;  /* bodies refused by the receiver or pushed out of a full queue */
+    size_t queued;     /* waiting, the one in progress included */
+} keng_webhook_stats_t;
 
-/* Drops what is queued, aborts the request in progress and frees everything once the loop
- * has closed the handles. */
+void keng_webhook_stats(const keng_webhook_t *wh, keng_webhook_stats_t *out);
+
+/* Writes the stats in the Prometheus text format (wh may be NULL: zeros). */
+void keng_webhook_metrics(const keng_webhook_t *wh, FILE *out);
+
+/* Drops what is queued and frees everything once the loop has closed the timer. Close it
+ * before the client. */
 void keng_webhook_close(keng_webhook_t *wh);
 
 #endif

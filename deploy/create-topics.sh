@@ -78,7 +78,13 @@ ensure_topic() { # name partitions retention_ms [cleanup_policy]
             --config "retention.ms=$retention" \
             --config "min.insync.replicas=$min_insync" \
             --config "cleanup.policy=$policy"
-        have=$(partition_count "$name")
+        # The broker that answers may not have the new topic's metadata yet: ask again for a
+        # while before calling it a failure.
+        for ((try = 0; try < 15; try++)); do
+            have=$(partition_count "$name")
+            [[ "$have" == "$want" ]] && break
+            sleep 1
+        done
         if [[ "$have" != "$want" ]]; then
             say "$name was not created as asked: it has '${have:-no}' partitions, not $want"
             exit 1

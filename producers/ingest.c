@@ -21,7 +21,9 @@
 #include "http_server.h"
 #include "ingest_body.h"
 #include "ingest_metrics.h"
+#include "kafka_health.h"
 #include "log.h"
+#include "avro_codec.h"
 #include "producer.h"
 #include "registry.h"
 #include "timeutil.h"
@@ -29,6 +31,21 @@
 
 #define DEFAULT_LISTEN "127.0.0.1:8088"
 #define EXIT_USAGE     64
+
+/* The keys keng-ingest reads itself; the producer and the schema store list theirs. */
+static keng_config_keys_t ingest_keys = {"registry",
+                                         "ingest.listen",
+                                         "ingest.tokens",
+                                         "ingest.max_events",
+                                         "ingest.deadline_ms",
+                                         "ingest.max_in_flight_events",
+                                         "ingest.retry_after_s",
+                                         "ingest.flush_ms",
+                                         NULL};
+static const char *const *const config_tables[] = {
+    keng_config_common_keys,       ingest_keys,
+    keng_producer_config_keys,     keng_http_server_config_keys,
+    keng_schema_store_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -38,6 +55,7 @@ struct options {
     const char *tokens;
     const char *new_token;
     const char *districts;
+    const char *max_connections;
 };
 
 /* The program's state, all of it on the loop thread. */
@@ -101,19 +119,30 @@ static void usage(FILE *out)
             "  --registry FILE      the board registry CSV (else the generated default)\n"
             "  --tokens FILE        the token file (config ingest.tokens); without one every\n"
             "                       POST is refused with 401\n"
+            "  --max-connections N  connections at once (config http.max_connections, default\n"
+            "                       10000); at the cap the least recently active idle one is\n"
+            "                       closed for the new one, and with none idle it gets 503\n"
             "  --new-token NAME     print a new random token once and append its hash, NAME\n"
             "                       and --districts (D01,D07 or *) to --tokens FILE, then exit\n"
             "  --help, --version\n"
             "\n"
             "Token file: one line per token, '<sha256 of the token, hex> <gateway name>\n"
             "<districts>', districts a comma-separated list of ids or '*'; '#' starts a comment.\n"
+            "A file meant to hold no token says so with the line '!no-tokens'.\n"
             "Send SIGHUP to reload it (rotate tokens without a restart); a file that fails to\n"
-            "load leaves the tokens in use unchanged. SIGINT and SIGTERM stop taking requests,\n"
-            "finish those in flight, flush the producer and exit 0.\n"
+            "load, or that holds no token without '!no-tokens', leaves the tokens in use\n"
+            "unchanged. SIGINT and SIGTERM stop taking requests, finish those in flight, flush\n"
+            "the producer and exit 0.\n"
+            "\n"
+            "Request bodies come with Content-Length: any Transfer-Encoding is refused (411 for\n"
+            "chunked, 501 for another coding), as are bare-LF line ends, a space before a\n"
+            "header's colon, a repeated Host, Authorization or Content-Type (400) and HTTP\n"
+            "versions other than 1.0 and 1.1 (505). Every error answer is JSON.\n"
             "\n"
             "Config keys (defaults): http.max_body_bytes (1048576), http.max_header_bytes\n"
             "(16384), http.header_timeout_ms (10000), http.body_timeout_ms (10000),\n"
-            "http.idle_timeout_ms (60000), http.max_connections (1024), ingest.max_events\n"
+            "http.idle_timeout_ms (60000), http.first_byte_timeout_ms (5000),\n"
+            "http.max_connections (10000), http.max_unsent_bytes (262144), ingest.max_events\n"
             "(1000), ingest.deadline_ms (5000), ingest.max_in_flight_events (50000),\n"
             "ingest.retry_after_s (1), ingest.flush_ms (10000), topic.incidents,\n"
             "topic.mediations, registry.\n",
@@ -150,6 +179,16 @@ static void answer_error(ingest_t *in, keng_http_request_t *req, int status, con
                          const char *message, const char *what, int64_t started_ms)
 {
     answer(in, req, status, error_body(field, message), what, started_ms, message);
+}
+
+/* The body of an error the HTTP server answers by itself (malformed or oversized requests,
+ * timeouts, the connection cap), in the shape of every other error here, and counted. */
+static json_t *server_error_body(int status, const char *message, void *ctx)
+{
+    ingest_t *in = ctx;
+
+    keng_ingest_metrics_request(in->metrics, status);
+    return error_body("", message);
 }
 
 /* ---- the producer's side of a request ---- */
@@ -358,17 +397,31 @@ static void serve_metrics(ingest_t *in, keng_http_request_t *req)
         .in_flight_events = (long long)in->in_flight_events,
         .tokens = (long long)keng_tokens_count(in->tokens),
     };
-    size_t len = 0;
-    char *text;
+    size_t len = 0, all_len = 0;
+    char *text, *all = NULL;
+    FILE *out;
 
     keng_ingest_metrics_request(in->metrics, 200);
     text = keng_ingest_metrics_render(in->metrics, &g, &len);
-    if (!text) {
-        keng_http_respond(req, 500, "text/plain; charset=utf-8", "out of memory\n", 14);
+    out = text ? open_memstream(&all, &all_len) : NULL;
+    if (out) {
+        fwrite(text, 1, len, out);
+        if (in->srv)
+            keng_http_server_write_metrics(in->srv, out);
+        keng_kafka_health_metrics(out);
+        if (fclose(out) != 0) {
+            free(all);
+            all = NULL;
+        }
+    }
+    free(text);
+    if (!all) {
+        answer_error(in, req, 500, "", "out of memory", "method=GET path=/metrics",
+                     keng_monotonic_ms());
         return;
     }
-    keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
-    free(text);
+    keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", all, all_len);
+    free(all);
 }
 
 static void serve_events(ingest_t *in, keng_http_request_t *req, keng_kind_t kind,
@@ -493,6 +546,14 @@ static void reload_tokens(ingest_t *in)
                        "error=\"%s\"", errstr);
         return;
     }
+    /* An emptied file (a truncated save, a bad deploy) would revoke every gateway at once. */
+    if (keng_tokens_count(fresh) == 0 && !keng_tokens_none_intended(fresh)) {
+        keng_log_error("SIGHUP: the token file holds no token; the tokens in use stay (a file "
+                       "meant to let no gateway post says so with the line '!no-tokens')",
+                       "file=%s tokens_in_use=%zu", in->tokens_path, keng_tokens_count(in->tokens));
+        keng_tokens_destroy(fresh);
+        return;
+    }
     /* Requests keep no gateway pointer past their handler, so the old set can go now. */
     keng_tokens_destroy(in->tokens);
     in->tokens = fresh;
@@ -557,18 +618,15 @@ static int config_int(ingest_t *in, const char *key, long long def, long long mi
 
 static int read_settings(ingest_t *in, keng_http_limits_t *limits)
 {
-    long long max_body, max_header, header_to, body_to, idle_to, max_conns, max_events, retry;
+    char errstr[512];
+    long long max_events, retry;
 
     keng_http_limits_default(limits);
-    if (config_int(in, "http.max_body_bytes", 1 << 20, 1, 1LL << 30, &max_body) ||
-        config_int(in, "http.max_header_bytes", (long long)limits->max_header_bytes, 256, 1 << 20,
-                   &max_header) ||
-        config_int(in, "http.header_timeout_ms", limits->header_timeout_ms, 0, 3600000,
-                   &header_to) ||
-        config_int(in, "http.body_timeout_ms", limits->body_timeout_ms, 0, 3600000, &body_to) ||
-        config_int(in, "http.idle_timeout_ms", limits->idle_timeout_ms, 0, 86400000, &idle_to) ||
-        config_int(in, "http.max_connections", limits->max_connections, 1, 1000000, &max_conns) ||
-        config_int(in, "ingest.max_events", KENG_INGEST_MAX_EVENTS_DEFAULT, 1, 1000000,
+    if (keng_http_limits_from_config(limits, in->cfg, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-ingest: %s\n", errstr);
+        return -1;
+    }
+    if (config_int(in, "ingest.max_events", KENG_INGEST_MAX_EVENTS_DEFAULT, 1, 1000000,
                    &max_events) ||
         config_int(in, "ingest.deadline_ms", 5000, 1, 3600000, &in->deadline_ms) ||
         config_int(in, "ingest.max_in_flight_events", 50000, 1, 100000000,
@@ -576,12 +634,8 @@ static int read_settings(ingest_t *in, keng_http_limits_t *limits)
         config_int(in, "ingest.retry_after_s", 1, 0, 3600, &retry) ||
         config_int(in, "ingest.flush_ms", 10000, 0, 3600000, &in->flush_ms))
         return -1;
-    limits->max_body_bytes = (size_t)max_body;
-    limits->max_header_bytes = (size_t)max_header;
-    limits->header_timeout_ms = (unsigned)header_to;
-    limits->body_timeout_ms = (unsigned)body_to;
-    limits->idle_timeout_ms = (unsigned)idle_to;
-    limits->max_connections = (unsigned)max_conns;
+    /* keng-ingest serves no stream. */
+    limits->max_streams = 0;
     in->body_limits.max_events = (size_t)max_events;
     in->body_limits.max_depth = KENG_INGEST_MAX_DEPTH;
     snprintf(in->retry_after, sizeof(in->retry_after), "%lld", retry);
@@ -610,6 +664,10 @@ static int run(ingest_t *in)
             keng_log_error("cannot load the token file", "error=\"%s\"", errstr);
             return 1;
         }
+        if (keng_tokens_count(in->tokens) == 0 && !keng_tokens_none_intended(in->tokens))
+            keng_log_warn("the token file holds no token: every POST will be refused with 401 "
+                          "(write '!no-tokens' in it when that is meant)",
+                          "file=%s", in->tokens_path);
     } else {
         in->tokens_path = NULL;
         in->tokens = keng_tokens_empty();
@@ -641,6 +699,7 @@ static int run(ingest_t *in)
         rc = 1;
         goto fail;
     }
+    keng_http_server_set_error_body(in->srv, server_error_body);
     rc = keng_http_server_listen(in->srv, listen);
     if (rc < 0) {
         keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));
@@ -725,11 +784,17 @@ static int new_token(const struct options *opt)
 int main(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"config", required_argument, NULL, 'c'},    {"brokers", required_argument, NULL, 'b'},
-        {"registry", required_argument, NULL, 'r'},  {"listen", required_argument, NULL, 'l'},
-        {"tokens", required_argument, NULL, 't'},    {"new-token", required_argument, NULL, 'n'},
-        {"districts", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},         {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"brokers", required_argument, NULL, 'b'},
+        {"registry", required_argument, NULL, 'r'},
+        {"listen", required_argument, NULL, 'l'},
+        {"tokens", required_argument, NULL, 't'},
+        {"new-token", required_argument, NULL, 'n'},
+        {"districts", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"max-connections", required_argument, NULL, 'm'},
+        {NULL, 0, NULL, 0},
     };
     struct options opt = {0};
     ingest_t in = {0};
@@ -760,6 +825,9 @@ int main(int argc, char **argv)
         case 'd':
             opt.districts = optarg;
             break;
+        case 'm':
+            opt.max_connections = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -788,9 +856,10 @@ int main(int argc, char **argv)
         {"registry", opt.registry},
         {"ingest.listen", opt.listen},
         {"ingest.tokens", opt.tokens},
+        {"http.max_connections", opt.max_connections},
         {NULL, NULL},
     };
-    in.cfg = keng_config_from_args("keng-ingest", opt.config_path, flags);
+    in.cfg = keng_config_from_args("keng-ingest", opt.config_path, flags, config_tables);
     if (!in.cfg)
         return EXIT_USAGE;
     if (!keng_config_brokers(in.cfg))

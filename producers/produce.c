@@ -36,6 +36,10 @@
 #define PROGRESS_EVERY_MS         200
 #define MAX_DELIVERY_ERRORS_SHOWN 20
 
+/* The producer and the schema store list the keys they read. */
+static const char *const *const config_tables[] = {
+    keng_config_common_keys, keng_producer_config_keys, keng_schema_store_config_keys, NULL};
+
 struct options {
     const char *config_path;
     const char *brokers;
@@ -477,9 +481,11 @@ int main(int argc, char **argv)
 
     rc = EXIT_CONFIG;
     const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
-    app.cfg = keng_config_from_args("keng-produce", app.opt.config_path, flags);
-    if (!app.cfg)
+    app.cfg = keng_config_from_args("keng-produce", app.opt.config_path, flags, config_tables);
+    if (!app.cfg) {
+        rc = EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
         goto out;
+    }
     app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));
     if (!app.reg) {
         fprintf(stderr, "keng-produce: registry: %s\n", errstr);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "avro_codec.h"
+#include "kafka_health.h"
 #include "kafka_uv.h"
 #include "log.h"
 #include "timeutil.h"
@@ -68,6 +69,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *conf_
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
+    keng_kafka_health_note(KENG_KAFKA_PRODUCER, err);
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char fatal[256];
         rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
@@ -96,6 +98,8 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, c
     }
     return 0;
 }
+
+keng_config_keys_t keng_producer_config_keys = {"topic.incidents", "topic.mediations", NULL};
 
 keng_producer_t *keng_producer_new(const keng_config_t *cfg, char *errstr, size_t errstr_size)
 {

@@ -60,6 +60,10 @@ typedef struct keng_producer_stats {
  * missing broker shows up as delivery failures after the message timeout. */
 keng_producer_t *keng_producer_new(const keng_config_t *cfg, char *errstr, size_t errstr_size);
 
+/* The keys keng_producer_new reads besides kafka.* and the schema store's (see
+ * keng_config_check). */
+extern keng_config_keys_t keng_producer_config_keys;
+
 /* Serves what delivery reports remain for up to timeout_ms, purges the rest (their callbacks
  * run with RD_KAFKA_RESP_ERR__PURGE_QUEUE or _PURGE_INFLIGHT, so no batch is left hanging),
  * then frees everything. Detach from libuv first (keng_producer_detach_uv). */

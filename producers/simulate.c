@@ -15,6 +15,7 @@
 #include "config.h"
 #include "event.h"
 #include "log.h"
+#include "avro_codec.h"
 #include "producer.h"
 #include "registry.h"
 #include "sim.h"
@@ -31,6 +32,10 @@
 #define FAST_EVENTS_PER_S 100.0
 
 enum output { OUT_KAFKA, OUT_NDJSON };
+
+/* The producer and the schema store list the keys they read. */
+static const char *const *const config_tables[] = {
+    keng_config_common_keys, keng_producer_config_keys, keng_schema_store_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -436,9 +441,11 @@ int main(int argc, char **argv)
 
     rc = EXIT_CONFIG;
     const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
-    app.cfg = keng_config_from_args("keng-simulate", app.opt.config_path, flags);
-    if (!app.cfg)
+    app.cfg = keng_config_from_args("keng-simulate", app.opt.config_path, flags, config_tables);
+    if (!app.cfg) {
+        rc = EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
         goto out;
+    }
     app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));
     if (!app.reg) {
         fprintf(stderr, "keng-simulate: registry: %s\n", errstr);

@@ -30,7 +30,12 @@ struct keng_tokens {
     keng_gateway_t *gateways;
     size_t count;
     size_t cap;
+    unsigned no_tokens_line; /* the line of the NO_TOKENS_DIRECTIVE, 0 without one */
 };
+
+/* The line that says a file holds no token on purpose, so that an emptied file (a truncated
+ * save, a bad deploy) is never mistaken for "no gateway may post". */
+#define NO_TOKENS_DIRECTIVE "!no-tokens"
 
 static void gateway_clear(keng_gateway_t *gw)
 {
@@ -59,6 +64,11 @@ void keng_tokens_destroy(keng_tokens_t *tokens)
 size_t keng_tokens_count(const keng_tokens_t *tokens)
 {
     return tokens->count;
+}
+
+bool keng_tokens_none_intended(const keng_tokens_t *tokens)
+{
+    return tokens->no_tokens_line != 0;
 }
 
 static int hexval(int c)
@@ -152,8 +162,9 @@ static int parse_districts(keng_gateway_t *gw, const char *word, char *why, size
     return 0;
 }
 
-/* Parses one line (modified in place) into gw. Returns 1 for an entry, 0 for a blank or
- * comment line, -1 with why filled. On -1, gw may hold memory for gateway_clear. */
+/* Parses one line (modified in place) into gw. Returns 1 for an entry, 2 for the
+ * NO_TOKENS_DIRECTIVE, 0 for a blank or comment line, -1 with why filled. On -1, gw may hold memory
+ * for gateway_clear. */
 static int parse_line(char *line, keng_gateway_t *gw, char *why, size_t why_size)
 {
     char *hash, *name, *districts, *extra;
@@ -166,6 +177,16 @@ static int parse_line(char *line, keng_gateway_t *gw, char *why, size_t why_size
     hash = next_word(&line);
     if (!hash)
         return 0;
+    if (hash[0] == '!') {
+        if (strcmp(hash, NO_TOKENS_DIRECTIVE) != 0 || next_word(&line) != NULL) {
+            snprintf(why, why_size,
+                     "unknown directive '%.40s'; the only one is '%s' on a line of "
+                     "its own",
+                     hash, NO_TOKENS_DIRECTIVE);
+            return -1;
+        }
+        return 2;
+    }
     name = next_word(&line);
     districts = next_word(&line);
     extra = next_word(&line);
@@ -235,6 +256,10 @@ keng_tokens_t *keng_tokens_load(const char *path, char *errstr, size_t errstr_si
         r = parse_line(line, &gw, why, sizeof(why));
         if (r == 0)
             continue;
+        if (r == 2) {
+            tokens->no_tokens_line = lineno;
+            continue;
+        }
         if (r < 0) {
             gateway_clear(&gw);
             snprintf(errstr, errstr_size, "%s:%u: %s", path, lineno, why);
@@ -264,6 +289,13 @@ keng_tokens_t *keng_tokens_load(const char *path, char *errstr, size_t errstr_si
     }
     if (ferror(f)) {
         snprintf(errstr, errstr_size, "cannot read the token file %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (tokens->no_tokens_line != 0 && tokens->count > 0) {
+        snprintf(errstr, errstr_size,
+                 "%s:%u: '%s' says no gateway may post, but the file lists %zu token(s); keep "
+                 "one or the other",
+                 path, tokens->no_tokens_line, NO_TOKENS_DIRECTIVE, tokens->count);
         goto fail;
     }
     free(line);

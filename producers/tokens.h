@@ -4,7 +4,7 @@
  *   <sha256 of the token, 64 hex digits> <gateway name> <districts>
  *
  * where districts is a comma-separated list of district ids (D01,D07) or "*" for all, and
- * '#' starts a comment. */
+ * '#' starts a comment. A file that holds no token on purpose has the line "!no-tokens". */
 #ifndef KENG_TOKENS_H
 #define KENG_TOKENS_H
 
@@ -30,6 +30,11 @@ keng_tokens_t *keng_tokens_empty(void);
 void keng_tokens_destroy(keng_tokens_t *tokens);
 
 size_t keng_tokens_count(const keng_tokens_t *tokens);
+
+/* Whether the file said, with the line "!no-tokens", that it holds no token on purpose (no
+ * gateway may post). A file with no token and no such line is more likely emptied by
+ * accident; keng-ingest refuses to reload it. */
+bool keng_tokens_none_intended(const keng_tokens_t *tokens);
 
 /* The gateway whose token is token[0..len), or NULL. The token's hash is compared with every
  * entry in constant time, whether or not an earlier one matched, so the time taken says

@@ -158,5 +158,9 @@ if [[ -x "$src/scripts/bench_ingest.sh" ]]; then
     say ""
     "$src/scripts/bench_ingest.sh" "$build" | tee -a "$results"
 fi
+if [[ -x "$src/scripts/bench_replay.sh" ]]; then
+    say ""
+    BENCH_RUNS=$runs BENCH_EVENTS=$events "$src/scripts/bench_replay.sh" "$build" | tee -a "$results"
+fi
 echo
 echo "Written to $results"

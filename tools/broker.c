@@ -26,6 +26,11 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
+/* The topics keng-broker creates. */
+static keng_config_keys_t broker_keys = {"topic.incidents",  "topic.mediations",   "topic.alerts",
+                                         "topic.deadletter", "topic.board_counts", NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys, broker_keys, NULL};
+
 struct options {
     const char *config_path;
     const char *bootstrap_file;
@@ -273,7 +278,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "keng-broker: unexpected argument '%s'\n", argv[optind]);
         return 64;
     }
-    cfg = keng_config_from_args("keng-broker", opt.config_path, NULL);
+    cfg = keng_config_from_args("keng-broker", opt.config_path, NULL, config_tables);
     if (!cfg)
         return 64;
 

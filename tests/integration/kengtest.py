@@ -160,7 +160,29 @@ class Process:
             return ""
 
 
-class Broker:
+# Which broker the tests run against: "embedded" (keng-broker, librdkafka's mock cluster) or
+# "kafka" (a real Apache Kafka cluster from scripts/kafka-cluster.sh).
+BROKER_KIND = os.environ.get("KENG_TEST_BROKER", "embedded")
+KAFKA_CLUSTER = os.path.join(SOURCE_DIR, "scripts", "kafka-cluster.sh")
+TOPICS = ["antt.incidents", "antt.mediations", "antt.alerts", "antt.deadletter",
+          "antt.board-counts"]
+
+
+def Broker(workdir, partitions=4, brokers=1):
+    """The broker a test runs against, chosen by KENG_TEST_BROKER: both kinds have
+    .bootstrap and stop(), and keng's five topics with the given partition count."""
+    if BROKER_KIND == "embedded":
+        return EmbeddedBroker(workdir, partitions, brokers)
+    if BROKER_KIND == "kafka":
+        return KafkaBroker(workdir, partitions, brokers)
+    raise TestFailure(f"KENG_TEST_BROKER is '{BROKER_KIND}': it must be 'embedded' or 'kafka'")
+
+
+def on_real_kafka():
+    return BROKER_KIND == "kafka"
+
+
+class EmbeddedBroker:
     """keng-broker: the embedded mock cluster, with fault commands on its stdin."""
 
     def __init__(self, workdir, partitions=4, brokers=1):
@@ -181,6 +203,93 @@ class Broker:
 
     def stop(self):
         return self.process.stop()
+
+
+def kafka_cluster(*args, timeout=900):
+    """Runs scripts/kafka-cluster.sh with args; fails the test with its output on an error."""
+    try:
+        r = subprocess.run([KAFKA_CLUSTER] + [str(a) for a in args], capture_output=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TestFailure(f"kafka-cluster.sh {' '.join(map(str, args))} ran over {timeout}s")
+    if r.returncode != 0:
+        raise TestFailure(f"kafka-cluster.sh {' '.join(map(str, args))} exited "
+                          f"{r.returncode}: {r.stderr.decode(errors='replace')[-2000:]}")
+
+
+class KafkaBroker:
+    """A real Apache Kafka cluster of `brokers` nodes (scripts/kafka-cluster.sh) in the
+    test's folder, with keng's topics created as keng-broker creates them."""
+
+    def __init__(self, workdir, partitions=4, brokers=1):
+        import atexit
+        self.dir = workdir.file("kafka")
+        self.stopped = False
+        kafka_cluster("up", self.dir, brokers)
+        # Stopped at exit even when a test fails before its own clean-up.
+        atexit.register(self.stop)
+        with open(os.path.join(self.dir, "bootstrap")) as f:
+            self.bootstrap = f.read().strip()
+        self.create_topics(TOPICS, partitions, min(brokers, 3))
+
+    def create_topics(self, names, partitions, replication, timeout=120):
+        """Creates the topics and waits until every partition has a leader."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        new = [NewTopic(t, num_partitions=partitions, replication_factor=replication,
+                        config={"cleanup.policy": "compact"} if t == "antt.board-counts" else {})
+               for t in names]
+        for topic, future in admin.create_topics(new, request_timeout=60).items():
+            try:
+                future.result(timeout)
+            except Exception as e:
+                raise TestFailure(f"cannot create topic {topic} on {self.bootstrap}: {e}")
+
+        def described():
+            md = admin.list_topics(timeout=5)
+            for t in names:
+                parts = md.topics.get(t)
+                if (parts is None or parts.error is not None
+                        or len(parts.partitions) != partitions
+                        or any(p.leader < 0 for p in parts.partitions.values())):
+                    return False
+            return True
+        wait_until(described, timeout, f"leaders for every partition of {names}", 0.2)
+
+        # Metadata names a leader a moment before that broker serves the partition; a test's
+        # first request must not meet NOT_LEADER, so wait until each answers ListOffsets.
+        from confluent_kafka import Consumer, TopicPartition
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "keng-test-probe"})
+        pending = [(t, p) for t in names for p in range(partitions)]
+
+        def serving():
+            while pending:
+                t, p = pending[-1]
+                c.get_watermark_offsets(TopicPartition(t, p), timeout=5)
+                pending.pop()
+            return True
+        try:
+            wait_until(serving, timeout, f"every partition of {names} served by its leader", 0.2)
+        finally:
+            c.close()
+
+    def command(self, line):
+        raise TestFailure(f"broker command '{line}' needs the embedded broker: real Kafka has "
+                          "no fault commands (run this test with KENG_TEST_BROKER=embedded)")
+
+    def kill_broker(self, node_id):
+        """SIGKILLs one node of the cluster."""
+        kafka_cluster("kill", self.dir, node_id, timeout=60)
+
+    def start_broker(self, node_id):
+        """Restarts a killed node and waits until it is registered again."""
+        kafka_cluster("start", self.dir, node_id, timeout=300)
+
+    def stop(self):
+        if not self.stopped:
+            self.stopped = True
+            kafka_cluster("down", self.dir, timeout=120)
+        return 0
 
 
 # ---- HTTP ----

@@ -138,7 +138,7 @@ def table_rows(driver):
             tr.querySelectorAll('td').forEach(function (td) {
                 var cls = Array.prototype.filter.call(td.classList,
                     function (c) { return c.indexOf('c-') === 0; })[0];
-                cells[cls] = td.textContent;
+                if (cls) cells[cls] = td.textContent;  /* the count columns */
             });
             out[tr.dataset.id] = cells;
         });

@@ -331,7 +331,7 @@ def test_invalid_requests_produce_nothing():
             r = read_response(s, b"")
             kt.check(r is not None, "an answer to an oversized body", "413", None)
             kt.check_equal(r[0], 413, "status of an oversized body")
-        # The same for a chunked body that grows past the limit.
+        # A chunked body is refused at once: gateways send Content-Length (411, JSON).
         with socket.create_connection(("127.0.0.1", ing.port), timeout=10) as s:
             chunk = b" " * 30000
             s.sendall((f"POST /v1/incidents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
@@ -343,7 +343,9 @@ def test_invalid_requests_produce_nothing():
             except OSError:
                 pass
             r = read_response(s, b"")
-            kt.check_equal(r[0] if r else None, 413, "status of an oversized chunked body")
+            kt.check_equal(r[0] if r else None, 411, "status of a chunked body")
+            kt.check(json.loads(r[2]).get("errors"), "a JSON errors list with the 411", "errors",
+                     r[2])
 
         # A slow client: half the headers, then nothing. 408 or a close after
         # http.header_timeout_ms (1 s); the socket's own timeout only bounds the test.

@@ -161,7 +161,9 @@ def test_bad_schema_config_is_refused():
     work = kt.Workdir()
     try:
         for line, needle in (("schemas.reader.vn.antt.Incident=3", "no version 3"),
-                             ("schemas.raeder.vn.antt.Incident=1", "unknown config key"),
+                             ("schemas.raeder.vn.antt.Incident=1",
+                              "unknown key 'schemas.raeder.vn.antt.Incident' (nearest known key: "
+                              "schemas.reader.vn.antt.Incident)"),
                              (f"schemas.dir={work.file('nowhere')}", "manifest.csv")):
             config = work.file("bad.conf")
             with open(config, "w") as f:

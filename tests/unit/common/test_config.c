@@ -52,6 +52,9 @@ static void test_load_and_override(void **state)
     free(path);
 }
 
+static keng_config_keys_t test_keys = {"listen", "registry", "group.id", NULL};
+static const char *const *const tables[] = {test_keys, NULL};
+
 /* What every program does with its command line: the file first, then the flags given. */
 static void test_flags_override_the_file(void **state)
 {
@@ -65,20 +68,20 @@ static void test_flags_override_the_file(void **state)
     keng_config_t *cfg;
 
     (void)state;
-    cfg = keng_config_from_args("keng-test", path, flags);
+    cfg = keng_config_from_args("keng-test", path, flags, tables);
     assert_non_null(cfg);
     assert_string_equal(keng_config_get(cfg, "listen", NULL), "127.0.0.1:2");
     assert_string_equal(keng_config_get(cfg, "registry", NULL), "file.csv"); /* not given */
     assert_string_equal(keng_config_get(cfg, "group.id", NULL), "g");
     keng_config_destroy(cfg);
 
-    cfg = keng_config_from_args("keng-test", NULL, NULL);
+    cfg = keng_config_from_args("keng-test", NULL, NULL, tables);
     assert_non_null(cfg);
     assert_null(keng_config_get(cfg, "listen", NULL));
     keng_config_destroy(cfg);
 
     /* A file that does not load: NULL (the message goes to stderr). */
-    assert_null(keng_config_from_args("keng-test", "/nonexistent/keng.conf", flags));
+    assert_null(keng_config_from_args("keng-test", "/nonexistent/keng.conf", flags, tables));
     unlink(path);
     free(path);
 }
@@ -95,6 +98,64 @@ static void test_errors_name_the_line(void **state)
     keng_config_destroy(cfg);
     unlink(path);
     free(path);
+}
+
+/* A mistyped key stops the program: the message names it, its line and the nearest key. */
+static void test_unknown_keys_are_named(void **state)
+{
+    static keng_config_keys_t program = {"alertmanager.url", "group.id", "listen", NULL};
+    static keng_config_keys_t rules = {"alert.*.level", "alert.*.severity", NULL};
+    static keng_config_keys_t schemas = {"schemas.reader.*", NULL};
+    static const char *const *const all[] = {program, rules, schemas, NULL};
+    static const struct {
+        const char *text;
+        const char *expected; /* NULL: accepted */
+    } cases[] = {
+        {"alertmanager.url=http://a\nalert.x_1.level=board\nschemas.reader.vn.antt.Incident=1\n"
+         "kafka.bogus.property=1\n",
+         NULL},
+        {"listen=1\nalertmanagr.url=http://a\n",
+         ":2: unknown key 'alertmanagr.url' (nearest known key: alertmanager.url)"},
+        {"bogus.key=1\n", ":1: unknown key 'bogus.key' (nearest known key: group.id)"},
+        {"alert.drugs.levle=board\n",
+         ":1: unknown key 'alert.drugs.levle' (nearest known key: alert.drugs.level)"},
+        {"alert.drugs.severity.x=1\n",
+         ":1: unknown key 'alert.drugs.severity.x' (nearest known key: alert.drugs.severity)"},
+        {"schemas.reader=1\n", ":1: unknown key 'schemas.reader' (nearest known key: "
+                               "schemas.reader.<name>)"},
+        {"alert..level=1\n",
+         ":1: unknown key 'alert..level' (nearest known key: alert.<name>.level)"},
+    };
+    char errstr[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *path = write_temp(cases[i].text);
+        keng_config_t *cfg = keng_config_new();
+        assert_int_equal(keng_config_load(cfg, path, errstr, sizeof(errstr)), 0);
+        int rc = keng_config_check(cfg, all, errstr, sizeof(errstr));
+        if (!cases[i].expected) {
+            if (rc != 0)
+                fail_msg("case %zu: expected no error, got '%s'", i, errstr);
+        } else {
+            char expected[300];
+            snprintf(expected, sizeof(expected), "%s%s", path, cases[i].expected);
+            assert_int_equal(rc, -1);
+            assert_string_equal(errstr, expected);
+        }
+        keng_config_destroy(cfg);
+        unlink(path);
+        free(path);
+    }
+
+    /* A flag has no line; and from_args refuses the unknown key. */
+    keng_config_t *cfg = keng_config_new();
+    keng_config_set(cfg, "grop.id", "g");
+    assert_int_equal(keng_config_check(cfg, all, errstr, sizeof(errstr)), -1);
+    assert_string_equal(errstr, "unknown key 'grop.id' (nearest known key: group.id)");
+    keng_config_destroy(cfg);
+    const keng_config_flag_t flags[] = {{"grop.id", "g"}, {NULL, NULL}};
+    assert_null(keng_config_from_args("keng-test", NULL, flags, all));
 }
 
 static void test_kafka_keys_reach_librdkafka(void **state)
@@ -182,6 +243,7 @@ int main(void)
         cmocka_unit_test(test_load_and_override),
         cmocka_unit_test(test_flags_override_the_file),
         cmocka_unit_test(test_errors_name_the_line),
+        cmocka_unit_test(test_unknown_keys_are_named),
         cmocka_unit_test(test_kafka_keys_reach_librdkafka),
         cmocka_unit_test(test_kafka_keys_by_role),
     };

@@ -216,7 +216,12 @@ struct harness {
     bool closed_seen[MAX_RESP];
     char stream_text[4096];
 
+    int strict_status[32]; /* by case of test_strict_framing */
+    bool strict_closed[32];
+    int pipelined_ok;
+
     /* written on the loop thread */
+    keng_http_stats_t stats; /* as the last request arrived */
     int handled;
     char order[256];
     unsigned max_connections_seen;
@@ -367,6 +372,7 @@ static void handler(keng_http_request_t *req, void *ctx)
         h->connections_at[id] = conns;
     h->handled++;
     order_add(h, 'h', id);
+    keng_http_server_stats(h->srv, &h->stats);
 
     if (strcmp(path, "/query") == 0) {
         copy_str(h->method, sizeof(h->method), keng_http_request_method(req));
@@ -405,12 +411,25 @@ static void handler(keng_http_request_t *req, void *ctx)
         uv_timer_init(&h->loop, &h->stream_timer);
         h->stream_timer_open = true;
         uv_timer_start(&h->stream_timer, on_stream_timer, 10, 10);
+    } else if (strcmp(path, "/stream-cap") == 0) {
+        keng_http_request_add_header(req, "Cache-Control", "no-cache");
+        if (keng_http_stream_begin(req, "text/event-stream") != 0) {
+            keng_http_respond(req, 503, "text/plain", "busy", 4);
+            return;
+        }
+        keng_http_stream_on_close(req, on_stream_closed, h);
+        h->stream = req;
+        keng_http_stream_write(req, "data: 0\n\n", 9);
     } else if (strcmp(path, "/stream-end") == 0) {
         assert_int_equal(keng_http_stream_begin(req, "text/event-stream"), 0);
         keng_http_stream_on_close(req, on_stream_closed, h);
         h->stream = req;
         h->stream_write_rc = keng_http_stream_write(req, "data: bye\n\n", 11);
         keng_http_stream_end(req);
+    } else if (strcmp(path, "/big") == 0) {
+        static char big[128 * 1024];
+        memset(big, 'b', sizeof(big));
+        keng_http_respond(req, 200, "text/plain", big, sizeof(big));
     } else if (strcmp(path, "/flood") == 0) {
         static char chunk[64 * 1024];
         memset(chunk, 'x', sizeof(chunk));
@@ -566,19 +585,14 @@ static void client_post(struct harness *h)
                                      "application/json\r\nContent-Length: 17\r\n\r\n"
                                      "{\"board\":\"D07\"}\n\n") == 0);
     CLIENT_CHECK(h, client_read_response(cl, &h->resp[0]) == 0);
-    /* The same body chunked, on the same connection. */
-    CLIENT_CHECK(h, client_sends(cl, "POST /echo HTTP/1.1\r\nHost: keng\r\nTransfer-Encoding: "
-                                     "chunked\r\n\r\n6\r\n{\"boar\r\nb\r\nd\":\"D07\"}\n\n"
-                                     "\r\n0\r\n\r\n") == 0);
-    CLIENT_CHECK(h, client_read_response(cl, &h->resp[1]) == 0);
     /* A client that expects 100 Continue gets it before sending the body. */
     CLIENT_CHECK(h, client_sends(cl, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\n"
                                      "Content-Length: 17\r\n\r\n") == 0);
-    long head_len = client_read_head(cl, &h->resp[2]);
+    long head_len = client_read_head(cl, &h->resp[1]);
     CLIENT_CHECK(h, head_len > 0);
     client_consume(cl, (size_t)head_len);
     CLIENT_CHECK(h, client_sends(cl, "{\"board\":\"D07\"}\n\n") == 0);
-    CLIENT_CHECK(h, client_read_response(cl, &h->resp[3]) == 0);
+    CLIENT_CHECK(h, client_read_response(cl, &h->resp[2]) == 0);
     client_close(cl);
     free(cl);
 }
@@ -587,13 +601,13 @@ static void test_post_with_body(void **state)
 {
     struct harness *h = harness_new();
     harness_run(h, client_post);
-    assert_int_equal(h->handled, 3);
-    assert_int_equal(h->resp[2].status, 100);
-    h->resp[2] = h->resp[3];
+    assert_int_equal(h->handled, 2);
+    assert_int_equal(h->resp[1].status, 100);
+    h->resp[1] = h->resp[2];
     assert_string_equal(h->method, "POST");
     assert_int_equal(h->body_len, 17);
     assert_string_equal(h->body, "{\"board\":\"D07\"}\n\n");
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         assert_int_equal(h->resp[i].status, 200);
         assert_int_equal(h->resp[i].body_len, 17);
         assert_string_equal(h->resp[i].body, "{\"board\":\"D07\"}\n\n");
@@ -689,7 +703,7 @@ static void client_too_large(struct harness *h)
     h->closed_seen[0] = client_sees_close(cl);
     client_close(cl);
 
-    /* A chunked body is refused as it grows past the limit. */
+    /* A chunked body is refused before it is read: bodies come with Content-Length. */
     CLIENT_CHECK(h, client_open(cl, h->port) == 0);
     char req[4096];
     char chunk[700];
@@ -711,8 +725,11 @@ static void test_body_too_large_413(void **state)
     h->limits.max_body_bytes = 1024;
     harness_run(h, client_too_large);
     assert_int_equal(h->handled, 0);
+    assert_int_equal(h->resp[0].status, 413);
+    assert_int_equal(h->resp[1].status, 411);
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(h->resp[i].status, 413);
+        assert_true(has_header(&h->resp[i], "Content-Type: application/json"));
+        assert_true(strncmp(h->resp[i].body, "{\"error\":", 9) == 0);
         assert_true(has_header(&h->resp[i], "Connection: close"));
         assert_true(h->closed_seen[i]);
     }
@@ -808,14 +825,24 @@ static void client_max_connections(struct harness *h)
     CLIENT_CHECK(h, client_open(a, h->port) == 0);
     CLIENT_CHECK(h, client_sends(a, "GET /?id=1 HTTP/1.1\r\n\r\n") == 0);
     CLIENT_CHECK(h, client_read_response(a, &h->resp[0]) == 0);
+    /* Half a request: the only connection is busy, so the next one cannot take its place.
+     * The pause lets the server read it before it accepts the next connection. */
+    CLIENT_CHECK(h, client_sends(a, "GET /?id=3 HTTP/1.1\r\n") == 0);
+    usleep(200 * 1000);
     CLIENT_CHECK(h, client_open(b, h->port) == 0);
     CLIENT_CHECK(h, client_sends(b, "GET /?id=2 HTTP/1.1\r\n\r\n") == 0);
     CLIENT_CHECK(h, client_read_response(b, &h->resp[1]) == 0);
     h->closed_seen[1] = client_sees_close(b);
     client_close(b);
     /* The first connection still works. */
-    CLIENT_CHECK(h, client_sends(a, "GET /?id=3 HTTP/1.1\r\n\r\n") == 0);
+    CLIENT_CHECK(h, client_sends(a, "\r\n") == 0);
     CLIENT_CHECK(h, client_read_response(a, &h->resp[2]) == 0);
+    /* Now idle, it gives way to a new connection. */
+    CLIENT_CHECK(h, client_open(b, h->port) == 0);
+    CLIENT_CHECK(h, client_sends(b, "GET /?id=4 HTTP/1.1\r\n\r\n") == 0);
+    CLIENT_CHECK(h, client_read_response(b, &h->resp[3]) == 0);
+    h->closed_seen[0] = client_sees_close(a);
+    client_close(b);
     client_close(a);
     free(a);
     free(b);
@@ -826,14 +853,19 @@ static void test_max_connections_503(void **state)
     struct harness *h = harness_new();
     h->limits.max_connections = 1;
     harness_run(h, client_max_connections);
-    assert_int_equal(h->handled, 2);
-    assert_string_equal(h->order, "h1 r1 h3 r3");
+    assert_int_equal(h->handled, 3);
+    assert_string_equal(h->order, "h1 r1 h3 r3 h4 r4");
     assert_int_equal(h->resp[0].status, 200);
     assert_int_equal(h->resp[1].status, 503);
     assert_true(has_header(&h->resp[1], "Retry-After: 1"));
     assert_true(has_header(&h->resp[1], "Connection: close"));
+    assert_true(has_header(&h->resp[1], "Content-Type: application/json"));
     assert_true(h->closed_seen[1]);
     assert_int_equal(h->resp[2].status, 200);
+    assert_int_equal(h->resp[3].status, 200);
+    assert_true(h->closed_seen[0]);
+    assert_int_equal(h->stats.refused, 1);
+    assert_int_equal(h->stats.evicted, 1);
     harness_free(h);
 }
 
@@ -1025,6 +1057,170 @@ static void test_server_close_with_request_in_flight(void **state)
     harness_free(h);
 }
 
+/* What http-parser's lenient build takes and a proxy in front could frame otherwise, each on
+ * a connection of its own, with the answer each must get. */
+static const struct strict_case {
+    const char *request;
+    int status;
+} strict_cases[] = {
+    /* chunk data not followed by CRLF: no chunked body is taken at all */
+    {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "3\r\nabcXX0\r\n\r\n",
+     411},
+    {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+     "3\r\nabc\r\n0\r\n\r\n",
+     501},
+    {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+    {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+     "Content-Length: 3\r\n\r\nabc",
+     400},
+    {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n"
+     "0\r\n\r\n",
+     400},
+    {"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400},
+    {"GET / HTTP/1.1\nHost: x\n\n", 400},
+    {"GET / HTTP/1.1\r\nHost: x\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", 400},
+    {"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n", 400},
+    {"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505},
+    {"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505},
+    {"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+    {"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\n"
+     "Authorization: Bearer b\r\n\r\n",
+     400},
+    {"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400},
+    {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: a\r\ncontent-type: b\r\n"
+     "Content-Length: 0\r\n\r\n",
+     400},
+    {"GET /?id=D04%00junk HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+    {"GET /?id=D04%0d%0aX:%20y HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+    {"GET /\t/x HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+    /* and what stays fine */
+    {"GET /?id=3 HTTP/1.1\r\nHost: x\r\n\r\n", 200},
+    {"\r\nGET /?id=3 HTTP/1.0\r\nHost: x\r\n\r\n", 200},
+    {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 200},
+};
+#define NSTRICT (sizeof(strict_cases) / sizeof(strict_cases[0]))
+
+static void client_strict(struct harness *h)
+{
+    struct client *cl = calloc(1, sizeof(*cl));
+    for (size_t i = 0; i < NSTRICT; i++) {
+        struct response r;
+        CLIENT_CHECK(h, client_open(cl, h->port) == 0);
+        CLIENT_CHECK(h, client_sends(cl, strict_cases[i].request) == 0);
+        h->strict_status[i] = client_read_response(cl, &r) == 0 ? r.status : -1;
+        if (r.status >= 400)
+            h->strict_closed[i] = has_header(&r, "Connection: close") &&
+                                  has_header(&r, "Content-Type: application/json") &&
+                                  r.body[0] == '{';
+        client_close(cl);
+    }
+    free(cl);
+}
+
+static void test_strict_framing(void **state)
+{
+    struct harness *h = harness_new();
+    harness_run(h, client_strict);
+    for (size_t i = 0; i < NSTRICT; i++) {
+        if (h->strict_status[i] != strict_cases[i].status)
+            fail_msg("case %zu: expected %d, got %d for %s", i, strict_cases[i].status,
+                     h->strict_status[i], strict_cases[i].request);
+        if (strict_cases[i].status >= 400 && !h->strict_closed[i])
+            fail_msg("case %zu: the %d is not JSON with Connection: close", i,
+                     strict_cases[i].status);
+    }
+    harness_free(h);
+}
+
+/* A client pipelines requests for 128 KiB answers (38 MiB in all, more than the kernel's
+ * socket buffers take) without reading: the server stops reading past max_unsent_bytes, and
+ * every answer still arrives once the client reads. */
+#define PIPELINED 300
+static void client_pipelined_no_read(struct harness *h)
+{
+    struct client *cl = calloc(1, sizeof(*cl));
+    static char reqs[PIPELINED * 32];
+    size_t n = 0;
+    CLIENT_CHECK(h, client_open(cl, h->port) == 0);
+    for (int i = 0; i < PIPELINED; i++)
+        n += (size_t)snprintf(reqs + n, sizeof(reqs) - n, "GET /big HTTP/1.1\r\n\r\n");
+    /* 7 KiB of requests: the kernel takes them whole even when the server stops reading. */
+    CLIENT_CHECK(h, client_send(cl, reqs, n) == 0);
+    usleep(300 * 1000);
+    for (int i = 0; i < PIPELINED; i++) {
+        struct response r;
+        long head = client_read_head(cl, &r);
+        CLIENT_CHECK(h, head > 0 && r.status == 200);
+        client_consume(cl, (size_t)head);
+        size_t left = 128 * 1024;
+        while (left > 0) {
+            if (cl->len == 0)
+                CLIENT_CHECK(h, client_fill(cl) > 0);
+            size_t take = cl->len < left ? cl->len : left;
+            client_consume(cl, take);
+            left -= take;
+        }
+        h->pipelined_ok++;
+    }
+    client_close(cl);
+    free(cl);
+}
+
+static void test_pipelined_backpressure(void **state)
+{
+    struct harness *h = harness_new();
+    h->limits.max_unsent_bytes = 64 * 1024;
+    harness_run(h, client_pipelined_no_read);
+    assert_int_equal(h->pipelined_ok, PIPELINED);
+    assert_int_equal(h->handled, PIPELINED);
+    if (h->stats.read_pauses < 1)
+        fail_msg("expected the connection to pause reading at least once, got %llu pauses",
+                 (unsigned long long)h->stats.read_pauses);
+    harness_free(h);
+}
+
+/* Streams have a cap of their own; past it a stream is refused and ordinary requests go on. */
+static void client_stream_cap(struct harness *h)
+{
+    struct client *a = calloc(1, sizeof(*a));
+    struct client *b = calloc(1, sizeof(*b));
+    struct response r;
+    CLIENT_CHECK(h, client_open(a, h->port) == 0);
+    CLIENT_CHECK(h, client_sends(a, "GET /stream-cap HTTP/1.1\r\n\r\n") == 0);
+    CLIENT_CHECK(h, client_read_head(a, &r) > 0);
+    h->resp[0] = r;
+    CLIENT_CHECK(h, client_open(b, h->port) == 0);
+    CLIENT_CHECK(h, client_sends(b, "GET /stream-cap HTTP/1.1\r\n\r\n") == 0);
+    CLIENT_CHECK(h, client_read_response(b, &h->resp[1]) == 0);
+    CLIENT_CHECK(h, client_sends(b, "GET /?id=5 HTTP/1.1\r\n\r\n") == 0);
+    CLIENT_CHECK(h, client_read_response(b, &h->resp[2]) == 0);
+    client_close(b);
+    client_close(a);
+    CLIENT_CHECK(h, wait_server_event(h));
+    free(a);
+    free(b);
+}
+
+static void test_stream_cap(void **state)
+{
+    struct harness *h = harness_new();
+    h->limits.max_streams = 1;
+    h->limits.max_connections = 2;
+    harness_run(h, client_stream_cap);
+    assert_int_equal(h->resp[0].status, 200);
+    /* Cache-Control once, even when the handler adds it too. */
+    const char *cc = strcasestr(h->resp[0].head, "Cache-Control:");
+    assert_non_null(cc);
+    assert_null(strcasestr(cc + 1, "Cache-Control:"));
+    assert_int_equal(h->resp[1].status, 503);
+    assert_int_equal(h->resp[2].status, 200);
+    assert_int_equal(h->stats.streams_refused, 1);
+    assert_int_equal(h->stats.streams, 1);
+    harness_free(h);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1043,6 +1239,9 @@ int main(void)
         cmocka_unit_test(test_async_answer_after_client_left),
         cmocka_unit_test(test_half_closed_client_still_answered),
         cmocka_unit_test(test_server_close_with_request_in_flight),
+        cmocka_unit_test(test_strict_framing),
+        cmocka_unit_test(test_pipelined_backpressure),
+        cmocka_unit_test(test_stream_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

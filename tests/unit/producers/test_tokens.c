@@ -174,6 +174,33 @@ static void test_comments_and_blank_lines(void **state)
     assert_non_null(strstr(errstr, "cannot open the token file /nonexistent/keng/tokens"));
 }
 
+/* An empty file and a file that says "!no-tokens" both hold no token; only the second means
+ * it, which is what keng-ingest's SIGHUP reload tells apart. */
+static void test_no_tokens_directive(void **state)
+{
+    const char *texts[] = {"", "# emptied\n", "# maintenance\n!no-tokens\n", "  !no-tokens  \n"};
+    const bool intended[] = {false, false, true, true};
+    char errstr[256];
+
+    for (size_t i = 0; i < 4; i++) {
+        char *path = write_temp(texts[i]);
+        keng_tokens_t *t = keng_tokens_load(path, errstr, sizeof(errstr));
+        if (t == NULL)
+            fail_msg("loading '%s': %s", texts[i], errstr);
+        assert_int_equal(keng_tokens_count(t), 0);
+        if (keng_tokens_none_intended(t) != intended[i])
+            fail_msg("'%s': expected none_intended %d, got %d", texts[i], intended[i],
+                     keng_tokens_none_intended(t));
+        keng_tokens_destroy(t);
+        unlink(path);
+        free(path);
+    }
+    expect_load_error("!no-tokens\n" HASH_ONE " gw D01\n",
+                      ":1: '!no-tokens' says no gateway may post, but the file lists 1 token");
+    expect_load_error("!no-token\n", ":1: unknown directive '!no-token'");
+    expect_load_error("!no-tokens please\n", ":1: unknown directive '!no-tokens'");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +209,7 @@ int main(void)
         cmocka_unit_test(test_bad_lines),
         cmocka_unit_test(test_sha256_of_the_token),
         cmocka_unit_test(test_comments_and_blank_lines),
+        cmocka_unit_test(test_no_tokens_directive),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,330 @@
+/* libcurl's multi interface driven by the libuv loop: curl says which sockets to watch
+ * (socket callback) and when to call it back (timer callback); the loop tells curl when a
+ * socket is ready or the timer fired, and finished transfers are collected after each call. */
+#include "http_client.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+typedef struct request {
+    struct request *next, *prev;
+    keng_http_client_t *client;
+    CURL *easy;
+    struct curl_slist *headers;
+    keng_http_done_fn done;
+    void *arg;
+    char error[CURL_ERROR_SIZE];
+} request_t;
+
+/* One socket curl asked to watch; freed in its close callback. */
+typedef struct sock {
+    uv_poll_t poll;
+    struct sock *next, *prev; /* watched now */
+    keng_http_client_t *client;
+    curl_socket_t fd;
+} sock_t;
+
+struct keng_http_client {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    request_t *requests; /* in flight */
+    sock_t *socks;       /* watched */
+    size_t in_flight;
+    int handles_open; /* the timer and the sockets' polls */
+    bool closing;
+};
+
+static void maybe_free(keng_http_client_t *c)
+{
+    if (c->closing && c->handles_open == 0)
+        free(c);
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    keng_http_client_t *c;
+
+    if (handle->type == UV_POLL) {
+        sock_t *s = handle->data;
+        c = s->client;
+        free(s);
+    } else {
+        c = handle->data;
+    }
+    c->handles_open--;
+    maybe_free(c);
+}
+
+static void request_free(request_t *r)
+{
+    keng_http_client_t *c = r->client;
+
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->requests = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    c->in_flight--;
+    curl_multi_remove_handle(c->multi, r->easy);
+    curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    free(r);
+}
+
+/* Hands every finished transfer to its callback. */
+static void collect(keng_http_client_t *c)
+{
+    CURLMsg *msg;
+    int left;
+
+    while (!c->closing && (msg = curl_multi_info_read(c->multi, &left))) {
+        request_t *r;
+        long status = 0;
+        char why[CURL_ERROR_SIZE + 64];
+        const char *error = NULL;
+
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        if (msg->data.result != CURLE_OK) {
+            snprintf(why, sizeof(why), "%s",
+                     r->error[0] ? r->error : curl_easy_strerror(msg->data.result));
+            error = why;
+        } else {
+            curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+            if (status < 200 || status > 299) {
+                snprintf(why, sizeof(why), "the receiver answered %ld", status);
+                error = why;
+            }
+        }
+        keng_http_done_fn done = r->done;
+        void *arg = r->arg;
+        request_free(r);
+        done(status, error, arg); /* last: it may post again, or close the client */
+    }
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events)
+{
+    sock_t *s = handle->data;
+    keng_http_client_t *c = s->client;
+    int flags = 0, running;
+
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    curl_multi_socket_action(c->multi, s->fd, flags, &running);
+    collect(c);
+}
+
+static void on_timer(uv_timer_t *timer)
+{
+    keng_http_client_t *c = timer->data;
+    int running;
+
+    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    collect(c);
+}
+
+/* Stops watching s; uv_close does it now, while curl still has the fd open. */
+static void sock_unwatch(sock_t *s)
+{
+    keng_http_client_t *c = s->client;
+
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->socks = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+}
+
+/* curl: watch fd for what, or stop watching it. */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    keng_http_client_t *c = userp;
+    sock_t *s = socketp;
+    int events = 0;
+
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        if (s) {
+            sock_unwatch(s);
+            curl_multi_assign(c->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s)
+            return -1;
+        if (uv_poll_init_socket(c->loop, &s->poll, fd) != 0) {
+            free(s);
+            return -1;
+        }
+        s->client = c;
+        s->fd = fd;
+        s->poll.data = s;
+        s->next = c->socks;
+        if (s->next)
+            s->next->prev = s;
+        c->socks = s;
+        c->handles_open++;
+        curl_multi_assign(c->multi, fd, s);
+    }
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        events |= UV_READABLE;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        events |= UV_WRITABLE;
+    uv_poll_start(&s->poll, events, on_poll);
+    return 0;
+}
+
+/* curl: call back in timeout_ms (-1: no timer). */
+static int on_timeout_change(CURLM *multi, long timeout_ms, void *userp)
+{
+    keng_http_client_t *c = userp;
+
+    (void)multi;
+    if (timeout_ms < 0)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, on_timer, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+static size_t discard(char *data, size_t size, size_t n, void *userp)
+{
+    (void)data;
+    (void)userp;
+    return size * n;
+}
+
+keng_http_client_t *keng_http_client_new(uv_loop_t *loop, char *errstr, size_t errstr_size)
+{
+    keng_http_client_t *c = NULL;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(errstr, errstr_size, "libcurl cannot start");
+        return NULL;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c || !(c->multi = curl_multi_init())) {
+        snprintf(errstr, errstr_size, "out of memory");
+        free(c);
+        return NULL;
+    }
+    c->loop = loop;
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timeout_change);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 1;
+    return c;
+}
+
+int keng_http_client_post(keng_http_client_t *c, const char *url, const char *body, long timeout_ms,
+                          keng_http_done_fn done, void *arg)
+{
+    request_t *r;
+
+    if (c->closing)
+        return -1;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return -1;
+    r->client = c;
+    r->done = done;
+    r->arg = arg;
+    r->easy = curl_easy_init();
+    r->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    if (!r->easy || !r->headers)
+        goto fail;
+    /* NOSIGNAL: no SIGALRM for name lookups in a program with its own signal handling. */
+    if (curl_easy_setopt(r->easy, CURLOPT_URL, url) != CURLE_OK ||
+        curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK)
+        goto fail;
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "keng/" KENG_VERSION);
+    curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->error);
+    curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+    if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK)
+        goto fail;
+    r->next = c->requests;
+    if (r->next)
+        r->next->prev = r;
+    c->requests = r;
+    c->in_flight++;
+    return 0;
+
+fail:
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    free(r);
+    return -1;
+}
+
+size_t keng_http_client_in_flight(const keng_http_client_t *c)
+{
+    return c->in_flight;
+}
+
+int keng_http_client_check_url(const char *url, char *errstr, size_t errstr_size)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL;
+    int rc = -1;
+
+    if (!u) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
+        snprintf(errstr, errstr_size, "'%.200s' is not a URL (expected http://host:port/path)",
+                 url);
+        goto out;
+    }
+    if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
+        snprintf(errstr, errstr_size, "'%.200s': only http:// and https:// are supported", url);
+        goto out;
+    }
+    rc = 0;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+void keng_http_client_close(keng_http_client_t *c)
+{
+    if (!c || c->closing)
+        return;
+    c->closing = true;
+    while (c->requests)
+        request_free(c->requests);
+    curl_multi_cleanup(c->multi);
+    c->multi = NULL;
+    while (c->socks)
+        sock_unwatch(c->socks);
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}

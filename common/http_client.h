@@ -1,0 +1,40 @@
+/* Outgoing HTTP on the libuv loop: libcurl's multi interface, its sockets watched by uv_poll
+ * and its timeouts by a uv_timer, so that a receiver that is down, slow or failing never
+ * blocks the loop. http:// and https:// (certificates checked, as libcurl does by default).
+ *
+ * Thread: loop thread only; callbacks run on the loop thread. */
+#ifndef KENG_HTTP_CLIENT_H
+#define KENG_HTTP_CLIENT_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+typedef struct keng_http_client keng_http_client_t;
+
+/* How a request ended: status is the HTTP status, or 0 when no answer came (error then says
+ * why: "Connection refused", "Operation timed out after 2000 milliseconds ..."). error is
+ * NULL for a 2xx answer. Both are borrowed for the call. */
+typedef void (*keng_http_done_fn)(long status, const char *error, void *arg);
+
+/* A client on loop. Returns NULL with errstr filled. */
+keng_http_client_t *keng_http_client_new(uv_loop_t *loop, char *errstr, size_t errstr_size);
+
+/* POSTs body (copied) to url with Content-Type application/json, given up after timeout_ms.
+ * done is called exactly once, later, unless the client is closed first. Returns 0, or -1
+ * (out of memory, or libcurl refused the request) without calling done. */
+int keng_http_client_post(keng_http_client_t *c, const char *url, const char *body, long timeout_ms,
+                          keng_http_done_fn done, void *arg);
+
+/* Requests not finished yet. */
+size_t keng_http_client_in_flight(const keng_http_client_t *c);
+
+/* Checks that url is an http:// or https:// URL with a host. Returns 0, or -1 with errstr
+ * saying what is wrong (without the key: the caller names it). */
+int keng_http_client_check_url(const char *url, char *errstr, size_t errstr_size);
+
+/* Aborts the requests in progress without calling their done, and frees the client once the
+ * loop has closed its handles. */
+void keng_http_client_close(keng_http_client_t *c);
+
+#endif

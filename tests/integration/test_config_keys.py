@@ -1,0 +1,79 @@
+"""Every program refuses a config key it does not read, at start: exit status 64 and a
+message naming the key, its line and the nearest known key, so that a mistyped key cannot
+quietly turn a feature off. kafka.* keys stay librdkafka's to judge, and deploy/'s configs
+still start."""
+
+import subprocess
+
+import kengtest as kt
+
+# Each program with the arguments it needs to get as far as reading its config.
+PROGRAMS = {
+    "keng-broker": [],
+    "keng-ingest": ["--listen", "127.0.0.1:0"],
+    "keng-produce": ["--dry-run", "-"],
+    "keng-simulate": ["--output", "ndjson", "--count", "1"],
+    "keng-replay": ["--year", "2025", "--out", "review-out"],
+    "keng-aggregate": ["--listen", "127.0.0.1:0", "--state-dir", "state"],
+}
+
+
+def run(wd, program, text):
+    cfg = wd.file(f"{program}.conf")
+    with open(cfg, "w") as f:
+        f.write(text)
+    r = subprocess.run([kt.binary(program), "--config", cfg] + PROGRAMS[program],
+                       capture_output=True, timeout=30, cwd=wd.path, stdin=subprocess.DEVNULL,
+                       env={"KENG_BROKERS": "127.0.0.1:1"})
+    return r.returncode, r.stderr.decode(errors="replace"), cfg
+
+
+def test_every_program_refuses_an_unknown_key():
+    wd = kt.Workdir()
+    try:
+        for program in PROGRAMS:
+            for text, line, key, nearest in [
+                ("topic.incidents=antt.incidents\nbogus.key=1\n", 2, "bogus.key", None),
+                ("# the incidents\ntopic.incidnets=antt.incidents\n", 2, "topic.incidnets",
+                 "topic.incidents"),
+            ]:
+                rc, err, cfg = run(wd, program, text)
+                kt.check_equal(rc, 64, f"{program} exit status for {key}")
+                expected = f"{program}: {cfg}:{line}: unknown key '{key}' (nearest known key: "
+                kt.check(expected in err, f"{program} names the key and its line", expected, err)
+                if nearest:
+                    kt.check(f"nearest known key: {nearest})" in err,
+                             f"{program} names the nearest key", nearest, err)
+    finally:
+        wd.cleanup()
+
+
+def test_aggregate_names_the_nearest_key_of_a_family():
+    wd = kt.Workdir()
+    try:
+        rc, err, _ = run(wd, "keng-aggregate", "alert.drugs.level=commune\nalert.drugs.windwo=24h\n"
+                                               "alertmanagr.url=http://127.0.0.1:9093\n")
+        kt.check_equal(rc, 64, "exit status")
+        kt.check("unknown key 'alert.drugs.windwo' (nearest known key: alert.drugs.window)" in err,
+                 "the first unknown key and its nearest", "alert.drugs.window", err)
+        rc, err, _ = run(wd, "keng-aggregate", "alertmanagr.url=http://127.0.0.1:9093\n")
+        kt.check("unknown key 'alertmanagr.url' (nearest known key: alertmanager.url)" in err,
+                 "a mistyped alertmanager.url", "alertmanager.url", err)
+    finally:
+        wd.cleanup()
+
+
+def test_kafka_keys_stay_librdkafkas():
+    wd = kt.Workdir()
+    try:
+        # An unknown librdkafka property: keng passes it on, librdkafka refuses it by name.
+        rc, err, _ = run(wd, "keng-ingest", "kafka.bogus.property=1\n")
+        kt.check(rc != 0 and "bogus.property" in err and "unknown key" not in err,
+                 "librdkafka judges kafka.* keys", "librdkafka's refusal", (rc, err))
+    finally:
+        wd.cleanup()
+
+
+if __name__ == "__main__":
+    kt.main([test_every_program_refuses_an_unknown_key,
+             test_aggregate_names_the_nearest_key_of_a_family, test_kafka_keys_stay_librdkafkas])

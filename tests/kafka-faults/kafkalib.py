@@ -1,0 +1,158 @@
+"""What the real-Kafka fault tests share: a 3-broker Apache Kafka cluster from
+scripts/kafka-cluster.sh with keng's topics made by deploy/create-topics.sh (replication 3,
+min.insync.replicas 2), who leads a partition and which node is the active controller, a
+producer that sets message timestamps, and reading the input topics back with Apache Avro.
+Built on tests/faults/faultlib.py (keng-aggregate and keng-ingest as restartable processes).
+Not a test itself (the name does not start with test_)."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
+
+import faultlib as fl  # noqa: E402
+from faultlib import kt  # noqa: E402
+
+SCRIPT = os.path.join(kt.SOURCE_DIR, "scripts", "kafka-cluster.sh")
+CREATE_TOPICS = os.path.join(kt.SOURCE_DIR, "deploy", "create-topics.sh")
+
+
+def available():
+    """True when the cluster script and Java are there; else the test says it is skipped."""
+    return os.path.exists(SCRIPT) and subprocess.run(
+        ["sh", "-c", "command -v java && command -v mvn"], capture_output=True).returncode == 0
+
+
+class Cluster:
+    """N Apache Kafka nodes (each broker and controller, ids 1..N) under work/kafka, with
+    keng's topics. Node i listens on the i-th address of the bootstrap list."""
+
+    def __init__(self, work, nodes=3, partitions=24):
+        self.dir = work.file("kafka")
+        self.nodes = nodes
+        started = time.monotonic()
+        try:
+            self._script("up", str(nodes), timeout=900)
+        except BaseException:
+            self.down()  # brokers it did start must not outlive the test
+            raise
+        with open(os.path.join(self.dir, "bootstrap")) as f:
+            self.bootstrap = f.read().strip()
+        self.addresses = self.bootstrap.split(",")
+        self.up_s = time.monotonic() - started
+        env = dict(os.environ, KAFKA_BIN=os.path.join(self.dir, "kafka-home", "bin"),
+                   KENG_BOOTSTRAP=self.bootstrap, KENG_PARTITIONS=str(partitions),
+                   KENG_WAIT_SECONDS="180")
+        out = subprocess.run([CREATE_TOPICS], env=env, capture_output=True, timeout=600)
+        if out.returncode != 0:
+            self.down()
+        kt.check_equal(out.returncode, 0, f"deploy/create-topics.sh exit status "
+                       f"({out.stderr.decode(errors='replace')[-1500:]})")
+        self.topics_s = time.monotonic() - started - self.up_s
+        kt.log(f"cluster of {nodes} up in {self.up_s:.1f}s, topics created in "
+               f"{self.topics_s:.1f}s: {self.bootstrap}")
+
+    def _script(self, *args, timeout=300):
+        # Where the script supports it, the brokers stop by themselves if this process dies.
+        env = dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid()))
+        out = subprocess.run([SCRIPT, args[0], self.dir] + list(args[1:]), capture_output=True,
+                             timeout=timeout, env=env)
+        kt.check_equal(out.returncode, 0, f"kafka-cluster.sh {' '.join(args)} exit status "
+                       f"({out.stderr.decode(errors='replace')[-2000:]})")
+
+    def kill(self, node):
+        """SIGKILLs one node."""
+        self._script("kill", str(node))
+        kt.log(f"SIGKILLed Kafka node {node}")
+
+    def start(self, node):
+        """Restarts a node on its data and ports; returns once it is registered."""
+        started = time.monotonic()
+        self._script("start", str(node), timeout=300)
+        kt.log(f"Kafka node {node} back in {time.monotonic() - started:.1f}s")
+
+    def down(self):
+        subprocess.run([SCRIPT, "down", self.dir], capture_output=True, timeout=120)
+
+    def tool(self, name, *args, timeout=120):
+        """Runs DIR/kafka-home/bin/<name>.sh against the cluster; returns its stdout."""
+        out = subprocess.run([os.path.join(self.dir, "kafka-home", "bin", name + ".sh"),
+                              "--bootstrap-server", self.bootstrap] + list(args),
+                             capture_output=True, timeout=timeout)
+        kt.check_equal(out.returncode, 0, f"{name}.sh {' '.join(args)} exit status "
+                       f"({out.stderr.decode(errors='replace')[-800:]})")
+        return out.stdout.decode()
+
+    def alive_bootstrap(self, nodes):
+        return ",".join(self.addresses[n - 1] for n in nodes)
+
+    def leader(self, topic, partition, via=None):
+        """The node id leading topic's partition, as a live broker reports it (-1: none)."""
+        from confluent_kafka.admin import AdminClient
+        admin = AdminClient({"bootstrap.servers": via or self.bootstrap, "log_level": 0})
+        md = admin.list_topics(topic, timeout=10)
+        return md.topics[topic].partitions[partition].leader
+
+    def active_controller(self, alive=None):
+        """The node id of the KRaft quorum's leader (the active controller), from
+        kafka-metadata-quorum's status, which the wrappers do not include: it runs the same
+        JVM line as kafka-topics.sh with the quorum tool's class."""
+        topics = os.path.join(self.dir, "kafka-home", "bin", "kafka-topics.sh")
+        with open(topics) as f:
+            line = f.read()
+        cmd = line.replace("org.apache.kafka.tools.TopicCommand",
+                           "org.apache.kafka.tools.MetadataQuorumCommand")
+        via = self.alive_bootstrap(alive) if alive else self.bootstrap
+        out = subprocess.run(["bash", "-c", cmd, "quorum", "--bootstrap-server", via,
+                              "describe", "--status"], capture_output=True, timeout=120)
+        m = re.search(rb"LeaderId:\s*(\d+)", out.stdout)
+        kt.check(m is not None, "kafka-metadata-quorum names the quorum's leader", "LeaderId: N",
+                 (out.stdout + out.stderr)[-600:])
+        return int(m.group(1))
+
+
+def produce_with_times(bootstrap, records, timeout=120):
+    """records: (topic, key bytes, value bytes, timestamp ms). An idempotent acks=all
+    producer sets each message's timestamp (CreateTime), as a gateway that sent it then
+    would have; waits for every delivery."""
+    from confluent_kafka import Producer
+    failures = []
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 20, "log_level": 2})
+
+    def on_delivery(err, msg):
+        if err is not None:
+            failures.append(err)
+    for topic, key, value, ts in records:
+        while True:
+            try:
+                p.produce(topic, value=value, key=key, timestamp=ts, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.1)
+    remaining = p.flush(timeout)
+    kt.check_equal((remaining, failures[:5]), (0, []), f"delivery of {len(records)} messages")
+
+
+def read_events(bootstrap):
+    """{event_id: copies} and {event_id: (kind, record)} over both input topics, every
+    message decoded with Apache Avro (python3-avro) with its writer's schema."""
+    copies, events = {}, {}
+    for kind, topic in kt.TOPIC.items():
+        for m in kt.consume_all(bootstrap, topic, timeout=120):
+            record = kt.decode_framed(kind, m.value())
+            eid = record["event_id"]
+            copies[eid] = copies.get(eid, 0) + 1
+            events[eid] = (kind, record)
+    return copies, events
+
+
+def province(agg):
+    """keng-aggregate's all-time province counts, or None when it does not answer."""
+    try:
+        return agg.all_time("province", "NA")
+    except Exception:
+        return None
