@@ -306,84 +306,125 @@ static int terminal_width(void)
     return 80;
 }
 
+/* One file's lines, joined into records where a quoted CSV cell spans lines. */
+struct reader {
+    FILE *f;
+    keng_input_format_t format;
+    char *line, *rec; /* owned; the record returned points into one of them */
+    size_t line_cap, rec_cap;
+    uint64_t lineno;     /* of the last line read */
+    uint64_t bytes_done; /* for the progress line */
+};
+
+/* The next record in *s and *len, starting at line *first. Returns 1, 0 at the end of the
+ * file, or -1 when out of memory (said on stderr). */
+static int read_record(struct reader *r, const char **s, size_t *len, uint64_t *first)
+{
+    ssize_t n = getline(&r->line, &r->line_cap, r->f);
+    if (n < 0)
+        return 0;
+    *first = ++r->lineno;
+    *len = (size_t)n;
+    *s = r->line;
+    r->bytes_done += (uint64_t)n;
+    /* A quoted CSV cell may hold newlines: the record goes on until its quotes close. */
+    if (r->format != KENG_INPUT_CSV || !keng_csv_needs_more(r->line, *len))
+        return 1;
+    size_t rlen = 0, llen = *len;
+    do {
+        if (rlen + llen + 1 > r->rec_cap) {
+            size_t cap = (rlen + llen + 1) * 2;
+            char *grown = realloc(r->rec, cap);
+            if (!grown) {
+                fprintf(stderr, "keng-produce: out of memory\n");
+                return -1;
+            }
+            r->rec = grown;
+            r->rec_cap = cap;
+        }
+        memcpy(r->rec + rlen, r->line, llen);
+        rlen += llen;
+        r->rec[rlen] = '\0';
+        if (!keng_csv_needs_more(r->rec, rlen))
+            break;
+        n = getline(&r->line, &r->line_cap, r->f);
+        if (n < 0)
+            break;
+        r->lineno++;
+        llen = (size_t)n;
+        r->bytes_done += (uint64_t)n;
+    } while (true);
+    *s = r->rec;
+    *len = rlen;
+    return 1;
+}
+
+/* Blank lines separate nothing and mean nothing. */
+static bool is_blank(const char *s, size_t len)
+{
+    size_t k = 0;
+    while (k < len && (s[k] == ' ' || s[k] == '\t' || s[k] == '\r' || s[k] == '\n'))
+        k++;
+    return k == len;
+}
+
+/* Redraws the progress line at most every PROGRESS_EVERY_MS. */
+static void progress_tick(struct app *app, keng_progress_state_t *st, int64_t started,
+                          int64_t *last_draw)
+{
+    if (!app->show_progress)
+        return;
+    int64_t now = keng_monotonic_ms();
+    if (now - *last_draw >= PROGRESS_EVERY_MS) {
+        st->elapsed_ms = now - started;
+        progress_draw(app, st);
+        *last_draw = now;
+    }
+}
+
 /* Reads one file to its end, or until a stop is requested. */
 static void import_file(struct app *app, const char *path)
 {
-    FILE *f = NULL;
     keng_input_t *in = NULL;
-    char *line = NULL, *rec = NULL;
-    size_t line_cap = 0, rec_cap = 0;
-    ssize_t n;
-    uint64_t lineno = 0;
     bool is_stdin = strcmp(path, "-") == 0;
     const char *name = is_stdin ? "stdin" : path;
-    keng_input_format_t format = app->opt.format >= 0 ? (keng_input_format_t)app->opt.format
-                                                      : keng_input_format_for_path(path);
-    bool need_header = format == KENG_INPUT_CSV;
+    struct reader r = {.format = app->opt.format >= 0 ? (keng_input_format_t)app->opt.format
+                                                      : keng_input_format_for_path(path)};
+    bool need_header = r.format == KENG_INPUT_CSV;
     keng_progress_state_t st = {0};
     int64_t started = keng_monotonic_ms(), last_draw = 0;
     struct stat sb;
     char why[300];
 
-    f = is_stdin ? stdin : fopen(path, "r");
-    if (!f) {
+    r.f = is_stdin ? stdin : fopen(path, "r");
+    if (!r.f) {
         fprintf(stderr, "keng-produce: cannot open %s: %s\n", path, strerror(errno));
         app->unreadable_files++;
         goto out;
     }
-    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode))
+    if (fstat(fileno(r.f), &sb) == 0 && S_ISREG(sb.st_mode))
         st.bytes_total = (uint64_t)sb.st_size;
-    in = keng_input_new(format, app->opt.kind, app->reg);
+    in = keng_input_new(r.format, app->opt.kind, app->reg);
     if (!in) {
         fprintf(stderr, "keng-produce: out of memory\n");
         app->unreadable_files++;
         goto out;
     }
 
-    while (!stop_requested && !app->aborted && (n = getline(&line, &line_cap, f)) >= 0) {
-        uint64_t first = ++lineno;
-        size_t len = (size_t)n;
-        const char *s = line;
-
-        st.bytes_done += (uint64_t)n;
-        /* A quoted CSV cell may hold newlines: the record goes on until its quotes close. */
-        if (format == KENG_INPUT_CSV && keng_csv_needs_more(line, len)) {
-            size_t rlen = 0;
-            do {
-                if (rlen + len + 1 > rec_cap) {
-                    size_t cap = (rlen + len + 1) * 2;
-                    char *r = realloc(rec, cap);
-                    if (!r) {
-                        fprintf(stderr, "keng-produce: out of memory\n");
-                        app->aborted = true;
-                        goto out;
-                    }
-                    rec = r;
-                    rec_cap = cap;
-                }
-                memcpy(rec + rlen, line, len);
-                rlen += len;
-                rec[rlen] = '\0';
-                if (!keng_csv_needs_more(rec, rlen))
-                    break;
-                n = getline(&line, &line_cap, f);
-                if (n < 0)
-                    break;
-                lineno++;
-                len = (size_t)n;
-                st.bytes_done += (uint64_t)n;
-            } while (true);
-            s = rec;
-            len = rlen;
+    while (!stop_requested && !app->aborted) {
+        const char *s;
+        size_t len;
+        uint64_t first;
+        int got = read_record(&r, &s, &len, &first);
+        st.bytes_done = r.bytes_done;
+        if (got < 0) {
+            app->aborted = true;
+            goto out;
         }
-
-        /* Blank lines separate nothing and mean nothing. */
-        size_t k = 0;
-        while (k < len && (s[k] == ' ' || s[k] == '\t' || s[k] == '\r' || s[k] == '\n'))
-            k++;
-        if (k == len)
+        if (got == 0)
+            break;
+        if (is_blank(s, len))
             continue;
-
         if (need_header) {
             need_header = false;
             if (keng_input_csv_header(in, s, len, why, sizeof(why)) < 0) {
@@ -398,28 +439,20 @@ static void import_file(struct app *app, const char *path)
         }
         handle_record(app, in, name, first, s, len);
         st.lines = app->read;
-
-        if (app->show_progress) {
-            int64_t now = keng_monotonic_ms();
-            if (now - last_draw >= PROGRESS_EVERY_MS) {
-                st.elapsed_ms = now - started;
-                progress_draw(app, &st);
-                last_draw = now;
-            }
-        }
+        progress_tick(app, &st, started, &last_draw);
     }
-    if (f && ferror(f) && !stop_requested) {
+    if (r.f && ferror(r.f) && !stop_requested) {
         fprintf(stderr, "keng-produce: error reading %s: %s\n", name, strerror(errno));
         app->unreadable_files++;
     }
 
 out:
     progress_clear(app);
-    free(line);
-    free(rec);
+    free(r.line);
+    free(r.rec);
     keng_input_destroy(in);
-    if (f && !is_stdin)
-        fclose(f);
+    if (r.f && !is_stdin)
+        fclose(r.f);
 }
 
 /* Waits for every report. An interrupt while waiting gives up: there is no work left to
