@@ -20,6 +20,7 @@
 #include "config.h"
 #include "log.h"
 #include "pdf.h"
+#include "program.h"
 #include "registry.h"
 #include "review.h"
 #include "timeutil.h"
@@ -31,11 +32,6 @@
 
 static volatile sig_atomic_t stop_requested = 0;
 
-static void on_signal(int sig)
-{
-    stop_requested = 1;
-}
-
 /* The keys keng-replay reads itself; the schema store lists its own. */
 static keng_config_keys_t replay_keys = {"topic.incidents", "topic.mediations", NULL};
 static const char *const *const config_tables[] = {keng_config_common_keys, replay_keys,
@@ -43,6 +39,7 @@ static const char *const *const config_tables[] = {keng_config_common_keys, repl
 
 struct options {
     const char *config_path;
+    const char *brokers;
     const char *registry_path;
     const char *out_dir;
     int year;
@@ -73,6 +70,8 @@ static void usage(FILE *out)
             "  --pdf-timeout SECONDS  how long Chromium may take to print (default 120)\n"
             "  --help, --version\n");
 }
+
+static const keng_program_t program = {"keng-replay", KENG_PROGRAM_RDKAFKA, usage, config_tables};
 
 /* One partition to read: where it ended when the replay began. */
 typedef struct partition_end {
@@ -282,7 +281,7 @@ static int resolve_period(const struct options *opt, int64_t *from_ms, int64_t *
     if (keng_review_parse_date(opt->from, from_ms) != 0 ||
         keng_review_parse_date(opt->to, to_ms) != 0 || *to_ms <= *from_ms) {
         fprintf(stderr, "keng-replay: --from and --to must be dates YYYY-MM-DD, from first\n");
-        return 64;
+        return KENG_EXIT_USAGE;
     }
     snprintf(label, label_size, "%s – %s", opt->from, opt->to);
     return 0;
@@ -409,7 +408,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
         fprintf(stderr,
                 "keng-replay: %s; without --pdf the review is written as HTML, CSV and JSON\n",
                 errstr);
-        return 69;
+        return KENG_EXIT_UNAVAILABLE;
     }
 
     reg = keng_registry_open(opt->registry_path, errstr, sizeof(errstr));
@@ -472,7 +471,8 @@ out:
     return rc;
 }
 
-int main(int argc, char **argv)
+/* The options into opt-> Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, struct options *opt)
 {
     static const struct option long_options[] = {
         {"year", required_argument, NULL, 'y'},        {"from", required_argument, NULL, 'f'},
@@ -482,12 +482,8 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},           {"pdf", no_argument, NULL, 'p'},
         {"pdf-timeout", required_argument, NULL, 'T'}, {NULL, 0, NULL, 0},
     };
-    struct options opt = {.pdf_timeout_s = 120};
-    keng_config_t *cfg = NULL;
-    const char *brokers = NULL;
-    int c, rc;
+    int c;
 
-    keng_log_set_program("keng-replay");
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (c) {
         case 'y': {
@@ -495,22 +491,22 @@ int main(int argc, char **argv)
             long y = strtol(optarg, &end, 10);
             if (*end || y < 2000 || y > 9999) {
                 fprintf(stderr, "keng-replay: --year: '%s' is not a year from 2000\n", optarg);
-                return 64;
+                return KENG_EXIT_USAGE;
             }
-            opt.year = (int)y;
+            opt->year = (int)y;
             break;
         }
         case 'f':
-            opt.from = optarg;
+            opt->from = optarg;
             break;
         case 't':
-            opt.to = optarg;
+            opt->to = optarg;
             break;
         case 'o':
-            opt.out_dir = optarg;
+            opt->out_dir = optarg;
             break;
         case 'p':
-            opt.pdf = 1;
+            opt->pdf = 1;
             break;
         case 'T': {
             char *end;
@@ -520,53 +516,56 @@ int main(int argc, char **argv)
                         "keng-replay: --pdf-timeout: '%s' is not a number of seconds "
                         "from 1 to 3600\n",
                         optarg);
-                return 64;
+                return KENG_EXIT_USAGE;
             }
-            opt.pdf_timeout_s = (int)s;
+            opt->pdf_timeout_s = (int)s;
             break;
         }
         case 'b':
-            brokers = optarg;
+            opt->brokers = optarg;
             break;
         case 'r':
-            opt.registry_path = optarg;
+            opt->registry_path = optarg;
             break;
         case 'c':
-            opt.config_path = optarg;
+            opt->config_path = optarg;
             break;
         case 'h':
-            usage(stdout);
-            return 0;
+            return keng_program_help(&program);
         case 'V':
-            printf("keng-replay %s (librdkafka %s)\n", KENG_VERSION, rd_kafka_version_str());
-            return 0;
+            return keng_program_version(&program);
         default:
-            usage(stderr);
-            return 64;
+            return keng_program_bad_flag(&program);
         }
     }
-    if (optind != argc || (!opt.year && (!opt.from || !opt.to)) ||
-        (opt.year && (opt.from || opt.to))) {
+    if (optind != argc || (!opt->year && (!opt->from || !opt->to)) ||
+        (opt->year && (opt->from || opt->to))) {
         fprintf(stderr, "keng-replay: give either --year or both --from and --to\n");
         usage(stderr);
-        return 64;
+        return KENG_EXIT_USAGE;
     }
-    const keng_config_flag_t flags[] = {{"brokers", brokers}, {NULL, NULL}};
-    cfg = keng_config_from_args("keng-replay", opt.config_path, flags, config_tables);
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt = {.pdf_timeout_s = 120};
+
+    keng_program_start(&program);
+    int rc = parse_args(argc, argv, &opt);
+    if (rc >= 0)
+        return rc;
+    const keng_config_flag_t flags[] = {{"brokers", opt.brokers}, {NULL, NULL}};
+    keng_config_t *cfg = keng_program_config(&program, opt.config_path, flags);
     if (!cfg)
-        return 64;
+        return KENG_EXIT_USAGE;
     if (!keng_config_brokers(cfg)) {
         fprintf(stderr, "keng-replay: no brokers: give --brokers, KENG_BROKERS or "
                         "kafka.bootstrap.servers in the config\n");
         keng_config_destroy(cfg);
-        return 64;
+        return KENG_EXIT_USAGE;
     }
-
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
+    keng_program_stop_on_signals(&stop_requested);
     rc = run(&opt, cfg);
     keng_config_destroy(cfg);
     return rc;

@@ -21,14 +21,13 @@
 #include "input.h"
 #include "log.h"
 #include "producer.h"
+#include "program.h"
 #include "progress.h"
 #include "registry.h"
 #include "timeutil.h"
 
 #define EXIT_REJECTED 1
 #define EXIT_DELIVERY 2
-#define EXIT_USAGE    64
-#define EXIT_CONFIG   78
 
 /* How long one event may wait for room in librdkafka's queue before the import stops: long
  * enough to ride out a broker restart, short of hanging forever on a dead cluster. */
@@ -75,11 +74,6 @@ struct msg_ctx {
 
 static volatile sig_atomic_t stop_requested;
 
-static void on_signal(int sig)
-{
-    stop_requested++;
-}
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -108,6 +102,8 @@ static void usage(FILE *out)
             "Exit status: 0 every record valid and delivered, 1 some records rejected (or a\n"
             "file unreadable), 2 some events not delivered, 64 usage, 78 configuration.\n");
 }
+
+static const keng_program_t program = {"keng-produce", KENG_PROGRAM_RDKAFKA, usage, config_tables};
 
 static int parse_args(int argc, char **argv, struct options *opt)
 {
@@ -158,7 +154,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
                 opt->kind = (int)k;
             } else {
                 fprintf(stderr, "keng-produce: --kind must be incident, mediation or auto\n");
-                return EXIT_USAGE;
+                return KENG_EXIT_USAGE;
             }
             break;
         }
@@ -166,7 +162,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
             keng_input_format_t f;
             if (keng_input_format_parse(optarg, &f) < 0) {
                 fprintf(stderr, "keng-produce: --format must be ndjson or csv\n");
-                return EXIT_USAGE;
+                return KENG_EXIT_USAGE;
             }
             opt->format = (int)f;
             break;
@@ -179,14 +175,11 @@ static int parse_args(int argc, char **argv, struct options *opt)
             break;
         case 'h':
         case OPT_HELP:
-            usage(stdout);
-            exit(0);
+            exit(keng_program_help(&program));
         case OPT_VERSION:
-            printf("keng-produce %s (librdkafka %s)\n", KENG_VERSION, rd_kafka_version_str());
-            exit(0);
+            exit(keng_program_version(&program));
         default:
-            fprintf(stderr, "Try 'keng-produce --help'.\n");
-            return EXIT_USAGE;
+            return keng_program_try_help(&program);
         }
     }
     opt->files = argv + optind;
@@ -194,7 +187,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
     if (opt->nfiles == 0) {
         fprintf(stderr, "keng-produce: name at least one file, or - for stdin\n"
                         "Try 'keng-produce --help'.\n");
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     }
     return 0;
 }
@@ -499,24 +492,19 @@ int main(int argc, char **argv)
     struct app app = {0};
     char errstr[512];
     int rc;
-    struct sigaction sa;
 
-    keng_log_set_program("keng-produce");
+    keng_program_start(&program);
     rc = parse_args(argc, argv, &app.opt);
     if (rc)
         return rc;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    keng_program_stop_on_signals(&stop_requested);
 
-    rc = EXIT_CONFIG;
+    rc = KENG_EXIT_CONFIG;
     const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
-    app.cfg = keng_config_from_args("keng-produce", app.opt.config_path, flags, config_tables);
+    app.cfg = keng_program_config(&program, app.opt.config_path, flags);
     if (!app.cfg) {
-        rc = EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
+        rc = KENG_EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
         goto out;
     }
     app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));

@@ -17,13 +17,12 @@
 #include "log.h"
 #include "avro_codec.h"
 #include "producer.h"
+#include "program.h"
 #include "registry.h"
 #include "sim.h"
 #include "timeutil.h"
 
 #define EXIT_DELIVERY 2
-#define EXIT_USAGE    64
-#define EXIT_CONFIG   78
 
 #define DAY_MS           (24 * 3600 * 1000LL)
 #define SEND_TIMEOUT_MS  60000
@@ -64,11 +63,6 @@ struct app {
 
 static volatile sig_atomic_t stop_requested;
 
-static void on_signal(int sig)
-{
-    stop_requested++;
-}
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -101,6 +95,8 @@ static void usage(FILE *out)
             "Exit status: 0 done (or stopped by a signal), 2 events not delivered, 64 usage,\n"
             "78 configuration.\n");
 }
+
+static const keng_program_t program = {"keng-simulate", KENG_PROGRAM_RDKAFKA, usage, config_tables};
 
 static int parse_time(const char *s, int64_t *out)
 {
@@ -269,24 +265,21 @@ static int parse_args(int argc, char **argv, struct options *opt)
         case OPT_DUP:
         case OPT_OUTPUT:
             if (parse_value(c, optarg, opt) != 0)
-                return EXIT_USAGE;
+                return KENG_EXIT_USAGE;
             break;
         case 'h':
         case OPT_HELP:
-            usage(stdout);
-            exit(0);
+            exit(keng_program_help(&program));
         case OPT_VERSION:
-            printf("keng-simulate %s (librdkafka %s)\n", KENG_VERSION, rd_kafka_version_str());
-            exit(0);
+            exit(keng_program_version(&program));
         default:
-            fprintf(stderr, "Try 'keng-simulate --help'.\n");
-            return EXIT_USAGE;
+            return keng_program_try_help(&program);
         }
     }
     if (optind < argc) {
         fprintf(stderr, "keng-simulate: unexpected argument '%s'\nTry 'keng-simulate --help'.\n",
                 argv[optind]);
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     }
     return 0;
 }
@@ -442,7 +435,7 @@ static int run_simulation(struct app *app)
     app->sim = keng_sim_new(app->reg, &so, errstr, sizeof(errstr));
     if (!app->sim) {
         fprintf(stderr, "keng-simulate: %s\n", errstr);
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     }
 
     while (!stop_requested) {
@@ -479,28 +472,23 @@ int main(int argc, char **argv)
 {
     struct app app = {0};
     char errstr[512];
-    struct sigaction sa;
     int rc;
 
-    keng_log_set_program("keng-simulate");
+    keng_program_start(&program);
     rc = parse_args(argc, argv, &app.opt);
     if (rc)
         return rc;
     if (!app.opt.seed_given)
         app.opt.seed = (uint64_t)keng_now_ms() ^ ((uint64_t)getpid() << 32);
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    keng_program_stop_on_signals(&stop_requested);
     signal(SIGPIPE, SIG_IGN);
 
-    rc = EXIT_CONFIG;
+    rc = KENG_EXIT_CONFIG;
     const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
-    app.cfg = keng_config_from_args("keng-simulate", app.opt.config_path, flags, config_tables);
+    app.cfg = keng_program_config(&program, app.opt.config_path, flags);
     if (!app.cfg) {
-        rc = EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
+        rc = KENG_EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
         goto out;
     }
     app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));

@@ -10,6 +10,7 @@
 
 #include "avro_codec.h"
 #include "event.h"
+#include "program.h"
 #include "timeutil.h"
 
 #define MSG_MAX (64 * 1024)
@@ -46,6 +47,9 @@ static void usage(FILE *f)
         "                  schemas built into keng\n"
         "  -h, --help      this help;  -V, --version  keng's version\n");
 }
+
+/* keng-avro reads no config file; it exits 2 on a usage error, as it always has. */
+static const keng_program_t program = {"keng-avro", 0, usage, NULL};
 
 static keng_schema_store_t *open_store(const struct conf *conf)
 {
@@ -380,6 +384,7 @@ int main(int argc, char **argv)
     struct conf conf = {0};
     int c;
 
+    keng_program_start(&program);
     /* GNU getopt moves the mode and the files after the options, so options may come
      * before or after the mode: "keng-avro decode --schemas DIR FILE". */
     while ((c = getopt_long(argc, argv, "k:d:o:s:f:hV", options, NULL)) != -1) {
@@ -415,11 +420,9 @@ int main(int argc, char **argv)
             }
             break;
         case 'h':
-            usage(stdout);
-            return 0;
+            return keng_program_help(&program);
         case 'V':
-            printf("keng-avro %s\n", KENG_VERSION);
-            return 0;
+            return keng_program_version(&program);
         default:
             usage(stderr);
             return 2;
