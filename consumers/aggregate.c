@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -36,6 +37,7 @@
 #define DEFAULT_GROUP     "keng-aggregate"
 #define SHUTDOWN_FLUSH_MS 5000
 #define META_WATCH_START  "silent_watch_start"
+#define INSTANCE_ID_META  "group.instance.id"
 
 /* The keys keng-aggregate reads itself; its modules list theirs (see config_tables). */
 static keng_config_keys_t aggregate_keys = {"registry",
@@ -53,6 +55,7 @@ static keng_config_keys_t aggregate_keys = {"registry",
                                             "topic.alerts",
                                             "topic.board_counts",
                                             "instance.id",
+                                            "group.instance.id",
                                             "advertised.url",
                                             "alerts.recover.timeout.ms",
                                             "webhook.url",
@@ -128,8 +131,9 @@ static void usage(FILE *out)
             "checkpoint.interval.ms (1000), checkpoint.events (1000000), checkpoint.map_size_mb\n"
             "(4096), dedup.horizon.ms (30 days), clock.fixed_ms (tests; also KENG_CLOCK_MS),\n"
             "topic.board_counts (antt.board-counts), instance.id (hostname-pid),\n"
-            "advertised.url (http://<listen>), and registry, listen, state.dir, group.id as\n"
-            "the flags. Scale-out: docs/SCALE_OUT.md.\n"
+            "advertised.url (http://<listen>), group.instance.id (auto: kept in the state dir;\n"
+            "none: a dynamic member), and registry, listen, state.dir, group.id as the flags.\n"
+            "Scale-out: docs/SCALE_OUT.md.\n"
             "Alerts: alert.<name>.level|window|kind|category|resolution|outcome|threshold|\n"
             "resolve_below|summary|severity (docs/ALERTS.md), topic.alerts (antt.alerts),\n"
             "alerts.recover.timeout.ms (15000), webhook.url, webhook.timeout.ms (10000),\n"
@@ -454,6 +458,65 @@ static int start_cluster(app_t *app, const keng_counts_options_t *kopt, long lon
     return 0;
 }
 
+static int copy_blob(const char *id, size_t id_len, const void *data, size_t len, void *arg)
+{
+    char *out = arg;
+
+    if (len > 0 && len < 64) {
+        memcpy(out, data, len);
+        out[len] = '\0';
+    }
+    return 0;
+}
+
+/* The consumer group's static member id (group.instance.id, KIP-345): the config's value,
+ * none for a dynamic member, or by default one made up once and kept in the checkpoint, so
+ * that it belongs to the state dir: whatever process runs on this state dir next is this
+ * member again. Fills id (empty for none); returns 0, or -1 when it cannot be read or kept. */
+static int group_instance_id(app_t *app, char *id, size_t id_size)
+{
+    const char *set = keng_config_get(app->cfg, "group.instance.id", "auto");
+    unsigned char rnd[8];
+    char errstr[512];
+    keng_checkpoint_txn_t *txn;
+
+    id[0] = '\0';
+    /* An id given to librdkafka directly is already in the Kafka settings. */
+    if (keng_config_get(app->cfg, "kafka.group.instance.id", NULL) || strcmp(set, "none") == 0)
+        return 0;
+    if (strcmp(set, "auto") != 0) {
+        snprintf(id, id_size, "%s", set);
+        return 0;
+    }
+    if (keng_checkpoint_get_meta(app->cp, INSTANCE_ID_META, copy_blob, id, errstr, sizeof(errstr)) <
+        0)
+        goto fail;
+    if (id[0])
+        return 0;
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        snprintf(errstr, sizeof(errstr), "no random bytes for a new group.instance.id");
+        goto fail;
+    }
+    snprintf(id, id_size, "keng-aggregate-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2],
+             rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    txn = keng_checkpoint_begin(app->cp, errstr, sizeof(errstr));
+    if (!txn || keng_checkpoint_put_meta(txn, INSTANCE_ID_META, id, strlen(id), errstr,
+                                         sizeof(errstr)) != 0) {
+        keng_checkpoint_abort(txn);
+        goto fail;
+    }
+    if (keng_checkpoint_commit(txn, errstr, sizeof(errstr)) != 0)
+        goto fail;
+    keng_log_info("new consumer group instance id kept in the state dir", "group_instance_id=%s",
+                  id);
+    return 0;
+
+fail:
+    keng_log_error("cannot keep the consumer group instance id in the state dir", "error=\"%s\"",
+                   errstr);
+    return -1;
+}
+
 static int copy_watch_start(const char *id, size_t id_len, const void *state, size_t len, void *arg)
 {
     (void)id;
@@ -499,7 +562,7 @@ static int load_watch_start(app_t *app, int64_t now)
 
 static int run(app_t *app)
 {
-    char errstr[512];
+    char errstr[512], instance_id[128];
     keng_consumer_options_t copt;
     keng_counts_options_t kopt;
     long long interval, events, map_mb, fixed, horizon, state_version;
@@ -614,6 +677,11 @@ static int run(app_t *app)
         rc = 1;
         goto fail;
     }
+    if (group_instance_id(app, instance_id, sizeof(instance_id)) != 0) {
+        rc = 1;
+        goto fail;
+    }
+    copt.group_instance_id = instance_id[0] ? instance_id : NULL;
     if (start_cluster(app, &kopt, fixed) != 0) {
         rc = 64;
         goto fail;

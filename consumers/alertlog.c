@@ -10,6 +10,7 @@
 
 #include "alerts.h"
 #include "avro_codec.h"
+#include "failpoint.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -106,6 +107,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
         log->retry = p;
         return;
     }
+    KENG_FAILPOINT("alerts.delivered");
     log->in_flight--;
     log->stats.delivered++;
     set_offset(log, msg->partition, msg->offset + 1);

@@ -12,6 +12,8 @@
 
 #include <lmdb.h>
 
+#include "failpoint.h"
+
 #define DEFAULT_MAP_SIZE ((size_t)4 << 30)
 #define KEY_MAX          512
 
@@ -198,6 +200,8 @@ int keng_checkpoint_commit(keng_checkpoint_txn_t *txn, char *errstr, size_t errs
     if (rc != 0)
         snprintf(errstr, errstr_size, "%s: cannot commit the checkpoint: %s", txn->cp->dir,
                  mdb_strerror(rc));
+    else
+        KENG_FAILPOINT("checkpoint.commit");
     free(txn);
     return rc == 0 ? 0 : -1;
 }

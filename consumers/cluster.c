@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "failpoint.h"
 #include "kafka_uv.h"
 #include "log.h"
 #include "timeutil.h"
@@ -217,6 +218,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
                       "topic=%s error=\"%s\"", cl->topic, rd_kafka_err2str(msg->err));
         return;
     }
+    KENG_FAILPOINT((o & 1u) ? "board-counts.mark" : "board-counts.unit");
     if (t->inflight == 0 && t->mark_pending >= 0 && !t->failed)
         produce_mark(cl, t);
 }

@@ -90,6 +90,7 @@ struct keng_consumer {
     int64_t events_since_checkpoint;
     int64_t deadletter_wait_since; /* monotonic ms a checkpoint has waited for dead letters */
     bool got_assignment;
+    bool assignor_has_state; /* a rebalance has assigned (maybe nothing): see finish_stop */
     bool ready;
     bool stopping;
     int watermark_queries;
@@ -884,6 +885,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     keng_consumer_t *c = opaque;
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* librdkafka ran the assignor's on_assignment before queueing this (its state now
+         * exists), even for an empty assignment: cooperative rebalances always assign. */
+        c->assignor_has_state = true;
         on_assign(c, parts);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         on_revoke(c, parts);
@@ -1130,6 +1134,7 @@ keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
     c->opt.topic_incidents = c->topics[0];
     c->opt.topic_mediations = c->topics[1];
     c->opt.group_id = c->group_id;
+    c->opt.group_instance_id = NULL; /* borrowed: used in this call only */
     for (size_t u = 0; u < c->nunits; u++) {
         c->unit_part[u] = PARTITION_NONE;
         c->unit_from[u] = -1;
@@ -1151,6 +1156,11 @@ keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
         set_conf(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
         set_conf(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
         set_conf(conf, "auto.offset.reset", "earliest", errstr, errstr_size))
+        goto fail;
+    /* With a stable id, a restarted instance takes its partitions back from the group
+     * coordinator at once instead of waiting for its old session to expire (KIP-345). */
+    if (opt->group_instance_id && *opt->group_instance_id &&
+        set_conf(conf, "group.instance.id", opt->group_instance_id, errstr, errstr_size))
         goto fail;
     /* librdkafka 2.0.2 compares queued.min.messages with the whole consumer queue, not one
      * partition's, and once it is reached stops fetching every partition for a full second:
@@ -1236,6 +1246,21 @@ static void finish_stop(keng_consumer_t *c)
     if (c->queue) {
         rd_kafka_queue_destroy(c->queue);
         c->queue = NULL;
+    }
+    if (c->rk && !c->assignor_has_state) {
+        /* librdkafka 2.0.2 aborts in rd_kafka_destroy (assertion 'assignor_state' in
+         * rd_kafka_sticky_assignor_state_destroy, upstream issue 4312, fixed in 2.3) when
+         * the group was joined but no assignment ever arrived: JoinGroup picked the
+         * cooperative-sticky assignor, whose state only the first SyncGroup creates. That is
+         * the case of an instance stopped while the group waits out dead members. The
+         * consumer is closed (it left the group) and nothing of it is checkpointed yet, so
+         * the handle is left to the process's exit instead: its threads and memory end
+         * with the process, which stopping this consumer precedes. Waiting for an
+         * assignment instead could make a stop take a whole session timeout or more. */
+        keng_log_info("no assignment was ever received; leaving the Kafka handle to the "
+                      "process exit (librdkafka 2.0.2 cannot destroy it in this state)",
+                      NULL);
+        c->rk = NULL;
     }
     if (c->rk) {
         rd_kafka_destroy(c->rk);

@@ -29,6 +29,7 @@ typedef struct keng_consumer_options {
     const char *topic_incidents;    /* antt.incidents */
     const char *topic_mediations;   /* antt.mediations */
     const char *group_id;           /* keng-aggregate */
+    const char *group_instance_id;  /* static membership (KIP-345); NULL: a dynamic member */
     int64_t fixed_clock_ms;         /* > 0: the clock stands still there (tests) */
     int64_t checkpoint_interval_ms; /* checkpoint at least this often (1000) */
     int64_t checkpoint_events;      /* and after this many events (1000000) */

@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "failpoint.h"
 #include "http_server.h"
 #include "ingest_body.h"
 #include "ingest_metrics.h"
@@ -212,6 +213,7 @@ static void pending_complete(pending_t *pd)
                                          (double)(uv_hrtime() - pd->produced_ns) / 1e9);
             answer(in, pd->req, 202, json_pack("{s:I}", "accepted", (json_int_t)pd->events),
                    pd->what, pd->started_ms, NULL);
+            KENG_FAILPOINT("ingest.answered");
         } else {
             char msg[256];
             snprintf(msg, sizeof(msg),
@@ -741,6 +743,7 @@ static int teardown(ingest_t *in)
             keng_log_warn("flush incomplete at exit; those events were answered 503",
                           "error=\"%s\"", errstr);
         }
+        KENG_FAILPOINT("ingest.flush");
         keng_producer_destroy(in->producer, 0);
         in->producer = NULL;
     }

@@ -70,7 +70,14 @@ export KENG_BROKERS=$(cat "$workdir/bootstrap")
 # Two alert rules sized for the simulated rate, so that the dashboard shows alerts firing and
 # resolving within minutes (real thresholds are the province's to set; docs/ALERTS.md).
 surge=$(awk -v r="$rate" 'BEGIN {t = int(r * 0.6 * 3600 / 50); print (t < 20 ? 20 : t)}')
+# The embedded broker has no static membership: a restarted keng-aggregate is a new member
+# that waits until the group has given up on the old one (up to session.timeout.ms - 1 s more
+# in librdkafka's mock). 3 s keeps a restart in the demo under about 10 s; the cost is that a
+# heartbeat thread stalled for 3 s (a suspended laptop) costs a rebalance. Apache Kafka
+# refuses sessions under its group.min.session.timeout.ms (6 s): production keeps the default.
 cat >"$workdir/aggregate.conf" <<EOF_CONF
+kafka.session.timeout.ms=3000
+kafka.heartbeat.interval.ms=1000
 alert.province_surge.level=province
 alert.province_surge.window=1h
 alert.province_surge.kind=incident

@@ -1,0 +1,156 @@
+"""keng-aggregate killed at its named crash points (common/failpoint.h), not at random
+moments: just after an LMDB checkpoint commits, after antt.board-counts acknowledges a unit
+or a partition mark, and after antt.alerts acknowledges an alert. Each test runs the test
+copy build/test-bin/keng-aggregate for a few rounds; in each round events flow while the
+program runs until it kills itself at the N-th hit of the point (N differs between rounds),
+and the round fails if the point is never reached. Then a copy without a crash point
+restarts on the same --state-dir, and every scope's all-time counts must equal the events
+produced (each event_id once), and every alert must have fired exactly once.
+KENG_FAULT_SEED=N replays a run; KENG_CRASH_ROUNDS=N changes the number of rounds (4)."""
+
+import os
+import random
+import threading
+import time
+
+import faultlib as fl
+from faultlib import kt
+
+ROUNDS = int(os.environ.get("KENG_CRASH_ROUNDS", "4"))
+TEST_BIN = os.path.join(kt.BIN_DIR, "..", "test-bin")
+# Counts only grow on the 365-day window: a board FIRES once when it reaches 5 incidents, and
+# every round brings boards that reach it.
+RULES = [("board_inc_5", "board", "incident", 5)]
+SESSION_MS = 3000  # the mock waits out a killed member's session before it rebalances
+
+
+class CrashingAggregate(fl.Aggregate):
+    """faultlib's Aggregate, started from build/test-bin/ with KENG_FAILPOINT set (or not)."""
+
+    def start_at(self, failpoint):
+        saved = kt.BIN_DIR
+        kt.BIN_DIR = TEST_BIN
+        try:
+            self.port = kt.free_port()
+            self.base = f"http://127.0.0.1:{self.port}"
+            env = {"KENG_BROKERS": self.bootstrap}
+            if failpoint:
+                env["KENG_FAILPOINT"] = failpoint
+            self.process = kt.Process(
+                "keng-aggregate",
+                ["--config", self.config, "--listen", f"127.0.0.1:{self.port}", "--state-dir",
+                 self.state_dir, "--group", self.group], self.work, env=env)
+        finally:
+            kt.BIN_DIR = saved
+        return self
+
+
+class Workload:
+    """Each round: fresh boards that each get 6 incidents (so each fires board_inc_5), plus
+    mediations and incidents over boards already used, plus resends of earlier events."""
+
+    def __init__(self, rng):
+        self.rng = rng
+        rows, _ = fl.registry()
+        self.fresh = [r["board_id"] for r in rows if r["district_id"] in ("D03", "D07", "D15")]
+        rng.shuffle(self.fresh)
+        self.used = []
+        self.src = fl.EventSource(rng, [])
+
+    def round(self):
+        boards, self.fresh = self.fresh[:8], self.fresh[8:]
+        self.used += boards
+        now = int(time.time() * 1000)
+        batch = []
+        for b in boards:
+            for _ in range(6):
+                ev = kt.random_event(self.rng, "incident", b,
+                                     now - self.rng.randint(fl.DAY, 300 * fl.DAY))
+                self.src.unique[ev["event_id"]] = ("incident", ev)
+                batch.append(("incident", ev))
+        self.src.sent += batch
+        self.src.boards = self.used
+        batch += self.src.new(self.rng.randint(100, 200)) + self.src.resends(30)
+        self.rng.shuffle(batch)
+        return kt.messages(batch)
+
+
+def crash_rounds(point, extra_config=""):
+    seed = fl.seed_from_env(None)
+    rng = random.Random(seed)
+    work = kt.Workdir(prefix="keng-crash-")
+    broker = kt.Broker(work, partitions=4)
+    alerts = fl.AlertRules(RULES)
+    agg = CrashingAggregate(work, broker.bootstrap, "keng-crash-" + point.replace(".", "-"),
+                            "checkpoint.interval.ms=200\ncheckpoint.events=50\n" +
+                            alerts.config() + extra_config, session_ms=SESSION_MS)
+    load = Workload(rng)
+    crashes = 0
+    lost = duplicates = "unknown"
+    try:
+        kt.produce(broker.bootstrap, load.round())
+        for r in range(1, ROUNDS + 1):
+            nth = r if point != "checkpoint.commit" else 1 + r
+            msgs = load.round()
+            failure = []
+
+            def produce():
+                try:
+                    fl.produce_paced(broker.bootstrap, msgs, 8, 0.3)
+                except Exception as e:  # reported below
+                    failure.append(e)
+
+            agg.start_at(f"{point}:{nth}")
+            producer = threading.Thread(target=produce)
+            producer.start()
+            kt.wait_until(lambda: not agg.alive(), 120,
+                          f"round {r}: keng-aggregate to reach {point} for the {nth}th time")
+            producer.join(120)
+            kt.check(not producer.is_alive() and not failure, f"round {r}: produce finished",
+                     "no error", failure)
+            log = open(agg.process.log_path, "rb").read().decode("utf-8", "replace")
+            kt.check(f"failpoint={point} hit={nth}" in log, f"round {r}: died at {point}",
+                     f"failpoint={point} hit={nth} in its log", agg.process.log_tail(8))
+            agg.process.kill()
+            crashes += 1
+            kt.log(f"round {r}: killed at {point} hit {nth}")
+
+        agg.start_at(None).wait_ready()
+        expected = load.src.expected()
+        fl.wait_counts(agg, expected, f"after {crashes} crashes at {point}", scopes="all")
+        fired = alerts.check(agg, expected, broker.bootstrap, f"after the crashes at {point}")[0]
+        counted = agg.metrics().get("keng_events_counted_total")
+        agg.stop()
+        lost = duplicates = 0
+        kt.log(f"{point}: {len(expected)} scopes exact, {fired} alerts fired once, "
+               f"{counted:.0f} events counted after the last restart")
+    except kt.TestFailure:
+        lost, duplicates = fl.mismatch_figures(agg, load.src) if agg.alive() else ("?", "?")
+        raise
+    finally:
+        fl.figures(f"crash point {point}", crashes, len(load.src.sent), crashes, lost,
+                   duplicates, f"seed {seed}")
+        fl.close_all((agg,), broker, work)
+
+
+def test_crash_after_checkpoint_commit():
+    crash_rounds("checkpoint.commit")
+
+
+def test_crash_after_board_counts_unit():
+    crash_rounds("board-counts.unit")
+
+
+def test_crash_after_board_counts_mark():
+    crash_rounds("board-counts.mark")
+
+
+def test_crash_after_alert_delivered():
+    crash_rounds("alerts.delivered")
+
+
+if __name__ == "__main__":
+    if not os.path.exists(os.path.join(TEST_BIN, "keng-aggregate")):
+        raise SystemExit(f"{TEST_BIN}/keng-aggregate is missing: build first")
+    kt.main([test_crash_after_checkpoint_commit, test_crash_after_board_counts_unit,
+             test_crash_after_board_counts_mark, test_crash_after_alert_delivered])
