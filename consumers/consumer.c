@@ -1,5 +1,6 @@
-/* The Kafka consumer of keng-aggregate on the libuv loop: decode, count or dead-letter,
- * checkpoint state and offsets together, and resume from the checkpoint. */
+/* The Kafka consumer of keng-aggregate on the libuv loop: decode, count or dead-letter, and
+ * the consumer's life cycle; the checkpoint (consumer_checkpoint.c) and the rebalances
+ * (consumer_rebalance.c) live in rooms of their own, and nothing here touches LMDB. */
 #include "consumer.h"
 #include "consumer_internal.h"
 
