@@ -339,6 +339,74 @@ static keng_registry_t *finish(keng_registry_t *reg, char *errstr, size_t errstr
     return reg;
 }
 
+/* One registry line, without its line end: a comment, a blank, the header (checked) or a
+ * board row (added to reg). Returns 0, or -1 with the reason in err. */
+static int load_line(keng_registry_t *reg, char *line, char *err, size_t err_size)
+{
+    char *fields[CSV_FIELDS + 1];
+    uint32_t groups, members;
+
+    if (line[0] == '\0' || line[0] == '#')
+        return 0;
+    int n = csv_split(line, fields, CSV_FIELDS);
+    if (n < 0) {
+        snprintf(err, err_size, "unterminated quote");
+        return -1;
+    }
+    if (n != CSV_FIELDS) {
+        snprintf(err, err_size, "expected %d fields, found %d", CSV_FIELDS, n);
+        return -1;
+    }
+    if (strcmp(fields[0], "board_id") == 0) {
+        for (int i = 0; i < CSV_FIELDS; i++) {
+            if (strcmp(fields[i], csv_header[i]) != 0) {
+                snprintf(err, err_size, "column %d is '%s', expected '%s'", i + 1, fields[i],
+                         csv_header[i]);
+                return -1;
+            }
+        }
+        return 0;
+    }
+    for (int i = 0; i < 6; i += 2) {
+        if (!id_valid(fields[i])) {
+            snprintf(err, err_size,
+                     "%s: '%s' is not an id (1 to 31 printable characters, no spaces or commas)",
+                     csv_header[i], fields[i]);
+            return -1;
+        }
+    }
+    if (parse_count(fields[6], &groups) != 0 || parse_count(fields[7], &members) != 0) {
+        int bad = parse_count(fields[6], &groups) != 0 ? 6 : 7;
+        snprintf(err, err_size, "%s: '%s' is not a whole number", csv_header[bad], fields[bad]);
+        return -1;
+    }
+    int32_t district = upsert_district(reg, fields[4], fields[5], err, err_size);
+    if (district < 0)
+        return -1;
+    int32_t commune = upsert_commune(reg, fields[2], fields[3], (uint32_t)district, err, err_size);
+    if (commune < 0)
+        return -1;
+    return add_board(reg, fields[0], fields[1], (uint32_t)commune, groups, members, err, err_size);
+}
+
+/* Every board id once. Returns 0, or -1 with errstr filled. */
+static int check_boards_unique(keng_registry_t *reg, const char *path, char *errstr,
+                               size_t errstr_size)
+{
+    if (index_build(reg, 2, reg->nboards) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < reg->nboards; i++) {
+        const char *id = reg->boards[i].id;
+        if (index_find(reg, 2, id, strlen(id)) != (int32_t)i) {
+            snprintf(errstr, errstr_size, "%s: board_id %s is listed more than once", path, id);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errstr_size)
 {
     keng_registry_t *reg = calloc(1, sizeof(*reg));
@@ -360,83 +428,23 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
         goto out;
     }
     while ((len = getline(&line, &cap, f)) >= 0) {
-        char *fields[CSV_FIELDS + 1];
-        int n;
-        uint32_t groups, members;
-        int32_t district, commune;
-
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
         if (lineno == 1 && (unsigned char)line[0] == 0xEF && (unsigned char)line[1] == 0xBB &&
             (unsigned char)line[2] == 0xBF)
             memmove(line, line + 3, (size_t)len - 2);
-        if (line[0] == '\0' || line[0] == '#')
-            continue;
-        n = csv_split(line, fields, CSV_FIELDS);
-        if (n < 0) {
-            snprintf(errstr, errstr_size, "%s: line %d: unterminated quote", path, lineno);
+        if (load_line(reg, line, err, sizeof(err)) != 0) {
+            snprintf(errstr, errstr_size, "%s: line %d: %s", path, lineno, err);
             goto out;
         }
-        if (n != CSV_FIELDS) {
-            snprintf(errstr, errstr_size, "%s: line %d: expected %d fields, found %d", path, lineno,
-                     CSV_FIELDS, n);
-            goto out;
-        }
-        if (strcmp(fields[0], "board_id") == 0) {
-            for (int i = 0; i < CSV_FIELDS; i++) {
-                if (strcmp(fields[i], csv_header[i]) != 0) {
-                    snprintf(errstr, errstr_size, "%s: line %d: column %d is '%s', expected '%s'",
-                             path, lineno, i + 1, fields[i], csv_header[i]);
-                    goto out;
-                }
-            }
-            continue;
-        }
-        for (int i = 0; i < CSV_FIELDS; i += 2) {
-            if (i < 6 && !id_valid(fields[i])) {
-                snprintf(errstr, errstr_size,
-                         "%s: line %d: %s: '%s' is not an id (1 to 31 printable characters, "
-                         "no spaces or commas)",
-                         path, lineno, csv_header[i], fields[i]);
-                goto out;
-            }
-        }
-        if (parse_count(fields[6], &groups) != 0 || parse_count(fields[7], &members) != 0) {
-            int bad = parse_count(fields[6], &groups) != 0 ? 6 : 7;
-            snprintf(errstr, errstr_size, "%s: line %d: %s: '%s' is not a whole number", path,
-                     lineno, csv_header[bad], fields[bad]);
-            goto out;
-        }
-        district = upsert_district(reg, fields[4], fields[5], err, sizeof(err));
-        if (district < 0)
-            goto row_error;
-        commune = upsert_commune(reg, fields[2], fields[3], (uint32_t)district, err, sizeof(err));
-        if (commune < 0)
-            goto row_error;
-        if (add_board(reg, fields[0], fields[1], (uint32_t)commune, groups, members, err,
-                      sizeof(err)) != 0)
-            goto row_error;
-        continue;
-    row_error:
-        snprintf(errstr, errstr_size, "%s: line %d: %s", path, lineno, err);
-        goto out;
     }
     if (reg->nboards == 0) {
         snprintf(errstr, errstr_size, "%s: no boards in the registry", path);
         goto out;
     }
-    if (index_build(reg, 2, reg->nboards) != 0) {
-        snprintf(errstr, errstr_size, "out of memory");
+    if (check_boards_unique(reg, path, errstr, errstr_size) != 0)
         goto out;
-    }
-    for (size_t i = 0; i < reg->nboards; i++) {
-        const char *id = reg->boards[i].id;
-        if (index_find(reg, 2, id, strlen(id)) != (int32_t)i) {
-            snprintf(errstr, errstr_size, "%s: board_id %s is listed more than once", path, id);
-            goto out;
-        }
-    }
     result = finish(reg, errstr, errstr_size);
     reg = NULL;
 out:

@@ -27,6 +27,7 @@
 #include "http_server.h"
 #include "kafka_health.h"
 #include "log.h"
+#include "program.h"
 #include "registry.h"
 #include "webhook.h"
 #include "silent.h"
@@ -100,8 +101,7 @@ typedef struct app {
     keng_consumer_t *consumer;
     keng_api_t *api;
     keng_http_server_t *srv;
-    uv_signal_t sigint, sigterm;
-    bool signals_open;
+    keng_program_signals_t signals; /* SIGINT and SIGTERM stop */
     bool stopping;
     keng_silent_options_t silent;
 } app_t;
@@ -149,6 +149,9 @@ static void usage(FILE *out)
             "HTTP limits: http.* keys (docs/OPERATIONS.md, \"HTTP limits\").\n");
 }
 
+static const keng_program_t program = {"keng-aggregate", KENG_PROGRAM_RDKAFKA | KENG_PROGRAM_LIBUV,
+                                       usage, config_tables};
+
 static void on_server_closed(void *arg)
 {
     (void)arg;
@@ -183,11 +186,7 @@ static void close_rest(app_t *app)
         keng_deadletter_close(app->dl, SHUTDOWN_FLUSH_MS);
         app->dl = NULL;
     }
-    if (app->signals_open) {
-        uv_close((uv_handle_t *)&app->sigint, NULL);
-        uv_close((uv_handle_t *)&app->sigterm, NULL);
-        app->signals_open = false;
-    }
+    keng_program_signals_close(&app->signals);
 }
 
 static void on_consumer_stopped(void *arg)
@@ -560,25 +559,31 @@ static int load_watch_start(app_t *app, int64_t now)
     return 0;
 }
 
-static int run(app_t *app)
-{
-    char errstr[512], instance_id[128];
+/* What run() reads from the config before anything starts. */
+typedef struct settings {
     keng_consumer_options_t copt;
     keng_counts_options_t kopt;
-    long long interval, events, map_mb, fixed, horizon, state_version;
-    const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
-    const char *state_dir = keng_config_get(app->cfg, "state.dir", DEFAULT_STATE_DIR);
-    int rc;
+    long long map_mb; /* the checkpoint's LMDB map */
+    long long fixed;  /* clock.fixed_ms: a fixed clock for tests, 0 for the real one */
+    keng_http_limits_t limits;
+} settings_t;
 
-    keng_consumer_options_default(&copt);
-    keng_counts_options_default(&kopt);
+/* Reads and checks the numbers and names run() needs. Returns 0, or 64 after saying which
+ * key is wrong. */
+static int read_settings(app_t *app, settings_t *st)
+{
+    char errstr[512];
+    long long interval, events, horizon, state_version;
+
+    keng_consumer_options_default(&st->copt);
+    keng_counts_options_default(&st->kopt);
     if (config_int(app, "checkpoint.interval.ms", 1000, 10, 3600000, &interval) ||
         config_int(app, "checkpoint.events", 1000000, 1, 100000000, &events) ||
-        config_int(app, "checkpoint.map_size_mb", 4096, 1, 1 << 20, &map_mb) ||
-        config_int(app, "clock.fixed_ms", 0, 0, INT64_MAX, &fixed) ||
-        config_int(app, "dedup.horizon.ms", kopt.dedup_horizon_ms, 0, INT64_MAX, &horizon) ||
+        config_int(app, "checkpoint.map_size_mb", 4096, 1, 1 << 20, &st->map_mb) ||
+        config_int(app, "clock.fixed_ms", 0, 0, INT64_MAX, &st->fixed) ||
+        config_int(app, "dedup.horizon.ms", st->kopt.dedup_horizon_ms, 0, INT64_MAX, &horizon) ||
         config_int(app, "webhook.timeout.ms", 10000, 100, 600000, &app->webhook_timeout_ms) ||
-        config_int(app, "counts.state_version", kopt.state_version, 2, kopt.state_version,
+        config_int(app, "counts.state_version", st->kopt.state_version, 2, st->kopt.state_version,
                    &state_version) ||
         check_outgoing(app) != 0)
         return 64;
@@ -586,14 +591,23 @@ static int run(app_t *app)
         fprintf(stderr, "keng-aggregate: %s\n", errstr);
         return 64;
     }
-    kopt.state_version = (int)state_version;
-    copt.topic_incidents = keng_config_get(app->cfg, "topic.incidents", "antt.incidents");
-    copt.topic_mediations = keng_config_get(app->cfg, "topic.mediations", "antt.mediations");
-    copt.group_id = keng_config_get(app->cfg, "group.id", DEFAULT_GROUP);
-    copt.checkpoint_interval_ms = interval;
-    copt.checkpoint_events = events;
-    copt.fixed_clock_ms = fixed;
-    kopt.dedup_horizon_ms = horizon;
+    st->kopt.state_version = (int)state_version;
+    st->copt.topic_incidents = keng_config_get(app->cfg, "topic.incidents", "antt.incidents");
+    st->copt.topic_mediations = keng_config_get(app->cfg, "topic.mediations", "antt.mediations");
+    st->copt.group_id = keng_config_get(app->cfg, "group.id", DEFAULT_GROUP);
+    st->copt.checkpoint_interval_ms = interval;
+    st->copt.checkpoint_events = events;
+    st->copt.fixed_clock_ms = st->fixed;
+    st->kopt.dedup_horizon_ms = horizon;
+    return 0;
+}
+
+/* The registry, the schemas, the counts, the alert rules and the checkpoint, loaded in that
+ * order. Returns 0, 64 on bad alert rules, or 1 (logged). */
+static int load_state(app_t *app, const settings_t *st)
+{
+    char errstr[512];
+    const char *state_dir = keng_config_get(app->cfg, "state.dir", DEFAULT_STATE_DIR);
 
     app->reg =
         keng_registry_open(keng_config_get(app->cfg, "registry", NULL), errstr, sizeof(errstr));
@@ -608,7 +622,7 @@ static int run(app_t *app)
         keng_log_error("cannot load the schemas", "error=\"%s\"", errstr);
         return 1;
     }
-    app->counts = keng_counts_new(app->reg, &kopt);
+    app->counts = keng_counts_new(app->reg, &st->kopt);
     if (!app->counts) {
         keng_log_error("cannot allocate the counts", NULL);
         return 1;
@@ -626,41 +640,59 @@ static int run(app_t *app)
                           "rule: nothing will be sent",
                           NULL);
     }
-    app->cp = keng_checkpoint_open(state_dir, (size_t)map_mb << 20, errstr, sizeof(errstr));
+    app->cp = keng_checkpoint_open(state_dir, (size_t)st->map_mb << 20, errstr, sizeof(errstr));
     if (!app->cp) {
         keng_log_error("cannot open the checkpoint", "error=\"%s\"", errstr);
         return 1;
     }
-    if (load_watch_start(app, fixed > 0 ? fixed : keng_now_ms()) != 0)
+    if (load_watch_start(app, st->fixed > 0 ? st->fixed : keng_now_ms()) != 0)
         return 1;
+    return 0;
+}
 
-    /* HTTP first: a taken port fails before the group sees this instance, and /readyz
-     * answers 503 while the consumer starts. */
-    keng_http_limits_t limits;
-    keng_http_limits_default(&limits);
-    if (keng_http_limits_from_config(&limits, app->cfg, errstr, sizeof(errstr)) != 0) {
+/* The HTTP server's limits (http.*). Returns 0, or 64 after saying which key is wrong. */
+static int read_limits(app_t *app, keng_http_limits_t *limits)
+{
+    char errstr[512];
+
+    keng_http_limits_default(limits);
+    if (keng_http_limits_from_config(limits, app->cfg, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "keng-aggregate: %s\n", errstr);
         return 64;
     }
+    return 0;
+}
+
+/* HTTP first: a taken port fails before the group sees this instance, and /readyz answers
+ * 503 while the consumer starts. Returns 0, or 1 (logged). */
+static int start_http(app_t *app, const keng_http_limits_t *limits)
+{
+    const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
+
     app->api = keng_api_new(app->loop, app->reg, app->counts);
     if (app->api)
         keng_api_set_silent(app->api, &app->silent);
-    app->srv =
-        app->api ? keng_http_server_new(app->loop, &limits, keng_api_handle, app->api) : NULL;
+    app->srv = app->api ? keng_http_server_new(app->loop, limits, keng_api_handle, app->api) : NULL;
     if (!app->srv) {
         keng_log_error("cannot create the HTTP server", NULL);
-        rc = 1;
-        goto fail;
+        return 1;
     }
     keng_api_set_server(app->api, app->srv);
     keng_api_set_more_metrics(app->api, more_metrics, app);
-    rc = keng_http_server_listen(app->srv, listen);
+    int rc = keng_http_server_listen(app->srv, listen);
     if (rc < 0) {
         keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));
-        rc = 1;
-        goto fail;
+        return 1;
     }
     keng_log_info("listening", "listen=%s port=%d", listen, keng_http_server_port(app->srv));
+    return 0;
+}
+
+/* The Kafka side: dead letters, the alert topic, the shared counts and the consumer, which
+ * joins the group last. Returns 0, 64 on a bad cluster set-up, or 1 (logged). */
+static int start_kafka(app_t *app, settings_t *st)
+{
+    char errstr[512], instance_id[128];
 
     rd_kafka_conf_t *pconf =
         keng_config_kafka(app->cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
@@ -670,52 +702,56 @@ static int run(app_t *app)
             errstr, sizeof(errstr));
     if (!app->dl) {
         keng_log_error("cannot create the dead-letter producer", "error=\"%s\"", errstr);
-        rc = 1;
-        goto fail;
+        return 1;
     }
-    if (app->alerts && start_alerts(app) != 0) {
-        rc = 1;
-        goto fail;
-    }
-    if (group_instance_id(app, instance_id, sizeof(instance_id)) != 0) {
-        rc = 1;
-        goto fail;
-    }
-    copt.group_instance_id = instance_id[0] ? instance_id : NULL;
-    if (start_cluster(app, &kopt, fixed) != 0) {
-        rc = 64;
-        goto fail;
-    }
-    app->consumer = keng_consumer_new(app->loop, app->cfg, &copt, app->store, app->reg, app->counts,
-                                      app->cp, app->dl, errstr, sizeof(errstr));
+    if (app->alerts && start_alerts(app) != 0)
+        return 1;
+    if (group_instance_id(app, instance_id, sizeof(instance_id)) != 0)
+        return 1;
+    st->copt.group_instance_id = instance_id[0] ? instance_id : NULL;
+    if (start_cluster(app, &st->kopt, st->fixed) != 0)
+        return 64;
+    app->consumer = keng_consumer_new(app->loop, app->cfg, &st->copt, app->store, app->reg,
+                                      app->counts, app->cp, app->dl, errstr, sizeof(errstr));
+    st->copt.group_instance_id = NULL; /* instance_id ends with this call */
     if (!app->consumer) {
         keng_log_error("cannot start the consumer", "error=\"%s\"", errstr);
-        rc = 1;
-        goto fail;
+        return 1;
     }
     keng_api_set_consumer(app->api, app->consumer);
     keng_consumer_set_cluster(app->consumer, app->cluster);
     keng_api_set_cluster(app->api, app->cluster);
     keng_consumer_set_alerts(app->consumer, app->alerts, app->alertlog,
                              app->alerts_read_timeout_ms);
-
-    uv_signal_init(app->loop, &app->sigint);
-    uv_signal_init(app->loop, &app->sigterm);
-    app->sigint.data = app->sigterm.data = app;
-    app->signals_open = true;
-    uv_signal_start(&app->sigint, on_signal, SIGINT);
-    uv_signal_start(&app->sigterm, on_signal, SIGTERM);
-
-    uv_run(app->loop, UV_RUN_DEFAULT);
     return 0;
-
-fail:
-    shutdown_app(app);
-    uv_run(app->loop, UV_RUN_DEFAULT);
-    return rc;
 }
 
-int main(int argc, char **argv)
+static int run(app_t *app)
+{
+    settings_t st;
+    int rc = read_settings(app, &st);
+    if (rc != 0)
+        return rc;
+    rc = load_state(app, &st);
+    if (rc == 0)
+        rc = read_limits(app, &st.limits);
+    if (rc != 0)
+        return rc;
+    rc = start_http(app, &st.limits);
+    if (rc == 0)
+        rc = start_kafka(app, &st);
+    if (rc != 0) {
+        shutdown_app(app);
+        uv_run(app->loop, UV_RUN_DEFAULT);
+        return rc;
+    }
+    keng_program_signals_start(&app->signals, app->loop, on_signal, app, 0);
+    uv_run(app->loop, UV_RUN_DEFAULT);
+    return 0;
+}
+
+/* The options into opt-> Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, struct options *opt)
 {
     static const struct option long_options[] = {
         {"config", required_argument, NULL, 'c'},
@@ -730,57 +766,61 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    struct options opt = {0};
-    app_t app = {0};
-    uv_loop_t loop;
-    const char *clock_env;
-    int c, rc;
+    int c;
 
-    keng_log_set_program("keng-aggregate");
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (c) {
         case 'c':
-            opt.config_path = optarg;
+            opt->config_path = optarg;
             break;
         case 'b':
-            opt.brokers = optarg;
+            opt->brokers = optarg;
             break;
         case 'r':
-            opt.registry = optarg;
+            opt->registry = optarg;
             break;
         case 'l':
-            opt.listen = optarg;
+            opt->listen = optarg;
             break;
         case 's':
-            opt.state_dir = optarg;
+            opt->state_dir = optarg;
             break;
         case 'g':
-            opt.group = optarg;
+            opt->group = optarg;
             break;
         case 'm':
-            opt.max_connections = optarg;
+            opt->max_connections = optarg;
             break;
         case 'S':
-            opt.max_streams = optarg;
+            opt->max_streams = optarg;
             break;
         case 'h':
-            usage(stdout);
-            return 0;
+            return keng_program_help(&program);
         case 'V':
-            printf("keng-aggregate %s (librdkafka %s, libuv %s)\n", KENG_VERSION,
-                   rd_kafka_version_str(), uv_version_string());
-            return 0;
+            return keng_program_version(&program);
         default:
-            usage(stderr);
-            return 64;
+            return keng_program_bad_flag(&program);
         }
     }
     if (optind != argc) {
         fprintf(stderr, "keng-aggregate: unexpected argument '%s'\n", argv[optind]);
-        return 64;
+        return KENG_EXIT_USAGE;
     }
 
-    clock_env = getenv("KENG_CLOCK_MS");
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt = {0};
+    app_t app = {0};
+    uv_loop_t loop;
+
+    keng_program_start(&program);
+    int rc = parse_args(argc, argv, &opt);
+    if (rc >= 0)
+        return rc;
+    const char *clock_env = getenv("KENG_CLOCK_MS");
     const keng_config_flag_t flags[] = {
         {"brokers", opt.brokers},
         {"registry", opt.registry},
@@ -792,7 +832,7 @@ int main(int argc, char **argv)
         {"clock.fixed_ms", clock_env && *clock_env ? clock_env : NULL},
         {NULL, NULL},
     };
-    app.cfg = keng_config_from_args("keng-aggregate", opt.config_path, flags, config_tables);
+    app.cfg = keng_program_config(&program, opt.config_path, flags);
     if (!app.cfg)
         return 64;
     if (!keng_config_brokers(app.cfg))

@@ -301,11 +301,103 @@ void keng_alertlog_mark_clean(keng_alertlog_t *log)
     log->dirty = false;
 }
 
+/* A private reader of the alert topic: it never joins a group and never commits. Returns
+ * NULL with errstr filled; the caller owns the handle (close, then destroy). */
+static rd_kafka_t *recovery_reader(const keng_config_t *cfg, char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    if (rd_kafka_conf_set(conf, "group.id", "keng-aggregate-alert-recovery", errstr, errstr_size) !=
+            RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) !=
+            RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk)
+        rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+/* Notes each partition's end in end[] and adds to `assign` those with records after the
+ * checkpointed position (after the start with from_start). Returns how many were added, or
+ * -1 with errstr filled. */
+static int plan_recovery(keng_alertlog_t *log, rd_kafka_t *rk, const struct rd_kafka_metadata *md,
+                         bool from_start, int64_t deadline, int64_t *end,
+                         rd_kafka_topic_partition_list_t *assign, char *errstr, size_t errstr_size)
+{
+    int nparts = md->topics[0].partition_cnt, remaining = 0;
+
+    for (int i = 0; i < nparts; i++) {
+        int32_t part = md->topics[0].partitions[i].id;
+        int64_t low = 0, high = 0, from;
+        int64_t left = deadline - keng_monotonic_ms();
+
+        if (part < 0 || part >= nparts)
+            continue;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, log->topic, part, &low,
+                                                                   &high, left > 0 ? (int)left : 1);
+        if (err) {
+            snprintf(errstr, errstr_size, "cannot read the end of %s [%d]: %s", log->topic,
+                     (int)part, rd_kafka_err2str(err));
+            return -1;
+        }
+        from = !from_start && (size_t)part < log->npartitions && log->next_offset[part] >= 0
+                   ? log->next_offset[part]
+                   : low;
+        if (from < low)
+            from = low;
+        end[part] = high;
+        if (from >= high)
+            continue;
+        rd_kafka_topic_partition_list_add(assign, log->topic, part)->offset = from;
+        remaining++;
+    }
+    return remaining;
+}
+
+/* Reads the assigned partitions up to end[] or the deadline, handing each alert to fn; a
+ * record that is not an alert is logged and skipped. Returns the alerts read and leaves in
+ * *remaining the partitions not read to their end. */
+static long read_back(rd_kafka_t *rk, int nparts, const int64_t *end, bool *done, int *remaining,
+                      int64_t deadline, void (*fn)(const keng_alert_t *t, void *arg), void *arg)
+{
+    char scratch[VALUE_MAX], why[256];
+    long records = 0;
+
+    while (*remaining > 0 && keng_monotonic_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, RECOVER_POLL_MS);
+        if (!m)
+            continue;
+        if (!m->err && m->partition >= 0 && m->partition < nparts && !done[m->partition] &&
+            m->offset < end[m->partition]) {
+            keng_alert_t t;
+            int rc = keng_avro_decode_alert(m->payload, m->len, &t, scratch, sizeof(scratch), why,
+                                            sizeof(why));
+            if (rc == KENG_AVRO_OK) {
+                fn(&t, arg);
+                records++;
+            } else {
+                keng_log_warn("a record of the alert topic is not an alert; skipped",
+                              "partition=%" PRId32 " offset=%" PRId64 " error=\"%s\"", m->partition,
+                              m->offset, why);
+            }
+            if (m->offset + 1 >= end[m->partition]) {
+                (*remaining)--;
+                done[m->partition] = true;
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    return records;
+}
+
 long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg, bool from_start,
                            void (*fn)(const keng_alert_t *t, void *arg), void *arg, int timeout_ms,
                            char *errstr, size_t errstr_size)
 {
-    rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_t *rkt = NULL;
     const struct rd_kafka_metadata *md = NULL;
@@ -316,21 +408,10 @@ long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg, bool 
     int64_t deadline = keng_monotonic_ms() + timeout_ms;
     long records = 0, ret = -1;
     rd_kafka_resp_err_t err;
-    char scratch[VALUE_MAX], why[256];
 
-    conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, errstr_size);
-    if (!conf)
-        goto out;
-    /* A private reader: it never joins a group and never commits. */
-    if (rd_kafka_conf_set(conf, "group.id", "keng-aggregate-alert-recovery", errstr, errstr_size) !=
-            RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) !=
-            RD_KAFKA_CONF_OK)
-        goto out;
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    rk = recovery_reader(cfg, errstr, errstr_size);
     if (!rk)
         goto out;
-    conf = NULL;
     rkt = rd_kafka_topic_new(rk, log->topic, NULL);
     err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
     if (err) {
@@ -351,31 +432,9 @@ long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg, bool 
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
-    for (int i = 0; i < nparts; i++) {
-        int32_t part = md->topics[0].partitions[i].id;
-        int64_t low = 0, high = 0, from;
-        int64_t left = deadline - keng_monotonic_ms();
-
-        if (part < 0 || part >= nparts)
-            continue;
-        err = rd_kafka_query_watermark_offsets(rk, log->topic, part, &low, &high,
-                                               left > 0 ? (int)left : 1);
-        if (err) {
-            snprintf(errstr, errstr_size, "cannot read the end of %s [%d]: %s", log->topic,
-                     (int)part, rd_kafka_err2str(err));
-            goto out;
-        }
-        from = !from_start && (size_t)part < log->npartitions && log->next_offset[part] >= 0
-                   ? log->next_offset[part]
-                   : low;
-        if (from < low)
-            from = low;
-        end[part] = high;
-        if (from >= high)
-            continue;
-        rd_kafka_topic_partition_list_add(assign, log->topic, part)->offset = from;
-        remaining++;
-    }
+    remaining = plan_recovery(log, rk, md, from_start, deadline, end, assign, errstr, errstr_size);
+    if (remaining < 0)
+        goto out;
     if (remaining > 0) {
         err = rd_kafka_assign(rk, assign);
         if (err) {
@@ -383,30 +442,7 @@ long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg, bool 
             goto out;
         }
     }
-    while (remaining > 0 && keng_monotonic_ms() < deadline) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, RECOVER_POLL_MS);
-        if (!m)
-            continue;
-        if (!m->err && m->partition >= 0 && m->partition < nparts && !done[m->partition] &&
-            m->offset < end[m->partition]) {
-            keng_alert_t t;
-            int rc = keng_avro_decode_alert(m->payload, m->len, &t, scratch, sizeof(scratch), why,
-                                            sizeof(why));
-            if (rc == KENG_AVRO_OK) {
-                fn(&t, arg);
-                records++;
-            } else {
-                keng_log_warn("a record of the alert topic is not an alert; skipped",
-                              "partition=%" PRId32 " offset=%" PRId64 " error=\"%s\"", m->partition,
-                              m->offset, why);
-            }
-            if (m->offset + 1 >= end[m->partition]) {
-                remaining--;
-                done[m->partition] = true;
-            }
-        }
-        rd_kafka_message_destroy(m);
-    }
+    records = read_back(rk, nparts, end, done, &remaining, deadline, fn, arg);
     if (remaining > 0) {
         snprintf(errstr, errstr_size,
                  "%s was not read to its end within %d ms: transitions emitted just before the "
@@ -430,8 +466,6 @@ out:
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
     }
-    if (conf)
-        rd_kafka_conf_destroy(conf);
     free(end);
     free(done);
     return ret;

@@ -89,6 +89,81 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return 0;
 }
 
+/* Starts the browser printing `url` to the file in pdf_flag, in a process group of its own
+ * (so that a deadline can end the browser and its helpers), its output going to log_path.
+ * Returns its pid, or -1 with errstr filled. */
+static pid_t start_browser(const char *chromium, char *profile_flag, char *pdf_flag, char *url,
+                           const char *log_path, char *errstr, size_t errstr_size)
+{
+    char *const argv[] = {(char *)chromium,
+                          "--headless",
+                          "--no-sandbox",
+                          "--disable-gpu",
+                          "--disable-dev-shm-usage",
+                          "--no-first-run",
+                          "--disable-background-networking",
+                          "--disable-component-update",
+                          "--disable-sync",
+                          "--disable-extensions",
+                          "--no-pdf-header-footer",
+                          "--print-to-pdf-no-header",
+                          profile_flag,
+                          pdf_flag,
+                          url,
+                          NULL};
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(errstr, errstr_size, "cannot start %s: %s", chromium, strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        int devnull = open("/dev/null", O_RDONLY);
+        int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (devnull >= 0 && log_fd >= 0) {
+            dup2(devnull, STDIN_FILENO);
+            dup2(log_fd, STDOUT_FILENO);
+            dup2(log_fd, STDERR_FILENO);
+        }
+        execv(chromium, argv);
+        dprintf(STDERR_FILENO, "cannot run %s: %s\n", chromium, strerror(errno));
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    return pid;
+}
+
+/* Waits for the browser to exit, its status in *status. At the deadline or on *stop it kills
+ * the browser's process group, sets *pid to -1 and returns -1 with errstr filled. */
+static int wait_browser(pid_t *pid, int *status, const char *chromium, const char *pdf_path,
+                        int timeout_s, const volatile sig_atomic_t *stop, char *errstr,
+                        size_t errstr_size)
+{
+    int64_t deadline = keng_monotonic_ms() + (int64_t)timeout_s * 1000;
+    for (;;) {
+        pid_t done = waitpid(*pid, status, WNOHANG);
+        if (done == *pid)
+            return 0;
+        if (done < 0 && errno != EINTR) {
+            snprintf(errstr, errstr_size, "waiting for %s: %s", chromium, strerror(errno));
+            return -1;
+        }
+        if (keng_monotonic_ms() >= deadline || (stop && *stop)) {
+            kill(-*pid, SIGKILL);
+            waitpid(*pid, status, 0);
+            *pid = -1;
+            if (stop && *stop)
+                snprintf(errstr, errstr_size, "interrupted while %s printed %s", chromium,
+                         pdf_path);
+            else
+                snprintf(errstr, errstr_size, "%s did not print %s within %d s; it was stopped",
+                         chromium, pdf_path, timeout_s);
+            return -1;
+        }
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+}
+
 int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_path, int timeout_s,
                    const volatile sig_atomic_t *stop, char *errstr, size_t errstr_size)
 {
@@ -128,66 +203,11 @@ int keng_pdf_print(const char *chromium, const char *html_path, const char *pdf_
     snprintf(pdf_flag, sizeof(pdf_flag), "--print-to-pdf=%s", part);
     unlink(part);
 
-    char *const argv[] = {(char *)chromium,
-                          "--headless",
-                          "--no-sandbox",
-                          "--disable-gpu",
-                          "--disable-dev-shm-usage",
-                          "--no-first-run",
-                          "--disable-background-networking",
-                          "--disable-component-update",
-                          "--disable-sync",
-                          "--disable-extensions",
-                          "--no-pdf-header-footer",
-                          "--print-to-pdf-no-header",
-                          profile_flag,
-                          pdf_flag,
-                          url,
-                          NULL};
-    pid = fork();
-    if (pid < 0) {
-        snprintf(errstr, errstr_size, "cannot start %s: %s", chromium, strerror(errno));
+    pid = start_browser(chromium, profile_flag, pdf_flag, url, log_path, errstr, errstr_size);
+    if (pid < 0)
         goto out;
-    }
-    if (pid == 0) {
-        /* Its own process group, so that a deadline can end the browser and its helpers. */
-        setpgid(0, 0);
-        int devnull = open("/dev/null", O_RDONLY);
-        int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (devnull >= 0 && log_fd >= 0) {
-            dup2(devnull, STDIN_FILENO);
-            dup2(log_fd, STDOUT_FILENO);
-            dup2(log_fd, STDERR_FILENO);
-        }
-        execv(chromium, argv);
-        dprintf(STDERR_FILENO, "cannot run %s: %s\n", chromium, strerror(errno));
-        _exit(127);
-    }
-    setpgid(pid, pid);
-
-    int64_t deadline = keng_monotonic_ms() + (int64_t)timeout_s * 1000;
-    for (;;) {
-        pid_t done = waitpid(pid, &status, WNOHANG);
-        if (done == pid)
-            break;
-        if (done < 0 && errno != EINTR) {
-            snprintf(errstr, errstr_size, "waiting for %s: %s", chromium, strerror(errno));
-            goto out;
-        }
-        if (keng_monotonic_ms() >= deadline || (stop && *stop)) {
-            kill(-pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            pid = -1;
-            if (stop && *stop)
-                snprintf(errstr, errstr_size, "interrupted while %s printed %s", chromium,
-                         pdf_path);
-            else
-                snprintf(errstr, errstr_size, "%s did not print %s within %d s; it was stopped",
-                         chromium, pdf_path, timeout_s);
-            goto out;
-        }
-        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-    }
+    if (wait_browser(&pid, &status, chromium, pdf_path, timeout_s, stop, errstr, errstr_size) != 0)
+        goto out;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         last_words(log_path, words, sizeof(words));
         snprintf(errstr, errstr_size, "%s failed to print %s (%s %d)%s%s", chromium, abs,

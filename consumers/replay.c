@@ -20,6 +20,7 @@
 #include "config.h"
 #include "log.h"
 #include "pdf.h"
+#include "program.h"
 #include "registry.h"
 #include "review.h"
 #include "timeutil.h"
@@ -31,11 +32,6 @@
 
 static volatile sig_atomic_t stop_requested = 0;
 
-static void on_signal(int sig)
-{
-    stop_requested = 1;
-}
-
 /* The keys keng-replay reads itself; the schema store lists its own. */
 static keng_config_keys_t replay_keys = {"topic.incidents", "topic.mediations", NULL};
 static const char *const *const config_tables[] = {keng_config_common_keys, replay_keys,
@@ -43,6 +39,7 @@ static const char *const *const config_tables[] = {keng_config_common_keys, repl
 
 struct options {
     const char *config_path;
+    const char *brokers;
     const char *registry_path;
     const char *out_dir;
     int year;
@@ -73,6 +70,8 @@ static void usage(FILE *out)
             "  --pdf-timeout SECONDS  how long Chromium may take to print (default 120)\n"
             "  --help, --version\n");
 }
+
+static const keng_program_t program = {"keng-replay", KENG_PROGRAM_RDKAFKA, usage, config_tables};
 
 /* One partition to read: where it ended when the replay began. */
 typedef struct partition_end {
@@ -270,6 +269,124 @@ static rd_kafka_topic_partition_list_t *plan_starts(reader_t *rd, rd_kafka_t *rk
     return start;
 }
 
+/* The period's bounds and its label for the review's title; 64 (usage) on bad dates. */
+static int resolve_period(const struct options *opt, int64_t *from_ms, int64_t *to_ms, char *label,
+                          size_t label_size)
+{
+    if (opt->year) {
+        keng_review_year_bounds(opt->year, from_ms, to_ms);
+        snprintf(label, label_size, "%d", opt->year);
+        return 0;
+    }
+    if (keng_review_parse_date(opt->from, from_ms) != 0 ||
+        keng_review_parse_date(opt->to, to_ms) != 0 || *to_ms <= *from_ms) {
+        fprintf(stderr, "keng-replay: --from and --to must be dates YYYY-MM-DD, from first\n");
+        return KENG_EXIT_USAGE;
+    }
+    snprintf(label, label_size, "%s – %s", opt->from, opt->to);
+    return 0;
+}
+
+/* A consumer in a group of its own that commits nothing: a replay never moves the offsets of
+ * the programs that keep the live counts. Returns NULL (logged) on failure; the caller owns
+ * the handle and closes it with rd_kafka_consumer_close before rd_kafka_destroy. */
+static rd_kafka_t *new_consumer(keng_config_t *cfg)
+{
+    char errstr[512], group[64];
+    rd_kafka_conf_t *conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, sizeof(errstr));
+    if (!conf) {
+        keng_log_error("bad Kafka configuration", "error=\"%s\"", errstr);
+        return NULL;
+    }
+    snprintf(group, sizeof(group), "keng-replay-%d", (int)getpid());
+    if (set_conf(conf, "group.id", group) || set_conf(conf, "enable.auto.commit", "false") ||
+        set_conf(conf, "enable.auto.offset.store", "false") ||
+        set_conf(conf, "enable.partition.eof", "true"))
+        goto fail;
+    /* As in keng-aggregate: librdkafka 2.0.2 stops fetching every partition for a second
+     * once the whole queue holds queued.min.messages (default 100,000), which left the
+     * replay idle for most of its run; queued.max.messages.kbytes still bounds the memory. */
+    if (!keng_config_get(cfg, "kafka.queued.min.messages", NULL) &&
+        !keng_config_get(cfg, "kafka.consumer.queued.min.messages", NULL) &&
+        set_conf(conf, "queued.min.messages", "1000000"))
+        goto fail;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        keng_log_error("cannot create the Kafka consumer", "error=\"%s\"", errstr);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+/* Reads every assigned partition up to the end noted at the start, or until a signal. */
+static void read_to_end(reader_t *rd, rd_kafka_t *rk, rd_kafka_queue_t *queue)
+{
+    int64_t last_progress = keng_monotonic_ms();
+    while (rd->remaining > 0 && !stop_requested) {
+        rd_kafka_message_t *batch[BATCH_MAX];
+        /* Take what is queued without waiting; wait only when nothing is (a batch call with
+         * a timeout would wait for a full batch at each partition's tail). */
+        ssize_t got = rd_kafka_consume_batch_queue(queue, 0, batch, BATCH_MAX);
+        if (got <= 0) {
+            batch[0] = rd_kafka_consumer_poll(rk, 500);
+            got = batch[0] ? 1 : 0;
+        }
+        for (ssize_t i = 0; i < got; i++) {
+            read_message(rd, batch[i]);
+            rd_kafka_message_destroy(batch[i]);
+        }
+        if (keng_monotonic_ms() - last_progress > 5000) {
+            last_progress = keng_monotonic_ms();
+            keng_log_info("replay progress", "messages=%llu partitions_left=%zu",
+                          (unsigned long long)rd->messages, rd->remaining);
+        }
+    }
+}
+
+/* Writes review.html, .csv and .json (and review.pdf with --pdf, printed by `chromium`) into
+ * the output folder and prints their paths on stdout. Returns 0, or -1 (logged). */
+static int write_review(const struct options *opt, const reader_t *rd, const char *chromium)
+{
+    char errstr[512], dir[4096];
+    if (opt->out_dir)
+        snprintf(dir, sizeof(dir), "%s", opt->out_dir);
+    else if (opt->year)
+        snprintf(dir, sizeof(dir), "keng-review-%d", opt->year);
+    else
+        snprintf(dir, sizeof(dir), "keng-review-%s-%s", opt->from, opt->to);
+    if (keng_review_write(rd->review, dir, errstr, sizeof(errstr)) != 0) {
+        keng_log_error("cannot write the review", "error=\"%s\"", errstr);
+        return -1;
+    }
+    keng_log_info(
+        "review written",
+        "dir=%s messages=%llu counted=%llu duplicates=%llu "
+        "out_of_period=%llu unknown_board=%llu undecodable=%llu",
+        dir, (unsigned long long)rd->messages,
+        (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_COUNTED),
+        (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_DUPLICATE),
+        (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_OUT_OF_PERIOD),
+        (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_UNKNOWN_BOARD),
+        (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_UNDECODABLE));
+    printf("%s/review.html\n%s/review.csv\n%s/review.json\n", dir, dir, dir);
+    if (opt->pdf) {
+        char html[4200], pdf[4200];
+        snprintf(html, sizeof(html), "%s/review.html", dir);
+        snprintf(pdf, sizeof(pdf), "%s/review.pdf", dir);
+        if (keng_pdf_print(chromium, html, pdf, opt->pdf_timeout_s, &stop_requested, errstr,
+                           sizeof(errstr)) != 0) {
+            keng_log_error("cannot print the review to PDF", "error=\"%s\"", errstr);
+            return -1;
+        }
+        printf("%s\n", pdf);
+    }
+    return 0;
+}
+
 static int run(const struct options *opt, keng_config_t *cfg)
 {
     char errstr[512], label[64], chromium[4096];
@@ -278,22 +395,12 @@ static int run(const struct options *opt, keng_config_t *cfg)
     keng_schema_store_t *store = NULL;
     reader_t rd = {0};
     rd_kafka_t *rk = NULL;
-    rd_kafka_conf_t *conf = NULL;
     rd_kafka_queue_t *queue = NULL;
     rd_kafka_topic_partition_list_t *assignment = NULL;
-    int rc = 1;
-
-    if (opt->year) {
-        keng_review_year_bounds(opt->year, &from_ms, &to_ms);
-        snprintf(label, sizeof(label), "%d", opt->year);
-    } else {
-        if (keng_review_parse_date(opt->from, &from_ms) != 0 ||
-            keng_review_parse_date(opt->to, &to_ms) != 0 || to_ms <= from_ms) {
-            fprintf(stderr, "keng-replay: --from and --to must be dates YYYY-MM-DD, from first\n");
-            return 64;
-        }
-        snprintf(label, sizeof(label), "%s – %s", opt->from, opt->to);
-    }
+    int rc = resolve_period(opt, &from_ms, &to_ms, label, sizeof(label));
+    if (rc != 0)
+        return rc;
+    rc = 1;
 
     /* Asked for a PDF without a browser to print it: say so before a long replay, not after. */
     if (opt->pdf &&
@@ -301,7 +408,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
         fprintf(stderr,
                 "keng-replay: %s; without --pdf the review is written as HTML, CSV and JSON\n",
                 errstr);
-        return 69;
+        return KENG_EXIT_UNAVAILABLE;
     }
 
     reg = keng_registry_open(opt->registry_path, errstr, sizeof(errstr));
@@ -317,31 +424,9 @@ static int run(const struct options *opt, keng_config_t *cfg)
         goto out;
     }
 
-    conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, sizeof(errstr));
-    if (!conf) {
-        keng_log_error("bad Kafka configuration", "error=\"%s\"", errstr);
+    rk = new_consumer(cfg);
+    if (!rk)
         goto out;
-    }
-    char group[64];
-    snprintf(group, sizeof(group), "keng-replay-%d", (int)getpid());
-    if (set_conf(conf, "group.id", group) || set_conf(conf, "enable.auto.commit", "false") ||
-        set_conf(conf, "enable.auto.offset.store", "false") ||
-        set_conf(conf, "enable.partition.eof", "true"))
-        goto out;
-    /* As in keng-aggregate: librdkafka 2.0.2 stops fetching every partition for a second
-     * once the whole queue holds queued.min.messages (default 100,000), which left the
-     * replay idle for most of its run; queued.max.messages.kbytes still bounds the memory. */
-    if (!keng_config_get(cfg, "kafka.queued.min.messages", NULL) &&
-        !keng_config_get(cfg, "kafka.consumer.queued.min.messages", NULL) &&
-        set_conf(conf, "queued.min.messages", "1000000"))
-        goto out;
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        keng_log_error("cannot create the Kafka consumer", "error=\"%s\"", errstr);
-        goto out;
-    }
-    conf = NULL;
-    rd_kafka_poll_set_consumer(rk);
     queue = rd_kafka_queue_get_consumer(rk);
 
     rd.topics[0] = keng_config_get(cfg, "topic.incidents", "antt.incidents");
@@ -361,64 +446,13 @@ static int run(const struct options *opt, keng_config_t *cfg)
         goto out;
     }
 
-    int64_t last_progress = keng_monotonic_ms();
-    while (rd.remaining > 0 && !stop_requested) {
-        rd_kafka_message_t *batch[BATCH_MAX];
-        /* Take what is queued without waiting; wait only when nothing is (a batch call with
-         * a timeout would wait for a full batch at each partition's tail). */
-        ssize_t got = rd_kafka_consume_batch_queue(queue, 0, batch, BATCH_MAX);
-        if (got <= 0) {
-            batch[0] = rd_kafka_consumer_poll(rk, 500);
-            got = batch[0] ? 1 : 0;
-        }
-        for (ssize_t i = 0; i < got; i++) {
-            read_message(&rd, batch[i]);
-            rd_kafka_message_destroy(batch[i]);
-        }
-        if (keng_monotonic_ms() - last_progress > 5000) {
-            last_progress = keng_monotonic_ms();
-            keng_log_info("replay progress", "messages=%llu partitions_left=%zu",
-                          (unsigned long long)rd.messages, rd.remaining);
-        }
-    }
+    read_to_end(&rd, rk, queue);
     if (stop_requested) {
         keng_log_warn("replay interrupted; no report written", NULL);
         goto out;
     }
-
-    char dir[4096];
-    if (opt->out_dir)
-        snprintf(dir, sizeof(dir), "%s", opt->out_dir);
-    else if (opt->year)
-        snprintf(dir, sizeof(dir), "keng-review-%d", opt->year);
-    else
-        snprintf(dir, sizeof(dir), "keng-review-%s-%s", opt->from, opt->to);
-    if (keng_review_write(rd.review, dir, errstr, sizeof(errstr)) != 0) {
-        keng_log_error("cannot write the review", "error=\"%s\"", errstr);
+    if (write_review(opt, &rd, chromium) != 0)
         goto out;
-    }
-    keng_log_info(
-        "review written",
-        "dir=%s messages=%llu counted=%llu duplicates=%llu "
-        "out_of_period=%llu unknown_board=%llu undecodable=%llu",
-        dir, (unsigned long long)rd.messages,
-        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_COUNTED),
-        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_DUPLICATE),
-        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_OUT_OF_PERIOD),
-        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_UNKNOWN_BOARD),
-        (unsigned long long)keng_review_outcome_count(rd.review, KENG_REVIEW_UNDECODABLE));
-    printf("%s/review.html\n%s/review.csv\n%s/review.json\n", dir, dir, dir);
-    if (opt->pdf) {
-        char html[4200], pdf[4200];
-        snprintf(html, sizeof(html), "%s/review.html", dir);
-        snprintf(pdf, sizeof(pdf), "%s/review.pdf", dir);
-        if (keng_pdf_print(chromium, html, pdf, opt->pdf_timeout_s, &stop_requested, errstr,
-                           sizeof(errstr)) != 0) {
-            keng_log_error("cannot print the review to PDF", "error=\"%s\"", errstr);
-            goto out;
-        }
-        printf("%s\n", pdf);
-    }
     rc = 0;
 out:
     if (queue)
@@ -427,8 +461,6 @@ out:
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);
     }
-    if (conf)
-        rd_kafka_conf_destroy(conf);
     if (assignment)
         rd_kafka_topic_partition_list_destroy(assignment);
     free(rd.ends);
@@ -439,7 +471,8 @@ out:
     return rc;
 }
 
-int main(int argc, char **argv)
+/* The options into opt-> Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, struct options *opt)
 {
     static const struct option long_options[] = {
         {"year", required_argument, NULL, 'y'},        {"from", required_argument, NULL, 'f'},
@@ -449,12 +482,8 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},           {"pdf", no_argument, NULL, 'p'},
         {"pdf-timeout", required_argument, NULL, 'T'}, {NULL, 0, NULL, 0},
     };
-    struct options opt = {.pdf_timeout_s = 120};
-    keng_config_t *cfg = NULL;
-    const char *brokers = NULL;
-    int c, rc;
+    int c;
 
-    keng_log_set_program("keng-replay");
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (c) {
         case 'y': {
@@ -462,22 +491,22 @@ int main(int argc, char **argv)
             long y = strtol(optarg, &end, 10);
             if (*end || y < 2000 || y > 9999) {
                 fprintf(stderr, "keng-replay: --year: '%s' is not a year from 2000\n", optarg);
-                return 64;
+                return KENG_EXIT_USAGE;
             }
-            opt.year = (int)y;
+            opt->year = (int)y;
             break;
         }
         case 'f':
-            opt.from = optarg;
+            opt->from = optarg;
             break;
         case 't':
-            opt.to = optarg;
+            opt->to = optarg;
             break;
         case 'o':
-            opt.out_dir = optarg;
+            opt->out_dir = optarg;
             break;
         case 'p':
-            opt.pdf = 1;
+            opt->pdf = 1;
             break;
         case 'T': {
             char *end;
@@ -487,53 +516,56 @@ int main(int argc, char **argv)
                         "keng-replay: --pdf-timeout: '%s' is not a number of seconds "
                         "from 1 to 3600\n",
                         optarg);
-                return 64;
+                return KENG_EXIT_USAGE;
             }
-            opt.pdf_timeout_s = (int)s;
+            opt->pdf_timeout_s = (int)s;
             break;
         }
         case 'b':
-            brokers = optarg;
+            opt->brokers = optarg;
             break;
         case 'r':
-            opt.registry_path = optarg;
+            opt->registry_path = optarg;
             break;
         case 'c':
-            opt.config_path = optarg;
+            opt->config_path = optarg;
             break;
         case 'h':
-            usage(stdout);
-            return 0;
+            return keng_program_help(&program);
         case 'V':
-            printf("keng-replay %s (librdkafka %s)\n", KENG_VERSION, rd_kafka_version_str());
-            return 0;
+            return keng_program_version(&program);
         default:
-            usage(stderr);
-            return 64;
+            return keng_program_bad_flag(&program);
         }
     }
-    if (optind != argc || (!opt.year && (!opt.from || !opt.to)) ||
-        (opt.year && (opt.from || opt.to))) {
+    if (optind != argc || (!opt->year && (!opt->from || !opt->to)) ||
+        (opt->year && (opt->from || opt->to))) {
         fprintf(stderr, "keng-replay: give either --year or both --from and --to\n");
         usage(stderr);
-        return 64;
+        return KENG_EXIT_USAGE;
     }
-    const keng_config_flag_t flags[] = {{"brokers", brokers}, {NULL, NULL}};
-    cfg = keng_config_from_args("keng-replay", opt.config_path, flags, config_tables);
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt = {.pdf_timeout_s = 120};
+
+    keng_program_start(&program);
+    int rc = parse_args(argc, argv, &opt);
+    if (rc >= 0)
+        return rc;
+    const keng_config_flag_t flags[] = {{"brokers", opt.brokers}, {NULL, NULL}};
+    keng_config_t *cfg = keng_program_config(&program, opt.config_path, flags);
     if (!cfg)
-        return 64;
+        return KENG_EXIT_USAGE;
     if (!keng_config_brokers(cfg)) {
         fprintf(stderr, "keng-replay: no brokers: give --brokers, KENG_BROKERS or "
                         "kafka.bootstrap.servers in the config\n");
         keng_config_destroy(cfg);
-        return 64;
+        return KENG_EXIT_USAGE;
     }
-
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
+    keng_program_stop_on_signals(&stop_requested);
     rc = run(&opt, cfg);
     keng_config_destroy(cfg);
     return rc;

@@ -25,12 +25,12 @@
 #include "log.h"
 #include "avro_codec.h"
 #include "producer.h"
+#include "program.h"
 #include "registry.h"
 #include "timeutil.h"
 #include "tokens.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8088"
-#define EXIT_USAGE     64
 
 /* The keys keng-ingest reads itself; the producer and the schema store list theirs. */
 static keng_config_keys_t ingest_keys = {"registry",
@@ -68,8 +68,7 @@ typedef struct ingest {
     keng_producer_t *producer;
     keng_http_server_t *srv;
     keng_ingest_metrics_t *metrics;
-    uv_signal_t sigint, sigterm, sighup;
-    bool signals_open;
+    keng_program_signals_t signals; /* SIGINT, SIGTERM stop; SIGHUP reloads the tokens */
     bool stopping;
 
     keng_ingest_body_limits_t body_limits;
@@ -148,6 +147,9 @@ static void usage(FILE *out)
             "topic.mediations, registry.\n",
             DEFAULT_LISTEN);
 }
+
+static const keng_program_t program = {"keng-ingest", KENG_PROGRAM_RDKAFKA | KENG_PROGRAM_LIBUV,
+                                       usage, config_tables};
 
 /* ---- answers ---- */
 
@@ -570,12 +572,7 @@ static void on_server_closed(void *arg)
                   rd_kafka_outq_len(keng_producer_handle(in->producer)));
     /* The loop ends once nothing is active; main then flushes and destroys the producer. */
     keng_producer_detach_uv(in->producer);
-    if (in->signals_open) {
-        uv_close((uv_handle_t *)&in->sigint, NULL);
-        uv_close((uv_handle_t *)&in->sigterm, NULL);
-        uv_close((uv_handle_t *)&in->sighup, NULL);
-        in->signals_open = false;
-    }
+    keng_program_signals_close(&in->signals);
 }
 
 static void stop(ingest_t *in)
@@ -650,7 +647,7 @@ static int run(ingest_t *in)
     int rc;
 
     if (read_settings(in, &limits) < 0)
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     in->reg =
         keng_registry_open(keng_config_get(in->cfg, "registry", NULL), errstr, sizeof(errstr));
     if (!in->reg) {
@@ -710,14 +707,7 @@ static int run(ingest_t *in)
                   keng_http_server_port(in->srv), keng_tokens_count(in->tokens),
                   keng_registry_board_count(in->reg));
 
-    uv_signal_init(in->loop, &in->sigint);
-    uv_signal_init(in->loop, &in->sigterm);
-    uv_signal_init(in->loop, &in->sighup);
-    in->sigint.data = in->sigterm.data = in->sighup.data = in;
-    in->signals_open = true;
-    uv_signal_start(&in->sigint, on_signal, SIGINT);
-    uv_signal_start(&in->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&in->sighup, on_signal, SIGHUP);
+    keng_program_signals_start(&in->signals, in->loop, on_signal, in, 1);
 
     uv_run(in->loop, UV_RUN_DEFAULT);
     return 0;
@@ -763,7 +753,7 @@ static int new_token(const struct options *opt)
     if (!opt->tokens || !opt->districts) {
         fprintf(stderr, "keng-ingest: --new-token needs --districts D01,D07 (or '*') and "
                         "--tokens FILE\n");
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     }
     if (keng_tokens_generate(token, hash, errstr, sizeof(errstr)) < 0 ||
         keng_tokens_append(opt->tokens, hash, opt->new_token, opt->districts, errstr,
@@ -781,7 +771,8 @@ static int new_token(const struct options *opt)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* The options into opt-> Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, struct options *opt)
 {
     static const struct option long_options[] = {
         {"config", required_argument, NULL, 'c'},
@@ -796,59 +787,64 @@ int main(int argc, char **argv)
         {"max-connections", required_argument, NULL, 'm'},
         {NULL, 0, NULL, 0},
     };
-    struct options opt = {0};
-    ingest_t in = {0};
-    uv_loop_t loop;
-    int c, rc;
+    int c;
 
-    keng_log_set_program("keng-ingest");
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (c) {
         case 'c':
-            opt.config_path = optarg;
+            opt->config_path = optarg;
             break;
         case 'b':
-            opt.brokers = optarg;
+            opt->brokers = optarg;
             break;
         case 'r':
-            opt.registry = optarg;
+            opt->registry = optarg;
             break;
         case 'l':
-            opt.listen = optarg;
+            opt->listen = optarg;
             break;
         case 't':
-            opt.tokens = optarg;
+            opt->tokens = optarg;
             break;
         case 'n':
-            opt.new_token = optarg;
+            opt->new_token = optarg;
             break;
         case 'd':
-            opt.districts = optarg;
+            opt->districts = optarg;
             break;
         case 'm':
-            opt.max_connections = optarg;
+            opt->max_connections = optarg;
             break;
         case 'h':
-            usage(stdout);
-            return 0;
+            return keng_program_help(&program);
         case 'V':
-            printf("keng-ingest %s (librdkafka %s, libuv %s)\n", KENG_VERSION,
-                   rd_kafka_version_str(), uv_version_string());
-            return 0;
+            return keng_program_version(&program);
         default:
-            usage(stderr);
-            return EXIT_USAGE;
+            return keng_program_bad_flag(&program);
         }
     }
     if (optind != argc) {
         fprintf(stderr, "keng-ingest: unexpected argument '%s'\n", argv[optind]);
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt = {0};
+    ingest_t in = {0};
+    uv_loop_t loop;
+
+    keng_program_start(&program);
+    int rc = parse_args(argc, argv, &opt);
+    if (rc >= 0)
+        return rc;
     if (opt.new_token)
         return new_token(&opt);
     if (opt.districts) {
         fprintf(stderr, "keng-ingest: --districts goes with --new-token\n");
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     }
 
     const keng_config_flag_t flags[] = {
@@ -859,9 +855,9 @@ int main(int argc, char **argv)
         {"http.max_connections", opt.max_connections},
         {NULL, NULL},
     };
-    in.cfg = keng_config_from_args("keng-ingest", opt.config_path, flags, config_tables);
+    in.cfg = keng_program_config(&program, opt.config_path, flags);
     if (!in.cfg)
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     if (!keng_config_brokers(in.cfg))
         keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
                       "kafka.bootstrap.servers",

@@ -95,6 +95,88 @@ static bool all_blank(const char *s, size_t len)
     return true;
 }
 
+/* The body's shape before any event is read: not empty, not too deep, JSON, one object or a
+ * non-empty array of at most limits->max_events. Returns 0 with the document in *root (the
+ * caller owns it) and its event count in *n, or the HTTP status with the errors in *answer. */
+static int load_body(const char *body, size_t len, const keng_ingest_body_limits_t *limits,
+                     json_t **root, size_t *n, json_t **answer)
+{
+    json_error_t jerr;
+    char msg[320];
+    int line, column;
+
+    if (len == 0 || all_blank(body, len)) {
+        *answer = one_error("", "the body is empty; send one JSON event or an array of them");
+        return 400;
+    }
+    if (too_deep(body, len, limits->max_depth, &line, &column)) {
+        snprintf(msg, sizeof(msg),
+                 "JSON nests deeper than %u levels at line %d, column %d; an event needs at "
+                 "most 3",
+                 limits->max_depth, line, column);
+        *answer = one_error("", msg);
+        return 400;
+    }
+    /* Duplicate keys would let two readers of the same body see different events. */
+    *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!*root) {
+        snprintf(msg, sizeof(msg), "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
+        *answer = one_error("", msg);
+        return 400;
+    }
+    if (json_is_object(*root)) {
+        *n = 1;
+    } else if (json_is_array(*root)) {
+        *n = json_array_size(*root);
+    } else {
+        *answer = one_error("", "the body must be one JSON object or an array of them");
+        return 400;
+    }
+    if (*n == 0) {
+        *answer = one_error("", "the array holds no events; send at least one");
+        return 400;
+    }
+    if (*n > limits->max_events) {
+        snprintf(msg, sizeof(msg),
+                 "the request holds %zu events; at most %zu are taken in one request, so "
+                 "split it",
+                 *n, limits->max_events);
+        *answer = one_error("", msg);
+        return 413;
+    }
+    return 0;
+}
+
+/* Reads event i into *ev and checks its board: an invalid event is added to `invalid`, one
+ * from a district the gateway may not report for to `forbidden`. */
+static void check_event(const json_t *obj, size_t i, keng_kind_t kind, const keng_registry_t *reg,
+                        const keng_gateway_t *gw, const keng_event_limits_t *ev_limits,
+                        keng_event_t *ev, json_t *invalid, json_t *forbidden)
+{
+    keng_field_error_t ferr;
+    char msg[320];
+
+    if (keng_event_from_json(obj, kind, ev_limits, ev, &ferr) < 0) {
+        add_error(invalid, (long long)i, ferr.field, ferr.message);
+        return;
+    }
+    int32_t board = keng_registry_find_board(reg, ev->board_id, strlen(ev->board_id));
+    if (board < 0) {
+        snprintf(msg, sizeof(msg), "board '%s' is not in the board registry", ev->board_id);
+        add_error(invalid, (long long)i, "board_id", msg);
+        return;
+    }
+    int32_t district_index = (int32_t)keng_registry_board(reg, (uint32_t)board)->district;
+    const keng_district_t *district = keng_registry_district(reg, (uint32_t)district_index);
+    if (gw && !keng_gateway_allows(gw, district->id, strlen(district->id))) {
+        snprintf(msg, sizeof(msg),
+                 "board '%s' is in district %s, which gateway '%s' may not report for",
+                 ev->board_id, district->id, keng_gateway_name(gw));
+        add_error(forbidden, (long long)i, "board_id", msg);
+    }
+}
+
 int keng_ingest_body_parse(const char *body, size_t len, keng_kind_t kind,
                            const keng_registry_t *reg, const keng_gateway_t *gw,
                            const keng_ingest_body_limits_t *limits, keng_ingest_body_t **out,
@@ -104,59 +186,19 @@ int keng_ingest_body_parse(const char *body, size_t len, keng_kind_t kind,
     json_t *root = NULL;
     json_t *invalid = NULL;
     json_t *forbidden = NULL;
-    json_error_t jerr;
-    char msg[320];
-    size_t n;
-    int status = 400;
+    size_t n = 0;
+    int status;
     keng_event_limits_t ev_limits = {.now_ms = limits->now_ms, .fill_reported_at = true};
-    int line, column;
 
     *out = NULL;
     *answer = NULL;
     *nevents = 0;
-    if (len == 0 || all_blank(body, len)) {
-        *answer = one_error("", "the body is empty; send one JSON event or an array of them");
-        goto out;
-    }
-    if (too_deep(body, len, limits->max_depth, &line, &column)) {
-        snprintf(msg, sizeof(msg),
-                 "JSON nests deeper than %u levels at line %d, column %d; an event needs at "
-                 "most 3",
-                 limits->max_depth, line, column);
-        *answer = one_error("", msg);
-        goto out;
-    }
-    /* Duplicate keys would let two readers of the same body see different events. */
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!root) {
-        snprintf(msg, sizeof(msg), "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
-                 jerr.text);
-        *answer = one_error("", msg);
-        goto out;
-    }
-    if (json_is_object(root)) {
-        n = 1;
-    } else if (json_is_array(root)) {
-        n = json_array_size(root);
-    } else {
-        *answer = one_error("", "the body must be one JSON object or an array of them");
-        goto out;
-    }
+    status = load_body(body, len, limits, &root, &n, answer);
     *nevents = n;
-    if (n == 0) {
-        *answer = one_error("", "the array holds no events; send at least one");
+    if (status != 0)
         goto out;
-    }
-    if (n > limits->max_events) {
-        snprintf(msg, sizeof(msg),
-                 "the request holds %zu events; at most %zu are taken in one request, so "
-                 "split it",
-                 n, limits->max_events);
-        *answer = one_error("", msg);
-        status = 413;
-        goto out;
-    }
 
+    status = 400;
     b = calloc(1, sizeof(*b));
     if (b)
         b->events = calloc(n, sizeof(*b->events));
@@ -167,32 +209,9 @@ int keng_ingest_body_parse(const char *body, size_t len, keng_kind_t kind,
         status = 503;
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        const json_t *obj = json_is_array(root) ? json_array_get(root, i) : root;
-        keng_event_t *ev = &b->events[i];
-        keng_field_error_t ferr;
-        int32_t board, district_index;
-        const keng_district_t *district;
-
-        if (keng_event_from_json(obj, kind, &ev_limits, ev, &ferr) < 0) {
-            add_error(invalid, (long long)i, ferr.field, ferr.message);
-            continue;
-        }
-        board = keng_registry_find_board(reg, ev->board_id, strlen(ev->board_id));
-        if (board < 0) {
-            snprintf(msg, sizeof(msg), "board '%s' is not in the board registry", ev->board_id);
-            add_error(invalid, (long long)i, "board_id", msg);
-            continue;
-        }
-        district_index = (int32_t)keng_registry_board(reg, (uint32_t)board)->district;
-        district = keng_registry_district(reg, (uint32_t)district_index);
-        if (gw && !keng_gateway_allows(gw, district->id, strlen(district->id))) {
-            snprintf(msg, sizeof(msg),
-                     "board '%s' is in district %s, which gateway '%s' may not report for",
-                     ev->board_id, district->id, keng_gateway_name(gw));
-            add_error(forbidden, (long long)i, "board_id", msg);
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        check_event(json_is_array(root) ? json_array_get(root, i) : root, i, kind, reg, gw,
+                    &ev_limits, &b->events[i], invalid, forbidden);
     if (json_array_size(invalid) > 0) {
         *answer = json_pack("{s:O}", "errors", invalid);
         goto out;

@@ -21,14 +21,13 @@
 #include "input.h"
 #include "log.h"
 #include "producer.h"
+#include "program.h"
 #include "progress.h"
 #include "registry.h"
 #include "timeutil.h"
 
 #define EXIT_REJECTED 1
 #define EXIT_DELIVERY 2
-#define EXIT_USAGE    64
-#define EXIT_CONFIG   78
 
 /* How long one event may wait for room in librdkafka's queue before the import stops: long
  * enough to ride out a broker restart, short of hanging forever on a dead cluster. */
@@ -75,11 +74,6 @@ struct msg_ctx {
 
 static volatile sig_atomic_t stop_requested;
 
-static void on_signal(int sig)
-{
-    stop_requested++;
-}
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -108,6 +102,8 @@ static void usage(FILE *out)
             "Exit status: 0 every record valid and delivered, 1 some records rejected (or a\n"
             "file unreadable), 2 some events not delivered, 64 usage, 78 configuration.\n");
 }
+
+static const keng_program_t program = {"keng-produce", KENG_PROGRAM_RDKAFKA, usage, config_tables};
 
 static int parse_args(int argc, char **argv, struct options *opt)
 {
@@ -158,7 +154,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
                 opt->kind = (int)k;
             } else {
                 fprintf(stderr, "keng-produce: --kind must be incident, mediation or auto\n");
-                return EXIT_USAGE;
+                return KENG_EXIT_USAGE;
             }
             break;
         }
@@ -166,7 +162,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
             keng_input_format_t f;
             if (keng_input_format_parse(optarg, &f) < 0) {
                 fprintf(stderr, "keng-produce: --format must be ndjson or csv\n");
-                return EXIT_USAGE;
+                return KENG_EXIT_USAGE;
             }
             opt->format = (int)f;
             break;
@@ -179,14 +175,11 @@ static int parse_args(int argc, char **argv, struct options *opt)
             break;
         case 'h':
         case OPT_HELP:
-            usage(stdout);
-            exit(0);
+            exit(keng_program_help(&program));
         case OPT_VERSION:
-            printf("keng-produce %s (librdkafka %s)\n", KENG_VERSION, rd_kafka_version_str());
-            exit(0);
+            exit(keng_program_version(&program));
         default:
-            fprintf(stderr, "Try 'keng-produce --help'.\n");
-            return EXIT_USAGE;
+            return keng_program_try_help(&program);
         }
     }
     opt->files = argv + optind;
@@ -194,7 +187,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
     if (opt->nfiles == 0) {
         fprintf(stderr, "keng-produce: name at least one file, or - for stdin\n"
                         "Try 'keng-produce --help'.\n");
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     }
     return 0;
 }
@@ -306,84 +299,125 @@ static int terminal_width(void)
     return 80;
 }
 
+/* One file's lines, joined into records where a quoted CSV cell spans lines. */
+struct reader {
+    FILE *f;
+    keng_input_format_t format;
+    char *line, *rec; /* owned; the record returned points into one of them */
+    size_t line_cap, rec_cap;
+    uint64_t lineno;     /* of the last line read */
+    uint64_t bytes_done; /* for the progress line */
+};
+
+/* The next record in *s and *len, starting at line *first. Returns 1, 0 at the end of the
+ * file, or -1 when out of memory (said on stderr). */
+static int read_record(struct reader *r, const char **s, size_t *len, uint64_t *first)
+{
+    ssize_t n = getline(&r->line, &r->line_cap, r->f);
+    if (n < 0)
+        return 0;
+    *first = ++r->lineno;
+    *len = (size_t)n;
+    *s = r->line;
+    r->bytes_done += (uint64_t)n;
+    /* A quoted CSV cell may hold newlines: the record goes on until its quotes close. */
+    if (r->format != KENG_INPUT_CSV || !keng_csv_needs_more(r->line, *len))
+        return 1;
+    size_t rlen = 0, llen = *len;
+    do {
+        if (rlen + llen + 1 > r->rec_cap) {
+            size_t cap = (rlen + llen + 1) * 2;
+            char *grown = realloc(r->rec, cap);
+            if (!grown) {
+                fprintf(stderr, "keng-produce: out of memory\n");
+                return -1;
+            }
+            r->rec = grown;
+            r->rec_cap = cap;
+        }
+        memcpy(r->rec + rlen, r->line, llen);
+        rlen += llen;
+        r->rec[rlen] = '\0';
+        if (!keng_csv_needs_more(r->rec, rlen))
+            break;
+        n = getline(&r->line, &r->line_cap, r->f);
+        if (n < 0)
+            break;
+        r->lineno++;
+        llen = (size_t)n;
+        r->bytes_done += (uint64_t)n;
+    } while (true);
+    *s = r->rec;
+    *len = rlen;
+    return 1;
+}
+
+/* Blank lines separate nothing and mean nothing. */
+static bool is_blank(const char *s, size_t len)
+{
+    size_t k = 0;
+    while (k < len && (s[k] == ' ' || s[k] == '\t' || s[k] == '\r' || s[k] == '\n'))
+        k++;
+    return k == len;
+}
+
+/* Redraws the progress line at most every PROGRESS_EVERY_MS. */
+static void progress_tick(struct app *app, keng_progress_state_t *st, int64_t started,
+                          int64_t *last_draw)
+{
+    if (!app->show_progress)
+        return;
+    int64_t now = keng_monotonic_ms();
+    if (now - *last_draw >= PROGRESS_EVERY_MS) {
+        st->elapsed_ms = now - started;
+        progress_draw(app, st);
+        *last_draw = now;
+    }
+}
+
 /* Reads one file to its end, or until a stop is requested. */
 static void import_file(struct app *app, const char *path)
 {
-    FILE *f = NULL;
     keng_input_t *in = NULL;
-    char *line = NULL, *rec = NULL;
-    size_t line_cap = 0, rec_cap = 0;
-    ssize_t n;
-    uint64_t lineno = 0;
     bool is_stdin = strcmp(path, "-") == 0;
     const char *name = is_stdin ? "stdin" : path;
-    keng_input_format_t format = app->opt.format >= 0 ? (keng_input_format_t)app->opt.format
-                                                      : keng_input_format_for_path(path);
-    bool need_header = format == KENG_INPUT_CSV;
+    struct reader r = {.format = app->opt.format >= 0 ? (keng_input_format_t)app->opt.format
+                                                      : keng_input_format_for_path(path)};
+    bool need_header = r.format == KENG_INPUT_CSV;
     keng_progress_state_t st = {0};
     int64_t started = keng_monotonic_ms(), last_draw = 0;
     struct stat sb;
     char why[300];
 
-    f = is_stdin ? stdin : fopen(path, "r");
-    if (!f) {
+    r.f = is_stdin ? stdin : fopen(path, "r");
+    if (!r.f) {
         fprintf(stderr, "keng-produce: cannot open %s: %s\n", path, strerror(errno));
         app->unreadable_files++;
         goto out;
     }
-    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode))
+    if (fstat(fileno(r.f), &sb) == 0 && S_ISREG(sb.st_mode))
         st.bytes_total = (uint64_t)sb.st_size;
-    in = keng_input_new(format, app->opt.kind, app->reg);
+    in = keng_input_new(r.format, app->opt.kind, app->reg);
     if (!in) {
         fprintf(stderr, "keng-produce: out of memory\n");
         app->unreadable_files++;
         goto out;
     }
 
-    while (!stop_requested && !app->aborted && (n = getline(&line, &line_cap, f)) >= 0) {
-        uint64_t first = ++lineno;
-        size_t len = (size_t)n;
-        const char *s = line;
-
-        st.bytes_done += (uint64_t)n;
-        /* A quoted CSV cell may hold newlines: the record goes on until its quotes close. */
-        if (format == KENG_INPUT_CSV && keng_csv_needs_more(line, len)) {
-            size_t rlen = 0;
-            do {
-                if (rlen + len + 1 > rec_cap) {
-                    size_t cap = (rlen + len + 1) * 2;
-                    char *r = realloc(rec, cap);
-                    if (!r) {
-                        fprintf(stderr, "keng-produce: out of memory\n");
-                        app->aborted = true;
-                        goto out;
-                    }
-                    rec = r;
-                    rec_cap = cap;
-                }
-                memcpy(rec + rlen, line, len);
-                rlen += len;
-                rec[rlen] = '\0';
-                if (!keng_csv_needs_more(rec, rlen))
-                    break;
-                n = getline(&line, &line_cap, f);
-                if (n < 0)
-                    break;
-                lineno++;
-                len = (size_t)n;
-                st.bytes_done += (uint64_t)n;
-            } while (true);
-            s = rec;
-            len = rlen;
+    while (!stop_requested && !app->aborted) {
+        const char *s;
+        size_t len;
+        uint64_t first;
+        int got = read_record(&r, &s, &len, &first);
+        st.bytes_done = r.bytes_done;
+        if (got < 0) {
+            app->aborted = true;
+            goto out;
         }
-
-        /* Blank lines separate nothing and mean nothing. */
-        size_t k = 0;
-        while (k < len && (s[k] == ' ' || s[k] == '\t' || s[k] == '\r' || s[k] == '\n'))
-            k++;
-        if (k == len)
+        if (got == 0)
+            break;
+        if (is_blank(s, len))
             continue;
-
         if (need_header) {
             need_header = false;
             if (keng_input_csv_header(in, s, len, why, sizeof(why)) < 0) {
@@ -398,28 +432,20 @@ static void import_file(struct app *app, const char *path)
         }
         handle_record(app, in, name, first, s, len);
         st.lines = app->read;
-
-        if (app->show_progress) {
-            int64_t now = keng_monotonic_ms();
-            if (now - last_draw >= PROGRESS_EVERY_MS) {
-                st.elapsed_ms = now - started;
-                progress_draw(app, &st);
-                last_draw = now;
-            }
-        }
+        progress_tick(app, &st, started, &last_draw);
     }
-    if (f && ferror(f) && !stop_requested) {
+    if (r.f && ferror(r.f) && !stop_requested) {
         fprintf(stderr, "keng-produce: error reading %s: %s\n", name, strerror(errno));
         app->unreadable_files++;
     }
 
 out:
     progress_clear(app);
-    free(line);
-    free(rec);
+    free(r.line);
+    free(r.rec);
     keng_input_destroy(in);
-    if (f && !is_stdin)
-        fclose(f);
+    if (r.f && !is_stdin)
+        fclose(r.f);
 }
 
 /* Waits for every report. An interrupt while waiting gives up: there is no work left to
@@ -466,24 +492,19 @@ int main(int argc, char **argv)
     struct app app = {0};
     char errstr[512];
     int rc;
-    struct sigaction sa;
 
-    keng_log_set_program("keng-produce");
+    keng_program_start(&program);
     rc = parse_args(argc, argv, &app.opt);
     if (rc)
         return rc;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    keng_program_stop_on_signals(&stop_requested);
 
-    rc = EXIT_CONFIG;
+    rc = KENG_EXIT_CONFIG;
     const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
-    app.cfg = keng_config_from_args("keng-produce", app.opt.config_path, flags, config_tables);
+    app.cfg = keng_program_config(&program, app.opt.config_path, flags);
     if (!app.cfg) {
-        rc = EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
+        rc = KENG_EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
         goto out;
     }
     app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));

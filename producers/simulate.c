@@ -17,13 +17,12 @@
 #include "log.h"
 #include "avro_codec.h"
 #include "producer.h"
+#include "program.h"
 #include "registry.h"
 #include "sim.h"
 #include "timeutil.h"
 
 #define EXIT_DELIVERY 2
-#define EXIT_USAGE    64
-#define EXIT_CONFIG   78
 
 #define DAY_MS           (24 * 3600 * 1000LL)
 #define SEND_TIMEOUT_MS  60000
@@ -64,11 +63,6 @@ struct app {
 
 static volatile sig_atomic_t stop_requested;
 
-static void on_signal(int sig)
-{
-    stop_requested++;
-}
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -102,6 +96,8 @@ static void usage(FILE *out)
             "78 configuration.\n");
 }
 
+static const keng_program_t program = {"keng-simulate", KENG_PROGRAM_RDKAFKA, usage, config_tables};
+
 static int parse_time(const char *s, int64_t *out)
 {
     char *end = NULL;
@@ -127,24 +123,106 @@ static int parse_fraction(const char *name, const char *s, double *out)
     return 0;
 }
 
+/* Long options only, numbered past any character getopt could return. */
+enum {
+    OPT_CONFIG = 256,
+    OPT_BROKERS,
+    OPT_REGISTRY,
+    OPT_RATE,
+    OPT_COUNT,
+    OPT_SEED,
+    OPT_NOW,
+    OPT_START,
+    OPT_LATE,
+    OPT_OOO,
+    OPT_DUP,
+    OPT_OUTPUT,
+    OPT_HELP,
+    OPT_VERSION
+};
+
+/* One option that takes a value: checks it and stores it in opt. Returns 0, or -1 after
+ * saying on stderr what the option takes. */
+static int parse_value(int c, const char *arg, struct options *opt)
+{
+    char *end;
+
+    switch (c) {
+    case OPT_RATE:
+        opt->rate = strtod(arg, &end);
+        if (end == arg || *end || !(opt->rate >= 0) || !isfinite(opt->rate)) {
+            fprintf(stderr, "keng-simulate: --rate takes events per second >= 0\n");
+            return -1;
+        }
+        break;
+    case OPT_COUNT:
+        errno = 0;
+        opt->count = strtoull(arg, &end, 10);
+        if (end == arg || *end || errno || arg[0] == '-') {
+            fprintf(stderr, "keng-simulate: --count takes a whole number >= 0\n");
+            return -1;
+        }
+        break;
+    case OPT_SEED:
+        errno = 0;
+        opt->seed = strtoull(arg, &end, 0);
+        if (end == arg || *end || errno) {
+            fprintf(stderr, "keng-simulate: --seed takes a whole number\n");
+            return -1;
+        }
+        opt->seed_given = true;
+        break;
+    case OPT_NOW:
+    case OPT_START: {
+        int64_t t;
+        if (parse_time(arg, &t) < 0) {
+            fprintf(stderr,
+                    "keng-simulate: %s takes RFC 3339 with an offset or epoch ms, not "
+                    "'%s'\n",
+                    c == OPT_NOW ? "--now" : "--start-time", arg);
+            return -1;
+        }
+        if (c == OPT_NOW) {
+            opt->now_ms = t;
+            opt->now_given = true;
+        } else {
+            opt->start_ms = t;
+            opt->start_given = true;
+        }
+        break;
+    }
+    case OPT_LATE:
+        if (parse_fraction("--late", arg, &opt->late) < 0)
+            return -1;
+        break;
+    case OPT_OOO:
+        if (parse_fraction("--out-of-order", arg, &opt->out_of_order) < 0)
+            return -1;
+        break;
+    case OPT_DUP:
+        if (parse_fraction("--duplicates", arg, &opt->duplicates) < 0)
+            return -1;
+        if (opt->duplicates >= 1) {
+            fprintf(stderr, "keng-simulate: --duplicates must be below 1\n");
+            return -1;
+        }
+        break;
+    case OPT_OUTPUT:
+        if (strcmp(arg, "kafka") == 0) {
+            opt->output = OUT_KAFKA;
+        } else if (strcmp(arg, "ndjson") == 0) {
+            opt->output = OUT_NDJSON;
+        } else {
+            fprintf(stderr, "keng-simulate: --output must be kafka or ndjson\n");
+            return -1;
+        }
+        break;
+    }
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, struct options *opt)
 {
-    enum {
-        OPT_CONFIG = 256,
-        OPT_BROKERS,
-        OPT_REGISTRY,
-        OPT_RATE,
-        OPT_COUNT,
-        OPT_SEED,
-        OPT_NOW,
-        OPT_START,
-        OPT_LATE,
-        OPT_OOO,
-        OPT_DUP,
-        OPT_OUTPUT,
-        OPT_HELP,
-        OPT_VERSION
-    };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, OPT_CONFIG},
         {"brokers", required_argument, NULL, OPT_BROKERS},
@@ -163,7 +241,6 @@ static int parse_args(int argc, char **argv, struct options *opt)
         {NULL, 0, NULL, 0},
     };
     int c;
-    char *end;
 
     memset(opt, 0, sizeof(*opt));
     opt->rate = 10;
@@ -179,90 +256,30 @@ static int parse_args(int argc, char **argv, struct options *opt)
             opt->registry_path = optarg;
             break;
         case OPT_RATE:
-            opt->rate = strtod(optarg, &end);
-            if (end == optarg || *end || !(opt->rate >= 0) || !isfinite(opt->rate)) {
-                fprintf(stderr, "keng-simulate: --rate takes events per second >= 0\n");
-                return EXIT_USAGE;
-            }
-            break;
         case OPT_COUNT:
-            errno = 0;
-            opt->count = strtoull(optarg, &end, 10);
-            if (end == optarg || *end || errno || optarg[0] == '-') {
-                fprintf(stderr, "keng-simulate: --count takes a whole number >= 0\n");
-                return EXIT_USAGE;
-            }
-            break;
         case OPT_SEED:
-            errno = 0;
-            opt->seed = strtoull(optarg, &end, 0);
-            if (end == optarg || *end || errno) {
-                fprintf(stderr, "keng-simulate: --seed takes a whole number\n");
-                return EXIT_USAGE;
-            }
-            opt->seed_given = true;
-            break;
         case OPT_NOW:
-        case OPT_START: {
-            int64_t t;
-            if (parse_time(optarg, &t) < 0) {
-                fprintf(stderr,
-                        "keng-simulate: %s takes RFC 3339 with an offset or epoch ms, not "
-                        "'%s'\n",
-                        c == OPT_NOW ? "--now" : "--start-time", optarg);
-                return EXIT_USAGE;
-            }
-            if (c == OPT_NOW) {
-                opt->now_ms = t;
-                opt->now_given = true;
-            } else {
-                opt->start_ms = t;
-                opt->start_given = true;
-            }
-            break;
-        }
+        case OPT_START:
         case OPT_LATE:
-            if (parse_fraction("--late", optarg, &opt->late) < 0)
-                return EXIT_USAGE;
-            break;
         case OPT_OOO:
-            if (parse_fraction("--out-of-order", optarg, &opt->out_of_order) < 0)
-                return EXIT_USAGE;
-            break;
         case OPT_DUP:
-            if (parse_fraction("--duplicates", optarg, &opt->duplicates) < 0)
-                return EXIT_USAGE;
-            if (opt->duplicates >= 1) {
-                fprintf(stderr, "keng-simulate: --duplicates must be below 1\n");
-                return EXIT_USAGE;
-            }
-            break;
         case OPT_OUTPUT:
-            if (strcmp(optarg, "kafka") == 0) {
-                opt->output = OUT_KAFKA;
-            } else if (strcmp(optarg, "ndjson") == 0) {
-                opt->output = OUT_NDJSON;
-            } else {
-                fprintf(stderr, "keng-simulate: --output must be kafka or ndjson\n");
-                return EXIT_USAGE;
-            }
+            if (parse_value(c, optarg, opt) != 0)
+                return KENG_EXIT_USAGE;
             break;
         case 'h':
         case OPT_HELP:
-            usage(stdout);
-            exit(0);
+            exit(keng_program_help(&program));
         case OPT_VERSION:
-            printf("keng-simulate %s (librdkafka %s)\n", KENG_VERSION, rd_kafka_version_str());
-            exit(0);
+            exit(keng_program_version(&program));
         default:
-            fprintf(stderr, "Try 'keng-simulate --help'.\n");
-            return EXIT_USAGE;
+            return keng_program_try_help(&program);
         }
     }
     if (optind < argc) {
         fprintf(stderr, "keng-simulate: unexpected argument '%s'\nTry 'keng-simulate --help'.\n",
                 argv[optind]);
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     }
     return 0;
 }
@@ -314,15 +331,10 @@ static void wait_until(struct app *app, int64_t mono_ms)
     }
 }
 
-static int run_simulation(struct app *app)
+/* The simulator's settings from the options: a stream with --count and a start in the past
+ * spreads the events evenly up to now0; otherwise it runs at --rate (or fast). */
+static keng_sim_opts_t sim_options(const struct options *o, int64_t now0)
 {
-    const struct options *o = &app->opt;
-    keng_event_t ev;
-    char errstr[256];
-    int64_t now0 = o->now_given ? o->now_ms : keng_now_ms();
-    int64_t mono0 = keng_monotonic_ms();
-    int64_t first_at = 0, last_at = 0;
-    uint64_t backfilled = 0;
     keng_sim_opts_t so = {
         .seed = o->seed,
         .count = o->count,
@@ -336,11 +348,94 @@ static int run_simulation(struct app *app)
         so.events_per_s = (double)o->count / ((double)(now0 - so.start_ms) / 1000.0);
     else
         so.events_per_s = o->rate > 0 ? o->rate : FAST_EVENTS_PER_S;
+    return so;
+}
+
+/* Sends one event to Kafka or writes it to stdout. Returns 0, or -1 (said on stderr). */
+static int emit(struct app *app, const keng_event_t *ev)
+{
+    char errstr[256];
+
+    if (app->producer) {
+        if (keng_producer_send(app->producer, ev, on_delivered, app, SEND_TIMEOUT_MS, NULL, errstr,
+                               sizeof(errstr)) < 0) {
+            fprintf(stderr, "keng-simulate: %s\n", errstr);
+            return -1;
+        }
+        keng_producer_poll(app->producer, 0);
+    } else if (write_ndjson(ev) < 0) {
+        fprintf(stderr, "keng-simulate: cannot write to stdout: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits for the delivery reports of everything sent, up to FLUSH_TIMEOUT_MS; a second
+ * signal stops the wait. */
+static void drain(struct app *app)
+{
+    char errstr[256];
+
+    if (!app->producer) {
+        fflush(stdout);
+        return;
+    }
+    int64_t deadline = keng_monotonic_ms() + FLUSH_TIMEOUT_MS;
+    sig_atomic_t interrupts = stop_requested;
+    while (keng_producer_flush(app->producer, 200, errstr, sizeof(errstr)) < 0) {
+        if (stop_requested > interrupts || keng_monotonic_ms() > deadline) {
+            fprintf(stderr, "keng-simulate: stopped waiting: %s\n", errstr);
+            break;
+        }
+    }
+}
+
+/* The summary line on stderr; returns the exit code: EXIT_DELIVERY if anything was not
+ * delivered or written. */
+static int report(struct app *app, int64_t first_at, int64_t last_at)
+{
+    keng_sim_stats_t st;
+    char t1[32] = "-", t2[32] = "-";
+    keng_sim_get_stats(app->sim, &st);
+    if (st.emitted) {
+        keng_time_format_utc(first_at, t1, sizeof(t1));
+        keng_time_format_utc(last_at, t2, sizeof(t2));
+    }
+    fprintf(stderr,
+            "keng-simulate: emitted %" PRIu64 " (incidents %" PRIu64 ", mediations %" PRIu64
+            "), distinct %" PRIu64 ", duplicates %" PRIu64 ", late %" PRIu64
+            ", out-of-order %" PRIu64 ", reported %s .. %s, seed %" PRIu64,
+            st.emitted, st.incidents, st.mediations, st.emitted - st.duplicates, st.duplicates,
+            st.late, st.out_of_order, t1, t2, app->opt.seed);
+    if (app->producer) {
+        uint64_t undelivered = st.emitted - app->delivered - app->failed;
+        fprintf(stderr, ", delivered %" PRIu64 ", failed %" PRIu64 "\n", app->delivered,
+                app->failed + undelivered);
+        if (app->failed || undelivered || app->send_errors)
+            return EXIT_DELIVERY;
+    } else {
+        fputc('\n', stderr);
+        if (app->send_errors)
+            return EXIT_DELIVERY;
+    }
+    return 0;
+}
+
+static int run_simulation(struct app *app)
+{
+    const struct options *o = &app->opt;
+    keng_event_t ev;
+    char errstr[256];
+    int64_t now0 = o->now_given ? o->now_ms : keng_now_ms();
+    int64_t mono0 = keng_monotonic_ms();
+    int64_t first_at = 0, last_at = 0;
+    uint64_t backfilled = 0;
+    keng_sim_opts_t so = sim_options(o, now0);
 
     app->sim = keng_sim_new(app->reg, &so, errstr, sizeof(errstr));
     if (!app->sim) {
         fprintf(stderr, "keng-simulate: %s\n", errstr);
-        return EXIT_USAGE;
+        return KENG_EXIT_USAGE;
     }
 
     while (!stop_requested) {
@@ -364,86 +459,36 @@ static int run_simulation(struct app *app)
         if (ev.reported_at > last_at)
             last_at = ev.reported_at;
 
-        if (app->producer) {
-            if (keng_producer_send(app->producer, &ev, on_delivered, app, SEND_TIMEOUT_MS, NULL,
-                                   errstr, sizeof(errstr)) < 0) {
-                fprintf(stderr, "keng-simulate: %s\n", errstr);
-                app->send_errors++;
-                break;
-            }
-            keng_producer_poll(app->producer, 0);
-        } else if (write_ndjson(&ev) < 0) {
-            fprintf(stderr, "keng-simulate: cannot write to stdout: %s\n", strerror(errno));
+        if (emit(app, &ev) != 0) {
             app->send_errors++;
             break;
         }
     }
-    if (app->producer) {
-        int64_t deadline = keng_monotonic_ms() + FLUSH_TIMEOUT_MS;
-        sig_atomic_t interrupts = stop_requested;
-        while (keng_producer_flush(app->producer, 200, errstr, sizeof(errstr)) < 0) {
-            if (stop_requested > interrupts || keng_monotonic_ms() > deadline) {
-                fprintf(stderr, "keng-simulate: stopped waiting: %s\n", errstr);
-                break;
-            }
-        }
-    } else {
-        fflush(stdout);
-    }
-
-    keng_sim_stats_t st;
-    char t1[32] = "-", t2[32] = "-";
-    keng_sim_get_stats(app->sim, &st);
-    if (st.emitted) {
-        keng_time_format_utc(first_at, t1, sizeof(t1));
-        keng_time_format_utc(last_at, t2, sizeof(t2));
-    }
-    fprintf(stderr,
-            "keng-simulate: emitted %" PRIu64 " (incidents %" PRIu64 ", mediations %" PRIu64
-            "), distinct %" PRIu64 ", duplicates %" PRIu64 ", late %" PRIu64
-            ", out-of-order %" PRIu64 ", reported %s .. %s, seed %" PRIu64,
-            st.emitted, st.incidents, st.mediations, st.emitted - st.duplicates, st.duplicates,
-            st.late, st.out_of_order, t1, t2, o->seed);
-    if (app->producer) {
-        uint64_t undelivered = st.emitted - app->delivered - app->failed;
-        fprintf(stderr, ", delivered %" PRIu64 ", failed %" PRIu64 "\n", app->delivered,
-                app->failed + undelivered);
-        if (app->failed || undelivered || app->send_errors)
-            return EXIT_DELIVERY;
-    } else {
-        fputc('\n', stderr);
-        if (app->send_errors)
-            return EXIT_DELIVERY;
-    }
-    return 0;
+    drain(app);
+    return report(app, first_at, last_at);
 }
 
 int main(int argc, char **argv)
 {
     struct app app = {0};
     char errstr[512];
-    struct sigaction sa;
     int rc;
 
-    keng_log_set_program("keng-simulate");
+    keng_program_start(&program);
     rc = parse_args(argc, argv, &app.opt);
     if (rc)
         return rc;
     if (!app.opt.seed_given)
         app.opt.seed = (uint64_t)keng_now_ms() ^ ((uint64_t)getpid() << 32);
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    keng_program_stop_on_signals(&stop_requested);
     signal(SIGPIPE, SIG_IGN);
 
-    rc = EXIT_CONFIG;
+    rc = KENG_EXIT_CONFIG;
     const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
-    app.cfg = keng_config_from_args("keng-simulate", app.opt.config_path, flags, config_tables);
+    app.cfg = keng_program_config(&program, app.opt.config_path, flags);
     if (!app.cfg) {
-        rc = EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
+        rc = KENG_EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
         goto out;
     }
     app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));

@@ -10,6 +10,7 @@
 
 #include "avro_codec.h"
 #include "event.h"
+#include "program.h"
 #include "timeutil.h"
 
 #define MSG_MAX (64 * 1024)
@@ -47,6 +48,9 @@ static void usage(FILE *f)
         "  -h, --help      this help;  -V, --version  keng's version\n");
 }
 
+/* keng-avro reads no config file; it exits 2 on a usage error, as it always has. */
+static const keng_program_t program = {"keng-avro", 0, usage, NULL};
+
 static keng_schema_store_t *open_store(const struct conf *conf)
 {
     char errstr[512];
@@ -64,12 +68,66 @@ static int write_all(FILE *f, const void *buf, size_t len)
     return fwrite(buf, 1, len, f) == len ? 0 : -1;
 }
 
+/* One JSON event of stdin line `lineno` encoded into msg (MSG_MAX bytes). Returns 0, or -1
+ * after saying on stderr why the line is rejected. */
+static int encode_line(const struct conf *conf, keng_avro_encoder_t *enc, const char *line,
+                       size_t n, long lineno, unsigned char *msg, size_t *len)
+{
+    keng_event_limits_t limits = {keng_now_ms(), true};
+    keng_field_error_t ferr;
+    keng_event_t ev;
+    json_error_t jerr;
+    char errstr[512];
+
+    json_t *obj = json_loadb(line, n, 0, &jerr);
+    if (obj == NULL) {
+        fprintf(stderr, "keng-avro: stdin line %ld: not JSON: %s\n", lineno, jerr.text);
+        return -1;
+    }
+    int rc = 0;
+    if (keng_event_from_json(obj, conf->kind, &limits, &ev, &ferr) < 0 ||
+        keng_avro_encode(enc, &ev, msg, MSG_MAX, len, errstr, sizeof(errstr)) < 0) {
+        if (ferr.message[0] != '\0')
+            fprintf(stderr, "keng-avro: stdin line %ld: %s: %s\n", lineno,
+                    ferr.field[0] ? ferr.field : "event", ferr.message);
+        else
+            fprintf(stderr, "keng-avro: stdin line %ld: %s\n", lineno, errstr);
+        rc = -1;
+    }
+    json_decref(obj); /* the event's strings point into it: freed only after encoding */
+    return rc;
+}
+
+/* Writes one message: to DIR/NNNNNN.bin with --out-dir, else after its 4-byte big-endian
+ * length to `out`. Returns 0, or -1 after saying on stderr what could not be written. */
+static int write_message(const struct conf *conf, FILE *out, long lineno, const unsigned char *msg,
+                         size_t len)
+{
+    if (conf->out_dir != NULL) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%06ld.bin", conf->out_dir, lineno);
+        FILE *f = fopen(path, "wb");
+        if (f == NULL || write_all(f, msg, len) < 0 || fclose(f) != 0) {
+            fprintf(stderr, "keng-avro: cannot write %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    unsigned char prefix[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
+                               (unsigned char)(len >> 8), (unsigned char)len};
+    if (write_all(out, prefix, 4) < 0 || write_all(out, msg, len) < 0) {
+        fprintf(stderr, "keng-avro: cannot write: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int run_encode(const struct conf *conf)
 {
     keng_schema_store_t *store = NULL;
     keng_avro_encoder_t *enc = NULL;
     FILE *out = NULL;
-    char *line = NULL, errstr[512], path[4096];
+    char *line = NULL, errstr[512];
     static unsigned char msg[MSG_MAX];
     size_t cap = 0;
     ssize_t n;
@@ -105,10 +163,6 @@ static int run_encode(const struct conf *conf)
     }
 
     while ((n = getline(&line, &cap, stdin)) >= 0) {
-        keng_event_limits_t limits = {keng_now_ms(), true};
-        keng_field_error_t ferr;
-        keng_event_t ev;
-        json_error_t jerr;
         size_t len;
 
         lineno++;
@@ -116,41 +170,12 @@ static int run_encode(const struct conf *conf)
             line[--n] = '\0';
         if (n == 0)
             continue;
-        json_t *obj = json_loadb(line, (size_t)n, 0, &jerr);
-        if (obj == NULL) {
-            fprintf(stderr, "keng-avro: stdin line %ld: not JSON: %s\n", lineno, jerr.text);
+        if (encode_line(conf, enc, line, (size_t)n, lineno, msg, &len) != 0) {
             failed++;
             continue;
         }
-        if (keng_event_from_json(obj, conf->kind, &limits, &ev, &ferr) < 0 ||
-            keng_avro_encode(enc, &ev, msg, sizeof(msg), &len, errstr, sizeof(errstr)) < 0) {
-            if (ferr.message[0] != '\0')
-                fprintf(stderr, "keng-avro: stdin line %ld: %s: %s\n", lineno,
-                        ferr.field[0] ? ferr.field : "event", ferr.message);
-            else
-                fprintf(stderr, "keng-avro: stdin line %ld: %s\n", lineno, errstr);
-            json_decref(obj);
-            failed++;
-            continue;
-        }
-        if (conf->out_dir != NULL) {
-            snprintf(path, sizeof(path), "%s/%06ld.bin", conf->out_dir, lineno);
-            FILE *f = fopen(path, "wb");
-            if (f == NULL || write_all(f, msg, len) < 0 || fclose(f) != 0) {
-                fprintf(stderr, "keng-avro: cannot write %s: %s\n", path, strerror(errno));
-                json_decref(obj);
-                goto out;
-            }
-        } else {
-            unsigned char prefix[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
-                                       (unsigned char)(len >> 8), (unsigned char)len};
-            if (write_all(out, prefix, 4) < 0 || write_all(out, msg, len) < 0) {
-                fprintf(stderr, "keng-avro: cannot write: %s\n", strerror(errno));
-                json_decref(obj);
-                goto out;
-            }
-        }
-        json_decref(obj);
+        if (write_message(conf, out, lineno, msg, len) != 0)
+            goto out;
         written++;
     }
     if (out != NULL && fflush(out) != 0) {
@@ -359,6 +384,7 @@ int main(int argc, char **argv)
     struct conf conf = {0};
     int c;
 
+    keng_program_start(&program);
     /* GNU getopt moves the mode and the files after the options, so options may come
      * before or after the mode: "keng-avro decode --schemas DIR FILE". */
     while ((c = getopt_long(argc, argv, "k:d:o:s:f:hV", options, NULL)) != -1) {
@@ -394,11 +420,9 @@ int main(int argc, char **argv)
             }
             break;
         case 'h':
-            usage(stdout);
-            return 0;
+            return keng_program_help(&program);
         case 'V':
-            printf("keng-avro %s\n", KENG_VERSION);
-            return 0;
+            return keng_program_version(&program);
         default:
             usage(stderr);
             return 2;

@@ -51,39 +51,23 @@ static void usage(FILE *out)
                  "boards only (default: all of them).\n");
 }
 
-/* Phase 1 (memory): populate the province from events made on the fly, so that the peak RSS
- * is the store's and the registry's, not the benchmark's. Phase 2 (speed): pre-generate the
- * events in memory, then time keng_counts_add alone over them. */
-int main(int argc, char **argv)
+/* The options into *n and *hot_boards. Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, size_t *n, uint32_t *hot_boards)
 {
     static const struct option longopts[] = {{"events", required_argument, NULL, 'n'},
                                              {"boards", required_argument, NULL, 'b'},
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
-    size_t n = 2000000;
-    uint32_t hot_boards = 0; /* the timed events go to this many boards; 0: all */
-    keng_registry_t *reg = NULL;
-    keng_counts_t *c = NULL;
-    synth_t *ev = NULL;
-    char *ids = NULL;
-    keng_event_t e;
-    int64_t now0 = 1740830400000LL; /* 2025-03-01T12:00:00Z */
-    uint32_t nboards;
-    size_t added = 0, mem_bytes;
-    long rss_kib;
-    double start, secs;
-    int opt, ret = 1;
-
-    bench_seed(0x9e3779b97f4a7c15ULL);
+    int opt;
 
     while ((opt = getopt_long(argc, argv, "n:b:hV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'n':
-            n = strtoull(optarg, NULL, 10);
+            *n = strtoull(optarg, NULL, 10);
             break;
         case 'b':
-            hot_boards = (uint32_t)strtoul(optarg, NULL, 10);
+            *hot_boards = (uint32_t)strtoul(optarg, NULL, 10);
             break;
         case 'h':
             usage(stdout);
@@ -96,24 +80,26 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (n == 0) {
+    if (*n == 0) {
         fprintf(stderr, "keng-bench-aggregate: --events must be a positive number\n");
         return 2;
     }
-    reg = keng_registry_default();
-    if (!reg) {
-        fprintf(stderr, "keng-bench-aggregate: could not build the default registry\n");
-        goto out;
-    }
-    nboards = (uint32_t)keng_registry_board_count(reg);
-    if (hot_boards == 0 || hot_boards > nboards)
-        hot_boards = nboards;
-    memset(&e, 0, sizeof(e));
+    return -1;
+}
 
-    /* Phase 1: memory. Every board gets events in every window first, then the rest. */
-    c = keng_counts_new(reg, NULL);
+/* Phase 1 (memory): populate the province from events made on the fly, so that the peak RSS
+ * is the store's and the registry's, not the benchmark's. Every board gets events in every
+ * window first, then the rest. Returns the peak RSS in KiB, or -1 when out of memory. */
+static long measure_memory(const keng_registry_t *reg, size_t n, int64_t now0)
+{
+    uint32_t nboards = (uint32_t)keng_registry_board_count(reg);
+    keng_counts_t *c = keng_counts_new(reg, NULL);
+    keng_event_t e;
+    size_t added = 0;
+
     if (!c)
-        goto oom;
+        return -1;
+    memset(&e, 0, sizeof(e));
     for (size_t i = 0; i < n; i++) {
         synth_t s;
         char id[ID_LEN + 1];
@@ -126,20 +112,30 @@ int main(int argc, char **argv)
         if (keng_counts_add(c, s.board, &e, s.now) == KENG_COUNTS_ADDED)
             added++;
     }
-    rss_kib = bench_peak_rss_kib();
-    mem_bytes = keng_counts_memory_bytes(c);
+    long rss_kib = bench_peak_rss_kib();
+    size_t mem_bytes = keng_counts_memory_bytes(c);
     printf("province: %u boards, %zu events counted, %zu ids remembered, store %.1f MiB, "
            "peak RSS %.1f MiB\n",
            nboards, added, keng_counts_dedup_size(c), (double)mem_bytes / (1 << 20),
            (double)rss_kib / 1024);
     keng_counts_destroy(c);
-    c = NULL;
+    return rss_kib;
+}
 
-    /* Phase 2: speed. */
-    ev = malloc(n * sizeof(*ev));
-    ids = malloc(n * (ID_LEN + 1));
+/* Phase 2 (speed): pre-generate the events in memory, then time keng_counts_add alone over
+ * them. Returns 0, or -1 when out of memory. */
+static int measure_speed(const keng_registry_t *reg, size_t n, uint32_t hot_boards, int64_t now0,
+                         long rss_kib)
+{
+    synth_t *ev = malloc(n * sizeof(*ev));
+    char *ids = malloc(n * (ID_LEN + 1));
+    keng_counts_t *c = NULL;
+    keng_event_t e;
+    size_t added = 0;
+    int ret = -1;
+
     if (!ev || !ids)
-        goto oom;
+        goto out;
     for (size_t i = 0; i < n; i++) {
         ev[i].board = (uint32_t)(bench_rand() % hot_boards);
         ev[i].occurred_at = now0 - bench_random_age(5 * 365 * BENCH_DAY_MS);
@@ -149,27 +145,49 @@ int main(int argc, char **argv)
     }
     c = keng_counts_new(reg, NULL);
     if (!c)
-        goto oom;
-    added = 0;
-    start = bench_seconds();
+        goto out;
+    memset(&e, 0, sizeof(e));
+    double start = bench_seconds();
     for (size_t i = 0; i < n; i++) {
         fill_event(&e, &ev[i], ids + i * (ID_LEN + 1));
         added += keng_counts_add(c, ev[i].board, &e, ev[i].now) == KENG_COUNTS_ADDED;
     }
-    secs = bench_seconds() - start;
+    double secs = bench_seconds() - start;
     printf("aggregate: %zu events in %.3f s = %.0f events/s (%.0f ns/event, %zu counted)\n", n,
            secs, (double)n / secs, secs * 1e9 / (double)n, added);
     printf("peak RSS: %.1f MiB after populating the full province (%.1f MiB at the end, with "
            "the pre-generated events)\n",
            (double)rss_kib / 1024, (double)bench_peak_rss_kib() / 1024);
     ret = 0;
-    goto out;
-oom:
-    fprintf(stderr, "keng-bench-aggregate: out of memory\n");
 out:
     keng_counts_destroy(c);
     free(ev);
     free(ids);
-    keng_registry_destroy(reg);
     return ret;
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = 2000000;
+    uint32_t hot_boards = 0;              /* the timed events go to this many boards; 0: all */
+    const int64_t now0 = 1740830400000LL; /* 2025-03-01T12:00:00Z */
+
+    bench_seed(0x9e3779b97f4a7c15ULL);
+    int rc = parse_args(argc, argv, &n, &hot_boards);
+    if (rc >= 0)
+        return rc;
+    keng_registry_t *reg = keng_registry_default();
+    if (!reg) {
+        fprintf(stderr, "keng-bench-aggregate: could not build the default registry\n");
+        return 1;
+    }
+    uint32_t nboards = (uint32_t)keng_registry_board_count(reg);
+    if (hot_boards == 0 || hot_boards > nboards)
+        hot_boards = nboards;
+    long rss_kib = measure_memory(reg, n, now0);
+    rc = rss_kib >= 0 && measure_speed(reg, n, hot_boards, now0, rss_kib) == 0 ? 0 : 1;
+    if (rc != 0)
+        fprintf(stderr, "keng-bench-aggregate: out of memory\n");
+    keng_registry_destroy(reg);
+    return rc;
 }

@@ -76,35 +76,23 @@ static void usage(FILE *out)
             "KENG_AVRO_DECODER=avro-c times the Avro-C decode path instead of the plan.\n");
 }
 
-int main(int argc, char **argv)
+/* The options into *n and *dup_pct. Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, size_t *n, size_t *dup_pct)
 {
     static const struct option longopts[] = {{"events", required_argument, NULL, 'n'},
                                              {"duplicates", required_argument, NULL, 'd'},
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
-    size_t n = 1000000, dup_pct = 2, used = 0, cap, added = 0, dups = 0;
-    keng_schema_store_t *store = NULL;
-    keng_avro_encoder_t *enc = NULL;
-    keng_avro_decoder_t *dec = NULL;
-    keng_registry_t *reg = NULL;
-    keng_counts_t *counts = NULL;
-    unsigned char *arena = NULL;
-    size_t *offsets = NULL;
-    const int64_t now0 = 1740830400000LL; /* 2025-03-01T12:00:00Z */
-    char errstr[512] = "";
-    uint32_t nboards;
-    int opt, rc = 1;
-
-    bench_seed(0x2545f4914f6cdd1dULL);
+    int opt;
 
     while ((opt = getopt_long(argc, argv, "n:d:hV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'n':
-            n = strtoull(optarg, NULL, 10);
+            *n = strtoull(optarg, NULL, 10);
             break;
         case 'd':
-            dup_pct = strtoull(optarg, NULL, 10);
+            *dup_pct = strtoull(optarg, NULL, 10);
             break;
         case 'h':
             usage(stdout);
@@ -117,11 +105,93 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (n == 0 || dup_pct > 50) {
+    if (*n == 0 || *dup_pct > 50) {
         fprintf(stderr, "keng-bench-consume: --events must be positive and --duplicates at most "
                         "50\n");
         return 2;
     }
+    return -1;
+}
+
+/* Encodes n events into the arena (n * MSG_MAX bytes), message i at offsets[i] up to
+ * offsets[i + 1]; dup_pct percent of them are copies of a recent one. Returns the bytes
+ * used, or 0 with errstr filled. */
+static size_t encode_all(keng_avro_encoder_t *enc, const keng_registry_t *reg, size_t n,
+                         size_t dup_pct, int64_t now0, unsigned char *arena, size_t *offsets,
+                         char *errstr, size_t errstr_size)
+{
+    uint32_t nboards = (uint32_t)keng_registry_board_count(reg);
+    size_t used = 0, cap = n * MSG_MAX;
+
+    for (size_t i = 0; i < n; i++) {
+        keng_event_t ev;
+        size_t len;
+
+        offsets[i] = used;
+        if (i > 0 && bench_rand() % 100 < dup_pct) {
+            /* A resend: the same bytes as a recent message, as a retrying producer sends. */
+            size_t j = i - 1 - (size_t)(bench_rand() % (i < 5000 ? i : 5000));
+            len = offsets[j + 1] - offsets[j];
+            memcpy(arena + used, arena + offsets[j], len);
+        } else {
+            make_event(&ev, reg, nboards, now0 + (int64_t)(i / 1000));
+            if (keng_avro_encode(enc, &ev, arena + used, cap - used, &len, errstr, errstr_size) < 0)
+                return 0;
+        }
+        used += len;
+        offsets[i + 1] = used;
+    }
+    return used;
+}
+
+/* The timed loop: decode, registry lookup and keng_counts_add of every message. Returns 0
+ * with the counted and duplicate events in *added and *dups, or -1 with errstr filled. */
+static int consume_all(keng_avro_decoder_t *dec, const keng_registry_t *reg, keng_counts_t *counts,
+                       size_t n, int64_t now0, const unsigned char *arena, const size_t *offsets,
+                       size_t *added, size_t *dups, char *errstr, size_t errstr_size)
+{
+    keng_event_t ev;
+    for (size_t i = 0; i < n; i++) {
+        int64_t now = now0 + (int64_t)(i / 1000); /* the clock moves 1 ms every 1000 events */
+        int err = keng_avro_decode(dec, arena + offsets[i], offsets[i + 1] - offsets[i], &ev, NULL,
+                                   errstr, errstr_size);
+        if (err != KENG_AVRO_OK)
+            return -1;
+        int32_t board = keng_registry_find_board(reg, ev.board_id, strlen(ev.board_id));
+        if (board < 0) {
+            snprintf(errstr, errstr_size, "unknown board %s", ev.board_id);
+            return -1;
+        }
+        int r = keng_counts_add(counts, (uint32_t)board, &ev, now);
+        if (r < 0) {
+            snprintf(errstr, errstr_size, "keng_counts_add failed for event %s", ev.event_id);
+            return -1;
+        }
+        *added += r == KENG_COUNTS_ADDED;
+        *dups += r == KENG_COUNTS_DUPLICATE;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = 1000000, dup_pct = 2, used, added = 0, dups = 0;
+    keng_schema_store_t *store = NULL;
+    keng_avro_encoder_t *enc = NULL;
+    keng_avro_decoder_t *dec = NULL;
+    keng_registry_t *reg = NULL;
+    keng_counts_t *counts = NULL;
+    unsigned char *arena = NULL;
+    size_t *offsets = NULL;
+    const int64_t now0 = 1740830400000LL; /* 2025-03-01T12:00:00Z */
+    char errstr[512] = "";
+    int rc;
+
+    bench_seed(0x2545f4914f6cdd1dULL);
+    rc = parse_args(argc, argv, &n, &dup_pct);
+    if (rc >= 0)
+        return rc;
+    rc = 1;
     reg = keng_registry_default();
     store = keng_schema_store_builtin(errstr, sizeof(errstr));
     if (reg == NULL || store == NULL) {
@@ -137,56 +207,20 @@ int main(int argc, char **argv)
             snprintf(errstr, sizeof(errstr), "out of memory for the counts");
         goto fail;
     }
-    nboards = (uint32_t)keng_registry_board_count(reg);
-    cap = n * MSG_MAX;
-    arena = malloc(cap);
+    arena = malloc(n * MSG_MAX);
     offsets = malloc((n + 1) * sizeof(*offsets));
     if (arena == NULL || offsets == NULL) {
         snprintf(errstr, sizeof(errstr), "out of memory for %zu events", n);
         goto fail;
     }
+    used = encode_all(enc, reg, n, dup_pct, now0, arena, offsets, errstr, sizeof(errstr));
+    if (used == 0)
+        goto fail;
 
-    for (size_t i = 0; i < n; i++) {
-        keng_event_t ev;
-        size_t len;
-
-        offsets[i] = used;
-        if (i > 0 && bench_rand() % 100 < dup_pct) {
-            /* A resend: the same bytes as a recent message, as a retrying producer sends. */
-            size_t j = i - 1 - (size_t)(bench_rand() % (i < 5000 ? i : 5000));
-            len = offsets[j + 1] - offsets[j];
-            memcpy(arena + used, arena + offsets[j], len);
-        } else {
-            make_event(&ev, reg, nboards, now0 + (int64_t)(i / 1000));
-            if (keng_avro_encode(enc, &ev, arena + used, cap - used, &len, errstr, sizeof(errstr)) <
-                0)
-                goto fail;
-        }
-        used += len;
-        offsets[i + 1] = used;
-    }
-
-    keng_event_t ev;
     double start = bench_seconds();
-    for (size_t i = 0; i < n; i++) {
-        int64_t now = now0 + (int64_t)(i / 1000); /* the clock moves 1 ms every 1000 events */
-        int err = keng_avro_decode(dec, arena + offsets[i], offsets[i + 1] - offsets[i], &ev, NULL,
-                                   errstr, sizeof(errstr));
-        if (err != KENG_AVRO_OK)
-            goto fail;
-        int32_t board = keng_registry_find_board(reg, ev.board_id, strlen(ev.board_id));
-        if (board < 0) {
-            snprintf(errstr, sizeof(errstr), "unknown board %s", ev.board_id);
-            goto fail;
-        }
-        int r = keng_counts_add(counts, (uint32_t)board, &ev, now);
-        if (r < 0) {
-            snprintf(errstr, sizeof(errstr), "keng_counts_add failed for event %s", ev.event_id);
-            goto fail;
-        }
-        added += r == KENG_COUNTS_ADDED;
-        dups += r == KENG_COUNTS_DUPLICATE;
-    }
+    if (consume_all(dec, reg, counts, n, now0, arena, offsets, &added, &dups, errstr,
+                    sizeof(errstr)) != 0)
+        goto fail;
     double secs = bench_seconds() - start;
 
     printf("encoded: %zu events, %.1f bytes each on average\n", n, (double)used / (double)n);

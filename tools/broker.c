@@ -18,13 +18,9 @@
 
 #include "config.h"
 #include "log.h"
+#include "program.h"
 
 static volatile sig_atomic_t stop_requested = 0;
-
-static void on_signal(int sig)
-{
-    stop_requested = 1;
-}
 
 /* The topics keng-broker creates. */
 static keng_config_keys_t broker_keys = {"topic.incidents",  "topic.mediations",   "topic.alerts",
@@ -64,6 +60,8 @@ static void usage(FILE *out)
                  "The mock cluster keeps only the newest 5 MiB or 100,000 message sets per\n"
                  "partition and answers offsetsForTimes with -1; production uses Apache Kafka.\n");
 }
+
+static const keng_program_t program = {"keng-broker", KENG_PROGRAM_RDKAFKA, usage, config_tables};
 
 /* Writes the list to path.tmp and renames it, so that a reader never sees half a line. */
 static int write_bootstrap_file(const char *path, const char *bootstraps)
@@ -221,7 +219,8 @@ out:
     return rc;
 }
 
-int main(int argc, char **argv)
+/* The options into opt-> Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, struct options *opt)
 {
     static const struct option long_options[] = {
         {"partitions", required_argument, NULL, 'p'},
@@ -233,61 +232,61 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    struct options opt = {.partitions = 4, .brokers = 1};
-    keng_config_t *cfg = NULL;
-    int c, rc;
+    int c;
 
-    keng_log_set_program("keng-broker");
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (c) {
         case 'p':
-            opt.partitions = atoi(optarg);
-            if (opt.partitions < 1 || opt.partitions > 1000) {
+            opt->partitions = atoi(optarg);
+            if (opt->partitions < 1 || opt->partitions > 1000) {
                 fprintf(stderr, "keng-broker: --partitions: '%s' is not 1..1000\n", optarg);
-                return 64;
+                return KENG_EXIT_USAGE;
             }
             break;
         case 'n':
-            opt.brokers = atoi(optarg);
-            if (opt.brokers < 1 || opt.brokers > 10) {
+            opt->brokers = atoi(optarg);
+            if (opt->brokers < 1 || opt->brokers > 10) {
                 fprintf(stderr, "keng-broker: --broker-count: '%s' is not 1..10\n", optarg);
-                return 64;
+                return KENG_EXIT_USAGE;
             }
             break;
         case 'b':
-            opt.bootstrap_file = optarg;
+            opt->bootstrap_file = optarg;
             break;
         case 'c':
-            opt.config_path = optarg;
+            opt->config_path = optarg;
             break;
         case 'C':
-            opt.control = 1;
+            opt->control = 1;
             break;
         case 'h':
-            usage(stdout);
-            return 0;
+            return keng_program_help(&program);
         case 'V':
-            printf("keng-broker %s (librdkafka %s)\n", KENG_VERSION, rd_kafka_version_str());
-            return 0;
+            return keng_program_version(&program);
         default:
-            usage(stderr);
-            return 64;
+            return keng_program_bad_flag(&program);
         }
     }
     if (optind != argc) {
         fprintf(stderr, "keng-broker: unexpected argument '%s'\n", argv[optind]);
-        return 64;
+        return KENG_EXIT_USAGE;
     }
-    cfg = keng_config_from_args("keng-broker", opt.config_path, NULL, config_tables);
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt = {.partitions = 4, .brokers = 1};
+
+    keng_program_start(&program);
+    int rc = parse_args(argc, argv, &opt);
+    if (rc >= 0)
+        return rc;
+    keng_config_t *cfg = keng_program_config(&program, opt.config_path, NULL);
     if (!cfg)
-        return 64;
-
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+        return KENG_EXIT_USAGE;
+    keng_program_stop_on_signals(&stop_requested);
     signal(SIGPIPE, SIG_IGN);
-
     rc = run(&opt, cfg);
     keng_config_destroy(cfg);
     return rc;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "program.h"
 #include "registry.h"
 
 static void usage(FILE *out)
@@ -14,6 +15,8 @@ static void usage(FILE *out)
                  "  --check FILE   load a registry CSV and print its counts, or the first error\n"
                  "  (no option)    print the counts of the generated default\n");
 }
+
+static const keng_program_t program = {"keng-registry", 0, usage, NULL};
 
 static int print_counts(const keng_registry_t *reg)
 {
@@ -43,6 +46,8 @@ int main(int argc, char **argv)
     keng_registry_t *reg;
     int c, rc = 0;
 
+    keng_program_start(&program);
+
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (c) {
         case 'w':
@@ -52,14 +57,11 @@ int main(int argc, char **argv)
             check_path = optarg;
             break;
         case 'h':
-            usage(stdout);
-            return 0;
+            return keng_program_help(&program);
         case 'V':
-            printf("keng-registry %s\n", KENG_VERSION);
-            return 0;
+            return keng_program_version(&program);
         default:
-            usage(stderr);
-            return 64;
+            return keng_program_bad_flag(&program);
         }
     }
     reg = keng_registry_open(check_path, errstr, sizeof(errstr));

@@ -1,0 +1,80 @@
+/* The opening every keng program shares: its name in the log, --help and --version, its
+ * configuration from file and flags, the stop signals and the exit codes; it never parses a
+ * program's own options, never does a program's work and never exits the process. */
+#ifndef KENG_PROGRAM_H
+#define KENG_PROGRAM_H
+
+#include <signal.h>
+#include <stdio.h>
+
+#include <uv.h>
+
+#include "config.h"
+
+/* The exit codes every keng program uses (sysexits.h where one fits); a program adds its own
+ * between 2 and 63 (keng-produce's 2: events read but not delivered). */
+enum {
+    KENG_EXIT_OK = 0,
+    KENG_EXIT_FAILURE = 1,
+    KENG_EXIT_USAGE = 64,       /* a bad flag or argument, a config that does not load */
+    KENG_EXIT_UNAVAILABLE = 69, /* something the program needs is not there (Chromium) */
+    KENG_EXIT_CONFIG = 78       /* the config loaded but its registry or Kafka set-up did not */
+};
+
+/* Which libraries --version names after keng's version. */
+#define KENG_PROGRAM_RDKAFKA 1u
+#define KENG_PROGRAM_LIBUV   2u
+
+typedef struct keng_program {
+    const char *name;                        /* "keng-produce": the log's and messages' prefix */
+    unsigned versions;                       /* KENG_PROGRAM_RDKAFKA | KENG_PROGRAM_LIBUV */
+    void (*usage)(FILE *out);                /* the --help text */
+    const char *const *const *config_tables; /* the keys it reads (keng_config_check) */
+} keng_program_t;
+
+/* Names the program in every log line. Call first; p is borrowed and must outlive the
+ * program (a static). */
+void keng_program_start(const keng_program_t *p);
+
+/* --help: the usage on stdout. Returns KENG_EXIT_OK for main to return. */
+int keng_program_help(const keng_program_t *p);
+
+/* --version: "keng-x 0.9.0 (librdkafka 2.0.2, libuv 1.44.2)" on stdout, naming the libraries
+ * in p->versions. Returns KENG_EXIT_OK for main to return. */
+int keng_program_version(const keng_program_t *p);
+
+/* A flag getopt did not take: the usage on stderr. Returns KENG_EXIT_USAGE. */
+int keng_program_bad_flag(const keng_program_t *p);
+
+/* A flag getopt did not take, for the programs with a long usage: "Try 'keng-x --help'." on
+ * stderr. Returns KENG_EXIT_USAGE. */
+int keng_program_try_help(const keng_program_t *p);
+
+/* The configuration: the file at path (none when NULL), the flags over it (a list ending
+ * with a NULL key, or NULL), checked against p->config_tables. Returns NULL after saying why
+ * on stderr (the caller exits with KENG_EXIT_USAGE); the caller owns the result and frees
+ * it with keng_config_destroy. */
+keng_config_t *keng_program_config(const keng_program_t *p, const char *path,
+                                   const keng_config_flag_t *flags);
+
+/* For the programs without a loop: SIGINT and SIGTERM add one to *flag and do nothing else
+ * (a second signal can end a wait the first one started). flag is borrowed for the life of
+ * the process. */
+void keng_program_stop_on_signals(volatile sig_atomic_t *flag);
+
+/* For the programs on a libuv loop: SIGINT and SIGTERM (and SIGHUP when with_hup) call cb on
+ * the loop thread, with handle->data set to data. The handles live in the caller's struct
+ * (borrowed until keng_program_signals_close has run its close callbacks, i.e. until the loop
+ * has turned once more). */
+typedef struct keng_program_signals {
+    uv_signal_t handles[3];
+    int count; /* started; 0 before start and after close */
+} keng_program_signals_t;
+
+void keng_program_signals_start(keng_program_signals_t *s, uv_loop_t *loop, uv_signal_cb cb,
+                                void *data, int with_hup);
+
+/* Stops and closes the handles that were started; safe to call twice. */
+void keng_program_signals_close(keng_program_signals_t *s);
+
+#endif

@@ -1,0 +1,134 @@
+/* What the consumer's rooms share (consumer.c, consumer_checkpoint.c, consumer_rebalance.c):
+ * its state and the helpers each room calls in another; never included outside them. All of
+ * it runs on the loop thread. */
+#ifndef KENG_CONSUMER_INTERNAL_H
+#define KENG_CONSUMER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "consumer.h"
+#include "kafka_uv.h"
+
+#define TOPIC_COUNT            2
+#define ADVANCE_INTERVAL_MS    1000
+#define WATERMARK_TIMEOUT_MS   3000
+#define DEADLETTER_WAIT_MAX_MS 10000
+#define SHUTDOWN_FLUSH_MS      5000
+#define REASON_MAX             16
+
+/* A checkpointed unit, one kind of a board, is its counts.c state behind this header, which
+ * names the partition its events come from, so that a partition's units can be found. */
+#define UNIT_MAGIC0     'K'
+#define UNIT_MAGIC1     'U'
+#define UNIT_VERSION    1
+#define UNIT_HEADER     7
+#define PARTITION_NONE  (-1)
+#define CATCH_UP_MS     10000 /* what a new owner waits for the counts topic */
+#define REVOKE_FLUSH_MS 5000
+#define METADATA_MS     5000
+
+typedef struct part {
+    int topic; /* index into c->topics */
+    int32_t partition;
+    bool assigned;
+    bool offset_dirty;    /* next_offset changed since the last checkpoint */
+    bool query_in_flight; /* a watermark query runs on the thread pool */
+    bool reached;         /* read up to target */
+    int64_t next_offset;  /* next offset to count; -1 before the first */
+    int64_t low, target;  /* watermarks at assignment; target -1 until known */
+    int64_t write_from;   /* nothing of it is checkpointed before next_offset gets here */
+    int64_t replay_until; /* offsets below were handled by a previous owner */
+    bool publish;         /* scratch of a checkpoint: its units or offset were written */
+} part_t;
+
+typedef struct reason_count {
+    char name[32];
+    uint64_t count;
+} reason_count_t;
+
+struct keng_consumer {
+    uv_loop_t *loop;
+    keng_consumer_options_t opt;
+    char *topics[TOPIC_COUNT];
+    char *group_id;
+
+    keng_avro_decoder_t *dec;
+    const keng_registry_t *reg;
+    keng_counts_t *counts;
+    keng_checkpoint_t *cp;
+    keng_deadletter_t *dl;
+    keng_alerts_t *alerts;     /* NULL without alert rules */
+    keng_alertlog_t *alertlog; /* set with alerts */
+    const keng_config_t *cfg;  /* borrowed: how the alert topic is read at an assignment */
+    int alerts_read_timeout_ms;
+    int topic_partitions[TOPIC_COUNT]; /* as of the last assignment; 0 unknown */
+    bool decides_above[TOPIC_COUNT];   /* alerts above a board of the topic are decided here */
+
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    keng_kafka_uv_t *watch;
+
+    uv_idle_t idle;           /* keeps draining while a batch left messages behind */
+    uv_timer_t advance_timer; /* moves the windows, retries watermark queries */
+    uv_timer_t checkpoint_timer;
+    int handles_open;
+
+    part_t *parts;
+    size_t nparts, parts_cap;
+
+    size_t nboards, nunits; /* a unit is (board, kind), kind == topic index */
+    int32_t *unit_part;     /* partition each unit's events come from */
+    int64_t *unit_from;     /* count a unit's events from this offset on (its state has the rest) */
+    uint32_t *dirty_list;   /* scratch for a checkpoint */
+    keng_cluster_t *cluster; /* NULL: a single instance */
+    bool assignment_lost;    /* publish nothing: another instance may own the partitions */
+
+    int64_t last_now;
+    int64_t events_since_checkpoint;
+    int64_t deadletter_wait_since; /* monotonic ms a checkpoint has waited for dead letters */
+    bool got_assignment;
+    bool assignor_has_state; /* a rebalance has assigned (maybe nothing): see finish_stop */
+    bool ready;
+    bool stopping;
+    int watermark_queries;
+    void (*done)(void *arg);
+    void *done_arg;
+
+    keng_consumer_stats_t stats;
+    reason_count_t reasons[REASON_MAX];
+    size_t nreasons;
+};
+
+/* counts.c wants a clock that never goes back; the wall clock may. */
+int64_t keng_consumer__now_ms(keng_consumer_t *c);
+
+/* The index of a topic name in c->topics, or -1. */
+int keng_consumer__topic_index(const keng_consumer_t *c, const char *name);
+
+/* A partition's state, created (zeroed, offsets unknown) when create; NULL when absent or
+ * out of memory. Owned by c, valid until the next call that creates one. */
+part_t *keng_consumer__part_find(keng_consumer_t *c, int topic, int32_t partition, bool create);
+
+/* Asks the watermarks of the assigned partitions whose target is unknown (thread pool). */
+void keng_consumer__query_watermarks(keng_consumer_t *c);
+
+/* Writes every dirty unit and moved offset in one transaction (consumer_checkpoint.c).
+ * Returns 0, 1 while waiting for dead letters (unless force), or -1 (logged). */
+int keng_consumer__checkpoint(keng_consumer_t *c, bool force);
+
+/* Makes the next checkpoint write every unit of p that has state. */
+void keng_consumer__mark_partition_dirty(keng_consumer_t *c, part_t *p);
+
+/* Whether this instance decides a scope's alerts (keng_alerts_set_holder's callback; arg is
+ * the consumer). */
+bool keng_consumer__holds_scope(keng_level_t level, uint32_t scope, keng_kind_t kind, void *arg);
+
+/* The rebalance callback (consumer_rebalance.c), served from the consumer queue on the loop
+ * thread. */
+void keng_consumer__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                 rd_kafka_topic_partition_list_t *parts, void *opaque);
+
+#endif
