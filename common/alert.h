@@ -1,6 +1,7 @@
-/* One alert transition as it travels on antt.alerts (schema vn.antt.Alert, id 3): the
- * record that keng-aggregate's rule engine produces and that the alert topic's readers
- * decode. Plain data; its Avro encoding is in common/avro/alert.c, behind avro_codec.h. */
+/* One alert transition as it travels on antt.alerts (schema vn.antt.Alert, id 3): the record
+ * that keng-aggregate's rule engine produces and that the alert topic's readers decode. Plain
+ * data that never encodes itself: its Avro encoding is in common/avro/alert.c, behind
+ * avro_codec.h. */
 #ifndef KENG_ALERT_H
 #define KENG_ALERT_H
 

@@ -1,5 +1,6 @@
 /* key=value configuration shared by every program; flags land here too, so that one lookup
- * answers "flag, else environment, else file". */
+ * answers "flag, else environment, else file"; it never talks to Kafka (kafka.* keys are only
+ * copied into a librdkafka conf). */
 #include "config.h"
 
 #include <ctype.h>

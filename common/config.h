@@ -1,6 +1,6 @@
-/* Program configuration: a key=value file, overridden by flags. Keys starting "kafka." are
- * handed to librdkafka without the prefix (see keng_config_kafka for which client gets
- * which). */
+/* Program configuration: a key=value file, overridden by flags; nothing here talks to Kafka.
+ * Keys starting "kafka." are handed to librdkafka without the prefix (see keng_config_kafka for
+ * which client gets which). */
 #ifndef KENG_CONFIG_H
 #define KENG_CONFIG_H
 
@@ -10,6 +10,7 @@
 
 typedef struct keng_config keng_config_t;
 
+/* An empty config, or NULL when memory runs out. The caller owns it (keng_config_destroy). */
 keng_config_t *keng_config_new(void);
 void keng_config_destroy(keng_config_t *cfg);
 
@@ -62,7 +63,8 @@ int keng_config_get_int(const keng_config_t *cfg, const char *key, long long def
                         long long max, long long *out, char *errstr, size_t errstr_size);
 
 /* The bootstrap list: the "brokers" key (set from --brokers), else $KENG_BROKERS, else the
- * config's kafka.bootstrap.servers. NULL when none is set. */
+ * config's kafka.bootstrap.servers. NULL when none is set. Borrowed from cfg or the environment,
+ * valid until that key is set again or cfg is destroyed. */
 const char *keng_config_brokers(const keng_config_t *cfg);
 
 /* Which client a librdkafka config is for. A program such as keng-aggregate runs both, from

@@ -1,6 +1,6 @@
 /* keng's event model: the symbol tables that mirror the Avro enums, and the one place where
- * JSON from outside (HTTP bodies, NDJSON files) is checked field by field before it becomes
- * a keng_event_t. */
+ * JSON from outside (HTTP bodies, NDJSON files) is checked field by field before it becomes a
+ * keng_event_t; it never knows Avro, and never reads a socket or a file. */
 #include "event.h"
 
 #include <stdarg.h>

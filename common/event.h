@@ -1,5 +1,5 @@
-/* The incident and mediation events that flow through keng, as plain C structs,
- * and their JSON form at the edges (HTTP bodies, NDJSON files, API answers). */
+/* The incident and mediation events that flow through keng, as plain C structs, and their JSON
+ * form at the edges (HTTP bodies, NDJSON files, API answers); nothing here knows Avro or Kafka. */
 #ifndef KENG_EVENT_H
 #define KENG_EVENT_H
 
@@ -125,7 +125,8 @@ typedef struct keng_field_error {
     char message[160];
 } keng_field_error_t;
 
-const char *keng_kind_name(keng_kind_t kind); /* "incident", "mediation" */
+/* "incident", "mediation": static storage. */
+const char *keng_kind_name(keng_kind_t kind);
 int keng_kind_parse(const char *name, keng_kind_t *out);
 
 /* Symbol tables, indexed by the enum values above; count entries each. */

@@ -1,4 +1,5 @@
-/* The crash points of failpoint.h, linked only into the test copies of the programs. */
+/* The crash points of failpoint.h, linked only into the test copies of the programs, so that it
+ * never reaches a build that users run. */
 #include "failpoint.h"
 
 #include <signal.h>

@@ -1,6 +1,7 @@
-/* libcurl's multi interface driven by the libuv loop: curl says which sockets to watch
- * (socket callback) and when to call it back (timer callback); the loop tells curl when a
- * socket is ready or the timer fired, and finished transfers are collected after each call. */
+/* libcurl's multi interface driven by the libuv loop, which it never blocks: curl says which
+ * sockets to watch (socket callback) and when to call it back (timer callback); the loop tells
+ * curl when a socket is ready or the timer fired, and finished transfers are collected after
+ * each call. */
 #include "http_client.h"
 
 #include <stdbool.h>

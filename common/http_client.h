@@ -1,6 +1,6 @@
 /* Outgoing HTTP on the libuv loop: libcurl's multi interface, its sockets watched by uv_poll
- * and its timeouts by a uv_timer, so that a receiver that is down, slow or failing never
- * blocks the loop. http:// and https:// (certificates checked, as libcurl does by default).
+ * and its timeouts by a uv_timer, so that a receiver that is down, slow or failing never blocks
+ * the loop. http:// and https:// (certificates checked, as libcurl does by default).
  *
  * Thread: loop thread only; callbacks run on the loop thread. */
 #ifndef KENG_HTTP_CLIENT_H
@@ -17,7 +17,8 @@ typedef struct keng_http_client keng_http_client_t;
  * NULL for a 2xx answer. Both are borrowed for the call. */
 typedef void (*keng_http_done_fn)(long status, const char *error, void *arg);
 
-/* A client on loop. Returns NULL with errstr filled. */
+/* A client on loop. Returns NULL with errstr filled. The caller owns the client and gives it
+ * back with keng_http_client_close, which frees it once its handles are closed. */
 keng_http_client_t *keng_http_client_new(uv_loop_t *loop, char *errstr, size_t errstr_size);
 
 /* POSTs body (copied) to url with Content-Type application/json, given up after timeout_ms.

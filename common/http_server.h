@@ -1,8 +1,8 @@
 /* A small HTTP/1.1 server on a libuv loop, parsed by http-parser: keep-alive, pipelined
- * requests answered in order with backpressure, limits on header and body size, read
- * timeouts against slow clients, a connection cap that evicts idle connections, strict
- * framing (bodies only with Content-Length), and Server-Sent Events. It knows nothing of
- * routes: one handler sees every request.
+ * requests answered in order with backpressure, limits on header and body size, read timeouts
+ * against slow clients, a connection cap that evicts idle connections, strict framing (bodies
+ * only with Content-Length), and Server-Sent Events. It knows nothing of routes: one handler
+ * sees every request.
  *
  * Thread: everything here runs on the loop's thread. */
 #ifndef KENG_HTTP_SERVER_H
@@ -89,7 +89,9 @@ void keng_http_server_set_error_body(keng_http_server_t *srv, keng_http_error_fn
  * order). */
 typedef void (*keng_http_handler_fn)(keng_http_request_t *req, void *ctx);
 
-/* limits may be NULL for the defaults. Returns NULL on allocation failure. */
+/* limits may be NULL for the defaults (copied when given); ctx is borrowed and must outlive the
+ * server. Returns NULL on allocation failure. The caller owns the server and gives it back with
+ * keng_http_server_close, which frees it. */
 keng_http_server_t *keng_http_server_new(uv_loop_t *loop, const keng_http_limits_t *limits,
                                          keng_http_handler_fn handler, void *ctx);
 
@@ -116,7 +118,7 @@ const char *keng_http_request_query(const keng_http_request_t *req, const char *
 /* A header's value by case-insensitive name, or NULL. */
 const char *keng_http_request_header(const keng_http_request_t *req, const char *name);
 const char *keng_http_request_body(const keng_http_request_t *req, size_t *len);
-/* "127.0.0.1:53122", for logs. */
+/* "127.0.0.1:53122", for logs; borrowed like the strings above. */
 const char *keng_http_request_peer(const keng_http_request_t *req);
 
 /* Adds a response header (both copied); call before the respond or stream_begin. */

@@ -1,4 +1,5 @@
-/* Per-process counters of the Kafka client errors that mean a broker cannot be reached. */
+/* Per-process counters of the Kafka client errors that mean a broker cannot be reached; it
+ * never locks (the counters are atomic). */
 #include "kafka_health.h"
 
 #include <inttypes.h>

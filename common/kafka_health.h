@@ -1,6 +1,6 @@
-/* What a process's Kafka clients said about the brokers, for /metrics: the errors
- * librdkafka's error callbacks reported, counted by client role and error, so that
- * Prometheus can tell that a broker is unreachable (deploy/keng-rules.yml).
+/* What a process's Kafka clients said about the brokers, for /metrics: the errors librdkafka's
+ * error callbacks reported, counted by client role and error, so that Prometheus can tell that
+ * a broker is unreachable (deploy/keng-rules.yml); it only counts, and never acts on an error.
  *
  * Thread: any; the counters are atomic (keng-produce polls on its own thread). */
 #ifndef KENG_KAFKA_HEALTH_H

@@ -1,6 +1,6 @@
-/* The bridge between a librdkafka queue and a libuv loop (see kafka_uv.h for the contract).
- * The pipe is non-blocking on both ends: a blocking write end can stall librdkafka's thread
- * when the loop is slow to read. */
+/* The bridge between a librdkafka queue and a libuv loop (see kafka_uv.h for the contract); it
+ * never reads a message itself (the callback drains the queue). The pipe is non-blocking on
+ * both ends: a blocking write end can stall librdkafka's thread when the loop is slow to read. */
 #include "kafka_uv.h"
 
 #include <errno.h>

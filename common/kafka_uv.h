@@ -1,7 +1,7 @@
-/* Brings a librdkafka queue into a libuv loop: librdkafka writes a byte to a non-blocking
- * pipe when the queue goes from empty to non-empty, and a uv_poll on the pipe calls back on
- * the loop thread. The callback must drain the queue until it is empty, or it is not woken
- * again. */
+/* Brings a librdkafka queue into a libuv loop, never reading the queue itself: librdkafka
+ * writes a byte to a non-blocking pipe when the queue goes from empty to non-empty, and a
+ * uv_poll on the pipe calls back on the loop thread. The callback must drain the queue until it
+ * is empty, or it is not woken again. */
 #ifndef KENG_KAFKA_UV_H
 #define KENG_KAFKA_UV_H
 

@@ -1,4 +1,5 @@
-/* Logs on stderr, one line per event: ts=... level=... msg="..." key=value ... */
+/* Logs on stderr, one line per event: ts=... level=... msg="..." key=value ...; it never
+ * allocates, and never interleaves lines (one write(2) each). */
 #ifndef KENG_LOG_H
 #define KENG_LOG_H
 

@@ -1,6 +1,6 @@
 /* The board registry: loaded from the deployment's CSV, or generated with the counts of the
- * provincial report so that keng runs out of the box. Lookups by id go through one
- * open-addressing table per level, since every consumed event needs one. */
+ * provincial report so that keng runs out of the box; once built it is never changed. Lookups
+ * by id go through one open-addressing table per level, since every consumed event needs one. */
 #include "registry.h"
 
 #include <errno.h>

@@ -1,5 +1,6 @@
-/* The board registry: every hamlet board with its commune and district. Reference data,
- * loaded once from a CSV or generated with the province's published counts. */
+/* The board registry: every hamlet board with its commune and district. Reference data, loaded
+ * once from a CSV or generated with the province's published counts, and never changed after
+ * that. */
 #ifndef KENG_REGISTRY_H
 #define KENG_REGISTRY_H
 
@@ -38,14 +39,17 @@ typedef struct keng_board {
 
 /* Loads the CSV board_id,board_name,commune_id,commune_name,district_id,district_name,
  * groups,members (a header line first). Returns NULL with errstr naming the line and the
- * field on any bad row ("line 12: groups: not a number"). */
+ * field on any bad row ("line 12: groups: not a number"). The caller owns the registry
+ * (keng_registry_destroy). */
 keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errstr_size);
 
 /* The generated default: 21 districts with their real names, 460 communes, 7,588 boards,
- * 38,578 groups and 38,661 members. Deterministic. */
+ * 38,578 groups and 38,661 members. Deterministic. NULL when memory runs out; the caller owns
+ * the registry (keng_registry_destroy). */
 keng_registry_t *keng_registry_default(void);
 
-/* Loads path, or the default when path is NULL or empty. */
+/* Loads path, or the default when path is NULL or empty. Returns NULL with errstr filled; the
+ * caller owns the registry (keng_registry_destroy). */
 keng_registry_t *keng_registry_open(const char *path, char *errstr, size_t errstr_size);
 
 void keng_registry_destroy(keng_registry_t *reg);

@@ -1,4 +1,5 @@
-/* The schemas of schemas/manifest.csv, built into every program (generated at build time). */
+/* The schemas of schemas/manifest.csv, built into every program (generated at build time);
+ * nothing here parses them (the schema store does). */
 #ifndef KENG_SCHEMAS_BUILTIN_H
 #define KENG_SCHEMAS_BUILTIN_H
 

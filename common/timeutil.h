@@ -1,4 +1,5 @@
-/* Time at the edges: RFC 3339 parsing and formatting, and keng's one clock. */
+/* Time at the edges: RFC 3339 parsing and formatting, and keng's one clock; nothing here
+ * allocates. */
 #ifndef KENG_TIMEUTIL_H
 #define KENG_TIMEUTIL_H
 
@@ -15,10 +16,12 @@ int64_t keng_monotonic_ms(void);
  * allowed) into ms since the epoch. Returns 0, or -1 when s is not such a time. */
 int keng_time_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);
 
-/* Formats ms as "2025-03-01T14:15:00.000Z" into buf (at least 25 bytes). Returns buf. */
+/* Formats ms as "2025-03-01T14:15:00.000Z" into buf (at least 25 bytes). Returns buf, the
+ * caller's. */
 char *keng_time_format_utc(int64_t ms, char *buf, size_t size);
 
-/* The same instant in Asia/Ho_Chi_Minh, "2025-03-01T21:15:00.000+07:00" (30 bytes). */
+/* The same instant in Asia/Ho_Chi_Minh, "2025-03-01T21:15:00.000+07:00" (30 bytes),
+ * into the caller's buf, which it returns. */
 char *keng_time_format_local(int64_t ms, char *buf, size_t size);
 
 /* Offset of Asia/Ho_Chi_Minh from UTC: keng's calendar days, months and years use it. */

@@ -1,6 +1,7 @@
-/* keng-aggregate: reads the incident and mediation topics on a libuv loop, keeps rolling
- * counts per board rolled up to commune, district and province, checkpoints them with the
- * input offsets in LMDB, and serves them over HTTP. */
+/* keng-aggregate: reads the incident and mediation topics on a libuv loop, keeps rolling counts
+ * per board rolled up to commune, district and province, checkpoints them with the input
+ * offsets in LMDB, and serves them over HTTP; it resumes from the checkpoint's offsets, never
+ * from the group's committed ones. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>

@@ -1,6 +1,7 @@
 /* The alert topic: every transition is produced with the idempotent producer and stays in
- * flight until acknowledged; the positions after the acknowledged ones are checkpointed, and
- * at start the records after them are read back into the rule engine. */
+ * flight until acknowledged; the positions after the acknowledged ones are checkpointed, and at
+ * start the records after them are read back into the rule engine; a transition never goes on
+ * before Kafka acknowledged it. */
 #include "alertlog.h"
 
 #include <inttypes.h>

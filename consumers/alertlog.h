@@ -1,9 +1,9 @@
 /* The alert topic (antt.alerts) as keng-aggregate's log of emitted transitions: an idempotent
  * producer (acks=all) of Confluent-framed Alert records keyed by fingerprint, the position
- * after the last acknowledged transition of every partition (checkpointed with the counts),
- * and the read-back of the transitions acknowledged after that checkpoint, so that a restart
+ * after the last acknowledged transition of every partition (checkpointed with the counts), and
+ * the read-back of the transitions acknowledged after that checkpoint, so that a restart
  * neither repeats nor loses one. Acknowledged transitions go on to on_delivered (keng-aggregate
- * hands them to the webhook, Alertmanager and the stream).
+ * hands them to the webhook, Alertmanager and the stream), never before.
  *
  * Thread: loop thread only; delivery reports are served by a uv_timer on the same loop. */
 #ifndef KENG_ALERTLOG_H
@@ -21,7 +21,8 @@
 
 typedef struct keng_alertlog keng_alertlog_t;
 
-/* A producer of topic with conf (taken, also on failure). Returns NULL with errstr filled. */
+/* A producer of topic with conf (taken, also on failure). Returns NULL with errstr filled.
+ * The caller owns the log and gives it back with keng_alertlog_close, which frees it. */
 keng_alertlog_t *keng_alertlog_new(uv_loop_t *loop, rd_kafka_conf_t *conf, const char *topic,
                                    char *errstr, size_t errstr_size);
 
@@ -42,8 +43,8 @@ void keng_alertlog_on_delivered(keng_alertlog_t *log, void (*fn)(const char *jso
                                 void *arg);
 
 /* The next offset after the last acknowledged transition of every partition, as bytes for
- * the checkpoint (appended to a malloc'd *buf; returns 0 or -1), and back. load returns 0,
- * or -1 with errstr when the bytes are not such a list. */
+ * the checkpoint (appended to a malloc'd *buf the caller frees; returns 0 or -1), and back. load
+ * returns 0, or -1 with errstr when the bytes are not such a list. */
 int keng_alertlog_save(const keng_alertlog_t *log, unsigned char **buf, size_t *len);
 int keng_alertlog_load(keng_alertlog_t *log, const unsigned char *buf, size_t len, char *errstr,
                        size_t errstr_size);

@@ -1,11 +1,12 @@
 /* keng-aggregate's alerts in Prometheus Alertmanager: the whole alert state (every firing
  * alert, and the alerts resolved in the last 15 minutes) POSTed to API v2 /api/v2/alerts of
- * each configured Alertmanager, soon after every transition and again every resend interval,
- * as Alertmanager expects from its clients. A firing alert carries an endsAt a few resend
- * intervals ahead, so that alerts of a keng-aggregate that is gone resolve by themselves;
- * a resolved alert carries its real endsAt. Because every send is the whole state, an
- * Alertmanager that restarted or was unreachable is caught up by the next send that reaches
- * it, and a restarted keng-aggregate re-sends the alerts its checkpoint says fire.
+ * each configured Alertmanager, soon after every transition and again every resend interval, as
+ * Alertmanager expects from its clients; one Alertmanager that is down never holds back
+ * another. A firing alert carries an endsAt a few resend intervals ahead, so that alerts of a
+ * keng-aggregate that is gone resolve by themselves; a resolved alert carries its real endsAt.
+ * Because every send is the whole state, an Alertmanager that restarted or was unreachable is
+ * caught up by the next send that reaches it, and a restarted keng-aggregate re-sends the
+ * alerts its checkpoint says fire.
  *
  * Config keys: alertmanager.url (one URL or several separated by commas, e.g. an HA pair;
  * each gets every send), alertmanager.resend.interval.ms (60000), alertmanager.timeout.ms

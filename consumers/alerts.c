@@ -1,5 +1,6 @@
 /* The alert rule engine: per (rule, scope) state, kept only for scopes that saw a matching
- * event or are firing, evaluated against counts.c after each batch and on the window timer. */
+ * event or are firing, evaluated against counts.c after each batch and on the window timer; it
+ * never parses rules (alerts_rules.c) nor carries alerts across processes (alerts_handover.c). */
 #include "alerts_internal.h"
 #include "silent.h"
 

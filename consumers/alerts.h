@@ -1,8 +1,9 @@
-/* keng-aggregate's alert rules: thresholds on the rolling counts of one level, window and
- * kind, evaluated per (rule, scope). A scope whose count reaches the threshold FIRES; it
- * RESOLVES when the count falls below resolve_below (hysteresis). The engine is pure state:
- * it reads counts.c, hands every transition to an emit callback, and saves and loads its
- * state as bytes that keng-aggregate checkpoints with the counts and the input offsets.
+/* keng-aggregate's alert rules: thresholds on the rolling counts of one level, window and kind,
+ * evaluated per (rule, scope). A scope whose count reaches the threshold FIRES; it RESOLVES
+ * when the count falls below resolve_below (hysteresis). The engine is pure state and never
+ * talks to Kafka or the network: it reads counts.c, hands every transition to an emit callback,
+ * and saves and loads its state as bytes that keng-aggregate checkpoints with the counts and
+ * the input offsets.
  *
  * Config keys, one rule per name (letters, digits, '_' and '-'):
  *   alert.<name>.level          board | commune | district | province
@@ -114,7 +115,8 @@ int keng_alerts_apply(keng_alerts_t *a, const keng_alert_t *t);
 void keng_alerts_each(const keng_alerts_t *a, keng_alert_status_t status,
                       void (*fn)(const keng_alert_t *t, void *arg), void *arg);
 
-/* The alert as the JSON object of the HTTP API, the webhook and the stream (new reference). */
+/* The alert as the JSON object of the HTTP API, the webhook and the stream: a new reference
+ * that the caller owns (json_decref); NULL when memory runs out. */
 json_t *keng_alerts_json(const keng_alert_t *t);
 
 /* The state (firing alerts with their ids and start times, the resolved ones) as bytes that

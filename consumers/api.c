@@ -1,6 +1,7 @@
 /* The HTTP routes of keng-aggregate, their routing and the live stream (/v1/silent and
  * /v1/series are in api_silent.c, /metrics in api_metrics.c). Answers are computed from the
- * counts on the loop thread, so every answer is a consistent snapshot. */
+ * counts on the loop thread, so every answer is a consistent snapshot; a route never changes a
+ * count (only GET and HEAD are answered). */
 #include "api_internal.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* keng-aggregate's HTTP API: counts, top lists, alerts, the SSE stream, health, readiness,
- * metrics and the dashboard, over common/http_server.
+ * metrics and the dashboard, over common/http_server; nothing here changes a count.
  *
  * Thread: loop thread only. */
 #ifndef KENG_API_H

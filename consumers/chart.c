@@ -1,4 +1,5 @@
-/* SVG line, bar and share charts for the annual review, written as text. */
+/* SVG line, bar and share charts for the annual review, written as text; it never keeps state
+ * or fetches anything. */
 #include "chart.h"
 
 #include <math.h>

@@ -48,11 +48,11 @@ void keng_chart_bars(FILE *f, const char *id, const char *title, const keng_char
 void keng_chart_shares(FILE *f, const char *id, const char *title, const keng_chart_item_t *items,
                        size_t n);
 
-/* Writes n in Vietnamese digit grouping ("11.000") into buf. Returns buf. */
+/* Writes n in Vietnamese digit grouping ("11.000") into buf. Returns buf, the caller's. */
 char *keng_chart_format_count(uint64_t n, char *buf, size_t size);
 
 /* Writes part/total as a Vietnamese percentage with one decimal ("12,5%", "9,0%"; "0%" when
- * total is 0) into buf. Returns buf. */
+ * total is 0) into buf. Returns buf, the caller's. */
 char *keng_chart_format_percent(uint64_t part, uint64_t total, char *buf, size_t size);
 
 /* Writes s with <, >, & and " escaped for HTML and SVG text and attributes. */

@@ -1,7 +1,8 @@
 /* The LMDB checkpoint of keng-aggregate: one environment in --state-dir, one database with
- * three kinds of keys, "o/<topic>/<partition>" (next offset, 8 bytes little-endian),
- * "u/<board id>/<kind>" (one kind of a board's state, the unit that moves with a partition)
- * and "b/<board id>" (a whole board's state, as written before scale-out). */
+ * three kinds of keys, "o/<topic>/<partition>" (next offset, 8 bytes little-endian), "u/<board
+ * id>/<kind>" (one kind of a board's state, the unit that moves with a partition) and "b/<board
+ * id>" (a whole board's state, as written before scale-out); it never decides what to save or
+ * when (the consumer does). */
 #include "checkpoint.h"
 
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* keng-aggregate's checkpoint: the counts of every board and the next input offset of every
- * partition, written together in one LMDB transaction, so that after a crash the state and
- * the place to resume reading always agree.
+ * partition, written together in one LMDB transaction, so that after a crash the state and the
+ * place to resume reading always agree; nothing here talks to Kafka.
  *
  * Thread: not thread-safe; keng-aggregate uses it on the loop thread only. */
 #ifndef KENG_CHECKPOINT_H
@@ -14,14 +14,16 @@ typedef struct keng_checkpoint_txn keng_checkpoint_txn_t;
 
 /* Opens (creating when missing) the LMDB environment in dir, which is created too.
  * map_size is the most bytes the store may grow to (0 for the default, 4 GiB; the file is
- * sparse). Returns NULL with errstr filled ("/var/lib/keng: Permission denied"). */
+ * sparse). Returns NULL with errstr filled ("/var/lib/keng: Permission denied"). The caller owns
+ * the store (keng_checkpoint_close). */
 keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *errstr,
                                         size_t errstr_size);
 
 /* Closes the store. Any transaction still open is the caller's bug. */
 void keng_checkpoint_close(keng_checkpoint_t *cp);
 
-/* Starts the one write transaction of a checkpoint. Returns NULL with errstr filled. */
+/* Starts the one write transaction of a checkpoint. Returns NULL with errstr filled. The
+ * caller owns txn until keng_checkpoint_commit or keng_checkpoint_abort, which free it. */
 keng_checkpoint_txn_t *keng_checkpoint_begin(keng_checkpoint_t *cp, char *errstr,
                                              size_t errstr_size);
 

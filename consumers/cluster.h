@@ -1,9 +1,9 @@
 /* keng-aggregate's scale-out: the compacted topic antt.board-counts, where every instance
- * publishes the state of each (board, kind) unit it owns, tagged with the input partition
- * and offset that state includes, plus a per-partition mark once every unit of a checkpoint
- * is in the topic. Every instance also reads the whole topic (no group), so that it knows
- * every unit's latest state and owner: that is what /v1/counts adds to its own live state,
- * and where a new owner of a partition resumes from. docs/SCALE_OUT.md has the design.
+ * publishes the state of each (board, kind) unit it owns, tagged with the input partition and
+ * offset that state includes, plus a per-partition mark once every unit of a checkpoint is in
+ * the topic. Every instance also reads the whole topic (never as a group member), so that it
+ * knows every unit's latest state and owner: that is what /v1/counts adds to its own live
+ * state, and where a new owner of a partition resumes from. docs/SCALE_OUT.md has the design.
  *
  * Thread: loop thread only; the delivery reports and the reader's messages are served on it. */
 #ifndef KENG_CLUSTER_H
@@ -31,7 +31,8 @@ typedef struct keng_cluster_options {
 
 /* cfg is used during the call only; reg and kopt (may be NULL) must outlive the cluster.
  * Reads the topic's partition count (a short blocking metadata request) and starts reading
- * it from the beginning. Returns NULL with errstr filled. */
+ * it from the beginning. Returns NULL with errstr filled. The caller owns the cluster and
+ * gives it back with keng_cluster_close, which frees it once the loop closed its handles. */
 keng_cluster_t *keng_cluster_new(uv_loop_t *loop, const keng_config_t *cfg,
                                  const keng_cluster_options_t *opt, const keng_registry_t *reg,
                                  const keng_counts_options_t *kopt, char *errstr,
@@ -88,7 +89,7 @@ void keng_cluster_advance(keng_cluster_t *cl, int64_t now_ms);
 bool keng_cluster_owner(const keng_cluster_t *cl, uint32_t board_index, keng_kind_t kind,
                         const char **instance_id, const char **url);
 
-/* This instance's id. */
+/* This instance's id, borrowed from cl and valid until it is closed. */
 const char *keng_cluster_instance_id(const keng_cluster_t *cl);
 
 #endif

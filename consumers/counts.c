@@ -1,6 +1,7 @@
 /* The rolling-count store of keng-aggregate: per board, the events' time buckets at the
- * coarsest granularity that keeps every window edge exact, with board and rollup tallies
- * kept incrementally so that a read is O(1), and the remembered event ids.
+ * coarsest granularity that keeps every window edge exact, with board and rollup tallies kept
+ * incrementally so that a read is O(1), and the remembered event ids; it never reads a clock
+ * (now is passed in) and never does I/O.
  *
  * Windows. Window w has a length L and a granularity G (1h: 1 min, 24h: 24 min, 7d: 168 min,
  * 30d: 672 min, 365d: 8736 min; each G divides the next and is at most L/60). At the clock

@@ -1,7 +1,7 @@
-/* Rolling counts per board for the windows 1h, 24h, 7d, 30d, 365d and all-time, rolled up
- * to commune, district and province, with the event-id memory that makes every event count
- * once. Windows select by occurred_at and trail the clock passed in (so tests inject it);
- * each edge is rounded to at most 1/60 of the window's length.
+/* Rolling counts per board for the windows 1h, 24h, 7d, 30d, 365d and all-time, rolled up to
+ * commune, district and province, with the event-id memory that makes every event count once.
+ * Windows select by occurred_at and trail the clock passed in (so tests inject it, and nothing
+ * here reads a clock); each edge is rounded to at most 1/60 of the window's length.
  *
  * Thread: not thread-safe; keng-aggregate touches it on the loop thread only. */
 #ifndef KENG_COUNTS_H

@@ -1,5 +1,6 @@
-/* Producer side of keng-aggregate: what it cannot count goes to the dead-letter topic with
- * the reason in headers, so that an operator can inspect and replay it. */
+/* Producer side of keng-aggregate: what it cannot count goes to the dead-letter topic with the
+ * reason in headers, so that an operator can inspect and replay it; it never changes a
+ * message's key or value. */
 #include "deadletter.h"
 
 #include <inttypes.h>

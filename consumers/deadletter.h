@@ -1,6 +1,7 @@
-/* The dead-letter topic: a message keng-aggregate cannot count is produced there unchanged
- * (key and value), with headers that say why (keng.reason, keng.error) and where it came from
- * (keng.source.topic, keng.source.partition, keng.source.offset).
+/* The dead-letter topic: a message keng-aggregate cannot count is produced there unchanged (key
+ * and value), with headers that say why (keng.reason, keng.error) and where it came from
+ * (keng.source.topic, keng.source.partition, keng.source.offset); nothing here decides what is
+ * dead-lettered.
  *
  * Thread: loop thread only; delivery reports are served by a uv_timer on the same loop. */
 #ifndef KENG_DEADLETTER_H
@@ -14,7 +15,8 @@
 
 typedef struct keng_deadletter keng_deadletter_t;
 
-/* A producer of topic with conf (taken, also on failure). Returns NULL with errstr filled. */
+/* A producer of topic with conf (taken, also on failure). Returns NULL with errstr filled.
+ * The caller owns it and gives it back with keng_deadletter_close, which frees it. */
 keng_deadletter_t *keng_deadletter_new(uv_loop_t *loop, rd_kafka_conf_t *conf, const char *topic,
                                        char *errstr, size_t errstr_size);
 

@@ -1,4 +1,5 @@
-/* keng-replay --pdf: runs headless Chromium on review.html and waits for it, with a deadline. */
+/* keng-replay --pdf: runs headless Chromium on review.html and waits for it, with a deadline;
+ * it never leaves Chromium or its helpers running past it. */
 #include "pdf.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* Printing a report page to PDF with headless Chromium (Debian's chromium package), in a
- * process of its own that is bounded in time.
+ * process of its own that is bounded in time; nothing here renders the page itself.
  *
  * Thread: blocks the caller until Chromium ends; keeps no state. */
 #ifndef KENG_PDF_H

@@ -1,4 +1,5 @@
-/* keng-replay: replays the input topics for a period and writes the annual review.
+/* keng-replay: replays the input topics for a period and writes the annual review; it never
+ * commits an offset, so a replay moves no group.
  *
  * It notes every partition's high watermark at the start and reads up to it, so a replay
  * ends even while the field keeps reporting. Where the broker can map the period's start to

@@ -1,5 +1,6 @@
-/* The annual review's tallies and its three outputs. Rollups are summed from the boards at
- * write time, so that a commune, district or province always equals the sum of its boards. */
+/* The annual review's tallies and its three outputs; it never reads Kafka (keng-replay feeds
+ * it). Rollups are summed from the boards at write time, so that a commune, district or
+ * province always equals the sum of its boards. */
 #include "review.h"
 
 #include <errno.h>

@@ -1,6 +1,7 @@
 /* The annual review: what the boards did over a period, per board and rolled up to commune,
- * district and province, with a month-by-month line for the province. Fed one decoded event
- * at a time by keng-replay; written as JSON, CSV and a self-contained HTML page.
+ * district and province, with a month-by-month line for the province. Fed one decoded event at
+ * a time by keng-replay (it never reads Kafka itself); written as JSON, CSV and a
+ * self-contained HTML page.
  *
  * Thread: not thread-safe; one replay owns one review. */
 #ifndef KENG_REVIEW_H

@@ -1,4 +1,5 @@
-/* review.html: the annual review as a province office prints and sends it on. */
+/* review.html: the annual review as a province office prints and sends it on; it never shows a
+ * number that review.json does not hold. */
 #include "review_html.h"
 
 #include <errno.h>

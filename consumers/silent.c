@@ -1,4 +1,5 @@
-/* Silent boards: a board's last event and its days of silence, from the counts (silent.h). */
+/* Silent boards: a board's last event and its days of silence, from the counts (silent.h); it
+ * never changes the counts. */
 #include "silent.h"
 
 #include <stdio.h>

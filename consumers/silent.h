@@ -1,6 +1,7 @@
 /* Silent boards: when a board last reported, across this instance's units and those other
- * instances publish, and for how many whole days it has been silent, counted from the later
- * of its last event and the start of the deployment's watch (docs/ALERTS.md, "Silent boards").
+ * instances publish, and for how many whole days it has been silent, counted from the later of
+ * its last event and the start of the deployment's watch (docs/ALERTS.md, "Silent boards");
+ * nothing here changes the counts.
  *
  * Thread: loop thread only, like the counts it reads. */
 #ifndef KENG_SILENT_H

@@ -1,5 +1,5 @@
 /* The webhook's queue: one POST at a time keeps the receiver's view in the order of the
- * transitions; the HTTP client does the talking. */
+ * transitions; it never talks HTTP itself, the HTTP client does. */
 #include "webhook.h"
 
 #include <inttypes.h>

@@ -1,8 +1,8 @@
 /* Alert webhooks: POSTs JSON bodies to one URL (http:// or https://) through the loop's HTTP
- * client, one request at a time and in order, retrying a failed request with exponential
- * backoff until the receiver takes it. A receiver that refuses a body (a 4xx other than
- * 408 and 429) gets the next one; a queue that outgrows its bound drops its oldest body.
- * Both are counted.
+ * client, one request at a time (never two at once) and in order, retrying a failed request
+ * with exponential backoff until the receiver takes it. A receiver that refuses a body (a 4xx
+ * other than 408 and 429) gets the next one; a queue that outgrows its bound drops its oldest
+ * body. Both are counted.
  *
  * Thread: loop thread only. */
 #ifndef KENG_WEBHOOK_H

@@ -1,4 +1,5 @@
-/* Splits CSV records into fields, unquoting in a buffer of its own. */
+/* Splits CSV records into fields, unquoting in a buffer of its own; it never reads a file or
+ * knows what a column means. */
 #include "csv.h"
 
 #include <stdio.h>

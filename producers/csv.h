@@ -1,5 +1,6 @@
-/* CSV records as RFC 4180 writes them: comma-separated, fields optionally in double quotes,
- * a doubled quote inside quotes for a quote, commas and newlines allowed inside quotes. */
+/* CSV records as RFC 4180 writes them: comma-separated, fields optionally in double quotes, a
+ * doubled quote inside quotes for a quote, commas and newlines allowed inside quotes; nothing
+ * here reads a file. */
 #ifndef KENG_CSV_H
 #define KENG_CSV_H
 
@@ -8,7 +9,8 @@
 
 typedef struct keng_csv keng_csv_t;
 
-/* A splitter that keeps its fields between calls. Returns NULL on allocation failure. */
+/* A splitter that keeps its fields between calls. Returns NULL on allocation failure;
+ * the caller owns it (keng_csv_destroy). */
 keng_csv_t *keng_csv_new(void);
 void keng_csv_destroy(keng_csv_t *csv);
 

@@ -1,6 +1,6 @@
 /* keng-ingest: the HTTP gateway of the mobile gateways. It checks each request's bearer token,
- * validates every event of the body against the schema, the registry and the token's
- * districts, produces them with the idempotent producer, and answers 202 only once Kafka has
+ * validates every event of the body against the schema, the registry and the token's districts,
+ * produces them with the idempotent producer, and never answers 202 before Kafka has
  * acknowledged every one of them (503 with Retry-After when it cannot within the deadline).
  *
  * Thread: one libuv loop runs everything, the HTTP server and the producer's delivery

@@ -1,4 +1,5 @@
-/* Request bodies of keng-ingest: JSON in, validated events or a list of errors out. */
+/* Request bodies of keng-ingest: JSON in, validated events or a list of errors out; it never
+ * touches the socket or Kafka. */
 #include "ingest_body.h"
 
 #include <stdbool.h>

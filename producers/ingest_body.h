@@ -1,6 +1,7 @@
-/* keng-ingest's request bodies: one JSON object or an array of them, parsed with sanity
- * limits (size, nesting, duplicate keys, numbers that overflow) and validated event by event,
- * so that a request is taken whole or refused whole with every problem named. */
+/* keng-ingest's request bodies: one JSON object or an array of them, parsed with sanity limits
+ * (size, nesting, duplicate keys, numbers that overflow) and validated event by event, so that
+ * a request is taken whole or refused whole with every problem named; nothing here touches the
+ * socket or Kafka. */
 #ifndef KENG_INGEST_BODY_H
 #define KENG_INGEST_BODY_H
 
@@ -29,15 +30,15 @@ typedef struct keng_ingest_body_limits {
 /* Parses and validates body[0..len) (borrowed) as events of kind, each for a board that reg
  * knows and, when gw is not NULL, in a district gw may report for.
  *
- * Returns 0 and sets *out when every event is good; the caller owns *out (the events borrow
- * their summaries from the parsed JSON that *out keeps).
+ * Returns 0 and sets *out when every event is good; the caller owns *out (keng_ingest_body_destroy;
+ * the events borrow their summaries from the parsed JSON that *out keeps).
  *
  * Otherwise returns the HTTP status to answer and sets *answer to {"errors": [{"index": i,
- * "field": "...", "message": "..."}, ...]} (the caller owns the reference): 400 listing every
- * invalid event (or the one problem of the body as a whole, with index null: empty, not
- * JSON, too deep), 403 listing every event for a board outside gw's districts when no event
- * is invalid, 413 for more than max_events events. *nevents is the number of events the body
- * holds (0 when it is not even JSON), for the counters. */
+ * "field": "...", "message": "..."}, ...]} (the caller owns the reference: json_decref): 400
+ * listing every invalid event (or the one problem of the body as a whole, with index null: empty,
+ * not JSON, too deep), 403 listing every event for a board outside gw's districts when no event is
+ * invalid, 413 for more than max_events events. *nevents is the number of events the body holds (0
+ * when it is not even JSON), for the counters. */
 int keng_ingest_body_parse(const char *body, size_t len, keng_kind_t kind,
                            const keng_registry_t *reg, const keng_gateway_t *gw,
                            const keng_ingest_body_limits_t *limits, keng_ingest_body_t **out,

@@ -1,5 +1,6 @@
-/* Prometheus counters of keng-ingest. Statuses are counted in a flat table so that recording
- * one costs an increment; only the statuses seen are rendered. */
+/* Prometheus counters of keng-ingest, which never lock (the loop thread alone records them).
+ * Statuses are counted in a flat table so that recording one costs an increment; only the
+ * statuses seen are rendered. */
 #include "ingest_metrics.h"
 
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /* keng-ingest's counters and the delivery-latency histogram, rendered in the Prometheus text
- * format for GET /metrics.
+ * format for GET /metrics; they only count what keng-ingest records, never decide a status.
  *
  * Thread: the loop's; nothing here locks. */
 #ifndef KENG_INGEST_METRICS_H
@@ -28,6 +28,8 @@ typedef struct keng_ingest_gauges {
     long long tokens; /* entries of the token file */
 } keng_ingest_gauges_t;
 
+/* Zeroed counters, or NULL when memory runs out. The caller owns them
+ * (keng_ingest_metrics_destroy). */
 keng_ingest_metrics_t *keng_ingest_metrics_new(void);
 void keng_ingest_metrics_destroy(keng_ingest_metrics_t *m);
 

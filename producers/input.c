@@ -1,4 +1,5 @@
-/* Turns NDJSON lines and CSV rows into events, through one JSON form and one validator. */
+/* Turns NDJSON lines and CSV rows into events, through one JSON form and one validator; it
+ * never reads a file (the program does) and never talks to Kafka. */
 #include "input.h"
 
 #include <errno.h>

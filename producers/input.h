@@ -1,6 +1,6 @@
-/* Records of bulk files (NDJSON lines, CSV rows) into validated events. Both formats go
- * through the same JSON form and keng_event_from_json, so a file is checked exactly as an
- * HTTP request would be. */
+/* Records of bulk files (NDJSON lines, CSV rows) into validated events. Both formats go through
+ * the same JSON form and keng_event_from_json, so a file is checked exactly as an HTTP request
+ * would be; nothing here reads a file or produces. */
 #ifndef KENG_INPUT_H
 #define KENG_INPUT_H
 

@@ -1,7 +1,7 @@
 /* keng-produce: bulk import of NDJSON or CSV files of incidents and mediations into Kafka.
- * Every record is validated as keng-ingest would; bad ones are reported by line and skipped,
- * good ones go to Kafka with their event ids untouched, so importing a file twice is
- * counted once downstream. */
+ * Every record is validated as keng-ingest would; bad ones are reported by line and never sent,
+ * good ones go to Kafka with their event ids untouched, so importing a file twice is counted
+ * once downstream. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>

@@ -1,5 +1,6 @@
 /* The idempotent Kafka producer shared by the producer programs: encoding, keys, topics,
- * back-pressure on a full queue, and delivery reports per message and per batch. */
+ * back-pressure on a full queue, and delivery reports per message and per batch; it never
+ * decides what to send or when (the programs do). */
 #include "producer.h"
 
 #include <errno.h>

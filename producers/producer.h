@@ -1,6 +1,6 @@
 /* The Kafka producer that keng-produce, keng-simulate and keng-ingest share: idempotent
- * (acks=all), events Avro-encoded with the Confluent framing, key = board_id, and a
- * delivery callback for every message and for every batch of messages.
+ * (acks=all), events Avro-encoded with the Confluent framing, key = board_id, and a delivery
+ * callback for every message and for every batch of messages; it never reads from Kafka.
  *
  * Threads. A keng_producer_t is used from one thread at a time (it owns one Avro encoder).
  * Every callback (per message, per batch) runs on the thread that serves delivery reports:

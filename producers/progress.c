@@ -1,4 +1,5 @@
-/* Formats keng-produce's progress line; drawing it is the program's business. */
+/* Formats keng-produce's progress line and never draws it: drawing it is the program's
+ * business. */
 #include "progress.h"
 
 #include <inttypes.h>

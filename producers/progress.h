@@ -1,4 +1,5 @@
-/* The progress line that keng-produce draws on a terminal: lines, rate, share done, ETA. */
+/* The progress line that keng-produce draws on a terminal: lines, rate, share done, ETA;
+ * nothing here writes to the terminal. */
 #ifndef KENG_PROGRESS_H
 #define KENG_PROGRESS_H
 
@@ -12,10 +13,10 @@ typedef struct keng_progress_state {
     int64_t elapsed_ms;
 } keng_progress_state_t;
 
-/* "1234567" -> "1,234,567". Returns buf. */
+/* "1234567" -> "1,234,567". Returns buf, the caller's. */
 char *keng_progress_format_count(uint64_t n, char *buf, size_t size);
 
-/* Seconds as "0:42", "12:05" or "3:02:10". Returns buf. */
+/* Seconds as "0:42", "12:05" or "3:02:10". Returns buf, the caller's. */
 char *keng_progress_format_duration(uint64_t seconds, char *buf, size_t size);
 
 /* One line without a newline, at most width columns wide when width allows:

@@ -1,5 +1,5 @@
-/* Generates the simulator's events from a seeded PRNG, so that a seed and a start time give
- * the same stream on every machine. */
+/* Generates the simulator's events from a seeded PRNG, so that a seed and a start time give the
+ * same stream on every machine; it never reads the wall clock or sleeps. */
 #include "sim.h"
 
 #include <math.h>

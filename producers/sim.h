@@ -1,7 +1,7 @@
 /* The field simulator's generator: a reproducible stream of incidents and mediations over the
  * board registry, with the province's day/night rhythm in Asia/Ho_Chi_Minh time, plausible
- * mixes of categories, resolutions and outcomes, and optional late, out-of-order and
- * duplicated events. Pure computation on a simulated clock: the program paces it.
+ * mixes of categories, resolutions and outcomes, and optional late, out-of-order and duplicated
+ * events. Pure computation on a simulated clock, which never sleeps: the program paces it.
  *
  * Model. Simulated time S starts at start_ms and advances by exponential gaps whose mean is
  * 1 / (events_per_s * w(h) / mean(w)), where w(h) is the weight of the local hour h (busiest

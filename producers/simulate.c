@@ -1,5 +1,6 @@
 /* keng-simulate: a field simulator that streams realistic incidents and mediations over the
- * board registry into Kafka (or as NDJSON on stdout), at a given rate, reproducibly. */
+ * board registry into Kafka (or as NDJSON on stdout), at a given rate, reproducibly; it never
+ * reads from Kafka. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>

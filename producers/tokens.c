@@ -1,5 +1,5 @@
 /* Bearer tokens for keng-ingest: the token file, constant-time lookups by SHA-256, and new
- * random tokens. Only hashes are ever stored, so a leaked file does not leak tokens. */
+ * random tokens. A token is never stored, only its hash, so a leaked file does not leak tokens. */
 #include "tokens.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
-/* keng-ingest's bearer tokens: a file that stores only the SHA-256 of each token, with the
- * gateway it belongs to and the districts that gateway may report for. One line per token:
+/* keng-ingest's bearer tokens: a file that never stores a token, only the SHA-256 of each, with
+ * the gateway it belongs to and the districts that gateway may report for. One line per token:
  *
  *   <sha256 of the token, 64 hex digits> <gateway name> <districts>
  *
@@ -24,7 +24,8 @@ typedef struct keng_gateway keng_gateway_t;
  * ("tokens.txt:3: the hash must be 64 hex digits"). The caller owns the result. */
 keng_tokens_t *keng_tokens_load(const char *path, char *errstr, size_t errstr_size);
 
-/* A set with no tokens: every request is refused. */
+/* A set with no tokens: every request is refused. NULL when memory runs out; the caller owns
+ * the result (keng_tokens_destroy). */
 keng_tokens_t *keng_tokens_empty(void);
 
 void keng_tokens_destroy(keng_tokens_t *tokens);
@@ -42,9 +43,10 @@ bool keng_tokens_none_intended(const keng_tokens_t *tokens);
 const keng_gateway_t *keng_tokens_find(const keng_tokens_t *tokens, const char *token, size_t len);
 
 /* The same for an Authorization header value ("Bearer <token>", the scheme in any case).
- * NULL for a missing header, another scheme or an unknown token. */
+ * NULL for a missing header, another scheme or an unknown token. Borrowed from tokens. */
 const keng_gateway_t *keng_tokens_authorize(const keng_tokens_t *tokens, const char *header);
 
+/* Borrowed from gw, so valid as long as its token set. */
 const char *keng_gateway_name(const keng_gateway_t *gw);
 
 /* Whether the gateway may report for the district (id not necessarily NUL-terminated). */

@@ -1,5 +1,6 @@
-/* keng-avro: turns NDJSON events into Confluent-framed Avro messages and back, to look
- * inside what keng writes to Kafka and to feed it messages made by other tools. */
+/* keng-avro: turns NDJSON events into Confluent-framed Avro messages and back, to look inside
+ * what keng writes to Kafka and to feed it messages made by other tools; it never talks to a
+ * broker itself. */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>

@@ -1,5 +1,5 @@
-/* keng-bench-aggregate: how fast the rolling-count store counts, and how much memory the
- * whole province takes once every window is populated. Run by `make bench`. */
+/* keng-bench-aggregate: how fast the rolling-count store counts, and how much memory the whole
+ * province takes once every window is populated. Run by `make bench`; it never touches Kafka. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,3 +1,5 @@
+/* What the benchmark programs share (bench_util.h): the seeded generator, the clock and the
+ * peak RSS; it never touches Kafka. */
 #include "bench_util.h"
 
 #include <sys/resource.h>

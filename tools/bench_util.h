@@ -1,5 +1,6 @@
-/* What the benchmark programs share: a seeded generator for synthetic events, event ages
- * that populate every window, a monotonic clock in seconds and the peak RSS. */
+/* What the benchmark programs share: a seeded generator for synthetic events, event ages that
+ * populate every window, a monotonic clock in seconds and the peak RSS; nothing here touches
+ * Kafka. */
 #ifndef KENG_BENCH_UTIL_H
 #define KENG_BENCH_UTIL_H
 

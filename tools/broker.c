@@ -1,6 +1,7 @@
-/* keng-broker: the embedded Kafka broker for development, demos and tests. It runs
- * librdkafka's mock cluster (a Kafka-protocol server inside librdkafka) in a process of its
- * own, creates keng's topics, and publishes the bootstrap list. Any Kafka client can use it.
+/* keng-broker: the embedded Kafka broker for development, demos and tests. It runs librdkafka's
+ * mock cluster (a Kafka-protocol server inside librdkafka) in a process of its own, creates
+ * keng's topics, and publishes the bootstrap list. Any Kafka client can use it. It keeps
+ * everything in memory, never on disk.
  *
  * With --control, it reads fault-injection commands on stdin, one per line, so that tests
  * can take brokers down, move partition leaders, add latency or push request errors. */

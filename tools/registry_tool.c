@@ -1,5 +1,6 @@
 /* keng-registry: writes the default board registry as CSV, or checks a deployment's CSV and
- * prints its counts, so that a registry can be reviewed before keng uses it. */
+ * prints its counts, so that a registry can be reviewed before keng uses it; it never changes a
+ * CSV it checks. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>

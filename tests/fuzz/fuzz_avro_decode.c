@@ -1,9 +1,10 @@
 /* Fuzzes the decode path of every message keng reads from Kafka: the Confluent framing, the
- * schema id lookup, the length and block-count guard in front of Avro-C, schema resolution
- * and the field checks. libFuzzer runs with -malloc_limit_mb, so a length prefix that makes
- * Avro-C allocate gigabytes is a crash here. A message that decodes must encode again and
- * decode to the same event. The decode plan (the default path) and the Avro-C reference path
- * must agree on every message: the same result, and the same event when it decodes. */
+ * schema id lookup, the length and block-count guard in front of Avro-C, schema resolution and
+ * the field checks; it never touches Kafka (each input is one message's bytes). libFuzzer runs
+ * with -malloc_limit_mb, so a length prefix that makes Avro-C allocate gigabytes is a crash
+ * here. A message that decodes must encode again and decode to the same event. The decode plan
+ * (the default path) and the Avro-C reference path must agree on every message: the same
+ * result, and the same event when it decodes. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

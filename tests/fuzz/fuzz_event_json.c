@@ -1,7 +1,7 @@
-/* Fuzzes the JSON event validator that every edge shares (HTTP bodies, NDJSON files): any
- * bytes go through json_loadb and keng_event_from_json as both kinds. An event that passes
- * must survive keng_event_to_json, a trip through JSON text and a second validation unchanged;
- * when it does not, the target aborts so that libFuzzer keeps the input. */
+/* Fuzzes the JSON event validator that every edge shares (HTTP bodies, NDJSON files): any bytes
+ * go through json_loadb and keng_event_from_json as both kinds, and never reach Avro or Kafka.
+ * An event that passes must survive keng_event_to_json, a trip through JSON text and a second
+ * validation unchanged; when it does not, the target aborts so that libFuzzer keeps the input. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

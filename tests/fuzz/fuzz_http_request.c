@@ -1,10 +1,11 @@
 /* Fuzzes keng-ingest's request path over a real socket: the bytes are sent as they are to a
  * keng_http_server on 127.0.0.1, whose handler does what keng-ingest's does up to the point
  * where it would hand the events to Kafka (routes, bearer token, Content-Type, body limits,
- * JSON parsing and validation, the 403 district check, /healthz and /metrics), and answers
- * 202 there instead: later, from a timer, as keng-ingest answers once Kafka has acknowledged,
- * so that the server's handling of a request in flight (pipelined requests behind it, the
- * client leaving before the answer) is fuzzed too.
+ * JSON parsing and validation, the 403 district check, /healthz and /metrics), and answers 202
+ * there instead: later, from a timer, as keng-ingest answers once Kafka has acknowledged, so
+ * that the server's handling of a request in flight (pipelined requests behind it, the client
+ * leaving before the answer) is fuzzed too. It never hands anything to Kafka, and never listens
+ * beyond 127.0.0.1.
  *
  * Each input is one connection: connect, write everything, shut down the writing side, then
  * run the loop until the server closes the connection. One input in seven (by its length)

@@ -1,7 +1,8 @@
 /* Fuzzes keng-produce's import path: the bytes after the first are a file, read the way
  * keng-produce reads one (lines, CSV records that go on while a quoted cell is open, blank
  * lines skipped, the CSV header first) and each record turned into an event by
- * keng_input_parse. The first byte chooses the format and the kind:
+ * keng_input_parse; it never reads a real file or touches Kafka. The first byte chooses the
+ * format and the kind:
  *   bit 0: 0 NDJSON, 1 CSV
  *   bits 1-2: 0 or 3 kind from each record ("kind" field), 1 incident, 2 mediation */
 #include <stddef.h>

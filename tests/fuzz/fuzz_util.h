@@ -1,5 +1,6 @@
-/* What the fuzz targets share: comparing two events field by field, and failing loudly. A
- * broken property calls abort() so that libFuzzer keeps the input as a crash. */
+/* What the fuzz targets share: comparing two events field by field, and failing loudly; nothing
+ * here chooses what a target feeds in. A broken property calls abort() so that libFuzzer keeps
+ * the input as a crash. */
 #ifndef KENG_FUZZ_UTIL_H
 #define KENG_FUZZ_UTIL_H
 

@@ -1,5 +1,5 @@
 /* The Avro codec: round trips, schema evolution both ways, and hostile bytes that must be
- * refused before Avro-C ever sees them. */
+ * refused before Avro-C ever sees them; they never touch Kafka. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

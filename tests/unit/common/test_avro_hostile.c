@@ -1,9 +1,9 @@
 /* Hostile lengths and block counts against the Avro decoder, watched from inside Avro-C: every
  * allocation Avro-C makes goes through a counting allocator, so these tests fail if a length
- * prefix reaches Avro-C's malloc, not only if the return code is wrong. (test_avro_codec.c
- * covers the return codes of the first-field 8 GiB string, the first Alert block count,
- * negative lengths and runaway varints; this file adds the allocation bound, the later
- * fields and the other ways an array can lie about its size.) */
+ * prefix reaches Avro-C's malloc, not only if the return code is wrong; they never touch Kafka.
+ * (test_avro_codec.c covers the return codes of the first-field 8 GiB string, the first Alert
+ * block count, negative lengths and runaway varints; this file adds the allocation bound, the
+ * later fields and the other ways an array can lie about its size.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

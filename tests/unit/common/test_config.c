@@ -1,5 +1,5 @@
-/* Config files: key=value with comments, errors that name the line, and the bootstrap
- * list's order of precedence (flag, then KENG_BROKERS, then the file). */
+/* Config files: key=value with comments, errors that name the line, and the bootstrap list's
+ * order of precedence (flag, then KENG_BROKERS, then the file); they never touch Kafka. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

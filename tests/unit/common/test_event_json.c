@@ -1,4 +1,5 @@
-/* JSON at keng's edges: every field of both event kinds checked, and the way back to JSON. */
+/* JSON at keng's edges: every field of both event kinds checked, and the way back to JSON; they
+ * never touch Avro or Kafka. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,7 @@
 /* The HTTP server against real client sockets: the server runs on a libuv loop in the test's
- * main thread, each scenario's client runs in a second thread with blocking sockets and
- * receive timeouts, and every assertion is made on the main thread after both are done. */
+ * main thread, each scenario's client runs in a second thread with blocking sockets and receive
+ * timeouts, and every assertion is made on the main thread after both are done; the server
+ * never listens beyond 127.0.0.1. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

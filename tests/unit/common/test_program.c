@@ -1,5 +1,6 @@
 /* The shared opening of every program: the version line, the usage exit codes, the config
- * refused with an unknown key, and the stop signals counted on the flag. */
+ * refused with an unknown key, and the stop signals counted on the flag; they never touch
+ * Kafka. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>

@@ -1,5 +1,6 @@
-/* The board registry: the generated default reproduces the provincial report's counts, and
- * a CSV loads, looks up and rejects bad rows with the line and the field. */
+/* The board registry: the generated default reproduces the provincial report's counts, and a
+ * CSV loads, looks up and rejects bad rows with the line and the field; they never touch
+ * Kafka. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

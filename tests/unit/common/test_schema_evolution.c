@@ -1,7 +1,7 @@
-/* Incident v2 (id 4, police_case_id) against v1 (id 1), both directions of upgrade: a v2
- * reader on v1 data, a reader pinned to v1 on v2 data, a stream mixing both; the pins and
- * the schemas.* config keys that choose reader and writer; police_case_id's bounds in Avro
- * and in JSON. */
+/* Incident v2 (id 4, police_case_id) against v1 (id 1), both directions of upgrade: a v2 reader
+ * on v1 data, a reader pinned to v1 on v2 data, a stream mixing both; the pins and the
+ * schemas.* config keys that choose reader and writer; police_case_id's bounds in Avro and in
+ * JSON; they never touch Kafka. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

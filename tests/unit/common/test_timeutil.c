@@ -1,4 +1,5 @@
-/* RFC 3339 parsing and formatting: offsets, fractions, calendars and what must be refused. */
+/* RFC 3339 parsing and formatting: offsets, fractions, calendars and what must be refused; they
+ * never touch Kafka. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /* The alert rules read from the config: every refusal names the key and says what the field
  * takes, word for word, so that moving or reshaping the rule parser cannot change what an
- * operator reads. */
+ * operator reads; they never touch Kafka. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /* The alert rule engine against real counts with an injected clock: fires at the threshold,
  * hysteresis, resolution when events leave the window, stable ids, state save/load, reading
- * back transitions, and the Alert record's Avro round trip. */
+ * back transitions, and the Alert record's Avro round trip; they never touch Kafka. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,8 +1,8 @@
-/* consumer.c's checkpoint as a unit: the LMDB transaction that moves a partition's offset
- * also holds the counts it moved past, so that no crash can fall between the two (there is
- * one commit). The consumer runs on a libuv loop against librdkafka's mock cluster in this
- * process; LMDB's mdb_put, mdb_txn_commit and mdb_txn_abort are wrapped (ld --wrap, see
- * tests/CMakeLists.txt) to record which keys each committed transaction held. */
+/* consumer.c's checkpoint as a unit: the LMDB transaction that moves a partition's offset also
+ * holds the counts it moved past, so that no crash can fall between the two (there is one
+ * commit). The consumer runs on a libuv loop against librdkafka's mock cluster in this process,
+ * never a broker outside it; LMDB's mdb_put, mdb_txn_commit and mdb_txn_abort are wrapped (ld
+ * --wrap, see tests/CMakeLists.txt) to record which keys each committed transaction held. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

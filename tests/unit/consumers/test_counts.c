@@ -1,6 +1,6 @@
 /* Tests of the rolling-count store: exact window edges under an injected clock, late events,
- * deduplication and its horizon, rollups against a brute-force recount, the board state
- * format, and memory for the whole province. */
+ * deduplication and its horizon, rollups against a brute-force recount, the board state format,
+ * and memory for the whole province; they never touch Kafka or LMDB. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /* Tests of the annual review's counting: each event_id once however often it is resent (past
  * the id table's growth), the period's edges, unknown boards, and the written report's totals
- * against a recount made here. */
+ * against a recount made here; they never touch Kafka. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,7 @@
-/* Tests of the annual review's printed form: Vietnamese dates and period names at the edges
- * of the local calendar, Vietnamese numbers and percentages, the chart geometry (axis
- * steps, scales, bands and ring slices), and one mark per data point in every chart. */
+/* Tests of the annual review's printed form: Vietnamese dates and period names at the edges of
+ * the local calendar, Vietnamese numbers and percentages, the chart geometry (axis steps,
+ * scales, bands and ring slices), and one mark per data point in every chart; they never start
+ * Chromium. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,6 +1,7 @@
-/* Silent boards and series: a board's last event (kept, capped, saved, loaded, derived from
- * an older state), the watch start, the silent rule at board and commune level in a new
- * deployment and later, and series that add up to their window's count at bucket edges. */
+/* Silent boards and series: a board's last event (kept, capped, saved, loaded, derived from an
+ * older state), the watch start, the silent rule at board and commune level in a new deployment
+ * and later, and series that add up to their window's count at bucket edges; they never touch
+ * Kafka. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

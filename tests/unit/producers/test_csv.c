@@ -1,5 +1,6 @@
 /* The CSV splitter of keng-produce: quoted fields, doubled quotes, commas and newlines in
- * quotes, empty cells as null, and the errors a user sees for malformed rows. */
+ * quotes, empty cells as null, and the errors a user sees for malformed rows; they never read a
+ * file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,7 +1,7 @@
 /* keng-ingest's request bodies: a good object and a good array become events; every invalid
- * event of an array is named with its index and field; bodies that are empty, truncated,
- * too deep, with duplicate keys or overflowing numbers are refused whole; boards outside the
- * token's districts give 403; too many events 413. */
+ * event of an array is named with its index and field; bodies that are empty, truncated, too
+ * deep, with duplicate keys or overflowing numbers are refused whole; boards outside the
+ * token's districts give 403; too many events 413; they never open a socket or touch Kafka. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

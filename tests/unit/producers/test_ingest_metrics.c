@@ -1,5 +1,5 @@
 /* keng-ingest's /metrics: counters by status and reason, a cumulative histogram whose +Inf
- * bucket equals its count, and the gauges as given. */
+ * bucket equals its count, and the gauges as given; they never open a socket. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

@@ -1,5 +1,5 @@
-/* Records of keng-produce's files into events: NDJSON and CSV through one validator, the
- * "kind" field, CSV headers, location columns, null cells, and unknown boards. */
+/* Records of keng-produce's files into events: NDJSON and CSV through one validator, the "kind"
+ * field, CSV headers, location columns, null cells, and unknown boards; they never touch Kafka. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,7 @@
-/* The shared producer against librdkafka's mock cluster, in process: batches that succeed,
- * fail or are empty, keys and Confluent framing on the topics, back-pressure on a full
- * queue, delivery reports served from a libuv loop, and settings a config cannot weaken. */
+/* The shared producer against librdkafka's mock cluster, in process and never a broker outside
+ * it: batches that succeed, fail or are empty, keys and Confluent framing on the topics,
+ * back-pressure on a full queue, delivery reports served from a libuv loop, and settings a
+ * config cannot weaken. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,5 @@
-/* keng-produce's progress line: thousands separators, durations, share done, rate, ETA. */
+/* keng-produce's progress line: thousands separators, durations, share done, rate, ETA; they
+ * never write to a terminal. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /* The field simulator's generator with fixed seeds: reproducibility, UUIDv4 ids, district
  * weighting by board count, the day/night rhythm, the category and resolution mix, and the
- * late, out-of-order and duplicate switches. */
+ * late, out-of-order and duplicate switches; they never touch Kafka or read the wall clock. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
-/* keng-ingest's token file: lines that load and lines that are refused with their line
- * number, lookups by token and by Authorization header, districts, and new tokens that load
- * back. */
+/* keng-ingest's token file: lines that load and lines that are refused with their line number,
+ * lookups by token and by Authorization header, districts, and new tokens that load back; they
+ * never open a socket. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
