@@ -25,8 +25,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-now() { date +%s.%N; }
+# shellcheck source=bench_lib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/bench_lib.sh"
 say() { printf '%s\n' "$*" | tee -a "$results"; }
 
 : >"$results"
@@ -100,9 +100,7 @@ for ((i = 0; i < runs; i++)); do
     pids+=($agg)
     t0=""
     for ((k = 0; k < 6000; k++)); do
-        counted=$(curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null |
-            awk '/^keng_events_counted_total/ {print $2}')
-        counted=${counted:-0}
+        counted=$(counted_events "$port")
         if [[ -z "$t0" && "$counted" != "0" ]]; then t0=$(now); c0=$counted; fi
         if [[ "$counted" -ge "$total" ]]; then break; fi
         sleep 0.02

@@ -7,7 +7,8 @@
 # Environment: BENCH_RUNS (5), BENCH_EVENTS (1000000; the embedded broker keeps 5 MiB per
 # partition, so the topics have 24 partitions), BENCH_REPLAY_OTHER=/path/to/keng-replay to
 # time a second build in the same interleaved runs (an A/B comparison), KENG_BROKERS to use
-# a running cluster whose topics already hold the events instead of starting keng-broker.
+# a running cluster whose topics already hold the events instead of starting keng-broker,
+# BENCH_REPLAY_LABEL (what the heading says the broker is; default the embedded broker).
 set -euo pipefail
 
 build=${1:-build}
@@ -15,6 +16,7 @@ bin=$(readlink -f "$build/bin")
 runs=${BENCH_RUNS:-5}
 events=${BENCH_EVENTS:-1000000}
 other=${BENCH_REPLAY_OTHER:-}
+label=${BENCH_REPLAY_LABEL:-the embedded broker}
 work=$(mktemp -d /tmp/keng-bench-replay.XXXXXX)
 pids=()
 
@@ -27,9 +29,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN {print b - a}'; }
+# shellcheck source=bench_lib.sh source-path=SCRIPTDIR
+. "$(dirname "$0")/bench_lib.sh"
 
 if [[ -z "${KENG_BROKERS:-}" ]]; then
     "$bin/keng-broker" --partitions 24 --bootstrap-file "$work/bootstrap" \
@@ -73,7 +74,7 @@ for ((i = 0; i < runs; i++)); do
 done
 read_n=$(sed -n 's/.*review written.* messages=\([0-9]*\).*/\1/p' "$work/review-0.log")
 
-echo "| keng-replay, $read_n messages | seconds | events/s | ratio kcat / keng (median of runs) |"
+echo "| keng-replay on $label, $read_n messages | seconds | events/s | ratio kcat / keng (median of runs) |"
 echo "|---|---|---|---|"
 k=$(printf '%s\n' "${kcat_t[@]}" | median)
 echo "| kcat -C -e -q -o beginning (raw read) | $(printf '%.2f' "$k") | $(awk -v n="$read_n" -v s="$k" 'BEGIN {printf "%.0f", n / s}') | |"

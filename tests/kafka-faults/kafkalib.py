@@ -18,6 +18,7 @@ from faultlib import kt  # noqa: E402
 
 SCRIPT = os.path.join(kt.SOURCE_DIR, "scripts", "kafka-cluster.sh")
 CREATE_TOPICS = os.path.join(kt.SOURCE_DIR, "deploy", "create-topics.sh")
+DAY = 86_400_000
 
 
 def available():
@@ -135,6 +136,29 @@ def produce_with_times(bootstrap, records, timeout=120):
                 p.poll(0.1)
     remaining = p.flush(timeout)
     kt.check_equal((remaining, failures[:5]), (0, []), f"delivery of {len(records)} messages")
+
+
+def reports_over_days(rng, boards, count, resends, now, days):
+    """count events of the boards, occurred over the `days` days before the last day, each
+    with its report time as its message timestamp (1 in 20 reported 1 to 5 days late), and
+    `resends` of them sent again up to 2 days later. Returns (events as (kind, event,
+    timestamp), records for produce_with_times); the records are not yet in report order."""
+    first = now - days * DAY
+    events = []  # (kind, event, message timestamp)
+    for _ in range(count):
+        kind = "incident" if rng.random() < 0.6 else "mediation"
+        occurred = rng.randrange(first, now - DAY)
+        late = rng.random() < 0.05
+        reported = occurred + (rng.randrange(DAY, 5 * DAY) if late else
+                               rng.randrange(0, 3600_000))
+        reported = min(reported, now)
+        ev = kt.random_event(rng, kind, rng.choice(boards), occurred, reported)
+        events.append((kind, ev, reported))
+    resent = [(k, ev, min(ts + rng.randrange(0, 2 * DAY), now))
+              for k, ev, ts in rng.sample(events, resends)]
+    records = [(kt.TOPIC[k], ev["board_id"].encode(), kt.encode_framed(k, ev), ts)
+               for k, ev, ts in events + resent]
+    return events, records
 
 
 def read_events(bootstrap):

@@ -18,7 +18,7 @@ import kafkalib as kl
 from kafkalib import fl, kt
 
 VN = timezone(timedelta(hours=7))
-DAY = 86_400_000
+DAY = kl.DAY
 EVENTS = 6000
 
 
@@ -81,21 +81,7 @@ def test_replay_seeks_by_time():
         rows, by_id = fl.registry()
         boards = rng.sample([r["board_id"] for r in rows], 60)
         now = int(time.time() * 1000)
-        first = now - 300 * DAY
-        events = []  # (kind, event, message timestamp)
-        for _ in range(EVENTS):
-            kind = "incident" if rng.random() < 0.6 else "mediation"
-            occurred = rng.randrange(first, now - DAY)
-            late = rng.random() < 0.05
-            reported = occurred + (rng.randrange(DAY, 5 * DAY) if late else
-                                   rng.randrange(0, 3600_000))
-            reported = min(reported, now)
-            ev = kt.random_event(rng, kind, rng.choice(boards), occurred, reported)
-            events.append((kind, ev, reported))
-        resent = [(k, ev, min(ts + rng.randrange(0, 2 * DAY), now))
-                  for k, ev, ts in rng.sample(events, 150)]
-        records = [(kt.TOPIC[k], ev["board_id"].encode(), kt.encode_framed(k, ev), ts)
-                   for k, ev, ts in events + resent]
+        events, records = kl.reports_over_days(rng, boards, EVENTS, 150, now, 300)
         # One message that is not a keng event, in the middle of the period below.
         middle = now - 170 * DAY
         records.append(("antt.incidents", boards[0].encode(), b"\x01not avro", middle))
