@@ -2,6 +2,7 @@
  * never touches a program's own options or state beyond the stop flag it is given. */
 #include "program.h"
 
+#include <getopt.h>
 #include <string.h>
 
 #include <librdkafka/rdkafka.h>
@@ -42,6 +43,64 @@ int keng_program_try_help(const keng_program_t *p)
 {
     fprintf(stderr, "Try '%s --help'.\n", p->name);
     return KENG_EXIT_USAGE;
+}
+
+int keng_program_parse(const keng_program_t *p, int argc, char **argv,
+                       const keng_program_flag_t *flags, int *operands)
+{
+    /* Values past any character getopt returns, so the index says which flag it was. */
+    enum { FLAG_BASE = 256, FLAG_HELP = FLAG_BASE + KENG_PROGRAM_MAX_FLAGS, FLAG_VERSION };
+    struct option longopts[KENG_PROGRAM_MAX_FLAGS + 3];
+    int n = 0, c;
+
+    for (; flags[n].name; n++) {
+        if (n == KENG_PROGRAM_MAX_FLAGS) {
+            fprintf(stderr, "%s: more than %d flags\n", p->name, KENG_PROGRAM_MAX_FLAGS);
+            return KENG_EXIT_FAILURE;
+        }
+        longopts[n] = (struct option){
+            flags[n].name, flags[n].value ? required_argument : no_argument, NULL, FLAG_BASE + n};
+    }
+    longopts[n] = (struct option){"help", no_argument, NULL, FLAG_HELP};
+    longopts[n + 1] = (struct option){"version", no_argument, NULL, FLAG_VERSION};
+    longopts[n + 2] = (struct option){NULL, 0, NULL, 0};
+
+    optind = 0; /* GNU getopt starts afresh, so a test may parse twice */
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (c == FLAG_HELP)
+            return keng_program_help(p);
+        if (c == FLAG_VERSION)
+            return keng_program_version(p);
+        if (c < FLAG_BASE || c >= FLAG_BASE + n)
+            return keng_program_bad_flag(p);
+        const keng_program_flag_t *f = &flags[c - FLAG_BASE];
+        int rc = f->check ? f->check(optarg) : 0;
+        if (rc != 0)
+            return rc;
+        if (f->value)
+            *f->value = optarg;
+        else
+            *f->set = 1;
+    }
+    if (operands) {
+        *operands = optind;
+    } else if (optind != argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", p->name, argv[optind]);
+        return KENG_EXIT_USAGE;
+    }
+    return -1;
+}
+
+int keng_program_overlay(const keng_program_flag_t *flags, keng_config_flag_t *out, int cap)
+{
+    int n = 0;
+
+    for (; flags->name; flags++) {
+        if (flags->key && flags->value && *flags->value && n < cap - 1)
+            out[n++] = (keng_config_flag_t){flags->key, *flags->value};
+    }
+    out[n] = (keng_config_flag_t){NULL, NULL};
+    return n;
 }
 
 keng_config_t *keng_program_config(const keng_program_t *p, const char *path,

@@ -50,6 +50,50 @@ int keng_program_bad_flag(const keng_program_t *p);
  * stderr. Returns KENG_EXIT_USAGE. */
 int keng_program_try_help(const keng_program_t *p);
 
+/* One long flag of a program, in a table ending with a NULL name. A flag with value takes
+ * one (--brokers HOST), stored there as given; one with set takes none (--dry-run) and sets
+ * *set to 1. check, when set, sees the value first and returns 0, or an exit code after
+ * saying why on stderr. key is the config key the value overlays (keng_program_overlay). */
+typedef struct keng_program_flag {
+    const char *name;
+    const char **value;
+    int *set;
+    const char *key;
+    int (*check)(const char *value);
+} keng_program_flag_t;
+
+/* The table's lines: a value with its config key (or NULL), a boolean, a value checked
+ * as it comes, and the end. */
+#define KENG_FLAG(name, value, key)                                                                \
+    {                                                                                              \
+        name, value, NULL, key, NULL                                                               \
+    }
+#define KENG_FLAG_SET(name, set)                                                                   \
+    {                                                                                              \
+        name, NULL, set, NULL, NULL                                                                \
+    }
+#define KENG_FLAG_CHECKED(name, value, check)                                                      \
+    {                                                                                              \
+        name, value, NULL, NULL, check                                                             \
+    }
+#define KENG_FLAGS_END                                                                             \
+    {                                                                                              \
+        NULL, NULL, NULL, NULL, NULL                                                               \
+    }
+
+#define KENG_PROGRAM_MAX_FLAGS 24
+
+/* getopt_long over argv with the flags plus --help and --version; a flag not in the table
+ * gets the usage on stderr. Arguments after the flags are an error ("keng-x: unexpected
+ * argument 'a'") unless operands is set: then *operands is the index of the first. Returns -1
+ * to go on, else the exit code for main (KENG_EXIT_OK after --help or --version). */
+int keng_program_parse(const keng_program_t *p, int argc, char **argv,
+                       const keng_program_flag_t *flags, int *operands);
+
+/* The flags given that have a key, as the list keng_program_config takes, in out (room for
+ * cap, the NULL end included). Returns how many it put before the end. */
+int keng_program_overlay(const keng_program_flag_t *flags, keng_config_flag_t *out, int cap);
+
 /* The configuration: the file at path (none when NULL), the flags over it (a list ending
  * with a NULL key, or NULL), checked against p->config_tables. Returns NULL after saying why
  * on stderr (the caller exits with KENG_EXIT_USAGE); the caller owns the result and frees
