@@ -58,34 +58,38 @@ int keng_program_parse(const keng_program_t *p, int argc, char **argv,
             fprintf(stderr, "%s: more than %d flags\n", p->name, KENG_PROGRAM_MAX_FLAGS);
             return KENG_EXIT_FAILURE;
         }
-        longopts[n] = (struct option){
-            flags[n].name, flags[n].value ? required_argument : no_argument, NULL, FLAG_BASE + n};
+        longopts[n] = (struct option){flags[n].name, flags[n].set ? no_argument : required_argument,
+                                      NULL, FLAG_BASE + n};
     }
     longopts[n] = (struct option){"help", no_argument, NULL, FLAG_HELP};
     longopts[n + 1] = (struct option){"version", no_argument, NULL, FLAG_VERSION};
     longopts[n + 2] = (struct option){NULL, 0, NULL, 0};
 
     optind = 0; /* GNU getopt starts afresh, so a test may parse twice */
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        if (c == FLAG_HELP)
+    while ((c = getopt_long(argc, argv, p->brief ? "h" : "", longopts, NULL)) != -1) {
+        if (c == FLAG_HELP || c == 'h')
             return keng_program_help(p);
         if (c == FLAG_VERSION)
             return keng_program_version(p);
         if (c < FLAG_BASE || c >= FLAG_BASE + n)
-            return keng_program_bad_flag(p);
+            return p->brief ? keng_program_try_help(p) : keng_program_bad_flag(p);
         const keng_program_flag_t *f = &flags[c - FLAG_BASE];
-        int rc = f->check ? f->check(optarg) : 0;
-        if (rc != 0)
-            return rc;
-        if (f->value)
-            *f->value = optarg;
-        else
+        if (f->take) {
+            int rc = f->take(optarg, f->to);
+            if (rc != 0)
+                return rc;
+        } else if (f->set) {
             *f->set = 1;
+        } else {
+            *f->value = optarg;
+        }
     }
     if (operands) {
         *operands = optind;
     } else if (optind != argc) {
         fprintf(stderr, "%s: unexpected argument '%s'\n", p->name, argv[optind]);
+        if (p->brief)
+            return keng_program_try_help(p);
         return KENG_EXIT_USAGE;
     }
     return -1;

@@ -30,6 +30,7 @@ typedef struct keng_program {
     unsigned versions;                       /* KENG_PROGRAM_RDKAFKA | KENG_PROGRAM_LIBUV */
     void (*usage)(FILE *out);                /* the --help text */
     const char *const *const *config_tables; /* the keys it reads (keng_config_check) */
+    int brief; /* -h is --help too, and a bad flag or argument gets "Try 'keng-x --help'." */
 } keng_program_t;
 
 /* Names the program in every log line. Call first; p is borrowed and must outlive the
@@ -50,42 +51,43 @@ int keng_program_bad_flag(const keng_program_t *p);
  * stderr. Returns KENG_EXIT_USAGE. */
 int keng_program_try_help(const keng_program_t *p);
 
-/* One long flag of a program, in a table ending with a NULL name. A flag with value takes
- * one (--brokers HOST), stored there as given; one with set takes none (--dry-run) and sets
- * *set to 1. check, when set, sees the value first and returns 0, or an exit code after
- * saying why on stderr. key is the config key the value overlays (keng_program_overlay). */
+/* One long flag of a program, in a table ending with KENG_FLAGS_END. A flag with value
+ * takes one (--brokers HOST) and keeps it there as given, for the config key key when that
+ * is set (keng_program_overlay); one with set takes none (--dry-run) and sets *set to 1; one
+ * with take hands its value to take(value, to) as it comes, which converts it into *to and
+ * returns 0, or an exit code after saying on stderr what the flag takes. */
 typedef struct keng_program_flag {
     const char *name;
     const char **value;
-    int *set;
     const char *key;
-    int (*check)(const char *value);
+    int *set;
+    int (*take)(const char *value, void *to);
+    void *to;
 } keng_program_flag_t;
 
-/* The table's lines: a value with its config key (or NULL), a boolean, a value checked
- * as it comes, and the end. */
 #define KENG_FLAG(name, value, key)                                                                \
     {                                                                                              \
-        name, value, NULL, key, NULL                                                               \
+        name, value, key, NULL, NULL, NULL                                                         \
     }
 #define KENG_FLAG_SET(name, set)                                                                   \
     {                                                                                              \
-        name, NULL, set, NULL, NULL                                                                \
+        name, NULL, NULL, set, NULL, NULL                                                          \
     }
-#define KENG_FLAG_CHECKED(name, value, check)                                                      \
+#define KENG_FLAG_TAKE(name, take, to)                                                             \
     {                                                                                              \
-        name, value, NULL, NULL, check                                                             \
+        name, NULL, NULL, NULL, take, to                                                           \
     }
 #define KENG_FLAGS_END                                                                             \
     {                                                                                              \
-        NULL, NULL, NULL, NULL, NULL                                                               \
+        NULL, NULL, NULL, NULL, NULL, NULL                                                         \
     }
 
 #define KENG_PROGRAM_MAX_FLAGS 24
 
 /* getopt_long over argv with the flags plus --help and --version; a flag not in the table
- * gets the usage on stderr. Arguments after the flags are an error ("keng-x: unexpected
- * argument 'a'") unless operands is set: then *operands is the index of the first. Returns -1
+ * gets the usage on stderr (p->brief: "Try 'keng-x --help'."). Arguments after the flags are
+ * an error ("keng-x: unexpected argument 'a'") unless operands is set: then *operands is the
+ * index of the first (GNU getopt moves them after the flags). Returns -1
  * to go on, else the exit code for main (KENG_EXIT_OK after --help or --version). */
 int keng_program_parse(const keng_program_t *p, int argc, char **argv,
                        const keng_program_flag_t *flags, int *operands);

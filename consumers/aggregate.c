@@ -150,7 +150,7 @@ static void usage(FILE *out)
 }
 
 static const keng_program_t program = {"keng-aggregate", KENG_PROGRAM_RDKAFKA | KENG_PROGRAM_LIBUV,
-                                       usage, config_tables};
+                                       usage, config_tables, 0};
 
 static void on_server_closed(void *arg)
 {

@@ -71,7 +71,8 @@ static void usage(FILE *out)
             "  --help, --version\n");
 }
 
-static const keng_program_t program = {"keng-replay", KENG_PROGRAM_RDKAFKA, usage, config_tables};
+static const keng_program_t program = {"keng-replay", KENG_PROGRAM_RDKAFKA, usage, config_tables,
+                                       0};
 
 /* One partition to read: where it ended when the replay began. */
 typedef struct partition_end {
@@ -471,7 +472,7 @@ out:
     return rc;
 }
 
-static int check_year(const char *value)
+static int take_year(const char *value, void *to)
 {
     char *end;
     long y = strtol(value, &end, 10);
@@ -479,10 +480,11 @@ static int check_year(const char *value)
         fprintf(stderr, "keng-replay: --year: '%s' is not a year from 2000\n", value);
         return KENG_EXIT_USAGE;
     }
+    *(int *)to = (int)y;
     return 0;
 }
 
-static int check_pdf_timeout(const char *value)
+static int take_pdf_timeout(const char *value, void *to)
 {
     char *end;
     long s = strtol(value, &end, 10);
@@ -492,15 +494,15 @@ static int check_pdf_timeout(const char *value)
                 value);
         return KENG_EXIT_USAGE;
     }
+    *(int *)to = (int)s;
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     struct options opt = {.pdf_timeout_s = 120};
-    const char *year = NULL, *pdf_timeout = NULL;
     const keng_program_flag_t table[] = {
-        KENG_FLAG_CHECKED("year", &year, check_year),
+        KENG_FLAG_TAKE("year", take_year, &opt.year),
         KENG_FLAG("from", &opt.from, NULL),
         KENG_FLAG("to", &opt.to, NULL),
         KENG_FLAG("out", &opt.out_dir, NULL),
@@ -508,7 +510,7 @@ int main(int argc, char **argv)
         KENG_FLAG("registry", &opt.registry_path, NULL),
         KENG_FLAG("config", &opt.config_path, NULL),
         KENG_FLAG_SET("pdf", &opt.pdf),
-        KENG_FLAG_CHECKED("pdf-timeout", &pdf_timeout, check_pdf_timeout),
+        KENG_FLAG_TAKE("pdf-timeout", take_pdf_timeout, &opt.pdf_timeout_s),
         KENG_FLAGS_END,
     };
     keng_config_flag_t flags[KENG_PROGRAM_MAX_FLAGS + 1];
@@ -519,9 +521,6 @@ int main(int argc, char **argv)
     int rc = keng_program_parse(&program, argc, argv, table, &operands);
     if (rc >= 0)
         return rc;
-    opt.year = year ? atoi(year) : 0;
-    if (pdf_timeout)
-        opt.pdf_timeout_s = atoi(pdf_timeout);
     if (operands != argc || (!opt.year && (!opt.from || !opt.to)) ||
         (opt.year && (opt.from || opt.to))) {
         fprintf(stderr, "keng-replay: give either --year or both --from and --to\n");

@@ -148,7 +148,7 @@ static void usage(FILE *out)
 }
 
 static const keng_program_t program = {"keng-ingest", KENG_PROGRAM_RDKAFKA | KENG_PROGRAM_LIBUV,
-                                       usage, config_tables};
+                                       usage, config_tables, 0};
 
 /* ---- answers ---- */
 

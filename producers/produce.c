@@ -103,7 +103,8 @@ static void usage(FILE *out)
             "file unreadable), 2 some events not delivered, 64 usage, 78 configuration.\n");
 }
 
-static const keng_program_t program = {"keng-produce", KENG_PROGRAM_RDKAFKA, usage, config_tables};
+static const keng_program_t program = {"keng-produce", KENG_PROGRAM_RDKAFKA, usage, config_tables,
+                                       1};
 
 static int parse_args(int argc, char **argv, struct options *opt)
 {

@@ -97,7 +97,8 @@ static void usage(FILE *out)
             "78 configuration.\n");
 }
 
-static const keng_program_t program = {"keng-simulate", KENG_PROGRAM_RDKAFKA, usage, config_tables};
+static const keng_program_t program = {"keng-simulate", KENG_PROGRAM_RDKAFKA, usage, config_tables,
+                                       1};
 
 static int parse_time(const char *s, int64_t *out)
 {

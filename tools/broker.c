@@ -61,7 +61,8 @@ static void usage(FILE *out)
                  "partition and answers offsetsForTimes with -1; production uses Apache Kafka.\n");
 }
 
-static const keng_program_t program = {"keng-broker", KENG_PROGRAM_RDKAFKA, usage, config_tables};
+static const keng_program_t program = {"keng-broker", KENG_PROGRAM_RDKAFKA, usage, config_tables,
+                                       0};
 
 /* Writes the list to path.tmp and renames it, so that a reader never sees half a line. */
 static int write_bootstrap_file(const char *path, const char *bootstraps)
@@ -219,33 +220,34 @@ out:
     return rc;
 }
 
-static int check_partitions(const char *value)
+static int take_partitions(const char *value, void *to)
 {
     int n = atoi(value);
     if (n < 1 || n > 1000) {
         fprintf(stderr, "keng-broker: --partitions: '%s' is not 1..1000\n", value);
         return KENG_EXIT_USAGE;
     }
+    *(int *)to = n;
     return 0;
 }
 
-static int check_broker_count(const char *value)
+static int take_broker_count(const char *value, void *to)
 {
     int n = atoi(value);
     if (n < 1 || n > 10) {
         fprintf(stderr, "keng-broker: --broker-count: '%s' is not 1..10\n", value);
         return KENG_EXIT_USAGE;
     }
+    *(int *)to = n;
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     struct options opt = {.partitions = 4, .brokers = 1};
-    const char *partitions = NULL, *broker_count = NULL;
     const keng_program_flag_t table[] = {
-        KENG_FLAG_CHECKED("partitions", &partitions, check_partitions),
-        KENG_FLAG_CHECKED("broker-count", &broker_count, check_broker_count),
+        KENG_FLAG_TAKE("partitions", take_partitions, &opt.partitions),
+        KENG_FLAG_TAKE("broker-count", take_broker_count, &opt.brokers),
         KENG_FLAG("bootstrap-file", &opt.bootstrap_file, NULL),
         KENG_FLAG("config", &opt.config_path, NULL),
         KENG_FLAG_SET("control", &opt.control),
@@ -256,10 +258,6 @@ int main(int argc, char **argv)
     int rc = keng_program_parse(&program, argc, argv, table, NULL);
     if (rc >= 0)
         return rc;
-    if (partitions)
-        opt.partitions = atoi(partitions);
-    if (broker_count)
-        opt.brokers = atoi(broker_count);
     keng_config_t *cfg = keng_program_config(&program, opt.config_path, NULL);
     if (!cfg)
         return KENG_EXIT_USAGE;

@@ -16,7 +16,7 @@ static void usage(FILE *out)
                  "  (no option)    print the counts of the generated default\n");
 }
 
-static const keng_program_t program = {"keng-registry", 0, usage, NULL};
+static const keng_program_t program = {"keng-registry", 0, usage, NULL, 0};
 
 static int print_counts(const keng_registry_t *reg)
 {

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,7 +26,7 @@ static void fake_usage(FILE *out)
 
 static keng_config_keys_t test_keys = {"topic.incidents", NULL};
 static const char *const *const tables[] = {keng_config_common_keys, test_keys, NULL};
-static const keng_program_t program = {"keng-test", KENG_PROGRAM_RDKAFKA, fake_usage, tables};
+static const keng_program_t program = {"keng-test", KENG_PROGRAM_RDKAFKA, fake_usage, tables, 0};
 
 static void test_help_and_bad_flag_codes(void **state)
 {
@@ -86,18 +87,25 @@ static void test_each_stop_signal_counts(void **state)
     signal(SIGTERM, SIG_DFL);
 }
 
+#define parse(...) parse_as(&program, __VA_ARGS__)
+
 /* A table like a program's: a value with a key, a value without, a boolean, a checked one. */
 typedef struct parsed {
-    const char *brokers, *out, *count;
-    int dry_run;
+    const char *brokers, *out;
+    int dry_run, count;
 } parsed_t;
 
-static int check_count(const char *value)
+static int take_count(const char *value, void *to)
 {
-    return strcmp(value, "0") == 0 ? 64 : 0;
+    if (strcmp(value, "0") == 0)
+        return 64;
+    *(int *)to = atoi(value);
+    return 0;
 }
 
-static int parse(parsed_t *p, int *operands, int argc, ...)
+static const keng_program_t brief_program = {"keng-brief", 0, fake_usage, NULL, 1};
+
+static int parse_as(const keng_program_t *prog, parsed_t *p, int *operands, int argc, ...)
 {
     char *argv[8] = {"keng-test"};
     va_list ap;
@@ -109,11 +117,11 @@ static int parse(parsed_t *p, int *operands, int argc, ...)
         KENG_FLAG("brokers", &p->brokers, "brokers"),
         KENG_FLAG("out", &p->out, NULL),
         KENG_FLAG_SET("dry-run", &p->dry_run),
-        KENG_FLAG_CHECKED("count", &p->count, check_count),
+        KENG_FLAG_TAKE("count", take_count, &p->count),
         KENG_FLAGS_END,
     };
     memset(p, 0, sizeof(*p));
-    return keng_program_parse(&program, argc, argv, table, operands);
+    return keng_program_parse(prog, argc, argv, table, operands);
 }
 
 static void test_parse_takes_values_and_booleans(void **state)
@@ -124,7 +132,9 @@ static void test_parse_takes_values_and_booleans(void **state)
     assert_string_equal(p.brokers, "h:9092");
     assert_string_equal(p.out, "o");
     assert_int_equal(p.dry_run, 1);
-    assert_null(p.count);
+    assert_int_equal(p.count, 0);
+    assert_int_equal(parse(&p, NULL, 3, "--count", "7"), -1);
+    assert_int_equal(p.count, 7);
     assert_int_equal(parse(&p, NULL, 1), -1);
     assert_null(p.brokers);
     assert_int_equal(p.dry_run, 0);
@@ -145,6 +155,19 @@ static void test_parse_refuses_bad_flags_and_arguments(void **state)
     assert_int_equal(parse(&p, &operands, 4, "a", "--dry-run", "b"), -1);
     assert_int_equal(operands, 2); /* GNU getopt moved a and b after the flag */
     assert_int_equal(p.dry_run, 1);
+}
+
+static void test_parse_brief_takes_h_and_says_try_help(void **state)
+{
+    (void)state;
+    parsed_t p;
+    usage_calls = 0;
+    assert_int_equal(parse_as(&brief_program, &p, NULL, 2, "--nope"), 64);
+    assert_int_equal(parse_as(&brief_program, &p, NULL, 2, "stray"), 64);
+    assert_int_equal(usage_calls, 0); /* "Try 'keng-brief --help'." instead of the usage */
+    assert_int_equal(parse_as(&brief_program, &p, NULL, 2, "-h"), KENG_EXIT_OK);
+    assert_int_equal(usage_calls, 1);
+    assert_int_equal(parse(&p, NULL, 2, "-h"), 64); /* not a flag of the others */
 }
 
 static void test_parse_help_and_version_end_with_ok(void **state)
@@ -189,6 +212,7 @@ int main(void)
         cmocka_unit_test(test_each_stop_signal_counts),
         cmocka_unit_test(test_parse_takes_values_and_booleans),
         cmocka_unit_test(test_parse_refuses_bad_flags_and_arguments),
+        cmocka_unit_test(test_parse_brief_takes_h_and_says_try_help),
         cmocka_unit_test(test_parse_help_and_version_end_with_ok),
         cmocka_unit_test(test_overlay_lists_the_given_flags_with_a_key),
     };
