@@ -113,6 +113,32 @@ keng_config_t *keng_program_config(const keng_program_t *p, const char *path,
     return keng_config_from_args(p->name, path, flags, p->config_tables);
 }
 
+keng_config_t *keng_program_config_table(const keng_program_t *p, const char *path,
+                                         const keng_program_flag_t *table)
+{
+    keng_config_flag_t flags[KENG_PROGRAM_MAX_FLAGS + 1];
+
+    keng_program_overlay(table, flags, KENG_PROGRAM_MAX_FLAGS + 1);
+    return keng_program_config(p, path, flags);
+}
+
+int keng_program_open(const keng_program_t *p, const char *path, const keng_program_flag_t *table,
+                      const char *registry_path, keng_config_t **cfg, keng_registry_t **reg)
+{
+    char errstr[512];
+
+    *reg = NULL;
+    *cfg = keng_program_config_table(p, path, table);
+    if (!*cfg)
+        return KENG_EXIT_USAGE; /* a config that does not load, or an unknown key */
+    *reg = keng_registry_open(registry_path, errstr, sizeof(errstr));
+    if (!*reg) {
+        fprintf(stderr, "%s: registry: %s\n", p->name, errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    return 0;
+}
+
 static volatile sig_atomic_t *stop_flag;
 
 static void on_stop_signal(int sig)

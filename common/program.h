@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "registry.h"
 
 /* The exit codes every keng program uses (sysexits.h where one fits); a program adds its own
  * between 2 and 63 (keng-produce's 2: events read but not delivered). */
@@ -102,6 +103,18 @@ int keng_program_overlay(const keng_program_flag_t *flags, keng_config_flag_t *o
  * it with keng_config_destroy. */
 keng_config_t *keng_program_config(const keng_program_t *p, const char *path,
                                    const keng_config_flag_t *flags);
+
+/* keng_program_config with the table's flags over the file (keng_program_overlay). */
+keng_config_t *keng_program_config_table(const keng_program_t *p, const char *path,
+                                         const keng_program_flag_t *table);
+
+/* For the command-line importers: the configuration (keng_program_config_table) into *cfg,
+ * then the board registry at registry_path (the generated default when NULL) into *reg.
+ * Returns 0; KENG_EXIT_USAGE when the config did not load; KENG_EXIT_CONFIG after
+ * "keng-x: registry: why" on stderr when the registry did not. The caller owns and frees
+ * what was opened, also on failure (*reg NULL then). */
+int keng_program_open(const keng_program_t *p, const char *path, const keng_program_flag_t *table,
+                      const char *registry_path, keng_config_t **cfg, keng_registry_t **reg);
 
 /* For the programs without a loop: SIGINT and SIGTERM add one to *flag and do nothing else
  * (a second signal can end a wait the first one started). flag is borrowed for the life of

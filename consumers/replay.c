@@ -513,7 +513,6 @@ int main(int argc, char **argv)
         KENG_FLAG_TAKE("pdf-timeout", take_pdf_timeout, &opt.pdf_timeout_s),
         KENG_FLAGS_END,
     };
-    keng_config_flag_t flags[KENG_PROGRAM_MAX_FLAGS + 1];
     int operands;
 
     keng_program_start(&program);
@@ -527,8 +526,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return KENG_EXIT_USAGE;
     }
-    keng_program_overlay(table, flags, KENG_PROGRAM_MAX_FLAGS + 1);
-    keng_config_t *cfg = keng_program_config(&program, opt.config_path, flags);
+    keng_config_t *cfg = keng_program_config_table(&program, opt.config_path, table);
     if (!cfg)
         return KENG_EXIT_USAGE;
     if (!keng_config_brokers(cfg)) {

@@ -784,7 +784,6 @@ int main(int argc, char **argv)
         KENG_FLAG("max-connections", &opt.max_connections, "http.max_connections"),
         KENG_FLAGS_END,
     };
-    keng_config_flag_t flags[KENG_PROGRAM_MAX_FLAGS + 1];
     ingest_t in = {0};
     uv_loop_t loop;
 
@@ -799,8 +798,7 @@ int main(int argc, char **argv)
         return KENG_EXIT_USAGE;
     }
 
-    keng_program_overlay(table, flags, KENG_PROGRAM_MAX_FLAGS + 1);
-    in.cfg = keng_program_config(&program, opt.config_path, flags);
+    in.cfg = keng_program_config_table(&program, opt.config_path, table);
     if (!in.cfg)
         return KENG_EXIT_USAGE;
     if (!keng_config_brokers(in.cfg))

@@ -441,7 +441,6 @@ int main(int argc, char **argv)
         KENG_FLAG_SET("no-progress", &opt->no_progress),
         KENG_FLAGS_END,
     };
-    keng_config_flag_t flags[KENG_PROGRAM_MAX_FLAGS + 1];
     char errstr[512];
     int first;
 
@@ -459,18 +458,11 @@ int main(int argc, char **argv)
 
     keng_program_stop_on_signals(&stop_requested);
 
+    rc = keng_program_open(&program, opt->config_path, table, opt->registry_path, &app.cfg,
+                           &app.reg);
+    if (rc != 0)
+        goto out;
     rc = KENG_EXIT_CONFIG;
-    keng_program_overlay(table, flags, KENG_PROGRAM_MAX_FLAGS + 1);
-    app.cfg = keng_program_config(&program, app.opt.config_path, flags);
-    if (!app.cfg) {
-        rc = KENG_EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
-        goto out;
-    }
-    app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));
-    if (!app.reg) {
-        fprintf(stderr, "keng-produce: registry: %s\n", errstr);
-        goto out;
-    }
 
     if (app.opt.dry_run) {
         app.store = keng_schema_store_from_config(app.cfg, errstr, sizeof(errstr));
