@@ -139,6 +139,14 @@ int keng_program_open(const keng_program_t *p, const char *path, const keng_prog
     return 0;
 }
 
+void keng_program_warn_without_brokers(const keng_config_t *cfg)
+{
+    if (!keng_config_brokers(cfg))
+        keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
+                      "kafka.bootstrap.servers",
+                      NULL);
+}
+
 static volatile sig_atomic_t *stop_flag;
 
 static void on_stop_signal(int sig)

@@ -779,10 +779,7 @@ int main(int argc, char **argv)
     app.cfg = keng_program_config(&program, opt.config_path, flags);
     if (!app.cfg)
         return 64;
-    if (!keng_config_brokers(app.cfg))
-        keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
-                      "kafka.bootstrap.servers",
-                      NULL);
+    keng_program_warn_without_brokers(app.cfg);
 
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&loop);

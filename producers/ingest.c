@@ -801,10 +801,7 @@ int main(int argc, char **argv)
     in.cfg = keng_program_config_table(&program, opt.config_path, table);
     if (!in.cfg)
         return KENG_EXIT_USAGE;
-    if (!keng_config_brokers(in.cfg))
-        keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
-                      "kafka.bootstrap.servers",
-                      NULL);
+    keng_program_warn_without_brokers(in.cfg);
 
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&loop);
