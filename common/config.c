@@ -262,6 +262,18 @@ int keng_kafka_property_role(const char *property)
     return -1;
 }
 
+int keng_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
+                        size_t errstr_size)
+{
+    char why[256];
+
+    if (rd_kafka_conf_set(conf, key, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errstr_size, "Kafka setting %s=%s: %s", key, value, why);
+        return -1;
+    }
+    return 0;
+}
+
 static int apply_kafka(rd_kafka_conf_t *conf, const char *key, const char *property,
                        const char *value, char *errstr, size_t errstr_size)
 {

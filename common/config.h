@@ -67,6 +67,11 @@ int keng_config_get_int(const keng_config_t *cfg, const char *key, long long def
  * valid until that key is set again or cfg is destroyed. */
 const char *keng_config_brokers(const keng_config_t *cfg);
 
+/* One setting a program makes itself on a librdkafka config. Returns 0, or -1 with errstr
+ * "Kafka setting key=value: librdkafka's reason". */
+int keng_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
+                        size_t errstr_size);
+
 /* Which client a librdkafka config is for. A program such as keng-aggregate runs both, from
  * one config file. */
 typedef enum { KENG_KAFKA_CONSUMER, KENG_KAFKA_PRODUCER } keng_kafka_role_t;

@@ -2,6 +2,7 @@
  * never touches a program's own options or state beyond the stop flag it is given. */
 #include "program.h"
 
+#include <getopt.h>
 #include <string.h>
 
 #include <librdkafka/rdkafka.h>
@@ -44,10 +45,106 @@ int keng_program_try_help(const keng_program_t *p)
     return KENG_EXIT_USAGE;
 }
 
+int keng_program_parse(const keng_program_t *p, int argc, char **argv,
+                       const keng_program_flag_t *flags, int *operands)
+{
+    /* Values past any character getopt returns, so the index says which flag it was. */
+    enum { FLAG_BASE = 256, FLAG_HELP = FLAG_BASE + KENG_PROGRAM_MAX_FLAGS, FLAG_VERSION };
+    struct option longopts[KENG_PROGRAM_MAX_FLAGS + 3];
+    int n = 0, c;
+
+    for (; flags[n].name; n++) {
+        if (n == KENG_PROGRAM_MAX_FLAGS) {
+            fprintf(stderr, "%s: more than %d flags\n", p->name, KENG_PROGRAM_MAX_FLAGS);
+            return KENG_EXIT_FAILURE;
+        }
+        longopts[n] = (struct option){flags[n].name, flags[n].set ? no_argument : required_argument,
+                                      NULL, FLAG_BASE + n};
+    }
+    longopts[n] = (struct option){"help", no_argument, NULL, FLAG_HELP};
+    longopts[n + 1] = (struct option){"version", no_argument, NULL, FLAG_VERSION};
+    longopts[n + 2] = (struct option){NULL, 0, NULL, 0};
+
+    optind = 0; /* GNU getopt starts afresh, so a test may parse twice */
+    while ((c = getopt_long(argc, argv, p->brief ? "h" : "", longopts, NULL)) != -1) {
+        if (c == FLAG_HELP || c == 'h')
+            return keng_program_help(p);
+        if (c == FLAG_VERSION)
+            return keng_program_version(p);
+        if (c < FLAG_BASE || c >= FLAG_BASE + n)
+            return p->brief ? keng_program_try_help(p) : keng_program_bad_flag(p);
+        const keng_program_flag_t *f = &flags[c - FLAG_BASE];
+        if (f->take) {
+            int rc = f->take(optarg, f->to);
+            if (rc != 0)
+                return rc;
+        } else if (f->set) {
+            *f->set = 1;
+        } else {
+            *f->value = optarg;
+        }
+    }
+    if (operands) {
+        *operands = optind;
+    } else if (optind != argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", p->name, argv[optind]);
+        if (p->brief)
+            return keng_program_try_help(p);
+        return KENG_EXIT_USAGE;
+    }
+    return -1;
+}
+
+int keng_program_overlay(const keng_program_flag_t *flags, keng_config_flag_t *out, int cap)
+{
+    int n = 0;
+
+    for (; flags->name; flags++) {
+        if (flags->key && flags->value && *flags->value && n < cap - 1)
+            out[n++] = (keng_config_flag_t){flags->key, *flags->value};
+    }
+    out[n] = (keng_config_flag_t){NULL, NULL};
+    return n;
+}
+
 keng_config_t *keng_program_config(const keng_program_t *p, const char *path,
                                    const keng_config_flag_t *flags)
 {
     return keng_config_from_args(p->name, path, flags, p->config_tables);
+}
+
+keng_config_t *keng_program_config_table(const keng_program_t *p, const char *path,
+                                         const keng_program_flag_t *table)
+{
+    keng_config_flag_t flags[KENG_PROGRAM_MAX_FLAGS + 1];
+
+    keng_program_overlay(table, flags, KENG_PROGRAM_MAX_FLAGS + 1);
+    return keng_program_config(p, path, flags);
+}
+
+int keng_program_open(const keng_program_t *p, const char *path, const keng_program_flag_t *table,
+                      const char *registry_path, keng_config_t **cfg, keng_registry_t **reg)
+{
+    char errstr[512];
+
+    *reg = NULL;
+    *cfg = keng_program_config_table(p, path, table);
+    if (!*cfg)
+        return KENG_EXIT_USAGE; /* a config that does not load, or an unknown key */
+    *reg = keng_registry_open(registry_path, errstr, sizeof(errstr));
+    if (!*reg) {
+        fprintf(stderr, "%s: registry: %s\n", p->name, errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    return 0;
+}
+
+void keng_program_warn_without_brokers(const keng_config_t *cfg)
+{
+    if (!keng_config_brokers(cfg))
+        keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
+                      "kafka.bootstrap.servers",
+                      NULL);
 }
 
 static volatile sig_atomic_t *stop_flag;

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "registry.h"
 
 /* The exit codes every keng program uses (sysexits.h where one fits); a program adds its own
  * between 2 and 63 (keng-produce's 2: events read but not delivered). */
@@ -30,6 +31,7 @@ typedef struct keng_program {
     unsigned versions;                       /* KENG_PROGRAM_RDKAFKA | KENG_PROGRAM_LIBUV */
     void (*usage)(FILE *out);                /* the --help text */
     const char *const *const *config_tables; /* the keys it reads (keng_config_check) */
+    int brief; /* -h is --help too, and a bad flag or argument gets "Try 'keng-x --help'." */
 } keng_program_t;
 
 /* Names the program in every log line. Call first; p is borrowed and must outlive the
@@ -50,12 +52,73 @@ int keng_program_bad_flag(const keng_program_t *p);
  * stderr. Returns KENG_EXIT_USAGE. */
 int keng_program_try_help(const keng_program_t *p);
 
+/* One long flag of a program, in a table ending with KENG_FLAGS_END. A flag with value
+ * takes one (--brokers HOST) and keeps it there as given, for the config key key when that
+ * is set (keng_program_overlay); one with set takes none (--dry-run) and sets *set to 1; one
+ * with take hands its value to take(value, to) as it comes, which converts it into *to and
+ * returns 0, or an exit code after saying on stderr what the flag takes. */
+typedef struct keng_program_flag {
+    const char *name;
+    const char **value;
+    const char *key;
+    int *set;
+    int (*take)(const char *value, void *to);
+    void *to;
+} keng_program_flag_t;
+
+#define KENG_FLAG(name, value, key)                                                                \
+    {                                                                                              \
+        name, value, key, NULL, NULL, NULL                                                         \
+    }
+#define KENG_FLAG_SET(name, set)                                                                   \
+    {                                                                                              \
+        name, NULL, NULL, set, NULL, NULL                                                          \
+    }
+#define KENG_FLAG_TAKE(name, take, to)                                                             \
+    {                                                                                              \
+        name, NULL, NULL, NULL, take, to                                                           \
+    }
+#define KENG_FLAGS_END                                                                             \
+    {                                                                                              \
+        NULL, NULL, NULL, NULL, NULL, NULL                                                         \
+    }
+
+#define KENG_PROGRAM_MAX_FLAGS 24
+
+/* getopt_long over argv with the flags plus --help and --version; a flag not in the table
+ * gets the usage on stderr (p->brief: "Try 'keng-x --help'."). Arguments after the flags are
+ * an error ("keng-x: unexpected argument 'a'") unless operands is set: then *operands is the
+ * index of the first (GNU getopt moves them after the flags). Returns -1
+ * to go on, else the exit code for main (KENG_EXIT_OK after --help or --version). */
+int keng_program_parse(const keng_program_t *p, int argc, char **argv,
+                       const keng_program_flag_t *flags, int *operands);
+
+/* The flags given that have a key, as the list keng_program_config takes, in out (room for
+ * cap, the NULL end included). Returns how many it put before the end. */
+int keng_program_overlay(const keng_program_flag_t *flags, keng_config_flag_t *out, int cap);
+
 /* The configuration: the file at path (none when NULL), the flags over it (a list ending
  * with a NULL key, or NULL), checked against p->config_tables. Returns NULL after saying why
  * on stderr (the caller exits with KENG_EXIT_USAGE); the caller owns the result and frees
  * it with keng_config_destroy. */
 keng_config_t *keng_program_config(const keng_program_t *p, const char *path,
                                    const keng_config_flag_t *flags);
+
+/* keng_program_config with the table's flags over the file (keng_program_overlay). */
+keng_config_t *keng_program_config_table(const keng_program_t *p, const char *path,
+                                         const keng_program_flag_t *table);
+
+/* For the command-line importers: the configuration (keng_program_config_table) into *cfg,
+ * then the board registry at registry_path (the generated default when NULL) into *reg.
+ * Returns 0; KENG_EXIT_USAGE when the config did not load; KENG_EXIT_CONFIG after
+ * "keng-x: registry: why" on stderr when the registry did not. The caller owns and frees
+ * what was opened, also on failure (*reg NULL then). */
+int keng_program_open(const keng_program_t *p, const char *path, const keng_program_flag_t *table,
+                      const char *registry_path, keng_config_t **cfg, keng_registry_t **reg);
+
+/* For the servers, which start without Kafka and serve what they have: a warning in the log
+ * when cfg names no bootstrap servers. */
+void keng_program_warn_without_brokers(const keng_config_t *cfg);
 
 /* For the programs without a loop: SIGINT and SIGTERM add one to *flag and do nothing else
  * (a second signal can end a wait the first one started). flag is borrowed for the life of

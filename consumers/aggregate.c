@@ -2,7 +2,6 @@
  * per board rolled up to commune, district and province, checkpoints them with the input
  * offsets in LMDB, and serves them over HTTP; it resumes from the checkpoint's offsets, never
  * from the group's committed ones. */
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -151,7 +150,7 @@ static void usage(FILE *out)
 }
 
 static const keng_program_t program = {"keng-aggregate", KENG_PROGRAM_RDKAFKA | KENG_PROGRAM_LIBUV,
-                                       usage, config_tables};
+                                       usage, config_tables, 0};
 
 static void on_server_closed(void *arg)
 {
@@ -751,95 +750,36 @@ static int run(app_t *app)
     return 0;
 }
 
-/* The options into opt-> Returns -1 to go on, else the exit code. */
-static int parse_args(int argc, char **argv, struct options *opt)
-{
-    static const struct option long_options[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"brokers", required_argument, NULL, 'b'},
-        {"registry", required_argument, NULL, 'r'},
-        {"listen", required_argument, NULL, 'l'},
-        {"state-dir", required_argument, NULL, 's'},
-        {"group", required_argument, NULL, 'g'},
-        {"max-connections", required_argument, NULL, 'm'},
-        {"max-streams", required_argument, NULL, 'S'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            opt->config_path = optarg;
-            break;
-        case 'b':
-            opt->brokers = optarg;
-            break;
-        case 'r':
-            opt->registry = optarg;
-            break;
-        case 'l':
-            opt->listen = optarg;
-            break;
-        case 's':
-            opt->state_dir = optarg;
-            break;
-        case 'g':
-            opt->group = optarg;
-            break;
-        case 'm':
-            opt->max_connections = optarg;
-            break;
-        case 'S':
-            opt->max_streams = optarg;
-            break;
-        case 'h':
-            return keng_program_help(&program);
-        case 'V':
-            return keng_program_version(&program);
-        default:
-            return keng_program_bad_flag(&program);
-        }
-    }
-    if (optind != argc) {
-        fprintf(stderr, "keng-aggregate: unexpected argument '%s'\n", argv[optind]);
-        return KENG_EXIT_USAGE;
-    }
-
-    return -1;
-}
-
 int main(int argc, char **argv)
 {
     struct options opt = {0};
+    const keng_program_flag_t table[] = {
+        KENG_FLAG("config", &opt.config_path, NULL),
+        KENG_FLAG("brokers", &opt.brokers, "brokers"),
+        KENG_FLAG("registry", &opt.registry, "registry"),
+        KENG_FLAG("listen", &opt.listen, "listen"),
+        KENG_FLAG("state-dir", &opt.state_dir, "state.dir"),
+        KENG_FLAG("group", &opt.group, "group.id"),
+        KENG_FLAG("max-connections", &opt.max_connections, "http.max_connections"),
+        KENG_FLAG("max-streams", &opt.max_streams, "http.max_streams"),
+        KENG_FLAGS_END,
+    };
+    keng_config_flag_t flags[KENG_PROGRAM_MAX_FLAGS + 2];
     app_t app = {0};
     uv_loop_t loop;
 
     keng_program_start(&program);
-    int rc = parse_args(argc, argv, &opt);
+    int rc = keng_program_parse(&program, argc, argv, table, NULL);
     if (rc >= 0)
         return rc;
     const char *clock_env = getenv("KENG_CLOCK_MS");
-    const keng_config_flag_t flags[] = {
-        {"brokers", opt.brokers},
-        {"registry", opt.registry},
-        {"listen", opt.listen},
-        {"state.dir", opt.state_dir},
-        {"group.id", opt.group},
-        {"http.max_connections", opt.max_connections},
-        {"http.max_streams", opt.max_streams},
-        {"clock.fixed_ms", clock_env && *clock_env ? clock_env : NULL},
-        {NULL, NULL},
-    };
+    int n = keng_program_overlay(table, flags, KENG_PROGRAM_MAX_FLAGS + 1);
+    flags[n] = (keng_config_flag_t){"clock.fixed_ms", clock_env && *clock_env ? clock_env : NULL};
+    flags[n + 1] = (keng_config_flag_t){NULL, NULL};
     app.cfg = keng_program_config(&program, opt.config_path, flags);
     if (!app.cfg)
         return 64;
-    if (!keng_config_brokers(app.cfg))
-        keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
-                      "kafka.bootstrap.servers",
-                      NULL);
+    keng_program_warn_without_brokers(app.cfg);
 
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&loop);

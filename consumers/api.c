@@ -216,6 +216,33 @@ static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t i
     return out;
 }
 
+/* The scope that level and the id parameter name (the province when id is absent or
+ * empty). Returns its index, or -1 after answering 400 or 404. */
+static int32_t scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t level,
+                           const char *id)
+{
+    char msg[256];
+    int32_t index;
+
+    if (!id || !*id) {
+        if (level != KENG_LEVEL_PROVINCE) {
+            snprintf(msg, sizeof(msg), "id is required for level %s", keng_level_names[level]);
+            keng_api__respond_error(api, req, 400, msg);
+            return -1;
+        }
+        id = KENG_PROVINCE_ID;
+    }
+    if (id_param(api, req, id) != 0)
+        return -1;
+    index = keng_scope_find(api->reg, level, id);
+    if (index < 0) {
+        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", keng_level_names[level],
+                 id);
+        keng_api__respond_error(api, req, 404, msg);
+    }
+    return index;
+}
+
 static void get_counts(keng_api_t *api, keng_http_request_t *req)
 {
     const char *level_s = keng_http_request_query(req, "level");
@@ -231,22 +258,9 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
         keng_api__respond_error(api, req, 400, msg);
         return;
     }
-    if (!id || !*id) {
-        if (level != KENG_LEVEL_PROVINCE) {
-            snprintf(msg, sizeof(msg), "id is required for level %s", level_s);
-            keng_api__respond_error(api, req, 400, msg);
-            return;
-        }
-        id = KENG_PROVINCE_ID;
-    }
-    if (id_param(api, req, id) != 0)
+    index = scope_param(api, req, level, id);
+    if (index < 0)
         return;
-    index = keng_scope_find(api->reg, level, id);
-    if (index < 0) {
-        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", level_s, id);
-        keng_api__respond_error(api, req, 404, msg);
-        return;
-    }
     keng_api__respond_json(api, req, 200, counts_json(api, level, (uint32_t)index));
 }
 
@@ -422,23 +436,9 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
     }
     if (window_param(api, req, window_s, &window) != 0)
         return;
-    if (!id || !*id) {
-        if (level != KENG_LEVEL_PROVINCE) {
-            snprintf(msg, sizeof(msg), "id is required for level %s", keng_level_names[level]);
-            keng_api__respond_error(api, req, 400, msg);
-            return;
-        }
-        id = KENG_PROVINCE_ID;
-    }
-    if (id_param(api, req, id) != 0)
+    index = scope_param(api, req, level, id);
+    if (index < 0)
         return;
-    index = keng_scope_find(api->reg, level, id);
-    if (index < 0) {
-        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", keng_level_names[level],
-                 id);
-        keng_api__respond_error(api, req, 404, msg);
-        return;
-    }
     child = (keng_level_t)(level - 1);
     json_t *items = json_array();
     size_t n = keng_scope_count(api->reg, child);

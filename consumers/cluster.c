@@ -590,18 +590,6 @@ static void free_cluster(keng_cluster_t *cl)
     free(cl);
 }
 
-static int set_conf(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
-                    size_t errstr_size)
-{
-    char why[256];
-
-    if (rd_kafka_conf_set(conf, key, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
-        snprintf(errstr, errstr_size, "Kafka setting %s=%s: %s", key, value, why);
-        return -1;
-    }
-    return 0;
-}
-
 /* The reader: assigned every partition from the beginning, in no group's name. */
 static int start_reader(keng_cluster_t *cl, const keng_config_t *cfg, char *errstr,
                         size_t errstr_size)
@@ -618,9 +606,9 @@ static int start_reader(keng_cluster_t *cl, const keng_config_t *cfg, char *errs
         return -1;
     /* assign() never joins the group; librdkafka still wants a name for it. */
     snprintf(group, sizeof(group), "keng-aggregate-reader-%s", cl->instance_id);
-    if (set_conf(conf, "group.id", group, errstr, errstr_size) ||
-        set_conf(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
-        set_conf(conf, "enable.partition.eof", "false", errstr, errstr_size)) {
+    if (keng_kafka_conf_set(conf, "group.id", group, errstr, errstr_size) ||
+        keng_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+        keng_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }
@@ -719,8 +707,8 @@ keng_cluster_t *keng_cluster_new(uv_loop_t *loop, const keng_config_t *cfg,
     if (!conf)
         goto fail;
     /* Idempotence keeps each partition's states in order: a mark follows its units. */
-    if (set_conf(conf, "enable.idempotence", "true", errstr, errstr_size) ||
-        set_conf(conf, "linger.ms", "5", errstr, errstr_size))
+    if (keng_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+        keng_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size))
         goto fail;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, cl);

@@ -407,18 +407,6 @@ static void free_consumer(keng_consumer_t *c)
     free(c);
 }
 
-static int set_conf(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
-                    size_t errstr_size)
-{
-    char why[256];
-
-    if (rd_kafka_conf_set(conf, key, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
-        snprintf(errstr, errstr_size, "Kafka setting %s=%s: %s", key, value, why);
-        return -1;
-    }
-    return 0;
-}
-
 /* The consumer's own copies of its options and its per-unit arrays (every unit without a
  * partition). Returns 0, or -1 with errstr filled. */
 static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, char *errstr,
@@ -465,17 +453,17 @@ static rd_kafka_conf_t *consumer_conf(keng_consumer_t *c, const keng_config_t *c
     rd_kafka_conf_t *conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, errstr_size);
     if (!conf)
         return NULL;
-    if (set_conf(conf, "group.id", c->group_id, errstr, errstr_size) ||
-        set_conf(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
-                 errstr_size) ||
-        set_conf(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
-        set_conf(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-        set_conf(conf, "auto.offset.reset", "earliest", errstr, errstr_size))
+    if (keng_kafka_conf_set(conf, "group.id", c->group_id, errstr, errstr_size) ||
+        keng_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                            errstr_size) ||
+        keng_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+        keng_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+        keng_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size))
         goto fail;
     /* With a stable id, a restarted instance takes its partitions back from the group
      * coordinator at once instead of waiting for its old session to expire (KIP-345). */
     if (group_instance_id && *group_instance_id &&
-        set_conf(conf, "group.instance.id", group_instance_id, errstr, errstr_size))
+        keng_kafka_conf_set(conf, "group.instance.id", group_instance_id, errstr, errstr_size))
         goto fail;
     /* librdkafka 2.0.2 compares queued.min.messages with the whole consumer queue, not one
      * partition's, and once it is reached stops fetching every partition for a full second:
@@ -483,7 +471,7 @@ static rd_kafka_conf_t *consumer_conf(keng_consumer_t *c, const keng_config_t *c
      * keeps the fetcher ahead of the loop; queued.max.messages.kbytes (64 MiB) still bounds
      * the memory the prefetch takes. */
     if (!keng_config_get(cfg, "kafka.queued.min.messages", NULL) &&
-        set_conf(conf, "queued.min.messages", "1000000", errstr, errstr_size))
+        keng_kafka_conf_set(conf, "queued.min.messages", "1000000", errstr, errstr_size))
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, keng_consumer__rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);

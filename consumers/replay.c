@@ -7,7 +7,6 @@
  * the embedded broker does), it scans from the beginning. Events are counted once per
  * event_id, by occurred_at in Asia/Ho_Chi_Minh calendar time. */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +71,8 @@ static void usage(FILE *out)
             "  --help, --version\n");
 }
 
-static const keng_program_t program = {"keng-replay", KENG_PROGRAM_RDKAFKA, usage, config_tables};
+static const keng_program_t program = {"keng-replay", KENG_PROGRAM_RDKAFKA, usage, config_tables,
+                                       0};
 
 /* One partition to read: where it ended when the replay began. */
 typedef struct partition_end {
@@ -472,92 +472,61 @@ out:
     return rc;
 }
 
-/* The options into opt-> Returns -1 to go on, else the exit code. */
-static int parse_args(int argc, char **argv, struct options *opt)
+static int take_year(const char *value, void *to)
 {
-    static const struct option long_options[] = {
-        {"year", required_argument, NULL, 'y'},        {"from", required_argument, NULL, 'f'},
-        {"to", required_argument, NULL, 't'},          {"out", required_argument, NULL, 'o'},
-        {"brokers", required_argument, NULL, 'b'},     {"registry", required_argument, NULL, 'r'},
-        {"config", required_argument, NULL, 'c'},      {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},           {"pdf", no_argument, NULL, 'p'},
-        {"pdf-timeout", required_argument, NULL, 'T'}, {NULL, 0, NULL, 0},
-    };
-    int c;
-
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (c) {
-        case 'y': {
-            char *end;
-            long y = strtol(optarg, &end, 10);
-            if (*end || y < 2000 || y > 9999) {
-                fprintf(stderr, "keng-replay: --year: '%s' is not a year from 2000\n", optarg);
-                return KENG_EXIT_USAGE;
-            }
-            opt->year = (int)y;
-            break;
-        }
-        case 'f':
-            opt->from = optarg;
-            break;
-        case 't':
-            opt->to = optarg;
-            break;
-        case 'o':
-            opt->out_dir = optarg;
-            break;
-        case 'p':
-            opt->pdf = 1;
-            break;
-        case 'T': {
-            char *end;
-            long s = strtol(optarg, &end, 10);
-            if (*end || end == optarg || s < 1 || s > 3600) {
-                fprintf(stderr,
-                        "keng-replay: --pdf-timeout: '%s' is not a number of seconds "
-                        "from 1 to 3600\n",
-                        optarg);
-                return KENG_EXIT_USAGE;
-            }
-            opt->pdf_timeout_s = (int)s;
-            break;
-        }
-        case 'b':
-            opt->brokers = optarg;
-            break;
-        case 'r':
-            opt->registry_path = optarg;
-            break;
-        case 'c':
-            opt->config_path = optarg;
-            break;
-        case 'h':
-            return keng_program_help(&program);
-        case 'V':
-            return keng_program_version(&program);
-        default:
-            return keng_program_bad_flag(&program);
-        }
-    }
-    if (optind != argc || (!opt->year && (!opt->from || !opt->to)) ||
-        (opt->year && (opt->from || opt->to))) {
-        fprintf(stderr, "keng-replay: give either --year or both --from and --to\n");
-        usage(stderr);
+    char *end;
+    long y = strtol(value, &end, 10);
+    if (*end || y < 2000 || y > 9999) {
+        fprintf(stderr, "keng-replay: --year: '%s' is not a year from 2000\n", value);
         return KENG_EXIT_USAGE;
     }
-    return -1;
+    *(int *)to = (int)y;
+    return 0;
+}
+
+static int take_pdf_timeout(const char *value, void *to)
+{
+    char *end;
+    long s = strtol(value, &end, 10);
+    if (*end || end == value || s < 1 || s > 3600) {
+        fprintf(stderr,
+                "keng-replay: --pdf-timeout: '%s' is not a number of seconds from 1 to 3600\n",
+                value);
+        return KENG_EXIT_USAGE;
+    }
+    *(int *)to = (int)s;
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     struct options opt = {.pdf_timeout_s = 120};
+    const keng_program_flag_t table[] = {
+        KENG_FLAG_TAKE("year", take_year, &opt.year),
+        KENG_FLAG("from", &opt.from, NULL),
+        KENG_FLAG("to", &opt.to, NULL),
+        KENG_FLAG("out", &opt.out_dir, NULL),
+        KENG_FLAG("brokers", &opt.brokers, "brokers"),
+        KENG_FLAG("registry", &opt.registry_path, NULL),
+        KENG_FLAG("config", &opt.config_path, NULL),
+        KENG_FLAG_SET("pdf", &opt.pdf),
+        KENG_FLAG_TAKE("pdf-timeout", take_pdf_timeout, &opt.pdf_timeout_s),
+        KENG_FLAGS_END,
+    };
+    int operands;
 
     keng_program_start(&program);
-    int rc = parse_args(argc, argv, &opt);
+    /* The arguments after the flags get the either-or message below, as they always have. */
+    int rc = keng_program_parse(&program, argc, argv, table, &operands);
     if (rc >= 0)
         return rc;
-    const keng_config_flag_t flags[] = {{"brokers", opt.brokers}, {NULL, NULL}};
-    keng_config_t *cfg = keng_program_config(&program, opt.config_path, flags);
+    if (operands != argc || (!opt.year && (!opt.from || !opt.to)) ||
+        (opt.year && (opt.from || opt.to))) {
+        fprintf(stderr, "keng-replay: give either --year or both --from and --to\n");
+        usage(stderr);
+        return KENG_EXIT_USAGE;
+    }
+    keng_config_t *cfg = keng_program_config_table(&program, opt.config_path, table);
     if (!cfg)
         return KENG_EXIT_USAGE;
     if (!keng_config_brokers(cfg)) {

@@ -5,7 +5,6 @@
  *
  * Thread: one libuv loop runs everything, the HTTP server and the producer's delivery
  * reports alike, so no state here is locked. */
-#include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -149,7 +148,7 @@ static void usage(FILE *out)
 }
 
 static const keng_program_t program = {"keng-ingest", KENG_PROGRAM_RDKAFKA | KENG_PROGRAM_LIBUV,
-                                       usage, config_tables};
+                                       usage, config_tables, 0};
 
 /* ---- answers ---- */
 
@@ -771,73 +770,25 @@ static int new_token(const struct options *opt)
     return 0;
 }
 
-/* The options into opt-> Returns -1 to go on, else the exit code. */
-static int parse_args(int argc, char **argv, struct options *opt)
-{
-    static const struct option long_options[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"brokers", required_argument, NULL, 'b'},
-        {"registry", required_argument, NULL, 'r'},
-        {"listen", required_argument, NULL, 'l'},
-        {"tokens", required_argument, NULL, 't'},
-        {"new-token", required_argument, NULL, 'n'},
-        {"districts", required_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {"max-connections", required_argument, NULL, 'm'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            opt->config_path = optarg;
-            break;
-        case 'b':
-            opt->brokers = optarg;
-            break;
-        case 'r':
-            opt->registry = optarg;
-            break;
-        case 'l':
-            opt->listen = optarg;
-            break;
-        case 't':
-            opt->tokens = optarg;
-            break;
-        case 'n':
-            opt->new_token = optarg;
-            break;
-        case 'd':
-            opt->districts = optarg;
-            break;
-        case 'm':
-            opt->max_connections = optarg;
-            break;
-        case 'h':
-            return keng_program_help(&program);
-        case 'V':
-            return keng_program_version(&program);
-        default:
-            return keng_program_bad_flag(&program);
-        }
-    }
-    if (optind != argc) {
-        fprintf(stderr, "keng-ingest: unexpected argument '%s'\n", argv[optind]);
-        return KENG_EXIT_USAGE;
-    }
-    return -1;
-}
-
 int main(int argc, char **argv)
 {
     struct options opt = {0};
+    const keng_program_flag_t table[] = {
+        KENG_FLAG("config", &opt.config_path, NULL),
+        KENG_FLAG("brokers", &opt.brokers, "brokers"),
+        KENG_FLAG("registry", &opt.registry, "registry"),
+        KENG_FLAG("listen", &opt.listen, "ingest.listen"),
+        KENG_FLAG("tokens", &opt.tokens, "ingest.tokens"),
+        KENG_FLAG("new-token", &opt.new_token, NULL),
+        KENG_FLAG("districts", &opt.districts, NULL),
+        KENG_FLAG("max-connections", &opt.max_connections, "http.max_connections"),
+        KENG_FLAGS_END,
+    };
     ingest_t in = {0};
     uv_loop_t loop;
 
     keng_program_start(&program);
-    int rc = parse_args(argc, argv, &opt);
+    int rc = keng_program_parse(&program, argc, argv, table, NULL);
     if (rc >= 0)
         return rc;
     if (opt.new_token)
@@ -847,21 +798,10 @@ int main(int argc, char **argv)
         return KENG_EXIT_USAGE;
     }
 
-    const keng_config_flag_t flags[] = {
-        {"brokers", opt.brokers},
-        {"registry", opt.registry},
-        {"ingest.listen", opt.listen},
-        {"ingest.tokens", opt.tokens},
-        {"http.max_connections", opt.max_connections},
-        {NULL, NULL},
-    };
-    in.cfg = keng_program_config(&program, opt.config_path, flags);
+    in.cfg = keng_program_config_table(&program, opt.config_path, table);
     if (!in.cfg)
         return KENG_EXIT_USAGE;
-    if (!keng_config_brokers(in.cfg))
-        keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
-                      "kafka.bootstrap.servers",
-                      NULL);
+    keng_program_warn_without_brokers(in.cfg);
 
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&loop);

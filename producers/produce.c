@@ -3,7 +3,6 @@
  * good ones go to Kafka with their event ids untouched, so importing a file twice is counted
  * once downstream. */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -45,8 +44,8 @@ struct options {
     const char *registry_path;
     int kind;   /* keng_kind_t or KENG_INPUT_KIND_AUTO */
     int format; /* keng_input_format_t, or -1 for by extension */
-    bool dry_run;
-    bool no_progress;
+    int dry_run;
+    int no_progress;
     char **files;
     int nfiles;
 };
@@ -103,92 +102,33 @@ static void usage(FILE *out)
             "file unreadable), 2 some events not delivered, 64 usage, 78 configuration.\n");
 }
 
-static const keng_program_t program = {"keng-produce", KENG_PROGRAM_RDKAFKA, usage, config_tables};
+static const keng_program_t program = {"keng-produce", KENG_PROGRAM_RDKAFKA, usage, config_tables,
+                                       1};
 
-static int parse_args(int argc, char **argv, struct options *opt)
+static int take_kind(const char *value, void *to)
 {
-    enum {
-        OPT_CONFIG = 256,
-        OPT_BROKERS,
-        OPT_REGISTRY,
-        OPT_KIND,
-        OPT_FORMAT,
-        OPT_DRY_RUN,
-        OPT_NO_PROGRESS,
-        OPT_HELP,
-        OPT_VERSION
-    };
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, OPT_CONFIG},
-        {"brokers", required_argument, NULL, OPT_BROKERS},
-        {"registry", required_argument, NULL, OPT_REGISTRY},
-        {"kind", required_argument, NULL, OPT_KIND},
-        {"format", required_argument, NULL, OPT_FORMAT},
-        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
-        {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
-        {"help", no_argument, NULL, OPT_HELP},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
+    keng_kind_t k;
 
-    memset(opt, 0, sizeof(*opt));
-    opt->kind = KENG_KIND_INCIDENT;
-    opt->format = -1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case OPT_CONFIG:
-            opt->config_path = optarg;
-            break;
-        case OPT_BROKERS:
-            opt->brokers = optarg;
-            break;
-        case OPT_REGISTRY:
-            opt->registry_path = optarg;
-            break;
-        case OPT_KIND: {
-            keng_kind_t k;
-            if (strcmp(optarg, "auto") == 0) {
-                opt->kind = KENG_INPUT_KIND_AUTO;
-            } else if (keng_kind_parse(optarg, &k) == 0) {
-                opt->kind = (int)k;
-            } else {
-                fprintf(stderr, "keng-produce: --kind must be incident, mediation or auto\n");
-                return KENG_EXIT_USAGE;
-            }
-            break;
-        }
-        case OPT_FORMAT: {
-            keng_input_format_t f;
-            if (keng_input_format_parse(optarg, &f) < 0) {
-                fprintf(stderr, "keng-produce: --format must be ndjson or csv\n");
-                return KENG_EXIT_USAGE;
-            }
-            opt->format = (int)f;
-            break;
-        }
-        case OPT_DRY_RUN:
-            opt->dry_run = true;
-            break;
-        case OPT_NO_PROGRESS:
-            opt->no_progress = true;
-            break;
-        case 'h':
-        case OPT_HELP:
-            exit(keng_program_help(&program));
-        case OPT_VERSION:
-            exit(keng_program_version(&program));
-        default:
-            return keng_program_try_help(&program);
-        }
-    }
-    opt->files = argv + optind;
-    opt->nfiles = argc - optind;
-    if (opt->nfiles == 0) {
-        fprintf(stderr, "keng-produce: name at least one file, or - for stdin\n"
-                        "Try 'keng-produce --help'.\n");
+    if (strcmp(value, "auto") == 0) {
+        *(int *)to = KENG_INPUT_KIND_AUTO;
+    } else if (keng_kind_parse(value, &k) == 0) {
+        *(int *)to = (int)k;
+    } else {
+        fprintf(stderr, "keng-produce: --kind must be incident, mediation or auto\n");
         return KENG_EXIT_USAGE;
     }
+    return 0;
+}
+
+static int take_format(const char *value, void *to)
+{
+    keng_input_format_t f;
+
+    if (keng_input_format_parse(value, &f) < 0) {
+        fprintf(stderr, "keng-produce: --format must be ndjson or csv\n");
+        return KENG_EXIT_USAGE;
+    }
+    *(int *)to = (int)f;
     return 0;
 }
 
@@ -489,29 +429,40 @@ static int run_import(struct app *app)
 
 int main(int argc, char **argv)
 {
-    struct app app = {0};
+    struct app app = {.opt = {.kind = KENG_KIND_INCIDENT, .format = -1}};
+    struct options *opt = &app.opt;
+    const keng_program_flag_t table[] = {
+        KENG_FLAG("config", &opt->config_path, NULL),
+        KENG_FLAG("brokers", &opt->brokers, "brokers"),
+        KENG_FLAG("registry", &opt->registry_path, NULL),
+        KENG_FLAG_TAKE("kind", take_kind, &opt->kind),
+        KENG_FLAG_TAKE("format", take_format, &opt->format),
+        KENG_FLAG_SET("dry-run", &opt->dry_run),
+        KENG_FLAG_SET("no-progress", &opt->no_progress),
+        KENG_FLAGS_END,
+    };
     char errstr[512];
-    int rc;
+    int first;
 
     keng_program_start(&program);
-    rc = parse_args(argc, argv, &app.opt);
-    if (rc)
+    int rc = keng_program_parse(&program, argc, argv, table, &first);
+    if (rc >= 0)
         return rc;
+    opt->files = argv + first;
+    opt->nfiles = argc - first;
+    if (opt->nfiles == 0) {
+        fprintf(stderr, "keng-produce: name at least one file, or - for stdin\n"
+                        "Try 'keng-produce --help'.\n");
+        return KENG_EXIT_USAGE;
+    }
 
     keng_program_stop_on_signals(&stop_requested);
 
+    rc = keng_program_open(&program, opt->config_path, table, opt->registry_path, &app.cfg,
+                           &app.reg);
+    if (rc != 0)
+        goto out;
     rc = KENG_EXIT_CONFIG;
-    const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
-    app.cfg = keng_program_config(&program, app.opt.config_path, flags);
-    if (!app.cfg) {
-        rc = KENG_EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
-        goto out;
-    }
-    app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));
-    if (!app.reg) {
-        fprintf(stderr, "keng-produce: registry: %s\n", errstr);
-        goto out;
-    }
 
     if (app.opt.dry_run) {
         app.store = keng_schema_store_from_config(app.cfg, errstr, sizeof(errstr));

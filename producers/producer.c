@@ -89,17 +89,6 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
              "facility=%s detail=\"%s\"", fac, buf);
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
-                    size_t errstr_size)
-{
-    char why[256];
-    if (rd_kafka_conf_set(conf, key, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
-        snprintf(errstr, errstr_size, "kafka setting %s=%s refused: %s", key, value, why);
-        return -1;
-    }
-    return 0;
-}
-
 keng_config_keys_t keng_producer_config_keys = {"topic.incidents", "topic.mediations", NULL};
 
 keng_producer_t *keng_producer_new(const keng_config_t *cfg, char *errstr, size_t errstr_size)
@@ -132,14 +121,14 @@ keng_producer_t *keng_producer_new(const keng_config_t *cfg, char *errstr, size_
         goto fail;
     /* Idempotence and acks=all are what make "delivered" mean "in Kafka, once": never let
      * a config file weaken them. */
-    if (conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) < 0 ||
-        conf_set(conf, "acks", "all", errstr, errstr_size) < 0)
+    if (keng_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) < 0 ||
+        keng_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) < 0)
         goto fail;
     if (!keng_config_get(cfg, "kafka.message.timeout.ms", NULL) &&
         !keng_config_get(cfg, "kafka.delivery.timeout.ms", NULL)) {
         char v[32];
         snprintf(v, sizeof(v), "%d", KENG_PRODUCER_MESSAGE_TIMEOUT_MS);
-        if (conf_set(conf, "message.timeout.ms", v, errstr, errstr_size) < 0)
+        if (keng_kafka_conf_set(conf, "message.timeout.ms", v, errstr, errstr_size) < 0)
             goto fail;
     }
     rd_kafka_conf_set_opaque(conf, p);

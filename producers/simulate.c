@@ -2,7 +2,6 @@
  * board registry into Kafka (or as NDJSON on stdout), at a given rate, reproducibly; it never
  * reads from Kafka. */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -97,7 +96,8 @@ static void usage(FILE *out)
             "78 configuration.\n");
 }
 
-static const keng_program_t program = {"keng-simulate", KENG_PROGRAM_RDKAFKA, usage, config_tables};
+static const keng_program_t program = {"keng-simulate", KENG_PROGRAM_RDKAFKA, usage, config_tables,
+                                       1};
 
 static int parse_time(const char *s, int64_t *out)
 {
@@ -124,162 +124,106 @@ static int parse_fraction(const char *name, const char *s, double *out)
     return 0;
 }
 
-/* Long options only, numbered past any character getopt could return. */
-enum {
-    OPT_CONFIG = 256,
-    OPT_BROKERS,
-    OPT_REGISTRY,
-    OPT_RATE,
-    OPT_COUNT,
-    OPT_SEED,
-    OPT_NOW,
-    OPT_START,
-    OPT_LATE,
-    OPT_OOO,
-    OPT_DUP,
-    OPT_OUTPUT,
-    OPT_HELP,
-    OPT_VERSION
-};
-
-/* One option that takes a value: checks it and stores it in opt. Returns 0, or -1 after
- * saying on stderr what the option takes. */
-static int parse_value(int c, const char *arg, struct options *opt)
+/* The flags that take a number, a time or a choice: each checks its value and stores it in
+ * the options at to. Returns 0, or KENG_EXIT_USAGE after saying on stderr what it takes. */
+static int take_rate(const char *arg, void *to)
 {
+    struct options *opt = to;
     char *end;
 
-    switch (c) {
-    case OPT_RATE:
-        opt->rate = strtod(arg, &end);
-        if (end == arg || *end || !(opt->rate >= 0) || !isfinite(opt->rate)) {
-            fprintf(stderr, "keng-simulate: --rate takes events per second >= 0\n");
-            return -1;
-        }
-        break;
-    case OPT_COUNT:
-        errno = 0;
-        opt->count = strtoull(arg, &end, 10);
-        if (end == arg || *end || errno || arg[0] == '-') {
-            fprintf(stderr, "keng-simulate: --count takes a whole number >= 0\n");
-            return -1;
-        }
-        break;
-    case OPT_SEED:
-        errno = 0;
-        opt->seed = strtoull(arg, &end, 0);
-        if (end == arg || *end || errno) {
-            fprintf(stderr, "keng-simulate: --seed takes a whole number\n");
-            return -1;
-        }
-        opt->seed_given = true;
-        break;
-    case OPT_NOW:
-    case OPT_START: {
-        int64_t t;
-        if (parse_time(arg, &t) < 0) {
-            fprintf(stderr,
-                    "keng-simulate: %s takes RFC 3339 with an offset or epoch ms, not "
-                    "'%s'\n",
-                    c == OPT_NOW ? "--now" : "--start-time", arg);
-            return -1;
-        }
-        if (c == OPT_NOW) {
-            opt->now_ms = t;
-            opt->now_given = true;
-        } else {
-            opt->start_ms = t;
-            opt->start_given = true;
-        }
-        break;
-    }
-    case OPT_LATE:
-        if (parse_fraction("--late", arg, &opt->late) < 0)
-            return -1;
-        break;
-    case OPT_OOO:
-        if (parse_fraction("--out-of-order", arg, &opt->out_of_order) < 0)
-            return -1;
-        break;
-    case OPT_DUP:
-        if (parse_fraction("--duplicates", arg, &opt->duplicates) < 0)
-            return -1;
-        if (opt->duplicates >= 1) {
-            fprintf(stderr, "keng-simulate: --duplicates must be below 1\n");
-            return -1;
-        }
-        break;
-    case OPT_OUTPUT:
-        if (strcmp(arg, "kafka") == 0) {
-            opt->output = OUT_KAFKA;
-        } else if (strcmp(arg, "ndjson") == 0) {
-            opt->output = OUT_NDJSON;
-        } else {
-            fprintf(stderr, "keng-simulate: --output must be kafka or ndjson\n");
-            return -1;
-        }
-        break;
+    opt->rate = strtod(arg, &end);
+    if (end == arg || *end || !(opt->rate >= 0) || !isfinite(opt->rate)) {
+        fprintf(stderr, "keng-simulate: --rate takes events per second >= 0\n");
+        return KENG_EXIT_USAGE;
     }
     return 0;
 }
 
-static int parse_args(int argc, char **argv, struct options *opt)
+static int take_count(const char *arg, void *to)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, OPT_CONFIG},
-        {"brokers", required_argument, NULL, OPT_BROKERS},
-        {"registry", required_argument, NULL, OPT_REGISTRY},
-        {"rate", required_argument, NULL, OPT_RATE},
-        {"count", required_argument, NULL, OPT_COUNT},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"now", required_argument, NULL, OPT_NOW},
-        {"start-time", required_argument, NULL, OPT_START},
-        {"late", required_argument, NULL, OPT_LATE},
-        {"out-of-order", required_argument, NULL, OPT_OOO},
-        {"duplicates", required_argument, NULL, OPT_DUP},
-        {"output", required_argument, NULL, OPT_OUTPUT},
-        {"help", no_argument, NULL, OPT_HELP},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
+    struct options *opt = to;
+    char *end;
 
-    memset(opt, 0, sizeof(*opt));
-    opt->rate = 10;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case OPT_CONFIG:
-            opt->config_path = optarg;
-            break;
-        case OPT_BROKERS:
-            opt->brokers = optarg;
-            break;
-        case OPT_REGISTRY:
-            opt->registry_path = optarg;
-            break;
-        case OPT_RATE:
-        case OPT_COUNT:
-        case OPT_SEED:
-        case OPT_NOW:
-        case OPT_START:
-        case OPT_LATE:
-        case OPT_OOO:
-        case OPT_DUP:
-        case OPT_OUTPUT:
-            if (parse_value(c, optarg, opt) != 0)
-                return KENG_EXIT_USAGE;
-            break;
-        case 'h':
-        case OPT_HELP:
-            exit(keng_program_help(&program));
-        case OPT_VERSION:
-            exit(keng_program_version(&program));
-        default:
-            return keng_program_try_help(&program);
-        }
+    errno = 0;
+    opt->count = strtoull(arg, &end, 10);
+    if (end == arg || *end || errno || arg[0] == '-') {
+        fprintf(stderr, "keng-simulate: --count takes a whole number >= 0\n");
+        return KENG_EXIT_USAGE;
     }
-    if (optind < argc) {
-        fprintf(stderr, "keng-simulate: unexpected argument '%s'\nTry 'keng-simulate --help'.\n",
-                argv[optind]);
+    return 0;
+}
+
+static int take_seed(const char *arg, void *to)
+{
+    struct options *opt = to;
+    char *end;
+
+    errno = 0;
+    opt->seed = strtoull(arg, &end, 0);
+    if (end == arg || *end || errno) {
+        fprintf(stderr, "keng-simulate: --seed takes a whole number\n");
+        return KENG_EXIT_USAGE;
+    }
+    opt->seed_given = true;
+    return 0;
+}
+
+static int take_time(const char *name, const char *arg, int64_t *out, bool *given)
+{
+    if (parse_time(arg, out) < 0) {
+        fprintf(stderr, "keng-simulate: %s takes RFC 3339 with an offset or epoch ms, not '%s'\n",
+                name, arg);
+        return KENG_EXIT_USAGE;
+    }
+    *given = true;
+    return 0;
+}
+
+static int take_now(const char *arg, void *to)
+{
+    struct options *opt = to;
+    return take_time("--now", arg, &opt->now_ms, &opt->now_given);
+}
+
+static int take_start(const char *arg, void *to)
+{
+    struct options *opt = to;
+    return take_time("--start-time", arg, &opt->start_ms, &opt->start_given);
+}
+
+static int take_late(const char *arg, void *to)
+{
+    struct options *opt = to;
+    return parse_fraction("--late", arg, &opt->late) < 0 ? KENG_EXIT_USAGE : 0;
+}
+
+static int take_out_of_order(const char *arg, void *to)
+{
+    struct options *opt = to;
+    return parse_fraction("--out-of-order", arg, &opt->out_of_order) < 0 ? KENG_EXIT_USAGE : 0;
+}
+
+static int take_duplicates(const char *arg, void *to)
+{
+    struct options *opt = to;
+    if (parse_fraction("--duplicates", arg, &opt->duplicates) < 0)
+        return KENG_EXIT_USAGE;
+    if (opt->duplicates >= 1) {
+        fprintf(stderr, "keng-simulate: --duplicates must be below 1\n");
+        return KENG_EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int take_output(const char *arg, void *to)
+{
+    struct options *opt = to;
+    if (strcmp(arg, "kafka") == 0) {
+        opt->output = OUT_KAFKA;
+    } else if (strcmp(arg, "ndjson") == 0) {
+        opt->output = OUT_NDJSON;
+    } else {
+        fprintf(stderr, "keng-simulate: --output must be kafka or ndjson\n");
         return KENG_EXIT_USAGE;
     }
     return 0;
@@ -471,13 +415,28 @@ static int run_simulation(struct app *app)
 
 int main(int argc, char **argv)
 {
-    struct app app = {0};
+    struct app app = {.opt = {.rate = 10}};
+    struct options *opt = &app.opt;
+    const keng_program_flag_t table[] = {
+        KENG_FLAG("config", &opt->config_path, NULL),
+        KENG_FLAG("brokers", &opt->brokers, "brokers"),
+        KENG_FLAG("registry", &opt->registry_path, NULL),
+        KENG_FLAG_TAKE("rate", take_rate, opt),
+        KENG_FLAG_TAKE("count", take_count, opt),
+        KENG_FLAG_TAKE("seed", take_seed, opt),
+        KENG_FLAG_TAKE("now", take_now, opt),
+        KENG_FLAG_TAKE("start-time", take_start, opt),
+        KENG_FLAG_TAKE("late", take_late, opt),
+        KENG_FLAG_TAKE("out-of-order", take_out_of_order, opt),
+        KENG_FLAG_TAKE("duplicates", take_duplicates, opt),
+        KENG_FLAG_TAKE("output", take_output, opt),
+        KENG_FLAGS_END,
+    };
     char errstr[512];
-    int rc;
 
     keng_program_start(&program);
-    rc = parse_args(argc, argv, &app.opt);
-    if (rc)
+    int rc = keng_program_parse(&program, argc, argv, table, NULL);
+    if (rc >= 0)
         return rc;
     if (!app.opt.seed_given)
         app.opt.seed = (uint64_t)keng_now_ms() ^ ((uint64_t)getpid() << 32);
@@ -485,18 +444,11 @@ int main(int argc, char **argv)
     keng_program_stop_on_signals(&stop_requested);
     signal(SIGPIPE, SIG_IGN);
 
+    rc = keng_program_open(&program, opt->config_path, table, opt->registry_path, &app.cfg,
+                           &app.reg);
+    if (rc != 0)
+        goto out;
     rc = KENG_EXIT_CONFIG;
-    const keng_config_flag_t flags[] = {{"brokers", app.opt.brokers}, {NULL, NULL}};
-    app.cfg = keng_program_config(&program, app.opt.config_path, flags);
-    if (!app.cfg) {
-        rc = KENG_EXIT_USAGE; /* a config that does not load, or an unknown key: as every program */
-        goto out;
-    }
-    app.reg = keng_registry_open(app.opt.registry_path, errstr, sizeof(errstr));
-    if (!app.reg) {
-        fprintf(stderr, "keng-simulate: registry: %s\n", errstr);
-        goto out;
-    }
     if (app.opt.output == OUT_KAFKA) {
         if (!keng_config_brokers(app.cfg)) {
             fprintf(stderr, "keng-simulate: no brokers: give --brokers, set KENG_BROKERS, set "

@@ -50,7 +50,7 @@ static void usage(FILE *f)
 }
 
 /* keng-avro reads no config file; it exits 2 on a usage error, as it always has. */
-static const keng_program_t program = {"keng-avro", 0, usage, NULL};
+static const keng_program_t program = {"keng-avro", 0, usage, NULL, 0};
 
 static keng_schema_store_t *open_store(const struct conf *conf)
 {

@@ -6,7 +6,6 @@
  * With --control, it reads fault-injection commands on stdin, one per line, so that tests
  * can take brokers down, move partition leaders, add latency or push request errors. */
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,7 +61,8 @@ static void usage(FILE *out)
                  "partition and answers offsetsForTimes with -1; production uses Apache Kafka.\n");
 }
 
-static const keng_program_t program = {"keng-broker", KENG_PROGRAM_RDKAFKA, usage, config_tables};
+static const keng_program_t program = {"keng-broker", KENG_PROGRAM_RDKAFKA, usage, config_tables,
+                                       0};
 
 /* Writes the list to path.tmp and renames it, so that a reader never sees half a line. */
 static int write_bootstrap_file(const char *path, const char *bootstraps)
@@ -220,67 +220,42 @@ out:
     return rc;
 }
 
-/* The options into opt-> Returns -1 to go on, else the exit code. */
-static int parse_args(int argc, char **argv, struct options *opt)
+static int take_partitions(const char *value, void *to)
 {
-    static const struct option long_options[] = {
-        {"partitions", required_argument, NULL, 'p'},
-        {"broker-count", required_argument, NULL, 'n'},
-        {"bootstrap-file", required_argument, NULL, 'b'},
-        {"config", required_argument, NULL, 'c'},
-        {"control", no_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
-
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (c) {
-        case 'p':
-            opt->partitions = atoi(optarg);
-            if (opt->partitions < 1 || opt->partitions > 1000) {
-                fprintf(stderr, "keng-broker: --partitions: '%s' is not 1..1000\n", optarg);
-                return KENG_EXIT_USAGE;
-            }
-            break;
-        case 'n':
-            opt->brokers = atoi(optarg);
-            if (opt->brokers < 1 || opt->brokers > 10) {
-                fprintf(stderr, "keng-broker: --broker-count: '%s' is not 1..10\n", optarg);
-                return KENG_EXIT_USAGE;
-            }
-            break;
-        case 'b':
-            opt->bootstrap_file = optarg;
-            break;
-        case 'c':
-            opt->config_path = optarg;
-            break;
-        case 'C':
-            opt->control = 1;
-            break;
-        case 'h':
-            return keng_program_help(&program);
-        case 'V':
-            return keng_program_version(&program);
-        default:
-            return keng_program_bad_flag(&program);
-        }
-    }
-    if (optind != argc) {
-        fprintf(stderr, "keng-broker: unexpected argument '%s'\n", argv[optind]);
+    int n = atoi(value);
+    if (n < 1 || n > 1000) {
+        fprintf(stderr, "keng-broker: --partitions: '%s' is not 1..1000\n", value);
         return KENG_EXIT_USAGE;
     }
-    return -1;
+    *(int *)to = n;
+    return 0;
+}
+
+static int take_broker_count(const char *value, void *to)
+{
+    int n = atoi(value);
+    if (n < 1 || n > 10) {
+        fprintf(stderr, "keng-broker: --broker-count: '%s' is not 1..10\n", value);
+        return KENG_EXIT_USAGE;
+    }
+    *(int *)to = n;
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     struct options opt = {.partitions = 4, .brokers = 1};
+    const keng_program_flag_t table[] = {
+        KENG_FLAG_TAKE("partitions", take_partitions, &opt.partitions),
+        KENG_FLAG_TAKE("broker-count", take_broker_count, &opt.brokers),
+        KENG_FLAG("bootstrap-file", &opt.bootstrap_file, NULL),
+        KENG_FLAG("config", &opt.config_path, NULL),
+        KENG_FLAG_SET("control", &opt.control),
+        KENG_FLAGS_END,
+    };
 
     keng_program_start(&program);
-    int rc = parse_args(argc, argv, &opt);
+    int rc = keng_program_parse(&program, argc, argv, table, NULL);
     if (rc >= 0)
         return rc;
     keng_config_t *cfg = keng_program_config(&program, opt.config_path, NULL);

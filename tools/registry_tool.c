@@ -1,7 +1,6 @@
 /* keng-registry: writes the default board registry as CSV, or checks a deployment's CSV and
  * prints its counts, so that a registry can be reviewed before keng uses it; it never changes a
  * CSV it checks. */
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,7 +16,7 @@ static void usage(FILE *out)
                  "  (no option)    print the counts of the generated default\n");
 }
 
-static const keng_program_t program = {"keng-registry", 0, usage, NULL};
+static const keng_program_t program = {"keng-registry", 0, usage, NULL, 0};
 
 static int print_counts(const keng_registry_t *reg)
 {
@@ -35,36 +34,22 @@ static int print_counts(const keng_registry_t *reg)
 
 int main(int argc, char **argv)
 {
-    static const struct option long_options[] = {
-        {"write", required_argument, NULL, 'w'},
-        {"check", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
     const char *write_path = NULL, *check_path = NULL;
+    const keng_program_flag_t table[] = {
+        KENG_FLAG("write", &write_path, NULL),
+        KENG_FLAG("check", &check_path, NULL),
+        KENG_FLAGS_END,
+    };
     char errstr[512];
     keng_registry_t *reg;
-    int c, rc = 0;
+    int operands, rc;
 
     keng_program_start(&program);
-
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (c) {
-        case 'w':
-            write_path = optarg;
-            break;
-        case 'c':
-            check_path = optarg;
-            break;
-        case 'h':
-            return keng_program_help(&program);
-        case 'V':
-            return keng_program_version(&program);
-        default:
-            return keng_program_bad_flag(&program);
-        }
-    }
+    /* Arguments after the flags have always been let go: operands is taken and not read. */
+    rc = keng_program_parse(&program, argc, argv, table, &operands);
+    if (rc >= 0)
+        return rc;
+    rc = 0;
     reg = keng_registry_open(check_path, errstr, sizeof(errstr));
     if (!reg) {
         fprintf(stderr, "keng-registry: %s\n", errstr);
