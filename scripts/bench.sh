@@ -19,8 +19,7 @@ results="$build/bench-results.md"
 pids=()
 
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_all TERM
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -68,23 +67,11 @@ for ((i = 0; i < 100; i++)); do [[ -s "$work/bootstrap" ]] && break; sleep 0.1; 
 export KENG_BROKERS=$(cat "$work/bootstrap")
 "$bin/keng-registry" --write "$work/registry.csv"
 "$bin/keng-simulate" --count "$events" --rate 0 --seed 1 2>"$work/simulate.log"
-total=0
-for t in antt.incidents antt.mediations; do
-    n=$(kcat -Q -b "$KENG_BROKERS" -t "$t" >/dev/null 2>&1; kcat -C -b "$KENG_BROKERS" -t "$t" -o beginning -e -q -f 'x\n' | wc -l)
-    total=$((total + n))
-done
+total=$(input_events "$KENG_BROKERS")
 say ""
 say "Preloaded $total events over $partitions partitions of each input topic."
 
-kcat_times=()
-for ((i = 0; i < runs; i++)); do
-    t0=$(now)
-    for t in antt.incidents antt.mediations; do
-        kcat -C -b "$KENG_BROKERS" -t "$t" -o beginning -e -q >/dev/null
-    done
-    kcat_times+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN {print b - a}')")
-done
-kcat_s=$(printf '%s\n' "${kcat_times[@]}" | median)
+kcat_s=$(kcat_read_median "$KENG_BROKERS" "$runs")
 
 # One instance on its own: no state shared through antt.board-counts, or a later run would
 # start from the state an earlier one published and count nothing. The embedded broker makes

@@ -30,8 +30,7 @@ done
 
 cleanup() {
     [[ -n "$ingest_pid" ]] && kill "$ingest_pid" 2>/dev/null || true
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_all TERM
     rm -rf "$work"
 }
 trap cleanup EXIT

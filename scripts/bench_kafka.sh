@@ -27,8 +27,7 @@ pids=()
 cluster="$work/kafka"
 
 cleanup() {
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_all KILL
     "$src/scripts/kafka-cluster.sh" down "$cluster" || true
     rm -rf "$work"
 }
@@ -60,23 +59,11 @@ echo "# Real Apache Kafka $version (scripts/kafka-cluster.sh, $(nproc) cores, me
 cluster_up 1 1
 brokers=$(<"$cluster/bootstrap")
 KENG_BROKERS=$brokers "$bin/keng-simulate" --count "$events" --rate 0 --seed 1 2>"$work/simulate.log"
-total=0
-for t in antt.incidents antt.mediations; do
-    n=$(kcat -C -b "$brokers" -t "$t" -o beginning -e -q -f 'x\n' | wc -l)
-    total=$((total + n))
-done
+total=$(input_events "$brokers")
 echo
 echo "Preloaded $total events over $partitions partitions of each input topic, one broker."
 
-kcat_times=()
-for ((i = 0; i < runs; i++)); do
-    t0=$(now)
-    for t in antt.incidents antt.mediations; do
-        kcat -C -b "$brokers" -t "$t" -o beginning -e -q >/dev/null
-    done
-    kcat_times+=("$(awk -v a="$t0" -v b="$(now)" 'BEGIN {print b - a}')")
-done
-kcat_s=$(printf '%s\n' "${kcat_times[@]}" | median)
+kcat_s=$(kcat_read_median "$brokers" "$runs")
 
 # One instance on its own, as in bench.sh: no state shared through antt.board-counts.
 printf 'topic.board_counts=\n' >"$work/aggregate.conf"

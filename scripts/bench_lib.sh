@@ -15,3 +15,35 @@ counted_events() {
         awk '/^keng_events_counted_total/ {print $2}') || true
     echo "${n:-0}"
 }
+
+# The EXIT trap's common part: signals ($1: TERM or KILL) every background program whose pid
+# is in the array pids, and waits for them.
+stop_all() {
+    local p
+    # shellcheck disable=SC2154 # pids is the sourcing script's array of background programs
+    for p in "${pids[@]}"; do kill "-$1" "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+
+# How many messages keng's two input topics hold on brokers $1.
+input_events() {
+    local t n total=0
+    for t in antt.incidents antt.mediations; do
+        n=$(kcat -C -b "$1" -t "$t" -o beginning -e -q -f 'x\n' | wc -l)
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
+# The median seconds, over $2 runs, of kcat reading both input topics raw from brokers $1.
+kcat_read_median() {
+    local i t t0 times=()
+    for ((i = 0; i < $2; i++)); do
+        t0=$(now)
+        for t in antt.incidents antt.mediations; do
+            kcat -C -b "$1" -t "$t" -o beginning -e -q >/dev/null
+        done
+        times+=("$(elapsed "$t0")")
+    done
+    printf '%s\n' "${times[@]}" | median
+}

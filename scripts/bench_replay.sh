@@ -23,8 +23,7 @@ pids=()
 command -v kcat >/dev/null || { echo "bench_replay: kcat is not installed" >&2; exit 1; }
 
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_all TERM
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -52,11 +51,7 @@ replay() {
 
 kcat_t=() keng_t=() other_t=() ratio=() other_ratio=()
 for ((i = 0; i < runs; i++)); do
-    t0=$(now)
-    for t in antt.incidents antt.mediations; do
-        kcat -C -b "$KENG_BROKERS" -t "$t" -o beginning -e -q >/dev/null
-    done
-    k=$(elapsed "$t0")
+    k=$(kcat_read_median "$KENG_BROKERS" 1)
     t0=$(now)
     replay "$bin/keng-replay" "$work/review-$i"
     r=$(elapsed "$t0")
