@@ -240,7 +240,11 @@ def test_pipelined_flood_memory_bounded(extra_config=""):
                   f"{m.get('keng_http_read_pauses_total')}", flush=True)
             kt.check(all(h == 200 for h in honest), f"{name}: /healthz answered 200 throughout",
                      "all 200", honest)
-            kt.check(grown < 16 * 1024, f"{name}: RSS growth under the flood", "< 16384 KiB",
+            # AddressSanitizer keeps freed memory in quarantine and pads every allocation, so
+            # its builds get a looser bound; without backpressure either build grows by
+            # hundreds of MiB (920 MiB measured), so both bounds still catch the defect.
+            limit = 64 * 1024 if os.environ.get("KENG_TEST_SANITIZE") else 16 * 1024
+            kt.check(grown < limit, f"{name}: RSS growth under the flood", f"< {limit} KiB",
                      f"{grown} KiB")
             kt.check(m.get("keng_http_read_pauses_total", 0) >= 1,
                      f"{name}: the flooding connection paused", ">= 1",
