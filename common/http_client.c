@@ -35,8 +35,7 @@ struct keng_http_client {
     uv_timer_t timer;
     request_t *requests; /* in flight */
     sock_t *socks;       /* watched */
-    size_t in_flight;
-    int handles_open; /* the timer and the sockets' polls */
+    int handles_open;    /* the timer and the sockets' polls */
     bool closing;
 };
 
@@ -71,7 +70,6 @@ static void request_free(request_t *r)
         c->requests = r->next;
     if (r->next)
         r->next->prev = r->prev;
-    c->in_flight--;
     curl_multi_remove_handle(c->multi, r->easy);
     curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
@@ -271,7 +269,6 @@ int keng_http_client_post(keng_http_client_t *c, const char *url, const char *bo
     if (r->next)
         r->next->prev = r;
     c->requests = r;
-    c->in_flight++;
     return 0;
 
 fail:
@@ -280,11 +277,6 @@ fail:
     curl_slist_free_all(r->headers);
     free(r);
     return -1;
-}
-
-size_t keng_http_client_in_flight(const keng_http_client_t *c)
-{
-    return c->in_flight;
 }
 
 int keng_http_client_check_url(const char *url, char *errstr, size_t errstr_size)

@@ -27,9 +27,6 @@ keng_http_client_t *keng_http_client_new(uv_loop_t *loop, char *errstr, size_t e
 int keng_http_client_post(keng_http_client_t *c, const char *url, const char *body, long timeout_ms,
                           keng_http_done_fn done, void *arg);
 
-/* Requests not finished yet. */
-size_t keng_http_client_in_flight(const keng_http_client_t *c);
-
 /* Checks that url is an http:// or https:// URL with a host. Returns 0, or -1 with errstr
  * saying what is wrong (without the key: the caller names it). */
 int keng_http_client_check_url(const char *url, char *errstr, size_t errstr_size);

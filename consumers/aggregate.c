@@ -25,7 +25,6 @@
 #include "deadletter.h"
 #include "http_client.h"
 #include "http_server.h"
-#include "kafka_health.h"
 #include "log.h"
 #include "program.h"
 #include "registry.h"
@@ -255,21 +254,11 @@ static void on_alert_delivered(const char *json, void *arg)
         keng_api_push_alert(app->api, json);
 }
 
+/* The metrics of the alert sinks, which the API does not own. */
 static void more_metrics(FILE *out, void *arg)
 {
     app_t *app = arg;
-    keng_consumer_stats_t st = {0};
 
-    if (app->consumer)
-        keng_consumer_stats(app->consumer, &st);
-    /* The time rather than the age: Prometheus subtracts it from time() itself. */
-    fprintf(out,
-            "# HELP keng_checkpoint_last_success_timestamp_seconds When the last checkpoint was "
-            "written (0: none since the process started).\n"
-            "# TYPE keng_checkpoint_last_success_timestamp_seconds gauge\n"
-            "keng_checkpoint_last_success_timestamp_seconds %.3f\n",
-            (double)st.last_checkpoint_ms / 1000.0);
-    keng_kafka_health_metrics(out);
     keng_webhook_metrics(app->webhook, out);
     keng_alertmanager_metrics(app->alertmanager, out);
 }

@@ -44,7 +44,6 @@ struct keng_alertlog {
     bool dirty;
     void (*on_delivered)(const char *json, void *arg);
     void *on_delivered_arg;
-    keng_alertlog_stats_t stats;
 };
 
 static void pending_free(pending_t *p)
@@ -100,7 +99,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
 
     (void)rk;
     if (msg->err) {
-        log->stats.delivery_failures++;
         keng_log_error("an alert was not acknowledged; producing it again",
                        "topic=%s alert_id=%s error=\"%s\"", log->topic, p->alert_id,
                        rd_kafka_err2str(msg->err));
@@ -110,7 +108,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     }
     KENG_FAILPOINT("alerts.delivered");
     log->in_flight--;
-    log->stats.delivered++;
     set_offset(log, msg->partition, msg->offset + 1);
     keng_log_info("alert delivered", "alert_id=%s partition=%" PRId32 " offset=%" PRId64,
                   p->alert_id, msg->partition, msg->offset);
@@ -470,11 +467,6 @@ out:
     free(end);
     free(done);
     return ret;
-}
-
-void keng_alertlog_stats(const keng_alertlog_t *log, keng_alertlog_stats_t *out)
-{
-    *out = log->stats;
 }
 
 static void on_close(uv_handle_t *handle)

@@ -61,13 +61,6 @@ long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg, bool 
                            void (*fn)(const keng_alert_t *t, void *arg), void *arg, int timeout_ms,
                            char *errstr, size_t errstr_size);
 
-typedef struct keng_alertlog_stats {
-    uint64_t delivered;
-    uint64_t delivery_failures; /* attempts that failed (each is retried) */
-} keng_alertlog_stats_t;
-
-void keng_alertlog_stats(const keng_alertlog_t *log, keng_alertlog_stats_t *out);
-
 /* Flushes up to timeout_ms, destroys the producer, closes the timer; the memory goes in the
  * close callback. */
 void keng_alertlog_close(keng_alertlog_t *log, int timeout_ms);

@@ -8,8 +8,6 @@
 
 #include "timeutil.h"
 
-#define VN_OFFSET_MS (7 * 3600000LL)
-
 int keng_silent_parse_days(const char *s, int *days)
 {
     char *end;

@@ -29,7 +29,11 @@ struct keng_webhook {
     int attempts;       /* of the head */
     uv_timer_t backoff; /* waits before the next attempt */
     bool closing;
-    keng_webhook_stats_t stats;
+    struct {
+        uint64_t delivered;
+        uint64_t failures; /* attempts that failed (each is retried) */
+        uint64_t dropped;  /* bodies refused by the receiver or pushed out of a full queue */
+    } stats;
 };
 
 static void start(keng_webhook_t *wh);
@@ -172,18 +176,12 @@ int keng_webhook_post(keng_webhook_t *wh, const char *body)
     return 0;
 }
 
-void keng_webhook_stats(const keng_webhook_t *wh, keng_webhook_stats_t *out)
-{
-    *out = wh->stats;
-    out->queued = wh->queued;
-}
-
 void keng_webhook_metrics(const keng_webhook_t *wh, FILE *out)
 {
-    keng_webhook_stats_t st = {0};
+    static const keng_webhook_t none;
 
-    if (wh)
-        keng_webhook_stats(wh, &st);
+    if (!wh)
+        wh = &none;
     fprintf(out,
             "# HELP keng_webhook_delivered_total Alert transitions the webhook took.\n"
             "# TYPE keng_webhook_delivered_total counter\n"
@@ -199,7 +197,7 @@ void keng_webhook_metrics(const keng_webhook_t *wh, FILE *out)
             "# HELP keng_webhook_queued Alert transitions waiting for the webhook.\n"
             "# TYPE keng_webhook_queued gauge\n"
             "keng_webhook_queued %zu\n",
-            st.delivered, st.failures, st.dropped, st.queued);
+            wh->stats.delivered, wh->stats.failures, wh->stats.dropped, wh->queued);
 }
 
 void keng_webhook_close(keng_webhook_t *wh)

@@ -27,15 +27,6 @@ keng_webhook_t *keng_webhook_new(uv_loop_t *loop, keng_http_client_t *client, co
  * full the oldest body is dropped and counted. Returns 0 or -1 (out of memory). */
 int keng_webhook_post(keng_webhook_t *wh, const char *body);
 
-typedef struct keng_webhook_stats {
-    uint64_t delivered;
-    uint64_t failures; /* attempts that failed (each is retried) */
-    uint64_t dropped;  /* bodies refused by the receiver or pushed out of a full queue */
-    size_t queued;     /* waiting, the one in progress included */
-} keng_webhook_stats_t;
-
-void keng_webhook_stats(const keng_webhook_t *wh, keng_webhook_stats_t *out);
-
 /* Writes the stats in the Prometheus text format (wh may be NULL: zeros). */
 void keng_webhook_metrics(const keng_webhook_t *wh, FILE *out);
 

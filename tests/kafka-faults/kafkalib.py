@@ -27,6 +27,28 @@ def available():
         ["sh", "-c", "command -v java && command -v mvn"], capture_output=True).returncode == 0
 
 
+def skipped(test_name):
+    """True, after saying so, when the cluster cannot run here (no script, java or mvn): the
+    test then returns at once."""
+    if available():
+        return False
+    print(f"SKIPPED {test_name}: no scripts/kafka-cluster.sh, java or mvn; this is not a pass",
+          flush=True)
+    return True
+
+
+def close_all(programs, cluster, work):
+    """The end of a test: prints the log tail of each program still running (None skipped)
+    and kills it, then stops the cluster and removes the work folder."""
+    for p in programs:
+        if p is not None and p.process is not None and p.process.alive():
+            print(p.process.log_tail())
+            p.process.kill()
+    if cluster is not None:
+        cluster.down()
+    work.cleanup()
+
+
 class Cluster:
     """N Apache Kafka nodes (each broker and controller, ids 1..N) under work/kafka, with
     keng's topics. Node i listens on the i-th address of the bootstrap list."""

@@ -47,9 +47,7 @@ class Flow:
 
 
 def test_aggregate_sigkill_and_scale_out():
-    if not kl.available():
-        print("SKIPPED test_aggregate_sigkill_and_scale_out: no scripts/kafka-cluster.sh, java "
-              "or mvn; this is not a pass", flush=True)
+    if kl.skipped("test_aggregate_sigkill_and_scale_out"):
         return
     seed = fl.seed_from_env(None)
     rng = random.Random(seed)
@@ -122,13 +120,7 @@ def test_aggregate_sigkill_and_scale_out():
               f"events exactly (events each counted itself: {[int(x) for x in owned]})",
               flush=True)
     finally:
-        for p in programs:
-            if p.process is not None and p.process.alive():
-                print(p.process.log_tail())
-                p.process.kill()
-        if cluster is not None:
-            cluster.down()
-        work.cleanup()
+        kl.close_all(programs, cluster, work)
 
 
 if __name__ == "__main__":

@@ -95,9 +95,7 @@ def check_topics(cluster, gw, agg, what):
 
 
 def test_leader_loss_and_quorum_loss():
-    if not kl.available():
-        print("SKIPPED test_leader_loss_and_quorum_loss: no scripts/kafka-cluster.sh, java or "
-              "mvn; this is not a pass", flush=True)
+    if kl.skipped("test_leader_loss_and_quorum_loss"):
         return
     seed = fl.seed_from_env(None)
     rng = random.Random(seed)
@@ -216,13 +214,7 @@ def test_leader_loss_and_quorum_loss():
               f"{refused_written} refused events written anyway; keng-aggregate counts all "
               f"{total_b}", flush=True)
     finally:
-        for p in (agg, ing, short):
-            if p is not None and p.process is not None and p.process.alive():
-                print(p.process.log_tail())
-                p.process.kill()
-        if cluster is not None:
-            cluster.down()
-        work.cleanup()
+        kl.close_all((agg, ing, short), cluster, work)
 
 
 if __name__ == "__main__":

@@ -53,9 +53,7 @@ def topic_records(bootstrap):
 
 
 def test_board_counts_compaction():
-    if not kl.available():
-        print("SKIPPED test_board_counts_compaction: no scripts/kafka-cluster.sh, java or mvn; "
-              "this is not a pass", flush=True)
+    if kl.skipped("test_board_counts_compaction"):
         return
     seed = fl.seed_from_env(None)
     rng = random.Random(seed)
@@ -129,13 +127,7 @@ def test_board_counts_compaction():
               f"events itself, and counts all {resumed_events} events exactly, then "
               f"{len(src.unique)} after more arrived", flush=True)
     finally:
-        for p in (first, second):
-            if p is not None and p.process is not None and p.process.alive():
-                print(p.process.log_tail())
-                p.process.kill()
-        if cluster is not None:
-            cluster.down()
-        work.cleanup()
+        kl.close_all((first, second), cluster, work)
 
 
 if __name__ == "__main__":

@@ -65,9 +65,7 @@ def check_same_review(got, scan, what):
 
 
 def test_replay_seeks_by_time():
-    if not kl.available():
-        print("SKIPPED test_replay_seeks_by_time: no scripts/kafka-cluster.sh, java or mvn; "
-              "this is not a pass", flush=True)
+    if kl.skipped("test_replay_seeks_by_time"):
         return
     seed = fl.seed_from_env(None)
     rng = random.Random(seed)
