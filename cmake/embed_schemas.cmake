@@ -1,5 +1,5 @@
 # Turns schemas/manifest.csv and its .avsc files into a C table of
-# { id, subject, version, json } (see common/schemas_builtin.h).
+# { id, subject, version, json } (see common/avro/schemas_builtin.h).
 file(STRINGS ${SCHEMA_DIR}/manifest.csv lines)
 set(body "")
 foreach(line IN LISTS lines)

@@ -108,7 +108,7 @@ static void answer_error(keng_http_request_t *req, int status, const char *field
 }
 
 /* application/json, optionally with a UTF-8 charset (keng-ingest's own check is static in
- * producers/ingest.c; this is the same rule, less carefully). */
+ * producers/ingest/ingest.c; this is the same rule, less carefully). */
 static bool content_type_ok(const char *ct)
 {
     static const char json_type[] = "application/json";

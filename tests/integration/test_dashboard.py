@@ -266,7 +266,7 @@ def test_dashboard_in_chromium():
         page = body.decode("utf-8")
         with open(os.path.join(kt.SOURCE_DIR, "consumers", "dashboard.html"), encoding="utf-8") as f:
             source = f.read()
-        kt.check(page == source, "GET / serves consumers/dashboard.html (is the build older "
+        kt.check(page == source, "GET / serves consumers/aggregate/dashboard.html (is the build older "
                  "than the file?)", f"its {len(source)} characters",
                  f"{len(page)} characters" + (" that differ" if len(page) == len(source) else ""))
         external = re.findall(r"""(?:src|href|action)\s*=\s*["']?(?:https?:)?//[^"' >]*|"""

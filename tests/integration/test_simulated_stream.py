@@ -2,7 +2,7 @@
 days), events out of order, and exact resends. keng-simulate writes the stream, keng-produce
 imports it, and keng-aggregate, on an injected clock, must count every event once and in
 the window its occurred_at belongs to, at every level. Expected counts follow the window
-rule of consumers/counts.h exactly: an event counts in a window iff occurred_at >=
+rule of consumers/counts/counts.h exactly: an event counts in a window iff occurred_at >=
 floor((now - length) / step) * step."""
 
 import collections

@@ -1,0 +1,793 @@
+/* The HTTP routes of keng-aggregate, their routing and the live stream (/v1/silent and
+ * /v1/series are in api_silent.c, /metrics in api_metrics.c). Answers are computed from the
+ * counts on the loop thread, so every answer is a consistent snapshot; a route never changes a
+ * count (only GET and HEAD are answered). */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dashboard_html.h" /* keng_dashboard_html, from consumers/aggregate/dashboard.html */
+#include "log.h"
+#include "silent.h"
+#include "timeutil.h"
+
+void keng_api__count_status(keng_api_t *api, int status)
+{
+    for (int i = 0; i < STATUS_SLOTS; i++) {
+        if (api->statuses[i].status == status || api->statuses[i].status == 0) {
+            api->statuses[i].status = status;
+            api->statuses[i].count++;
+            return;
+        }
+    }
+}
+
+void keng_api__respond_json(keng_api_t *api, keng_http_request_t *req, int status, json_t *body)
+{
+    keng_api__count_status(api, status);
+    keng_http_respond_json(req, status, body);
+}
+
+void keng_api__respond_error(keng_api_t *api, keng_http_request_t *req, int status,
+                             const char *message)
+{
+    json_t *body = json_pack("{s:s}", "error", message);
+
+    /* A message that quotes a parameter is not JSON text when the parameter is not UTF-8. */
+    if (!body)
+        body = json_pack("{s:s}", "error", "a query parameter is not valid UTF-8");
+    keng_api__respond_json(api, req, status, body);
+}
+
+/* The body of an error the HTTP server answers by itself, in the shape of the API's own
+ * errors, and counted with them. */
+static json_t *server_error_body(int status, const char *message, void *ctx)
+{
+    keng_api__count_status(ctx, status);
+    return json_pack("{s:s}", "error", message);
+}
+
+/* Registry ids are letters, digits and '-' ("D07-C012-B03"). Returns 0, or -1 after
+ * answering 400 for an id with any other byte, which could otherwise be cut short or
+ * matched loosely. */
+static int id_param(keng_api_t *api, keng_http_request_t *req, const char *id)
+{
+    char msg[160];
+    size_t len = strlen(id);
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)id[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '-')) {
+            snprintf(msg, sizeof(msg),
+                     "id may hold only letters, digits and '-' (byte 0x%02x at offset %zu)", ch, i);
+            keng_api__respond_error(api, req, 400, msg);
+            return -1;
+        }
+    }
+    if (len > 64) {
+        keng_api__respond_error(api, req, 400, "id is longer than 64 characters");
+        return -1;
+    }
+    return 0;
+}
+
+static void respond_text(keng_api_t *api, keng_http_request_t *req, int status,
+                         const char *content_type, const char *body, size_t len)
+{
+    keng_api__count_status(api, status);
+    keng_http_respond(req, status, content_type, body, len);
+}
+
+int64_t keng_api__now(const keng_api_t *api)
+{
+    return api->consumer ? keng_consumer_now(api->consumer) : keng_now_ms();
+}
+
+static json_t *names_object(const char *const *names, const uint64_t *values, int count)
+{
+    json_t *o = json_object();
+
+    for (int i = 0; i < count; i++)
+        json_object_set_new(o, names[i], json_integer((json_int_t)values[i]));
+    return o;
+}
+
+static json_t *tally_json(const keng_tally_t *t)
+{
+    return json_pack(
+        "{s:{s:I,s:o,s:o},s:{s:I,s:o}}", "incidents", "total", (json_int_t)t->incidents,
+        "by_category", names_object(keng_category_names, t->by_category, KENG_CAT_COUNT),
+        "by_resolution", names_object(keng_resolution_names, t->by_resolution, KENG_RES_COUNT),
+        "mediations", "total", (json_int_t)t->mediations, "by_outcome",
+        names_object(keng_outcome_names, t->by_outcome, KENG_OUTCOME_COUNT));
+}
+
+int keng_api__parse_level(const char *s, keng_level_t *out)
+{
+    for (int l = 0; l < KENG_LEVEL_COUNT; l++) {
+        if (strcmp(s, keng_level_names[l]) == 0) {
+            *out = (keng_level_t)l;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int keng_api__parse_window(const char *s, keng_window_id_t *out)
+{
+    for (int w = 0; w < KENG_WIN_COUNT; w++) {
+        if (strcmp(s, keng_window_names[w]) == 0) {
+            *out = (keng_window_id_t)w;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The ?window= of a request into *out (left as is when absent). Returns 0, or -1 after
+ * answering 400. */
+static int window_param(keng_api_t *api, keng_http_request_t *req, const char *s,
+                        keng_window_id_t *out)
+{
+    char msg[256];
+
+    if (!s || keng_api__parse_window(s, out) == 0)
+        return 0;
+    snprintf(msg, sizeof(msg), "window must be one of 1h, 24h, 7d, 30d, 365d, all (got '%.32s')",
+             s);
+    keng_api__respond_error(api, req, 400, msg);
+    return -1;
+}
+
+/* A scope's tally across the group: this instance's live units plus the latest states the
+ * other instances published of theirs (the two sets never overlap). */
+void keng_api__scope_tally(const keng_api_t *api, keng_level_t level, uint32_t index,
+                           keng_window_id_t window, keng_tally_t *out)
+{
+    keng_tally_t other;
+    uint64_t *a = (uint64_t *)out;
+    const uint64_t *b = (const uint64_t *)&other;
+
+    keng_counts_get(api->counts, level, index, window, out);
+    if (!api->cluster)
+        return;
+    keng_counts_get(keng_cluster_counts(api->cluster), level, index, window, &other);
+    for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+        a[i] += b[i];
+}
+
+/* For a board whose units another instance owns: "owner" (of its incidents, else of its
+ * mediations) and "owners" by kind, each {"instance", "url"}. */
+static void add_owners(const keng_api_t *api, uint32_t board, json_t *out)
+{
+    json_t *owners = NULL, *first = NULL;
+
+    for (int kind = 0; api->cluster && kind < KENG_KIND_COUNT; kind++) {
+        const char *instance, *url;
+        if (!keng_cluster_owner(api->cluster, board, (keng_kind_t)kind, &instance, &url))
+            continue;
+        json_t *o = json_pack("{s:s,s:s}", "instance", instance, "url", url);
+        if (!owners)
+            owners = json_object();
+        if (!first)
+            first = json_incref(o);
+        json_object_set_new(owners, keng_kind_name((keng_kind_t)kind), o);
+    }
+    if (first) {
+        json_object_set_new(out, "owner", first);
+        json_object_set_new(out, "owners", owners);
+    }
+}
+
+/* The counts answer of one scope; the caller owns the reference. */
+static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t index)
+{
+    char as_of[32];
+    const char *id, *name;
+    json_t *windows = json_object();
+    json_t *out;
+
+    for (int w = 0; w < KENG_WIN_COUNT; w++) {
+        keng_tally_t t;
+        keng_api__scope_tally(api, level, index, (keng_window_id_t)w, &t);
+        json_object_set_new(windows, keng_window_names[w], tally_json(&t));
+    }
+    keng_scope_names(api->reg, level, index, &id, &name);
+    out = json_pack("{s:s,s:s,s:s,s:s,s:o}", "level", keng_level_names[level], "id", id, "name",
+                    name, "as_of", keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)),
+                    "windows", windows);
+    if (level == KENG_LEVEL_BOARD) {
+        const keng_board_t *b = keng_registry_board(api->reg, index);
+        json_object_set_new(out, "commune_id",
+                            json_string(keng_registry_commune(api->reg, b->commune)->id));
+        json_object_set_new(out, "district_id",
+                            json_string(keng_registry_district(api->reg, b->district)->id));
+        add_owners(api, index, out);
+    } else if (level == KENG_LEVEL_COMMUNE) {
+        const keng_commune_t *c = keng_registry_commune(api->reg, index);
+        json_object_set_new(out, "district_id",
+                            json_string(keng_registry_district(api->reg, c->district)->id));
+    }
+    return out;
+}
+
+/* The scope that level and the id parameter name (the province when id is absent or
+ * empty). Returns its index, or -1 after answering 400 or 404. */
+static int32_t scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t level,
+                           const char *id)
+{
+    char msg[256];
+    int32_t index;
+
+    if (!id || !*id) {
+        if (level != KENG_LEVEL_PROVINCE) {
+            snprintf(msg, sizeof(msg), "id is required for level %s", keng_level_names[level]);
+            keng_api__respond_error(api, req, 400, msg);
+            return -1;
+        }
+        id = KENG_PROVINCE_ID;
+    }
+    if (id_param(api, req, id) != 0)
+        return -1;
+    index = keng_scope_find(api->reg, level, id);
+    if (index < 0) {
+        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", keng_level_names[level],
+                 id);
+        keng_api__respond_error(api, req, 404, msg);
+    }
+    return index;
+}
+
+static void get_counts(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *level_s = keng_http_request_query(req, "level");
+    const char *id = keng_http_request_query(req, "id");
+    keng_level_t level;
+    int32_t index;
+    char msg[256];
+
+    if (!level_s || keng_api__parse_level(level_s, &level) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "level must be one of board, commune, district, province (got '%s')",
+                 level_s ? level_s : "");
+        keng_api__respond_error(api, req, 400, msg);
+        return;
+    }
+    index = scope_param(api, req, level, id);
+    if (index < 0)
+        return;
+    keng_api__respond_json(api, req, 200, counts_json(api, level, (uint32_t)index));
+}
+
+typedef struct ranked {
+    uint32_t index;
+    uint64_t count;
+} ranked_t;
+
+static int rank_cmp(const void *a, const void *b)
+{
+    const ranked_t *x = a, *y = b;
+
+    if (x->count != y->count)
+        return x->count > y->count ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The scope with this id at the district, commune or province level. Returns 0 or -1. */
+static int find_any_scope(const keng_api_t *api, const char *id, keng_level_t *level,
+                          uint32_t *index)
+{
+    for (int l = KENG_LEVEL_COMMUNE; l <= KENG_LEVEL_PROVINCE; l++) {
+        int32_t i = keng_scope_find(api->reg, (keng_level_t)l, id);
+        if (i >= 0) {
+            *level = (keng_level_t)l;
+            *index = (uint32_t)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Whether the scope (level, index) lies in the scope (outer, outer_index), itself included. */
+bool keng_api__scope_within(const keng_registry_t *reg, keng_level_t level, uint32_t index,
+                            keng_level_t outer, uint32_t outer_index)
+{
+    if (outer == KENG_LEVEL_PROVINCE)
+        return true;
+    if (level == outer)
+        return index == outer_index;
+    if (level > outer)
+        return false;
+    switch (level) {
+    case KENG_LEVEL_BOARD: {
+        const keng_board_t *b = keng_registry_board(reg, index);
+        return outer == KENG_LEVEL_COMMUNE ? b->commune == outer_index : b->district == outer_index;
+    }
+    case KENG_LEVEL_COMMUNE:
+        return keng_registry_commune(reg, index)->district == outer_index;
+    default:
+        return false;
+    }
+}
+
+static void get_top(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *level_s = keng_http_request_query(req, "level");
+    const char *window_s = keng_http_request_query(req, "window");
+    const char *kind_s = keng_http_request_query(req, "kind");
+    const char *limit_s = keng_http_request_query(req, "limit");
+    const char *within_s = keng_http_request_query(req, "within");
+    keng_level_t level = KENG_LEVEL_BOARD, within_level = KENG_LEVEL_PROVINCE;
+    uint32_t within = 0;
+    keng_window_id_t window = KENG_WIN_24H;
+    keng_kind_t kind = KENG_KIND_INCIDENT;
+    long limit = TOP_DEFAULT;
+    char msg[256], as_of[32];
+
+    if (level_s && keng_api__parse_level(level_s, &level) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "level must be one of board, commune, district, province (got '%.32s')", level_s);
+        keng_api__respond_error(api, req, 400, msg);
+        return;
+    }
+    if (window_param(api, req, window_s, &window) != 0)
+        return;
+    if (kind_s && keng_kind_parse(kind_s, &kind) != 0) {
+        snprintf(msg, sizeof(msg), "kind must be incident or mediation (got '%.32s')", kind_s);
+        keng_api__respond_error(api, req, 400, msg);
+        return;
+    }
+    if (limit_s) {
+        char *end;
+        limit = strtol(limit_s, &end, 10);
+        if (end == limit_s || *end || limit < 1 || limit > TOP_MAX) {
+            snprintf(msg, sizeof(msg), "limit must be a number from 1 to %d (got '%.32s')", TOP_MAX,
+                     limit_s);
+            keng_api__respond_error(api, req, 400, msg);
+            return;
+        }
+    }
+    if (within_s && *within_s && find_any_scope(api, within_s, &within_level, &within) != 0) {
+        snprintf(msg, sizeof(msg), "within: no district, commune or province with id '%.64s'",
+                 within_s);
+        keng_api__respond_error(api, req, 404, msg);
+        return;
+    }
+    if (within_s && *within_s && within_level <= level) {
+        snprintf(msg, sizeof(msg), "within must be a scope above the level %s (got the %s '%.64s')",
+                 keng_level_names[level], keng_level_names[within_level], within_s);
+        keng_api__respond_error(api, req, 400, msg);
+        return;
+    }
+
+    size_t n = keng_scope_count(api->reg, level), used = 0;
+    ranked_t *ranks = malloc((n ? n : 1) * sizeof(*ranks));
+    if (!ranks) {
+        keng_api__respond_error(api, req, 500, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        keng_tally_t t;
+        if (!keng_api__scope_within(api->reg, level, (uint32_t)i, within_level, within))
+            continue;
+        keng_api__scope_tally(api, level, (uint32_t)i, window, &t);
+        uint64_t v = kind == KENG_KIND_INCIDENT ? t.incidents : t.mediations;
+        if (v > 0)
+            ranks[used++] = (ranked_t){.index = (uint32_t)i, .count = v};
+    }
+    qsort(ranks, used, sizeof(*ranks), rank_cmp);
+    json_t *items = json_array();
+    for (size_t i = 0; i < used && i < (size_t)limit; i++) {
+        const char *id, *name;
+        keng_scope_names(api->reg, level, ranks[i].index, &id, &name);
+        json_array_append_new(items, json_pack("{s:s,s:s,s:I}", "id", id, "name", name, "count",
+                                               (json_int_t)ranks[i].count));
+    }
+    free(ranks);
+    const char *within_id, *within_name;
+    keng_scope_names(api->reg, within_level, within, &within_id, &within_name);
+    keng_api__respond_json(api, req, 200,
+                           json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s},s:o}", "level",
+                                     keng_level_names[level], "window", keng_window_names[window],
+                                     "kind", keng_kind_name(kind), "as_of",
+                                     keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)),
+                                     "within", "level", keng_level_names[within_level], "id",
+                                     within_id, "name", within_name, "items", items));
+}
+
+/* The index of the scope that contains the child at index (a board's commune, a commune's
+ * district, a district's province). */
+static uint32_t parent_index(const keng_registry_t *reg, keng_level_t child, uint32_t index)
+{
+    switch (child) {
+    case KENG_LEVEL_BOARD:
+        return keng_registry_board(reg, index)->commune;
+    case KENG_LEVEL_COMMUNE:
+        return keng_registry_commune(reg, index)->district;
+    default:
+        return 0;
+    }
+}
+
+/* The scopes one level below a scope, each with its tally over one window, in registry
+ * order: the province's districts, a district's communes or a commune's boards in one
+ * answer, for the dashboard's drill-down tables. */
+static void get_children(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *level_s = keng_http_request_query(req, "level");
+    const char *id = keng_http_request_query(req, "id");
+    const char *window_s = keng_http_request_query(req, "window");
+    keng_level_t level = KENG_LEVEL_PROVINCE, child;
+    keng_window_id_t window = KENG_WIN_24H;
+    const char *parent_id, *parent_name;
+    char msg[256], as_of[32];
+    int32_t index;
+
+    if (level_s && (keng_api__parse_level(level_s, &level) != 0 || level == KENG_LEVEL_BOARD)) {
+        snprintf(msg, sizeof(msg), "level must be one of province, district, commune (got '%.32s')",
+                 level_s);
+        keng_api__respond_error(api, req, 400, msg);
+        return;
+    }
+    if (window_param(api, req, window_s, &window) != 0)
+        return;
+    index = scope_param(api, req, level, id);
+    if (index < 0)
+        return;
+    child = (keng_level_t)(level - 1);
+    json_t *items = json_array();
+    size_t n = keng_scope_count(api->reg, child);
+    for (uint32_t i = 0; i < n; i++) {
+        const char *child_id, *child_name;
+        keng_tally_t t;
+        json_t *item;
+
+        if (parent_index(api->reg, child, i) != (uint32_t)index)
+            continue;
+        keng_api__scope_tally(api, child, i, window, &t);
+        keng_scope_names(api->reg, child, i, &child_id, &child_name);
+        item = tally_json(&t);
+        json_object_set_new(item, "id", json_string(child_id));
+        json_object_set_new(item, "name", json_string(child_name));
+        json_array_append_new(items, item);
+    }
+    keng_scope_names(api->reg, level, (uint32_t)index, &parent_id, &parent_name);
+    keng_api__respond_json(
+        api, req, 200,
+        json_pack("{s:s,s:{s:s,s:s,s:s},s:s,s:s,s:o}", "level", keng_level_names[child], "parent",
+                  "level", keng_level_names[level], "id", parent_id, "name", parent_name, "window",
+                  keng_window_names[window], "as_of",
+                  keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)), "items", items));
+}
+
+static void add_alert(const keng_alert_t *t, void *arg)
+{
+    json_array_append_new(arg, keng_alerts_json(t));
+}
+
+static void get_alerts(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *status = keng_http_request_query(req, "status");
+
+    if (status && strcmp(status, "firing") != 0 && strcmp(status, "resolved") != 0) {
+        keng_api__respond_error(api, req, 400, "status must be firing or resolved");
+        return;
+    }
+    json_t *list = json_array();
+    if (api->alerts)
+        keng_alerts_each(api->alerts,
+                         status && strcmp(status, "resolved") == 0 ? KENG_ALERT_RESOLVED
+                                                                   : KENG_ALERT_FIRING,
+                         add_alert, list);
+    keng_api__respond_json(api, req, 200, json_pack("{s:o}", "alerts", list));
+}
+
+static void get_readyz(keng_api_t *api, keng_http_request_t *req)
+{
+    char reason[256];
+
+    if (!api->consumer) {
+        keng_api__respond_json(api, req, 503,
+                               json_pack("{s:s,s:s}", "status", "starting", "reason",
+                                         "the consumer is not running (starting or stopping)"));
+        return;
+    }
+    if (!keng_consumer_ready(api->consumer, reason, sizeof(reason))) {
+        keng_api__respond_json(api, req, 503,
+                               json_pack("{s:s,s:s}", "status", "catching up", "reason", reason));
+        return;
+    }
+    keng_api__respond_json(api, req, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+/* ---- Server-Sent Events ---- */
+
+/* The province's totals per window: what the stream sends when it changes. */
+static char *province_event(const keng_api_t *api)
+{
+    json_t *j = counts_json(api, KENG_LEVEL_PROVINCE, 0);
+    json_t *windows = json_object_get(j, "windows");
+    char *without_time, *text;
+
+    /* Compare without as_of, which changes every second even when nothing else does. */
+    json_t *cmp = json_pack("{s:O}", "windows", windows);
+    without_time = json_dumps(cmp, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(cmp);
+    text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!without_time || !text) {
+        free(without_time);
+        free(text);
+        return NULL;
+    }
+    /* "<windows>\n<full>": the key and the payload in one allocation. */
+    size_t a = strlen(without_time), b = strlen(text);
+    char *out = malloc(a + b + 2);
+    if (out) {
+        memcpy(out, without_time, a);
+        out[a] = '\n';
+        memcpy(out + a + 1, text, b + 1);
+    }
+    free(without_time);
+    free(text);
+    return out;
+}
+
+static void stream_write_all(keng_api_t *api, const char *data, size_t len)
+{
+    /* From the end: a stream that fails is removed by swapping the last one into its slot,
+     * which has already been written. */
+    for (size_t i = api->nstreams; i-- > 0;) {
+        if (i < api->nstreams)
+            keng_http_stream_write(api->streams[i]->req, data, len);
+    }
+}
+
+static void send_counts(keng_api_t *api, keng_http_request_t *only, bool force)
+{
+    char *ev = province_event(api);
+    char *full, *frame = NULL;
+    size_t key_len;
+
+    if (!ev)
+        return;
+    full = strchr(ev, '\n');
+    key_len = (size_t)(full - ev);
+    full++;
+    if (!force && api->last_sent && strlen(api->last_sent) == key_len &&
+        memcmp(api->last_sent, ev, key_len) == 0) {
+        free(ev);
+        return;
+    }
+    if (asprintf(&frame, "event: counts\ndata: %s\n\n", full) < 0) {
+        free(ev);
+        return;
+    }
+    if (only) {
+        keng_http_stream_write(only, frame, strlen(frame));
+    } else {
+        stream_write_all(api, frame, strlen(frame));
+        ev[key_len] = '\0';
+        free(api->last_sent);
+        api->last_sent = strdup(ev);
+        api->last_sent_ms = keng_monotonic_ms();
+    }
+    free(frame);
+    free(ev);
+}
+
+static void on_stream_timer(uv_timer_t *timer)
+{
+    keng_api_t *api = timer->data;
+
+    if (api->nstreams == 0)
+        return;
+    send_counts(api, NULL, false);
+    if (keng_monotonic_ms() - api->last_sent_ms >= STREAM_HEARTBEAT_MS) {
+        static const char beat[] = ": keep-alive\n\n";
+        stream_write_all(api, beat, sizeof(beat) - 1);
+        api->last_sent_ms = keng_monotonic_ms();
+    }
+}
+
+/* The API goes once its timer is closed and no stream can call back into it. */
+static void maybe_free(keng_api_t *api)
+{
+    if (!api->timer_closed || api->nstreams > 0)
+        return;
+    free(api->streams);
+    free(api->last_sent);
+    free(api);
+}
+
+static void on_stream_close(void *arg)
+{
+    stream_t *s = arg;
+    keng_api_t *api = s->api;
+
+    for (size_t i = 0; i < api->nstreams; i++) {
+        if (api->streams[i] == s) {
+            api->streams[i] = api->streams[--api->nstreams];
+            break;
+        }
+    }
+    free(s);
+    maybe_free(api);
+}
+
+static int streams_reserve(keng_api_t *api)
+{
+    size_t cap;
+    stream_t **p;
+
+    if (api->nstreams < api->streams_cap)
+        return 0;
+    cap = api->streams_cap ? api->streams_cap * 2 : 8;
+    p = realloc(api->streams, cap * sizeof(*p));
+    if (!p)
+        return -1;
+    api->streams = p;
+    api->streams_cap = cap;
+    return 0;
+}
+
+static void get_stream(keng_api_t *api, keng_http_request_t *req)
+{
+    stream_t *s = calloc(1, sizeof(*s));
+
+    if (!s || streams_reserve(api) != 0) {
+        free(s);
+        keng_api__respond_error(api, req, 503, "out of memory for another stream");
+        return;
+    }
+    /* keng_http_stream_begin sends Cache-Control: no-cache itself. */
+    int rc = keng_http_stream_begin(req, "text/event-stream");
+    if (rc != 0) {
+        free(s);
+        /* At http.max_streams; after -ENOTCONN the answer is dropped. */
+        if (rc == -EBUSY)
+            keng_http_request_add_header(req, "Retry-After", "5");
+        keng_api__respond_error(api, req, 503,
+                                rc == -EBUSY ? "too many streams are open; retry later"
+                                             : "the stream could not be started");
+        return;
+    }
+    keng_api__count_status(api, 200);
+    s->api = api;
+    s->req = req;
+    api->streams[api->nstreams++] = s;
+    keng_http_stream_on_close(req, on_stream_close, s);
+    send_counts(api, req, true);
+}
+
+/* ---- routing ---- */
+
+void keng_api_handle(keng_http_request_t *req, void *ctx)
+{
+    keng_api_t *api = ctx;
+    const char *method = keng_http_request_method(req);
+    const char *path = keng_http_request_path(req);
+
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        keng_http_request_add_header(req, "Allow", "GET, HEAD");
+        keng_api__respond_error(api, req, 405, "only GET is supported");
+        return;
+    }
+    if (strcmp(path, "/v1/counts") == 0)
+        get_counts(api, req);
+    else if (strcmp(path, "/v1/top") == 0)
+        get_top(api, req);
+    else if (strcmp(path, "/v1/alerts") == 0)
+        get_alerts(api, req);
+    else if (strcmp(path, "/v1/stream") == 0)
+        get_stream(api, req);
+    else if (strcmp(path, "/healthz") == 0)
+        respond_text(api, req, 200, "text/plain; charset=utf-8", "ok\n", 3);
+    else if (strcmp(path, "/readyz") == 0)
+        get_readyz(api, req);
+    else if (strcmp(path, "/metrics") == 0)
+        keng_api__get_metrics(api, req, api->srv);
+    else if (strcmp(path, "/v1/children") == 0)
+        get_children(api, req);
+    else if (strcmp(path, "/v1/silent") == 0)
+        keng_api__get_silent(api, req);
+    else if (strcmp(path, "/v1/series") == 0)
+        keng_api__get_series(api, req);
+    else if (strcmp(path, "/") == 0) {
+        /* no-cache: a new build's page shows on the next load, not after a cache expiry. */
+        keng_http_request_add_header(req, "Cache-Control", "no-cache");
+        respond_text(api, req, 200, "text/html; charset=utf-8", keng_dashboard_html,
+                     sizeof(keng_dashboard_html) - 1);
+    } else
+        keng_api__respond_error(api, req, 404, "no such endpoint");
+}
+
+keng_api_t *keng_api_new(uv_loop_t *loop, const keng_registry_t *reg, const keng_counts_t *counts)
+{
+    keng_api_t *api = calloc(1, sizeof(*api));
+
+    if (!api)
+        return NULL;
+    api->reg = reg;
+    api->counts = counts;
+    api->silent.days = KENG_SILENT_DAYS_DEFAULT;
+    api->silent.start_ms = INT64_MIN;
+    uv_timer_init(loop, &api->timer);
+    api->timer.data = api;
+    uv_timer_start(&api->timer, on_stream_timer, STREAM_INTERVAL_MS, STREAM_INTERVAL_MS);
+    return api;
+}
+
+void keng_api_set_consumer(keng_api_t *api, keng_consumer_t *consumer)
+{
+    api->consumer = consumer;
+}
+
+void keng_api_set_silent(keng_api_t *api, const keng_silent_options_t *opt)
+{
+    api->silent = *opt;
+}
+
+void keng_api_set_cluster(keng_api_t *api, const keng_cluster_t *cluster)
+{
+    api->cluster = cluster;
+}
+
+void keng_api_set_server(keng_api_t *api, keng_http_server_t *srv)
+{
+    api->srv = srv;
+    keng_http_server_set_error_body(srv, server_error_body);
+}
+
+void keng_api_set_alerts(keng_api_t *api, const keng_alerts_t *alerts,
+                         const keng_alertlog_t *alertlog)
+{
+    api->alerts = alerts;
+    api->alertlog = alertlog;
+}
+
+void keng_api_push_alert(keng_api_t *api, const char *json)
+{
+    char *frame = NULL;
+
+    if (api->closing || api->nstreams == 0)
+        return;
+    if (asprintf(&frame, "event: alert\ndata: %s\n\n", json) < 0)
+        return;
+    stream_write_all(api, frame, strlen(frame));
+    free(frame);
+}
+
+static void on_timer_closed(uv_handle_t *handle)
+{
+    keng_api_t *api = handle->data;
+
+    api->timer_closed = true;
+    maybe_free(api);
+}
+
+void keng_api_close(keng_api_t *api)
+{
+    if (!api || api->closing)
+        return;
+    api->closing = true;
+    api->consumer = NULL;
+    uv_timer_stop(&api->timer);
+    /* Each stream's on_stream_close takes it out of the array, now or later. */
+    for (size_t i = api->nstreams; i-- > 0;) {
+        if (i < api->nstreams)
+            keng_http_stream_end(api->streams[i]->req);
+    }
+    uv_close((uv_handle_t *)&api->timer, on_timer_closed);
+}
+
+void keng_api_set_more_metrics(keng_api_t *api, void (*fn)(FILE *out, void *arg), void *arg)
+{
+    api->more_metrics = fn;
+    api->more_metrics_arg = arg;
+}

@@ -1,0 +1,249 @@
+/* The consumer's checkpoint: every dirty board unit and moved offset in one LMDB
+ * transaction, published to the counts topic and committed to the group after it; it never
+ * reads a checkpoint back (consumer_rebalance.c does, at an assignment). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "log.h"
+#include "timeutil.h"
+
+static void put_i32(unsigned char *b, int32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        b[i] = (unsigned char)((uint32_t)v >> (8 * i));
+}
+
+/* ---- checkpoint ---- */
+
+/* A partition is written once it has passed every offset its loaded units were valid at. */
+static bool part_writable(const part_t *p)
+{
+    return p->assigned && p->next_offset >= 0 && p->next_offset >= p->write_from;
+}
+
+static bool unit_writable(keng_consumer_t *c, uint32_t u)
+{
+    part_t *p;
+
+    if (c->unit_part[u] == PARTITION_NONE ||
+        !keng_counts_unit_dirty(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)(u % KENG_KIND_COUNT)))
+        return false;
+    p = keng_consumer__part_find(c, (int)(u % KENG_KIND_COUNT), c->unit_part[u], false);
+    return p && part_writable(p);
+}
+
+/* Makes the next checkpoint write every unit of p that has state. */
+void keng_consumer__mark_partition_dirty(keng_consumer_t *c, part_t *p)
+{
+    for (uint32_t b = 0; b < c->nboards; b++) {
+        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)p->topic;
+        if (c->unit_part[u] == p->partition &&
+            keng_counts_unit_has_state(c->counts, b, (keng_kind_t)p->topic))
+            keng_counts_unit_set_dirty(c->counts, b, (keng_kind_t)p->topic, true);
+    }
+    p->offset_dirty = true;
+}
+
+/* The alert state and the alert topic's positions, into the checkpoint's transaction. */
+static int put_alerts(keng_consumer_t *c, keng_checkpoint_txn_t *txn, char *err, size_t err_size)
+{
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    int rc = -1;
+
+    if (keng_alerts_save(c->alerts, &buf, &len) != 0 ||
+        keng_checkpoint_put_meta(txn, KENG_CHECKPOINT_ALERTS, buf, len, err, err_size) != 0)
+        goto out;
+    free(buf);
+    buf = NULL;
+    len = 0;
+    if (keng_alertlog_save(c->alertlog, &buf, &len) != 0 ||
+        keng_checkpoint_put_meta(txn, KENG_CHECKPOINT_ALERTLOG, buf, len, err, err_size) != 0)
+        goto out;
+    rc = 0;
+
+out:
+    if (rc != 0 && !buf)
+        snprintf(err, err_size, "cannot save the alert state (out of memory?)");
+    free(buf);
+    return rc;
+}
+
+/* The alert transitions of every counted event must be acknowledged before the checkpoint
+ * saves the alert state, and dead letters before it moves past their events. Unless force,
+ * waits (returns 1) up to DEADLETTER_WAIT_MAX_MS, after which it flushes; returns 0 to go on. */
+static int wait_for_acks(keng_consumer_t *c, bool force, int64_t start)
+{
+    if (c->alerts && c->ready)
+        keng_alerts_evaluate_touched(c->alerts, c->last_now);
+    if (keng_deadletter_in_flight(c->dl) > 0 ||
+        (c->alertlog && keng_alertlog_in_flight(c->alertlog) > 0)) {
+        if (!c->deadletter_wait_since)
+            c->deadletter_wait_since = start;
+        if (!force && start - c->deadletter_wait_since < DEADLETTER_WAIT_MAX_MS)
+            return 1;
+        if (keng_deadletter_flush(c->dl, SHUTDOWN_FLUSH_MS) != 0 ||
+            (c->alertlog && keng_alertlog_flush(c->alertlog, SHUTDOWN_FLUSH_MS) != 0)) {
+            keng_log_warn("dead letters are not acknowledged; the checkpoint waits", "in_flight=%d",
+                          keng_deadletter_in_flight(c->dl));
+            return 1;
+        }
+    }
+    c->deadletter_wait_since = 0;
+    return 0;
+}
+
+/* Whether there is anything to write. An idle aggregator writes nothing: a commit costs an
+ * fsync. A partition whose publication to the counts topic was lost is marked whole first. */
+static bool has_work(keng_consumer_t *c)
+{
+    for (size_t i = 0; c->cluster && i < c->nparts; i++) {
+        part_t *p = &c->parts[i];
+        if (p->assigned && keng_cluster_take_resync(c->cluster, p->topic, p->partition))
+            keng_consumer__mark_partition_dirty(c, p);
+    }
+    bool work = false;
+    for (size_t i = 0; i < c->nparts && !work; i++)
+        work = c->parts[i].offset_dirty && part_writable(&c->parts[i]);
+    for (size_t u = 0; u < c->nunits && !work; u++)
+        work = unit_writable(c, (uint32_t)u);
+    if (c->alerts)
+        work = work || keng_alerts_dirty(c->alerts) || keng_alertlog_dirty(c->alertlog);
+    return work;
+}
+
+/* One unit's state behind its header into the transaction, and to the counts topic unless
+ * the assignment was lost. Returns 0, or -1 with err filled. */
+static int put_unit(keng_consumer_t *c, keng_checkpoint_txn_t *txn, uint32_t u, char *err,
+                    size_t err_size)
+{
+    uint32_t board = u / KENG_KIND_COUNT;
+    keng_kind_t kind = (keng_kind_t)(u % KENG_KIND_COUNT);
+    unsigned char *state = NULL;
+    size_t len = 0;
+
+    if (keng_counts_unit_save(c->counts, board, kind, &state, &len) != 0) {
+        snprintf(err, err_size, "board %s: cannot save its state (out of memory?)",
+                 keng_registry_board(c->reg, board)->id);
+        free(state);
+        return -1;
+    }
+    unsigned char *buf = malloc(UNIT_HEADER + len);
+    if (!buf) {
+        snprintf(err, err_size, "out of memory");
+        free(state);
+        return -1;
+    }
+    buf[0] = UNIT_MAGIC0;
+    buf[1] = UNIT_MAGIC1;
+    buf[2] = UNIT_VERSION;
+    put_i32(buf + 3, c->unit_part[u]);
+    if (len)
+        memcpy(buf + UNIT_HEADER, state, len);
+    int rc = keng_checkpoint_put_unit(txn, keng_registry_board(c->reg, board)->id,
+                                      keng_kind_name(kind), buf, UNIT_HEADER + len, err, err_size);
+    free(buf);
+    if (rc == 0 && c->cluster && !c->assignment_lost) {
+        part_t *p = keng_consumer__part_find(c, (int)kind, c->unit_part[u], false);
+        keng_cluster_publish_unit(c->cluster, board, kind, c->unit_part[u], p->next_offset, state,
+                                  len);
+        p->publish = true;
+    }
+    free(state);
+    return rc;
+}
+
+/* After the commit: the units written are clean, the partitions' marks go to the counts
+ * topic, and their offsets to the group (only for lag in Kafka's tools: resumption reads the
+ * checkpoint, never these). */
+static void after_commit(keng_consumer_t *c, size_t ndirty, int64_t start)
+{
+    for (size_t i = 0; i < ndirty; i++)
+        keng_counts_unit_set_dirty(c->counts, c->dirty_list[i] / KENG_KIND_COUNT,
+                                   (keng_kind_t)(c->dirty_list[i] % KENG_KIND_COUNT), false);
+    for (size_t i = 0; c->cluster && !c->assignment_lost && i < c->nparts; i++) {
+        part_t *p = &c->parts[i];
+        if (p->publish)
+            keng_cluster_publish_mark(c->cluster, p->topic, p->partition, p->next_offset);
+    }
+    if (c->alerts) {
+        keng_alerts_mark_clean(c->alerts);
+        keng_alertlog_mark_clean(c->alertlog);
+    }
+    rd_kafka_topic_partition_list_t *commit = rd_kafka_topic_partition_list_new((int)c->nparts);
+    for (size_t i = 0; i < c->nparts; i++) {
+        part_t *p = &c->parts[i];
+        if (!p->publish)
+            continue;
+        if (p->offset_dirty && p->assigned)
+            rd_kafka_topic_partition_list_add(commit, c->topics[p->topic], p->partition)->offset =
+                p->next_offset;
+        p->offset_dirty = false;
+    }
+    if (commit->cnt > 0 && !c->stopping)
+        rd_kafka_commit(c->rk, commit, 1);
+    else if (commit->cnt > 0)
+        rd_kafka_commit(c->rk, commit, 0);
+    rd_kafka_topic_partition_list_destroy(commit);
+    c->events_since_checkpoint = 0;
+    c->stats.checkpoints++;
+    c->stats.last_checkpoint_seconds = (double)(keng_monotonic_ms() - start) / 1000.0;
+    c->stats.last_checkpoint_ms = keng_consumer_now(c);
+}
+
+/* Writes every dirty board and every moved offset in one transaction, then commits the
+ * offsets to the group for the tools' sake. Unless force, waits (returns 1) while dead
+ * letters are unacknowledged, up to DEADLETTER_WAIT_MAX_MS, after which it flushes. */
+int keng_consumer__checkpoint(keng_consumer_t *c, bool force)
+{
+    char err[512];
+    keng_checkpoint_txn_t *txn = NULL;
+    size_t ndirty = 0;
+    int64_t start = keng_monotonic_ms();
+    int ret = -1;
+
+    if (wait_for_acks(c, force, start) != 0)
+        return 1;
+    if (!has_work(c))
+        return 0;
+
+    txn = keng_checkpoint_begin(c->cp, err, sizeof(err));
+    if (!txn)
+        goto out;
+    for (size_t i = 0; i < c->nparts; i++)
+        c->parts[i].publish = false;
+    for (size_t u = 0; u < c->nunits; u++) {
+        if (!unit_writable(c, (uint32_t)u))
+            continue;
+        if (put_unit(c, txn, (uint32_t)u, err, sizeof(err)) != 0)
+            goto out;
+        c->dirty_list[ndirty++] = (uint32_t)u;
+    }
+    for (size_t i = 0; i < c->nparts; i++) {
+        part_t *p = &c->parts[i];
+        /* Units and offset go together: a partition's units are written with its offset. */
+        if (!part_writable(p) || !(p->offset_dirty || p->publish))
+            continue;
+        if (keng_checkpoint_put_offset(txn, c->topics[p->topic], p->partition, p->next_offset, err,
+                                       sizeof(err)) != 0)
+            goto out;
+        p->publish = true;
+    }
+    if (c->alerts && put_alerts(c, txn, err, sizeof(err)) != 0)
+        goto out;
+    ret = keng_checkpoint_commit(txn, err, sizeof(err));
+    txn = NULL;
+    if (ret != 0)
+        goto out;
+    after_commit(c, ndirty, start);
+
+out:
+    if (txn)
+        keng_checkpoint_abort(txn);
+    if (ret < 0)
+        keng_log_error("checkpoint failed; will retry", "error=\"%s\"", err);
+    return ret;
+}

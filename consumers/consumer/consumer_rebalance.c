@@ -1,0 +1,401 @@
+/* The consumer's rebalances: at an assignment, each unit's newest state from the local
+ * checkpoint or the counts topic and where each partition starts; at a revocation, the last
+ * checkpoint and letting go; the alerts handed over both ways. It never counts an event. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "log.h"
+#include "timeutil.h"
+
+/* ---- board state ---- */
+
+static int32_t get_i32(const unsigned char *b)
+{
+    uint32_t u = 0;
+
+    for (int i = 0; i < 4; i++)
+        u |= (uint32_t)b[i] << (8 * i);
+    return (int32_t)u;
+}
+
+/* Where a newly assigned partition's units come from: the local checkpoint, valid at its
+ * offset, or the counts topic, each unit valid at its own offset (docs/SCALE_OUT.md). */
+typedef struct restore_ctx {
+    keng_consumer_t *c;
+    rd_kafka_topic_partition_list_t *parts;
+    int64_t *local; /* per element of parts: the checkpointed offset, -1 for none */
+    int64_t now;
+    size_t loaded, skipped;
+} restore_ctx_t;
+
+/* The element of ctx->parts for (topic, partition), or -1. */
+static int restore_find(const restore_ctx_t *ctx, int topic, int32_t partition)
+{
+    for (int i = 0; i < ctx->parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &ctx->parts->elems[i];
+        if (tp->partition == partition && keng_consumer__topic_index(ctx->c, tp->topic) == topic)
+            return i;
+    }
+    return -1;
+}
+
+/* Loads a unit's state (borrowed) valid at offset from, for a partition being assigned. */
+static void restore_unit(restore_ctx_t *ctx, uint32_t board, int kind, int32_t partition,
+                         const unsigned char *state, size_t len, int64_t from, const char *source)
+{
+    keng_consumer_t *c = ctx->c;
+    uint32_t u = board * KENG_KIND_COUNT + (uint32_t)kind;
+    char err[256];
+
+    if (keng_counts_unit_load(c->counts, board, (keng_kind_t)kind, state, len, ctx->now, err,
+                              sizeof(err)) != 0) {
+        keng_log_error("a saved unit state could not be loaded; its events are read again",
+                       "board=%s kind=%s source=%s error=\"%s\"",
+                       keng_registry_board(c->reg, board)->id, keng_kind_name((keng_kind_t)kind),
+                       source, err);
+        ctx->skipped++;
+        return;
+    }
+    c->unit_part[u] = partition;
+    c->unit_from[u] = from;
+    ctx->loaded++;
+}
+
+/* keng_checkpoint_each_unit's callback: the local candidates, id "<board id>/<kind>". */
+static int restore_local(const char *id, size_t id_len, const void *data, size_t len, void *arg)
+{
+    restore_ctx_t *ctx = arg;
+    const unsigned char *b = data;
+    size_t slash = id_len;
+    keng_kind_t kind;
+    char kind_name[16];
+    int32_t board, partition;
+    int i;
+
+    while (slash > 0 && id[slash - 1] != '/')
+        slash--;
+    if (slash < 2 || id_len - slash >= sizeof(kind_name))
+        return 0;
+    memcpy(kind_name, id + slash, id_len - slash);
+    kind_name[id_len - slash] = '\0';
+    board = keng_registry_find_board(ctx->c->reg, id, slash - 1);
+    if (board < 0 || keng_kind_parse(kind_name, &kind) != 0 || len < UNIT_HEADER ||
+        b[0] != UNIT_MAGIC0 || b[1] != UNIT_MAGIC1 || b[2] != UNIT_VERSION)
+        return 0; /* not the registry's, or not a format this keng writes: read again */
+    partition = get_i32(b + 3);
+    i = restore_find(ctx, (int)kind, partition);
+    if (i < 0 || ctx->local[i] < 0)
+        return 0;
+    restore_unit(ctx, (uint32_t)board, (int)kind, partition, b + UNIT_HEADER, len - UNIT_HEADER,
+                 ctx->local[i], "checkpoint");
+    return 0;
+}
+
+/* ---- rebalance ---- */
+
+/* ---- alerts across assignments ---- */
+
+/* Whether this instance decides a scope's alerts (alerts.h): a board's, when it owns the
+ * board's partition; those above a board, when it decides them for the topic. */
+bool keng_consumer__holds_scope(keng_level_t level, uint32_t scope, keng_kind_t kind, void *arg)
+{
+    const keng_consumer_t *c = arg;
+
+    if ((unsigned)kind >= TOPIC_COUNT)
+        return false;
+    if (level == KENG_LEVEL_BOARD)
+        return scope < c->nboards &&
+               c->unit_part[scope * KENG_KIND_COUNT + (uint32_t)kind] != PARTITION_NONE;
+    return c->decides_above[kind];
+}
+
+/* Who decides the alerts above a board, one instance at a time: with the counts topic, the
+ * owner of the topic's partition 0, which adds the other instances' published units to its
+ * own; without it, an instance that owns every partition (its counts are then complete).
+ * With query, the number of partitions is read again (it grows when partitions are added,
+ * which rebalances the group). */
+static void update_deciders(keng_consumer_t *c, bool query)
+{
+    for (int t = 0; t < TOPIC_COUNT; t++) {
+        int assigned = 0;
+        const part_t *first = keng_consumer__part_find(c, t, 0, false);
+
+        if (c->cluster) {
+            c->decides_above[t] = first && first->assigned;
+            continue;
+        }
+        if (query) {
+            rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, c->topics[t], NULL);
+            const struct rd_kafka_metadata *md = NULL;
+            rd_kafka_resp_err_t err =
+                rkt ? rd_kafka_metadata(c->rk, 0, rkt, &md, METADATA_MS) : rd_kafka_last_error();
+
+            if (!err && md->topic_cnt == 1 && !md->topics[0].err)
+                c->topic_partitions[t] = md->topics[0].partition_cnt;
+            else
+                keng_log_warn("cannot read the number of partitions; alerts above a board wait "
+                              "for the next assignment",
+                              "topic=%s error=\"%s\"", c->topics[t],
+                              rd_kafka_err2str(err ? err : md->topics[0].err));
+            if (md)
+                rd_kafka_metadata_destroy(md);
+            if (rkt)
+                rd_kafka_topic_destroy(rkt);
+        }
+        for (size_t i = 0; i < c->nparts; i++)
+            if (c->parts[i].assigned && c->parts[i].topic == t)
+                assigned++;
+        c->decides_above[t] = c->topic_partitions[t] > 0 && assigned >= c->topic_partitions[t];
+    }
+}
+
+static void adopt_alert(const keng_alert_t *t, void *arg)
+{
+    keng_alerts_adopt(arg, t);
+}
+
+/* After the assignment changed: the alerts of boards that left go on with their new owner,
+ * and those of boards that came are taken over from the alert topic, under the ids the
+ * previous owner emitted, so that a rebalance neither resolves nor fires anything. Nothing
+ * is evaluated until the next catch-up. */
+static void hand_over_alerts(keng_consumer_t *c, bool assigned)
+{
+    char err[512];
+    size_t released;
+    long n = 0;
+
+    if (!c->alerts)
+        return;
+    update_deciders(c, assigned);
+    released = keng_alerts_release_unheld(c->alerts);
+    if (assigned && c->alertlog) {
+        n = keng_alertlog_recover(c->alertlog, c->cfg, true, adopt_alert, c->alerts,
+                                  c->alerts_read_timeout_ms, err, sizeof(err));
+        if (n < 0)
+            keng_log_warn("cannot read the alert topic; alerts firing for the new boards may "
+                          "fire again under a new id",
+                          "error=\"%s\"", err);
+    }
+    keng_log_info("alerts handed over",
+                  "released=%zu read=%ld decides_above_boards_incidents=%d "
+                  "decides_above_boards_mediations=%d",
+                  released, n, c->decides_above[KENG_KIND_INCIDENT],
+                  c->decides_above[KENG_KIND_MEDIATION]);
+}
+
+/* For each assigned partition, the offset the local checkpoint is valid at (ctx->local) and
+ * the mark the counts topic holds (mark), -1 for none. */
+static void read_starts(keng_consumer_t *c, restore_ctx_t *ctx, int64_t *mark)
+{
+    char err[512];
+    rd_kafka_topic_partition_list_t *parts = ctx->parts;
+
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int t = keng_consumer__topic_index(c, tp->topic);
+        int64_t off = -1;
+        int rc;
+
+        ctx->local[i] = mark[i] = -1;
+        if (t < 0)
+            continue;
+        rc = keng_checkpoint_get_offset(c->cp, tp->topic, tp->partition, &off, err, sizeof(err));
+        if (rc < 0)
+            keng_log_error("cannot read the checkpointed offset; not using the checkpoint",
+                           "topic=%s partition=%" PRId32 " error=\"%s\"", tp->topic, tp->partition,
+                           err);
+        if (rc == 1)
+            ctx->local[i] = off;
+        if (c->cluster && !keng_cluster_mark(c->cluster, (keng_kind_t)t, tp->partition, &mark[i]))
+            mark[i] = -1;
+    }
+}
+
+/* Loads the units of the counts topic that are newer than the local ones. A unit's state in
+ * the topic is valid at its own offset, and at the partition's mark when older: a unit that
+ * changed before the mark was published again before it. */
+static void restore_from_topic(keng_consumer_t *c, restore_ctx_t *ctx, const int64_t *mark)
+{
+    for (uint32_t u = 0; u < c->nunits; u++) {
+        const unsigned char *state;
+        size_t len;
+        int32_t partition;
+        int64_t valid;
+        int i;
+
+        if (!keng_cluster_unit(c->cluster, u / KENG_KIND_COUNT, (keng_kind_t)(u % KENG_KIND_COUNT),
+                               &state, &len, &partition, &valid) ||
+            (i = restore_find(ctx, (int)(u % KENG_KIND_COUNT), partition)) < 0)
+            continue;
+        if (mark[i] > valid)
+            valid = mark[i];
+        if (c->unit_part[u] == partition && c->unit_from[u] >= valid &&
+            keng_counts_unit_has_state(c->counts, u / KENG_KIND_COUNT,
+                                       (keng_kind_t)(u % KENG_KIND_COUNT)))
+            continue; /* the local one is as new */
+        restore_unit(ctx, u / KENG_KIND_COUNT, (int)(u % KENG_KIND_COUNT), partition, state, len,
+                     valid, "topic");
+    }
+}
+
+/* Where an assigned partition starts: where the oldest of its loaded units ends, or, when
+ * nothing says which units had no events (base < 0), at its first retained event. */
+static void start_partition(keng_consumer_t *c, rd_kafka_topic_partition_t *tp, int64_t local,
+                            int64_t mark)
+{
+    int t = keng_consumer__topic_index(c, tp->topic);
+    part_t *p;
+    /* Units absent from both sources had no events before the newer of the two. */
+    int64_t base = local > mark ? local : mark;
+    int64_t start = base, write_from = base;
+    size_t units = 0;
+
+    if (t < 0 || !(p = keng_consumer__part_find(c, t, tp->partition, true)))
+        return;
+    for (uint32_t b = 0; b < c->nboards; b++) {
+        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)t;
+        if (c->unit_part[u] != tp->partition || c->unit_from[u] < 0 ||
+            !keng_counts_unit_has_state(c->counts, b, (keng_kind_t)t))
+            continue;
+        units++;
+        if (start < 0 || c->unit_from[u] < start)
+            start = c->unit_from[u];
+        if (c->unit_from[u] > write_from)
+            write_from = c->unit_from[u];
+    }
+    if (base < 0)
+        start = -1; /* nothing says which units had no events: read it all */
+    /* Without any state, the partition is rebuilt from its first retained event. */
+    tp->offset = start >= 0 ? start : RD_KAFKA_OFFSET_BEGINNING;
+    p->assigned = true;
+    p->next_offset = start;
+    p->write_from = write_from;
+    p->replay_until = base;
+    p->target = -1;
+    p->reached = false;
+    /* Everything loaded is written and published again, so that the checkpoint and the
+     * topic each hold the whole partition at one offset. */
+    keng_consumer__mark_partition_dirty(c, p);
+    if (c->cluster)
+        keng_cluster_set_owned(c->cluster, (keng_kind_t)t, tp->partition, true);
+    keng_log_info("partition assigned",
+                  "topic=%s partition=%" PRId32 " offset=%" PRId64 " checkpoint=%" PRId64
+                  " mark=%" PRId64 " units=%zu",
+                  tp->topic, tp->partition, start, local, mark, units);
+}
+
+/* Picks, for every unit of the assigned partitions, the newest state of the local checkpoint
+ * and the counts topic, loads it, and starts each partition where the oldest of them ends. */
+static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
+{
+    char err[512];
+    restore_ctx_t ctx = {.c = c, .parts = parts, .now = keng_consumer__now_ms(c)};
+    int64_t *mark = calloc((size_t)parts->cnt + 1, sizeof(int64_t));
+
+    ctx.local = calloc((size_t)parts->cnt + 1, sizeof(int64_t));
+    if (!ctx.local || !mark) {
+        /* Without memory for two numbers a partition, nothing below would go well either. */
+        keng_log_error("out of memory at assignment; reading the partitions whole", NULL);
+    }
+    /* The previous owner published before it let go: read that before choosing. */
+    if (c->cluster && keng_cluster_catch_up(c->cluster, CATCH_UP_MS) != 0)
+        keng_log_warn("the counts topic is behind; states from it may be older than the "
+                      "partition's last owner left them (still exact, only more to read)",
+                      NULL);
+    if (ctx.local && mark)
+        read_starts(c, &ctx, mark);
+    if (ctx.local && mark &&
+        keng_checkpoint_each_unit(c->cp, restore_local, &ctx, err, sizeof(err)) < 0)
+        keng_log_error("cannot read the checkpointed units; using the counts topic only",
+                       "error=\"%s\"", err);
+    if (c->cluster && mark)
+        restore_from_topic(c, &ctx, mark);
+    for (int i = 0; i < parts->cnt; i++) {
+        bool known = ctx.local && mark;
+        start_partition(c, &parts->elems[i], known ? ctx.local[i] : -1, known ? mark[i] : -1);
+    }
+    free(ctx.local);
+    free(mark);
+    hand_over_alerts(c, true);
+    rd_kafka_error_t *error = rd_kafka_incremental_assign(c->rk, parts);
+    if (error) {
+        keng_log_error("incremental assign failed", "error=\"%s\"", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    c->got_assignment = true;
+    c->ready = false;
+    keng_consumer__query_watermarks(c);
+}
+
+static void on_revoke(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
+{
+    /* A lost assignment may already be another instance's: checkpoint locally, publish
+     * nothing that could be newer in the topic than what the new owner publishes. */
+    c->assignment_lost = rd_kafka_assignment_lost(c->rk);
+    /* The revoked partitions' progress must be in the checkpoint and the counts topic before
+     * they go. */
+    if (keng_consumer__checkpoint(c, true) != 0)
+        keng_log_error("could not checkpoint before giving partitions up; their events since "
+                       "the last checkpoint will be read again",
+                       "lost=%d", c->assignment_lost);
+    if (c->cluster && !c->assignment_lost)
+        keng_cluster_flush(c->cluster, REVOKE_FLUSH_MS);
+    c->assignment_lost = false;
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int t = keng_consumer__topic_index(c, tp->topic);
+        part_t *p = t < 0 ? NULL : keng_consumer__part_find(c, t, tp->partition, false);
+
+        if (!p)
+            continue;
+        p->assigned = false;
+        p->offset_dirty = false;
+        p->target = -1;
+        keng_log_info("partition revoked", "topic=%s partition=%" PRId32, tp->topic, tp->partition);
+        if (c->stopping)
+            continue; /* the counts are still served until the process ends */
+        /* Only this topic's units go: the board's other kind may stay here. */
+        for (uint32_t b = 0; b < c->nboards; b++) {
+            uint32_t u = b * KENG_KIND_COUNT + (uint32_t)t;
+            if (c->unit_part[u] != tp->partition)
+                continue;
+            keng_counts_unit_clear(c->counts, b, (keng_kind_t)t);
+            keng_counts_unit_set_dirty(c->counts, b, (keng_kind_t)t, false);
+            c->unit_part[u] = PARTITION_NONE;
+            c->unit_from[u] = -1;
+        }
+        if (c->cluster)
+            keng_cluster_set_owned(c->cluster, (keng_kind_t)t, tp->partition, false);
+    }
+    if (!c->stopping)
+        hand_over_alerts(c, false);
+    rd_kafka_error_t *error = rd_kafka_incremental_unassign(c->rk, parts);
+    if (error) {
+        keng_log_error("incremental unassign failed", "error=\"%s\"", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+/* Served from the consumer queue, on the loop thread. */
+void keng_consumer__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    keng_consumer_t *c = opaque;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* librdkafka ran the assignor's on_assignment before queueing this (its state now
+         * exists), even for an empty assignment: cooperative rebalances always assign. */
+        c->assignor_has_state = true;
+        on_assign(c, parts);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        on_revoke(c, parts);
+    } else {
+        keng_log_error("rebalance failed", "error=\"%s\"", rd_kafka_err2str(err));
+        rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, parts);
+        if (error)
+            rd_kafka_error_destroy(error);
+    }
+}

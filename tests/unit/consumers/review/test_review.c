@@ -1,0 +1,143 @@
+/* Tests of the annual review's counting: each event_id once however often it is resent (past
+ * the id table's growth), the period's edges, unknown boards, and the written report's totals
+ * against a recount made here; they never touch Kafka. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "registry.h"
+#include "review.h"
+#include "unit_support.h"
+
+#define EVENTS 20000 /* many times the id table's first size, so it grows several times */
+
+/* Event i of the test: its kind, class and board follow from i alone. */
+static keng_event_t make_event(uint32_t i, int64_t occurred_at)
+{
+    keng_event_t ev;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.kind = i % 5 < 3 ? KENG_KIND_INCIDENT : KENG_KIND_MEDIATION;
+    ev.category = (keng_category_t)(i % KENG_CAT_COUNT);
+    ev.resolution = (keng_resolution_t)(i / 7 % KENG_RES_COUNT);
+    ev.outcome = (keng_outcome_t)(i / 3 % KENG_OUTCOME_COUNT);
+    ev.dispute_type = (keng_dispute_t)(i / 11 % KENG_DISPUTE_COUNT);
+    snprintf(ev.event_id, sizeof(ev.event_id), "review-test-%08u", i);
+    const keng_board_t *b = keng_registry_board(
+        keng_unit_registry,
+        (uint32_t)((i * 2654435761u) % keng_registry_board_count(keng_unit_registry)));
+    snprintf(ev.board_id, sizeof(ev.board_id), "%s", b->id);
+    ev.occurred_at = occurred_at;
+    ev.reported_at = occurred_at;
+    return ev;
+}
+
+static json_int_t json_total(json_t *scope, const char *kind)
+{
+    return json_integer_value(json_object_get(json_object_get(scope, kind), "total"));
+}
+
+static void each_event_is_counted_once(void **state)
+{
+    int64_t from, to;
+    char errstr[256], dir[] = "/tmp/keng-test-review.XXXXXX", path[300];
+    uint64_t incidents = 0, mediations = 0, transferred = 0;
+
+    keng_review_year_bounds(2025, &from, &to);
+    keng_review_t *r = keng_review_new(keng_unit_registry, from, to, "2025");
+    assert_non_null(r);
+    for (uint32_t i = 0; i < EVENTS; i++) {
+        keng_event_t ev = make_event(i, from + (int64_t)i * ((to - from) / EVENTS));
+        keng_unit_expect_u64(KENG_REVIEW_COUNTED, keng_review_add(r, &ev),
+                             "outcome of a new event");
+        if (ev.kind == KENG_KIND_INCIDENT) {
+            incidents++;
+            transferred += ev.resolution == KENG_RES_TRANSFERRED_TO_POLICE;
+        } else {
+            mediations++;
+        }
+    }
+    /* Every event again, in another order and at another time of the year: resends. */
+    for (uint32_t k = 0; k < EVENTS; k++) {
+        keng_event_t ev = make_event((k * 7919u) % EVENTS, from + 1000);
+        keng_unit_expect_u64(KENG_REVIEW_DUPLICATE, keng_review_add(r, &ev), "outcome of a resend");
+    }
+    /* The edges: the period is [from, to). */
+    keng_event_t edge = make_event(EVENTS, from - 1);
+    keng_unit_expect_u64(KENG_REVIEW_OUT_OF_PERIOD, keng_review_add(r, &edge),
+                         "a millisecond before");
+    edge = make_event(EVENTS + 1, to);
+    keng_unit_expect_u64(KENG_REVIEW_OUT_OF_PERIOD, keng_review_add(r, &edge), "the period's end");
+    edge = make_event(EVENTS + 2, to - 1);
+    keng_unit_expect_u64(KENG_REVIEW_COUNTED, keng_review_add(r, &edge), "the last millisecond");
+    mediations += edge.kind == KENG_KIND_MEDIATION;
+    incidents += edge.kind == KENG_KIND_INCIDENT;
+    transferred +=
+        edge.kind == KENG_KIND_INCIDENT && edge.resolution == KENG_RES_TRANSFERRED_TO_POLICE;
+    keng_event_t stranger = make_event(EVENTS + 3, from + 5);
+    snprintf(stranger.board_id, sizeof(stranger.board_id), "D99-C999-B99");
+    keng_unit_expect_u64(KENG_REVIEW_UNKNOWN_BOARD, keng_review_add(r, &stranger),
+                         "an unknown board");
+    keng_review_add_undecodable(r);
+
+    keng_unit_expect_u64(EVENTS + 1, keng_review_outcome_count(r, KENG_REVIEW_COUNTED), "counted");
+    keng_unit_expect_u64(EVENTS, keng_review_outcome_count(r, KENG_REVIEW_DUPLICATE), "duplicates");
+    keng_unit_expect_u64(2, keng_review_outcome_count(r, KENG_REVIEW_OUT_OF_PERIOD),
+                         "out of period");
+    keng_unit_expect_u64(1, keng_review_outcome_count(r, KENG_REVIEW_UNKNOWN_BOARD),
+                         "unknown board");
+    keng_unit_expect_u64(1, keng_review_outcome_count(r, KENG_REVIEW_UNDECODABLE), "undecodable");
+
+    assert_non_null(mkdtemp(dir));
+    if (keng_review_write(r, dir, errstr, sizeof(errstr)) != 0)
+        fail_msg("keng_review_write: %s", errstr);
+    snprintf(path, sizeof(path), "%s/review.json", dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root)
+        fail_msg("%s: %s", path, jerr.text);
+    json_t *province = json_object_get(root, "province");
+    keng_unit_expect_u64(incidents, (uint64_t)json_total(province, "incidents"),
+                         "province incidents");
+    keng_unit_expect_u64(mediations, (uint64_t)json_total(province, "mediations"),
+                         "province mediations");
+    keng_unit_expect_u64(
+        transferred,
+        (uint64_t)json_integer_value(json_object_get(
+            json_object_get(json_object_get(province, "incidents"), "by_resolution"),
+            "TRANSFERRED_TO_POLICE")),
+        "province incidents transferred to police");
+    uint64_t by_month = 0;
+    size_t m;
+    json_t *month;
+    json_array_foreach(json_object_get(root, "months"), m, month)
+    {
+        by_month += (uint64_t)json_total(month, "incidents");
+    }
+    keng_unit_expect_u64(incidents, by_month, "incidents summed over the months");
+    json_decref(root);
+
+    const char *files[] = {"review.json", "review.csv", "review.html"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        remove(path);
+    }
+    rmdir(dir);
+    keng_review_destroy(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(each_event_is_counted_once),
+    };
+    return cmocka_run_group_tests(tests, keng_unit_registry_setup, keng_unit_registry_teardown);
+}
