@@ -479,7 +479,8 @@ def test_dockerignore():
                 if l.strip() and not l.strip().startswith("#")]
     needed = ["CMakeLists.txt", "cmake/embed_schemas.cmake", "common/config.c",
               "producers/CMakeLists.txt", "consumers/CMakeLists.txt", "schemas/manifest.csv",
-              "tools/CMakeLists.txt", "tests/CMakeLists.txt", "deploy/with-state-slot.sh",
+              "tools/CMakeLists.txt", "tests/CMakeLists.txt", "cmake/keng_library.cmake",
+              "consumers/counts/CMakeLists.txt", "deploy/with-state-slot.sh",
               "Dockerfile"]
     for rel in needed:
         kt.check(os.path.exists(path(rel)), "file the image build needs exists", rel, "missing")
@@ -535,9 +536,11 @@ def test_config_keys_documented_and_accepted():
     ops = read("docs", "OPERATIONS.md")
     props = librdkafka_properties()
     # The http.* keys are read by the HTTP server both programs share, in common/.
-    common = sorted(glob.glob(path("common", "*.c")))
-    sources = {"keng-ingest.conf": sorted(glob.glob(path("producers", "*.c"))) + common,
-               "keng-aggregate.conf": sorted(glob.glob(path("consumers", "*.c"))) + common}
+    def c_files(folder):
+        return sorted(glob.glob(path(folder, "**", "*.c"), recursive=True))
+    common = c_files("common")
+    sources = {"keng-ingest.conf": c_files("producers") + common,
+               "keng-aggregate.conf": c_files("consumers") + common}
     confs = sorted(os.path.basename(p) for p in glob.glob(path("deploy", "*.conf")))
     kt.check_equal(confs, sorted(sources), "config files in deploy/")
     for file in confs:
