@@ -17,6 +17,9 @@ void keng_program_start(const keng_program_t *p)
 int keng_program_help(const keng_program_t *p)
 {
     p->usage(stdout);
+    /* One table for every program, so that scripts can rely on it. */
+    printf("\nExit codes: 0 done, 1 failed, 64 usage, 69 unavailable, 78 configuration; "
+           "docs/DESIGN.md, \"Exit codes\".\n");
     return KENG_EXIT_OK;
 }
 
@@ -139,12 +142,14 @@ int keng_program_open(const keng_program_t *p, const char *path, const keng_prog
     return 0;
 }
 
-void keng_program_warn_without_brokers(const keng_config_t *cfg)
+int keng_program_require_brokers(const keng_config_t *cfg)
 {
-    if (!keng_config_brokers(cfg))
-        keng_log_warn("no bootstrap servers: set --brokers, KENG_BROKERS or "
-                      "kafka.bootstrap.servers",
-                      NULL);
+    if (keng_config_brokers(cfg))
+        return 0;
+    keng_log_error("no bootstrap servers: set --brokers, KENG_BROKERS or "
+                   "kafka.bootstrap.servers",
+                   "exit=%d", KENG_EXIT_CONFIG);
+    return KENG_EXIT_CONFIG;
 }
 
 static volatile sig_atomic_t *stop_flag;

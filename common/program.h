@@ -116,9 +116,10 @@ keng_config_t *keng_program_config_table(const keng_program_t *p, const char *pa
 int keng_program_open(const keng_program_t *p, const char *path, const keng_program_flag_t *table,
                       const char *registry_path, keng_config_t **cfg, keng_registry_t **reg);
 
-/* For the servers, which start without Kafka and serve what they have: a warning in the log
- * when cfg names no bootstrap servers. */
-void keng_program_warn_without_brokers(const keng_config_t *cfg);
+/* For the servers, which cannot do their job without Kafka: returns 0 when cfg names bootstrap
+ * servers, else KENG_EXIT_CONFIG after logging the three ways to name them. (A broker that is
+ * named but down is not this: the servers start, and /readyz says what they wait for.) */
+int keng_program_require_brokers(const keng_config_t *cfg);
 
 /* For the programs without a loop: SIGINT and SIGTERM add one to *flag and do nothing else
  * (a second signal can end a wait the first one started). flag is borrowed for the life of

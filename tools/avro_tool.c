@@ -49,7 +49,7 @@ static void usage(FILE *f)
         "  -h, --help      this help;  -V, --version  keng's version\n");
 }
 
-/* keng-avro reads no config file; it exits 2 on a usage error, as it always has. */
+/* keng-avro reads no config file; a usage error exits 64, as in every program. */
 static const keng_program_t program = {"keng-avro", 0, usage, NULL, 0};
 
 static keng_schema_store_t *open_store(const struct conf *conf)
@@ -137,11 +137,11 @@ static int run_encode(const struct conf *conf)
 
     if (!conf->kind_set) {
         fprintf(stderr, "keng-avro: encode needs --kind incident or --kind mediation\n");
-        return 2;
+        return KENG_EXIT_USAGE;
     }
     if (conf->out_dir != NULL && conf->out_file != NULL) {
         fprintf(stderr, "keng-avro: give either --out-dir or -o, not both\n");
-        return 2;
+        return KENG_EXIT_USAGE;
     }
     store = open_store(conf);
     if (store == NULL)
@@ -356,7 +356,7 @@ static int run_decode(const struct conf *conf, int nfiles, char **files)
 
     if (nfiles == 0) {
         fprintf(stderr, "keng-avro: decode needs at least one FILE\n");
-        return 2;
+        return KENG_EXIT_USAGE;
     }
     store = open_store(conf);
     if (store == NULL)
@@ -394,7 +394,7 @@ int main(int argc, char **argv)
             if (keng_kind_parse(optarg, &conf.kind) < 0) {
                 fprintf(stderr, "keng-avro: unknown kind '%s'; expected incident or mediation\n",
                         optarg);
-                return 2;
+                return KENG_EXIT_USAGE;
             }
             conf.kind_set = true;
             break;
@@ -417,7 +417,7 @@ int main(int argc, char **argv)
             else {
                 fprintf(stderr, "keng-avro: unknown format '%s'; expected auto, single or stream\n",
                         optarg);
-                return 2;
+                return KENG_EXIT_USAGE;
             }
             break;
         case 'h':
@@ -426,12 +426,12 @@ int main(int argc, char **argv)
             return keng_program_version(&program);
         default:
             usage(stderr);
-            return 2;
+            return KENG_EXIT_USAGE;
         }
     }
     if (optind >= argc) {
         usage(stderr);
-        return 2;
+        return KENG_EXIT_USAGE;
     }
     conf.mode = argv[optind++];
     if (strcmp(conf.mode, "encode") == 0)
@@ -440,5 +440,5 @@ int main(int argc, char **argv)
         return run_decode(&conf, argc - optind, argv + optind);
     fprintf(stderr, "keng-avro: unknown mode '%s'; expected encode or decode\n", conf.mode);
     usage(stderr);
-    return 2;
+    return KENG_EXIT_USAGE;
 }

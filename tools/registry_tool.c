@@ -45,15 +45,23 @@ int main(int argc, char **argv)
     int operands, rc;
 
     keng_program_start(&program);
-    /* Arguments after the flags have always been let go: operands is taken and not read. */
     rc = keng_program_parse(&program, argc, argv, table, &operands);
     if (rc >= 0)
         return rc;
+    /* `keng-registry FILE` once printed the built-in registry's counts and exited 0, so an
+     * operator took FILE for checked. */
+    if (operands < argc) {
+        fprintf(stderr,
+                "keng-registry: unexpected argument '%s' (to check a registry: "
+                "keng-registry --check %s)\n",
+                argv[operands], argv[operands]);
+        return KENG_EXIT_USAGE;
+    }
     rc = 0;
     reg = keng_registry_open(check_path, errstr, sizeof(errstr));
     if (!reg) {
         fprintf(stderr, "keng-registry: %s\n", errstr);
-        return 1;
+        return KENG_EXIT_CONFIG;
     }
     if (write_path) {
         FILE *out = strcmp(write_path, "-") == 0 ? stdout : fopen(write_path, "w");

@@ -592,7 +592,8 @@ static int read_settings(app_t *app, settings_t *st)
 }
 
 /* The registry, the schemas, the counts, the alert rules and the checkpoint, loaded in that
- * order. Returns 0, 64 on bad alert rules, or 1 (logged). */
+ * order. Returns 0, 64 on bad alert rules, 78 when the registry or the schemas do not load,
+ * or 1 (logged). */
 static int load_state(app_t *app, const settings_t *st)
 {
     char errstr[512];
@@ -602,14 +603,14 @@ static int load_state(app_t *app, const settings_t *st)
         keng_registry_open(keng_config_get(app->cfg, "registry", NULL), errstr, sizeof(errstr));
     if (!app->reg) {
         keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
-        return 1;
+        return KENG_EXIT_CONFIG;
     }
     /* schemas.dir and schemas.reader.<subject> let an operator run this consumer with the
      * schemas of another release without a rebuild. */
     app->store = keng_schema_store_from_config(app->cfg, errstr, sizeof(errstr));
     if (!app->store) {
         keng_log_error("cannot load the schemas", "error=\"%s\"", errstr);
-        return 1;
+        return KENG_EXIT_CONFIG;
     }
     app->counts = keng_counts_new(app->reg, &st->kopt);
     if (!app->counts) {
@@ -678,17 +679,21 @@ static int start_http(app_t *app, const keng_http_limits_t *limits)
 }
 
 /* The Kafka side: dead letters, the alert topic, the shared counts and the consumer, which
- * joins the group last. Returns 0, 64 on a bad cluster set-up, or 1 (logged). */
+ * joins the group last. Returns 0, 64 on a bad cluster set-up, 78 when librdkafka refuses the
+ * kafka.* settings, or 1 (logged). */
 static int start_kafka(app_t *app, settings_t *st)
 {
     char errstr[512], instance_id[128];
 
     rd_kafka_conf_t *pconf =
         keng_config_kafka(app->cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
-    if (pconf)
-        app->dl = keng_deadletter_new(
-            app->loop, pconf, keng_config_get(app->cfg, "topic.deadletter", "antt.deadletter"),
-            errstr, sizeof(errstr));
+    if (!pconf) {
+        keng_log_error("librdkafka refuses the Kafka settings", "error=\"%s\"", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    app->dl = keng_deadletter_new(app->loop, pconf,
+                                  keng_config_get(app->cfg, "topic.deadletter", "antt.deadletter"),
+                                  errstr, sizeof(errstr));
     if (!app->dl) {
         keng_log_error("cannot create the dead-letter producer", "error=\"%s\"", errstr);
         return 1;
@@ -768,7 +773,10 @@ int main(int argc, char **argv)
     app.cfg = keng_program_config(&program, opt.config_path, flags);
     if (!app.cfg)
         return 64;
-    keng_program_warn_without_brokers(app.cfg);
+    if ((rc = keng_program_require_brokers(app.cfg)) != 0) {
+        keng_config_destroy(app.cfg);
+        return rc;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&loop);

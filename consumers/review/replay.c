@@ -415,6 +415,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
     reg = keng_registry_open(opt->registry_path, errstr, sizeof(errstr));
     if (!reg) {
         keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
+        rc = KENG_EXIT_CONFIG;
         goto out;
     }
     store = keng_schema_store_from_config(cfg, errstr, sizeof(errstr));

@@ -651,14 +651,14 @@ static int run(ingest_t *in)
         keng_registry_open(keng_config_get(in->cfg, "registry", NULL), errstr, sizeof(errstr));
     if (!in->reg) {
         keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
-        return 1;
+        return KENG_EXIT_CONFIG;
     }
     in->tokens_path = keng_config_get(in->cfg, "ingest.tokens", NULL);
     if (in->tokens_path && *in->tokens_path) {
         in->tokens = keng_tokens_load(in->tokens_path, errstr, sizeof(errstr));
         if (!in->tokens) {
             keng_log_error("cannot load the token file", "error=\"%s\"", errstr);
-            return 1;
+            return KENG_EXIT_CONFIG;
         }
         if (keng_tokens_count(in->tokens) == 0 && !keng_tokens_none_intended(in->tokens))
             keng_log_warn("the token file holds no token: every POST will be refused with 401 "
@@ -682,7 +682,7 @@ static int run(ingest_t *in)
     in->producer = keng_producer_new(in->cfg, errstr, sizeof(errstr));
     if (!in->producer) {
         keng_log_error("cannot create the kafka producer", "error=\"%s\"", errstr);
-        return 1;
+        return KENG_EXIT_CONFIG;
     }
     if (keng_producer_attach_uv(in->producer, in->loop, errstr, sizeof(errstr)) < 0) {
         keng_log_error("cannot serve delivery reports on the loop", "error=\"%s\"", errstr);
@@ -801,7 +801,10 @@ int main(int argc, char **argv)
     in.cfg = keng_program_config_table(&program, opt.config_path, table);
     if (!in.cfg)
         return KENG_EXIT_USAGE;
-    keng_program_warn_without_brokers(in.cfg);
+    if ((rc = keng_program_require_brokers(in.cfg)) != 0) {
+        keng_config_destroy(in.cfg);
+        return rc;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&loop);

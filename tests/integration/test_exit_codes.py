@@ -1,0 +1,119 @@
+"""Exit codes mean the same in every program (docs/DESIGN.md, "Exit codes"), and every
+program's --help points there: a registry that does not load is a configuration error (78)
+wherever it happens, a program that cannot do its job without a broker refuses to start (78)
+instead of warning and running, and an argument the program does not take is a usage error
+(64). No broker is needed: every case stops before Kafka."""
+
+import subprocess
+
+import kengtest as kt
+
+# Each program, with the arguments that take it as far as loading its registry.
+REGISTRY_USERS = {
+    "keng-ingest": ["--listen", "127.0.0.1:0"],
+    "keng-aggregate": ["--listen", "127.0.0.1:0", "--state-dir", "state"],
+    "keng-produce": ["--dry-run", "-"],
+    "keng-simulate": ["--output", "ndjson", "--count", "1"],
+    "keng-replay": ["--year", "2025", "--out", "review-out"],
+}
+EVERY_PROGRAM = sorted(list(REGISTRY_USERS) + ["keng-broker", "keng-registry", "keng-avro"])
+
+
+def run(wd, args, env=None):
+    r = subprocess.run([kt.binary(args[0])] + args[1:], capture_output=True, timeout=30,
+                       cwd=wd.path, stdin=subprocess.DEVNULL,
+                       env=env if env is not None else {"KENG_BROKERS": "127.0.0.1:1"})
+    return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+
+def test_registry_that_does_not_load_is_78_everywhere():
+    wd = kt.Workdir()
+    try:
+        bad = wd.file("boards.csv")
+        with open(bad, "w") as f:
+            f.write("this is not a registry\n")
+        for program, args in REGISTRY_USERS.items():
+            for path, what in ((bad, "a malformed registry"), (wd.file("absent.csv"),
+                                                                 "a registry that is absent")):
+                rc, _, err = run(wd, [program, "--registry", path] + args)
+                kt.check_equal(rc, 78, f"{program} exit status for {what} ({err.strip()[-300:]})")
+        rc, _, err = run(wd, ["keng-registry", "--check", bad])
+        kt.check_equal(rc, 78, f"keng-registry --check exit status for a malformed registry "
+                               f"({err.strip()[-300:]})")
+    finally:
+        wd.cleanup()
+
+
+def test_no_broker_refuses_to_start():
+    wd = kt.Workdir()
+    try:
+        for program in ("keng-ingest", "keng-aggregate"):
+            rc, _, err = run(wd, [program] + REGISTRY_USERS[program], env={})
+            kt.check_equal(rc, 78, f"{program} exit status without any bootstrap servers "
+                                   f"({err.strip()[-300:]})")
+            for way in ("--brokers", "KENG_BROKERS", "kafka.bootstrap.servers"):
+                kt.check(way in err, f"{program} names {way} as a way to set the brokers",
+                         way, err.strip()[-300:])
+    finally:
+        wd.cleanup()
+
+
+def test_kafka_setting_librdkafka_refuses_is_78():
+    wd = kt.Workdir()
+    try:
+        cfg = wd.file("bogus.conf")
+        with open(cfg, "w") as f:
+            f.write("kafka.bogus.property=1\n")
+        for program in ("keng-ingest", "keng-aggregate"):
+            rc, _, err = run(wd, [program, "--config", cfg] + REGISTRY_USERS[program])
+            kt.check_equal(rc, 78, f"{program} exit status for a kafka.* key librdkafka refuses "
+                                   f"({err.strip()[-300:]})")
+            kt.check("bogus.property" in err, f"{program} names the setting", "bogus.property",
+                     err.strip()[-300:])
+    finally:
+        wd.cleanup()
+
+
+def test_help_points_to_the_exit_codes():
+    wd = kt.Workdir()
+    try:
+        for program in EVERY_PROGRAM:
+            rc, out, err = run(wd, [program, "--help"])
+            kt.check_equal(rc, 0, f"{program} --help exit status")
+            kt.check("docs/DESIGN.md, \"Exit codes\"" in out, f"{program} --help points to the "
+                     "exit codes", 'docs/DESIGN.md, "Exit codes"', out.strip()[-300:])
+    finally:
+        wd.cleanup()
+
+
+def test_unknown_flag_is_64_everywhere():
+    wd = kt.Workdir()
+    try:
+        for program in EVERY_PROGRAM:
+            rc, _, err = run(wd, [program, "--no-such-flag"])
+            kt.check_equal(rc, 64, f"{program} exit status for an unknown flag ({err.strip()[-200:]})")
+        for args in (["keng-avro", "recode"], ["keng-avro", "encode"], ["keng-avro"]):
+            rc, _, err = run(wd, args)
+            kt.check_equal(rc, 64, f"{' '.join(args)} exit status ({err.strip()[-200:]})")
+    finally:
+        wd.cleanup()
+
+
+def test_registry_file_without_a_flag_is_a_usage_error():
+    # `keng-registry FILE` used to print the built-in registry's counts and exit 0, so an
+    # operator believed FILE valid.
+    wd = kt.Workdir()
+    try:
+        rc, out, err = run(wd, ["keng-registry", wd.file("boards.csv")])
+        kt.check_equal(rc, 64, "keng-registry FILE (no --check) exit status")
+        kt.check("--check" in err, "the error says to use --check", "--check", err.strip())
+        kt.check_equal(out, "", "nothing on stdout")
+    finally:
+        wd.cleanup()
+
+
+if __name__ == "__main__":
+    kt.main([test_registry_that_does_not_load_is_78_everywhere, test_no_broker_refuses_to_start,
+             test_kafka_setting_librdkafka_refuses_is_78,
+             test_help_points_to_the_exit_codes, test_unknown_flag_is_64_everywhere,
+             test_registry_file_without_a_flag_is_a_usage_error])
