@@ -19,6 +19,8 @@ Usage: keng-demo [--listen HOST:PORT] [--ingest-listen HOST:PORT] [--rate EVENTS
 
 Runs the embedded broker, the aggregator with its dashboard, the ingest gateway and the
 field simulator together. Logs and state go to DIR (default: a new directory in /tmp).
+
+Exit codes: 0 done, 1 failed, 64 usage, 69 unavailable, 78 configuration; docs/DESIGN.md, "Exit codes".
 USAGE
 }
 

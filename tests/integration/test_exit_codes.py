@@ -16,7 +16,8 @@ REGISTRY_USERS = {
     "keng-simulate": ["--output", "ndjson", "--count", "1"],
     "keng-replay": ["--year", "2025", "--out", "review-out"],
 }
-EVERY_PROGRAM = sorted(list(REGISTRY_USERS) + ["keng-broker", "keng-registry", "keng-avro"])
+EVERY_PROGRAM = sorted(list(REGISTRY_USERS) + ["keng-broker", "keng-registry", "keng-avro",
+                                                "keng-demo"])
 
 
 def run(wd, args, env=None):
