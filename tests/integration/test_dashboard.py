@@ -264,7 +264,8 @@ def test_dashboard_in_chromium():
         kt.check_equal((status, headers.get("content-type"), headers.get("cache-control")),
                        (200, "text/html; charset=utf-8", "no-cache"), "GET / status and headers")
         page = body.decode("utf-8")
-        with open(os.path.join(kt.SOURCE_DIR, "consumers", "dashboard.html"), encoding="utf-8") as f:
+        with open(os.path.join(kt.SOURCE_DIR, "consumers", "aggregate",
+                               "dashboard.html"), encoding="utf-8") as f:
             source = f.read()
         kt.check(page == source, "GET / serves consumers/aggregate/dashboard.html (is the build older "
                  "than the file?)", f"its {len(source)} characters",
