@@ -9,8 +9,11 @@ typedef enum { KENG_LOG_DEBUG, KENG_LOG_INFO, KENG_LOG_WARN, KENG_LOG_ERROR } ke
 void keng_log_set_level(keng_log_level_t level);
 void keng_log_set_program(const char *name);
 
-/* msg is a short sentence; fmt, when not NULL, formats the key=value pairs that follow it.
- * Safe to call from any thread: each line is written with one write(2). */
+/* msg is a short sentence; fmt, when not NULL, formats the key=value pairs that follow it, as
+ * printf does but for %s: each string is escaped (\" \\ \n \r \t \xNN), and a bare one
+ * (key=%s) that holds a space, a quote or '=', or is empty, is quoted too. A line is at most
+ * 2 KiB; what is past that is cut, the newline never. Safe to call from any thread: each line
+ * is written with one write(2). */
 void keng_log(keng_log_level_t level, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
