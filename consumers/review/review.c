@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -379,13 +380,20 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
 
 /* ---- CSV ---- */
 
+/* A text cell. review.csv is opened in spreadsheets, which read a cell that starts with
+ * = + - @, a tab or a CR as a formula (CSV injection): such a cell gets a leading apostrophe,
+ * which they show as text. Names and ids come from the registry file, so any of them may. */
 static void csv_field(FILE *f, const char *s)
 {
-    if (!strpbrk(s, ",\"\n")) {
+    bool formula = *s && strchr("=+-@\t\r", *s);
+
+    if (!formula && !strpbrk(s, ",\"\n\r")) {
         fputs(s, f);
         return;
     }
     fputc('"', f);
+    if (formula)
+        fputc('\'', f);
     for (; *s; s++) {
         if (*s == '"')
             fputc('"', f);
@@ -397,9 +405,13 @@ static void csv_field(FILE *f, const char *s)
 static void csv_row(FILE *f, const char *level, const char *id, const char *name,
                     const char *parent, const tally_t *t)
 {
-    fprintf(f, "%s,%s,", level, id);
+    fprintf(f, "%s,", level);
+    csv_field(f, id);
+    fputc(',', f);
     csv_field(f, name);
-    fprintf(f, ",%s,%llu", parent, (unsigned long long)t->incidents);
+    fputc(',', f);
+    csv_field(f, parent);
+    fprintf(f, ",%llu", (unsigned long long)t->incidents);
     for (int i = 0; i < KENG_RES_COUNT; i++)
         fprintf(f, ",%llu", (unsigned long long)t->by_resolution[i]);
     for (int i = 0; i < KENG_CAT_COUNT; i++)

@@ -134,10 +134,74 @@ static void each_event_is_counted_once(void **state)
     keng_review_destroy(r);
 }
 
+/* review.csv opens in spreadsheets: a cell that starts with = + - @, a tab or a CR would be
+ * read as a formula. Names and ids come from the operator's registry file, so each such cell
+ * is written with a leading apostrophe, quoted. */
+static void csv_cells_cannot_be_formulas(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/keng-review-csv-XXXXXX", path[512], errstr[256], line[1024];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/boards.csv", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("board_id,board_name,commune_id,commune_name,district_id,district_name,groups,"
+          "members\n"
+          "=B1,=HYPERLINK(\"http://x\"),+C1,@SUM(A1),-D1,\"\tTab\",1,1\n"
+          "B2,\"\rCR\",+C1,@SUM(A1),-D1,\"\tTab\",1,1\n",
+          f);
+    fclose(f);
+    keng_registry_t *reg = keng_registry_load(path, errstr, sizeof(errstr));
+    if (!reg)
+        fail_msg("registry: %s", errstr);
+    int64_t from, to;
+    keng_review_year_bounds(2025, &from, &to);
+    keng_review_t *r = keng_review_new(reg, from, to, "2025");
+    assert_int_equal(keng_review_write(r, dir, errstr, sizeof(errstr)), 0);
+
+    snprintf(path, sizeof(path), "%s/review.csv", dir);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    int rows = 0;
+    while (fgets(line, sizeof(line), f)) {
+        rows++;
+        /* Every cell, quoted or not, starts with none of = + - @ tab CR. */
+        const char *cell = line;
+        for (;;) {
+            const char *c = *cell == '"' ? cell + 1 : cell;
+            if (strchr("=+-@\t\r", *c) && *c)
+                fail_msg("review.csv row %d has a cell that starts with '%c': %s", rows, *c, line);
+            if (*cell == '"') {
+                cell++;
+                while (*cell && !(*cell == '"' && cell[1] != '"'))
+                    cell += *cell == '"' ? 2 : 1;
+                if (*cell)
+                    cell++;
+            } else {
+                cell += strcspn(cell, ",\n");
+            }
+            if (*cell != ',')
+                break;
+            cell++;
+        }
+    }
+    fclose(f);
+    assert_true(rows >= 5);
+    const char *files[] = {"review.json", "review.csv", "review.html", "boards.csv"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        remove(path);
+    }
+    rmdir(dir);
+    keng_review_destroy(r);
+    keng_registry_destroy(reg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(each_event_is_counted_once),
+        cmocka_unit_test(csv_cells_cannot_be_formulas),
     };
     return cmocka_run_group_tests(tests, keng_unit_registry_setup, keng_unit_registry_teardown);
 }
