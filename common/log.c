@@ -106,14 +106,25 @@ static bool needs_quotes(const char *v, size_t len)
     return false;
 }
 
-static void put_value(line_t *l, const char *v, size_t len, bool in_quotes)
+/* Where a %s stands in the pairs: inside quotes (key="%s"), bare (key=%s), or on its own
+ * (" %s "), where it holds ready pairs that its caller built with keng_log_value. */
+typedef enum { VALUE_QUOTED, VALUE_BARE, VALUE_PAIRS } value_place_t;
+
+static void put_value(line_t *l, const char *v, size_t len, value_place_t place)
 {
-    bool quote = !in_quotes && needs_quotes(v, len);
+    bool quote = place == VALUE_BARE && needs_quotes(v, len);
 
     if (quote)
         put(l, "\"", 1);
-    for (size_t i = 0; i < len; i++)
-        put_escaped_byte(l, (unsigned char)v[i]);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        /* Ready pairs keep their quotes and escapes; only a line break or another control
+         * byte is escaped, so that they stay on this line. */
+        if (place == VALUE_PAIRS && c != '\r' && c != '\n' && c >= 0x20 && c != 0x7f)
+            put(l, (const char *)&c, 1);
+        else
+            put_escaped_byte(l, c);
+    }
     if (quote)
         put(l, "\"", 1);
 }
@@ -121,7 +132,8 @@ static void put_value(line_t *l, const char *v, size_t len, bool in_quotes)
 /* One conversion of put_pairs: spec is its text ("%-5d", "%.*s", "%" PRId64), width and
  * precision the values of its stars (-1: none), length its length modifier. */
 static void put_conversion(line_t *l, const char *spec, char conv, const char *length,
-                           size_t length_len, int width, int precision, bool in_quotes, va_list *ap)
+                           size_t length_len, int width, int precision, value_place_t place,
+                           va_list *ap)
 {
     char out[128];
     int w = 0;
@@ -135,7 +147,7 @@ static void put_conversion(line_t *l, const char *spec, char conv, const char *l
         if (!v)
             v = "(null)";
         size_t len = precision >= 0 ? strnlen(v, (size_t)precision) : strlen(v);
-        put_value(l, v, len, in_quotes);
+        put_value(l, v, len, place);
         return;
     }
     /* Stars were read already: hand snprintf their values in the spec's place. */
@@ -200,7 +212,9 @@ static void put_pairs(line_t *l, const char *fmt, va_list *ap)
             return;
         }
         put(l, p, (size_t)(pct - p));
-        bool in_quotes = pct > fmt && pct[-1] == '"';
+        value_place_t place = pct > fmt && pct[-1] == '"'   ? VALUE_QUOTED
+                              : pct > fmt && pct[-1] == '=' ? VALUE_BARE
+                                                            : VALUE_PAIRS;
         /* The conversion: %[flags][width][.precision][length]conversion. */
         const char *q = pct + 1;
         char spec[32];
@@ -232,8 +246,7 @@ static void put_pairs(line_t *l, const char *fmt, va_list *ap)
             return; /* no conversion keng writes is this long */
         memcpy(spec, pct, spec_len);
         spec[spec_len] = '\0';
-        put_conversion(l, spec, conv, length, (size_t)(q - length), width, precision, in_quotes,
-                       ap);
+        put_conversion(l, spec, conv, length, (size_t)(q - length), width, precision, place, ap);
     }
 }
 
@@ -262,7 +275,7 @@ void keng_log(keng_log_level_t level, const char *msg, const char *fmt, ...)
     }
     /* The message is quoted so that spaces in it keep the line parseable as key=value. */
     put(&l, " msg=\"", 6);
-    put_value(&l, msg, strlen(msg), true);
+    put_value(&l, msg, strlen(msg), VALUE_QUOTED);
     put(&l, "\"", 1);
     if (fmt && *fmt) {
         put(&l, " ", 1);
@@ -274,4 +287,18 @@ void keng_log(keng_log_level_t level, const char *msg, const char *fmt, ...)
     if (write(STDERR_FILENO, l.buf, l.n) < 0) {
         /* Nowhere left to report a failed log write. */
     }
+}
+
+size_t keng_log_value(char *out, size_t size, const char *value)
+{
+    line_t l;
+
+    l.n = 0;
+    put_value(&l, value, strlen(value), VALUE_BARE);
+    if (size == 0)
+        return l.n;
+    size_t n = l.n < size - 1 ? l.n : size - 1;
+    memcpy(out, l.buf, n);
+    out[n] = '\0';
+    return n;
 }

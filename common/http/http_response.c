@@ -70,6 +70,37 @@ static const char *reason_phrase(int status)
     return strcmp(s, "<unknown>") == 0 ? "Unknown" : s;
 }
 
+/* Whether the ready header lines in extra (may be NULL) name the header name ("Name:"). */
+static bool extra_has(const struct buf *extra, const char *name)
+{
+    size_t n = strlen(name);
+    if (extra == NULL || extra->len == 0)
+        return false;
+    if (extra->len >= n && strncasecmp(extra->p, name, n) == 0)
+        return true;
+    for (const char *p = extra->p; (p = memchr(p, '\n', extra->len - (size_t)(p - extra->p)));) {
+        p++;
+        if ((size_t)(extra->p + extra->len - p) >= n && strncasecmp(p, name, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The headers every answer carries, whoever wrote it: no type sniffing, no referrer, and a
+ * Content-Security-Policy that lets nothing load and no page frame it (JSON and text need
+ * nothing more). A handler that serves a page sets its own policy (the dashboard does). */
+static int write_security_headers(struct buf *head, const struct buf *extra)
+{
+    static const char always[] = "X-Content-Type-Options: nosniff\r\n"
+                                 "Referrer-Policy: no-referrer\r\n";
+    static const char csp[] = "Content-Security-Policy: default-src 'none'; "
+                              "frame-ancestors 'none'; base-uri 'none'; form-action 'none'\r\n";
+    int rc = keng_http__buf_append(head, always, sizeof(always) - 1);
+    if (rc == 0 && !extra_has(extra, "Content-Security-Policy:"))
+        rc = keng_http__buf_append(head, csp, sizeof(csp) - 1);
+    return rc;
+}
+
 /* Writes a complete response. extra (may be NULL) holds ready "Name: value\r\n" lines.
  * keep_alive decides the Connection header; http10 says the client spoke HTTP/1.0, which
  * needs keep-alive said out loud. */
@@ -88,6 +119,8 @@ static int conn_write_response(struct conn *c, int status, const char *content_t
     }
     if (rc == 0)
         rc = keng_http__buf_printf(&head, "Content-Length: %zu\r\n", len);
+    if (rc == 0)
+        rc = write_security_headers(&head, extra);
     if (rc == 0 && extra != NULL && extra->len > 0)
         rc = keng_http__buf_append(&head, extra->p, extra->len);
     if (rc == 0 && !keep_alive)
@@ -258,6 +291,8 @@ int keng_http_stream_begin(keng_http_request_t *req, const char *content_type)
     int rc = keng_http__buf_printf(&head, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n%s",
                                    content_type != NULL ? content_type : "text/event-stream",
                                    own_cc ? "" : "Cache-Control: no-cache\r\n");
+    if (rc == 0)
+        rc = write_security_headers(&head, &req->extra);
     if (rc == 0 && req->extra.len > 0)
         rc = keng_http__buf_append(&head, req->extra.p, req->extra.len);
     if (rc == 0)

@@ -160,6 +160,29 @@ static json_t *error_body(const char *field, const char *message)
 
 /* Counts and logs one answer and sends it; takes the reference to body. req is invalid
  * afterwards. what names the request in the log. */
+/* The request as ready log pairs, "method=M path=P peer=A[ gateway=G]", each value escaped:
+ * the path is whatever the client sent, the gateway's name whatever the token file says. A
+ * long path is cut, and the line says less of it, nothing worse. */
+static void describe_request(char *what, size_t size, const char *method, const char *path,
+                             const char *peer, const char *gateway)
+{
+    const char *keys[] = {"method=", " path=", " peer=", " gateway="};
+    const char *values[] = {method, path, peer, gateway};
+    size_t n = 0;
+    char v[128];
+
+    what[0] = '\0';
+    for (int i = 0; i < 4 && values[i]; i++) {
+        size_t klen = strlen(keys[i]);
+        size_t vlen = keng_log_value(v, sizeof(v), values[i]);
+        if (n + klen + vlen >= size)
+            break;
+        memcpy(what + n, keys[i], klen);
+        memcpy(what + n + klen, v, vlen + 1);
+        n += klen + vlen;
+    }
+}
+
 static void answer(ingest_t *in, keng_http_request_t *req, int status, json_t *body,
                    const char *what, int64_t started_ms, const char *reason)
 {
@@ -437,9 +460,8 @@ static void serve_events(ingest_t *in, keng_http_request_t *req, keng_kind_t kin
     int status;
 
     gw = keng_tokens_authorize(in->tokens, keng_http_request_header(req, "Authorization"));
-    snprintf(what, sizeof(what), "method=POST path=%s peer=%s gateway=%s",
-             keng_http_request_path(req), keng_http_request_peer(req),
-             gw ? keng_gateway_name(gw) : "-");
+    describe_request(what, sizeof(what), "POST", keng_http_request_path(req),
+                     keng_http_request_peer(req), gw ? keng_gateway_name(gw) : "-");
     if (!gw) {
         bool sent = keng_http_request_header(req, "Authorization") != NULL;
         keng_http_request_add_header(req, "WWW-Authenticate",
@@ -496,8 +518,7 @@ static void on_request(keng_http_request_t *req, void *ctx)
     keng_kind_t kind;
     char what[160];
 
-    snprintf(what, sizeof(what), "method=%s path=%s peer=%s", method, path,
-             keng_http_request_peer(req));
+    describe_request(what, sizeof(what), method, path, keng_http_request_peer(req), NULL);
     if (strcmp(path, "/v1/incidents") == 0 || strcmp(path, "/v1/mediations") == 0) {
         kind = path[4] == 'i' ? KENG_KIND_INCIDENT : KENG_KIND_MEDIATION;
         if (strcmp(method, "POST") != 0) {

@@ -514,6 +514,66 @@ def test_emptied_token_file_is_not_loaded():
         kt.close_all([server.process] if server and server.process.alive() else [], broker, work)
 
 
+def check_security_headers(name, what, headers, dashboard=False):
+    """nosniff, no referrer, no framing and a Content-Security-Policy on every answer: the
+    dashboard's lets it load only from keng itself; every other answer's lets nothing load."""
+    h = dict(headers)
+    kt.check_equal(h.get("x-content-type-options"), "nosniff", f"{name} {what}: nosniff")
+    kt.check_equal(h.get("referrer-policy"), "no-referrer", f"{name} {what}: Referrer-Policy")
+    csp = h.get("content-security-policy", "")
+    kt.check("frame-ancestors 'none'" in csp, f"{name} {what}: no framing",
+             "frame-ancestors 'none'", csp)
+    wanted = "default-src 'self'" if dashboard else "default-src 'none'"
+    kt.check(wanted in csp, f"{name} {what}: what may load", wanted, csp)
+    kt.check_equal(sum(1 for k, _ in headers if k == "content-security-policy"), 1,
+                   f"{name} {what}: one Content-Security-Policy")
+
+
+def test_security_headers_on_every_answer():
+    work = kt.Workdir(prefix="keng-headers-")
+    broker = kt.Broker(work, partitions=2)
+    servers = []
+    try:
+        for name in ("keng-ingest", "keng-aggregate"):
+            server = Server(name, work, broker, config="http.max_body_bytes=4096\n")
+            servers.append(server)
+            get = [("/healthz", False), ("/readyz", False), ("/metrics", False),
+                   ("/no-such-path", False)]
+            if name == "keng-aggregate":
+                get += [("/", True), ("/v1/counts?level=district&id=D04", False),
+                        ("/v1/counts?level=district&id=D99", False)]
+            for path, dashboard in get:
+                status, headers, _, _ = raw(server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+                                            .encode(), wait_close=False)
+                check_security_headers(name, f"GET {path} ({status})", headers, dashboard)
+            # Answers the server gives by itself, before any handler.
+            for what, data in (("413", b"POST /v1/incidents HTTP/1.1\r\nHost: x\r\n"
+                                       b"Content-Length: 100000\r\n\r\n"),
+                               ("400", b"\x00\x01 nonsense\r\n\r\n")):
+                status, headers, _, _ = raw(server.port, data)
+                check_security_headers(name, f"the server's own {what} ({status})", headers)
+            if name == "keng-ingest":
+                status, headers, _, _ = raw(server.port, b"POST /v1/incidents HTTP/1.1\r\n"
+                                            b"Host: x\r\nContent-Type: application/json\r\n"
+                                            b"Content-Length: 2\r\n\r\n[]", wait_close=False)
+                check_security_headers(name, f"POST without a token ({status})", headers)
+            else:
+                with connect(server.port) as s:
+                    s.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+                    buf = b""
+                    while b"\r\n\r\n" not in buf:
+                        buf += s.recv(65536)
+                    lines = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+                    headers = [(k.strip().lower(), v.strip()) for k, v in
+                               (line.split(":", 1) for line in lines[1:])]
+                    check_security_headers(name, "the stream", headers)
+            print(f"{name}: security headers on every answer", flush=True)
+        for server in servers:
+            kt.check_equal(server.process.stop(), 0, f"{server.name} exit status")
+    finally:
+        kt.close_all([s.process for s in servers if s.process.alive()], broker, work)
+
+
 if __name__ == "__main__":
     kt.main([
         test_pipelined_flood_memory_bounded,
@@ -521,4 +581,5 @@ if __name__ == "__main__":
         test_stream_cap_and_cut_off,
         test_strict_framing_and_json_errors,
         test_emptied_token_file_is_not_loaded,
+        test_security_headers_on_every_answer,
     ])
