@@ -382,6 +382,15 @@ def test_dashboard_in_chromium():
         driver.get(agg.base + "/#w=24h&l=province&s=NA")
         driver.refresh()
         wait_kpi(driver, "incidents", province(exp, "24h"), "province incidents after a reload")
+        # A window restored from localStorage that is no window of the page (another page of
+        # the same origin, or an older build, wrote it) is ignored: the page opens on 24h.
+        driver.execute_script("localStorage.setItem('keng.window', '<b>x</b>');")
+        driver.get(agg.base + "/")
+        wait_kpi(driver, "incidents", province(exp, "24h"), "province incidents after a bad "
+                 "saved window")
+        pressed = css(driver, '#windows button[data-window="24h"]')[0]
+        kt.check_equal(pressed.get_attribute("aria-pressed"), "true",
+                       "24h pressed after a bad saved window")
         port = agg.port
         kt.check_equal(agg.process.stop(), 0, "keng-aggregate exit status on SIGTERM")
         kt.wait_until(lambda: css(driver, "#conn")[0].get_attribute("data-state") == "down", WAIT,
