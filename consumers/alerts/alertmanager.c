@@ -96,6 +96,56 @@ typedef struct batch {
     size_t nresolved;
 } batch_t;
 
+/* Copies s into out percent-encoded but for RFC 3986's unreserved characters, so that an id
+ * with '&', '#', '%' or '?' in it stays one parameter. Cut to fit. */
+static void url_encode(const char *s, char *out, size_t size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+
+    for (; *s && n + 4 <= size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.' || c == '_' || c == '~') {
+            out[n++] = (char)c;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        }
+    }
+    out[n] = '\0';
+}
+
+/* Appends the strings of parts (NULL-terminated) to out, cut to fit size. */
+static void join(char *out, size_t size, const char *const *parts)
+{
+    size_t n = 0;
+
+    for (; *parts; parts++) {
+        size_t len = strlen(*parts);
+        if (len > size - 1 - n)
+            len = size - 1 - n;
+        memcpy(out + n, *parts, len);
+        n += len;
+    }
+    out[n] = '\0';
+}
+
+void keng_alertmanager_links(const char *dashboard, const char *window, const char *level,
+                             const char *scope_id, char *link, size_t link_size, char *gen,
+                             size_t gen_size)
+{
+    char id[3 * 64 + 1], win[3 * 16 + 1];
+
+    url_encode(scope_id, id, sizeof(id));
+    url_encode(window, win, sizeof(win));
+    join(link, link_size,
+         (const char *const[]){dashboard, "/#w=", win, "&l=", level, "&s=", id, NULL});
+    join(gen, gen_size,
+         (const char *const[]){dashboard, "/v1/counts?level=", level, "&id=", id, NULL});
+}
+
 static json_t *alert_json(const batch_t *b, const keng_alert_t *t, int64_t ends_at)
 {
     const keng_alertmanager_t *am = b->am;
@@ -109,9 +159,8 @@ static json_t *alert_json(const batch_t *b, const keng_alert_t *t, int64_t ends_
     district_of(t->scope_id, district, sizeof(district));
     iso(t->starts_at, starts, sizeof(starts));
     iso(ends_at, ends, sizeof(ends));
-    snprintf(link, sizeof(link), "%s/#w=%s&l=%s&s=%s", am->dashboard, t->window, level,
-             t->scope_id);
-    snprintf(gen, sizeof(gen), "%s/v1/counts?level=%s&id=%s", am->dashboard, level, t->scope_id);
+    keng_alertmanager_links(am->dashboard, t->window, level, t->scope_id, link, sizeof(link), gen,
+                            sizeof(gen));
     /* The labels name the alert: the same rule and scope is the same alert to Alertmanager,
      * whatever its count. The province has no district_id. */
     json_t *j = json_pack("{s:{s:s,s:s,s:s,s:s,s:s,s:s},s:{s:s,s:s},s:s,s:s,s:s}", "labels",

@@ -64,4 +64,11 @@ void keng_alertmanager_metrics(const keng_alertmanager_t *am, FILE *out);
  * client. */
 void keng_alertmanager_close(keng_alertmanager_t *am);
 
+/* The links of an alert: link the dashboard at the scope (its "dashboard" annotation), gen
+ * the scope's /v1/counts (its generatorURL). The window and the id are percent-encoded, since
+ * an id from the registry file may hold '&', '#', '%' or '?'. Both are cut to fit. */
+void keng_alertmanager_links(const char *dashboard, const char *window, const char *level,
+                             const char *scope_id, char *link, size_t link_size, char *gen,
+                             size_t gen_size);
+
 #endif
