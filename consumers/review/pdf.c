@@ -96,22 +96,28 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 static pid_t start_browser(const char *chromium, char *profile_flag, char *pdf_flag, char *url,
                            const char *log_path, char *errstr, size_t errstr_size)
 {
-    char *const argv[] = {(char *)chromium,
-                          "--headless",
-                          "--no-sandbox",
-                          "--disable-gpu",
-                          "--disable-dev-shm-usage",
-                          "--no-first-run",
-                          "--disable-background-networking",
-                          "--disable-component-update",
-                          "--disable-sync",
-                          "--disable-extensions",
-                          "--no-pdf-header-footer",
-                          "--print-to-pdf-no-header",
-                          profile_flag,
-                          pdf_flag,
-                          url,
-                          NULL};
+    char *argv[20];
+    int argc = 0;
+
+    argv[argc++] = (char *)chromium;
+    argv[argc++] = "--headless";
+    /* Chromium's sandbox stays on: it is what stands between a page and the machine. Chromium
+     * refuses to start with it as root, and only then is it turned off. */
+    if (geteuid() == 0)
+        argv[argc++] = "--no-sandbox";
+    argv[argc++] = "--disable-gpu";
+    argv[argc++] = "--disable-dev-shm-usage";
+    argv[argc++] = "--no-first-run";
+    argv[argc++] = "--disable-background-networking";
+    argv[argc++] = "--disable-component-update";
+    argv[argc++] = "--disable-sync";
+    argv[argc++] = "--disable-extensions";
+    argv[argc++] = "--no-pdf-header-footer";
+    argv[argc++] = "--print-to-pdf-no-header";
+    argv[argc++] = profile_flag;
+    argv[argc++] = pdf_flag;
+    argv[argc++] = url;
+    argv[argc] = NULL;
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(errstr, errstr_size, "cannot start %s: %s", chromium, strerror(errno));

@@ -460,6 +460,50 @@ def test_pdf_browser_that_hangs_is_stopped():
         kt.close_all([], broker, work)
 
 
+def test_pdf_keeps_the_browser_sandbox_unless_root():
+    """Chromium's sandbox is what stands between a page and the machine: keng-replay turns it
+    off only as root, where Chromium refuses to start with it. A fake browser records its
+    arguments; the review is then written as root and as the unprivileged user nobody."""
+    if os.geteuid() != 0:
+        print("SKIPPED test_pdf_keeps_the_browser_sandbox_unless_root: needs root to run "
+              "keng-replay as both root and nobody; this is not a pass", flush=True)
+        return
+    rng = random.Random(6)
+    work = kt.Workdir()
+    os.chmod(work.path, 0o777)
+    broker = kt.Broker(work, partitions=1)
+    try:
+        registry = work.file("registry.csv")
+        rows = write_registry(registry)
+        os.chmod(registry, 0o644)
+        kt.produce(broker.bootstrap, kt.messages(make_events(rng, rows)[:20]))
+        fake = work.file("fake-chromium")
+        with open(fake, "w") as f:
+            # Records its arguments, one a line, and writes a PDF where it is told to.
+            f.write("#!/bin/sh\nfor a in \"$@\"; do echo \"$a\"; done > \"$KENG_FAKE_ARGS\"\n"
+                    "for a in \"$@\"; do case \"$a\" in --print-to-pdf=*) "
+                    "printf '%%PDF-1.4\\n' > \"${a#--print-to-pdf=}\";; esac; done\n")
+        os.chmod(fake, 0o755)
+        for user, prefix in (("root", []),
+                             ("nobody", ["setpriv", "--reuid=65534", "--regid=65534",
+                                         "--clear-groups"])):
+            out_dir, args_file = work.file(f"review-{user}"), work.file(f"args-{user}")
+            env = dict(os.environ, KENG_BROKERS=broker.bootstrap, KENG_CHROMIUM=fake,
+                       KENG_FAKE_ARGS=args_file, HOME=work.path, TMPDIR=work.path)
+            result = subprocess.run(prefix + [kt.binary("keng-replay"), "--year", "2025", "--out",
+                                              out_dir, "--registry", registry, "--pdf"],
+                                    env=env, capture_output=True, timeout=120)
+            kt.check_equal(result.returncode, 0, f"keng-replay --pdf as {user} "
+                                                 f"({result.stderr.decode()[-500:]})")
+            with open(args_file) as f:
+                args = f.read().split("\n")
+            kt.check_equal("--no-sandbox" in args, user == "root",
+                           f"--no-sandbox given to the browser as {user}")
+    finally:
+        kt.close_all([], broker, work)
+
+
 if __name__ == "__main__":
     kt.main([test_review_page_and_pdf, test_pdf_without_a_browser,
-             test_pdf_browser_that_hangs_is_stopped])
+             test_pdf_browser_that_hangs_is_stopped,
+             test_pdf_keeps_the_browser_sandbox_unless_root])
