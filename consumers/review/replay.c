@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -530,12 +531,13 @@ int main(int argc, char **argv)
     keng_config_t *cfg = keng_program_config_table(&program, opt.config_path, table);
     if (!cfg)
         return KENG_EXIT_USAGE;
-    if (!keng_config_brokers(cfg)) {
-        fprintf(stderr, "keng-replay: no brokers: give --brokers, KENG_BROKERS or "
-                        "kafka.bootstrap.servers in the config\n");
+    if ((rc = keng_program_require_brokers(cfg)) != 0) {
         keng_config_destroy(cfg);
-        return KENG_EXIT_USAGE;
+        return rc;
     }
+    /* The review holds counts per hamlet by category: its folder and files (the browser's PDF
+     * too) are the user's and the group's, never other users' (0750 and 0640). */
+    umask(027);
     keng_program_stop_on_signals(&stop_requested);
     rc = run(&opt, cfg);
     keng_config_destroy(cfg);

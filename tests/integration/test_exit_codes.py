@@ -48,7 +48,7 @@ def test_registry_that_does_not_load_is_78_everywhere():
 def test_no_broker_refuses_to_start():
     wd = kt.Workdir()
     try:
-        for program in ("keng-ingest", "keng-aggregate"):
+        for program in ("keng-ingest", "keng-aggregate", "keng-replay"):
             rc, _, err = run(wd, [program] + REGISTRY_USERS[program], env={})
             kt.check_equal(rc, 78, f"{program} exit status without any bootstrap servers "
                                    f"({err.strip()[-300:]})")

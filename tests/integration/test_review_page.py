@@ -463,7 +463,8 @@ def test_pdf_browser_that_hangs_is_stopped():
 def test_pdf_keeps_the_browser_sandbox_unless_root():
     """Chromium's sandbox is what stands between a page and the machine: keng-replay turns it
     off only as root, where Chromium refuses to start with it. A fake browser records its
-    arguments; the review is then written as root and as the unprivileged user nobody."""
+    arguments; the review is then written as root and as the unprivileged user nobody. Either
+    way the review's folder and files are not readable by other users."""
     if os.geteuid() != 0:
         print("SKIPPED test_pdf_keeps_the_browser_sandbox_unless_root: needs root to run "
               "keng-replay as both root and nobody; this is not a pass", flush=True)
@@ -499,6 +500,11 @@ def test_pdf_keeps_the_browser_sandbox_unless_root():
                 args = f.read().split("\n")
             kt.check_equal("--no-sandbox" in args, user == "root",
                            f"--no-sandbox given to the browser as {user}")
+            # The review holds counts per hamlet by category: not for every local user.
+            for name in ("", "review.html", "review.csv", "review.json", "review.pdf"):
+                mode = os.stat(os.path.join(out_dir, name)).st_mode & 0o777
+                kt.check_equal(oct(mode & 0o007), oct(0), f"what others may do with "
+                               f"{name or 'the review folder'} (mode {oct(mode)}) as {user}")
     finally:
         kt.close_all([], broker, work)
 
