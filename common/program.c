@@ -4,6 +4,7 @@
 
 #include <getopt.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -150,6 +151,16 @@ int keng_program_require_brokers(const keng_config_t *cfg)
                    "kafka.bootstrap.servers",
                    "exit=%d", KENG_EXIT_CONFIG);
     return KENG_EXIT_CONFIG;
+}
+
+void keng_program_warn_if_exposed(const char *path, const char *what)
+{
+    struct stat st;
+
+    if (stat(path, &st) != 0 || (st.st_mode & 077) == 0)
+        return;
+    keng_log_warn("a secret file is readable by its group or other users: chmod 600 it",
+                  "what=\"%s\" file=%s mode=0%o", what, path, (unsigned)(st.st_mode & 0777));
 }
 
 static volatile sig_atomic_t *stop_flag;

@@ -121,6 +121,11 @@ int keng_program_open(const keng_program_t *p, const char *path, const keng_prog
  * named but down is not this: the servers start, and /readyz says what they wait for.) */
 int keng_program_require_brokers(const keng_config_t *cfg);
 
+/* A warning in the log when the file at path (a token file, a secret) may be read or written
+ * by its group or other users, naming what it is, the file and its mode. Nothing when it is
+ * 0600 or stricter, or cannot be stat'ed (its loader reports that). */
+void keng_program_warn_if_exposed(const char *path, const char *what);
+
 /* For the programs without a loop: SIGINT and SIGTERM add one to *flag and do nothing else
  * (a second signal can end a wait the first one started). flag is borrowed for the life of
  * the process. */

@@ -576,6 +576,7 @@ static void reload_tokens(ingest_t *in)
         keng_tokens_destroy(fresh);
         return;
     }
+    keng_program_warn_if_exposed(in->tokens_path, "token file");
     /* Requests keep no gateway pointer past their handler, so the old set can go now. */
     keng_tokens_destroy(in->tokens);
     in->tokens = fresh;
@@ -681,6 +682,7 @@ static int run(ingest_t *in)
             keng_log_error("cannot load the token file", "error=\"%s\"", errstr);
             return KENG_EXIT_CONFIG;
         }
+        keng_program_warn_if_exposed(in->tokens_path, "token file");
         if (keng_tokens_count(in->tokens) == 0 && !keng_tokens_none_intended(in->tokens))
             keng_log_warn("the token file holds no token: every POST will be refused with 401 "
                           "(write '!no-tokens' in it when that is meant)",

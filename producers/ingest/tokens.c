@@ -402,6 +402,18 @@ int keng_tokens_generate(char *token, char *hash_hex, char *errstr, size_t errst
     return 0;
 }
 
+/* Whether the file at path says "!no-tokens": a token appended under it would make a file
+ * that every reload refuses. Returns its line, or 0 (no such line, or no file yet). */
+static unsigned no_tokens_line_of(const char *path)
+{
+    char err[256];
+    keng_tokens_t *t = keng_tokens_load(path, err, sizeof(err));
+    unsigned line = t ? t->no_tokens_line : 0;
+
+    keng_tokens_destroy(t);
+    return line;
+}
+
 int keng_tokens_append(const char *path, const char *hash_hex, const char *name,
                        const char *districts, char *errstr, size_t errstr_size)
 {
@@ -424,6 +436,15 @@ int keng_tokens_append(const char *path, const char *hash_hex, const char *name,
         snprintf(errstr, errstr_size,
                  "cannot add the token: the gateway name and districts may not contain "
                  "spaces or '#'");
+        goto out;
+    }
+    unsigned no_tokens = no_tokens_line_of(path);
+    if (no_tokens) {
+        snprintf(errstr, errstr_size,
+                 "%s:%u: the file says '%s' (no gateway may post), and a token added under it "
+                 "would make the next reload refuse the file; remove that line first, then add "
+                 "the token",
+                 path, no_tokens, NO_TOKENS_DIRECTIVE);
         goto out;
     }
     memcpy(check, line, (size_t)len + 1);

@@ -5,6 +5,7 @@ the gateway is killed under load, keep-alive with pipelined requests answered in
 token rotation with SIGHUP."""
 
 import json
+import os
 import random
 import signal
 import socket
@@ -583,8 +584,45 @@ def test_sigterm_finishes_requests_in_flight():
         ing.close()
 
 
+def test_token_file_readable_by_others_is_warned_of():
+    """The token file holds the gateways' token hashes: a file that the group or other users
+    may read gets a warning at start and at each reload, naming the file and its mode; a
+    0600 file gets none."""
+    work = kt.Workdir()
+    try:
+        for mode, warned in ((0o644, True), (0o640, True), (0o600, False)):
+            tokens = work.file(f"tokens-{mode:o}")
+            r = subprocess.run([kt.binary("keng-ingest"), "--new-token", "gw", "--districts", "*",
+                                "--tokens", tokens], capture_output=True, timeout=10)
+            kt.check_equal(r.returncode, 0, f"--new-token ({r.stderr!r})")
+            os.chmod(tokens, mode)
+            port = kt.free_port()
+            proc = kt.Process("keng-ingest", ["--tokens", tokens, "--listen",
+                                              f"127.0.0.1:{port}"], work,
+                              env={"KENG_BROKERS": "127.0.0.1:1"})
+            try:
+                kt.wait_until(lambda: kt.http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200,
+                              30, "keng-ingest /healthz")
+                proc.signal(signal.SIGHUP)
+                kt.wait_until(lambda: "tokens reloaded" in open(proc.log_path).read(), 10,
+                              "the reload")
+            finally:
+                proc.stop()
+            log = open(proc.log_path).read()
+            lines = [ln for ln in log.splitlines() if "readable by" in ln]
+            if warned:
+                kt.check_equal(len(lines), 2, f"warnings for a {mode:o} token file (start and "
+                                              f"reload): {log[-1500:]}")
+                kt.check(tokens in lines[0] and f"mode=0{mode:o}" in lines[0],
+                         "the warning names the file and its mode", tokens, lines[0])
+            else:
+                kt.check_equal(lines, [], f"warnings for a {mode:o} token file")
+    finally:
+        work.cleanup()
+
+
 if __name__ == "__main__":
-    kt.main([test_valid_single_and_batch, test_invalid_requests_produce_nothing,
+    kt.main([test_token_file_readable_by_others_is_warned_of, test_valid_single_and_batch, test_invalid_requests_produce_nothing,
              test_routes_and_methods, test_keepalive_and_pipelining, test_broker_down_then_up,
              test_crash_under_load, test_token_rotation_with_sighup,
              test_sigterm_finishes_requests_in_flight])

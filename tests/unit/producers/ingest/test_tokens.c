@@ -201,6 +201,29 @@ static void test_no_tokens_directive(void **state)
     expect_load_error("!no-tokens please\n", ":1: unknown directive '!no-tokens'");
 }
 
+/* Adding a token to a file that says no gateway may post would leave a file the next reload
+ * refuses (both the directive and a token): the append is refused, naming the line, and the
+ * file is left as it was. */
+static void test_append_refused_under_no_tokens(void **state)
+{
+    const char *text = "# maintenance\n!no-tokens\n";
+    char *path = write_temp(text);
+    char errstr[256], after[256];
+    (void)state;
+
+    assert_int_equal(keng_tokens_append(path, HASH_ONE, "gw", "D01", errstr, sizeof(errstr)), -1);
+    if (!strstr(errstr, ":2: the file says '!no-tokens'"))
+        fail_msg("expected the refusal to name line 2 and the directive, got: %s", errstr);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(after, 1, sizeof(after) - 1, f);
+    after[n] = '\0';
+    fclose(f);
+    assert_string_equal(after, text);
+    unlink(path);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_sha256_of_the_token),
         cmocka_unit_test(test_comments_and_blank_lines),
         cmocka_unit_test(test_no_tokens_directive),
+        cmocka_unit_test(test_append_refused_under_no_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
