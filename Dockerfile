@@ -24,7 +24,10 @@ RUN apt-get update \
 
 WORKDIR /src
 COPY . .
-RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+# The context has no .git: --version names the commit given here
+# (docker build --build-arg KENG_COMMIT=$(git rev-parse --short=12 HEAD) .).
+ARG KENG_COMMIT=unknown
+RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKENG_COMMIT="${KENG_COMMIT}" \
     && cmake --build /build -j"$(nproc)" \
     && /build/bin/keng-registry --write /build/boards.csv
 

@@ -32,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     --duration) duration=$2; shift 2 ;;
     --dir) workdir=$2; shift 2 ;;
     --help) usage; exit 0 ;;
-    --version) echo "keng-demo $("$bin/keng-broker" --version | cut -d' ' -f2)"; exit 0 ;;
+    --version) "$bin/keng-broker" --version | sed 's/^keng-broker/keng-demo/'; exit 0 ;;
     *) usage >&2; exit 64 ;;
     esac
 done

@@ -58,7 +58,7 @@ static void test_version_names_the_program_and_librdkafka(void **state)
     buf[n] = '\0';
     fclose(tmp);
     char expected[128];
-    snprintf(expected, sizeof(expected), "keng-test %s (librdkafka ", KENG_VERSION);
+    snprintf(expected, sizeof(expected), "keng-test %s (commit ", KENG_VERSION);
     if (strncmp(buf, expected, strlen(expected)) != 0)
         fail_msg("expected the version line to start '%s', got '%s'", expected, buf);
 }
