@@ -55,6 +55,8 @@ struct options {
     const char *new_token;
     const char *districts;
     const char *max_connections;
+    const char *revoke;
+    int list_tokens;
 };
 
 /* The program's state, all of it on the loop thread. */
@@ -101,6 +103,8 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: keng-ingest [options]\n"
             "       keng-ingest --new-token NAME --districts D01,D07 --tokens FILE\n"
+            "       keng-ingest --list-tokens --tokens FILE\n"
+            "       keng-ingest --revoke NAME[@ID] --tokens FILE\n"
             "\n"
             "The HTTP gateway of the mobile gateways: POST /v1/incidents and /v1/mediations\n"
             "take one JSON event or an array of them, answer 202 {\"accepted\": N} once Kafka\n"
@@ -122,6 +126,10 @@ static void usage(FILE *out)
             "                       closed for the new one, and with none idle it gets 503\n"
             "  --new-token NAME     print a new random token once and append its hash, NAME\n"
             "                       and --districts (D01,D07 or *) to --tokens FILE, then exit\n"
+            "  --list-tokens        list --tokens FILE: each token's id (the first 8 digits of\n"
+            "                       its hash), gateway, districts and creation time, then exit\n"
+            "  --revoke NAME[@ID]   remove the gateway's token (@ID to choose one of several)\n"
+            "                       from --tokens FILE, then exit; send SIGHUP to take it in\n"
             "  --help, --version\n"
             "\n"
             "Token file: one line per token, '<sha256 of the token, hex> <gateway name>\n"
@@ -793,6 +801,36 @@ static int new_token(const struct options *opt)
     return 0;
 }
 
+/* --list-tokens and --revoke: the token file's administration, without starting. */
+static int admin_tokens(const struct options *opt)
+{
+    char errstr[1024], what[256];
+
+    if (!opt->tokens) {
+        fprintf(stderr, "keng-ingest: --%s needs --tokens FILE\n",
+                opt->list_tokens ? "list-tokens" : "revoke");
+        return KENG_EXIT_USAGE;
+    }
+    if (opt->list_tokens) {
+        printf("id  gateway  districts  created\n");
+        if (keng_tokens_list(opt->tokens, stdout, errstr, sizeof(errstr)) < 0) {
+            fprintf(stderr, "keng-ingest: %s\n", errstr);
+            return KENG_EXIT_CONFIG;
+        }
+        return 0;
+    }
+    if (keng_tokens_revoke(opt->tokens, opt->revoke, what, sizeof(what), errstr, sizeof(errstr)) <
+        0) {
+        fprintf(stderr, "keng-ingest: %s\n", errstr);
+        return 1;
+    }
+    fprintf(stderr,
+            "keng-ingest: token %s removed from %s. Send SIGHUP to a running keng-ingest: "
+            "until then the token still works.\n",
+            what, opt->tokens);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct options opt = {0};
@@ -804,6 +842,8 @@ int main(int argc, char **argv)
         KENG_FLAG("tokens", &opt.tokens, "ingest.tokens"),
         KENG_FLAG("new-token", &opt.new_token, NULL),
         KENG_FLAG("districts", &opt.districts, NULL),
+        KENG_FLAG_SET("list-tokens", &opt.list_tokens),
+        KENG_FLAG("revoke", &opt.revoke, NULL),
         KENG_FLAG("max-connections", &opt.max_connections, "http.max_connections"),
         KENG_FLAGS_END,
     };
@@ -814,8 +854,14 @@ int main(int argc, char **argv)
     int rc = keng_program_parse(&program, argc, argv, table, NULL);
     if (rc >= 0)
         return rc;
+    if (!!opt.new_token + !!opt.list_tokens + !!opt.revoke > 1) {
+        fprintf(stderr, "keng-ingest: --new-token, --list-tokens and --revoke go one at a time\n");
+        return KENG_EXIT_USAGE;
+    }
     if (opt.new_token)
         return new_token(&opt);
+    if (opt.list_tokens || opt.revoke)
+        return admin_tokens(&opt);
     if (opt.districts) {
         fprintf(stderr, "keng-ingest: --districts goes with --new-token\n");
         return KENG_EXIT_USAGE;

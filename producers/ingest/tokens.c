@@ -16,6 +16,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "timeutil.h"
+
 #define HASH_LEN 32
 
 struct keng_gateway {
@@ -427,7 +429,11 @@ int keng_tokens_append(const char *path, const char *hash_hex, const char *name,
     int parsed;
     struct stat st;
 
-    len = snprintf(line, sizeof(line), "%s %s %s\n", hash_hex, name, districts);
+    char created[32];
+    keng_time_format_utc(keng_now_ms(), created, sizeof(created));
+    /* "2026-12-06T08:00:00.000Z": to the second is enough to tell tokens apart. */
+    len = snprintf(line, sizeof(line), "%s %s %s # created %.19sZ\n", hash_hex, name, districts,
+                   created);
     if (len < 0 || (size_t)len >= sizeof(line)) {
         snprintf(errstr, errstr_size, "the gateway name or district list is too long");
         goto out;
@@ -483,5 +489,190 @@ int keng_tokens_append(const char *path, const char *hash_hex, const char *name,
 out:
     if (fd >= 0)
         close(fd);
+    return rc;
+}
+
+/* ---- --list-tokens and --revoke: the file as its lines ---- */
+
+#define TOKEN_ID_LEN 8
+
+typedef struct {
+    char **lines; /* as read, each with its newline */
+    size_t count, cap;
+} lines_t;
+
+static void lines_free(lines_t *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->lines[i]);
+    free(l->lines);
+}
+
+/* Reads the file's lines after checking that it loads, so that a listing or a revocation
+ * never works from a file keng-ingest would refuse. */
+static int lines_read(const char *path, lines_t *l, char *errstr, size_t errstr_size)
+{
+    keng_tokens_t *t = keng_tokens_load(path, errstr, errstr_size);
+    char *line = NULL;
+    size_t cap = 0;
+    FILE *f;
+
+    memset(l, 0, sizeof(*l));
+    if (!t)
+        return -1;
+    keng_tokens_destroy(t);
+    f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "cannot open the token file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    while (getline(&line, &cap, f) >= 0) {
+        if (l->count == l->cap) {
+            size_t ncap = l->cap ? l->cap * 2 : 16;
+            char **grown = realloc(l->lines, ncap * sizeof(*grown));
+            if (!grown)
+                break;
+            l->lines = grown;
+            l->cap = ncap;
+        }
+        l->lines[l->count] = strdup(line);
+        if (!l->lines[l->count])
+            break;
+        l->count++;
+    }
+    bool failed = ferror(f) || !feof(f);
+    free(line);
+    fclose(f);
+    if (failed) {
+        snprintf(errstr, errstr_size, "cannot read the token file %s", path);
+        lines_free(l);
+        return -1;
+    }
+    return 0;
+}
+
+/* The token of one line: its id, gateway, districts and creation time (from the comment
+ * append writes, "-" without one). Returns 1 for a token line, 0 for any other. */
+static int line_token(const char *line, char *id, char *name, size_t name_size, char *districts,
+                      size_t districts_size, char *created, size_t created_size)
+{
+    char copy[512], why[200];
+    keng_gateway_t gw;
+    const char *mark = strstr(line, "# created ");
+
+    snprintf(copy, sizeof(copy), "%s", line);
+    if (parse_line(copy, &gw, why, sizeof(why)) != 1)
+        return 0;
+    gateway_clear(&gw);
+    /* parse_line cut the copy into words: hash, name and districts, in that order. */
+    snprintf(copy, sizeof(copy), "%s", line);
+    copy[strcspn(copy, "#\r\n")] = '\0';
+    char *rest = copy, *hash = next_word(&rest), *n = next_word(&rest), *d = next_word(&rest);
+    snprintf(id, TOKEN_ID_LEN + 1, "%s", hash);
+    snprintf(name, name_size, "%s", n);
+    snprintf(districts, districts_size, "%s", d);
+    if (mark)
+        snprintf(created, created_size, "%.*s", (int)strcspn(mark + 10, " \t\r\n"), mark + 10);
+    else
+        snprintf(created, created_size, "-");
+    return 1;
+}
+
+int keng_tokens_list(const char *path, FILE *out, char *errstr, size_t errstr_size)
+{
+    lines_t l;
+    char id[TOKEN_ID_LEN + 1], name[KENG_GATEWAY_NAME_MAX + 1], districts[256], created[40];
+
+    if (lines_read(path, &l, errstr, errstr_size) < 0)
+        return -1;
+    for (size_t i = 0; i < l.count; i++) {
+        if (line_token(l.lines[i], id, name, sizeof(name), districts, sizeof(districts), created,
+                       sizeof(created)))
+            fprintf(out, "%s  %s  %s  %s\n", id, name, districts, created);
+    }
+    lines_free(&l);
+    return 0;
+}
+
+/* Writes lines (but the one at skip) to a new file beside path with mode, synced, and renames
+ * it over path. Returns 0, or -1 with errstr filled and path unchanged. */
+static int replace_file(const char *path, const lines_t *l, size_t skip, const char *append,
+                        mode_t mode, char *errstr, size_t errstr_size)
+{
+    char tmp[4096];
+    int fd;
+    bool ok = true;
+
+    snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+        snprintf(errstr, errstr_size, "cannot write beside %s: %s", path, strerror(errno));
+        return -1;
+    }
+    ok = fchmod(fd, mode) == 0;
+    for (size_t i = 0; ok && i < l->count; i++) {
+        size_t len = strlen(l->lines[i]);
+        if (i != skip)
+            ok = write(fd, l->lines[i], len) == (ssize_t)len;
+    }
+    if (ok && append)
+        ok = write(fd, append, strlen(append)) == (ssize_t)strlen(append);
+    ok = ok && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(errstr, errstr_size, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int keng_tokens_revoke(const char *path, const char *which, char *what, size_t what_size,
+                       char *errstr, size_t errstr_size)
+{
+    char want[KENG_GATEWAY_NAME_MAX + 1], ids[256] = "";
+    char id[TOKEN_ID_LEN + 1], name[KENG_GATEWAY_NAME_MAX + 1], districts[256], created[40];
+    const char *at = strchr(which, '@');
+    size_t matches = 0, match = 0, tokens = 0;
+    struct stat st;
+    lines_t l;
+    int rc = -1;
+
+    snprintf(want, sizeof(want), "%.*s", (int)(at ? (size_t)(at - which) : strlen(which)), which);
+    if (stat(path, &st) != 0) {
+        snprintf(errstr, errstr_size, "cannot open the token file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (lines_read(path, &l, errstr, errstr_size) < 0)
+        return -1;
+    for (size_t i = 0; i < l.count; i++) {
+        if (!line_token(l.lines[i], id, name, sizeof(name), districts, sizeof(districts), created,
+                        sizeof(created)))
+            continue;
+        tokens++;
+        if (strcmp(name, want) != 0)
+            continue;
+        size_t used = strlen(ids);
+        snprintf(ids + used, sizeof(ids) - used, "%s%s@%s", used ? ", " : "", name, id);
+        if (at && strncmp(id, at + 1, strlen(at + 1)) != 0)
+            continue;
+        matches++;
+        match = i;
+        snprintf(what, what_size, "%s@%s (%s)", name, id, districts);
+    }
+    if (matches == 0) {
+        snprintf(errstr, errstr_size, "%s: no token of gateway '%s'%s%s (--list-tokens shows them)",
+                 path, which, ids[0] ? "; its tokens are " : "", ids);
+    } else if (matches > 1) {
+        snprintf(errstr, errstr_size,
+                 "%s: gateway '%s' has %zu tokens (%s): name the one to revoke, as --revoke %s",
+                 path, want, matches, ids, strchr(ids, ',') ? "NAME@ID" : ids);
+    } else {
+        const char *last = tokens == 1 ? "# every token was revoked: no gateway may post\n"
+                                         "!no-tokens\n"
+                                       : NULL;
+        rc = replace_file(path, &l, match, last, st.st_mode & 0777, errstr, errstr_size);
+    }
+    lines_free(&l);
     return rc;
 }

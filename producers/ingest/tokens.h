@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct keng_tokens keng_tokens_t;
 typedef struct keng_gateway keng_gateway_t;
@@ -59,9 +60,24 @@ bool keng_gateway_allows(const keng_gateway_t *gw, const char *district_id, size
 int keng_tokens_generate(char *token, char *hash_hex, char *errstr, size_t errstr_size);
 
 /* Appends the line for a token's hash to the token file (created with mode 0600 when
- * missing), after checking that name and districts would load back. Returns 0, or -1 with
- * errstr filled. */
+ * missing), after checking that name and districts would load back, with the time as a
+ * comment ("# created 2026-12-06T08:00:00Z", which --list-tokens shows). Refuses a file that
+ * says "!no-tokens". Returns 0, or -1 with errstr filled. */
 int keng_tokens_append(const char *path, const char *hash_hex, const char *name,
                        const char *districts, char *errstr, size_t errstr_size);
+
+/* Writes one line per token of the file to out: its id (the first 8 hex digits of its hash,
+ * enough to tell two tokens of one gateway apart, never the token), the gateway, the
+ * districts and the creation time ("-" when the line has none), two spaces apart. Returns 0,
+ * or -1 with errstr filled (a file that does not load: nothing is written). */
+int keng_tokens_list(const char *path, FILE *out, char *errstr, size_t errstr_size);
+
+/* Removes the token which names from the file: "NAME" when the gateway has one token,
+ * "NAME@ID" (an id of keng_tokens_list) to choose one of several. The file is replaced whole
+ * (a new file with the same mode, synced, then renamed over it). Removing the last token
+ * writes "!no-tokens" instead, so that the reload takes the file. what gets "gw-b@6b5a7fd4
+ * (D02)". Returns 0, or -1 with errstr saying why, the file unchanged. */
+int keng_tokens_revoke(const char *path, const char *which, char *what, size_t what_size,
+                       char *errstr, size_t errstr_size);
 
 #endif

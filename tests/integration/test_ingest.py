@@ -548,6 +548,52 @@ def test_token_rotation_with_sighup():
         ing.close()
 
 
+def test_rotation_with_list_and_revoke():
+    """The rotation docs/OPERATIONS.md walks through: a second token for the gateway, both
+    work while the gateway changes over, then the old one is revoked by its id and refused
+    after SIGHUP. --list-tokens shows ids, never a token or a whole hash."""
+    ing = Ingest()
+    try:
+        rng = random.Random(16)
+
+        def admin(*args):
+            r = subprocess.run([kt.binary("keng-ingest"), *args, "--tokens", ing.tokens_path],
+                               capture_output=True, text=True, timeout=10)
+            return r.returncode, r.stdout, r.stderr
+
+        def post(token):
+            return ing.post("incident", events(rng, "incident", 1, districts=("D07",)),
+                            token=token)[0]
+
+        old = new_token(ing.tokens_path, "gw-d07", "D07")
+        ing.process.signal(signal.SIGHUP)
+        kt.wait_until(lambda: post(old) == 202, 10, "the first token after SIGHUP")
+        new = new_token(ing.tokens_path, "gw-d07", "D07")
+        ing.process.signal(signal.SIGHUP)
+        kt.wait_until(lambda: post(new) == 202, 10, "the second token after SIGHUP")
+        kt.check_equal(post(old), 202, "the first token while both are loaded")
+
+        rc, out, err = admin("--list-tokens")
+        kt.check_equal(rc, 0, f"--list-tokens exit status ({err})")
+        mine = [line.split() for line in out.splitlines() if " gw-d07 " in f" {line} "]
+        kt.check_equal(len(mine), 2, f"the gateway's two tokens listed:\n{out}")
+        with open(ing.tokens_path) as f:
+            hashes = [line.split()[0] for line in f if " gw-d07 " in line]
+        for text in [old, new] + [h[8:] for h in hashes]:
+            kt.check(text not in out, "the listing shows no token and no whole hash", "absent",
+                     out)
+        rc, _, err = admin("--revoke", "gw-d07")
+        kt.check_equal(rc, 1, "--revoke of a gateway with two tokens, without an id")
+        kt.check("gw-d07@" in err, "the refusal names the ids", "gw-d07@…", err)
+        rc, _, err = admin("--revoke", f"gw-d07@{hashes[0][:8]}")
+        kt.check_equal(rc, 0, f"--revoke gw-d07@{hashes[0][:8]} exit status ({err})")
+        ing.process.signal(signal.SIGHUP)
+        kt.wait_until(lambda: post(old) == 401, 10, "the revoked token refused after SIGHUP")
+        kt.check_equal(post(new), 202, "the second token after the first is revoked")
+    finally:
+        ing.close()
+
+
 def test_sigterm_finishes_requests_in_flight():
     ing = Ingest()
     try:
@@ -625,4 +671,5 @@ if __name__ == "__main__":
     kt.main([test_token_file_readable_by_others_is_warned_of, test_valid_single_and_batch, test_invalid_requests_produce_nothing,
              test_routes_and_methods, test_keepalive_and_pipelining, test_broker_down_then_up,
              test_crash_under_load, test_token_rotation_with_sighup,
+             test_rotation_with_list_and_revoke,
              test_sigterm_finishes_requests_in_flight])

@@ -17,6 +17,8 @@
 
 /* Any 64 hex digits make a well-formed line. */
 #define HASH_ONE "5a7fd49b2ce4302b0a6a1ab1a48ba7bd0c96a1bd3e6c2e0a8e08e5f4b7f2d6a1"
+/* HASH_ONE without its last two digits, to make other hashes from: "6b" HASH_ONE_TAIL. */
+#define HASH_ONE_TAIL "5a7fd49b2ce4302b0a6a1ab1a48ba7bd0c96a1bd3e6c2e0a8e08e5f4b7f2d6"
 
 static char *write_temp(const char *text)
 {
@@ -224,6 +226,94 @@ static void test_append_refused_under_no_tokens(void **state)
     free(path);
 }
 
+static char *read_all(const char *path)
+{
+    static char buf[8192];
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* --list-tokens: one line per token with its short id, gateway, districts and creation time,
+ * and never the hash beyond its first 8 digits. */
+static void test_list_shows_no_hash(void **state)
+{
+    char *path = write_temp("# gateways\n" HASH_ONE " old-gw D01\n");
+    char token[KENG_TOKEN_TEXT_LEN + 1], hash[KENG_TOKEN_HASH_HEX_LEN + 1], errstr[256];
+    char out[4096];
+    (void)state;
+
+    assert_int_equal(keng_tokens_generate(token, hash, errstr, sizeof(errstr)), 0);
+    assert_int_equal(keng_tokens_append(path, hash, "new-gw", "D07,D12", errstr, sizeof(errstr)),
+                     0);
+    assert_non_null(strstr(read_all(path), " # created 20"));
+    FILE *mem = fmemopen(out, sizeof(out), "w");
+    assert_non_null(mem);
+    assert_int_equal(keng_tokens_list(path, mem, errstr, sizeof(errstr)), 0);
+    fclose(mem);
+    if (!strstr(out, "5a7fd49b  old-gw  D01  -\n"))
+        fail_msg("the old line (no creation time) is not listed as expected:\n%s", out);
+    char expected[64];
+    snprintf(expected, sizeof(expected), "%.8s  new-gw  D07,D12  20", hash);
+    if (!strstr(out, expected))
+        fail_msg("expected '%s' in:\n%s", expected, out);
+    if (strstr(out, hash + 8) || strstr(out, HASH_ONE + 8) || strstr(out, token))
+        fail_msg("the listing shows more than a hash's first 8 digits:\n%s", out);
+    unlink(path);
+    free(path);
+}
+
+static void test_revoke(void **state)
+{
+    const char *text = "# gateways\n" HASH_ONE " gw-a D01 # created 2026-01-02T03:04:05Z\n"
+                       "6b" HASH_ONE_TAIL " gw-b D02\n"
+                       "7c" HASH_ONE_TAIL " gw-b D02 # the new one\n";
+    char *path = write_temp(text);
+    char errstr[512], what[256];
+    keng_tokens_t *t;
+    struct stat st;
+    (void)state;
+
+    chmod(path, 0640);
+    assert_int_equal(keng_tokens_revoke(path, "gw-c", what, sizeof(what), errstr, sizeof(errstr)),
+                     -1);
+    if (!strstr(errstr, "no token of gateway 'gw-c'"))
+        fail_msg("unknown gateway: %s", errstr);
+    assert_int_equal(keng_tokens_revoke(path, "gw-b", what, sizeof(what), errstr, sizeof(errstr)),
+                     -1);
+    if (!strstr(errstr, "gateway 'gw-b' has 2 tokens") || !strstr(errstr, "gw-b@6b5a7fd4") ||
+        !strstr(errstr, "gw-b@7c5a7fd4"))
+        fail_msg("two tokens, no id: %s", errstr);
+    assert_string_equal(read_all(path), text);
+
+    assert_int_equal(
+        keng_tokens_revoke(path, "gw-b@6b5a7fd4", what, sizeof(what), errstr, sizeof(errstr)), 0);
+    t = keng_tokens_load(path, errstr, sizeof(errstr));
+    assert_non_null(t);
+    assert_int_equal(keng_tokens_count(t), 2);
+    keng_tokens_destroy(t);
+    assert_null(strstr(read_all(path), "6b" HASH_ONE_TAIL));
+    assert_non_null(strstr(read_all(path), "# gateways\n"));
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+
+    assert_int_equal(keng_tokens_revoke(path, "gw-b", what, sizeof(what), errstr, sizeof(errstr)),
+                     0);
+    /* The last token: the file then says no gateway may post, so that the reload takes it. */
+    assert_int_equal(keng_tokens_revoke(path, "gw-a", what, sizeof(what), errstr, sizeof(errstr)),
+                     0);
+    t = keng_tokens_load(path, errstr, sizeof(errstr));
+    assert_non_null(t);
+    assert_int_equal(keng_tokens_count(t), 0);
+    assert_true(keng_tokens_none_intended(t));
+    keng_tokens_destroy(t);
+    unlink(path);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -234,6 +324,8 @@ int main(void)
         cmocka_unit_test(test_comments_and_blank_lines),
         cmocka_unit_test(test_no_tokens_directive),
         cmocka_unit_test(test_append_refused_under_no_tokens),
+        cmocka_unit_test(test_list_shows_no_hash),
+        cmocka_unit_test(test_revoke),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
