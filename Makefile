@@ -36,8 +36,9 @@ test-sanitize: deps
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 	cd $(ASAN_DIR) && ctest --output-on-failure --timeout 1200 -LE kafka
 
+# REGISTRY=FILE runs the demo on your own board registry (keng-demo --registry FILE).
 demo: build
-	$(BUILD_DIR)/bin/keng-demo
+	$(BUILD_DIR)/bin/keng-demo $(if $(REGISTRY),--registry $(REGISTRY))
 
 bench: build
 	scripts/bench.sh $(BUILD_DIR)

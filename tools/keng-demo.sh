@@ -11,14 +11,17 @@ rate=${KENG_DEMO_RATE:-50}
 partitions=${KENG_DEMO_PARTITIONS:-6}
 duration=0
 workdir=""
+registry=""
 
 usage() {
     cat <<USAGE
 Usage: keng-demo [--listen HOST:PORT] [--ingest-listen HOST:PORT] [--rate EVENTS_PER_S]
-                 [--duration SECONDS] [--dir DIR]
+                 [--duration SECONDS] [--dir DIR] [--registry FILE]
 
 Runs the embedded broker, the aggregator with its dashboard, the ingest gateway and the
 field simulator together. Logs and state go to DIR (default: a new directory in /tmp).
+--registry runs all of them on your own board registry (a CSV as keng-registry --write
+writes; checked first with keng-registry --check), else on the built-in one.
 
 Exit codes: 0 done, 1 failed, 64 usage, 69 unavailable, 78 configuration; docs/DESIGN.md, "Exit codes".
 USAGE
@@ -31,11 +34,28 @@ while [[ $# -gt 0 ]]; do
     --rate) rate=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --dir) workdir=$2; shift 2 ;;
+    --registry) registry=$2; shift 2 ;;
     --help) usage; exit 0 ;;
     --version) "$bin/keng-broker" --version | sed 's/^keng-broker/keng-demo/'; exit 0 ;;
     *) usage >&2; exit 64 ;;
     esac
 done
+registry_args=()
+if [[ -n "$registry" ]]; then
+    # Before anything starts: a registry that does not load is a configuration error (78).
+    if ! "$bin/keng-registry" --check "$registry" >/dev/null; then
+        echo "keng-demo: the registry $registry does not load (above); nothing was started" >&2
+        exit 78
+    fi
+    registry=$(readlink -f "$registry")
+    registry_args=(--registry "$registry")
+fi
+# A board and the commune count of the registry in use, for the sample command and the
+# alert thresholds.
+sample_board=$("$bin/keng-registry" --write - ${registry:+--check "$registry"} |
+    awk -F, 'NR == 2 {print $1}')
+communes=$("$bin/keng-registry" --write - ${registry:+--check "$registry"} |
+    awk -F, 'NR > 1 {c[$3]} END {print length(c)}')
 [[ -n "$workdir" ]] || workdir=$(mktemp -d /tmp/keng-demo.XXXXXX)
 mkdir -p "$workdir"
 
@@ -89,12 +109,12 @@ alert.drugs_commune.level=commune
 alert.drugs_commune.window=1h
 alert.drugs_commune.kind=incident
 alert.drugs_commune.category=DRUGS
-alert.drugs_commune.threshold=$(awk -v r="$rate" 'BEGIN {t = int(r * 0.6 * 0.05 * 3600 / 460 * 2); print (t < 3 ? 3 : t)}')
+alert.drugs_commune.threshold=$(awk -v r="$rate" -v c="$communes" 'BEGIN {t = int(r * 0.6 * 0.05 * 3600 / c * 2); print (t < 3 ? 3 : t)}')
 alert.drugs_commune.summary={scope_name}: {count} vụ ma túy trong 1 giờ
 EOF_CONF
 
 "$bin/keng-aggregate" --listen "$listen" --state-dir "$workdir/aggregate-state" \
-    --config "$workdir/aggregate.conf" 2>"$workdir/aggregate.log" &
+    --config "$workdir/aggregate.conf" "${registry_args[@]}" 2>"$workdir/aggregate.log" &
 pids+=($!)
 wait_for "keng-aggregate" 20 curl -fsS "http://$listen/healthz"
 
@@ -104,16 +124,16 @@ if [[ -x "$bin/keng-ingest" ]]; then
     token=$("$bin/keng-ingest" --new-token demo-gateway --districts '*' \
         --tokens "$workdir/tokens" 2>/dev/null)
     "$bin/keng-ingest" --listen "$ingest_listen" --tokens "$workdir/tokens" \
-        2>"$workdir/ingest.log" &
+        "${registry_args[@]}" 2>"$workdir/ingest.log" &
     pids+=($!)
     wait_for "keng-ingest" 20 curl -fsS "http://$ingest_listen/healthz"
 fi
 
-"$bin/keng-simulate" --rate "$rate" 2>"$workdir/simulate.log" &
+"$bin/keng-simulate" --rate "$rate" "${registry_args[@]}" 2>"$workdir/simulate.log" &
 pids+=($!)
 
 cat <<EOF_MSG
-keng demo is running on the embedded broker ($KENG_BROKERS).
+keng demo is running on the embedded broker ($KENG_BROKERS), with ${registry:-the built-in registry}.
 
   Dashboard:  http://$listen/
   Counts:     curl 'http://$listen/v1/counts?level=province&id=NA'
@@ -123,7 +143,7 @@ if [[ -n "$token" ]]; then
     now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     cat <<EOF_INGEST
   Ingest:     curl -H 'Authorization: Bearer $token' -H 'Content-Type: application/json' \\
-                -d '{"event_id":"$(cat /proc/sys/kernel/random/uuid)","board_id":"D07-C012-B03",
+                -d '{"event_id":"$(cat /proc/sys/kernel/random/uuid)","board_id":"$sample_board",
                      "occurred_at":"$now","category":"THEFT","severity":"LOW",
                      "resolution":"HANDLED_LOCALLY","people_involved":1,"source":"MOBILE_APP"}' \\
                 http://$ingest_listen/v1/incidents

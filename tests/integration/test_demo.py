@@ -68,5 +68,66 @@ def test_demo_runs_and_counts_move():
     kt.check_equal(leftovers, b"", "processes left running after keng-demo stopped")
 
 
+OWN_REGISTRY = """board_id,board_name,commune_id,commune_name,district_id,district_name,groups,members
+X1-A-1,Xóm 1,X1-A,Xã Thử A,X1,Huyện Thử,3,3
+X1-A-2,Xóm 2,X1-A,Xã Thử A,X1,Huyện Thử,3,3
+X1-B-1,Xóm 1,X1-B,Xã Thử B,X1,Huyện Thử,2,2
+X1-B-2,Xóm 2,X1-B,Xã Thử B,X1,Huyện Thử,2,2
+"""
+
+
+def test_demo_on_an_own_registry():
+    """keng-demo --registry (make demo REGISTRY=FILE): every program runs on the operator's
+    boards, the printed command posts for one of them, and a registry that does not load
+    stops the demo before anything starts."""
+    work = kt.Workdir()
+    bad = work.file("bad.csv")
+    with open(bad, "w") as f:
+        f.write("not,a,registry\n")
+    r = subprocess.run([kt.binary("keng-demo"), "--registry", bad, "--dir", work.file("bad")],
+                       capture_output=True, timeout=30)
+    kt.check_equal(r.returncode, 78, f"keng-demo with a registry that does not load ({r.stderr!r})")
+    kt.check(b"nothing was started" in r.stderr, "it says nothing was started", "said",
+             r.stderr)
+    registry = work.file("boards.csv")
+    with open(registry, "w", encoding="utf-8") as f:
+        f.write(OWN_REGISTRY)
+    port, ingest_port = kt.free_port(), kt.free_port()
+    demo = subprocess.Popen([kt.binary("keng-demo"), "--listen", f"127.0.0.1:{port}",
+                             "--ingest-listen", f"127.0.0.1:{ingest_port}", "--rate", "50",
+                             "--duration", "120", "--dir", work.file("run"),
+                             "--registry", registry],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline().decode()
+            if not line or line.startswith("Running for"):
+                break
+            lines.append(line)
+        text = "".join(lines)
+        kt.check(registry in text, "the demo names the registry it runs on", registry, text)
+        kt.check('"board_id":"X1-A-1"' in text, "the sample command posts for a board of it",
+                 "X1-A-1", text)
+        base = f"http://127.0.0.1:{port}"
+        total = lambda: (lambda c: c["incidents"]["total"] + c["mediations"]["total"])(  # noqa
+            kt.get_json(f"{base}/v1/counts?level=district&id=X1")["windows"]["all"])
+        kt.wait_until(lambda: total() > 0, 60, "simulated events counted for X1")
+        children = kt.get_json(f"{base}/v1/children?level=district&id=X1")
+        ids = sorted(c["id"] for c in children["items"])
+        kt.check_equal(ids, ["X1-A", "X1-B"], "the communes of the own registry")
+        status, _, _ = kt.http("GET", f"{base}/v1/counts?level=district&id=D07")
+        kt.check_equal(status, 404, "a district of the built-in registry")
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            kt.check_equal(demo.wait(30), 0, "keng-demo exit status after Ctrl-C")
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+            work.cleanup()
+
+
 if __name__ == "__main__":
-    kt.main([test_demo_runs_and_counts_move])
+    kt.main([test_demo_runs_and_counts_move, test_demo_on_an_own_registry])
