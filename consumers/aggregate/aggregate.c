@@ -332,8 +332,17 @@ static int start_outgoing(app_t *app)
     }
     if (app->am_opt.urls) {
         own_url(app, url, sizeof(url));
-        if (!app->am_opt.dashboard_url)
+        if (!app->am_opt.dashboard_url) {
             app->am_opt.dashboard_url = url;
+            /* Without advertised.url either, a container's name or a loopback address: the
+             * operators who read the alert somewhere else may not reach it. */
+            const char *advertised = keng_config_get(app->cfg, "advertised.url", NULL);
+            if (!advertised || !*advertised)
+                keng_log_warn("the alerts' links lead to this instance's own address, which those "
+                              "who read them may not reach: set dashboard.url to the dashboard's "
+                              "address as operators open it",
+                              "links=%s", url);
+        }
         app->alertmanager = keng_alertmanager_new(app->loop, app->http, &app->am_opt, app->alerts,
                                                   app->reg, errstr, sizeof(errstr));
         if (!app->alertmanager) {

@@ -74,6 +74,39 @@ def test_kafka_keys_stay_librdkafkas():
         wd.cleanup()
 
 
+def test_alert_links_without_dashboard_url_are_warned_of():
+    """The links in keng's alerts lead to dashboard.url, else to this instance's own address,
+    which the operators who read the alert elsewhere may not reach (a container's name, a
+    loopback address): keng-aggregate says so at start unless dashboard.url is set."""
+    wd = kt.Workdir()
+    try:
+        for extra, warned in (("", True), ("dashboard.url=https://keng.example\n", False)):
+            cfg = wd.file(f"agg-{warned}.conf")
+            with open(cfg, "w") as f:
+                f.write("alert.busy.level=province\nalert.busy.window=1h\n"
+                        "alert.busy.kind=incident\nalert.busy.threshold=100\n"
+                        "alertmanager.url=http://127.0.0.1:9\n" + extra)
+            port = kt.free_port()
+            proc = kt.Process("keng-aggregate", ["--config", cfg, "--listen", f"127.0.0.1:{port}",
+                                                 "--state-dir", wd.file(f"state-{warned}")],
+                              wd, env={"KENG_BROKERS": "127.0.0.1:1"})
+            try:
+                kt.wait_until(lambda: "sending alerts to Alertmanager" in
+                              open(proc.log_path).read(), 30, "keng-aggregate to start sending")
+            finally:
+                proc.stop()
+            log = open(proc.log_path).read()
+            line = [ln for ln in log.splitlines() if "set dashboard.url" in ln]
+            kt.check_equal(len(line), 1 if warned else 0,
+                           f"warnings about the alerts' links ({extra.strip() or 'no dashboard.url'})")
+            if warned:
+                kt.check(f"http://127.0.0.1:{port}" in line[0], "the warning names the links' "
+                         "address", f"http://127.0.0.1:{port}", line[0])
+    finally:
+        wd.cleanup()
+
+
 if __name__ == "__main__":
-    kt.main([test_every_program_refuses_an_unknown_key,
+    kt.main([test_alert_links_without_dashboard_url_are_warned_of,
+             test_every_program_refuses_an_unknown_key,
              test_aggregate_names_the_nearest_key_of_a_family, test_kafka_keys_stay_librdkafkas])
