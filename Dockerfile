@@ -38,7 +38,7 @@ FROM debian:12-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         librdkafka1 libavro23 libuv1 libjansson4 liblmdb0 libhttp-parser2.9 libssl3 libcurl4 \
-        curl ca-certificates \
+        curl ca-certificates lmdb-utils \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 keng \

@@ -11,7 +11,7 @@ packages=(
     python3 python3-avro python3-confluent-kafka python3-yaml shellcheck
     kcat curl wrk chromium chromium-driver python3-selenium
     openjdk-17-jre-headless maven
-    prometheus prometheus-alertmanager
+    prometheus prometheus-alertmanager lmdb-utils
 )
 
 missing=()

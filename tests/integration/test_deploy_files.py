@@ -29,8 +29,8 @@ SRC = os.path.abspath(kt.SOURCE_DIR)
 BROKERS = ["kafka-1", "kafka-2", "kafka-3"]
 RETENTION_400_DAYS_MS = 400 * 24 * 3600 * 1000
 # In the runtime stage beyond the -dev packages' libraries: the health checks' client and
-# the CA bundle for brokers with publicly signed certificates.
-RUNTIME_EXTRAS = {"curl", "ca-certificates"}
+# the CA bundle for brokers with publicly signed certificates, and mdb_copy for backups.
+RUNTIME_EXTRAS = {"curl", "ca-certificates", "lmdb-utils"}
 # -dev packages of scripts/install-deps.sh that no program links: the unit tests' library,
 # and the sanitizer and libFuzzer runtimes of the fuzz and sanitizer builds.
 TEST_ONLY_DEV = {"libcmocka-dev", "libclang-rt-14-dev"}
