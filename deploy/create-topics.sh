@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates keng's four topics on an Apache Kafka cluster, or brings the settings of existing
+# Creates keng's five topics on an Apache Kafka cluster, or brings the settings of existing
 # ones up to date. Safe to run again and again: docker-compose.yml runs it as the one-shot
 # kafka-init service before keng starts, and an operator may run it against any cluster.
 #
@@ -15,9 +15,11 @@
 #   KENG_MIN_INSYNC        min.insync.replicas [2]
 #   KENG_RETENTION_MS      retention of antt.incidents and antt.mediations [34560000000, 400 days]
 #   KENG_SIDE_RETENTION_MS retention of antt.alerts and antt.deadletter [34560000000]
-#   KENG_TOPIC_INCIDENTS, KENG_TOPIC_MEDIATIONS, KENG_TOPIC_ALERTS, KENG_TOPIC_DEADLETTER
+#   KENG_TOPIC_INCIDENTS, KENG_TOPIC_MEDIATIONS, KENG_TOPIC_ALERTS, KENG_TOPIC_DEADLETTER,
+#   KENG_TOPIC_BOARD_COUNTS
 #                          topic names [antt.incidents, antt.mediations, antt.alerts,
-#                          antt.deadletter]
+#                          antt.deadletter, antt.board-counts (compacted, with the input
+#                          topics' partition count)]
 #   KAFKA_BIN              where kafka-topics.sh and kafka-configs.sh are [/opt/kafka/bin]
 #   KENG_ADMIN_CONFIG      a client properties file for TLS/SASL clusters (--command-config)
 #   KENG_WAIT_SECONDS      how long to wait for the cluster to answer [120]

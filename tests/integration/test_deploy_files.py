@@ -778,6 +778,56 @@ def test_shell_scripts():
                    "shellcheck deploy/*.sh scripts/kafka-*.sh scripts/bench_{kafka,replay,lib}.sh")
 
 
+# ---- deploy/systemd/ ----
+
+SYSTEMD_HARDENING = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                     "PrivateTmp=yes", "CapabilityBoundingSet=\n", "SystemCallFilter=@system-service",
+                     "RestrictAddressFamilies=", "LimitNOFILE=", "User=keng",
+                     "RestartPreventExitStatus=64 78")
+
+
+def test_systemd_units():
+    """Each unit passes `systemd-analyze verify` with not a word said (a value systemd cannot
+    parse is only warned about, so any output fails), is hardened, and starts its program
+    with flags the program has."""
+    units = sorted(glob.glob(path("deploy", "systemd", "*.service")))
+    kt.check_equal([os.path.basename(u) for u in units],
+                   ["keng-aggregate.service", "keng-ingest.service"], "units in deploy/systemd/")
+    flags = design_flags()
+    work = kt.Workdir()
+    try:
+        for unit in units:
+            text = open(unit, encoding="utf-8").read()
+            for needed in SYSTEMD_HARDENING:
+                kt.check(needed in text, f"{os.path.basename(unit)} has {needed.strip()}",
+                         needed.strip(), "absent")
+            start = re.search(r"^ExecStart=/usr/local/bin/(keng-[a-z]+) (.*)$", text, re.M)
+            kt.check(start is not None, f"{os.path.basename(unit)}: ExecStart runs a keng "
+                     "program from /usr/local/bin", "ExecStart=/usr/local/bin/keng-...", None)
+            program = start.group(1)
+            for flag in re.findall(r"(--[a-z][a-z-]*)", start.group(2)):
+                kt.check(flags.get(flag, "?") in (None, program),
+                         f"{program} takes {flag} (docs/DESIGN.md's flag table)", program,
+                         flags.get(flag))
+            if program == "keng-aggregate":
+                kt.check("StateDirectory=keng-aggregate" in text and
+                         "--state-dir /var/lib/keng-aggregate" in text,
+                         "keng-aggregate's state dir is systemd's StateDirectory", True, False)
+                kt.check("ExecReload" not in text, "no reload for keng-aggregate, which takes "
+                         "SIGHUP as no signal of its own", "none", "ExecReload")
+            local = os.path.join(work.path, os.path.basename(unit))
+            with open(local, "w") as f:
+                f.write(text.replace("/usr/local/bin/", kt.BIN_DIR + "/"))
+            r = subprocess.run(["systemd-analyze", "verify", "--man=no", local],
+                               capture_output=True, text=True, timeout=60)
+            kt.check_equal((r.returncode, r.stdout + r.stderr), (0, ""),
+                           f"systemd-analyze verify {os.path.basename(unit)}")
+        kt.check(os.path.exists(path("deploy", "systemd", "keng.conf")),
+                 "deploy/systemd/keng.conf, the sysusers.d line of the keng user", True, False)
+    finally:
+        work.cleanup()
+
+
 # ---- docs/OPERATIONS.md ----
 
 def test_operations_doc():
@@ -807,7 +857,7 @@ def test_operations_doc():
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(__file__))
-    kt.main([test_compose_kafka_cluster, test_compose_keng_services,
+    kt.main([test_systemd_units, test_compose_kafka_cluster, test_compose_keng_services,
              test_compose_flags_are_in_design, test_compose_commands_run,
              test_dockerfile_packages_match_install_deps,
              test_dockerignore, test_config_keys_documented_and_accepted, test_tokens_example,
