@@ -313,19 +313,23 @@ static int parse_count(const char *s, uint32_t *out)
     return 0;
 }
 
-/* Ids in keng are short and printable: no spaces or control characters. */
-static bool id_valid(const char *s)
+bool keng_unit_id_valid(const char *id, size_t len)
 {
-    size_t n = strlen(s);
-
-    if (n == 0 || n > 31)
+    if (id == NULL || len == 0 || len > KENG_UNIT_ID_MAX)
         return false;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c <= ' ' || c == ',' || c == '"' || c >= 0x7f)
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)id[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
             return false;
     }
     return true;
+}
+
+/* A name that is empty or only spaces names nothing on a page or in a review. */
+static bool name_empty(const char *s)
+{
+    return s[strspn(s, " \t")] == '\0';
 }
 
 static keng_registry_t *finish(keng_registry_t *reg, char *errstr, size_t errstr_size)
@@ -368,10 +372,13 @@ static int load_line(keng_registry_t *reg, char *line, char *err, size_t err_siz
         return 0;
     }
     for (int i = 0; i < 6; i += 2) {
-        if (!id_valid(fields[i])) {
-            snprintf(err, err_size,
-                     "%s: '%s' is not an id (1 to 31 printable characters, no spaces or commas)",
-                     csv_header[i], fields[i]);
+        if (!keng_unit_id_valid(fields[i], strlen(fields[i]))) {
+            snprintf(err, err_size, "%s: '%.40s' is not an id (%s)", csv_header[i], fields[i],
+                     KENG_UNIT_ID_RULE);
+            return -1;
+        }
+        if (name_empty(fields[i + 1])) {
+            snprintf(err, err_size, "%s is empty", csv_header[i + 1]);
             return -1;
         }
     }
@@ -390,8 +397,9 @@ static int load_line(keng_registry_t *reg, char *line, char *err, size_t err_siz
 }
 
 /* Every board id once. Returns 0, or -1 with errstr filled. */
-static int check_boards_unique(keng_registry_t *reg, const char *path, char *errstr,
-                               size_t errstr_size)
+/* lines[i] is the line board i was read from, for the message. */
+static int check_boards_unique(keng_registry_t *reg, const char *path, const int *lines,
+                               char *errstr, size_t errstr_size)
 {
     if (index_build(reg, 2, reg->nboards) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -399,8 +407,14 @@ static int check_boards_unique(keng_registry_t *reg, const char *path, char *err
     }
     for (size_t i = 0; i < reg->nboards; i++) {
         const char *id = reg->boards[i].id;
-        if (index_find(reg, 2, id, strlen(id)) != (int32_t)i) {
-            snprintf(errstr, errstr_size, "%s: board_id %s is listed more than once", path, id);
+        int32_t first = index_find(reg, 2, id, strlen(id));
+        if (first != (int32_t)i) {
+            /* The index keeps one of the equal ids: name the later line as the repeat. */
+            size_t a = (size_t)first < i ? (size_t)first : i,
+                   b = (size_t)first < i ? i : (size_t)first;
+            snprintf(errstr, errstr_size,
+                     "%s: line %d: board_id %s is listed again (first on line %d)", path, lines[b],
+                     id, lines[a]);
             return -1;
         }
     }
@@ -417,6 +431,8 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
     int lineno = 0;
     char err[200];
     keng_registry_t *result = NULL;
+    int *lines = NULL; /* the line of each board */
+    size_t lines_cap = 0;
 
     if (!reg) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -434,20 +450,29 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
         if (lineno == 1 && (unsigned char)line[0] == 0xEF && (unsigned char)line[1] == 0xBB &&
             (unsigned char)line[2] == 0xBF)
             memmove(line, line + 3, (size_t)len - 2);
+        size_t before = reg->nboards;
         if (load_line(reg, line, err, sizeof(err)) != 0) {
             snprintf(errstr, errstr_size, "%s: line %d: %s", path, lineno, err);
             goto out;
+        }
+        if (reg->nboards > before) {
+            if (grow((void **)&lines, &lines_cap, before, sizeof(*lines)) != 0) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto out;
+            }
+            lines[before] = lineno;
         }
     }
     if (reg->nboards == 0) {
         snprintf(errstr, errstr_size, "%s: no boards in the registry", path);
         goto out;
     }
-    if (check_boards_unique(reg, path, errstr, errstr_size) != 0)
+    if (check_boards_unique(reg, path, lines, errstr, errstr_size) != 0)
         goto out;
     result = finish(reg, errstr, errstr_size);
     reg = NULL;
 out:
+    free(lines);
     free(line);
     if (f)
         fclose(f);

@@ -4,9 +4,18 @@
 #ifndef KENG_REGISTRY_H
 #define KENG_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+/* keng's one id alphabet, for the ids of boards and of every unit above them: 1 to 31 of
+ * A-Z a-z 0-9 . _ - (so "D07-C012-B03", "D01_C001" and official codes such as "40.17542").
+ * The registry loader, the HTTP API, tokens and alert rules take exactly these, so that an
+ * id that loads can be asked for everywhere. Ids are opaque: nothing parses them. */
+#define KENG_UNIT_ID_MAX  31
+#define KENG_UNIT_ID_RULE "1 to 31 of A-Z a-z 0-9 . _ -"
+bool keng_unit_id_valid(const char *id, size_t len);
 
 /* The counts of the provincial report that the default registry reproduces exactly. */
 #define KENG_DEFAULT_DISTRICTS 21

@@ -53,26 +53,25 @@ static json_t *server_error_body(int status, const char *message, void *ctx)
     return json_pack("{s:s}", "error", message);
 }
 
-/* Registry ids are letters, digits and '-' ("D07-C012-B03"). Returns 0, or -1 after
- * answering 400 for an id with any other byte, which could otherwise be cut short or
- * matched loosely. */
+/* Ids are keng's one alphabet (registry.h, KENG_UNIT_ID_RULE), as the registry loader takes
+ * them. Returns 0, or -1 after answering 400 for an id with any other byte, which could
+ * otherwise be cut short or matched loosely, naming the byte. */
 static int id_param(keng_api_t *api, keng_http_request_t *req, const char *id)
 {
     char msg[160];
     size_t len = strlen(id);
 
     for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)id[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '-')) {
-            snprintf(msg, sizeof(msg),
-                     "id may hold only letters, digits and '-' (byte 0x%02x at offset %zu)", ch, i);
+        if (!keng_unit_id_valid(id + i, 1)) {
+            snprintf(msg, sizeof(msg), "id may hold only %s (byte 0x%02x at offset %zu)",
+                     KENG_UNIT_ID_RULE, (unsigned char)id[i], i);
             keng_api__respond_error(api, req, 400, msg);
             return -1;
         }
     }
-    if (len > 64) {
-        keng_api__respond_error(api, req, 400, "id is longer than 64 characters");
+    if (!keng_unit_id_valid(id, len)) {
+        snprintf(msg, sizeof(msg), "id must be %s", KENG_UNIT_ID_RULE);
+        keng_api__respond_error(api, req, 400, msg);
         return -1;
     }
     return 0;

@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "registry.h"
 #include "timeutil.h"
 
 #define HASH_LEN 32
@@ -89,12 +90,6 @@ static bool name_char_ok(unsigned char c)
     return c > 0x20 && c < 0x7f && c != '#';
 }
 
-static bool district_char_ok(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.';
-}
-
 /* Splits off the next whitespace-separated word of *s; NULL at the end. */
 static char *next_word(char **s)
 {
@@ -132,14 +127,11 @@ static int parse_districts(keng_gateway_t *gw, const char *word, char *why, size
             snprintf(why, why_size, "empty district id in '%s'; write D01,D07 or *", word);
             return -1;
         }
-        for (size_t i = 0; i < len; i++) {
-            if (!district_char_ok((unsigned char)p[i])) {
-                snprintf(why, why_size,
-                         "district list '%s' has a character that is not a letter, digit or "
-                         "'-'; write D01,D07 or *",
-                         word);
-                return -1;
-            }
+        if (!keng_unit_id_valid(p, len)) {
+            snprintf(why, why_size,
+                     "district list '%.80s': '%.*s' is not an id (%s); write D01,D07 or *", word,
+                     (int)(len > 40 ? 40 : len), p, KENG_UNIT_ID_RULE);
+            return -1;
         }
         grown = realloc(gw->districts, (gw->ndistricts + 1) * sizeof(*grown));
         if (!grown) {

@@ -467,6 +467,14 @@ def test_strict_framing_and_json_errors():
         status, _, body, _ = raw(agg.port, b"GET /v1/counts?level=district&id=D04 HTTP/1.1\r\n"
                                            b"Host: x\r\n\r\n", wait_close=False)
         kt.check_equal(status, 200, "status of a plain id=D04")
+        # keng's one id alphabet (A-Z a-z 0-9 . _ -, up to 31): an id a registry may hold is
+        # looked up (404 here: the built-in registry has no such commune), a longer one is 400.
+        for query, expected in (("/v1/counts?level=commune&id=D01_C001", 404),
+                                ("/v1/counts?level=commune&id=40.17542", 404),
+                                ("/v1/counts?level=commune&id=" + "a" * 32, 400)):
+            status, _, body, _ = raw(agg.port, f"GET {query} HTTP/1.1\r\nHost: x\r\n\r\n"
+                                     .encode(), wait_close=False)
+            kt.check_equal(status, expected, f"status of {query} ({body[:120]!r})")
         for server in servers:
             kt.check_equal(server.process.stop(), 0, f"{server.name} exit status")
     finally:

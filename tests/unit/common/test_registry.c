@@ -114,14 +114,49 @@ static void test_csv_errors_name_line_and_field(void **state)
     expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5\n",
                       "line 2: expected 8 fields, found 7");
     expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5,5\n"
+                             "# a comment\n"
                              "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5,5\n",
-                      "board_id D01-C001-B01 is listed more than once");
+                      "line 4: board_id D01-C001-B01 is listed again (first on line 2)");
+    expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,,D01,Vinh,5,5\n",
+                      "line 2: commune_name is empty");
+    expect_load_error(HEADER "D01-C001-B01,,D01-C001,Phường 1,D01,Vinh,5,5\n",
+                      "line 2: board_name is empty");
+    expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01, ,5,5\n",
+                      "line 2: district_name is empty");
     expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5,5\n"
                              "D02-C001-B02,Khối 2,D01-C001,Phường 1,D02,Cửa Lò,5,5\n",
                       "line 3: district_id: commune D01-C001 is listed under both D01 and D02");
     expect_load_error("board_id,name\n", "line 1: expected 8 fields, found 2");
     expect_load_error(HEADER, "no boards");
     expect_load_error(HEADER "\"D01-C001-B01,Khối 1\n", "line 2: unterminated quote");
+}
+
+/* One id alphabet everywhere (registry.h): what the loader takes, the API, tokens and alert
+ * rules take too, and nothing else. */
+static void test_id_alphabet(void **state)
+{
+    (void)state;
+    const char *good[] = {
+        "D07-C012-B03", "D01_C001", "40.17542", "a", "X1-A-1", "abcdefghijklmnopqrstuvwxyz01234"};
+    const char *bad[] = {"",      "D01:C001", "D01 C001", "D01/C001",
+                         "D01#1", "Đ01",      "D01%00",   "abcdefghijklmnopqrstuvwxyz012345"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!keng_unit_id_valid(good[i], strlen(good[i])))
+            fail_msg("'%s' should be an id", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (keng_unit_id_valid(bad[i], strlen(bad[i])))
+            fail_msg("'%s' should not be an id", bad[i]);
+    expect_load_error(
+        HEADER "D01:C001:B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5,5\n",
+        "line 2: board_id: 'D01:C001:B01' is not an id (1 to 31 of A-Z a-z 0-9 . _ -)");
+    char *path = write_temp(HEADER "D01_C001_B01,Khối 1,D01_C001,Phường 1,D01,Vinh,5,5\n");
+    char errstr[256];
+    keng_registry_t *reg = keng_registry_load(path, errstr, sizeof(errstr));
+    if (!reg)
+        fail_msg("a registry with '_' in its ids: %s", errstr);
+    keng_registry_destroy(reg);
+    unlink(path);
+    free(path);
 }
 
 static void test_csv_quoted_names(void **state)
@@ -148,6 +183,7 @@ int main(void)
         cmocka_unit_test(test_csv_round_trip),
         cmocka_unit_test(test_csv_errors_name_line_and_field),
         cmocka_unit_test(test_csv_quoted_names),
+        cmocka_unit_test(test_id_alphabet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
