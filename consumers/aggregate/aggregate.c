@@ -77,12 +77,14 @@ struct options {
     const char *group;
     const char *max_connections;
     const char *max_streams;
+    int check_config;
 };
 
 /* Everything the program runs; each piece is closed in reverse order of its creation. */
 typedef struct app {
     uv_loop_t *loop;
     keng_config_t *cfg;
+    bool check_only; /* --check-config: load everything, start nothing */
     keng_registry_t *reg;
     keng_schema_store_t *store;
     keng_counts_t *counts;
@@ -124,6 +126,9 @@ static void usage(FILE *out)
             "                     http.max_connections, default 10000; at the cap the least\n"
             "                     recently active idle one is closed for the new one)\n"
             "  --max-streams N    /v1/stream clients at once (config http.max_streams, 256)\n"
+            "  --check-config     load the config, registry, schemas, alert rules and Kafka\n"
+            "                     settings, say what is wrong (exit 64 or 78) or that they\n"
+            "                     load (exit 0), and start nothing\n"
             "  --help, --version\n"
             "\n"
             "Config keys: topic.incidents, topic.mediations, topic.deadletter (default antt.*),\n"
@@ -639,6 +644,8 @@ static int load_state(app_t *app, const settings_t *st)
                           "rule: nothing will be sent",
                           NULL);
     }
+    if (app->check_only)
+        return 0; /* the state dir is not touched */
     app->cp = keng_checkpoint_open(state_dir, (size_t)st->map_mb << 20, errstr, sizeof(errstr));
     if (!app->cp) {
         keng_log_error("cannot open the checkpoint", "error=\"%s\"", errstr);
@@ -729,6 +736,29 @@ static int start_kafka(app_t *app, settings_t *st)
     return 0;
 }
 
+/* --check-config, once the config, registry, schemas, rules and limits loaded: librdkafka
+ * judges the Kafka settings of both roles, and nothing connects. Returns 0 or 78. */
+static int check_kafka_settings(app_t *app)
+{
+    char errstr[512];
+    const keng_kafka_role_t roles[] = {KENG_KAFKA_CONSUMER, KENG_KAFKA_PRODUCER};
+
+    for (int i = 0; i < 2; i++) {
+        rd_kafka_conf_t *conf = keng_config_kafka(app->cfg, roles[i], errstr, sizeof(errstr));
+        if (!conf) {
+            keng_log_error("librdkafka refuses the Kafka settings", "error=\"%s\"", errstr);
+            return KENG_EXIT_CONFIG;
+        }
+        rd_kafka_conf_destroy(conf);
+    }
+    fprintf(stderr,
+            "keng-aggregate: the config loads: registry of %zu boards, schemas, %zu alert "
+            "rule(s), HTTP limits, Kafka settings; nothing was started\n",
+            keng_registry_board_count(app->reg),
+            app->alerts ? (size_t)keng_alerts_rule_count(app->alerts) : (size_t)0);
+    return 0;
+}
+
 static int run(app_t *app)
 {
     settings_t st;
@@ -740,6 +770,8 @@ static int run(app_t *app)
         rc = read_limits(app, &st.limits);
     if (rc != 0)
         return rc;
+    if (app->check_only)
+        return check_kafka_settings(app);
     rc = start_http(app, &st.limits);
     if (rc == 0)
         rc = start_kafka(app, &st);
@@ -765,6 +797,7 @@ int main(int argc, char **argv)
         KENG_FLAG("group", &opt.group, "group.id"),
         KENG_FLAG("max-connections", &opt.max_connections, "http.max_connections"),
         KENG_FLAG("max-streams", &opt.max_streams, "http.max_streams"),
+        KENG_FLAG_SET("check-config", &opt.check_config),
         KENG_FLAGS_END,
     };
     keng_config_flag_t flags[KENG_PROGRAM_MAX_FLAGS + 2];
@@ -782,6 +815,7 @@ int main(int argc, char **argv)
     app.cfg = keng_program_config(&program, opt.config_path, flags);
     if (!app.cfg)
         return 64;
+    app.check_only = opt.check_config;
     if ((rc = keng_program_require_brokers(app.cfg)) != 0) {
         keng_config_destroy(app.cfg);
         return rc;

@@ -57,10 +57,12 @@ struct options {
     const char *max_connections;
     const char *revoke;
     int list_tokens;
+    int check_config;
 };
 
 /* The program's state, all of it on the loop thread. */
 typedef struct ingest {
+    bool check_only; /* --check-config: load everything, start nothing */
     uv_loop_t *loop;
     keng_config_t *cfg;
     keng_registry_t *reg;
@@ -130,6 +132,9 @@ static void usage(FILE *out)
             "                       its hash), gateway, districts and creation time, then exit\n"
             "  --revoke NAME[@ID]   remove the gateway's token (@ID to choose one of several)\n"
             "                       from --tokens FILE, then exit; send SIGHUP to take it in\n"
+            "  --check-config       load the config, registry, token file and Kafka settings,\n"
+            "                       say what is wrong (exit 64 or 78) or that they load\n"
+            "                       (exit 0), and start nothing\n"
             "  --help, --version\n"
             "\n"
             "Token file: one line per token, '<sha256 of the token, hex> <gateway name>\n"
@@ -700,6 +705,20 @@ static int run(ingest_t *in)
         in->tokens = keng_tokens_empty();
         keng_log_warn("no token file (--tokens FILE): every POST will be refused with 401", NULL);
     }
+    if (in->check_only) {
+        rd_kafka_conf_t *conf =
+            keng_config_kafka(in->cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
+        if (!conf) {
+            keng_log_error("librdkafka refuses the Kafka settings", "error=\"%s\"", errstr);
+            return KENG_EXIT_CONFIG;
+        }
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr,
+                "keng-ingest: the config loads: registry of %zu boards, %zu token(s), HTTP "
+                "limits, Kafka settings; nothing was started\n",
+                keng_registry_board_count(in->reg), keng_tokens_count(in->tokens));
+        return 0;
+    }
     in->metrics = keng_ingest_metrics_new();
     if (!in->tokens || !in->metrics) {
         keng_log_error("out of memory", NULL);
@@ -844,6 +863,7 @@ int main(int argc, char **argv)
         KENG_FLAG("districts", &opt.districts, NULL),
         KENG_FLAG_SET("list-tokens", &opt.list_tokens),
         KENG_FLAG("revoke", &opt.revoke, NULL),
+        KENG_FLAG_SET("check-config", &opt.check_config),
         KENG_FLAG("max-connections", &opt.max_connections, "http.max_connections"),
         KENG_FLAGS_END,
     };
@@ -870,6 +890,7 @@ int main(int argc, char **argv)
     in.cfg = keng_program_config_table(&program, opt.config_path, table);
     if (!in.cfg)
         return KENG_EXIT_USAGE;
+    in.check_only = opt.check_config;
     if ((rc = keng_program_require_brokers(in.cfg)) != 0) {
         keng_config_destroy(in.cfg);
         return rc;

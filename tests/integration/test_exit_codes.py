@@ -4,6 +4,7 @@ wherever it happens, a program that cannot do its job without a broker refuses t
 instead of warning and running, and an argument the program does not take is a usage error
 (64). No broker is needed: every case stops before Kafka."""
 
+import os
 import subprocess
 
 import kengtest as kt
@@ -75,6 +76,42 @@ def test_kafka_setting_librdkafka_refuses_is_78():
         wd.cleanup()
 
 
+def test_check_config_starts_nothing():
+    """--check-config on the two servers: a config that loads exits 0 and says so, without
+    listening or touching the state dir; each kind of problem gets its exit code."""
+    wd = kt.Workdir()
+    try:
+        tokens = wd.file("tokens")
+        subprocess.run([kt.binary("keng-ingest"), "--new-token", "gw", "--districts", "*",
+                        "--tokens", tokens], capture_output=True, timeout=10, check=True)
+        bad_registry = wd.file("bad.csv")
+        with open(bad_registry, "w") as f:
+            f.write("not a registry\n")
+        cases = [("", [], 0), ("bogus.key=1\n", [], 64), ("kafka.bogus.property=1\n", [], 78),
+                 ("", ["--registry", bad_registry], 78)]
+        for program in ("keng-ingest", "keng-aggregate"):
+            for i, (text, extra, expected) in enumerate(cases):
+                cfg = wd.file(f"{program}-{i}.conf")
+                with open(cfg, "w") as f:
+                    f.write(text)
+                port = kt.free_port()
+                state = wd.file(f"state-{program}-{i}")
+                args = {"keng-ingest": ["--tokens", tokens],
+                        "keng-aggregate": ["--state-dir", state]}[program]
+                rc, _, err = run(wd, [program, "--check-config", "--config", cfg, "--listen",
+                                      f"127.0.0.1:{port}"] + args + extra)
+                what = text.strip() or " ".join(extra) or "a good config"
+                kt.check_equal(rc, expected, f"{program} --check-config with {what} "
+                                             f"({err.strip()[-300:]})")
+                if expected == 0:
+                    kt.check("nothing was started" in err, f"{program} says the config loads",
+                             "nothing was started", err.strip()[-300:])
+                kt.check(not os.path.exists(state), f"{program} --check-config leaves no state "
+                         "dir", "none", state)
+    finally:
+        wd.cleanup()
+
+
 def test_help_points_to_the_exit_codes():
     wd = kt.Workdir()
     try:
@@ -115,6 +152,6 @@ def test_registry_file_without_a_flag_is_a_usage_error():
 
 if __name__ == "__main__":
     kt.main([test_registry_that_does_not_load_is_78_everywhere, test_no_broker_refuses_to_start,
-             test_kafka_setting_librdkafka_refuses_is_78,
+             test_kafka_setting_librdkafka_refuses_is_78, test_check_config_starts_nothing,
              test_help_points_to_the_exit_codes, test_unknown_flag_is_64_everywhere,
              test_registry_file_without_a_flag_is_a_usage_error])
