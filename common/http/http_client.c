@@ -279,6 +279,26 @@ fail:
     return -1;
 }
 
+void keng_http_client_redact(const char *url, char *out, size_t size)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+
+    if (u && curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+            port = NULL;
+        snprintf(out, size, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "");
+    } else {
+        snprintf(out, size, "(not a URL)");
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+}
+
 int keng_http_client_check_url(const char *url, char *errstr, size_t errstr_size)
 {
     CURLU *u = curl_url();
@@ -289,15 +309,18 @@ int keng_http_client_check_url(const char *url, char *errstr, size_t errstr_size
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+    /* The URL itself is never in the message: it may hold credentials. */
+    if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !*host) {
-        snprintf(errstr, errstr_size, "'%.200s' is not a URL (expected http://host:port/path)",
-                 url);
+        snprintf(errstr, errstr_size,
+                 "the value is not a URL (expected http://host:port/path; not shown, as it may "
+                 "hold credentials)");
         goto out;
     }
     if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
-        snprintf(errstr, errstr_size, "'%.200s': only http:// and https:// are supported", url);
+        snprintf(errstr, errstr_size, "%s://%s...: only http:// and https:// are supported", scheme,
+                 host);
         goto out;
     }
     rc = 0;

@@ -31,6 +31,12 @@ int keng_http_client_post(keng_http_client_t *c, const char *url, const char *bo
  * saying what is wrong (without the key: the caller names it). */
 int keng_http_client_check_url(const char *url, char *errstr, size_t errstr_size);
 
+/* What of url may be shown (in a log line, a metric label, an error): its scheme, host and
+ * port alone, "https://am.example:9093". User, password, path and query may hold secrets (a
+ * webhook's path often is one) and are left out, through libcurl's URL parser rather than by
+ * cutting the string. A URL that does not parse is shown as "(not a URL)". */
+void keng_http_client_redact(const char *url, char *out, size_t size);
+
 /* Aborts the requests in progress without calling their done, and frees the client once the
  * loop has closed its handles. */
 void keng_http_client_close(keng_http_client_t *c);

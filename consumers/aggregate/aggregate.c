@@ -354,8 +354,11 @@ static int start_outgoing(app_t *app)
             keng_log_error("cannot start sending to Alertmanager", "error=\"%s\"", errstr);
             return -1;
         }
-        keng_log_info("sending alerts to Alertmanager", "url=%s resend_interval_ms=%ld",
-                      app->am_opt.urls, app->am_opt.resend_interval_ms);
+        /* The count, not the URLs: they may hold credentials (each endpoint logs its scheme,
+         * host and port when it first takes the alerts). */
+        keng_log_info("sending alerts to Alertmanager", "urls=%zu resend_interval_ms=%ld",
+                      keng_alertmanager_endpoint_count(app->alertmanager),
+                      app->am_opt.resend_interval_ms);
     }
     return 0;
 }

@@ -30,6 +30,7 @@ const char *const keng_alertmanager_config_keys[] = {
 typedef struct endpoint {
     keng_alertmanager_t *am;
     char url[URL_MAX + 32]; /* .../api/v2/alerts */
+    char shown[URL_MAX];    /* scheme://host:port, for logs and labels (no credentials) */
     uv_timer_t backoff;
     bool busy, again; /* a POST in progress; the state changed since it started */
     int attempts;     /* failed in a row */
@@ -248,7 +249,7 @@ static void on_done(long status, const char *error, void *arg)
     ep->busy = false;
     if (!error) {
         if (!ep->up || ep->attempts > 0)
-            keng_log_info("Alertmanager takes the alerts", "url=%s", ep->url);
+            keng_log_info("Alertmanager takes the alerts", "url=%s", ep->shown);
         ep->sends++;
         ep->up = true;
         ep->attempts = 0;
@@ -268,7 +269,7 @@ static void on_done(long status, const char *error, void *arg)
     if (delay > (uint64_t)am->opt.resend_interval_ms)
         delay = (uint64_t)am->opt.resend_interval_ms;
     keng_log_warn("Alertmanager did not take the alerts; retrying",
-                  "url=%s attempt=%d retry_in_ms=%" PRIu64 " error=\"%s\"", ep->url, ep->attempts,
+                  "url=%s attempt=%d retry_in_ms=%" PRIu64 " error=\"%s\"", ep->shown, ep->attempts,
                   delay, error);
     uv_timer_start(&ep->backoff, on_backoff, delay, 0);
 }
@@ -352,10 +353,11 @@ static int parse_urls(const char *urls, endpoint_t *endpoints, size_t *n, char *
             return -1;
         }
         snprintf(endpoints[*n].url, sizeof(endpoints[*n].url), "%s/api/v2/alerts", base);
+        keng_http_client_redact(base, endpoints[*n].shown, sizeof(endpoints[*n].shown));
         (*n)++;
     }
     if (*n == 0) {
-        snprintf(errstr, errstr_size, "alertmanager.url: no URL in '%.200s'", urls ? urls : "");
+        snprintf(errstr, errstr_size, "alertmanager.url: no URL in the list");
         return -1;
     }
     return 0;
@@ -441,6 +443,11 @@ keng_alertmanager_t *keng_alertmanager_new(uv_loop_t *loop, keng_http_client_t *
     return am;
 }
 
+size_t keng_alertmanager_endpoint_count(const keng_alertmanager_t *am)
+{
+    return am ? am->nendpoints : 0;
+}
+
 void keng_alertmanager_metrics(const keng_alertmanager_t *am, FILE *out)
 {
     static const struct {
@@ -463,7 +470,7 @@ void keng_alertmanager_metrics(const keng_alertmanager_t *am, FILE *out)
                 metrics[m].name, metrics[m].type);
         for (size_t i = 0; i < am->nendpoints; i++) {
             const endpoint_t *ep = &am->endpoints[i];
-            fprintf(out, "%s{url=\"%s\"} ", metrics[m].name, ep->url);
+            fprintf(out, "%s{url=\"%s\"} ", metrics[m].name, ep->shown);
             if (m == 0)
                 fprintf(out, "%d\n", ep->up ? 1 : 0);
             else if (m == 1)

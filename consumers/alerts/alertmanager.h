@@ -64,6 +64,9 @@ void keng_alertmanager_metrics(const keng_alertmanager_t *am, FILE *out);
  * client. */
 void keng_alertmanager_close(keng_alertmanager_t *am);
 
+/* How many Alertmanagers it sends to. */
+size_t keng_alertmanager_endpoint_count(const keng_alertmanager_t *am);
+
 /* The links of an alert: link the dashboard at the scope (its "dashboard" annotation), gen
  * the scope's /v1/counts (its generatorURL). The window and the id are percent-encoded, since
  * an id from the registry file may hold '&', '#', '%' or '?'. Both are cut to fit. */

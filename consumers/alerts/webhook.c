@@ -22,6 +22,7 @@ struct keng_webhook {
     uv_loop_t *loop;
     keng_http_client_t *client;
     char *url;
+    char shown[256]; /* scheme://host:port, for the log (the path may be the secret) */
     long timeout_ms;
     item_t *head, *tail;
     size_t queued;
@@ -74,7 +75,7 @@ static void on_done(long status, const char *error, void *arg)
     if (refused(status)) {
         wh->stats.dropped++;
         keng_log_error("the webhook refused an alert; it was dropped",
-                       "url=%s status=%ld attempts=%d", wh->url, status, wh->attempts);
+                       "url=%s status=%ld attempts=%d", wh->shown, status, wh->attempts);
         pop(wh);
         start(wh);
         return;
@@ -85,7 +86,7 @@ static void on_done(long status, const char *error, void *arg)
     if (delay > BACKOFF_MAX_MS)
         delay = BACKOFF_MAX_MS;
     keng_log_warn("webhook attempt failed; retrying",
-                  "url=%s attempt=%d retry_in_ms=%" PRIu64 " queued=%zu error=\"%s\"", wh->url,
+                  "url=%s attempt=%d retry_in_ms=%" PRIu64 " queued=%zu error=\"%s\"", wh->shown,
                   wh->attempts, delay, wh->queued, error);
     uv_timer_start(&wh->backoff, on_backoff, delay, 0);
 }
@@ -134,6 +135,7 @@ keng_webhook_t *keng_webhook_new(uv_loop_t *loop, keng_http_client_t *client, co
         free(wh);
         return NULL;
     }
+    keng_http_client_redact(url, wh->shown, sizeof(wh->shown));
     wh->loop = loop;
     wh->client = client;
     wh->timeout_ms = timeout_ms;
@@ -164,7 +166,7 @@ int keng_webhook_post(keng_webhook_t *wh, const char *body)
         free(old->body);
         free(old);
         keng_log_error("the webhook queue is full; the oldest alert was dropped", "url=%s",
-                       wh->url);
+                       wh->shown);
     }
     if (wh->tail)
         wh->tail->next = it;

@@ -106,7 +106,59 @@ def test_alert_links_without_dashboard_url_are_warned_of():
         wd.cleanup()
 
 
+SECRETS = ("s3cret-am-pass", "s3cret-hook-token", "s3cret-query")
+
+
+def test_credentials_in_urls_never_leak():
+    """alertmanager.url and webhook.url can only carry credentials inside the URL: they are
+    used, but never written to the log, /metrics or an error message; those name the scheme,
+    host and port alone."""
+    wd = kt.Workdir()
+    try:
+        am = f"http://keng:{SECRETS[0]}@127.0.0.1:9"
+        hook = f"http://127.0.0.1:9/hooks/{SECRETS[1]}?token={SECRETS[2]}"
+        cfg = wd.file("agg.conf")
+        with open(cfg, "w") as f:
+            f.write("alert.busy.level=province\nalert.busy.window=1h\nalert.busy.kind=incident\n"
+                    f"alert.busy.threshold=100\ndashboard.url=https://keng.example\n"
+                    f"alertmanager.url={am}\nwebhook.url={hook}\n")
+        port = kt.free_port()
+        proc = kt.Process("keng-aggregate", ["--config", cfg, "--listen", f"127.0.0.1:{port}",
+                                             "--state-dir", wd.file("state")],
+                          wd, env={"KENG_BROKERS": "127.0.0.1:1"})
+        try:
+            kt.wait_until(lambda: "Alertmanager did not take the alerts" in
+                          open(proc.log_path).read(), 30, "a failed send to Alertmanager")
+            _, _, body = kt.http("GET", f"http://127.0.0.1:{port}/metrics")
+            metrics = body.decode()
+            kt.check('keng_alertmanager_up{url="http://127.0.0.1:9"}' in metrics,
+                     "the Alertmanager series is labelled by scheme, host and port",
+                     'url="http://127.0.0.1:9"',
+                     [ln for ln in metrics.splitlines() if ln.startswith("keng_alertmanager_up")])
+        finally:
+            proc.stop()
+        texts = {"the log": open(proc.log_path).read(), "/metrics": metrics}
+        # A URL that does not load is named in the error without what it holds.
+        for key, value in (("alertmanager.url", f"ftp://keng:{SECRETS[0]}@x"),
+                           ("webhook.url", f"gopher://x/{SECRETS[1]}")):
+            bad = wd.file(f"bad-{key}.conf")
+            with open(bad, "w") as f:
+                f.write(f"{key}={value}\n")
+            r = subprocess.run([kt.binary("keng-aggregate"), "--config", bad, "--listen",
+                                "127.0.0.1:0", "--state-dir", wd.file("state-bad")],
+                               capture_output=True, text=True, timeout=30,
+                               env={"KENG_BROKERS": "127.0.0.1:1"})
+            kt.check(r.returncode != 0, f"a bad {key} refused", "non-zero", r.returncode)
+            texts[f"the error for a bad {key}"] = r.stderr
+        for where, text in texts.items():
+            for secret in SECRETS:
+                kt.check(secret not in text, f"{secret} absent from {where}", "absent",
+                         [ln for ln in text.splitlines() if secret in ln][:3])
+    finally:
+        wd.cleanup()
+
+
 if __name__ == "__main__":
-    kt.main([test_alert_links_without_dashboard_url_are_warned_of,
+    kt.main([test_credentials_in_urls_never_leak, test_alert_links_without_dashboard_url_are_warned_of,
              test_every_program_refuses_an_unknown_key,
              test_aggregate_names_the_nearest_key_of_a_family, test_kafka_keys_stay_librdkafkas])
