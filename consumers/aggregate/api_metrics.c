@@ -81,13 +81,17 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "# HELP keng_events_counted_total Events counted since the process started.\n"
             "# TYPE keng_events_counted_total counter\n"
             "keng_events_counted_total %" PRIu64 "\n"
+            "# HELP keng_board_moves_total Events of a board that came from another partition "
+            "than its counts (partitions were added to an input topic).\n"
+            "# TYPE keng_board_moves_total counter\n"
+            "keng_board_moves_total %" PRIu64 "\n"
             "# HELP keng_duplicates_dropped_total Events not counted because their id was "
             "already counted.\n"
             "# TYPE keng_duplicates_dropped_total counter\n"
             "keng_duplicates_dropped_total %" PRIu64 "\n"
             "# HELP keng_deadletter_total Messages sent to the dead-letter topic, by reason.\n"
             "# TYPE keng_deadletter_total counter\n",
-            st.counted, st.duplicates);
+            st.counted, st.board_moves, st.duplicates);
     if (api->consumer)
         keng_consumer_each_deadletter(api->consumer, metric_reason, &m);
     for (size_t i = 0; i < sizeof(known_reasons) / sizeof(known_reasons[0]); i++) {
