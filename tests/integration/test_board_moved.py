@@ -20,8 +20,11 @@ class Aggregate:
         self.port = kt.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = work.file("aggregate.conf")
+        # The restarted instance joins while the group still holds the stopped one (the
+        # embedded broker has no static membership): a short session bounds that wait.
         with open(self.config, "w") as f:
-            f.write("checkpoint.interval.ms=200\n")
+            f.write("kafka.session.timeout.ms=6000\nkafka.heartbeat.interval.ms=500\n"
+                    "checkpoint.interval.ms=200\n")
         self.args = ["--config", self.config, "--listen", f"127.0.0.1:{self.port}",
                      "--state-dir", work.file("state"), "--group", "keng-test-board-moved"]
         self.work, self.broker, self.now = work, broker, now
