@@ -61,6 +61,23 @@ static void metrics_alerts(const keng_api_t *api, FILE *out)
             as.firing, as.transitions[KENG_ALERT_FIRING], as.transitions[KENG_ALERT_RESOLVED]);
 }
 
+/* The exact one: the distinct events in this instance's own counts (the units of the
+ * partitions it owns), all time, so that a group's instances sum to every event once. */
+static void metrics_in_counts(const keng_api_t *api, FILE *out)
+{
+    keng_tally_t all = {0};
+
+    keng_counts_get(api->counts, KENG_LEVEL_PROVINCE, 0, KENG_WIN_ALL, &all);
+    fprintf(out,
+            "# HELP keng_events_in_counts Distinct events in this instance's counts of the "
+            "partitions it owns, all time; summed over a group's instances, every event "
+            "once.\n"
+            "# TYPE keng_events_in_counts gauge\n"
+            "keng_events_in_counts{kind=\"incident\"} %" PRIu64 "\n"
+            "keng_events_in_counts{kind=\"mediation\"} %" PRIu64 "\n",
+            all.incidents, all.mediations);
+}
+
 void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_server_t *srv)
 {
     char *buf = NULL;
@@ -77,17 +94,24 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
     if (api->consumer)
         keng_consumer_stats(api->consumer, &st);
     keng_api__count_status(api, 200); /* this answer is part of the numbers it reports */
+    /* The work done, not the events: after a handover or a restart, the events since the
+     * last checkpoint are read and counted again, by this instance or another one. */
     fprintf(m.out,
-            "# HELP keng_events_counted_total Events counted since the process started.\n"
+            "# HELP keng_events_counted_total Counts made since the process started, events "
+            "read again after a handover or restart included (work, not distinct events).\n"
             "# TYPE keng_events_counted_total counter\n"
             "keng_events_counted_total %" PRIu64 "\n"
+            "# HELP keng_board_moves_total Events of a board that came from another partition "
+            "than its counts (partitions were added to an input topic).\n"
+            "# TYPE keng_board_moves_total counter\n"
+            "keng_board_moves_total %" PRIu64 "\n"
             "# HELP keng_duplicates_dropped_total Events not counted because their id was "
             "already counted.\n"
             "# TYPE keng_duplicates_dropped_total counter\n"
             "keng_duplicates_dropped_total %" PRIu64 "\n"
             "# HELP keng_deadletter_total Messages sent to the dead-letter topic, by reason.\n"
             "# TYPE keng_deadletter_total counter\n",
-            st.counted, st.duplicates);
+            st.counted, st.board_moves, st.duplicates);
     if (api->consumer)
         keng_consumer_each_deadletter(api->consumer, metric_reason, &m);
     for (size_t i = 0; i < sizeof(known_reasons) / sizeof(known_reasons[0]); i++) {
@@ -97,6 +121,7 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
         if (!seen)
             fprintf(m.out, "keng_deadletter_total{reason=\"%s\"} 0\n", known_reasons[i]);
     }
+    metrics_in_counts(api, m.out);
     fprintf(m.out, "# HELP keng_consumer_lag Messages between the high watermark and the next "
                    "offset to count.\n"
                    "# TYPE keng_consumer_lag gauge\n");

@@ -254,6 +254,32 @@ static void dead_letter(keng_consumer_t *c, const rd_kafka_message_t *m, const c
     c->stats.deadlettered++;
 }
 
+/* While a topic keeps its partition count, a board's events of one kind all come from one
+ * partition. When partitions are added, the board's key hashes to another one, and its counts
+ * lie in two partitions' states from then on, which a resend or a later handover does not
+ * join again (docs/OPERATIONS.md, "Partitions"): said in the log and in the stats. */
+static void note_partition(keng_consumer_t *c, uint32_t board, int t, int32_t partition)
+{
+    int32_t before = c->unit_part[board * KENG_KIND_COUNT + (uint32_t)t];
+    const unsigned char *state;
+    size_t len;
+    int64_t offset;
+
+    if (before == PARTITION_NONE && c->cluster &&
+        !keng_cluster_unit(c->cluster, board, (keng_kind_t)t, &state, &len, &before, &offset))
+        before = PARTITION_NONE;
+    if (before == PARTITION_NONE || before == partition)
+        return;
+    /* Producers switch over one by one: bound the log, not the count. */
+    if (++c->stats.board_moves <= 100 || c->stats.board_moves % 1000 == 0)
+        keng_log_warn("a board's events come from another partition than its counts (was the "
+                      "topic's partition count changed?); a resend of an earlier event may "
+                      "count twice",
+                      "board=%s topic=%s partition=%" PRId32 " before=%" PRId32 " moves=%" PRIu64,
+                      keng_registry_board(c->reg, board)->id, c->topics[t], partition, before,
+                      c->stats.board_moves);
+}
+
 static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
 {
     char err[256];
@@ -292,8 +318,10 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
             snprintf(err, sizeof(err), "board %s is not in the registry", ev.board_id);
             if (!replay)
                 dead_letter(c, m, "unknown-board", err);
-        } else if (m->offset < c->unit_from[u]) {
-            /* Already in the unit's state as loaded at assignment. */
+        } else if (m->partition == c->unit_from_part[u] && m->offset < c->unit_from[u]) {
+            /* Already in the unit's state as loaded at assignment. An offset of another
+             * partition says nothing of it: a board's key moves to another partition when
+             * the topic grows, whose offsets start again at 0. */
         } else if (ev.occurred_at > now + KENG_FUTURE_SKEW_MS) {
             char when[32], clock[32];
             snprintf(err, sizeof(err),
@@ -303,6 +331,7 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
             if (!replay)
                 dead_letter(c, m, "future-event", err);
         } else {
+            note_partition(c, (uint32_t)idx, t, m->partition);
             int added = keng_counts_add(c->counts, (uint32_t)idx, &ev, now);
             if (added == KENG_COUNTS_DUPLICATE) {
                 c->stats.duplicates++;
@@ -401,6 +430,7 @@ static void free_consumer(keng_consumer_t *c)
         free(c->topics[t]);
     free(c->unit_part);
     free(c->unit_from);
+    free(c->unit_from_part);
     free(c->dirty_list);
     free(c->parts);
     free(c->group_id);
@@ -426,9 +456,10 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
     c->nunits = c->nboards * KENG_KIND_COUNT;
     c->unit_part = malloc((c->nunits + 1) * sizeof(int32_t));
     c->unit_from = malloc((c->nunits + 1) * sizeof(int64_t));
+    c->unit_from_part = malloc((c->nunits + 1) * sizeof(int32_t));
     c->dirty_list = malloc((c->nunits + 1) * sizeof(uint32_t));
     if (!c->topics[0] || !c->topics[1] || !c->group_id || !c->unit_part || !c->unit_from ||
-        !c->dirty_list) {
+        !c->unit_from_part || !c->dirty_list) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
@@ -439,6 +470,7 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
     for (size_t u = 0; u < c->nunits; u++) {
         c->unit_part[u] = PARTITION_NONE;
         c->unit_from[u] = -1;
+        c->unit_from_part[u] = PARTITION_NONE;
     }
     return 0;
 }
@@ -472,6 +504,13 @@ static rd_kafka_conf_t *consumer_conf(keng_consumer_t *c, const keng_config_t *c
      * the memory the prefetch takes. */
     if (!keng_config_get(cfg, "kafka.queued.min.messages", NULL) &&
         keng_kafka_conf_set(conf, "queued.min.messages", "1000000", errstr, errstr_size))
+        goto fail;
+    /* Partitions added to an input topic are assigned only once librdkafka refreshes the
+     * topic's metadata, every 5 minutes by default: their events would wait that long,
+     * unseen by the lag. A few seconds costs one small metadata request each time. */
+    if (!keng_config_get(cfg, "kafka.topic.metadata.refresh.interval.ms", NULL) &&
+        keng_kafka_conf_set(conf, "topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS, errstr,
+                            errstr_size))
         goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, keng_consumer__rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);

@@ -63,6 +63,7 @@ typedef struct keng_consumer_stats {
     uint64_t counted;
     uint64_t duplicates;
     uint64_t deadlettered;
+    uint64_t board_moves; /* a unit's event came from another partition than its state's */
     uint64_t checkpoints;
     double last_checkpoint_seconds;
     int64_t last_checkpoint_ms; /* by keng_consumer_now; 0 before the first */

@@ -61,6 +61,7 @@ static void restore_unit(restore_ctx_t *ctx, uint32_t board, int kind, int32_t p
     }
     c->unit_part[u] = partition;
     c->unit_from[u] = from;
+    c->unit_from_part[u] = partition;
     ctx->loaded++;
 }
 
@@ -366,6 +367,7 @@ static void on_revoke(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
             keng_counts_unit_set_dirty(c->counts, b, (keng_kind_t)t, false);
             c->unit_part[u] = PARTITION_NONE;
             c->unit_from[u] = -1;
+            c->unit_from_part[u] = PARTITION_NONE;
         }
         if (c->cluster)
             keng_cluster_set_owned(c->cluster, (keng_kind_t)t, tp->partition, false);

@@ -29,6 +29,8 @@
 #define CATCH_UP_MS     10000 /* what a new owner waits for the counts topic */
 #define REVOKE_FLUSH_MS 5000
 #define METADATA_MS     5000
+/* librdkafka sees new partitions only when it refreshes its metadata: 5 min by default. */
+#define METADATA_REFRESH_MS "5000"
 
 typedef struct part {
     int topic; /* index into c->topics */
@@ -82,7 +84,8 @@ struct keng_consumer {
     size_t nboards, nunits; /* a unit is (board, kind), kind == topic index */
     int32_t *unit_part;     /* partition each unit's events come from */
     int64_t *unit_from;     /* count a unit's events from this offset on (its state has the rest) */
-    uint32_t *dirty_list;   /* scratch for a checkpoint */
+    int32_t *unit_from_part; /* the partition unit_from is an offset of */
+    uint32_t *dirty_list;    /* scratch for a checkpoint */
     keng_cluster_t *cluster; /* NULL: a single instance */
     bool assignment_lost;    /* publish nothing: another instance may own the partitions */
 
