@@ -41,8 +41,8 @@ def test_version_names_release_and_commit():
                  f"{program} {expected} (commit ...", line)
         if commit:
             # The build may be of a tree with uncommitted changes: "<commit>-dirty".
-            kt.check(f"(commit {commit}" in line, f"{program} --version names HEAD",
-                     commit, line)
+            kt.check(f"(commit {commit}" in line, f"{program} --version names HEAD (is the "
+                     "build older than HEAD? build again)", commit, line)
 
 
 def test_changelog_has_the_version():
