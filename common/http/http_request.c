@@ -47,6 +47,8 @@ void keng_http__request_free(keng_http_request_t *req)
     free(req->path);
     free(req->body.p);
     free(req->extra.p);
+    if (req->srv)
+        req->srv->buffered_bytes -= req->reserved;
     free(req);
 }
 
@@ -301,9 +303,27 @@ static int on_headers_complete(http_parser *p)
         if (rc < 0)
             return -1;
     }
+    /* Who asks comes first: a client that may not post learns nothing of the limits. */
+    if (c->srv->precheck) {
+        const char *why = "refused";
+        int status = c->srv->precheck(req, c->srv->ctx, &why);
+        if (status != 0)
+            return refuse(c, status, "%s", why);
+    }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->limits.max_body_bytes) {
         c->error_status = 413;
         return -1;
+    }
+    if (p->flags & F_CONTENTLENGTH) {
+        size_t announced = (size_t)p->content_length;
+        if (announced > c->srv->limits.max_buffered_bytes - c->srv->buffered_bytes ||
+            c->srv->buffered_bytes > c->srv->limits.max_buffered_bytes)
+            return refuse(c, 503,
+                          "the server holds as many request bodies as it may; send the "
+                          "request again later");
+        req->srv = c->srv;
+        req->reserved = announced;
+        c->srv->buffered_bytes += announced;
     }
     /* Clients such as curl wait for this before sending a large body. */
     const char *expect = keng_http_request_header(req, "Expect");

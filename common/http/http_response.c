@@ -154,7 +154,10 @@ void keng_http__conn_fail(struct conn *c, int status, const char *why)
     char *text = error_text(c->srv, status, why);
     struct buf extra = {0};
     int rc = 0;
-    if (status == 503)
+    /* The headers a precheck added (WWW-Authenticate, Retry-After) go with its refusal. */
+    if (c->req && c->req->extra.len > 0)
+        rc = keng_http__buf_append(&extra, c->req->extra.p, c->req->extra.len);
+    if (rc == 0 && (status == 503 || status == 429) && !extra_has(&extra, "Retry-After:"))
         rc = keng_http__buf_append(&extra, "Retry-After: 1\r\n", 16);
     keng_http__request_free(c->req);
     c->req = NULL;

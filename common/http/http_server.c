@@ -66,17 +66,26 @@ void keng_http_limits_default(keng_http_limits_t *limits)
     limits->max_connections = 10000;
     limits->max_streams = 256;
     limits->max_unsent_bytes = 256 * 1024;
+    limits->max_buffered_bytes = 256 * 1024 * 1024;
     limits->stream_max_unsent_bytes = 64 * 1024;
     limits->stream_sndbuf_bytes = 16 * 1024;
 }
 
 /* The http.* keys keng_http_limits_from_config reads: every program that serves HTTP lists
  * them among its known config keys. */
-keng_config_keys_t keng_http_server_config_keys = {
-    "http.max_body_bytes",          "http.max_header_bytes",    "http.header_timeout_ms",
-    "http.body_timeout_ms",         "http.idle_timeout_ms",     "http.first_byte_timeout_ms",
-    "http.max_connections",         "http.max_streams",         "http.max_unsent_bytes",
-    "http.stream_max_unsent_bytes", "http.stream_sndbuf_bytes", NULL};
+keng_config_keys_t keng_http_server_config_keys = {"http.max_body_bytes",
+                                                   "http.max_header_bytes",
+                                                   "http.header_timeout_ms",
+                                                   "http.body_timeout_ms",
+                                                   "http.idle_timeout_ms",
+                                                   "http.first_byte_timeout_ms",
+                                                   "http.max_connections",
+                                                   "http.max_streams",
+                                                   "http.max_unsent_bytes",
+                                                   "http.stream_max_unsent_bytes",
+                                                   "http.stream_sndbuf_bytes",
+                                                   "http.max_buffered_bytes",
+                                                   NULL};
 
 int keng_http_limits_from_config(keng_http_limits_t *limits, const keng_config_t *cfg, char *errstr,
                                  size_t errstr_size)
@@ -97,6 +106,7 @@ int keng_http_limits_from_config(keng_http_limits_t *limits, const keng_config_t
         {"http.max_streams", 0, 1000000, NULL, &limits->max_streams},
         {"http.max_unsent_bytes", 4096, 1LL << 30, &limits->max_unsent_bytes, NULL},
         {"http.stream_max_unsent_bytes", 4096, 1LL << 30, &limits->stream_max_unsent_bytes, NULL},
+        {"http.max_buffered_bytes", 1, 1LL << 40, &limits->max_buffered_bytes, NULL},
         {"http.stream_sndbuf_bytes", 0, 1 << 24, NULL, &limits->stream_sndbuf_bytes},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -552,6 +562,11 @@ void keng_http_server_write_metrics(const keng_http_server_t *srv, FILE *out)
             "keng_http_streams_cut_off_total %" PRIu64 "\n",
             st.streams, st.refused, st.evicted, st.first_byte_timeouts, st.read_pauses,
             st.streams_refused, st.streams_cut_off);
+}
+
+void keng_http_server_set_precheck(keng_http_server_t *srv, keng_http_precheck_fn fn)
+{
+    srv->precheck = fn;
 }
 
 void keng_http_server_set_error_body(keng_http_server_t *srv, keng_http_error_fn fn)

@@ -37,11 +37,16 @@ typedef struct keng_http_limits {
     size_t max_unsent_bytes;
     size_t stream_max_unsent_bytes; /* a stream reader further behind is cut off */
     unsigned stream_sndbuf_bytes;   /* SO_SNDBUF of a stream's socket, so the bound is real */
+    /* Request bodies held at once, across every connection, counted by their announced
+     * Content-Length from the end of the head until the request is freed: a head past it gets
+     * 503 with Retry-After before its body is read (many slow clients each announcing
+     * max_body_bytes cannot take the memory). */
+    size_t max_buffered_bytes;
 } keng_http_limits_t;
 
 /* 16 KiB headers, 1 MiB body, 10 s header and body timeouts, 60 s idle, 5 s to the first
  * byte, 10,000 connections, 256 streams, 256 KiB unsent per connection, 64 KiB per stream
- * with a 16 KiB socket send buffer. */
+ * with a 16 KiB socket send buffer, 256 MiB of bodies at once. */
 void keng_http_limits_default(keng_http_limits_t *limits);
 
 /* The http.* keys below, for a program's list of known config keys. */
@@ -82,6 +87,16 @@ void keng_http_server_write_metrics(const keng_http_server_t *srv, FILE *out);
 typedef json_t *(*keng_http_error_fn)(int status, const char *message, void *ctx);
 
 void keng_http_server_set_error_body(keng_http_server_t *srv, keng_http_error_fn fn);
+
+/* Called once a request's head is complete, before 100 Continue and before any of its body
+ * is read. Returns 0 to go on, or an HTTP status (401, 429, 503, ...) to refuse the request
+ * at once with *why (borrowed, a sentence) as its message: the server answers through the
+ * error body (keng_http_server_set_error_body), with any header the check added
+ * (keng_http_request_add_header), and closes the connection without reading the body. The
+ * head's method, path, query and headers can be read; the body cannot. */
+typedef int (*keng_http_precheck_fn)(keng_http_request_t *req, void *ctx, const char **why);
+
+void keng_http_server_set_precheck(keng_http_server_t *srv, keng_http_precheck_fn fn);
 
 /* Called once per complete request, in order per connection. The handler must end the
  * request with keng_http_respond*() or keng_http_stream_begin(), now or later; the

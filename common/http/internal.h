@@ -105,7 +105,9 @@ struct keng_http_request {
     size_t nheaders;
     bool last_was_value;
     struct buf body;
-    struct buf extra; /* response headers from keng_http_request_add_header */
+    struct buf extra;        /* response headers from keng_http_request_add_header */
+    keng_http_server_t *srv; /* set with reserved */
+    size_t reserved;         /* of srv->buffered_bytes, given back when the request is freed */
     bool keep_alive;
     unsigned short http_major;
     unsigned short http_minor;
@@ -127,6 +129,8 @@ struct keng_http_server {
     unsigned nstreams;
     keng_http_stats_t stats;
     keng_http_error_fn error_fn;
+    keng_http_precheck_fn precheck;
+    size_t buffered_bytes;   /* announced bodies of requests not freed yet (max_buffered_bytes) */
     uint64_t note_next_ms;   /* loop time of the next allowed log line about the caps */
     keng_http_stats_t noted; /* the stats at the last log line */
     unsigned nall;           /* every connection not yet freed, 503'd ones included */

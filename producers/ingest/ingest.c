@@ -20,6 +20,7 @@
 #include "http_server.h"
 #include "ingest_body.h"
 #include "ingest_metrics.h"
+#include "ingest_rate.h"
 #include "kafka_health.h"
 #include "log.h"
 #include "avro_codec.h"
@@ -36,6 +37,8 @@ static keng_config_keys_t ingest_keys = {"registry",
                                          "ingest.listen",
                                          "ingest.tokens",
                                          "ingest.max_events",
+                                         "ingest.rate.events_per_s",
+                                         "ingest.rate.burst",
                                          "ingest.deadline_ms",
                                          "ingest.max_in_flight_events",
                                          "ingest.retry_after_s",
@@ -71,6 +74,7 @@ typedef struct ingest {
     keng_producer_t *producer;
     keng_http_server_t *srv;
     keng_ingest_metrics_t *metrics;
+    keng_ingest_rate_t *rate;       /* events per second per gateway (ingest.rate.*) */
     keng_program_signals_t signals; /* SIGINT, SIGTERM stop; SIGHUP reloads the tokens */
     bool stopping;
 
@@ -220,6 +224,55 @@ static void answer_error(ingest_t *in, keng_http_request_t *req, int status, con
 
 /* The body of an error the HTTP server answers by itself (malformed or oversized requests,
  * timeouts, the connection cap), in the shape of every other error here, and counted. */
+static bool events_path(const char *path, keng_kind_t *kind)
+{
+    if (strcmp(path, "/v1/incidents") == 0 || strcmp(path, "/v1/mediations") == 0) {
+        *kind = path[4] == 'i' ? KENG_KIND_INCIDENT : KENG_KIND_MEDIATION;
+        return true;
+    }
+    return false;
+}
+
+/* The head of a POST of events, before any of its body is read or 100 Continue is sent: a
+ * missing or unknown token is 401, a gateway over its rate 429, and the connection closes
+ * without the body (keng_http_precheck_fn). The handler checks the token again, cheaply. */
+static int precheck(keng_http_request_t *req, void *ctx, const char **why)
+{
+    ingest_t *in = ctx;
+    keng_kind_t kind;
+    char what[160];
+
+    if (strcmp(keng_http_request_method(req), "POST") != 0 ||
+        !events_path(keng_http_request_path(req), &kind))
+        return 0;
+    const char *auth = keng_http_request_header(req, "Authorization");
+    const keng_gateway_t *gw = keng_tokens_authorize(in->tokens, auth);
+    describe_request(what, sizeof(what), "POST", keng_http_request_path(req),
+                     keng_http_request_peer(req), gw ? keng_gateway_name(gw) : "-");
+    if (!gw) {
+        keng_http_request_add_header(req, "WWW-Authenticate",
+                                     auth ? "Bearer realm=\"keng-ingest\", error=\"invalid_token\""
+                                          : "Bearer realm=\"keng-ingest\"");
+        *why = auth ? "the bearer token is not known to keng-ingest; ask the operator for a "
+                      "valid one"
+                    : "send Authorization: Bearer <token>";
+        keng_log_warn("request refused before its body", "status=401 %s reason=\"%s\"", what, *why);
+        return 401;
+    }
+    long wait_s = keng_ingest_rate_admit(in->rate, keng_gateway_name(gw), keng_monotonic_ms());
+    if (wait_s > 0) {
+        char retry[24];
+        snprintf(retry, sizeof(retry), "%ld", wait_s);
+        keng_http_request_add_header(req, "Retry-After", retry);
+        *why = "this gateway sends more events than ingest.rate.events_per_s allows; send the "
+               "request again after Retry-After seconds";
+        keng_log_warn("request refused before its body", "status=429 %s retry_after_s=%ld", what,
+                      wait_s);
+        return 429;
+    }
+    return 0;
+}
+
 static json_t *server_error_body(int status, const char *message, void *ctx)
 {
     ingest_t *in = ctx;
@@ -445,6 +498,7 @@ static void serve_metrics(ingest_t *in, keng_http_request_t *req)
         fwrite(text, 1, len, out);
         if (in->srv)
             keng_http_server_write_metrics(in->srv, out);
+        keng_ingest_rate_metrics(in->rate, out);
         keng_kafka_health_metrics(out);
         if (fclose(out) != 0) {
             free(all);
@@ -502,6 +556,7 @@ static void serve_events(ingest_t *in, keng_http_request_t *req, keng_kind_t kin
     in->body_limits.now_ms = keng_now_ms();
     status = keng_ingest_body_parse(data, len, kind, in->reg, gw, &in->body_limits, &body, &errors,
                                     &nevents);
+    keng_ingest_rate_charge(in->rate, keng_gateway_name(gw), nevents, keng_monotonic_ms());
     if (status != 0) {
         keng_reject_t why = status == 403   ? KENG_REJECT_FORBIDDEN
                             : status == 413 ? KENG_REJECT_TOO_MANY
@@ -532,8 +587,7 @@ static void on_request(keng_http_request_t *req, void *ctx)
     char what[160];
 
     describe_request(what, sizeof(what), method, path, keng_http_request_peer(req), NULL);
-    if (strcmp(path, "/v1/incidents") == 0 || strcmp(path, "/v1/mediations") == 0) {
-        kind = path[4] == 'i' ? KENG_KIND_INCIDENT : KENG_KIND_MEDIATION;
+    if (events_path(path, &kind)) {
         if (strcmp(method, "POST") != 0) {
             keng_http_request_add_header(req, "Allow", "POST");
             answer_error(in, req, 405, "", "use POST", what, started_ms);
@@ -650,7 +704,7 @@ static int config_int(ingest_t *in, const char *key, long long def, long long mi
 static int read_settings(ingest_t *in, keng_http_limits_t *limits)
 {
     char errstr[512];
-    long long max_events, retry;
+    long long max_events, retry, rate, burst;
 
     keng_http_limits_default(limits);
     if (keng_http_limits_from_config(limits, in->cfg, errstr, sizeof(errstr)) != 0) {
@@ -663,7 +717,13 @@ static int read_settings(ingest_t *in, keng_http_limits_t *limits)
         config_int(in, "ingest.max_in_flight_events", 50000, 1, 100000000,
                    &in->max_in_flight_events) ||
         config_int(in, "ingest.retry_after_s", 1, 0, 3600, &retry) ||
-        config_int(in, "ingest.flush_ms", 10000, 0, 3600000, &in->flush_ms))
+        config_int(in, "ingest.flush_ms", 10000, 0, 3600000, &in->flush_ms) ||
+        config_int(in, "ingest.rate.events_per_s", 0, 0, 100000000, &rate) ||
+        config_int(in, "ingest.rate.burst", rate > max_events ? rate : max_events, 1, 1000000000,
+                   &burst))
+        return -1;
+    in->rate = keng_ingest_rate_new((double)rate, (double)burst);
+    if (!in->rate)
         return -1;
     /* keng-ingest serves no stream. */
     limits->max_streams = 0;
@@ -746,6 +806,7 @@ static int run(ingest_t *in)
         goto fail;
     }
     keng_http_server_set_error_body(in->srv, server_error_body);
+    keng_http_server_set_precheck(in->srv, precheck);
     rc = keng_http_server_listen(in->srv, listen);
     if (rc < 0) {
         keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));
@@ -788,6 +849,7 @@ static int teardown(ingest_t *in)
     }
     uv_run(in->loop, UV_RUN_DEFAULT);
     keng_ingest_metrics_destroy(in->metrics);
+    keng_ingest_rate_destroy(in->rate);
     keng_tokens_destroy(in->tokens);
     keng_registry_destroy(in->reg);
     return rc;

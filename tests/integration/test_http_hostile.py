@@ -427,9 +427,12 @@ def test_strict_framing_and_json_errors():
 
             # The other errors the server answers by itself.
             big_head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+            # keng-ingest judges the token before the size: the 413 comes with a good one.
+            auth = (b"Authorization: Bearer " + server.token.encode() + b"\r\n"
+                    if name == "keng-ingest" else b"")
             cases = [
-                ("413", b"POST /v1/incidents HTTP/1.1\r\nHost: x\r\nContent-Length: 100000"
-                        b"\r\n\r\n", 413),
+                ("413", b"POST /v1/incidents HTTP/1.1\r\nHost: x\r\n" + auth +
+                        b"Content-Length: 100000\r\n\r\n", 413),
                 ("431", big_head, 431),
                 ("400 garbage", b"\x00\x01 nonsense\r\n\r\n", 400),
                 ("408", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 408),
@@ -582,6 +585,100 @@ def test_security_headers_on_every_answer():
         kt.close_all([s.process for s in servers if s.process.alive()], broker, work)
 
 
+def head_only(port, head, timeout=5):
+    """Sends a request head and no body; returns (status, whether '100 Continue' came first,
+    closed after the answer), or status None when nothing came within timeout."""
+    with connect(port, timeout=timeout) as s:
+        s.sendall(head)
+        buf = b""
+        try:
+            while b"\r\n\r\n" not in buf or buf.startswith(b"HTTP/1.1 100") and \
+                    buf.count(b"\r\n\r\n") < 2:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except socket.timeout:
+            return None, False, False
+        continued = buf.startswith(b"HTTP/1.1 100")
+        if continued:
+            buf = buf.split(b"\r\n\r\n", 1)[1]
+        r = read_response(s, buf)
+        if r is None:
+            return None, continued, True
+        return r[0], continued, sees_close(s, r[3])
+
+
+def test_ingest_checks_before_it_reads():
+    """keng-ingest judges a request by its head: a missing or wrong token gets 401 before any
+    of the body is read and before 100 Continue, and the connection closes; a gateway over
+    its rate gets 429 with Retry-After while another posts on; and the bodies buffered
+    across connections are bounded (503 with Retry-After at the bound)."""
+    work = kt.Workdir(prefix="keng-precheck-")
+    broker = kt.Broker(work, partitions=2)
+    server = None
+    try:
+        server = Server("keng-ingest", work, broker,
+                        config="ingest.rate.events_per_s=20\ningest.rate.burst=40\n"
+                               "http.max_body_bytes=80000\nhttp.max_buffered_bytes=100000\n"
+                               "http.body_timeout_ms=3000\n")
+        for what, auth, expect in (("no token", b"", True), ("a wrong token", b"Authorization: "
+                                   b"Bearer wrong-token\r\n", True),
+                                   ("a wrong token, no Expect", b"Authorization: Bearer "
+                                    b"wrong-token\r\n", False)):
+            head = (b"POST /v1/incidents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                    b"\r\nContent-Length: 60000\r\n" + auth +
+                    (b"Expect: 100-continue\r\n" if expect else b"") + b"\r\n")
+            status, continued, closed = head_only(server.port, head)
+            print(f"keng-ingest: {what}, 60 kB announced, none sent -> {status} "
+                  f"continue={continued} closed={closed}", flush=True)
+            kt.check_equal((status, continued, closed), (401, False, True),
+                           f"{what}: (status, 100 Continue, closed) before any body byte")
+
+        # Two heads of 60 kB with a good token: the second is over the 100 kB bound.
+        good = (b"POST /v1/incidents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 60000\r\nAuthorization: Bearer " + server.token.encode() +
+                b"\r\n\r\n")
+        with connect(server.port) as first:
+            first.sendall(good)
+            time.sleep(0.3)
+            status, headers, _, _ = raw(server.port, good, timeout=5)
+            kt.check_equal(status, 503, "a body past http.max_buffered_bytes")
+            kt.check("retry-after" in dict(headers), "Retry-After on the 503", "present", headers)
+
+        # One gateway over its rate, another within it.
+        other_token = new_token(server.tokens_path, "other", "*")
+        server.process.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        rows = kt.registry_rows()
+        rng = random.Random(18)
+
+        def post(token, n):
+            evs = [kt.random_event(rng, "incident", rng.choice(rows)["board_id"],
+                                   NOW - 3_600_000) for _ in range(n)]
+            return kt.http("POST", server.base + "/v1/incidents", json.dumps(evs).encode(),
+                           {"Authorization": f"Bearer {token}",
+                            "Content-Type": "application/json"}, timeout=30)
+        statuses = []
+        for _ in range(6):
+            status, headers, _ = post(server.token, 20)
+            statuses.append(status)
+            if status == 429:
+                kt.check("Retry-After" in headers or "retry-after" in headers,
+                         "Retry-After on a 429", "present", headers)
+        print(f"keng-ingest: a gateway posting 6 x 20 events at once -> {statuses}", flush=True)
+        kt.check(429 in statuses and 202 in statuses, "the flooding gateway gets 202 within its "
+                 "burst and 429 past it", "both", statuses)
+        kt.check_equal(post(other_token, 5)[0], 202, "another gateway meanwhile")
+        m = server.metrics()
+        kt.check(m.get('keng_ingest_rate_limited_total{gateway="gw"}', 0) >= 1,
+                 "429s counted per gateway", ">= 1",
+                 {k: v for k, v in m.items() if "rate_limited" in k})
+        kt.check_equal(server.process.stop(), 0, "keng-ingest exit status")
+    finally:
+        kt.close_all([server.process] if server and server.process.alive() else [], broker, work)
+
+
 if __name__ == "__main__":
     kt.main([
         test_pipelined_flood_memory_bounded,
@@ -590,4 +687,5 @@ if __name__ == "__main__":
         test_strict_framing_and_json_errors,
         test_emptied_token_file_is_not_loaded,
         test_security_headers_on_every_answer,
+        test_ingest_checks_before_it_reads,
     ])
