@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "event_rule.h"
 #include "failpoint.h"
 #include "http_server.h"
 #include "ingest_body.h"
@@ -41,10 +42,13 @@ static keng_config_keys_t ingest_keys = {"registry",
                                          "ingest.retry_after_s",
                                          "ingest.flush_ms",
                                          NULL};
-static const char *const *const config_tables[] = {
-    keng_config_common_keys,       ingest_keys,
-    keng_producer_config_keys,     keng_http_server_config_keys,
-    keng_schema_store_config_keys, NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys,
+                                                   ingest_keys,
+                                                   keng_producer_config_keys,
+                                                   keng_http_server_config_keys,
+                                                   keng_schema_store_config_keys,
+                                                   keng_event_rule_config_keys,
+                                                   NULL};
 
 struct options {
     const char *config_path;
@@ -71,6 +75,7 @@ typedef struct ingest {
     bool stopping;
 
     keng_ingest_body_limits_t body_limits;
+    keng_event_rule_t rule; /* events.min_occurred_at, events.max_future_ms */
     long long deadline_ms;
     long long max_in_flight_events;
     long long flush_ms;
@@ -143,7 +148,8 @@ static void usage(FILE *out)
             "http.max_connections (10000), http.max_unsent_bytes (262144), ingest.max_events\n"
             "(1000), ingest.deadline_ms (5000), ingest.max_in_flight_events (50000),\n"
             "ingest.retry_after_s (1), ingest.flush_ms (10000), topic.incidents,\n"
-            "topic.mediations, registry.\n",
+            "topic.mediations, registry, events.min_occurred_at (2000-01-01T00:00:00Z) and\n"
+            "events.max_future_ms (300000): the times an event may have.\n",
             DEFAULT_LISTEN);
 }
 
@@ -630,6 +636,11 @@ static int read_settings(ingest_t *in, keng_http_limits_t *limits)
         config_int(in, "ingest.retry_after_s", 1, 0, 3600, &retry) ||
         config_int(in, "ingest.flush_ms", 10000, 0, 3600000, &in->flush_ms))
         return -1;
+    if (keng_event_rule_from_config(in->cfg, &in->rule, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-ingest: %s\n", errstr);
+        return -1;
+    }
+    in->body_limits.rule = &in->rule;
     /* keng-ingest serves no stream. */
     limits->max_streams = 0;
     in->body_limits.max_events = (size_t)max_events;
