@@ -3,7 +3,7 @@ another producer (bypassing keng-ingest) dated in the year 0001, 1970 or 1999, b
 events.min_occurred_at, with reported_at before occurred_at or reported_at in the future are
 dead-lettered by keng-aggregate with the reason, never counted, and counted on /metrics by
 reason; keng-replay leaves them out of the review and counts them as invalid_time; keng-produce
-refuses them naming the line and the field."""
+refuses them naming the line and the field; keng-simulate stops rather than send one."""
 
 import json
 import os
@@ -176,5 +176,27 @@ def test_import_refuses_bad_times():
         work.cleanup()
 
 
+def test_simulate_sends_no_refused_event():
+    """keng-simulate checks the rule at its simulated present: with events.min_occurred_at
+    ahead of today, its first event breaks it, and it stops rather than send it."""
+    work = kt.Workdir()
+    try:
+        config = work.file("simulate.conf")
+        later = (datetime.now(VN) + timedelta(days=400)).strftime("%Y-%m-%d")
+        with open(config, "w") as f:
+            f.write(f"events.min_occurred_at={later}\n")
+        p = subprocess.run([kt.binary("keng-simulate"), "--output", "ndjson", "--count", "3",
+                            "--seed", "16", "--config", config], capture_output=True, timeout=60)
+        err = p.stderr.decode("utf-8", "replace")
+        kt.check_equal((p.returncode, p.stdout), (2, b""), f"keng-simulate exit status and "
+                       f"output ({err[-800:]})")
+        kt.check("occurred_at: occurred_at is before" in err and "not sent" in err,
+                 "keng-simulate names the event and the field", "occurred_at ... not sent",
+                 err[-800:])
+    finally:
+        work.cleanup()
+
+
 if __name__ == "__main__":
-    kt.main([test_consumers_apply_the_time_rule, test_import_refuses_bad_times])
+    kt.main([test_consumers_apply_the_time_rule, test_import_refuses_bad_times,
+             test_simulate_sends_no_refused_event])
