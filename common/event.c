@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "event_rule.h"
 #include "timeutil.h"
 
 const char *const keng_category_names[KENG_CAT_COUNT] = {
@@ -263,8 +264,9 @@ static int get_event_id(const json_t *obj, const char *field, bool nullable, cha
     return 0;
 }
 
-static int get_time(const json_t *obj, const char *field, const keng_event_limits_t *limits,
-                    bool *present, int64_t *out, keng_field_error_t *err)
+/* Only the form: the bounds are the rule's (event_rule.c), once both times are known. */
+static int get_time(const json_t *obj, const char *field, bool *present, int64_t *out,
+                    keng_field_error_t *err)
 {
     const json_t *v = json_object_get(obj, field);
     char shown[40];
@@ -289,13 +291,6 @@ static int get_time(const json_t *obj, const char *field, const keng_event_limit
                     field);
     }
     *present = true;
-    if (*out < KENG_EARLIEST_MS)
-        return fail(err, field, "%s is before 2000-01-01T00:00:00Z", field);
-    if (*out > limits->now_ms + KENG_FUTURE_SKEW_MS) {
-        char when[32];
-        return fail(err, field, "%s %s is more than 5 minutes in the future", field,
-                    keng_time_format_utc(*out, when, sizeof(when)));
-    }
     return 0;
 }
 
@@ -401,6 +396,30 @@ static int get_police_case_id(const json_t *obj, keng_event_t *out, keng_field_e
     return 0;
 }
 
+/* Both times, then the rule for them (event_rule.c). */
+static int get_times(const json_t *obj, const keng_event_limits_t *limits, keng_event_t *out,
+                     keng_field_error_t *err)
+{
+    bool present;
+
+    if (get_time(obj, "occurred_at", &present, &out->occurred_at, err) < 0)
+        return -1;
+    if (!present)
+        return fail(err, "occurred_at", "occurred_at is required");
+    if (get_time(obj, "reported_at", &present, &out->reported_at, err) < 0)
+        return -1;
+    if (!present) {
+        if (!limits->fill_reported_at)
+            return fail(err, "reported_at", "reported_at is required");
+        /* Received now; but a device clock a little ahead (within the rule's bound) puts
+         * occurred_at later, and nothing is received before it happens. */
+        out->reported_at = out->occurred_at > limits->now_ms ? out->occurred_at : limits->now_ms;
+    }
+    if (keng_event_check_times(limits->rule, out, limits->now_ms, err) != KENG_TIMES_OK)
+        return -1;
+    return 0;
+}
+
 static const char *const incident_fields[] = {
     "event_id",       "board_id",   "group_id",        "occurred_at", "reported_at", "category",
     "severity",       "resolution", "people_involved", "source",      "location",    "summary",
@@ -425,7 +444,6 @@ int keng_event_from_json(const json_t *obj, keng_kind_t kind, const keng_event_l
     const char *const *fields;
     const char *key;
     const json_t *v;
-    bool present;
     int e;
 
     memset(out, 0, sizeof(*out));
@@ -436,6 +454,7 @@ int keng_event_from_json(const json_t *obj, keng_kind_t kind, const keng_event_l
     if (limits == NULL) {
         now_limits.now_ms = keng_now_ms();
         now_limits.fill_reported_at = false;
+        now_limits.rule = NULL;
         limits = &now_limits;
     }
     if (!json_is_object(obj))
@@ -457,17 +476,8 @@ int keng_event_from_json(const json_t *obj, keng_kind_t kind, const keng_event_l
         get_id(obj, "group_id", true, KENG_GROUP_ID_MAX, out->group_id, &out->has_group, err) < 0)
         return -1;
 
-    if (get_time(obj, "occurred_at", limits, &present, &out->occurred_at, err) < 0)
+    if (get_times(obj, limits, out, err) < 0)
         return -1;
-    if (!present)
-        return fail(err, "occurred_at", "occurred_at is required");
-    if (get_time(obj, "reported_at", limits, &present, &out->reported_at, err) < 0)
-        return -1;
-    if (!present) {
-        if (!limits->fill_reported_at)
-            return fail(err, "reported_at", "reported_at is required");
-        out->reported_at = limits->now_ms;
-    }
 
     if (kind == KENG_KIND_INCIDENT) {
         if (get_enum(obj, "category", "category", keng_category_names, KENG_CAT_COUNT,

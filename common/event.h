@@ -16,8 +16,10 @@
 /* Incident schema v2: the commune police's case number, bytes without the NUL. */
 #define KENG_POLICE_CASE_MAX 40
 
-/* Earliest occurred_at keng accepts (2000-01-01T00:00:00Z) and how far in the future an
- * event may claim to be, to tolerate gateway clocks that run a little fast. */
+/* The defaults of the times' rule (event_rule.h, events.min_occurred_at and
+ * events.max_future_ms): the earliest occurred_at keng accepts (2000-01-01T00:00:00Z) and how
+ * far in the future an event may claim to be, to tolerate gateway clocks that run a little
+ * fast. */
 #define KENG_EARLIEST_MS    946684800000LL
 #define KENG_FUTURE_SKEW_MS (5 * 60 * 1000LL)
 
@@ -141,15 +143,19 @@ extern const char *const keng_outcome_names[KENG_OUTCOME_COUNT];
 int keng_symbol_find(const char *const *names, int count, const char *name);
 
 /* Board ids are checked against the registry by the caller; this checks everything else. */
+struct keng_event_rule;
 typedef struct keng_event_limits {
-    int64_t now_ms;        /* occurred_at may be at most now + KENG_FUTURE_SKEW_MS */
-    bool fill_reported_at; /* missing reported_at becomes now_ms (the gateway's time) */
+    int64_t now_ms;        /* the clock the rule's future bound is taken from */
+    bool fill_reported_at; /* missing reported_at becomes now_ms (the gateway's time), or
+                            * occurred_at when a fast device clock put that later */
+    const struct keng_event_rule *rule; /* the times' rule (event_rule.h), borrowed; NULL:
+                                         * the defaults */
 } keng_event_limits_t;
 
 /* Fills out from a JSON object of the given kind, with every field checked against the
- * schema: types, enums, required fields, UTF-8 and length bounds, the time range and the
- * event_id's form. The event borrows summary from obj. Returns 0, or -1 with err filled
- * for the first problem found. */
+ * schema: types, enums, required fields, UTF-8 and length bounds, the event_id's form, and
+ * the times against limits->rule (keng_event_check_times). The event borrows summary from
+ * obj. Returns 0, or -1 with err filled for the first problem found. */
 int keng_event_from_json(const json_t *obj, keng_kind_t kind, const keng_event_limits_t *limits,
                          keng_event_t *out, keng_field_error_t *err);
 

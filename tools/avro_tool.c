@@ -74,7 +74,7 @@ static int write_all(FILE *f, const void *buf, size_t len)
 static int encode_line(const struct conf *conf, keng_avro_encoder_t *enc, const char *line,
                        size_t n, long lineno, unsigned char *msg, size_t *len)
 {
-    keng_event_limits_t limits = {keng_now_ms(), true};
+    keng_event_limits_t limits = {keng_now_ms(), true, NULL};
     keng_field_error_t ferr;
     keng_event_t ev;
     json_error_t jerr;

@@ -23,6 +23,7 @@
 #include "consumer.h"
 #include "counts.h"
 #include "deadletter.h"
+#include "event_rule.h"
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
@@ -62,11 +63,15 @@ static keng_config_keys_t aggregate_keys = {"registry",
                                             "webhook.timeout.ms",
                                             "counts.state_version",
                                             NULL};
-static const char *const *const config_tables[] = {
-    keng_config_common_keys,       aggregate_keys,
-    keng_schema_store_config_keys, keng_alerts_config_keys,
-    keng_alertmanager_config_keys, keng_http_server_config_keys,
-    keng_silent_config_keys,       NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys,
+                                                   aggregate_keys,
+                                                   keng_schema_store_config_keys,
+                                                   keng_alerts_config_keys,
+                                                   keng_alertmanager_config_keys,
+                                                   keng_http_server_config_keys,
+                                                   keng_silent_config_keys,
+                                                   keng_event_rule_config_keys,
+                                                   NULL};
 
 struct options {
     const char *config_path;
@@ -143,6 +148,8 @@ static void usage(FILE *out)
             "alerts.recover.timeout.ms (15000), webhook.url, webhook.timeout.ms (10000),\n"
             "alertmanager.url (one or more, comma-separated), alertmanager.resend.interval.ms\n"
             "(60000), alertmanager.timeout.ms (10000), dashboard.url (advertised.url).\n"
+            "Event times: events.min_occurred_at (2000-01-01T00:00:00Z), events.max_future_ms\n"
+            "(300000); an event outside them is dead-lettered.\n"
             "Silent boards: silent.days (30), silent.start (the first start),\n"
             "alert.<name>.kind=silent with days and share.\n"
             "counts.state_version (3; 2 while older instances share the group).\n"
@@ -593,7 +600,8 @@ static int read_settings(app_t *app, settings_t *st)
                    &state_version) ||
         check_outgoing(app) != 0)
         return 64;
-    if (keng_silent_options_from_config(app->cfg, &app->silent, errstr, sizeof(errstr)) != 0) {
+    if (keng_silent_options_from_config(app->cfg, &app->silent, errstr, sizeof(errstr)) != 0 ||
+        keng_event_rule_from_config(app->cfg, &st->copt.rule, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "keng-aggregate: %s\n", errstr);
         return 64;
     }

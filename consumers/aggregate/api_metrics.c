@@ -14,8 +14,11 @@
 #include "timeutil.h"
 
 static const char *const known_reasons[] = {
-    "bad-magic",    "unknown-schema-id", "truncated",     "invalid-avro",
-    "wrong-record", "bad-field",         "unknown-board", "future-event",
+    "bad-magic",          "unknown-schema-id",
+    "truncated",          "invalid-avro",
+    "wrong-record",       "bad-field",
+    "unknown-board",      "future-event",
+    "occurred-too-early", "reported-before-occurred",
 };
 
 /* ---- metrics ---- */

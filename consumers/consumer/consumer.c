@@ -34,6 +34,7 @@ void keng_consumer_options_default(keng_consumer_options_t *opt)
     opt->checkpoint_interval_ms = 1000;
     opt->checkpoint_events = 1000000;
     opt->batch_max = 1000;
+    opt->rule = KENG_EVENT_RULE_DEFAULT;
 }
 
 int64_t keng_consumer_now(const keng_consumer_t *c)
@@ -284,6 +285,8 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
 {
     char err[256];
     keng_event_t ev;
+    keng_field_error_t ferr;
+    keng_times_verdict_t times;
     int32_t schema_id = 0;
     int t, rc;
     part_t *p;
@@ -322,14 +325,13 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
             /* Already in the unit's state as loaded at assignment. An offset of another
              * partition says nothing of it: a board's key moves to another partition when
              * the topic grows, whose offsets start again at 0. */
-        } else if (ev.occurred_at > now + KENG_FUTURE_SKEW_MS) {
-            char when[32], clock[32];
-            snprintf(err, sizeof(err),
-                     "occurred_at %s is more than 5 minutes ahead of the aggregator's clock %s",
-                     keng_time_format_utc(ev.occurred_at, when, sizeof(when)),
+        } else if ((times = keng_event_check_times(&c->opt.rule, &ev, now, &ferr)) !=
+                   KENG_TIMES_OK) {
+            char clock[32];
+            snprintf(err, sizeof(err), "%s (the aggregator's clock: %s)", ferr.message,
                      keng_time_format_utc(now, clock, sizeof(clock)));
             if (!replay)
-                dead_letter(c, m, "future-event", err);
+                dead_letter(c, m, keng_times_reason(times), err);
         } else {
             note_partition(c, (uint32_t)idx, t, m->partition);
             int added = keng_counts_add(c->counts, (uint32_t)idx, &ev, now);

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "counts.h"
 #include "deadletter.h"
+#include "event_rule.h"
 #include "registry.h"
 
 typedef struct keng_consumer keng_consumer_t;
@@ -34,6 +35,7 @@ typedef struct keng_consumer_options {
     int64_t checkpoint_interval_ms; /* checkpoint at least this often (1000) */
     int64_t checkpoint_events;      /* and after this many events (1000000) */
     int batch_max;                  /* messages per loop turn before HTTP gets its turn (1000) */
+    keng_event_rule_t rule;         /* the times' rule; an event that breaks it is dead-lettered */
 } keng_consumer_options_t;
 
 void keng_consumer_options_default(keng_consumer_options_t *opt);

@@ -19,6 +19,7 @@
 
 #include "avro_codec.h"
 #include "config.h"
+#include "event_rule.h"
 #include "log.h"
 #include "pdf.h"
 #include "program.h"
@@ -36,7 +37,8 @@ static volatile sig_atomic_t stop_requested = 0;
 /* The keys keng-replay reads itself; the schema store lists its own. */
 static keng_config_keys_t replay_keys = {"topic.incidents", "topic.mediations", NULL};
 static const char *const *const config_tables[] = {keng_config_common_keys, replay_keys,
-                                                   keng_schema_store_config_keys, NULL};
+                                                   keng_schema_store_config_keys,
+                                                   keng_event_rule_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -64,7 +66,9 @@ static void usage(FILE *out)
             "  --out DIR            where to write the report (default keng-review-<period>)\n"
             "  --brokers LIST       bootstrap servers (else KENG_BROKERS, else the config)\n"
             "  --registry FILE      the board registry CSV (else the generated default)\n"
-            "  --config FILE        key=value config (topic.incidents, topic.mediations, kafka.*)\n"
+            "  --config FILE        key=value config (topic.incidents, topic.mediations, kafka.*,\n"
+            "                       events.min_occurred_at and events.max_future_ms: an event\n"
+            "                       whose times break them is left out, as invalid_time)\n"
             "  --pdf                also print review.pdf (A4) with headless Chromium (Debian\n"
             "                       package chromium, or KENG_CHROMIUM); exits 69 at start when\n"
             "                       there is none\n"
@@ -97,6 +101,8 @@ typedef struct reader {
     uint64_t messages;
     keng_avro_decoder_t *dec;
     keng_review_t *review;
+    keng_event_rule_t rule; /* events.min_occurred_at, events.max_future_ms */
+    int64_t now_ms;         /* the replay's start: the clock the rule's future bound uses */
 } reader_t;
 
 static partition_end_t *end_of(reader_t *rd, const rd_kafka_message_t *m)
@@ -149,6 +155,8 @@ static void read_message(reader_t *rd, const rd_kafka_message_t *m)
     if (keng_avro_decode(rd->dec, m->payload, m->len, &ev, NULL, errstr, sizeof(errstr)) !=
         KENG_AVRO_OK)
         keng_review_add_undecodable(rd->review);
+    else if (keng_event_check_times(&rd->rule, &ev, rd->now_ms, NULL) != KENG_TIMES_OK)
+        keng_review_add_invalid_time(rd->review);
     else
         keng_review_add(rd->review, &ev);
 }
@@ -367,13 +375,14 @@ static int write_review(const struct options *opt, const reader_t *rd, const cha
     keng_log_info(
         "review written",
         "dir=%s messages=%llu counted=%llu duplicates=%llu "
-        "out_of_period=%llu unknown_board=%llu undecodable=%llu",
+        "out_of_period=%llu unknown_board=%llu undecodable=%llu invalid_time=%llu",
         dir, (unsigned long long)rd->messages,
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_COUNTED),
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_DUPLICATE),
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_OUT_OF_PERIOD),
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_UNKNOWN_BOARD),
-        (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_UNDECODABLE));
+        (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_UNDECODABLE),
+        (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_INVALID_TIME));
     printf("%s/review.html\n%s/review.csv\n%s/review.json\n", dir, dir, dir);
     if (opt->pdf) {
         char html[4200], pdf[4200];
@@ -402,6 +411,10 @@ static int run(const struct options *opt, keng_config_t *cfg)
     int rc = resolve_period(opt, &from_ms, &to_ms, label, sizeof(label));
     if (rc != 0)
         return rc;
+    if (keng_event_rule_from_config(cfg, &rd.rule, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-replay: %s\n", errstr);
+        return KENG_EXIT_USAGE;
+    }
     rc = 1;
 
     /* Asked for a PDF without a browser to print it: say so before a long replay, not after. */
@@ -426,6 +439,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
         keng_log_error("cannot set up decoding", "error=\"%s\"", errstr);
         goto out;
     }
+    rd.now_ms = keng_now_ms();
 
     rk = new_consumer(cfg);
     if (!rk)

@@ -210,6 +210,11 @@ void keng_review_add_undecodable(keng_review_t *r)
     r->outcomes[KENG_REVIEW_UNDECODABLE]++;
 }
 
+void keng_review_add_invalid_time(keng_review_t *r)
+{
+    r->outcomes[KENG_REVIEW_INVALID_TIME]++;
+}
+
 uint64_t keng_review_outcome_count(const keng_review_t *r, keng_review_outcome_t outcome)
 {
     return r->outcomes[outcome];
@@ -361,14 +366,15 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
         json_array_append_new(boards, o);
     }
     root = json_pack(
-        "{s:{s:s,s:s,s:s,s:s},s:{s:I,s:I,s:I,s:I,s:I},s:o,s:o,s:o,s:o,s:o}", "period", "label",
+        "{s:{s:s,s:s,s:s,s:s},s:{s:I,s:I,s:I,s:I,s:I,s:I},s:o,s:o,s:o,s:o,s:o}", "period", "label",
         r->label, "from", keng_time_format_local(r->from_ms, from, sizeof(from)), "to",
         keng_time_format_local(r->to_ms, to, sizeof(to)), "time_zone", "Asia/Ho_Chi_Minh",
         "data_quality", "counted", (json_int_t)r->outcomes[KENG_REVIEW_COUNTED], "duplicates",
         (json_int_t)r->outcomes[KENG_REVIEW_DUPLICATE], "out_of_period",
         (json_int_t)r->outcomes[KENG_REVIEW_OUT_OF_PERIOD], "unknown_board",
         (json_int_t)r->outcomes[KENG_REVIEW_UNKNOWN_BOARD], "undecodable",
-        (json_int_t)r->outcomes[KENG_REVIEW_UNDECODABLE], "province",
+        (json_int_t)r->outcomes[KENG_REVIEW_UNDECODABLE], "invalid_time",
+        (json_int_t)r->outcomes[KENG_REVIEW_INVALID_TIME], "province",
         scope_json(KENG_PROVINCE_ID, KENG_PROVINCE_NAME, &ru->province), "months", months,
         "districts", districts, "communes", communes, "boards", boards);
     if (!root)

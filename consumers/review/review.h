@@ -23,6 +23,8 @@ typedef enum {
     KENG_REVIEW_OUT_OF_PERIOD, /* occurred_at outside [from, to) */
     KENG_REVIEW_UNKNOWN_BOARD, /* the registry does not know its board */
     KENG_REVIEW_UNDECODABLE,   /* not a keng event (reported by the caller) */
+    KENG_REVIEW_INVALID_TIME,  /* its times break the rule of event_rule.h (reported by the
+                                * caller) */
     KENG_REVIEW_OUTCOME_COUNT
 } keng_review_outcome_t;
 
@@ -37,6 +39,10 @@ keng_review_outcome_t keng_review_add(keng_review_t *review, const keng_event_t 
 
 /* Records a message that could not be decoded, for the report's data-quality line. */
 void keng_review_add_undecodable(keng_review_t *review);
+
+/* Records an event left out because its times break the rule (keng_event_check_times), for
+ * the report's data-quality line. */
+void keng_review_add_invalid_time(keng_review_t *review);
 
 /* How many events ended in each outcome so far. */
 uint64_t keng_review_outcome_count(const keng_review_t *review, keng_review_outcome_t outcome);

@@ -560,7 +560,9 @@ int keng_review_html_write(const json_t *doc, const keng_registry_t *reg, int64_
     figure(f, "unknown_board", field(quality, "unknown_board"));
     fputs(" của ban không có trong danh mục, ", f);
     figure(f, "undecodable", field(quality, "undecodable"));
-    fputs(" không giải mã được. Một ban tự quản <i>không có báo cáo</i> là ban không có vụ "
+    fputs(" không giải mã được, ", f);
+    figure(f, "invalid_time", field(quality, "invalid_time"));
+    fputs(" có thời điểm không hợp lệ. Một ban tự quản <i>không có báo cáo</i> là ban không có vụ "
           "việc hay vụ hòa giải nào được tính trong kỳ. Số liệu từng ban có trong review.csv "
           "và review.json.</p>\n</footer>\n</body></html>\n",
           f);

@@ -54,7 +54,8 @@ struct keng_input {
     keng_csv_t *csv;
     const struct col_def **cols; /* per CSV column */
     size_t ncols;
-    json_t *current; /* the record's JSON, which the event borrows from */
+    json_t *current;               /* the record's JSON, which the event borrows from */
+    const keng_event_rule_t *rule; /* borrowed; NULL: the defaults */
 };
 
 keng_input_t *keng_input_new(keng_input_format_t format, int kind, const keng_registry_t *reg)
@@ -73,6 +74,11 @@ keng_input_t *keng_input_new(keng_input_format_t format, int kind, const keng_re
         }
     }
     return in;
+}
+
+void keng_input_set_rule(keng_input_t *in, const keng_event_rule_t *rule)
+{
+    in->rule = rule;
 }
 
 void keng_input_destroy(keng_input_t *in)
@@ -321,7 +327,7 @@ int keng_input_parse(keng_input_t *in, const char *s, size_t len, int64_t now_ms
 {
     json_t *obj = NULL;
     keng_kind_t kind;
-    keng_event_limits_t limits = {.now_ms = now_ms, .fill_reported_at = true};
+    keng_event_limits_t limits = {.now_ms = now_ms, .fill_reported_at = true, .rule = in->rule};
 
     if (in->current) {
         json_decref(in->current);

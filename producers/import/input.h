@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "event.h"
+#include "event_rule.h"
 #include "registry.h"
 
 typedef enum { KENG_INPUT_NDJSON, KENG_INPUT_CSV } keng_input_format_t;
@@ -33,6 +34,10 @@ keng_input_format_t keng_input_format_for_path(const char *path);
  * and lon; "kind" allowed). Returns 0, or -1 with errstr naming the column. */
 int keng_input_csv_header(keng_input_t *in, const char *s, size_t len, char *errstr,
                           size_t errstr_size);
+
+/* The times' rule every record is checked against from now on (borrowed: it must outlive
+ * in; NULL, the default, means the rule's defaults). */
+void keng_input_set_rule(keng_input_t *in, const keng_event_rule_t *rule);
 
 /* One record (a trailing newline is ignored) into ev. now_ms is the clock for the time checks
  * and the reported_at of records without one. Returns 0, or -1 with err filled: the field

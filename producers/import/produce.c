@@ -36,7 +36,8 @@
 
 /* The producer and the schema store list the keys they read. */
 static const char *const *const config_tables[] = {
-    keng_config_common_keys, keng_producer_config_keys, keng_schema_store_config_keys, NULL};
+    keng_config_common_keys, keng_producer_config_keys, keng_schema_store_config_keys,
+    keng_event_rule_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -57,6 +58,7 @@ struct app {
     keng_producer_t *producer;  /* NULL in a dry run */
     keng_schema_store_t *store; /* dry run: encoding is still checked */
     keng_avro_encoder_t *enc;
+    keng_event_rule_t rule; /* events.min_occurred_at, events.max_future_ms */
     bool show_progress;
     bool progress_drawn;
     int term_width;
@@ -81,7 +83,8 @@ static void usage(FILE *out)
             "Kafka, Avro-encoded with the Confluent framing, key = board_id.\n"
             "\n"
             "  --config FILE     config file (key=value; kafka.* keys go to librdkafka;\n"
-            "                    topic.incidents, topic.mediations name the topics)\n"
+            "                    topic.incidents, topic.mediations name the topics;\n"
+            "                    events.min_occurred_at, events.max_future_ms bound the times)\n"
             "  --brokers LIST    bootstrap servers (else $KENG_BROKERS, else the config)\n"
             "  --registry FILE   board registry CSV (else the generated default)\n"
             "  --kind KIND       incident (default), mediation, or auto: then each record\n"
@@ -343,6 +346,7 @@ static void import_file(struct app *app, const char *path)
         app->unreadable_files++;
         goto out;
     }
+    keng_input_set_rule(in, &app->rule);
 
     while (!stop_requested && !app->aborted) {
         const char *s;
@@ -462,6 +466,11 @@ int main(int argc, char **argv)
                            &app.reg);
     if (rc != 0)
         goto out;
+    if (keng_event_rule_from_config(app.cfg, &app.rule, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-produce: %s\n", errstr);
+        rc = KENG_EXIT_USAGE;
+        goto out;
+    }
     rc = KENG_EXIT_CONFIG;
 
     if (app.opt.dry_run) {

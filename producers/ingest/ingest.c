@@ -16,8 +16,10 @@
 
 #include "config.h"
 #include "event.h"
+#include "event_rule.h"
 #include "failpoint.h"
 #include "http_server.h"
+#include "inflight.h"
 #include "ingest_body.h"
 #include "ingest_metrics.h"
 #include "ingest_rate.h"
@@ -44,10 +46,13 @@ static keng_config_keys_t ingest_keys = {"registry",
                                          "ingest.retry_after_s",
                                          "ingest.flush_ms",
                                          NULL};
-static const char *const *const config_tables[] = {
-    keng_config_common_keys,       ingest_keys,
-    keng_producer_config_keys,     keng_http_server_config_keys,
-    keng_schema_store_config_keys, NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys,
+                                                   ingest_keys,
+                                                   keng_producer_config_keys,
+                                                   keng_http_server_config_keys,
+                                                   keng_schema_store_config_keys,
+                                                   keng_event_rule_config_keys,
+                                                   NULL};
 
 struct options {
     const char *config_path;
@@ -79,29 +84,33 @@ typedef struct ingest {
     bool stopping;
 
     keng_ingest_body_limits_t body_limits;
+    keng_event_rule_t rule; /* events.min_occurred_at, events.max_future_ms */
     long long deadline_ms;
     long long max_in_flight_events;
     long long flush_ms;
     char retry_after[16];
 
-    unsigned in_flight_requests; /* waiting for their batch */
-    size_t in_flight_events;
+    unsigned in_flight_requests; /* waiting for their events' outcomes */
+    size_t in_flight_events;     /* their events, resends that joined a copy included */
+    keng_inflight_t *inflight;   /* the copies handed to the producer (inflight.h) */
 } ingest_t;
 
-/* One request whose events are with the producer. It lives until the batch's outcome is
- * known and its timer is closed, which may be after the request was answered 503 at the
- * deadline; req is NULL once answered. */
+/* One request whose events wait for Kafka: each event waits for the outcome of a copy, its
+ * own or, for a resend of an event still in flight, the first one's (inflight.h). It lives
+ * until every event has its outcome and its timer is closed, which may be after the request
+ * was answered 503 at the deadline or at a first failure; req is NULL once answered. */
 typedef struct pending {
     ingest_t *in;
     keng_http_request_t *req;
     uv_timer_t timer;
     size_t events;
+    size_t outstanding; /* events without an outcome yet */
     int64_t started_ms;
-    uint64_t produced_ns; /* uv_hrtime() when the events went to the producer */
-    bool in_seal;         /* the batch's done may run inside keng_producer_batch_seal */
-    bool batch_done;      /* its outcome is known */
-    rd_kafka_resp_err_t err;
-    char what[160]; /* "POST /v1/incidents peer=... gateway=...", for the log */
+    uint64_t produced_ns;             /* uv_hrtime() when the events went to the producer */
+    bool in_produce;                  /* outcomes may come inside produce(), which settles then */
+    rd_kafka_resp_err_t err;          /* the first failure */
+    char what[160];                   /* "POST /v1/incidents peer=... gateway=...", for the log */
+    keng_inflight_waiter_t waiters[]; /* one per event */
 } pending_t;
 
 static void usage(FILE *out)
@@ -160,7 +169,8 @@ static void usage(FILE *out)
             "http.max_connections (10000), http.max_unsent_bytes (262144), ingest.max_events\n"
             "(1000), ingest.deadline_ms (5000), ingest.max_in_flight_events (50000),\n"
             "ingest.retry_after_s (1), ingest.flush_ms (10000), topic.incidents,\n"
-            "topic.mediations, registry.\n",
+            "topic.mediations, registry, events.min_occurred_at (2000-01-01T00:00:00Z) and\n"
+            "events.max_future_ms (300000): the times an event may have.\n",
             DEFAULT_LISTEN);
 }
 
@@ -289,51 +299,102 @@ static void on_pending_timer_closed(uv_handle_t *h)
     free(pd);
 }
 
-/* The batch's outcome is known and the request may still be waiting for it. */
-static void pending_complete(pending_t *pd)
+/* Answers the request, if it still waits: 202 once every event is in Kafka, 503 at the
+ * first failure. */
+static void pending_answer(pending_t *pd)
 {
     ingest_t *in = pd->in;
 
-    in->in_flight_requests--;
-    in->in_flight_events -= pd->events;
-    if (pd->req) {
-        if (pd->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            keng_ingest_metrics_accepted(in->metrics, pd->events);
-            keng_ingest_metrics_delivery(in->metrics,
-                                         (double)(uv_hrtime() - pd->produced_ns) / 1e9);
-            answer(in, pd->req, 202, json_pack("{s:I}", "accepted", (json_int_t)pd->events),
-                   pd->what, pd->started_ms, NULL);
-            KENG_FAILPOINT("ingest.answered");
-        } else {
-            char msg[256];
-            snprintf(msg, sizeof(msg),
-                     "Kafka did not take the events (%s); nothing of this request is "
-                     "acknowledged, send it again later",
-                     rd_kafka_err2str(pd->err));
-            keng_ingest_metrics_rejected(in->metrics, KENG_REJECT_UNAVAILABLE, pd->events);
-            answer_error(in, pd->req, 503, "", msg, pd->what, pd->started_ms);
-        }
+    if (!pd->req)
+        return;
+    if (pd->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        keng_ingest_metrics_accepted(in->metrics, pd->events);
+        keng_ingest_metrics_delivery(in->metrics, (double)(uv_hrtime() - pd->produced_ns) / 1e9);
+        answer(in, pd->req, 202, json_pack("{s:I}", "accepted", (json_int_t)pd->events), pd->what,
+               pd->started_ms, NULL);
+        pd->req = NULL;
+        KENG_FAILPOINT("ingest.answered");
+    } else {
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "Kafka did not take the events (%s); nothing of this request is "
+                 "acknowledged, send it again later",
+                 rd_kafka_err2str(pd->err));
+        keng_ingest_metrics_rejected(in->metrics, KENG_REJECT_UNAVAILABLE, pd->events);
+        answer_error(in, pd->req, 503, "", msg, pd->what, pd->started_ms);
         pd->req = NULL;
     }
+}
+
+/* After an outcome: a failure is answered at once; the last outcome ends the pending. */
+static void pending_settle(pending_t *pd)
+{
+    ingest_t *in = pd->in;
+
+    if (pd->err || pd->outstanding == 0)
+        pending_answer(pd);
+    if (pd->outstanding > 0)
+        return;
+    in->in_flight_requests--;
+    in->in_flight_events -= pd->events;
     uv_timer_stop(&pd->timer);
     uv_close((uv_handle_t *)&pd->timer, on_pending_timer_closed);
 }
 
-/* Runs on the loop thread (delivery reports are served there), or inside
- * keng_producer_batch_seal. */
-static void on_batch_done(keng_producer_batch_t *batch, rd_kafka_resp_err_t err, size_t delivered,
-                          size_t failed, void *arg)
+/* One event's outcome. Runs on the loop thread (delivery reports are served there), or inside
+ * produce(). */
+static void on_event_done(keng_inflight_waiter_t *w, rd_kafka_resp_err_t err)
 {
-    pending_t *pd = arg;
+    pending_t *pd = w->arg;
 
-    pd->err = err;
-    pd->batch_done = true;
-    if (!pd->in_seal)
-        pending_complete(pd);
+    pd->outstanding--;
+    if (err && !pd->err)
+        pd->err = err;
+    if (!pd->in_produce)
+        pending_settle(pd);
 }
 
-/* The deadline passed with the batch still out: the client hears 503 now, and the pending
- * request waits, unanswerable, for the batch's outcome. */
+/* A copy's delivery report: its outcome goes to every event waiting for it. */
+static void on_copy_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partition,
+                              int64_t offset)
+{
+    keng_inflight_complete(opaque, err);
+}
+
+/* Joins ev's copy in flight, or hands a new copy to the producer. Returns 0, or -1 when the
+ * copy could not be queued (w's done has run with the error). */
+static int send_or_join(ingest_t *in, const keng_event_t *ev, keng_inflight_waiter_t *w,
+                        const char *what)
+{
+    keng_inflight_entry_t *e = keng_inflight_find(in->inflight, ev);
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    char errstr[256];
+
+    if (e) {
+        keng_inflight_join(e, w);
+        keng_ingest_metrics_joined(in->metrics, 1);
+        return 0;
+    }
+    e = keng_inflight_add(in->inflight, ev);
+    if (!e) {
+        w->done(w, RD_KAFKA_RESP_ERR__CRIT_SYS_RESOURCE);
+        return -1;
+    }
+    keng_inflight_join(e, w);
+    /* No wait for room: the loop must not block. A full queue fails the request, and the
+     * client hears 503; events already queued may still be written, which their ids make
+     * harmless. */
+    if (keng_producer_send(in->producer, ev, on_copy_delivered, e, 0, &err, errstr,
+                           sizeof(errstr)) < 0) {
+        keng_log_warn("cannot produce", "%s error=\"%s\"", what, errstr);
+        keng_inflight_complete(e, err ? err : RD_KAFKA_RESP_ERR__FAIL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The deadline passed with events still out: the client hears 503 now, and the pending
+ * request waits, unanswerable, for their outcomes. */
 static void on_deadline(uv_timer_t *t)
 {
     pending_t *pd = t->data;
@@ -351,29 +412,28 @@ static void on_deadline(uv_timer_t *t)
     pd->req = NULL;
 }
 
-/* Hands the events to the producer; the answer comes from on_batch_done or on_deadline.
- * Takes body. */
+/* Hands the events to the producer, or joins their copies in flight; the answer comes from
+ * pending_settle or on_deadline. Takes body. */
 static void produce(ingest_t *in, keng_http_request_t *req, keng_ingest_body_t *body,
                     const char *what, int64_t started_ms)
 {
     size_t n = keng_ingest_body_count(body);
     pending_t *pd = NULL;
-    keng_producer_batch_t *batch;
     char errstr[256];
-    int out_q = rd_kafka_outq_len(keng_producer_handle(in->producer));
 
     /* Back-pressure: a bounded number of events may wait for Kafka, whatever the clients
-     * send; past it they hear 503 at once rather than filling memory. */
-    if ((long long)out_q + (long long)n > in->max_in_flight_events) {
+     * send, resends that join a copy included; past it they hear 503 at once rather than
+     * filling memory. */
+    if ((long long)in->in_flight_events + (long long)n > in->max_in_flight_events) {
         snprintf(errstr, sizeof(errstr),
-                 "keng-ingest has %d events waiting for Kafka, its limit is %lld; send the "
+                 "keng-ingest has %zu events waiting for Kafka, its limit is %lld; send the "
                  "request again later",
-                 out_q, in->max_in_flight_events);
+                 in->in_flight_events, in->max_in_flight_events);
         keng_ingest_metrics_rejected(in->metrics, KENG_REJECT_UNAVAILABLE, n);
         answer_error(in, req, 503, "", errstr, what, started_ms);
         goto out;
     }
-    pd = calloc(1, sizeof(*pd));
+    pd = calloc(1, sizeof(*pd) + n * sizeof(pd->waiters[0]));
     if (!pd) {
         answer_error(in, req, 503, "", "out of memory; send the request again later", what,
                      started_ms);
@@ -382,38 +442,27 @@ static void produce(ingest_t *in, keng_http_request_t *req, keng_ingest_body_t *
     pd->in = in;
     pd->req = req;
     pd->events = n;
+    pd->outstanding = n;
     pd->started_ms = started_ms;
     pd->produced_ns = uv_hrtime();
     snprintf(pd->what, sizeof(pd->what), "%s", what);
     uv_timer_init(in->loop, &pd->timer);
     pd->timer.data = pd;
-    batch = keng_producer_batch_new(in->producer, on_batch_done, pd);
-    if (!batch) {
-        answer_error(in, req, 503, "", "out of memory; send the request again later", what,
-                     started_ms);
-        uv_close((uv_handle_t *)&pd->timer, on_pending_timer_closed);
-        goto out;
-    }
     in->in_flight_requests++;
     in->in_flight_events += n;
-    pd->in_seal = true;
+    pd->in_produce = true;
     for (size_t i = 0; i < n; i++) {
-        /* No wait for room: the loop must not block. A full queue fails the batch, and the
-         * client hears 503; events already queued may still be written, which their ids
-         * make harmless. */
-        if (keng_producer_batch_add(batch, keng_ingest_body_event(body, i), 0, errstr,
-                                    sizeof(errstr)) < 0) {
-            keng_log_warn("cannot produce", "%s error=\"%s\"", what, errstr);
+        pd->waiters[i].done = on_event_done;
+        pd->waiters[i].arg = pd;
+        if (send_or_join(in, keng_ingest_body_event(body, i), &pd->waiters[i], what) < 0) {
+            pd->outstanding -= n - i - 1; /* never sent: they fail with this request */
             break;
         }
     }
-    keng_producer_batch_seal(batch);
-    pd->in_seal = false;
-    if (pd->batch_done) {
-        pending_complete(pd);
-    } else {
+    pd->in_produce = false;
+    if (pd->outstanding > 0)
         uv_timer_start(&pd->timer, on_deadline, (uint64_t)in->deadline_ms, 0);
-    }
+    pending_settle(pd);
 
 out:
     keng_ingest_body_destroy(body);
@@ -725,6 +774,11 @@ static int read_settings(ingest_t *in, keng_http_limits_t *limits)
     in->rate = keng_ingest_rate_new((double)rate, (double)burst);
     if (!in->rate)
         return -1;
+    if (keng_event_rule_from_config(in->cfg, &in->rule, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-ingest: %s\n", errstr);
+        return -1;
+    }
+    in->body_limits.rule = &in->rule;
     /* keng-ingest serves no stream. */
     limits->max_streams = 0;
     in->body_limits.max_events = (size_t)max_events;
@@ -780,7 +834,8 @@ static int run(ingest_t *in)
         return 0;
     }
     in->metrics = keng_ingest_metrics_new();
-    if (!in->tokens || !in->metrics) {
+    in->inflight = keng_inflight_new();
+    if (!in->tokens || !in->metrics || !in->inflight) {
         keng_log_error("out of memory", NULL);
         return 1;
     }
@@ -848,6 +903,8 @@ static int teardown(ingest_t *in)
         in->producer = NULL;
     }
     uv_run(in->loop, UV_RUN_DEFAULT);
+    /* Empty now: destroying the producer served or purged every copy's report. */
+    keng_inflight_destroy(in->inflight);
     keng_ingest_metrics_destroy(in->metrics);
     keng_ingest_rate_destroy(in->rate);
     keng_tokens_destroy(in->tokens);

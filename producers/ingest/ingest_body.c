@@ -189,7 +189,8 @@ int keng_ingest_body_parse(const char *body, size_t len, keng_kind_t kind,
     json_t *forbidden = NULL;
     size_t n = 0;
     int status;
-    keng_event_limits_t ev_limits = {.now_ms = limits->now_ms, .fill_reported_at = true};
+    keng_event_limits_t ev_limits = {
+        .now_ms = limits->now_ms, .fill_reported_at = true, .rule = limits->rule};
 
     *out = NULL;
     *answer = NULL;

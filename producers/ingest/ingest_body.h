@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "event.h"
+#include "event_rule.h"
 #include "registry.h"
 #include "tokens.h"
 
@@ -20,6 +21,7 @@ typedef struct keng_ingest_body_limits {
     size_t max_events;  /* more events in one request: 413 */
     unsigned max_depth; /* deeper nesting of arrays and objects: 400, before jansson sees it */
     int64_t now_ms;     /* the gateway's clock: occurred_at bound, reported_at when missing */
+    const keng_event_rule_t *rule; /* the times' rule, borrowed; NULL: the defaults */
 } keng_ingest_body_limits_t;
 
 /* Events an array may hold and nesting allowed, unless the config says otherwise. An event

@@ -20,6 +20,7 @@ static const char *const reject_names[KENG_REJECT_COUNT] = {"invalid", "forbidde
 struct keng_ingest_metrics {
     uint64_t requests[STATUS_MAX - STATUS_MIN + 1];
     uint64_t accepted;
+    uint64_t joined;
     uint64_t rejected[KENG_REJECT_COUNT];
     uint64_t buckets[NBUCKETS]; /* not cumulative; summed when rendered */
     uint64_t delivery_count;
@@ -45,6 +46,11 @@ void keng_ingest_metrics_request(keng_ingest_metrics_t *m, int status)
 void keng_ingest_metrics_accepted(keng_ingest_metrics_t *m, uint64_t events)
 {
     m->accepted += events;
+}
+
+void keng_ingest_metrics_joined(keng_ingest_metrics_t *m, uint64_t events)
+{
+    m->joined += events;
 }
 
 void keng_ingest_metrics_rejected(keng_ingest_metrics_t *m, keng_reject_t why, uint64_t events)
@@ -123,6 +129,12 @@ char *keng_ingest_metrics_render(const keng_ingest_metrics_t *m, const keng_inge
         "answered 202.\n# TYPE keng_ingest_events_accepted_total counter\n"
         "keng_ingest_events_accepted_total %llu\n",
         (unsigned long long)m->accepted);
+    put(&o,
+        "# HELP keng_ingest_events_joined_total Resent events that joined the copy of the same "
+        "event still waiting for Kafka instead of queueing another.\n"
+        "# TYPE keng_ingest_events_joined_total counter\n"
+        "keng_ingest_events_joined_total %llu\n",
+        (unsigned long long)m->joined);
     put(&o, "# HELP keng_ingest_events_rejected_total Events of requests that were refused, by "
             "reason.\n# TYPE keng_ingest_events_rejected_total counter\n");
     for (int r = 0; r < KENG_REJECT_COUNT; r++)

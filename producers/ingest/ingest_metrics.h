@@ -36,6 +36,8 @@ void keng_ingest_metrics_destroy(keng_ingest_metrics_t *m);
 /* One answered request with its HTTP status (100..599). */
 void keng_ingest_metrics_request(keng_ingest_metrics_t *m, int status);
 void keng_ingest_metrics_accepted(keng_ingest_metrics_t *m, uint64_t events);
+/* Events of a request that joined a copy already waiting for Kafka (a gateway's resend). */
+void keng_ingest_metrics_joined(keng_ingest_metrics_t *m, uint64_t events);
 void keng_ingest_metrics_rejected(keng_ingest_metrics_t *m, keng_reject_t why, uint64_t events);
 /* The time from handing a request's events to the producer to Kafka's last acknowledgement. */
 void keng_ingest_metrics_delivery(keng_ingest_metrics_t *m, double seconds);

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "event_rule.h"
 #include "log.h"
 #include "avro_codec.h"
 #include "producer.h"
@@ -34,7 +35,8 @@ enum output { OUT_KAFKA, OUT_NDJSON };
 
 /* The producer and the schema store list the keys they read. */
 static const char *const *const config_tables[] = {
-    keng_config_common_keys, keng_producer_config_keys, keng_schema_store_config_keys, NULL};
+    keng_config_common_keys, keng_producer_config_keys, keng_schema_store_config_keys,
+    keng_event_rule_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -58,6 +60,7 @@ struct app {
     keng_registry_t *reg;
     keng_sim_t *sim;
     keng_producer_t *producer;
+    keng_event_rule_t rule; /* events.min_occurred_at, events.max_future_ms */
     uint64_t delivered, failed, send_errors;
 };
 
@@ -69,7 +72,9 @@ static void usage(FILE *out)
             "Usage: keng-simulate [OPTIONS]\n"
             "Streams realistic incidents and mediations of the registry's boards into Kafka.\n"
             "\n"
-            "  --config FILE         config file (kafka.*, topic.incidents, topic.mediations)\n"
+            "  --config FILE         config file (kafka.*, topic.incidents, topic.mediations,\n"
+            "                        events.min_occurred_at and events.max_future_ms: an event\n"
+            "                        outside them stops the run, exit 2)\n"
             "  --brokers LIST        bootstrap servers (else $KENG_BROKERS, else the config)\n"
             "  --registry FILE       board registry CSV (else the generated default)\n"
             "  --rate EPS            events per second on average (default 10; 0 = as fast\n"
@@ -404,6 +409,16 @@ static int run_simulation(struct app *app)
         if (ev.reported_at > last_at)
             last_at = ev.reported_at;
 
+        /* The rule every consumer applies, at the simulated present: an event it would
+         * dead-letter is not sent, and the simulation stops to say so. */
+        keng_field_error_t ferr;
+        if (keng_event_check_times(&app->rule, &ev, now0 + (keng_monotonic_ms() - mono0), &ferr) !=
+            KENG_TIMES_OK) {
+            fprintf(stderr, "keng-simulate: event %s: %s: %s; not sent\n", ev.event_id, ferr.field,
+                    ferr.message);
+            app->send_errors++;
+            break;
+        }
         if (emit(app, &ev) != 0) {
             app->send_errors++;
             break;
@@ -448,6 +463,11 @@ int main(int argc, char **argv)
                            &app.reg);
     if (rc != 0)
         goto out;
+    if (keng_event_rule_from_config(app.cfg, &app.rule, errstr, sizeof(errstr)) != 0) {
+        fprintf(stderr, "keng-simulate: %s\n", errstr);
+        rc = KENG_EXIT_USAGE;
+        goto out;
+    }
     rc = KENG_EXIT_CONFIG;
     if (app.opt.output == OUT_KAFKA) {
         if (!keng_config_brokers(app.cfg)) {

@@ -60,7 +60,7 @@ def test_review_of_a_year():
         quality = review["data_quality"]
         kt.check_equal(quality, {"counted": len(in_year), "duplicates": len(resent),
                                  "out_of_period": len(outside), "unknown_board": 0,
-                                 "undecodable": 1}, "data quality line")
+                                 "undecodable": 1, "invalid_time": 0}, "data quality line")
 
         def strip(t):
             return {"incidents": {k: v for k, v in t["incidents"].items()},

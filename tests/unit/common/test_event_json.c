@@ -14,8 +14,8 @@
 
 #define NOW_MS 1740838500000LL /* 2025-03-01T14:15:00Z */
 
-static const keng_event_limits_t limits = {NOW_MS, false};
-static const keng_event_limits_t fill = {NOW_MS, true};
+static const keng_event_limits_t limits = {NOW_MS, false, NULL};
+static const keng_event_limits_t fill = {NOW_MS, true, NULL};
 
 static const char *const incident_json =
     "{\"event_id\": \"6f1c2a9e-3b7d-4c55-9a10-2b8e4f7d9c01\", \"board_id\": \"D07-C012-B03\","
@@ -272,12 +272,29 @@ static void test_times(void **state)
                  "occurred_at is required");
     expect_error(KENG_KIND_INCIDENT, incident_json, "reported_at", json_string("soon"), &limits,
                  "reported_at", "reported_at 'soon' is not an RFC 3339 time");
+    expect_error(KENG_KIND_INCIDENT, incident_json, "reported_at",
+                 json_string("2025-03-01T20:59:59.999+07:00"), &limits, "reported_at",
+                 "reported_at 2025-03-01T13:59:59.999Z is before occurred_at "
+                 "2025-03-01T14:00:00.000Z");
+    expect_error(KENG_KIND_MEDIATION, mediation_json, "reported_at",
+                 json_integer(NOW_MS + 5 * 60 * 1000 + 1), &limits, "reported_at",
+                 "reported_at 2025-03-01T14:20:00.001Z is more than 5 minutes in the future");
 
     json_t *obj = load(incident_json);
     keng_event_t ev;
     keng_field_error_t err;
     json_object_set_new(obj, "occurred_at", json_integer(NOW_MS + 5 * 60 * 1000));
+    json_object_set_new(obj, "reported_at", json_integer(NOW_MS + 5 * 60 * 1000));
     assert_int_equal(keng_event_from_json(obj, KENG_KIND_INCIDENT, &limits, &ev, &err), 0);
+    /* Filled in, reported_at is never before occurred_at: a device clock a little ahead
+     * makes it occurred_at, not a refusal for a field the gateway did not send. */
+    json_object_del(obj, "reported_at");
+    assert_int_equal(keng_event_from_json(obj, KENG_KIND_INCIDENT, &fill, &ev, &err), 0);
+    assert_int_equal(ev.reported_at, NOW_MS + 5 * 60 * 1000);
+    json_object_set_new(obj, "occurred_at", json_integer(NOW_MS - 1000));
+    assert_int_equal(keng_event_from_json(obj, KENG_KIND_INCIDENT, &fill, &ev, &err), 0);
+    assert_int_equal(ev.reported_at, NOW_MS);
+    json_object_set_new(obj, "reported_at", json_integer(NOW_MS));
     json_object_set_new(obj, "occurred_at", json_string("2000-01-01T07:00:00.000+07:00"));
     assert_int_equal(keng_event_from_json(obj, KENG_KIND_INCIDENT, &limits, &ev, &err), 0);
     assert_int_equal(ev.occurred_at, KENG_EARLIEST_MS);

@@ -87,6 +87,8 @@ static void each_event_is_counted_once(void **state)
     keng_unit_expect_u64(KENG_REVIEW_UNKNOWN_BOARD, keng_review_add(r, &stranger),
                          "an unknown board");
     keng_review_add_undecodable(r);
+    keng_review_add_invalid_time(r);
+    keng_review_add_invalid_time(r);
 
     keng_unit_expect_u64(EVENTS + 1, keng_review_outcome_count(r, KENG_REVIEW_COUNTED), "counted");
     keng_unit_expect_u64(EVENTS, keng_review_outcome_count(r, KENG_REVIEW_DUPLICATE), "duplicates");
@@ -95,6 +97,7 @@ static void each_event_is_counted_once(void **state)
     keng_unit_expect_u64(1, keng_review_outcome_count(r, KENG_REVIEW_UNKNOWN_BOARD),
                          "unknown board");
     keng_unit_expect_u64(1, keng_review_outcome_count(r, KENG_REVIEW_UNDECODABLE), "undecodable");
+    keng_unit_expect_u64(2, keng_review_outcome_count(r, KENG_REVIEW_INVALID_TIME), "invalid time");
 
     assert_non_null(mkdtemp(dir));
     if (keng_review_write(r, dir, errstr, sizeof(errstr)) != 0)
@@ -123,6 +126,10 @@ static void each_event_is_counted_once(void **state)
         by_month += (uint64_t)json_total(month, "incidents");
     }
     keng_unit_expect_u64(incidents, by_month, "incidents summed over the months");
+    keng_unit_expect_u64(2,
+                         (uint64_t)json_integer_value(json_object_get(
+                             json_object_get(root, "data_quality"), "invalid_time")),
+                         "data_quality.invalid_time in review.json");
     json_decref(root);
 
     const char *files[] = {"review.json", "review.csv", "review.html"};
