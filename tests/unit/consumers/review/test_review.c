@@ -142,8 +142,8 @@ static void each_event_is_counted_once(void **state)
 }
 
 /* review.csv opens in spreadsheets: a cell that starts with = + - @, a tab or a CR would be
- * read as a formula. Names and ids come from the operator's registry file, so each such cell
- * is written with a leading apostrophe, quoted. */
+ * read as a formula. Names (any text) and ids (which may start with '-') come from the
+ * operator's registry file, so each such cell is written with a leading apostrophe, quoted. */
 static void csv_cells_cannot_be_formulas(void **state)
 {
     (void)state;
@@ -154,8 +154,9 @@ static void csv_cells_cannot_be_formulas(void **state)
     assert_non_null(f);
     fputs("board_id,board_name,commune_id,commune_name,district_id,district_name,groups,"
           "members\n"
-          "=B1,=HYPERLINK(\"http://x\"),+C1,@SUM(A1),-D1,\"\tTab\",1,1\n"
-          "B2,\"\rCR\",+C1,@SUM(A1),-D1,\"\tTab\",1,1\n",
+          "-B1,=HYPERLINK(\"http://x\"),-C1,@SUM(A1),-D1,\"\tTab\",1,1\n"
+          "B2,\"\rCR\",-C1,@SUM(A1),-D1,\"\tTab\",1,1\n"
+          "B3,+1,-C1,@SUM(A1),-D1,\"\tTab\",1,1\n",
           f);
     fclose(f);
     keng_registry_t *reg = keng_registry_load(path, errstr, sizeof(errstr));
