@@ -85,7 +85,28 @@ part_t *keng_consumer__part_find(keng_consumer_t *c, int topic, int32_t partitio
     return p;
 }
 
-static void count_reason(keng_consumer_t *c, const char *reason)
+/* One line for the dead letters of a reason since its last line (the metric keeps the exact
+ * count; one registry mistake must not write a line per event). */
+static void log_reason(reason_count_t *r, int64_t now_ms)
+{
+    keng_log_warn("events dead-lettered (one line per reason every 10 s at most)",
+                  "reason=%s count=%" PRIu64 " total=%" PRIu64 " %s", r->name, r->unlogged,
+                  r->count, r->last);
+    r->unlogged = 0;
+    r->logged_ms = now_ms;
+}
+
+/* The summaries due: reasons with dead letters not logged yet, their 10 s over. */
+static void log_reasons_due(keng_consumer_t *c, int64_t now_ms)
+{
+    for (size_t i = 0; i < c->nreasons; i++) {
+        reason_count_t *r = &c->reasons[i];
+        if (r->unlogged > 0 && now_ms - r->logged_ms >= DEADLETTER_LOG_MS)
+            log_reason(r, now_ms);
+    }
+}
+
+static reason_count_t *count_reason(keng_consumer_t *c, const char *reason)
 {
     size_t i;
 
@@ -99,6 +120,7 @@ static void count_reason(keng_consumer_t *c, const char *reason)
             snprintf(c->reasons[c->nreasons++].name, sizeof(c->reasons[0].name), "%s", reason);
     }
     c->reasons[i].count++;
+    return &c->reasons[i];
 }
 
 /* ---- readiness ---- */
@@ -247,11 +269,17 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 static void dead_letter(keng_consumer_t *c, const rd_kafka_message_t *m, const char *reason,
                         const char *error)
 {
-    keng_log_warn("event dead-lettered",
-                  "topic=%s partition=%" PRId32 " offset=%" PRId64 " reason=%s error=\"%s\"",
-                  rd_kafka_topic_name(m->rkt), m->partition, m->offset, reason, error);
+    reason_count_t *r = count_reason(c, reason);
+    char e[200];
+    int64_t now_ms = keng_monotonic_ms();
+
+    keng_log_value(e, sizeof(e), error);
+    snprintf(r->last, sizeof(r->last), "topic=%s partition=%" PRId32 " offset=%" PRId64 " error=%s",
+             rd_kafka_topic_name(m->rkt), m->partition, m->offset, e);
+    r->unlogged++;
+    if (r->logged_ms == 0 || now_ms - r->logged_ms >= DEADLETTER_LOG_MS)
+        log_reason(r, now_ms);
     keng_deadletter_send(c->dl, m, reason, error);
-    count_reason(c, reason);
     c->stats.deadlettered++;
 }
 
@@ -406,6 +434,7 @@ static void on_advance(uv_timer_t *timer)
     int64_t now = keng_consumer__now_ms(c);
 
     keng_counts_advance(c->counts, now);
+    log_reasons_due(c, keng_monotonic_ms());
     if (c->cluster)
         keng_cluster_advance(c->cluster, now);
     if (c->alerts && c->ready)
@@ -682,6 +711,7 @@ void keng_consumer_stop(keng_consumer_t *c, void (*done)(void *arg), void *arg)
     }
     /* Flush the dead letters first: the checkpoint must not pass one that was lost. */
     keng_deadletter_flush(c->dl, SHUTDOWN_FLUSH_MS);
+    log_reasons_due(c, INT64_MAX / 2); /* what is left of each reason, at the stop */
     if (keng_consumer__checkpoint(c, true) != 0)
         keng_log_error("the last checkpoint failed; events since the previous one will be "
                        "read again at the next start",

@@ -49,7 +49,14 @@ typedef struct part {
 typedef struct reason_count {
     char name[32];
     uint64_t count;
+    /* The log says each reason at most once every DEADLETTER_LOG_MS: the dead letters since
+     * its last line, and where the last of them came from and why. */
+    uint64_t unlogged;
+    int64_t logged_ms; /* monotonic; 0: never */
+    char last[320];    /* "topic=... partition=... offset=... error=..." of the last one */
 } reason_count_t;
+
+#define DEADLETTER_LOG_MS 10000
 
 struct keng_consumer {
     uv_loop_t *loop;
