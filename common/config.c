@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
 
 typedef struct entry {
     char *key;
@@ -285,6 +288,43 @@ static int apply_kafka(rd_kafka_conf_t *conf, const char *key, const char *prope
     return -1;
 }
 
+int keng_config_read_secret(const keng_config_t *cfg, const char *key, char *out, size_t size,
+                            char *errstr, size_t errstr_size)
+{
+    const char *path = keng_config_get(cfg, key, NULL);
+    struct stat st;
+    FILE *f;
+
+    if (!path || !*path)
+        return 0;
+    f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "%s: cannot read %s: %s", key, path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+        keng_log_warn("a secret file is readable by its group or other users: chmod 600 it",
+                      "what=%s file=%s mode=0%o", key, path, (unsigned)(st.st_mode & 0777));
+    bool got = fgets(out, (int)size, f) != NULL;
+    fclose(f);
+    if (!got) {
+        snprintf(errstr, errstr_size, "%s: %s is empty", key, path);
+        return -1;
+    }
+    size_t n = strcspn(out, "\r\n");
+    if (out[n] == '\0' && n == size - 1) {
+        snprintf(errstr, errstr_size, "%s: the first line of %s is longer than %zu bytes", key,
+                 path, size - 2);
+        return -1;
+    }
+    out[n] = '\0';
+    if (n == 0) {
+        snprintf(errstr, errstr_size, "%s: the first line of %s is empty", key, path);
+        return -1;
+    }
+    return 1;
+}
+
 rd_kafka_conf_t *keng_config_kafka(const keng_config_t *cfg, keng_kafka_role_t role, char *errstr,
                                    size_t errstr_size)
 {
@@ -305,6 +345,18 @@ rd_kafka_conf_t *keng_config_kafka(const keng_config_t *cfg, keng_kafka_role_t r
             continue;
         if (strcmp(property, "bootstrap.servers") == 0 && brokers)
             continue; /* already set, from the same key or one that overrides it */
+        /* keng's own: the SASL password from a file, for librdkafka's sasl.password. */
+        if (strcmp(property, "sasl.password_file") == 0) {
+            char secret[1024];
+            if (keng_config_read_secret(cfg, e->key, secret, sizeof(secret), errstr, errstr_size) <
+                    0 ||
+                apply_kafka(conf, e->key, "sasl.password", secret, errstr, errstr_size) != 0) {
+                memset(secret, 0, sizeof(secret));
+                goto fail;
+            }
+            memset(secret, 0, sizeof(secret));
+            continue;
+        }
         only = keng_kafka_property_role(property);
         if (only >= 0 && only != (int)role)
             continue;

@@ -59,6 +59,14 @@ void keng_config_set(keng_config_t *cfg, const char *key, const char *value);
 const char *keng_config_get(const keng_config_t *cfg, const char *key, const char *def);
 
 /* Integer value with a range check. Returns 0, or -1 with errstr naming the key. */
+/* A secret kept in a file rather than in the config, so that configs can be shared and
+ * committed without it: key names the file (for example alertmanager.basic_auth.password_file);
+ * its first line, without the line end, goes into out (size bytes). Returns 1 when read, 0
+ * when key is not set, or -1 with errstr naming the key and the file (never the secret). A
+ * file its group or other users may read gets a warning in the log. */
+int keng_config_read_secret(const keng_config_t *cfg, const char *key, char *out, size_t size,
+                            char *errstr, size_t errstr_size);
+
 int keng_config_get_int(const keng_config_t *cfg, const char *key, long long def, long long min,
                         long long max, long long *out, char *errstr, size_t errstr_size);
 

@@ -237,6 +237,13 @@ keng_http_client_t *keng_http_client_new(uv_loop_t *loop, char *errstr, size_t e
 int keng_http_client_post(keng_http_client_t *c, const char *url, const char *body, long timeout_ms,
                           keng_http_done_fn done, void *arg)
 {
+    return keng_http_client_post_auth(c, url, body, timeout_ms, NULL, done, arg);
+}
+
+int keng_http_client_post_auth(keng_http_client_t *c, const char *url, const char *body,
+                               long timeout_ms, const keng_http_auth_t *auth,
+                               keng_http_done_fn done, void *arg)
+{
     request_t *r;
 
     if (c->closing)
@@ -257,6 +264,16 @@ int keng_http_client_post(keng_http_client_t *c, const char *url, const char *bo
         curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK)
         goto fail;
     curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+    if (auth && auth->username &&
+        (curl_easy_setopt(r->easy, CURLOPT_HTTPAUTH, CURLAUTH_BASIC) != CURLE_OK ||
+         curl_easy_setopt(r->easy, CURLOPT_USERNAME, auth->username) != CURLE_OK ||
+         curl_easy_setopt(r->easy, CURLOPT_PASSWORD, auth->password ? auth->password : "") !=
+             CURLE_OK))
+        goto fail;
+    if (auth && auth->bearer &&
+        (curl_easy_setopt(r->easy, CURLOPT_HTTPAUTH, CURLAUTH_BEARER) != CURLE_OK ||
+         curl_easy_setopt(r->easy, CURLOPT_XOAUTH2_BEARER, auth->bearer) != CURLE_OK))
+        goto fail;
     curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "keng/" KENG_VERSION);

@@ -27,6 +27,18 @@ keng_http_client_t *keng_http_client_new(uv_loop_t *loop, char *errstr, size_t e
 int keng_http_client_post(keng_http_client_t *c, const char *url, const char *body, long timeout_ms,
                           keng_http_done_fn done, void *arg);
 
+/* Credentials for a POST: HTTP basic (username and password) or a bearer token. Borrowed for
+ * the call only: libcurl copies them. Never logged. */
+typedef struct keng_http_auth {
+    const char *username, *password; /* basic, when username is set */
+    const char *bearer;              /* Authorization: Bearer, when set */
+} keng_http_auth_t;
+
+/* keng_http_client_post with credentials (auth may be NULL). */
+int keng_http_client_post_auth(keng_http_client_t *c, const char *url, const char *body,
+                               long timeout_ms, const keng_http_auth_t *auth,
+                               keng_http_done_fn done, void *arg);
+
 /* Checks that url is an http:// or https:// URL with a host. Returns 0, or -1 with errstr
  * saying what is wrong (without the key: the caller names it). */
 int keng_http_client_check_url(const char *url, char *errstr, size_t errstr_size);

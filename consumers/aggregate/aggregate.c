@@ -61,6 +61,7 @@ static keng_config_keys_t aggregate_keys = {"registry",
                                             "alerts.recover.timeout.ms",
                                             "webhook.url",
                                             "webhook.timeout.ms",
+                                            "webhook.bearer_token_file",
                                             "counts.state_version",
                                             NULL};
 static const char *const *const config_tables[] = {keng_config_common_keys,
@@ -335,8 +336,14 @@ static int start_outgoing(app_t *app)
         return -1;
     }
     if (webhook_url && *webhook_url) {
-        app->webhook = keng_webhook_new(app->loop, app->http, webhook_url,
-                                        (long)app->webhook_timeout_ms, errstr, sizeof(errstr));
+        char bearer[1024];
+        int got = keng_config_read_secret(app->cfg, "webhook.bearer_token_file", bearer,
+                                          sizeof(bearer), errstr, sizeof(errstr));
+        app->webhook =
+            got < 0 ? NULL
+                    : keng_webhook_new(app->loop, app->http, webhook_url, got ? bearer : NULL,
+                                       (long)app->webhook_timeout_ms, errstr, sizeof(errstr));
+        memset(bearer, 0, sizeof(bearer));
         if (!app->webhook) {
             keng_log_error("cannot start the webhook", "error=\"%s\"", errstr);
             return -1;

@@ -23,9 +23,13 @@
 #define RESOLVED_RESEND_MS (15 * 60 * 1000LL)
 #define ENDS_AFTER_SENDS   4 /* a firing alert's endsAt: this many resend intervals ahead */
 
-const char *const keng_alertmanager_config_keys[] = {
-    "alertmanager.url", "alertmanager.resend.interval.ms", "alertmanager.timeout.ms",
-    "dashboard.url", NULL};
+const char *const keng_alertmanager_config_keys[] = {"alertmanager.url",
+                                                     "alertmanager.resend.interval.ms",
+                                                     "alertmanager.timeout.ms",
+                                                     "dashboard.url",
+                                                     "alertmanager.basic_auth.username",
+                                                     "alertmanager.basic_auth.password_file",
+                                                     NULL};
 
 typedef struct endpoint {
     keng_alertmanager_t *am;
@@ -46,6 +50,7 @@ struct keng_alertmanager {
     const keng_registry_t *reg;
     keng_alertmanager_options_t opt;
     char dashboard[URL_MAX]; /* opt.dashboard_url without a trailing '/' */
+    keng_http_auth_t auth;   /* borrows opt's username and password */
     uv_timer_t soon, resend;
     endpoint_t endpoints[URLS_MAX];
     size_t nendpoints;
@@ -291,8 +296,9 @@ static void send_to(endpoint_t *ep)
         return;
     ep->again = false;
     body = payload(am);
-    if (!body ||
-        keng_http_client_post(am->client, ep->url, body, am->opt.timeout_ms, on_done, ep) != 0) {
+    if (!body || keng_http_client_post_auth(
+                     am->client, ep->url, body, am->opt.timeout_ms,
+                     am->opt.username && *am->opt.username ? &am->auth : NULL, on_done, ep) != 0) {
         free(body);
         on_done(0, "the request could not be made", ep);
         return;
@@ -390,6 +396,17 @@ int keng_alertmanager_options_from_config(const keng_config_t *cfg,
     opt->resend_interval_ms = (long)resend;
     opt->timeout_ms = (long)timeout;
     opt->dashboard_url = keng_config_get(cfg, "dashboard.url", default_dashboard_url);
+    opt->username = keng_config_get(cfg, "alertmanager.basic_auth.username", NULL);
+    int got = keng_config_read_secret(cfg, "alertmanager.basic_auth.password_file", opt->password,
+                                      sizeof(opt->password), errstr, errstr_size);
+    if (got < 0)
+        return -1;
+    if (got && !(opt->username && *opt->username)) {
+        snprintf(errstr, errstr_size,
+                 "alertmanager.basic_auth.password_file is set without "
+                 "alertmanager.basic_auth.username");
+        return -1;
+    }
     return 0;
 }
 
@@ -421,6 +438,7 @@ keng_alertmanager_t *keng_alertmanager_new(uv_loop_t *loop, keng_http_client_t *
     am->alerts = alerts;
     am->reg = reg;
     am->opt = *opt;
+    am->auth = (keng_http_auth_t){am->opt.username, am->opt.password, NULL};
     am->opt.urls = NULL; /* parsed into the endpoints */
     snprintf(am->dashboard, sizeof(am->dashboard), "%s",
              opt->dashboard_url ? opt->dashboard_url : "");

@@ -33,6 +33,10 @@ typedef struct keng_alertmanager_options {
     long resend_interval_ms;   /* how often the whole state is sent again */
     long timeout_ms;           /* per request */
     const char *dashboard_url; /* base of the dashboard and generator links, no trailing / */
+    /* alertmanager.basic_auth.username, and the password read from
+     * alertmanager.basic_auth.password_file (copied by keng_alertmanager_new). */
+    const char *username;
+    char password[256];
 } keng_alertmanager_options_t;
 
 /* The keys this module reads (see keng_config_check). */

@@ -22,6 +22,7 @@ struct keng_webhook {
     uv_loop_t *loop;
     keng_http_client_t *client;
     char *url;
+    char *bearer;    /* webhook.bearer_token_file's token, or NULL */
     char shown[256]; /* scheme://host:port, for the log (the path may be the secret) */
     long timeout_ms;
     item_t *head, *tail;
@@ -96,8 +97,9 @@ static void start(keng_webhook_t *wh)
 {
     if (wh->closing || wh->busy || !wh->head || uv_is_active((uv_handle_t *)&wh->backoff))
         return;
-    if (keng_http_client_post(wh->client, wh->url, wh->head->body, wh->timeout_ms, on_done, wh) !=
-        0) {
+    keng_http_auth_t auth = {NULL, NULL, wh->bearer};
+    if (keng_http_client_post_auth(wh->client, wh->url, wh->head->body, wh->timeout_ms,
+                                   wh->bearer ? &auth : NULL, on_done, wh) != 0) {
         on_done(0, "the request could not be made", wh);
         return;
     }
@@ -116,11 +118,13 @@ static void on_closed(uv_handle_t *handle)
     while (wh->head)
         pop(wh);
     free(wh->url);
+    free(wh->bearer);
     free(wh);
 }
 
 keng_webhook_t *keng_webhook_new(uv_loop_t *loop, keng_http_client_t *client, const char *url,
-                                 long timeout_ms, char *errstr, size_t errstr_size)
+                                 const char *bearer, long timeout_ms, char *errstr,
+                                 size_t errstr_size)
 {
     keng_webhook_t *wh;
     char why[300];
@@ -130,7 +134,7 @@ keng_webhook_t *keng_webhook_new(uv_loop_t *loop, keng_http_client_t *client, co
         return NULL;
     }
     wh = calloc(1, sizeof(*wh));
-    if (!wh || !(wh->url = strdup(url))) {
+    if (!wh || !(wh->url = strdup(url)) || (bearer && !(wh->bearer = strdup(bearer)))) {
         snprintf(errstr, errstr_size, "out of memory");
         free(wh);
         return NULL;

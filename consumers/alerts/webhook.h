@@ -21,7 +21,8 @@ typedef struct keng_webhook keng_webhook_t;
 /* Posts to url through client (borrowed; it must outlive the webhook), each attempt given
  * timeout_ms. Returns NULL with errstr filled ("webhook.url: 'ftp://x' ..."). */
 keng_webhook_t *keng_webhook_new(uv_loop_t *loop, keng_http_client_t *client, const char *url,
-                                 long timeout_ms, char *errstr, size_t errstr_size);
+                                 const char *bearer, long timeout_ms, char *errstr,
+                                 size_t errstr_size);
 
 /* Queues body (copied) for a POST with Content-Type application/json. When the queue is
  * full the oldest body is dropped and counted. Returns 0 or -1 (out of memory). */

@@ -3,6 +3,7 @@ message naming the key, its line and the nearest known key, so that a mistyped k
 quietly turn a feature off. kafka.* keys stay librdkafka's to judge, and deploy/'s configs
 still start."""
 
+import os
 import subprocess
 
 import kengtest as kt
@@ -158,7 +159,78 @@ def test_credentials_in_urls_never_leak():
         wd.cleanup()
 
 
+def test_credentials_from_files():
+    """Secrets come from files, so that configs can be shared and committed without them:
+    alertmanager.basic_auth.password_file and webhook.bearer_token_file reach the receivers as
+    Authorization headers, and nothing of them reaches the log or /metrics. A secret file that
+    its group or others may read is warned of."""
+    import base64
+    import http.server
+    import threading
+
+    seen = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{receiver.server_address[1]}"
+    wd = kt.Workdir()
+    broker = kt.Broker(wd, partitions=1)
+    proc = None
+    try:
+        password, token = "am-pass-from-file", "hook-token-from-file"
+        pw_file, token_file = wd.file("am-password"), wd.file("hook-token")
+        with open(pw_file, "w") as f:
+            f.write(password + "\n")
+        os.chmod(pw_file, 0o600)
+        with open(token_file, "w") as f:
+            f.write(token + "\n")
+        os.chmod(token_file, 0o644)
+        cfg = wd.file("agg.conf")
+        with open(cfg, "w") as f:
+            f.write("alert.any.level=province\nalert.any.window=1h\nalert.any.kind=incident\n"
+                    "alert.any.threshold=1\ndashboard.url=https://keng.example\n"
+                    f"alertmanager.url={base}/am\nalertmanager.basic_auth.username=keng\n"
+                    f"alertmanager.basic_auth.password_file={pw_file}\n"
+                    f"webhook.url={base}/hook\nwebhook.bearer_token_file={token_file}\n")
+        import random
+        import time
+        ev = kt.random_event(random.Random(4), "incident", kt.registry_rows()[0]["board_id"],
+                             int(time.time() * 1000) - 60_000)
+        kt.produce(broker.bootstrap, kt.messages([("incident", ev)]))
+        port = kt.free_port()
+        proc = kt.Process("keng-aggregate", ["--config", cfg, "--listen", f"127.0.0.1:{port}",
+                                             "--state-dir", wd.file("state")],
+                          wd, env={"KENG_BROKERS": broker.bootstrap})
+        basic = "Basic " + base64.b64encode(f"keng:{password}".encode()).decode()
+        kt.wait_until(lambda: ("/am/api/v2/alerts", basic) in seen and
+                      ("/hook", f"Bearer {token}") in seen, 60,
+                      "the alert at Alertmanager and the webhook, each with its credentials")
+        _, _, body = kt.http("GET", f"http://127.0.0.1:{port}/metrics")
+        kt.check_equal(proc.stop(), 0, "exit status")
+        log = open(proc.log_path).read()
+        for where, text in (("the log", log), ("/metrics", body.decode())):
+            for secret in (password, token):
+                kt.check(secret not in text, f"{secret} absent from {where}", "absent",
+                         [ln for ln in text.splitlines() if secret in ln][:3])
+        warned = [ln for ln in log.splitlines() if "readable by its group" in ln]
+        kt.check(len(warned) == 1 and token_file in warned[0], "the 0644 token file is warned "
+                 "of, the 0600 password file is not", token_file, warned)
+    finally:
+        receiver.shutdown()
+        kt.close_all([proc] if proc and proc.alive() else [], broker, wd)
+
+
 if __name__ == "__main__":
-    kt.main([test_credentials_in_urls_never_leak, test_alert_links_without_dashboard_url_are_warned_of,
+    kt.main([test_credentials_from_files, test_credentials_in_urls_never_leak, test_alert_links_without_dashboard_url_are_warned_of,
              test_every_program_refuses_an_unknown_key,
              test_aggregate_names_the_nearest_key_of_a_family, test_kafka_keys_stay_librdkafkas])

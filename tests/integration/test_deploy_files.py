@@ -565,8 +565,13 @@ def test_config_keys_documented_and_accepted():
     # The TLS/SASL example of docs/OPERATIONS.md, with its CA file left out (it does not
     # exist here, and librdkafka opens it when the client is made).
     example = {}
-    for m in re.finditer(r"^\s*kafka\.([a-z.]+)=(.*)$", ops, re.M):
+    for m in re.finditer(r"^\s*kafka\.([a-z._]+)=(.*)$", ops, re.M):
         example[m.group(1)] = m.group(2).strip()
+    # keng's own key, read by keng and handed to librdkafka as sasl.password.
+    kt.check("sasl.password_file" in example, "docs/OPERATIONS.md's TLS/SASL example sets",
+             "kafka.sasl.password_file", sorted(example))
+    example["sasl.password"] = "change-me"
+    example.pop("sasl.password_file")
     for key in ("security.protocol", "sasl.mechanisms", "sasl.username", "sasl.password",
                 "ssl.ca.location"):
         kt.check(key in example, "docs/OPERATIONS.md's TLS/SASL example sets", f"kafka.{key}",

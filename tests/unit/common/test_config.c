@@ -181,6 +181,35 @@ static void test_kafka_keys_reach_librdkafka(void **state)
     keng_config_destroy(cfg);
 }
 
+/* kafka.sasl.password_file: the password from a file, so that the config holds no secret;
+ * errors name the key and the file, never the password. */
+static void test_sasl_password_from_a_file(void **state)
+{
+    (void)state;
+    keng_config_t *cfg = keng_config_new();
+    char errstr[256], value[64];
+    size_t size = sizeof(value);
+    char *path = write_temp("s3cret-sasl\n");
+
+    keng_config_set(cfg, "kafka.sasl.mechanisms", "SCRAM-SHA-512");
+    keng_config_set(cfg, "kafka.security.protocol", "SASL_PLAINTEXT");
+    keng_config_set(cfg, "kafka.sasl.username", "keng-ingest");
+    keng_config_set(cfg, "kafka.sasl.password_file", path);
+    rd_kafka_conf_t *conf = keng_config_kafka(cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
+    if (!conf)
+        fail_msg("keng_config_kafka: %s", errstr);
+    assert_int_equal(rd_kafka_conf_get(conf, "sasl.password", value, &size), RD_KAFKA_CONF_OK);
+    assert_string_equal(value, "s3cret-sasl");
+    rd_kafka_conf_destroy(conf);
+
+    keng_config_set(cfg, "kafka.sasl.password_file", "/nonexistent/keng-password");
+    assert_null(keng_config_kafka(cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr)));
+    assert_non_null(strstr(errstr, "kafka.sasl.password_file: cannot read /nonexistent"));
+    keng_config_destroy(cfg);
+    unlink(path);
+    free(path);
+}
+
 /* One file configures keng-aggregate's consumer and its producers: each client gets the
  * keys that apply to it, and kafka.consumer.* / kafka.producer.* override for one role. */
 static void get_property(rd_kafka_conf_t *conf, const char *name, char *value, size_t size)
@@ -246,6 +275,7 @@ int main(void)
         cmocka_unit_test(test_unknown_keys_are_named),
         cmocka_unit_test(test_kafka_keys_reach_librdkafka),
         cmocka_unit_test(test_kafka_keys_by_role),
+        cmocka_unit_test(test_sasl_password_from_a_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
