@@ -592,7 +592,8 @@ static int read_settings(app_t *app, settings_t *st)
 }
 
 /* The registry, the schemas, the counts, the alert rules and the checkpoint, loaded in that
- * order. Returns 0, 64 on bad alert rules, or 1 (logged). */
+ * order. Returns 0, 64 on bad alert rules, KENG_EXIT_LOCKED when another process holds the
+ * state dir, or 1 (all logged). */
 static int load_state(app_t *app, const settings_t *st)
 {
     char errstr[512];
@@ -629,10 +630,12 @@ static int load_state(app_t *app, const settings_t *st)
                           "rule: nothing will be sent",
                           NULL);
     }
-    app->cp = keng_checkpoint_open(state_dir, (size_t)st->map_mb << 20, errstr, sizeof(errstr));
+    int failure = 0;
+    app->cp = keng_checkpoint_open_checked(state_dir, (size_t)st->map_mb << 20, &failure, errstr,
+                                           sizeof(errstr));
     if (!app->cp) {
         keng_log_error("cannot open the checkpoint", "error=\"%s\"", errstr);
-        return 1;
+        return failure == KENG_CHECKPOINT_LOCKED ? KENG_EXIT_LOCKED : 1;
     }
     if (load_watch_start(app, st->fixed > 0 ? st->fixed : keng_now_ms()) != 0)
         return 1;

@@ -1,15 +1,18 @@
-/* The LMDB checkpoint of keng-aggregate: one environment in --state-dir, one database with
- * three kinds of keys, "o/<topic>/<partition>" (next offset, 8 bytes little-endian), "u/<board
- * id>/<kind>" (one kind of a board's state, the unit that moves with a partition) and "b/<board
- * id>" (a whole board's state, as written before scale-out); it never decides what to save or
- * when (the consumer does). */
+/* The LMDB checkpoint of keng-aggregate: one environment in --state-dir, held by one process
+ * at a time through an flock on keng.lock, one database with three kinds of keys,
+ * "o/<topic>/<partition>" (next offset, 8 bytes little-endian), "u/<board id>/<kind>" (one kind of
+ * a board's state, the unit that moves with a partition) and "b/<board id>" (a whole board's state,
+ * as written before scale-out); it never decides what to save or when (the consumer does). */
 #include "checkpoint.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -17,11 +20,13 @@
 
 #define DEFAULT_MAP_SIZE ((size_t)4 << 30)
 #define KEY_MAX          512
+#define LOCK_FILE        "keng.lock"
 
 struct keng_checkpoint {
     MDB_env *env;
     MDB_dbi dbi;
     char *dir;
+    int lock_fd; /* holds the flock on LOCK_FILE while open; -1 before */
 };
 
 struct keng_checkpoint_txn {
@@ -53,12 +58,68 @@ static int make_dirs(const char *path)
     return 0;
 }
 
+/* The pid the holder wrote into the lock file, or 0 when it has not (yet). */
+static long holder_pid(int fd)
+{
+    char buf[32];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+/* Takes the state dir for this process: LMDB lets several processes write one environment,
+ * and two aggregators on one store would each checkpoint the other's offsets away. The
+ * flock goes with the process, so a crash never leaves it behind. Returns 0, or fills
+ * errstr and *failure. */
+static int lock_dir(keng_checkpoint_t *cp, int *failure, char *errstr, size_t errstr_size)
+{
+    char path[4096], pid[32];
+    int n = snprintf(path, sizeof(path), "%s/%s", cp->dir, LOCK_FILE);
+
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        snprintf(errstr, errstr_size, "%s: the state directory's path is too long", cp->dir);
+        return -1;
+    }
+    cp->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (cp->lock_fd < 0) {
+        snprintf(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(cp->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            long holder = holder_pid(cp->lock_fd);
+            *failure = KENG_CHECKPOINT_LOCKED;
+            snprintf(errstr, errstr_size,
+                     "%s is in use by another keng-aggregate (pid %ld holds %s); stop it, or "
+                     "give this one a --state-dir of its own",
+                     cp->dir, holder, path);
+        } else
+            snprintf(errstr, errstr_size, "%s: cannot lock: %s", path, strerror(errno));
+        return -1;
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(cp->lock_fd, 0) != 0 || pwrite(cp->lock_fd, pid, (size_t)n, 0) != n) {
+        snprintf(errstr, errstr_size, "%s: cannot write: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *errstr,
                                         size_t errstr_size)
 {
+    return keng_checkpoint_open_checked(dir, map_size, NULL, errstr, errstr_size);
+}
+
+keng_checkpoint_t *keng_checkpoint_open_checked(const char *dir, size_t map_size, int *failure,
+                                                char *errstr, size_t errstr_size)
+{
     keng_checkpoint_t *cp = NULL;
     MDB_txn *txn = NULL;
-    int rc;
+    int rc, why = KENG_CHECKPOINT_ERROR;
 
     if (make_dirs(dir) != 0) {
         snprintf(errstr, errstr_size, "%s: cannot create the state directory: %s", dir,
@@ -70,6 +131,9 @@ keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
+    cp->lock_fd = -1;
+    if (lock_dir(cp, &why, errstr, errstr_size) != 0)
+        goto fail;
     rc = mdb_env_create(&cp->env);
     if (rc != 0) {
         snprintf(errstr, errstr_size, "%s: %s", dir, mdb_strerror(rc));
@@ -100,6 +164,8 @@ fail:
     if (txn)
         mdb_txn_abort(txn);
     keng_checkpoint_close(cp);
+    if (failure)
+        *failure = why;
     return NULL;
 }
 
@@ -109,6 +175,8 @@ void keng_checkpoint_close(keng_checkpoint_t *cp)
         return;
     if (cp->env)
         mdb_env_close(cp->env);
+    if (cp->lock_fd >= 0)
+        close(cp->lock_fd);
     free(cp->dir);
     free(cp);
 }
@@ -116,9 +184,10 @@ void keng_checkpoint_close(keng_checkpoint_t *cp)
 keng_checkpoint_txn_t *keng_checkpoint_begin(keng_checkpoint_t *cp, char *errstr,
                                              size_t errstr_size)
 {
-    keng_checkpoint_txn_t *t = calloc(1, sizeof(*t));
+    keng_checkpoint_txn_t *t = NULL;
     int rc;
 
+    t = calloc(1, sizeof(*t));
     if (!t) {
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;

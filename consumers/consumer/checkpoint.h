@@ -19,6 +19,18 @@ typedef struct keng_checkpoint_txn keng_checkpoint_txn_t;
 keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *errstr,
                                         size_t errstr_size);
 
+/* Why keng_checkpoint_open_checked failed, for the exit code. */
+enum {
+    KENG_CHECKPOINT_ERROR = 1, /* anything else: permissions, memory, LMDB */
+    KENG_CHECKPOINT_LOCKED = 2 /* another process holds dir (its pid is in errstr) */
+};
+
+/* keng_checkpoint_open that also says in *failure (may be NULL) why it failed. Either
+ * holds an flock on dir/keng.lock, with this process's pid in it, until the store is
+ * closed: a second open of dir, in this process or another, fails (KENG_CHECKPOINT_LOCKED). */
+keng_checkpoint_t *keng_checkpoint_open_checked(const char *dir, size_t map_size, int *failure,
+                                                char *errstr, size_t errstr_size);
+
 /* Closes the store. Any transaction still open is the caller's bug. */
 void keng_checkpoint_close(keng_checkpoint_t *cp);
 
