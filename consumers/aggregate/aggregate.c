@@ -593,7 +593,7 @@ static int read_settings(app_t *app, settings_t *st)
 
 /* The registry, the schemas, the counts, the alert rules and the checkpoint, loaded in that
  * order. Returns 0, 64 on bad alert rules, KENG_EXIT_LOCKED when another process holds the
- * state dir, or 1 (all logged). */
+ * state dir, KENG_EXIT_DAMAGED when its store is truncated or corrupt, or 1 (all logged). */
 static int load_state(app_t *app, const settings_t *st)
 {
     char errstr[512];
@@ -635,7 +635,9 @@ static int load_state(app_t *app, const settings_t *st)
                                            sizeof(errstr));
     if (!app->cp) {
         keng_log_error("cannot open the checkpoint", "error=\"%s\"", errstr);
-        return failure == KENG_CHECKPOINT_LOCKED ? KENG_EXIT_LOCKED : 1;
+        return failure == KENG_CHECKPOINT_LOCKED    ? KENG_EXIT_LOCKED
+               : failure == KENG_CHECKPOINT_DAMAGED ? KENG_EXIT_DAMAGED
+                                                    : 1;
     }
     if (load_watch_start(app, st->fixed > 0 ? st->fixed : keng_now_ms()) != 0)
         return 1;

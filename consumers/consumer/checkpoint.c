@@ -108,6 +108,56 @@ static int lock_dir(keng_checkpoint_t *cp, int *failure, char *errstr, size_t er
     return 0;
 }
 
+/* The refusal of a damaged store: what is wrong and the one way out. */
+static void damaged(char *errstr, size_t errstr_size, const char *dir, const char *why)
+{
+    snprintf(errstr, errstr_size,
+             "%s/data.mdb is damaged (%s); nothing was read from it. Move the state aside and "
+             "start again, which rebuilds the counts from Kafka: mv %s %s.damaged",
+             dir, why, dir, dir);
+}
+
+/* An empty data.mdb is what LMDB takes for a new store, and would silently start from
+ * nothing; keng writes both meta pages when it creates one, so empty means cut. */
+static int check_not_empty(const char *dir, int *failure, char *errstr, size_t errstr_size)
+{
+    char path[4096];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    if (stat(path, &st) != 0 || st.st_size > 0)
+        return 0;
+    *failure = KENG_CHECKPOINT_DAMAGED;
+    damaged(errstr, errstr_size, dir, "the file is empty");
+    return -1;
+}
+
+/* LMDB maps data.mdb and trusts its meta page: a page the meta names beyond the end of a
+ * truncated file is a SIGBUS at the first read. mdb_env_open reads the meta pages with
+ * pread, so this runs before any page is touched through the map. */
+static int check_whole(keng_checkpoint_t *cp, int *failure, char *errstr, size_t errstr_size)
+{
+    MDB_envinfo info;
+    MDB_stat mst;
+    struct stat st;
+    int fd = -1;
+
+    if (mdb_env_info(cp->env, &info) != 0 || mdb_env_stat(cp->env, &mst) != 0 ||
+        mdb_env_get_fd(cp->env, &fd) != 0 || fstat(fd, &st) != 0) {
+        snprintf(errstr, errstr_size, "%s/data.mdb: cannot check its size", cp->dir);
+        return -1;
+    }
+    unsigned long long need = ((unsigned long long)info.me_last_pgno + 1) * mst.ms_psize;
+    if ((unsigned long long)st.st_size >= need)
+        return 0;
+    char why[128];
+    snprintf(why, sizeof(why), "truncated: %lld bytes, its pages need %llu", (long long)st.st_size,
+             need);
+    *failure = KENG_CHECKPOINT_DAMAGED;
+    damaged(errstr, errstr_size, cp->dir, why);
+    return -1;
+}
+
 keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *errstr,
                                         size_t errstr_size)
 {
@@ -139,13 +189,22 @@ keng_checkpoint_t *keng_checkpoint_open_checked(const char *dir, size_t map_size
         snprintf(errstr, errstr_size, "%s: %s", dir, mdb_strerror(rc));
         goto fail;
     }
+    if (check_not_empty(dir, &why, errstr, errstr_size) != 0)
+        goto fail;
     rc = mdb_env_set_mapsize(cp->env, map_size ? map_size : DEFAULT_MAP_SIZE);
     if (rc == 0)
         rc = mdb_env_open(cp->env, dir, 0, 0644);
+    if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
+        why = KENG_CHECKPOINT_DAMAGED;
+        damaged(errstr, errstr_size, dir, mdb_strerror(rc));
+        goto fail;
+    }
     if (rc != 0) {
         snprintf(errstr, errstr_size, "%s: cannot open the checkpoint: %s", dir, mdb_strerror(rc));
         goto fail;
     }
+    if (check_whole(cp, &why, errstr, errstr_size) != 0)
+        goto fail;
     rc = mdb_txn_begin(cp->env, NULL, 0, &txn);
     if (rc == 0)
         rc = mdb_dbi_open(txn, NULL, 0, &cp->dbi);

@@ -21,8 +21,9 @@ keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *
 
 /* Why keng_checkpoint_open_checked failed, for the exit code. */
 enum {
-    KENG_CHECKPOINT_ERROR = 1, /* anything else: permissions, memory, LMDB */
-    KENG_CHECKPOINT_LOCKED = 2 /* another process holds dir (its pid is in errstr) */
+    KENG_CHECKPOINT_ERROR = 1,  /* anything else: permissions, memory, LMDB */
+    KENG_CHECKPOINT_LOCKED = 2, /* another process holds dir (its pid is in errstr) */
+    KENG_CHECKPOINT_DAMAGED = 3 /* the store on disk is truncated or not an LMDB file */
 };
 
 /* keng_checkpoint_open that also says in *failure (may be NULL) why it failed. Either
