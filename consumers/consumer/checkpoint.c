@@ -240,12 +240,37 @@ void keng_checkpoint_close(keng_checkpoint_t *cp)
     free(cp);
 }
 
+/* LMDB writes on through its open descriptor after data.mdb was deleted (with its state
+ * dir, say) or replaced, and every commit succeeds into a file that nobody will ever read:
+ * a write is refused unless the path still names the file that is open. */
+static int check_in_place(keng_checkpoint_t *cp, char *errstr, size_t errstr_size)
+{
+    char path[4096];
+    struct stat open_st, path_st;
+    int fd = -1;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", cp->dir);
+    if (mdb_env_get_fd(cp->env, &fd) != 0 || fstat(fd, &open_st) != 0)
+        return 0; /* nothing to compare with: LMDB says what is wrong when it writes */
+    if (stat(path, &path_st) != 0 || open_st.st_nlink == 0 || path_st.st_ino != open_st.st_ino ||
+        path_st.st_dev != open_st.st_dev) {
+        snprintf(errstr, errstr_size,
+                 "%s was deleted or replaced after keng-aggregate opened it: checkpoints "
+                 "would be written nowhere; restart it to rebuild the state from Kafka",
+                 path);
+        return -1;
+    }
+    return 0;
+}
+
 keng_checkpoint_txn_t *keng_checkpoint_begin(keng_checkpoint_t *cp, char *errstr,
                                              size_t errstr_size)
 {
     keng_checkpoint_txn_t *t = NULL;
     int rc;
 
+    if (check_in_place(cp, errstr, errstr_size) != 0)
+        return NULL;
     t = calloc(1, sizeof(*t));
     if (!t) {
         snprintf(errstr, errstr_size, "out of memory");

@@ -35,7 +35,8 @@ keng_checkpoint_t *keng_checkpoint_open_checked(const char *dir, size_t map_size
 /* Closes the store. Any transaction still open is the caller's bug. */
 void keng_checkpoint_close(keng_checkpoint_t *cp);
 
-/* Starts the one write transaction of a checkpoint. Returns NULL with errstr filled. The
+/* Starts the one write transaction of a checkpoint. Returns NULL with errstr filled, also
+ * when dir/data.mdb is no longer the file that was opened (deleted or replaced). The
  * caller owns txn until keng_checkpoint_commit or keng_checkpoint_abort, which free it. */
 keng_checkpoint_txn_t *keng_checkpoint_begin(keng_checkpoint_t *cp, char *errstr,
                                              size_t errstr_size);

@@ -33,6 +33,7 @@ void keng_consumer_options_default(keng_consumer_options_t *opt)
     opt->group_id = "keng-aggregate";
     opt->checkpoint_interval_ms = 1000;
     opt->checkpoint_events = 1000000;
+    opt->checkpoint_stale_ms = 60000;
     opt->batch_max = 1000;
 }
 
@@ -136,10 +137,25 @@ static void update_ready(keng_consumer_t *c)
                   c->stats.counted);
 }
 
+bool keng_consumer_checkpoint_ok(const keng_consumer_t *c, char *reason, size_t reason_size)
+{
+    int64_t since = keng_monotonic_ms() - c->checkpoint_ok_mono;
+
+    if (!c->checkpoint_failed || since <= c->opt.checkpoint_stale_ms)
+        return true;
+    snprintf(reason, reason_size,
+             "no checkpoint written for %" PRId64 " s (checkpoint.stale.ms is %" PRId64
+             "), %d failed in a row: %s",
+             since / 1000, c->opt.checkpoint_stale_ms, c->checkpoint_failed, c->checkpoint_error);
+    return false;
+}
+
 bool keng_consumer_ready(const keng_consumer_t *c, char *reason, size_t reason_size)
 {
     size_t behind = 0, unknown = 0, assigned = 0;
 
+    if (!keng_consumer_checkpoint_ok(c, reason, reason_size))
+        return false;
     if (c->ready)
         return true;
     if (!c->got_assignment) {
@@ -419,6 +435,11 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
         c->opt.checkpoint_events = 1000000;
     if (c->opt.checkpoint_interval_ms <= 0)
         c->opt.checkpoint_interval_ms = 1000;
+    if (c->opt.checkpoint_stale_ms <= 0)
+        c->opt.checkpoint_stale_ms = 60000;
+    /* From the start, so that an instance that never writes one is seen to be stale. */
+    c->stats.last_checkpoint_ms = keng_consumer_now(c);
+    c->checkpoint_ok_mono = keng_monotonic_ms();
     c->nboards = keng_registry_board_count(c->reg);
     c->topics[0] = strdup(opt->topic_incidents);
     c->topics[1] = strdup(opt->topic_mediations);

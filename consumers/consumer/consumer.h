@@ -33,6 +33,7 @@ typedef struct keng_consumer_options {
     int64_t fixed_clock_ms;         /* > 0: the clock stands still there (tests) */
     int64_t checkpoint_interval_ms; /* checkpoint at least this often (1000) */
     int64_t checkpoint_events;      /* and after this many events (1000000) */
+    int64_t checkpoint_stale_ms;    /* not ready once checkpoints fail this long (60000) */
     int batch_max;                  /* messages per loop turn before HTTP gets its turn (1000) */
 } keng_consumer_options_t;
 
@@ -56,16 +57,23 @@ void keng_consumer_stop(keng_consumer_t *c, void (*done)(void *arg), void *arg);
 int64_t keng_consumer_now(const keng_consumer_t *c);
 
 /* True once every assigned partition has been read up to the high watermark it had when it
- * was assigned; until then false, with the reason as a sentence in reason. */
+ * was assigned, and while checkpoints are written (keng_consumer_checkpoint_ok); otherwise
+ * false, with the reason as a sentence in reason. */
 bool keng_consumer_ready(const keng_consumer_t *c, char *reason, size_t reason_size);
+
+/* False once checkpoints have failed for longer than the options' checkpoint_stale_ms since
+ * the last one written (or the start), with the reason and the last error in reason: what is
+ * counted from then on would be read again, or lost with the state dir. */
+bool keng_consumer_checkpoint_ok(const keng_consumer_t *c, char *reason, size_t reason_size);
 
 typedef struct keng_consumer_stats {
     uint64_t counted;
     uint64_t duplicates;
     uint64_t deadlettered;
     uint64_t checkpoints;
+    uint64_t checkpoint_failures;
     double last_checkpoint_seconds;
-    int64_t last_checkpoint_ms; /* by keng_consumer_now; 0 before the first */
+    int64_t last_checkpoint_ms; /* by keng_consumer_now; the start before the first */
 } keng_consumer_stats_t;
 
 void keng_consumer_stats(const keng_consumer_t *c, keng_consumer_stats_t *out);

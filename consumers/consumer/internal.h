@@ -29,6 +29,7 @@
 #define CATCH_UP_MS     10000 /* what a new owner waits for the counts topic */
 #define REVOKE_FLUSH_MS 5000
 #define METADATA_MS     5000
+#define RETRY_MAX_MS    30000 /* the longest back-off of a failed checkpoint's retry */
 
 typedef struct part {
     int topic; /* index into c->topics */
@@ -89,6 +90,10 @@ struct keng_consumer {
     int64_t last_now;
     int64_t events_since_checkpoint;
     int64_t deadletter_wait_since; /* monotonic ms a checkpoint has waited for dead letters */
+    int checkpoint_failed;         /* checkpoints failed in a row */
+    int64_t checkpoint_retry_at;   /* monotonic ms: no retry before, unless forced */
+    int64_t checkpoint_ok_mono;    /* monotonic ms of the last success, or of the start */
+    char checkpoint_error[512];    /* the last failure, for /readyz */
     bool got_assignment;
     bool assignor_has_state; /* a rebalance has assigned (maybe nothing): see finish_stop */
     bool ready;
