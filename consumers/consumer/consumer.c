@@ -150,10 +150,29 @@ bool keng_consumer_checkpoint_ok(const keng_consumer_t *c, char *reason, size_t 
     return false;
 }
 
+int keng_consumer_fatal(const keng_consumer_t *c, char *reason, size_t reason_size)
+{
+    if (!c->fatal_err)
+        return 0;
+    if (c->fatal_err == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
+        snprintf(reason, reason_size,
+                 "fenced: another consumer joined the group with this instance's "
+                 "group.instance.id (a second process, or a copy of its state dir); this one "
+                 "counts nothing more: stop the other or give it its own id, then restart "
+                 "this one (%s)",
+                 c->fatal_reason);
+    else
+        snprintf(reason, reason_size, "the Kafka consumer failed for good; restart: %s",
+                 c->fatal_reason);
+    return (int)c->fatal_err;
+}
+
 bool keng_consumer_ready(const keng_consumer_t *c, char *reason, size_t reason_size)
 {
     size_t behind = 0, unknown = 0, assigned = 0;
 
+    if (keng_consumer_fatal(c, reason, reason_size) != 0)
+        return false;
     if (!keng_consumer_checkpoint_ok(c, reason, reason_size))
         return false;
     if (c->ready)
@@ -244,13 +263,25 @@ void keng_consumer__query_watermarks(keng_consumer_t *c)
     }
 }
 
+/* A fatal error ends the consumer for good (librdkafka 2.0.2 raises one for a static member
+ * that the coordinator fenced); it is kept for /readyz, which says so from then on. */
+static void note_fatal(keng_consumer_t *c)
+{
+    if (c->fatal_err)
+        return;
+    c->fatal_err = rd_kafka_fatal_error(c->rk, c->fatal_reason, sizeof(c->fatal_reason));
+    if (!c->fatal_err)
+        c->fatal_err = RD_KAFKA_RESP_ERR__FATAL;
+    keng_log_error("fatal Kafka error: this instance counts nothing more until restarted",
+                   "code=%s error=\"%s\"", rd_kafka_err2name(c->fatal_err), c->fatal_reason);
+}
+
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
+    (void)rk;
     keng_kafka_health_note(KENG_KAFKA_CONSUMER, err);
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        char buf[512];
-        rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        keng_log_error("fatal Kafka error", "error=\"%s\"", buf);
+        note_fatal(opaque);
         return;
     }
     keng_log_warn("Kafka error", "code=%s error=\"%s\"",
@@ -279,7 +310,9 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
     part_t *p;
 
     if (m->err) {
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL)
+            note_fatal(c);
+        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             keng_log_warn("consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
         return;
     }

@@ -61,6 +61,11 @@ int64_t keng_consumer_now(const keng_consumer_t *c);
  * false, with the reason as a sentence in reason. */
 bool keng_consumer_ready(const keng_consumer_t *c, char *reason, size_t reason_size);
 
+/* The librdkafka error code of the fatal error that ended the consumer for good
+ * (RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID when the coordinator fenced this static member),
+ * with what to do in reason; 0 while there is none. */
+int keng_consumer_fatal(const keng_consumer_t *c, char *reason, size_t reason_size);
+
 /* False once checkpoints have failed for longer than the options' checkpoint_stale_ms since
  * the last one written (or the start), with the reason and the last error in reason: what is
  * counted from then on would be read again, or lost with the state dir. */

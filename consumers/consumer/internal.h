@@ -94,6 +94,8 @@ struct keng_consumer {
     int64_t checkpoint_retry_at;   /* monotonic ms: no retry before, unless forced */
     int64_t checkpoint_ok_mono;    /* monotonic ms of the last success, or of the start */
     char checkpoint_error[512];    /* the last failure, for /readyz */
+    rd_kafka_resp_err_t fatal_err; /* librdkafka's fatal error (fenced), 0 before */
+    char fatal_reason[256];
     bool got_assignment;
     bool assignor_has_state; /* a rebalance has assigned (maybe nothing): see finish_stop */
     bool ready;

@@ -2,7 +2,8 @@
 the first is writing (two writers of one LMDB store count every event twice between them
 and each checkpoints the other's offsets away). It exits at once with exit code 75
 (KENG_EXIT_LOCKED, docs/DESIGN.md) and one line naming the first one's pid, and the first
-one goes on serving as before."""
+one goes on serving as before. An instance the group coordinator fences says so on
+/readyz."""
 
 import random
 import time
@@ -55,5 +56,48 @@ def test_second_process_on_one_state_dir_exits():
         fl.close_all((first, second), broker, work)
 
 
+HEARTBEAT = 12
+FENCED_INSTANCE_ID = 82
+
+
+def test_fenced_instance_says_so():
+    """The group coordinator fences this static member (another process joined with its
+    group.instance.id, as a copied state dir does): librdkafka raises a fatal error and the
+    consumer reads nothing more. /readyz must answer 503 'fenced' with the error, instead of
+    200 over counts that no longer move."""
+    if kt.on_real_kafka():
+        kt.log("SKIP test_fenced_instance_says_so: it injects errors into the embedded broker")
+        return
+    rng = random.Random(165)
+    work = kt.Workdir(prefix="keng-fault-fenced-")
+    broker = kt.Broker(work, partitions=2)
+    agg = fl.Aggregate(work, broker.bootstrap, "keng-fault-fenced", "group.instance.id=fence-1\n")
+    src = fl.EventSource(rng, fl.pick_boards(rng, per_district=2))
+    try:
+        kt.produce(broker.bootstrap, kt.messages(src.new(40)))
+        agg.start().wait_ready()
+        fl.wait_counts(agg, src.expected(), "before the fence")
+        broker.command(f"errors {HEARTBEAT} 20 {FENCED_INSTANCE_ID}")
+        status, body = 0, ""
+
+        def fenced():
+            nonlocal status, body
+            if not agg.alive():
+                return True
+            status, _, raw = kt.http("GET", agg.base + "/readyz", timeout=5)
+            body = raw.decode(errors="replace")
+            return status == 503 and "fenced" in body
+
+        try:
+            kt.wait_until(fenced, 30, "/readyz 503 'fenced' after the coordinator fenced it")
+        except kt.TestFailure:
+            raise kt.TestFailure(f"/readyz after the fence: {status} {body}; log: "
+                                 f"{agg.process.log_tail(6)}")
+        kt.log(f"/readyz after the fence: {status} {body}")
+        agg.sigkill()
+    finally:
+        fl.close_all((agg,), broker, work)
+
+
 if __name__ == "__main__":
-    kt.main([test_second_process_on_one_state_dir_exits])
+    kt.main([test_second_process_on_one_state_dir_exits, test_fenced_instance_says_so])
