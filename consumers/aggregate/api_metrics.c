@@ -113,6 +113,10 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "started (each retry counts).\n"
             "# TYPE keng_checkpoint_failures_total counter\n"
             "keng_checkpoint_failures_total %" PRIu64 "\n"
+            "# HELP keng_state_units_damaged_total Checkpointed unit states that failed their "
+            "check when loaded, and were rebuilt.\n"
+            "# TYPE keng_state_units_damaged_total counter\n"
+            "keng_state_units_damaged_total %" PRIu64 "\n"
             /* The time rather than the age: Prometheus subtracts it from time() itself. */
             "# HELP keng_checkpoint_last_success_timestamp_seconds When the last checkpoint was "
             "written (the process start until the first).\n"
@@ -129,7 +133,7 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "keng_http_connections %u\n"
             "# HELP keng_http_requests_total HTTP requests answered, by status.\n"
             "# TYPE keng_http_requests_total counter\n",
-            st.last_checkpoint_seconds, st.checkpoints, st.checkpoint_failures,
+            st.last_checkpoint_seconds, st.checkpoints, st.checkpoint_failures, st.units_damaged,
             (double)st.last_checkpoint_ms / 1000.0, keng_counts_dedup_size(api->counts),
             api->consumer && keng_consumer_ready(api->consumer, reason, sizeof(reason)),
             srv ? keng_http_server_connections(srv) : 0u);

@@ -450,6 +450,7 @@ static void free_consumer(keng_consumer_t *c)
         free(c->topics[t]);
     free(c->unit_part);
     free(c->unit_from);
+    free(c->unit_rebuild);
     free(c->dirty_list);
     free(c->parts);
     free(c->group_id);
@@ -480,9 +481,10 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
     c->nunits = c->nboards * KENG_KIND_COUNT;
     c->unit_part = malloc((c->nunits + 1) * sizeof(int32_t));
     c->unit_from = malloc((c->nunits + 1) * sizeof(int64_t));
+    c->unit_rebuild = malloc((c->nunits + 1) * sizeof(int32_t));
     c->dirty_list = malloc((c->nunits + 1) * sizeof(uint32_t));
     if (!c->topics[0] || !c->topics[1] || !c->group_id || !c->unit_part || !c->unit_from ||
-        !c->dirty_list) {
+        !c->unit_rebuild || !c->dirty_list) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
@@ -493,6 +495,7 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
     for (size_t u = 0; u < c->nunits; u++) {
         c->unit_part[u] = PARTITION_NONE;
         c->unit_from[u] = -1;
+        c->unit_rebuild[u] = PARTITION_NONE;
     }
     return 0;
 }

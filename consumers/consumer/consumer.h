@@ -77,6 +77,7 @@ typedef struct keng_consumer_stats {
     uint64_t deadlettered;
     uint64_t checkpoints;
     uint64_t checkpoint_failures;
+    uint64_t units_damaged; /* checkpointed unit records that failed their check at loading */
     double last_checkpoint_seconds;
     int64_t last_checkpoint_ms; /* by keng_consumer_now; the start before the first */
 } keng_consumer_stats_t;

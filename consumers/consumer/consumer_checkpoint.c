@@ -17,6 +17,23 @@ static void put_i32(unsigned char *b, int32_t v)
         b[i] = (unsigned char)((uint32_t)v >> (8 * i));
 }
 
+uint32_t keng_consumer__crc32(uint32_t crc, const unsigned char *p, size_t n)
+{
+    static uint32_t table[256];
+
+    if (!table[1])
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t v = i;
+            for (int k = 0; k < 8; k++)
+                v = (v & 1u) ? 0xEDB88320u ^ (v >> 1) : v >> 1;
+            table[i] = v;
+        }
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++)
+        crc = table[(crc ^ p[i]) & 0xFFu] ^ (crc >> 8);
+    return ~crc;
+}
+
 /* ---- checkpoint ---- */
 
 /* A partition is written once it has passed every offset its loaded units were valid at. */
@@ -146,6 +163,9 @@ static int put_unit(keng_consumer_t *c, keng_checkpoint_txn_t *txn, uint32_t u,
     put_i32(buf + 3, c->unit_part[u]);
     if (len)
         memcpy(buf + UNIT_HEADER, state, len);
+    put_i32(buf + UNIT_HEADER_V1,
+            (int32_t)keng_consumer__crc32(keng_consumer__crc32(0, buf, UNIT_HEADER_V1),
+                                          buf + UNIT_HEADER, len));
     int rc = keng_checkpoint_put_unit(txn, keng_registry_board(c->reg, board)->id,
                                       keng_kind_name(kind), buf, UNIT_HEADER + len, err, err_size);
     free(buf);
