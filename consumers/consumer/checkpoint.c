@@ -90,11 +90,14 @@ static int lock_dir(keng_checkpoint_t *cp, int *failure, char *errstr, size_t er
     }
     if (flock(cp->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) {
-            long holder = holder_pid(cp->lock_fd);
+            char holder[48] = "its pid not written yet";
+            long holder_id = holder_pid(cp->lock_fd);
+            if (holder_id > 0)
+                snprintf(holder, sizeof(holder), "pid %ld", holder_id);
             *failure = KENG_CHECKPOINT_LOCKED;
             snprintf(errstr, errstr_size,
-                     "%s is in use by another keng-aggregate (pid %ld holds %s); stop it, or "
-                     "give this one a --state-dir of its own",
+                     "%s is in use by another keng-aggregate (%s holds %s); stop it, or give "
+                     "this one a --state-dir of its own",
                      cp->dir, holder, path);
         } else
             snprintf(errstr, errstr_size, "%s: cannot lock: %s", path, strerror(errno));
