@@ -1,9 +1,10 @@
 """One byte flipped in checkpointed board states (a bad sector, a bit flip in RAM on its way
 to disk), first with antt.board-counts sharing off, so that only the input topics can
-rebuild them, then with it on, where the shared states can. keng-aggregate must notice each damaged record, read its board's events again from
-the start of the partition, say on /metrics how many records it rebuilt, and not answer
-/readyz 200 before the counts are whole again: the first time it is ready, every board
-counts exactly what was produced.
+rebuild them, then with it on, where the shared states can. keng-aggregate must notice
+each damaged record, rebuild it (from the shared state, or by reading its partition again
+from the start), say on /metrics how many records it found damaged, and not answer /readyz
+200 before the counts are whole again: the first time it is ready, every scope counts
+exactly what was produced.
 
 The test stops keng-aggregate cleanly, then finds each chosen unit's key
 ("u/<board id>/incident") in data.mdb and flips one byte of the value that follows it (an
