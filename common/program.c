@@ -20,7 +20,8 @@ int keng_program_help(const keng_program_t *p)
 {
     p->usage(stdout);
     /* One table for every program, so that scripts can rely on it. */
-    printf("\nExit codes: 0 done, 1 failed, 64 usage, 69 unavailable, 78 configuration; "
+    printf("\nExit codes: 0 done, 1 failed, 64 usage, 65 damaged state, 69 unavailable, "
+           "75 state dir held, 78 configuration; "
            "docs/DESIGN.md, \"Exit codes\".\n");
     return KENG_EXIT_OK;
 }

@@ -18,7 +18,9 @@ enum {
     KENG_EXIT_OK = 0,
     KENG_EXIT_FAILURE = 1,
     KENG_EXIT_USAGE = 64,       /* a bad flag or argument, a config that does not load */
+    KENG_EXIT_DAMAGED = 65,     /* state on disk is truncated or corrupt (EX_DATAERR) */
     KENG_EXIT_UNAVAILABLE = 69, /* something the program needs is not there (Chromium) */
+    KENG_EXIT_LOCKED = 75,      /* another process holds the state dir (EX_TEMPFAIL) */
     KENG_EXIT_CONFIG = 78       /* the config loaded but its registry or Kafka set-up did not */
 };
 

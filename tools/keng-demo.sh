@@ -23,7 +23,8 @@ field simulator together. Logs and state go to DIR (default: a new directory in 
 --registry runs all of them on your own board registry (a CSV as keng-registry --write
 writes; checked first with keng-registry --check), else on the built-in one.
 
-Exit codes: 0 done, 1 failed, 64 usage, 69 unavailable, 78 configuration; docs/DESIGN.md, "Exit codes".
+Exit codes: 0 done, 1 failed, 64 usage, 65 damaged state, 69 unavailable, 75 state dir
+held, 78 configuration; docs/DESIGN.md, "Exit codes".
 USAGE
 }
 

@@ -49,6 +49,7 @@ static keng_config_keys_t aggregate_keys = {"registry",
                                             "checkpoint.interval.ms",
                                             "checkpoint.events",
                                             "checkpoint.map_size_mb",
+                                            "checkpoint.stale.ms",
                                             "dedup.horizon.ms",
                                             "topic.incidents",
                                             "topic.mediations",
@@ -139,7 +140,8 @@ static void usage(FILE *out)
             "\n"
             "Config keys: topic.incidents, topic.mediations, topic.deadletter (default antt.*),\n"
             "checkpoint.interval.ms (1000), checkpoint.events (1000000), checkpoint.map_size_mb\n"
-            "(4096), dedup.horizon.ms (30 days), clock.fixed_ms (tests; also KENG_CLOCK_MS),\n"
+            "(4096), checkpoint.stale.ms (60000: /readyz 503 once checkpoints fail this long),\n"
+            "dedup.horizon.ms (30 days), clock.fixed_ms (tests; also KENG_CLOCK_MS),\n"
             "topic.board_counts (antt.board-counts), instance.id (hostname-pid),\n"
             "advertised.url (http://<listen>), group.instance.id (auto: kept in the state dir;\n"
             "none: a dynamic member), and registry, listen, state.dir, group.id as the flags.\n"
@@ -593,13 +595,14 @@ typedef struct settings {
 static int read_settings(app_t *app, settings_t *st)
 {
     char errstr[512];
-    long long interval, events, horizon, state_version;
+    long long interval, events, stale, horizon, state_version;
 
     keng_consumer_options_default(&st->copt);
     keng_counts_options_default(&st->kopt);
     if (config_int(app, "checkpoint.interval.ms", 1000, 10, 3600000, &interval) ||
         config_int(app, "checkpoint.events", 1000000, 1, 100000000, &events) ||
         config_int(app, "checkpoint.map_size_mb", 4096, 1, 1 << 20, &st->map_mb) ||
+        config_int(app, "checkpoint.stale.ms", 60000, 100, 86400000, &stale) ||
         config_int(app, "clock.fixed_ms", 0, 0, INT64_MAX, &st->fixed) ||
         config_int(app, "dedup.horizon.ms", st->kopt.dedup_horizon_ms, 0, INT64_MAX, &horizon) ||
         config_int(app, "webhook.timeout.ms", 10000, 100, 600000, &app->webhook_timeout_ms) ||
@@ -618,6 +621,7 @@ static int read_settings(app_t *app, settings_t *st)
     st->copt.group_id = keng_config_get(app->cfg, "group.id", DEFAULT_GROUP);
     st->copt.checkpoint_interval_ms = interval;
     st->copt.checkpoint_events = events;
+    st->copt.checkpoint_stale_ms = stale;
     st->copt.fixed_clock_ms = st->fixed;
     st->kopt.dedup_horizon_ms = horizon;
     return 0;
@@ -625,7 +629,8 @@ static int read_settings(app_t *app, settings_t *st)
 
 /* The registry, the schemas, the counts, the alert rules and the checkpoint, loaded in that
  * order. Returns 0, 64 on bad alert rules, 78 when the registry or the schemas do not load,
- * or 1 (logged). */
+ * KENG_EXIT_LOCKED when another process holds the state dir, KENG_EXIT_DAMAGED when its store
+ * is truncated or corrupt, or 1 (all logged). */
 static int load_state(app_t *app, const settings_t *st)
 {
     char errstr[512];
@@ -664,10 +669,14 @@ static int load_state(app_t *app, const settings_t *st)
     }
     if (app->check_only)
         return 0; /* the state dir is not touched */
-    app->cp = keng_checkpoint_open(state_dir, (size_t)st->map_mb << 20, errstr, sizeof(errstr));
+    int failure = 0;
+    app->cp = keng_checkpoint_open_checked(state_dir, (size_t)st->map_mb << 20, &failure, errstr,
+                                           sizeof(errstr));
     if (!app->cp) {
         keng_log_error("cannot open the checkpoint", "error=\"%s\"", errstr);
-        return 1;
+        return failure == KENG_CHECKPOINT_LOCKED    ? KENG_EXIT_LOCKED
+               : failure == KENG_CHECKPOINT_DAMAGED ? KENG_EXIT_DAMAGED
+                                                    : 1;
     }
     if (load_watch_start(app, st->fixed > 0 ? st->fixed : keng_now_ms()) != 0)
         return 1;

@@ -490,12 +490,27 @@ static void get_alerts(keng_api_t *api, keng_http_request_t *req)
 
 static void get_readyz(keng_api_t *api, keng_http_request_t *req)
 {
-    char reason[256];
+    char reason[768];
 
     if (!api->consumer) {
         keng_api__respond_json(api, req, 503,
                                json_pack("{s:s,s:s}", "status", "starting", "reason",
                                          "the consumer is not running (starting or stopping)"));
+        return;
+    }
+    int fatal = keng_consumer_fatal(api->consumer, reason, sizeof(reason));
+    if (fatal != 0) {
+        keng_api__respond_json(
+            api, req, 503,
+            json_pack("{s:s,s:s}", "status",
+                      fatal == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID ? "fenced" : "failed", "reason",
+                      reason));
+        return;
+    }
+    if (!keng_consumer_checkpoint_ok(api->consumer, reason, sizeof(reason))) {
+        keng_api__respond_json(
+            api, req, 503,
+            json_pack("{s:s,s:s}", "status", "checkpoint failing", "reason", reason));
         return;
     }
     if (!keng_consumer_ready(api->consumer, reason, sizeof(reason))) {

@@ -137,9 +137,17 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "# HELP keng_checkpoints_total Checkpoints written since the process started.\n"
             "# TYPE keng_checkpoints_total counter\n"
             "keng_checkpoints_total %" PRIu64 "\n"
+            "# HELP keng_checkpoint_failures_total Checkpoints that failed since the process "
+            "started (each retry counts).\n"
+            "# TYPE keng_checkpoint_failures_total counter\n"
+            "keng_checkpoint_failures_total %" PRIu64 "\n"
+            "# HELP keng_state_units_damaged_total Checkpointed unit states that failed their "
+            "check when loaded, and were rebuilt.\n"
+            "# TYPE keng_state_units_damaged_total counter\n"
+            "keng_state_units_damaged_total %" PRIu64 "\n"
             /* The time rather than the age: Prometheus subtracts it from time() itself. */
             "# HELP keng_checkpoint_last_success_timestamp_seconds When the last checkpoint was "
-            "written (0: none since the process started).\n"
+            "written (the process start until the first).\n"
             "# TYPE keng_checkpoint_last_success_timestamp_seconds gauge\n"
             "keng_checkpoint_last_success_timestamp_seconds %.3f\n"
             "# HELP keng_dedup_ids Event ids remembered for deduplication.\n"
@@ -153,8 +161,8 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "keng_http_connections %u\n"
             "# HELP keng_http_requests_total HTTP requests answered, by status.\n"
             "# TYPE keng_http_requests_total counter\n",
-            st.last_checkpoint_seconds, st.checkpoints, (double)st.last_checkpoint_ms / 1000.0,
-            keng_counts_dedup_size(api->counts),
+            st.last_checkpoint_seconds, st.checkpoints, st.checkpoint_failures, st.units_damaged,
+            (double)st.last_checkpoint_ms / 1000.0, keng_counts_dedup_size(api->counts),
             api->consumer && keng_consumer_ready(api->consumer, reason, sizeof(reason)),
             srv ? keng_http_server_connections(srv) : 0u);
     for (int i = 0; i < STATUS_SLOTS && api->statuses[i].status; i++)

@@ -1,15 +1,18 @@
-/* The LMDB checkpoint of keng-aggregate: one environment in --state-dir, one database with
- * three kinds of keys, "o/<topic>/<partition>" (next offset, 8 bytes little-endian), "u/<board
- * id>/<kind>" (one kind of a board's state, the unit that moves with a partition) and "b/<board
- * id>" (a whole board's state, as written before scale-out); it never decides what to save or
- * when (the consumer does). */
+/* The LMDB checkpoint of keng-aggregate: one environment in --state-dir, held by one process
+ * at a time through an flock on keng.lock, one database with three kinds of keys,
+ * "o/<topic>/<partition>" (next offset, 8 bytes little-endian), "u/<board id>/<kind>" (one kind of
+ * a board's state, the unit that moves with a partition) and "b/<board id>" (a whole board's state,
+ * as written before scale-out); it never decides what to save or when (the consumer does). */
 #include "checkpoint.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -17,11 +20,13 @@
 
 #define DEFAULT_MAP_SIZE ((size_t)4 << 30)
 #define KEY_MAX          512
+#define LOCK_FILE        "keng.lock"
 
 struct keng_checkpoint {
     MDB_env *env;
     MDB_dbi dbi;
     char *dir;
+    int lock_fd; /* holds the flock on LOCK_FILE while open; -1 before */
 };
 
 struct keng_checkpoint_txn {
@@ -53,12 +58,121 @@ static int make_dirs(const char *path)
     return 0;
 }
 
+/* The pid the holder wrote into the lock file, or 0 when it has not (yet). */
+static long holder_pid(int fd)
+{
+    char buf[32];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+/* Takes the state dir for this process: LMDB lets several processes write one environment,
+ * and two aggregators on one store would each checkpoint the other's offsets away. The
+ * flock goes with the process, so a crash never leaves it behind. Returns 0, or fills
+ * errstr and *failure. */
+static int lock_dir(keng_checkpoint_t *cp, int *failure, char *errstr, size_t errstr_size)
+{
+    char path[4096], pid[32];
+    int n = snprintf(path, sizeof(path), "%s/%s", cp->dir, LOCK_FILE);
+
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        snprintf(errstr, errstr_size, "%s: the state directory's path is too long", cp->dir);
+        return -1;
+    }
+    cp->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (cp->lock_fd < 0) {
+        snprintf(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(cp->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            char holder[48] = "its pid not written yet";
+            long holder_id = holder_pid(cp->lock_fd);
+            if (holder_id > 0)
+                snprintf(holder, sizeof(holder), "pid %ld", holder_id);
+            *failure = KENG_CHECKPOINT_LOCKED;
+            snprintf(errstr, errstr_size,
+                     "%s is in use by another keng-aggregate (%s holds %s); stop it, or give "
+                     "this one a --state-dir of its own",
+                     cp->dir, holder, path);
+        } else
+            snprintf(errstr, errstr_size, "%s: cannot lock: %s", path, strerror(errno));
+        return -1;
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(cp->lock_fd, 0) != 0 || pwrite(cp->lock_fd, pid, (size_t)n, 0) != n) {
+        snprintf(errstr, errstr_size, "%s: cannot write: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The refusal of a damaged store: what is wrong and the one way out. */
+static void damaged(char *errstr, size_t errstr_size, const char *dir, const char *why)
+{
+    snprintf(errstr, errstr_size,
+             "%s/data.mdb is damaged (%s); nothing was read from it. Move the state aside and "
+             "start again, which rebuilds the counts from Kafka: mv %s %s.damaged",
+             dir, why, dir, dir);
+}
+
+/* An empty data.mdb is what LMDB takes for a new store, and would silently start from
+ * nothing; keng writes both meta pages when it creates one, so empty means cut. */
+static int check_not_empty(const char *dir, int *failure, char *errstr, size_t errstr_size)
+{
+    char path[4096];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    if (stat(path, &st) != 0 || st.st_size > 0)
+        return 0;
+    *failure = KENG_CHECKPOINT_DAMAGED;
+    damaged(errstr, errstr_size, dir, "the file is empty");
+    return -1;
+}
+
+/* LMDB maps data.mdb and trusts its meta page: a page the meta names beyond the end of a
+ * truncated file is a SIGBUS at the first read. mdb_env_open reads the meta pages with
+ * pread, so this runs before any page is touched through the map. */
+static int check_whole(keng_checkpoint_t *cp, int *failure, char *errstr, size_t errstr_size)
+{
+    MDB_envinfo info;
+    MDB_stat mst;
+    struct stat st;
+    int fd = -1;
+
+    if (mdb_env_info(cp->env, &info) != 0 || mdb_env_stat(cp->env, &mst) != 0 ||
+        mdb_env_get_fd(cp->env, &fd) != 0 || fstat(fd, &st) != 0) {
+        snprintf(errstr, errstr_size, "%s/data.mdb: cannot check its size", cp->dir);
+        return -1;
+    }
+    unsigned long long need = ((unsigned long long)info.me_last_pgno + 1) * mst.ms_psize;
+    if ((unsigned long long)st.st_size >= need)
+        return 0;
+    char why[128];
+    snprintf(why, sizeof(why), "truncated: %lld bytes, its pages need %llu", (long long)st.st_size,
+             need);
+    *failure = KENG_CHECKPOINT_DAMAGED;
+    damaged(errstr, errstr_size, cp->dir, why);
+    return -1;
+}
+
 keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *errstr,
                                         size_t errstr_size)
 {
+    return keng_checkpoint_open_checked(dir, map_size, NULL, errstr, errstr_size);
+}
+
+keng_checkpoint_t *keng_checkpoint_open_checked(const char *dir, size_t map_size, int *failure,
+                                                char *errstr, size_t errstr_size)
+{
     keng_checkpoint_t *cp = NULL;
     MDB_txn *txn = NULL;
-    int rc;
+    int rc, why = KENG_CHECKPOINT_ERROR;
 
     if (make_dirs(dir) != 0) {
         snprintf(errstr, errstr_size, "%s: cannot create the state directory: %s", dir,
@@ -70,18 +184,30 @@ keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
+    cp->lock_fd = -1;
+    if (lock_dir(cp, &why, errstr, errstr_size) != 0)
+        goto fail;
     rc = mdb_env_create(&cp->env);
     if (rc != 0) {
         snprintf(errstr, errstr_size, "%s: %s", dir, mdb_strerror(rc));
         goto fail;
     }
+    if (check_not_empty(dir, &why, errstr, errstr_size) != 0)
+        goto fail;
     rc = mdb_env_set_mapsize(cp->env, map_size ? map_size : DEFAULT_MAP_SIZE);
     if (rc == 0)
         rc = mdb_env_open(cp->env, dir, 0, 0644);
+    if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
+        why = KENG_CHECKPOINT_DAMAGED;
+        damaged(errstr, errstr_size, dir, mdb_strerror(rc));
+        goto fail;
+    }
     if (rc != 0) {
         snprintf(errstr, errstr_size, "%s: cannot open the checkpoint: %s", dir, mdb_strerror(rc));
         goto fail;
     }
+    if (check_whole(cp, &why, errstr, errstr_size) != 0)
+        goto fail;
     rc = mdb_txn_begin(cp->env, NULL, 0, &txn);
     if (rc == 0)
         rc = mdb_dbi_open(txn, NULL, 0, &cp->dbi);
@@ -100,6 +226,8 @@ fail:
     if (txn)
         mdb_txn_abort(txn);
     keng_checkpoint_close(cp);
+    if (failure)
+        *failure = why;
     return NULL;
 }
 
@@ -109,16 +237,44 @@ void keng_checkpoint_close(keng_checkpoint_t *cp)
         return;
     if (cp->env)
         mdb_env_close(cp->env);
+    if (cp->lock_fd >= 0)
+        close(cp->lock_fd);
     free(cp->dir);
     free(cp);
+}
+
+/* LMDB writes on through its open descriptor after data.mdb was deleted (with its state
+ * dir, say) or replaced, and every commit succeeds into a file that nobody will ever read:
+ * a write is refused unless the path still names the file that is open. */
+static int check_in_place(keng_checkpoint_t *cp, char *errstr, size_t errstr_size)
+{
+    char path[4096];
+    struct stat open_st, path_st;
+    int fd = -1;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", cp->dir);
+    if (mdb_env_get_fd(cp->env, &fd) != 0 || fstat(fd, &open_st) != 0)
+        return 0; /* nothing to compare with: LMDB says what is wrong when it writes */
+    if (stat(path, &path_st) != 0 || open_st.st_nlink == 0 || path_st.st_ino != open_st.st_ino ||
+        path_st.st_dev != open_st.st_dev) {
+        snprintf(errstr, errstr_size,
+                 "%s was deleted or replaced after keng-aggregate opened it: checkpoints "
+                 "would be written nowhere; restart it to rebuild the state from Kafka",
+                 path);
+        return -1;
+    }
+    return 0;
 }
 
 keng_checkpoint_txn_t *keng_checkpoint_begin(keng_checkpoint_t *cp, char *errstr,
                                              size_t errstr_size)
 {
-    keng_checkpoint_txn_t *t = calloc(1, sizeof(*t));
+    keng_checkpoint_txn_t *t = NULL;
     int rc;
 
+    if (check_in_place(cp, errstr, errstr_size) != 0)
+        return NULL;
+    t = calloc(1, sizeof(*t));
     if (!t) {
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;

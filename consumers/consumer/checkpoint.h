@@ -19,10 +19,24 @@ typedef struct keng_checkpoint_txn keng_checkpoint_txn_t;
 keng_checkpoint_t *keng_checkpoint_open(const char *dir, size_t map_size, char *errstr,
                                         size_t errstr_size);
 
+/* Why keng_checkpoint_open_checked failed, for the exit code. */
+enum {
+    KENG_CHECKPOINT_ERROR = 1,  /* anything else: permissions, memory, LMDB */
+    KENG_CHECKPOINT_LOCKED = 2, /* another process holds dir (its pid is in errstr) */
+    KENG_CHECKPOINT_DAMAGED = 3 /* the store on disk is truncated or not an LMDB file */
+};
+
+/* keng_checkpoint_open that also says in *failure (may be NULL) why it failed. Either
+ * holds an flock on dir/keng.lock, with this process's pid in it, until the store is
+ * closed: a second open of dir, in this process or another, fails (KENG_CHECKPOINT_LOCKED). */
+keng_checkpoint_t *keng_checkpoint_open_checked(const char *dir, size_t map_size, int *failure,
+                                                char *errstr, size_t errstr_size);
+
 /* Closes the store. Any transaction still open is the caller's bug. */
 void keng_checkpoint_close(keng_checkpoint_t *cp);
 
-/* Starts the one write transaction of a checkpoint. Returns NULL with errstr filled. The
+/* Starts the one write transaction of a checkpoint. Returns NULL with errstr filled, also
+ * when dir/data.mdb is no longer the file that was opened (deleted or replaced). The
  * caller owns txn until keng_checkpoint_commit or keng_checkpoint_abort, which free it. */
 keng_checkpoint_txn_t *keng_checkpoint_begin(keng_checkpoint_t *cp, char *errstr,
                                              size_t errstr_size);

@@ -33,6 +33,7 @@ void keng_consumer_options_default(keng_consumer_options_t *opt)
     opt->group_id = "keng-aggregate";
     opt->checkpoint_interval_ms = 1000;
     opt->checkpoint_events = 1000000;
+    opt->checkpoint_stale_ms = 60000;
     opt->batch_max = 1000;
     opt->rule = KENG_EVENT_RULE_DEFAULT;
 }
@@ -159,10 +160,44 @@ static void update_ready(keng_consumer_t *c)
                   c->stats.counted);
 }
 
+bool keng_consumer_checkpoint_ok(const keng_consumer_t *c, char *reason, size_t reason_size)
+{
+    int64_t since = keng_monotonic_ms() - c->checkpoint_ok_mono;
+
+    if (!c->checkpoint_failed || since <= c->opt.checkpoint_stale_ms)
+        return true;
+    snprintf(reason, reason_size,
+             "no checkpoint written for %" PRId64 " s (checkpoint.stale.ms is %" PRId64
+             "), %d failed in a row: %s",
+             since / 1000, c->opt.checkpoint_stale_ms, c->checkpoint_failed, c->checkpoint_error);
+    return false;
+}
+
+int keng_consumer_fatal(const keng_consumer_t *c, char *reason, size_t reason_size)
+{
+    if (!c->fatal_err)
+        return 0;
+    if (c->fatal_err == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
+        snprintf(reason, reason_size,
+                 "fenced: another consumer joined the group with this instance's "
+                 "group.instance.id (a second process, or a copy of its state dir); this one "
+                 "counts nothing more: stop the other or give it its own id, then restart "
+                 "this one (%s)",
+                 c->fatal_reason);
+    else
+        snprintf(reason, reason_size, "the Kafka consumer failed for good; restart: %s",
+                 c->fatal_reason);
+    return (int)c->fatal_err;
+}
+
 bool keng_consumer_ready(const keng_consumer_t *c, char *reason, size_t reason_size)
 {
     size_t behind = 0, unknown = 0, assigned = 0;
 
+    if (keng_consumer_fatal(c, reason, reason_size) != 0)
+        return false;
+    if (!keng_consumer_checkpoint_ok(c, reason, reason_size))
+        return false;
     if (c->ready)
         return true;
     if (!c->got_assignment) {
@@ -251,13 +286,25 @@ void keng_consumer__query_watermarks(keng_consumer_t *c)
     }
 }
 
+/* A fatal error ends the consumer for good (librdkafka 2.0.2 raises one for a static member
+ * that the coordinator fenced); it is kept for /readyz, which says so from then on. */
+static void note_fatal(keng_consumer_t *c)
+{
+    if (c->fatal_err)
+        return;
+    c->fatal_err = rd_kafka_fatal_error(c->rk, c->fatal_reason, sizeof(c->fatal_reason));
+    if (!c->fatal_err)
+        c->fatal_err = RD_KAFKA_RESP_ERR__FATAL;
+    keng_log_error("fatal Kafka error: this instance counts nothing more until restarted",
+                   "code=%s error=\"%s\"", rd_kafka_err2name(c->fatal_err), c->fatal_reason);
+}
+
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
+    (void)rk;
     keng_kafka_health_note(KENG_KAFKA_CONSUMER, err);
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        char buf[512];
-        rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        keng_log_error("fatal Kafka error", "error=\"%s\"", buf);
+        note_fatal(opaque);
         return;
     }
     keng_log_warn("Kafka error", "code=%s error=\"%s\"",
@@ -320,7 +367,9 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
     part_t *p;
 
     if (m->err) {
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL)
+            note_fatal(c);
+        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             keng_log_warn("consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
         return;
     }
@@ -462,6 +511,7 @@ static void free_consumer(keng_consumer_t *c)
     free(c->unit_part);
     free(c->unit_from);
     free(c->unit_from_part);
+    free(c->unit_rebuild);
     free(c->dirty_list);
     free(c->parts);
     free(c->group_id);
@@ -480,6 +530,11 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
         c->opt.checkpoint_events = 1000000;
     if (c->opt.checkpoint_interval_ms <= 0)
         c->opt.checkpoint_interval_ms = 1000;
+    if (c->opt.checkpoint_stale_ms <= 0)
+        c->opt.checkpoint_stale_ms = 60000;
+    /* From the start, so that an instance that never writes one is seen to be stale. */
+    c->stats.last_checkpoint_ms = keng_consumer_now(c);
+    c->checkpoint_ok_mono = keng_monotonic_ms();
     c->nboards = keng_registry_board_count(c->reg);
     c->topics[0] = strdup(opt->topic_incidents);
     c->topics[1] = strdup(opt->topic_mediations);
@@ -488,9 +543,10 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
     c->unit_part = malloc((c->nunits + 1) * sizeof(int32_t));
     c->unit_from = malloc((c->nunits + 1) * sizeof(int64_t));
     c->unit_from_part = malloc((c->nunits + 1) * sizeof(int32_t));
+    c->unit_rebuild = malloc((c->nunits + 1) * sizeof(int32_t));
     c->dirty_list = malloc((c->nunits + 1) * sizeof(uint32_t));
     if (!c->topics[0] || !c->topics[1] || !c->group_id || !c->unit_part || !c->unit_from ||
-        !c->unit_from_part || !c->dirty_list) {
+        !c->unit_from_part || !c->unit_rebuild || !c->dirty_list) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
@@ -502,6 +558,7 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
         c->unit_part[u] = PARTITION_NONE;
         c->unit_from[u] = -1;
         c->unit_from_part[u] = PARTITION_NONE;
+        c->unit_rebuild[u] = PARTITION_NONE;
     }
     return 0;
 }

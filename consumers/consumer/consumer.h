@@ -34,6 +34,7 @@ typedef struct keng_consumer_options {
     int64_t fixed_clock_ms;         /* > 0: the clock stands still there (tests) */
     int64_t checkpoint_interval_ms; /* checkpoint at least this often (1000) */
     int64_t checkpoint_events;      /* and after this many events (1000000) */
+    int64_t checkpoint_stale_ms;    /* not ready once checkpoints fail this long (60000) */
     int batch_max;                  /* messages per loop turn before HTTP gets its turn (1000) */
     keng_event_rule_t rule;         /* the times' rule; an event that breaks it is dead-lettered */
 } keng_consumer_options_t;
@@ -58,8 +59,19 @@ void keng_consumer_stop(keng_consumer_t *c, void (*done)(void *arg), void *arg);
 int64_t keng_consumer_now(const keng_consumer_t *c);
 
 /* True once every assigned partition has been read up to the high watermark it had when it
- * was assigned; until then false, with the reason as a sentence in reason. */
+ * was assigned, and while checkpoints are written (keng_consumer_checkpoint_ok); otherwise
+ * false, with the reason as a sentence in reason. */
 bool keng_consumer_ready(const keng_consumer_t *c, char *reason, size_t reason_size);
+
+/* The librdkafka error code of the fatal error that ended the consumer for good
+ * (RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID when the coordinator fenced this static member),
+ * with what to do in reason; 0 while there is none. */
+int keng_consumer_fatal(const keng_consumer_t *c, char *reason, size_t reason_size);
+
+/* False once checkpoints have failed for longer than the options' checkpoint_stale_ms since
+ * the last one written (or the start), with the reason and the last error in reason: what is
+ * counted from then on would be read again, or lost with the state dir. */
+bool keng_consumer_checkpoint_ok(const keng_consumer_t *c, char *reason, size_t reason_size);
 
 typedef struct keng_consumer_stats {
     uint64_t counted;
@@ -67,8 +79,10 @@ typedef struct keng_consumer_stats {
     uint64_t deadlettered;
     uint64_t board_moves; /* a unit's event came from another partition than its state's */
     uint64_t checkpoints;
+    uint64_t checkpoint_failures;
+    uint64_t units_damaged; /* checkpointed unit records that failed their check at loading */
     double last_checkpoint_seconds;
-    int64_t last_checkpoint_ms; /* by keng_consumer_now; 0 before the first */
+    int64_t last_checkpoint_ms; /* by keng_consumer_now; the start before the first */
 } keng_consumer_stats_t;
 
 void keng_consumer_stats(const keng_consumer_t *c, keng_consumer_stats_t *out);

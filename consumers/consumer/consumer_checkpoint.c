@@ -1,6 +1,7 @@
 /* The consumer's checkpoint: every dirty board unit and moved offset in one LMDB
- * transaction, published to the counts topic and committed to the group after it; it never
- * reads a checkpoint back (consumer_rebalance.c does, at an assignment). */
+ * transaction, published to the counts topic and committed to the group after it, and a
+ * failed one counted and retried with a back-off; it never reads a checkpoint back
+ * (consumer_rebalance.c does, at an assignment). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,23 @@ static void put_i32(unsigned char *b, int32_t v)
 {
     for (int i = 0; i < 4; i++)
         b[i] = (unsigned char)((uint32_t)v >> (8 * i));
+}
+
+uint32_t keng_consumer__crc32(uint32_t crc, const unsigned char *p, size_t n)
+{
+    static uint32_t table[256];
+
+    if (!table[1])
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t v = i;
+            for (int k = 0; k < 8; k++)
+                v = (v & 1u) ? 0xEDB88320u ^ (v >> 1) : v >> 1;
+            table[i] = v;
+        }
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++)
+        crc = table[(crc ^ p[i]) & 0xFFu] ^ (crc >> 8);
+    return ~crc;
 }
 
 /* ---- checkpoint ---- */
@@ -115,10 +133,12 @@ static bool has_work(keng_consumer_t *c)
     return work;
 }
 
-/* One unit's state behind its header into the transaction, and to the counts topic unless
- * the assignment was lost. Returns 0, or -1 with err filled. */
-static int put_unit(keng_consumer_t *c, keng_checkpoint_txn_t *txn, uint32_t u, char *err,
-                    size_t err_size)
+/* One unit's state behind its header into the transaction; the state itself is kept in
+ * *keep (the caller frees it) for the counts topic, which gets it only once the transaction
+ * is committed, so that a failed checkpoint's retry publishes nothing twice. Returns 0, or -1
+ * with err filled. */
+static int put_unit(keng_consumer_t *c, keng_checkpoint_txn_t *txn, uint32_t u,
+                    unsigned char **keep, size_t *keep_len, char *err, size_t err_size)
 {
     uint32_t board = u / KENG_KIND_COUNT;
     keng_kind_t kind = (keng_kind_t)(u % KENG_KIND_COUNT);
@@ -143,17 +163,34 @@ static int put_unit(keng_consumer_t *c, keng_checkpoint_txn_t *txn, uint32_t u, 
     put_i32(buf + 3, c->unit_part[u]);
     if (len)
         memcpy(buf + UNIT_HEADER, state, len);
+    put_i32(buf + UNIT_HEADER_V1,
+            (int32_t)keng_consumer__crc32(keng_consumer__crc32(0, buf, UNIT_HEADER_V1),
+                                          buf + UNIT_HEADER, len));
     int rc = keng_checkpoint_put_unit(txn, keng_registry_board(c->reg, board)->id,
                                       keng_kind_name(kind), buf, UNIT_HEADER + len, err, err_size);
     free(buf);
-    if (rc == 0 && c->cluster && !c->assignment_lost) {
-        part_t *p = keng_consumer__part_find(c, (int)kind, c->unit_part[u], false);
-        keng_cluster_publish_unit(c->cluster, board, kind, c->unit_part[u], p->next_offset, state,
-                                  len);
-        p->publish = true;
-    }
-    free(state);
+    if (rc == 0 && c->cluster && !c->assignment_lost)
+        keng_consumer__part_find(c, (int)kind, c->unit_part[u], false)->publish = true;
+    *keep = state;
+    *keep_len = len;
     return rc;
+}
+
+/* The units a committed checkpoint wrote, to the counts topic unless the assignment was
+ * lost; frees their states. */
+static void publish_units(keng_consumer_t *c, size_t ndirty, unsigned char **states, size_t *lens)
+{
+    for (size_t i = 0; i < ndirty; i++) {
+        uint32_t u = c->dirty_list[i];
+        keng_kind_t kind = (keng_kind_t)(u % KENG_KIND_COUNT);
+        if (c->cluster && !c->assignment_lost) {
+            part_t *p = keng_consumer__part_find(c, (int)kind, c->unit_part[u], false);
+            keng_cluster_publish_unit(c->cluster, u / KENG_KIND_COUNT, kind, c->unit_part[u],
+                                      p->next_offset, states[i], lens[i]);
+        }
+        free(states[i]);
+        states[i] = NULL;
+    }
 }
 
 /* After the commit: the units written are clean, the partitions' marks go to the counts
@@ -194,22 +231,61 @@ static void after_commit(keng_consumer_t *c, size_t ndirty, int64_t start)
     c->stats.last_checkpoint_ms = keng_consumer_now(c);
 }
 
+/* A failed checkpoint: counted, and the next try backed off, from the interval doubling
+ * up to RETRY_MAX_MS, so that a full disk is not hammered (each try writes every dirty
+ * unit again). */
+static void note_failure(keng_consumer_t *c, const char *err)
+{
+    int64_t delay = c->opt.checkpoint_interval_ms;
+
+    c->stats.checkpoint_failures++;
+    c->checkpoint_failed++;
+    for (int i = 1; i < c->checkpoint_failed && delay < RETRY_MAX_MS; i++)
+        delay *= 2;
+    if (delay > RETRY_MAX_MS)
+        delay = RETRY_MAX_MS;
+    c->checkpoint_retry_at = keng_monotonic_ms() + delay;
+    snprintf(c->checkpoint_error, sizeof(c->checkpoint_error), "%s", err);
+    keng_log_error("checkpoint failed; will retry",
+                   "failures=%d retry_in_ms=%" PRId64 " error=\"%s\"", c->checkpoint_failed, delay,
+                   err);
+}
+
+static void note_success(keng_consumer_t *c)
+{
+    if (c->checkpoint_failed)
+        keng_log_info("checkpoint written again", "after_failures=%d", c->checkpoint_failed);
+    c->checkpoint_failed = 0;
+    c->checkpoint_ok_mono = keng_monotonic_ms();
+}
+
 /* Writes every dirty board and every moved offset in one transaction, then commits the
  * offsets to the group for the tools' sake. Unless force, waits (returns 1) while dead
- * letters are unacknowledged, up to DEADLETTER_WAIT_MAX_MS, after which it flushes. */
+ * letters are unacknowledged, up to DEADLETTER_WAIT_MAX_MS, after which it flushes, and
+ * while a failed checkpoint's retry is backed off. */
 int keng_consumer__checkpoint(keng_consumer_t *c, bool force)
 {
     char err[512];
     keng_checkpoint_txn_t *txn = NULL;
     size_t ndirty = 0;
     int64_t start = keng_monotonic_ms();
+    unsigned char **states = NULL;
+    size_t *lens = NULL;
     int ret = -1;
 
+    if (!force && c->checkpoint_failed && start < c->checkpoint_retry_at)
+        return 1;
     if (wait_for_acks(c, force, start) != 0)
         return 1;
     if (!has_work(c))
         return 0;
 
+    states = calloc(c->nunits + 1, sizeof(*states));
+    lens = calloc(c->nunits + 1, sizeof(*lens));
+    if (!states || !lens) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto out;
+    }
     txn = keng_checkpoint_begin(c->cp, err, sizeof(err));
     if (!txn)
         goto out;
@@ -218,9 +294,11 @@ int keng_consumer__checkpoint(keng_consumer_t *c, bool force)
     for (size_t u = 0; u < c->nunits; u++) {
         if (!unit_writable(c, (uint32_t)u))
             continue;
-        if (put_unit(c, txn, (uint32_t)u, err, sizeof(err)) != 0)
+        c->dirty_list[ndirty] = (uint32_t)u;
+        int rc = put_unit(c, txn, (uint32_t)u, &states[ndirty], &lens[ndirty], err, sizeof(err));
+        ndirty++;
+        if (rc != 0)
             goto out;
-        c->dirty_list[ndirty++] = (uint32_t)u;
     }
     for (size_t i = 0; i < c->nparts; i++) {
         part_t *p = &c->parts[i];
@@ -238,12 +316,18 @@ int keng_consumer__checkpoint(keng_consumer_t *c, bool force)
     txn = NULL;
     if (ret != 0)
         goto out;
+    publish_units(c, ndirty, states, lens);
     after_commit(c, ndirty, start);
+    note_success(c);
 
 out:
     if (txn)
         keng_checkpoint_abort(txn);
+    for (size_t i = 0; states && i < ndirty; i++)
+        free(states[i]);
+    free(states);
+    free(lens);
     if (ret < 0)
-        keng_log_error("checkpoint failed; will retry", "error=\"%s\"", err);
+        note_failure(c, err);
     return ret;
 }

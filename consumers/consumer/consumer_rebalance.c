@@ -42,6 +42,24 @@ static int restore_find(const restore_ctx_t *ctx, int topic, int32_t partition)
     return -1;
 }
 
+/* A saved unit that cannot be trusted: its partition (PARTITION_ANY when the record cannot
+ * say which) is read again from its first retained event, where only this unit counts what
+ * the others already have, unless the counts topic then gives a state that loads. */
+static void rebuild_unit(restore_ctx_t *ctx, uint32_t board, int kind, int32_t partition,
+                         const char *source, const char *why)
+{
+    keng_consumer_t *c = ctx->c;
+    uint32_t u = board * KENG_KIND_COUNT + (uint32_t)kind;
+
+    c->unit_rebuild[u] = partition;
+    c->stats.units_damaged++;
+    keng_log_error("a saved unit state is damaged; its partition is read again from the "
+                   "start to rebuild it, and the instance is not ready until then",
+                   "board=%s kind=%s partition=%" PRId32 " source=%s error=\"%s\"",
+                   keng_registry_board(c->reg, board)->id, keng_kind_name((keng_kind_t)kind),
+                   partition, source, why);
+}
+
 /* Loads a unit's state (borrowed) valid at offset from, for a partition being assigned. */
 static void restore_unit(restore_ctx_t *ctx, uint32_t board, int kind, int32_t partition,
                          const unsigned char *state, size_t len, int64_t from, const char *source)
@@ -52,17 +70,43 @@ static void restore_unit(restore_ctx_t *ctx, uint32_t board, int kind, int32_t p
 
     if (keng_counts_unit_load(c->counts, board, (keng_kind_t)kind, state, len, ctx->now, err,
                               sizeof(err)) != 0) {
-        keng_log_error("a saved unit state could not be loaded; its events are read again",
-                       "board=%s kind=%s source=%s error=\"%s\"",
-                       keng_registry_board(c->reg, board)->id, keng_kind_name((keng_kind_t)kind),
-                       source, err);
         ctx->skipped++;
+        if (c->unit_part[u] != partition ||
+            !keng_counts_unit_has_state(c->counts, board, (keng_kind_t)kind)) {
+            rebuild_unit(ctx, board, kind, partition, source, err);
+            return;
+        }
+        keng_log_error("a shared unit state could not be loaded; the older local one stays",
+                       "board=%s kind=%s error=\"%s\"", keng_registry_board(c->reg, board)->id,
+                       keng_kind_name((keng_kind_t)kind), err);
         return;
     }
     c->unit_part[u] = partition;
     c->unit_from[u] = from;
     c->unit_from_part[u] = partition;
+    c->unit_rebuild[u] = PARTITION_NONE;
     ctx->loaded++;
+}
+
+/* A local unit record's header: its partition into *partition and the length of the header,
+ * or 0 (with why) when the record fails its check and cannot be used. */
+static size_t unit_header(const unsigned char *b, size_t len, int32_t *partition, const char **why)
+{
+    if (len < UNIT_HEADER_V1 || b[0] != UNIT_MAGIC0 || b[1] != UNIT_MAGIC1 ||
+        (b[2] != 1 && b[2] != UNIT_VERSION) || (b[2] == UNIT_VERSION && len < UNIT_HEADER)) {
+        *why = "not a unit record of a known version";
+        return 0;
+    }
+    *partition = get_i32(b + 3);
+    if (b[2] == 1)
+        return UNIT_HEADER_V1;
+    uint32_t crc = keng_consumer__crc32(keng_consumer__crc32(0, b, UNIT_HEADER_V1), b + UNIT_HEADER,
+                                        len - UNIT_HEADER);
+    if ((uint32_t)get_i32(b + UNIT_HEADER_V1) != crc) {
+        *why = "the record's CRC-32 does not match its bytes";
+        return 0;
+    }
+    return UNIT_HEADER;
 }
 
 /* keng_checkpoint_each_unit's callback: the local candidates, id "<board id>/<kind>". */
@@ -83,14 +127,18 @@ static int restore_local(const char *id, size_t id_len, const void *data, size_t
     memcpy(kind_name, id + slash, id_len - slash);
     kind_name[id_len - slash] = '\0';
     board = keng_registry_find_board(ctx->c->reg, id, slash - 1);
-    if (board < 0 || keng_kind_parse(kind_name, &kind) != 0 || len < UNIT_HEADER ||
-        b[0] != UNIT_MAGIC0 || b[1] != UNIT_MAGIC1 || b[2] != UNIT_VERSION)
-        return 0; /* not the registry's, or not a format this keng writes: read again */
-    partition = get_i32(b + 3);
+    if (board < 0 || keng_kind_parse(kind_name, &kind) != 0)
+        return 0; /* not the registry's: boards removed from it drop out */
+    const char *why = NULL;
+    size_t header = unit_header(b, len, &partition, &why);
+    if (header == 0) {
+        rebuild_unit(ctx, (uint32_t)board, (int)kind, PARTITION_ANY, "checkpoint", why);
+        return 0;
+    }
     i = restore_find(ctx, (int)kind, partition);
     if (i < 0 || ctx->local[i] < 0)
         return 0;
-    restore_unit(ctx, (uint32_t)board, (int)kind, partition, b + UNIT_HEADER, len - UNIT_HEADER,
+    restore_unit(ctx, (uint32_t)board, (int)kind, partition, b + header, len - header,
                  ctx->local[i], "checkpoint");
     return 0;
 }
@@ -242,8 +290,25 @@ static void restore_from_topic(keng_consumer_t *c, restore_ctx_t *ctx, const int
     }
 }
 
+/* How many damaged units of topic t are rebuilt from partition (logged). */
+static size_t rebuilds_in(const keng_consumer_t *c, int t, int32_t partition)
+{
+    size_t n = 0;
+
+    for (uint32_t b = 0; b < c->nboards; b++) {
+        int32_t r = c->unit_rebuild[b * KENG_KIND_COUNT + (uint32_t)t];
+        n += r == partition || r == PARTITION_ANY;
+    }
+    if (n)
+        keng_log_warn("partition read again from its first retained event to rebuild damaged "
+                      "unit states",
+                      "topic=%s partition=%" PRId32 " units=%zu", c->topics[t], partition, n);
+    return n;
+}
+
 /* Where an assigned partition starts: where the oldest of its loaded units ends, or, when
- * nothing says which units had no events (base < 0), at its first retained event. */
+ * nothing says which units had no events (base < 0) or a unit is rebuilt, at its first
+ * retained event. */
 static void start_partition(keng_consumer_t *c, rd_kafka_topic_partition_t *tp, int64_t local,
                             int64_t mark)
 {
@@ -267,8 +332,8 @@ static void start_partition(keng_consumer_t *c, rd_kafka_topic_partition_t *tp, 
         if (c->unit_from[u] > write_from)
             write_from = c->unit_from[u];
     }
-    if (base < 0)
-        start = -1; /* nothing says which units had no events: read it all */
+    if (base < 0 || rebuilds_in(c, t, tp->partition))
+        start = -1; /* nothing says which units had no events, or one is damaged: read it all */
     /* Without any state, the partition is rebuilt from its first retained event. */
     tp->offset = start >= 0 ? start : RD_KAFKA_OFFSET_BEGINNING;
     p->assigned = true;
@@ -320,6 +385,9 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
     }
     free(ctx.local);
     free(mark);
+    /* Seen again at the next assignment while the damaged record is still on disk. */
+    for (size_t u = 0; u < c->nunits; u++)
+        c->unit_rebuild[u] = PARTITION_NONE;
     hand_over_alerts(c, true);
     rd_kafka_error_t *error = rd_kafka_incremental_assign(c->rk, parts);
     if (error) {

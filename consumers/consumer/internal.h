@@ -20,17 +20,22 @@
 #define REASON_MAX             16
 
 /* A checkpointed unit, one kind of a board, is its counts.c state behind this header, which
- * names the partition its events come from, so that a partition's units can be found. */
+ * names the partition its events come from, so that a partition's units can be found.
+ * Version 2 adds a CRC-32 of the header's first 7 bytes and the state, at bytes 7 to 10;
+ * version 1 (7 bytes, no check) is still read. */
 #define UNIT_MAGIC0     'K'
 #define UNIT_MAGIC1     'U'
-#define UNIT_VERSION    1
-#define UNIT_HEADER     7
+#define UNIT_VERSION    2
+#define UNIT_HEADER     11
+#define UNIT_HEADER_V1  7
 #define PARTITION_NONE  (-1)
+#define PARTITION_ANY   (-2)  /* unit_rebuild: a damaged unit whose partition is unknown */
 #define CATCH_UP_MS     10000 /* what a new owner waits for the counts topic */
 #define REVOKE_FLUSH_MS 5000
 #define METADATA_MS     5000
 /* librdkafka sees new partitions only when it refreshes its metadata: 5 min by default. */
 #define METADATA_REFRESH_MS "5000"
+#define RETRY_MAX_MS        30000 /* the longest back-off of a failed checkpoint's retry */
 
 typedef struct part {
     int topic; /* index into c->topics */
@@ -92,6 +97,7 @@ struct keng_consumer {
     int32_t *unit_part;     /* partition each unit's events come from */
     int64_t *unit_from;     /* count a unit's events from this offset on (its state has the rest) */
     int32_t *unit_from_part; /* the partition unit_from is an offset of */
+    int32_t *unit_rebuild;   /* at an assignment: the partition a damaged unit is rebuilt from */
     uint32_t *dirty_list;    /* scratch for a checkpoint */
     keng_cluster_t *cluster; /* NULL: a single instance */
     bool assignment_lost;    /* publish nothing: another instance may own the partitions */
@@ -99,6 +105,12 @@ struct keng_consumer {
     int64_t last_now;
     int64_t events_since_checkpoint;
     int64_t deadletter_wait_since; /* monotonic ms a checkpoint has waited for dead letters */
+    int checkpoint_failed;         /* checkpoints failed in a row */
+    int64_t checkpoint_retry_at;   /* monotonic ms: no retry before, unless forced */
+    int64_t checkpoint_ok_mono;    /* monotonic ms of the last success, or of the start */
+    char checkpoint_error[512];    /* the last failure, for /readyz */
+    rd_kafka_resp_err_t fatal_err; /* librdkafka's fatal error (fenced), 0 before */
+    char fatal_reason[256];
     bool got_assignment;
     bool assignor_has_state; /* a rebalance has assigned (maybe nothing): see finish_stop */
     bool ready;
@@ -125,6 +137,8 @@ part_t *keng_consumer__part_find(keng_consumer_t *c, int topic, int32_t partitio
 /* Asks the watermarks of the assigned partitions whose target is unknown (thread pool). */
 void keng_consumer__query_watermarks(keng_consumer_t *c);
 
+/* CRC-32 (IEEE) of n bytes, continuing crc (0 to start): a unit record's check. */
+uint32_t keng_consumer__crc32(uint32_t crc, const unsigned char *p, size_t n);
 /* Writes every dirty unit and moved offset in one transaction (consumer_checkpoint.c).
  * Returns 0, 1 while waiting for dead letters (unless force), or -1 (logged). */
 int keng_consumer__checkpoint(keng_consumer_t *c, bool force);

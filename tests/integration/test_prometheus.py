@@ -78,6 +78,40 @@ tests:
           - exp_labels: {{severity: critical, job: keng-ingest, instance: "i:8088", client: producer}}
             exp_annotations:
               summary: the producer of keng-ingest at i:8088 cannot reach a Kafka broker
+  # Two instances count events and never write a checkpoint (a full disk from the start):
+  # c reports its start time (1 minute), d reports 0, as releases before 0.10 did. Both
+  # alert once 5 minutes old for 5 minutes; e checkpoints every minute and does not.
+  - interval: 1m
+    input_series:
+      - series: 'keng_events_counted_total{{job="keng-aggregate",instance="c:8080"}}'
+        values: '0+10x30'
+      - series: 'keng_checkpoint_last_success_timestamp_seconds{{job="keng-aggregate",instance="c:8080"}}'
+        values: '60x30'
+      - series: 'keng_events_counted_total{{job="keng-aggregate",instance="d:8080"}}'
+        values: '0+10x30'
+      - series: 'keng_checkpoint_last_success_timestamp_seconds{{job="keng-aggregate",instance="d:8080"}}'
+        values: '0x30'
+      - series: 'keng_events_counted_total{{job="keng-aggregate",instance="e:8080"}}'
+        values: '0+10x30'
+      - series: 'keng_checkpoint_last_success_timestamp_seconds{{job="keng-aggregate",instance="e:8080"}}'
+        values: '0+60x30'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: KengCheckpointStale
+        exp_alerts: []
+      - eval_time: 15m
+        alertname: KengCheckpointStale
+        exp_alerts:
+          - exp_labels: {{severity: critical, job: keng-aggregate, instance: "c:8080"}}
+            exp_annotations:
+              summary: >-
+                keng-aggregate c:8080 counts events but has not checkpointed for 14m 0s: a
+                restart would redo that work
+          - exp_labels: {{severity: critical, job: keng-aggregate, instance: "d:8080"}}
+            exp_annotations:
+              summary: >-
+                keng-aggregate d:8080 counts events but has not checkpointed for 15m 0s: a
+                restart would redo that work
 """
 
 
@@ -186,8 +220,8 @@ def test_metrics_scraped_by_prometheus():
         total = REQUESTS * PER_REQUEST
         kt.wait_until(lambda: kt.metrics(agg_base)["keng_events_counted_total"] == total, 60,
                       f"{total} events counted")
-        kt.wait_until(lambda: kt.metrics(agg_base)[
-            "keng_checkpoint_last_success_timestamp_seconds"] > 0, 30, "a checkpoint")
+        kt.wait_until(lambda: kt.metrics(agg_base)["keng_checkpoints_total"] > 0, 30,
+                      "a checkpoint")
 
         # promtool lints each program's /metrics.
         for name, base in (("keng-aggregate", agg_base), ("keng-ingest", ingest_base)):
