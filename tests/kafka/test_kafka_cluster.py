@@ -6,11 +6,9 @@ and bring it back on the same port; `down` stops everything and is safe twice.""
 import os
 import signal
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-import kengtest as kt  # noqa: E402
+import kengtest as kt
 
 SCRIPT = kt.KAFKA_CLUSTER
 

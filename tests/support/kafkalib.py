@@ -2,19 +2,16 @@
 scripts/kafka-cluster.sh with keng's topics made by deploy/create-topics.sh (replication 3,
 min.insync.replicas 2), who leads a partition and which node is the active controller, a
 producer that sets message timestamps, and reading the input topics back with Apache Avro.
-Built on tests/faults/faultlib.py (keng-aggregate and keng-ingest as restartable processes).
+Built on faultlib.py (keng-aggregate and keng-ingest as restartable processes).
 Not a test itself (the name does not start with test_)."""
 
 import os
 import re
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
-
-import faultlib as fl  # noqa: E402
-from faultlib import kt  # noqa: E402
+import faultlib as fl
+from faultlib import kt
 
 SCRIPT = os.path.join(kt.SOURCE_DIR, "scripts", "kafka-cluster.sh")
 CREATE_TOPICS = os.path.join(kt.SOURCE_DIR, "deploy", "create-topics.sh")

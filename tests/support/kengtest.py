@@ -4,6 +4,10 @@ Starts the real programs from $KENG_BIN_DIR (keng-broker, keng-aggregate, ...) a
 processes on 127.0.0.1, talks to them over HTTP and Kafka, and cleans up after itself.
 Everything here is bounded in time: every wait has a deadline and raises when it passes.
 Runs under Debian's /usr/bin/python3 (python3-avro, python3-confluent-kafka).
+
+Every Python test imports its support from tests/support/ (this file, faultlib.py,
+kafkalib.py). ctest puts that folder on PYTHONPATH; to run a test by hand:
+    PYTHONPATH=tests/support KENG_BIN_DIR=build/bin python3 tests/faults/test_ingest_kills.py
 """
 
 import io
