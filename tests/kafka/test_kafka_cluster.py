@@ -43,7 +43,8 @@ def test_three_nodes_kill_start_down():
     d = work.file("cluster")
     pids = []
     try:
-        status, err = run("up", d, 3, env={"KENG_KAFKA_OWNER_PID": str(os.getpid())})
+        status, err = run("up", d, 3, env=dict(kt.kafka_ports_env(3),
+                                               KENG_KAFKA_OWNER_PID=str(os.getpid())))
         kt.check_equal(status, 0, f"up exit status ({err[-1500:]})")
         with open(os.path.join(d, "bootstrap")) as f:
             bootstrap = f.read().strip()

@@ -55,7 +55,7 @@ class Cluster:
         self.nodes = nodes
         started = time.monotonic()
         try:
-            self._script("up", str(nodes), timeout=900)
+            self._script("up", str(nodes), timeout=900, env=kt.kafka_ports_env(nodes))
         except BaseException:
             self.down()  # brokers it did start must not outlive the test
             raise
@@ -75,9 +75,9 @@ class Cluster:
         kt.log(f"cluster of {nodes} up in {self.up_s:.1f}s, topics created in "
                f"{self.topics_s:.1f}s: {self.bootstrap}")
 
-    def _script(self, *args, timeout=300):
+    def _script(self, *args, timeout=300, env=None):
         # Where the script supports it, the brokers stop by themselves if this process dies.
-        env = dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid()))
+        env = dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid()), **(env or {}))
         out = subprocess.run([SCRIPT, args[0], self.dir] + list(args[1:]), capture_output=True,
                              timeout=timeout, env=env)
         kt.check_equal(out.returncode, 0, f"kafka-cluster.sh {' '.join(args)} exit status "

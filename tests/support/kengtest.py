@@ -91,10 +91,82 @@ def wait_until(fn, timeout, what, interval=0.1):
                       + (f" (last error: {last_error})" if last_error else ""))
 
 
-def free_port():
+# Ports for the programs a test starts. A port asked of the kernel (bind to 0) is free only
+# until the socket closes: before the program binds it, a test running beside this one can
+# be handed the same port, or an outgoing connection can take it as its local port. So the
+# ports come from below the kernel's ephemeral range, where neither happens, and each is
+# claimed by an flock on a file named by the port: the claim holds while this process lives
+# (restarts on the same port included), and the kernel drops it when the process ends,
+# however it ends.
+PORT_CLAIMS = os.path.join(tempfile.gettempdir(), f"keng-test-ports-{os.getuid()}")
+_claims = []  # file descriptors of the claims this process holds
+
+
+def _port_pool():
+    """The ports free_port hands out: those below the ephemeral range (or above it), or
+    None when the range leaves no room and the kernel must choose."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 10000 >= 2000:
+        return range(10000, low)
+    if 65535 - high >= 2000:
+        return range(high + 1, 65536)
+    return None
+
+
+def _claim(port):
+    """True when this process now holds the claim on port."""
+    import fcntl
+    fd = os.open(os.path.join(PORT_CLAIMS, str(port)), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _claims.append(fd)
+    return True
+
+
+def _bindable(port):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port():
+    """A port on 127.0.0.1 that nothing listens on and that no other test is handed while
+    this process lives."""
+    os.makedirs(PORT_CLAIMS, exist_ok=True)
+    pool = _port_pool()
+    if pool is None:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if _claim(port):
+                return port
+    import random
+    start = random.SystemRandom().randrange(len(pool))
+    for i in range(len(pool)):
+        port = pool[(start + i) % len(pool)]
+        if _claim(port):
+            if _bindable(port):
+                return port
+            os.close(_claims.pop())
+    raise TestFailure(f"no free port in {pool.start}..{pool.stop - 1}")
+
+
+def kafka_ports_env(nodes):
+    """The environment that has scripts/kafka-cluster.sh `up` put its nodes on claimed ports
+    (two per node: broker and controller), which stay this test's for a `start` after a
+    `kill`."""
+    return {"KENG_KAFKA_PORTS": " ".join(str(free_port()) for _ in range(2 * nodes))}
 
 
 def binary(name):
@@ -220,9 +292,11 @@ def kafka_cluster(*args, timeout=900):
     """Runs scripts/kafka-cluster.sh with args; fails the test with its output on an error."""
     try:
         # The cluster goes down by itself should this process die without stopping it.
+        env = dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid()))
+        if args[0] == "up":
+            env.update(kafka_ports_env(int(args[2]) if len(args) > 2 else 1))
         r = subprocess.run([KAFKA_CLUSTER] + [str(a) for a in args], capture_output=True,
-                           timeout=timeout,
-                           env=dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid())))
+                           timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise TestFailure(f"kafka-cluster.sh {' '.join(map(str, args))} ran over {timeout}s")
     if r.returncode != 0:
