@@ -304,22 +304,76 @@ def kafka_cluster(*args, timeout=900):
                           f"{r.returncode}: {r.stderr.decode(errors='replace')[-2000:]}")
 
 
+# A test process keeps its real Kafka cluster from one test function to the next: the next
+# KafkaBroker of as many nodes takes it over with every topic deleted and keng's created
+# afresh, instead of starting the JVMs again (5 to 30 s of both cores each time). A cluster
+# with a node down or a consumer group that still has members (a group of the same name
+# would wait out their sessions) is not taken over: a new one starts, as it always did.
+_spare_clusters = {}  # node count -> folder of a running cluster no KafkaBroker uses
+_clusters_down = set()
+
+
+def _cluster_down(folder):
+    """Stops the cluster in folder and removes it; safe twice."""
+    if folder in _clusters_down:
+        return
+    _clusters_down.add(folder)
+    try:
+        kafka_cluster("down", folder, timeout=120)
+    finally:
+        if not os.environ.get("KENG_KEEP_TMP"):
+            shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
+
+
+def _take_over(folder, nodes):
+    """Makes a spare cluster as good as new: every node running, no consumer group with
+    members, no topic but Kafka's own. False, after saying why, when it cannot be."""
+    from confluent_kafka.admin import AdminClient
+    try:
+        for node in range(1, nodes + 1):
+            with open(os.path.join(folder, f"broker-{node}.pid")) as f:
+                os.kill(int(f.read()), signal.SIGCONT)  # a test may have left it paused
+        with open(os.path.join(folder, "bootstrap")) as f:
+            admin = AdminClient({"bootstrap.servers": f.read().strip(), "log_level": 0})
+        md = admin.list_topics(timeout=10)
+        check_equal(len(md.brokers), nodes, "nodes in the metadata")
+        busy = [g.id for g in admin.list_groups(timeout=10) if g.members]
+        check_equal(busy, [], "consumer groups with members")
+        names = [t for t in md.topics if not t.startswith("__")]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=30).values():
+                future.result(60)
+            wait_until(lambda: not set(names) & set(admin.list_topics(timeout=5).topics), 60,
+                       f"topics {names} deleted", 0.2)
+        return True
+    except Exception as e:
+        log(f"a new Kafka cluster instead of the one in {folder}: {e}")
+        return False
+
+
 class KafkaBroker:
-    """A real Apache Kafka cluster of `brokers` nodes (scripts/kafka-cluster.sh) in the
-    test's folder, with keng's topics created as keng-broker creates them."""
+    """A real Apache Kafka cluster of `brokers` nodes (scripts/kafka-cluster.sh) with keng's
+    topics created as keng-broker creates them: the one an earlier test function of this
+    process stopped using (see _take_over), or a new one in a folder of its own."""
 
     def __init__(self, workdir, partitions=4, brokers=1):
         import atexit
-        self.dir = workdir.file("kafka")
+        self.brokers = brokers
         self.stopped = False
-        # Stopped at exit even when a test fails before its own clean-up, or `up` fails half
-        # way.
-        atexit.register(self.stop)
-        try:
-            kafka_cluster("up", self.dir, brokers)
-        except TestFailure:
-            self.stop()
-            raise
+        self.dir = _spare_clusters.pop(brokers, None)
+        if self.dir is not None and not _take_over(self.dir, brokers):
+            _cluster_down(self.dir)
+            self.dir = None
+        if self.dir is None:
+            self.dir = Workdir(prefix="keng-kafka-").file("kafka")
+            # Stopped at exit even when a test fails before its own clean-up, or `up` fails
+            # half way.
+            atexit.register(_cluster_down, self.dir)
+            try:
+                kafka_cluster("up", self.dir, brokers)
+            except TestFailure:
+                _cluster_down(self.dir)
+                raise
         with open(os.path.join(self.dir, "bootstrap")) as f:
             self.bootstrap = f.read().strip()
         self.create_topics(TOPICS, partitions, min(brokers, 3))
@@ -393,9 +447,12 @@ class KafkaBroker:
             os.kill(int(f.read()), signal.SIGCONT)
 
     def stop(self):
+        """Leaves the cluster to the next KafkaBroker of this process; it stops at exit."""
         if not self.stopped:
             self.stopped = True
-            kafka_cluster("down", self.dir, timeout=120)
+            if self.brokers in _spare_clusters:
+                _cluster_down(_spare_clusters[self.brokers])
+            _spare_clusters[self.brokers] = self.dir
         return 0
 
 
