@@ -5,6 +5,11 @@ ASAN_DIR   ?= build-asan
 FUZZ_DIR   ?= build-fuzz
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc)
+# Tests run side by side (tests/CMakeLists.txt says why any number is safe): most of them wait
+# on timers rather than compute, so three per core keeps the cores busy without starving
+# the ones that do compute (their PROCESSORS count against this number). TEST_JOBS=1 runs
+# them one at a time.
+TEST_JOBS  ?= $(shell echo $$(( $$(nproc) * 3 )))
 
 .PHONY: all deps build test test-sanitize demo bench fuzz format format-check clean
 
@@ -21,12 +26,12 @@ build: deps
 # on the embedded broker (tests labelled kafka need Apache Kafka and stay in make test).
 .PHONY: check
 check: build
-	cd $(BUILD_DIR) && ctest -L unit --output-on-failure --timeout 300
-	cd $(BUILD_DIR) && ctest -L integration -LE kafka --output-on-failure --timeout 900
+	cd $(BUILD_DIR) && ctest -L unit --output-on-failure --timeout 300 -j$(TEST_JOBS)
+	cd $(BUILD_DIR) && ctest -L integration -LE kafka --output-on-failure --timeout 900 -j$(TEST_JOBS)
 
 # Every ctest test (unit, integration, faults), then each fuzz target for a short smoke run.
 test: build
-	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900
+	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900 -j$(TEST_JOBS)
 	FUZZ_BUILD_DIR=$(FUZZ_DIR) scripts/fuzz.sh smoke
 
 # The whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer, except the
@@ -34,7 +39,7 @@ test: build
 test-sanitize: deps
 	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DKENG_SANITIZE=address,undefined
 	cmake --build $(ASAN_DIR) -j$(JOBS)
-	cd $(ASAN_DIR) && ctest --output-on-failure --timeout 1200 -LE kafka
+	cd $(ASAN_DIR) && ctest --output-on-failure --timeout 1200 -LE kafka -j$(TEST_JOBS)
 
 # REGISTRY=FILE runs the demo on your own board registry (keng-demo --registry FILE).
 demo: build

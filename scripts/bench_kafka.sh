@@ -155,7 +155,7 @@ echo "|---|---|"
 # over all 300 days it reads everything.
 KENG_TOPIC_INCIDENTS=dated.incidents KENG_TOPIC_MEDIATIONS=dated.mediations create_topics 1
 printf 'topic.incidents=dated.incidents\ntopic.mediations=dated.mediations\n' >"$work/dated.conf"
-all=$(KENG_BIN_DIR=$bin PYTHONPATH="$src/tests/kafka-faults" /usr/bin/python3 - "$brokers" \
+all=$(KENG_BIN_DIR=$bin PYTHONPATH="$src/tests/support" /usr/bin/python3 - "$brokers" \
     "$dated_events" 2>"$work/dated.log" <<'EOF'
 import random, sys, time
 import kafkalib as kl

@@ -23,6 +23,9 @@
 #   KENG_KAFKA_HEAP     broker JVM heap options [-Xms256m -Xmx512m]
 #   KENG_KAFKA_OWNER_PID  when set, the cluster is stopped once that process is gone (a test
 #                       killed on its timeout leaves no brokers behind)
+#   KENG_KAFKA_PORTS    for `up`: 2N ports, broker and controller of node 1, then node 2, ...
+#                       [free ports the kernel picks]; the tests pass ports they hold, so
+#                       that tests running side by side never race for one
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -286,7 +289,12 @@ cmd_up() { # dir [n]
     write_log_configs "$dir"
     write_tools "$dir"
 
-    read -r -a ports <<<"$(free_ports $((2 * n)))"
+    if [[ -n "${KENG_KAFKA_PORTS:-}" ]]; then
+        read -r -a ports <<<"$KENG_KAFKA_PORTS"
+        ((${#ports[@]} == 2 * n)) || die "up: KENG_KAFKA_PORTS has ${#ports[@]} ports; $n node(s) need $((2 * n))"
+    else
+        read -r -a ports <<<"$(free_ports $((2 * n)))"
+    fi
     local bootstrap=""
     for ((id = 1; id <= n; id++)); do
         voters+="${voters:+,}$id@127.0.0.1:${ports[2 * id - 1]}"

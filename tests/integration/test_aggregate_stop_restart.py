@@ -82,21 +82,32 @@ def events(rng, n):
     return out
 
 
+def log_of(agg):
+    with open(agg.process.log_path, "rb") as f:
+        return f.read()
+
+
 def province_of(evs):
     rows = {r["board_id"]: r for r in kt.registry_rows()}
     return kt.expected_all_time(evs, rows)[("province", "NA")]
 
 
 def test_stop_before_the_first_assignment_exits_0():
-    """Five members of a group die (SIGKILL) just after they answer /healthz; a sixth joins
+    """Five members of a group die (SIGKILL) just after they ask to join it; a sixth joins
     and waits for the group, which waits for the dead ones; it is stopped while it waits."""
     work = kt.Workdir(prefix="keng-stop-")
     broker = kt.Broker(work, partitions=4)
     procs = []
     try:
         # The default session (45 s): the group still waits for the dead members at the stop.
+        # Each dies once librdkafka has sent its JoinGroup (its debug log says so), not at
+        # its first /healthz: on a busy machine that comes before the consumer even
+        # subscribed, all five died outside the group, and the sixth was assigned at once.
         for i in range(5):
-            a = Aggregate(work, broker, f"dead{i}", "keng-stop-early", "").start()
+            a = Aggregate(work, broker, f"dead{i}", "keng-stop-early",
+                          "kafka.debug=cgrp\n").start()
+            kt.wait_until(lambda: b"-> wait-join" in log_of(a), 60, f"dead{i}'s JoinGroup",
+                          interval=0.01)
             a.sigkill()
         last = Aggregate(work, broker, "last", "keng-stop-early", "").start()
         procs.append(last)

@@ -6,11 +6,9 @@ and bring it back on the same port; `down` stops everything and is safe twice.""
 import os
 import signal
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-import kengtest as kt  # noqa: E402
+import kengtest as kt
 
 SCRIPT = kt.KAFKA_CLUSTER
 
@@ -45,7 +43,8 @@ def test_three_nodes_kill_start_down():
     d = work.file("cluster")
     pids = []
     try:
-        status, err = run("up", d, 3, env={"KENG_KAFKA_OWNER_PID": str(os.getpid())})
+        status, err = run("up", d, 3, env=dict(kt.kafka_ports_env(3),
+                                               KENG_KAFKA_OWNER_PID=str(os.getpid())))
         kt.check_equal(status, 0, f"up exit status ({err[-1500:]})")
         with open(os.path.join(d, "bootstrap")) as f:
             bootstrap = f.read().strip()

@@ -4,6 +4,10 @@ Starts the real programs from $KENG_BIN_DIR (keng-broker, keng-aggregate, ...) a
 processes on 127.0.0.1, talks to them over HTTP and Kafka, and cleans up after itself.
 Everything here is bounded in time: every wait has a deadline and raises when it passes.
 Runs under Debian's /usr/bin/python3 (python3-avro, python3-confluent-kafka).
+
+Every Python test imports its support from tests/support/ (this file, faultlib.py,
+kafkalib.py). ctest puts that folder on PYTHONPATH; to run a test by hand:
+    PYTHONPATH=tests/support KENG_BIN_DIR=build/bin python3 tests/faults/test_ingest_kills.py
 """
 
 import io
@@ -87,10 +91,82 @@ def wait_until(fn, timeout, what, interval=0.1):
                       + (f" (last error: {last_error})" if last_error else ""))
 
 
-def free_port():
+# Ports for the programs a test starts. A port asked of the kernel (bind to 0) is free only
+# until the socket closes: before the program binds it, a test running beside this one can
+# be handed the same port, or an outgoing connection can take it as its local port. So the
+# ports come from below the kernel's ephemeral range, where neither happens, and each is
+# claimed by an flock on a file named by the port: the claim holds while this process lives
+# (restarts on the same port included), and the kernel drops it when the process ends,
+# however it ends.
+PORT_CLAIMS = os.path.join(tempfile.gettempdir(), f"keng-test-ports-{os.getuid()}")
+_claims = []  # file descriptors of the claims this process holds
+
+
+def _port_pool():
+    """The ports free_port hands out: those below the ephemeral range (or above it), or
+    None when the range leaves no room and the kernel must choose."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 10000 >= 2000:
+        return range(10000, low)
+    if 65535 - high >= 2000:
+        return range(high + 1, 65536)
+    return None
+
+
+def _claim(port):
+    """True when this process now holds the claim on port."""
+    import fcntl
+    fd = os.open(os.path.join(PORT_CLAIMS, str(port)), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _claims.append(fd)
+    return True
+
+
+def _bindable(port):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port():
+    """A port on 127.0.0.1 that nothing listens on and that no other test is handed while
+    this process lives."""
+    os.makedirs(PORT_CLAIMS, exist_ok=True)
+    pool = _port_pool()
+    if pool is None:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if _claim(port):
+                return port
+    import random
+    start = random.SystemRandom().randrange(len(pool))
+    for i in range(len(pool)):
+        port = pool[(start + i) % len(pool)]
+        if _claim(port):
+            if _bindable(port):
+                return port
+            os.close(_claims.pop())
+    raise TestFailure(f"no free port in {pool.start}..{pool.stop - 1}")
+
+
+def kafka_ports_env(nodes):
+    """The environment that has scripts/kafka-cluster.sh `up` put its nodes on claimed ports
+    (two per node: broker and controller), which stay this test's for a `start` after a
+    `kill`."""
+    return {"KENG_KAFKA_PORTS": " ".join(str(free_port()) for _ in range(2 * nodes))}
 
 
 def binary(name):
@@ -216,9 +292,11 @@ def kafka_cluster(*args, timeout=900):
     """Runs scripts/kafka-cluster.sh with args; fails the test with its output on an error."""
     try:
         # The cluster goes down by itself should this process die without stopping it.
+        env = dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid()))
+        if args[0] == "up":
+            env.update(kafka_ports_env(int(args[2]) if len(args) > 2 else 1))
         r = subprocess.run([KAFKA_CLUSTER] + [str(a) for a in args], capture_output=True,
-                           timeout=timeout,
-                           env=dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid())))
+                           timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise TestFailure(f"kafka-cluster.sh {' '.join(map(str, args))} ran over {timeout}s")
     if r.returncode != 0:
@@ -226,22 +304,76 @@ def kafka_cluster(*args, timeout=900):
                           f"{r.returncode}: {r.stderr.decode(errors='replace')[-2000:]}")
 
 
+# A test process keeps its real Kafka cluster from one test function to the next: the next
+# KafkaBroker of as many nodes takes it over with every topic deleted and keng's created
+# afresh, instead of starting the JVMs again (5 to 30 s of both cores each time). A cluster
+# with a node down or a consumer group that still has members (a group of the same name
+# would wait out their sessions) is not taken over: a new one starts, as it always did.
+_spare_clusters = {}  # node count -> folder of a running cluster no KafkaBroker uses
+_clusters_down = set()
+
+
+def _cluster_down(folder):
+    """Stops the cluster in folder and removes it; safe twice."""
+    if folder in _clusters_down:
+        return
+    _clusters_down.add(folder)
+    try:
+        kafka_cluster("down", folder, timeout=120)
+    finally:
+        if not os.environ.get("KENG_KEEP_TMP"):
+            shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
+
+
+def _take_over(folder, nodes):
+    """Makes a spare cluster as good as new: every node running, no consumer group with
+    members, no topic but Kafka's own. False, after saying why, when it cannot be."""
+    from confluent_kafka.admin import AdminClient
+    try:
+        for node in range(1, nodes + 1):
+            with open(os.path.join(folder, f"broker-{node}.pid")) as f:
+                os.kill(int(f.read()), signal.SIGCONT)  # a test may have left it paused
+        with open(os.path.join(folder, "bootstrap")) as f:
+            admin = AdminClient({"bootstrap.servers": f.read().strip(), "log_level": 0})
+        md = admin.list_topics(timeout=10)
+        check_equal(len(md.brokers), nodes, "nodes in the metadata")
+        busy = [g.id for g in admin.list_groups(timeout=10) if g.members]
+        check_equal(busy, [], "consumer groups with members")
+        names = [t for t in md.topics if not t.startswith("__")]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=30).values():
+                future.result(60)
+            wait_until(lambda: not set(names) & set(admin.list_topics(timeout=5).topics), 60,
+                       f"topics {names} deleted", 0.2)
+        return True
+    except Exception as e:
+        log(f"a new Kafka cluster instead of the one in {folder}: {e}")
+        return False
+
+
 class KafkaBroker:
-    """A real Apache Kafka cluster of `brokers` nodes (scripts/kafka-cluster.sh) in the
-    test's folder, with keng's topics created as keng-broker creates them."""
+    """A real Apache Kafka cluster of `brokers` nodes (scripts/kafka-cluster.sh) with keng's
+    topics created as keng-broker creates them: the one an earlier test function of this
+    process stopped using (see _take_over), or a new one in a folder of its own."""
 
     def __init__(self, workdir, partitions=4, brokers=1):
         import atexit
-        self.dir = workdir.file("kafka")
+        self.brokers = brokers
         self.stopped = False
-        # Stopped at exit even when a test fails before its own clean-up, or `up` fails half
-        # way.
-        atexit.register(self.stop)
-        try:
-            kafka_cluster("up", self.dir, brokers)
-        except TestFailure:
-            self.stop()
-            raise
+        self.dir = _spare_clusters.pop(brokers, None)
+        if self.dir is not None and not _take_over(self.dir, brokers):
+            _cluster_down(self.dir)
+            self.dir = None
+        if self.dir is None:
+            self.dir = Workdir(prefix="keng-kafka-").file("kafka")
+            # Stopped at exit even when a test fails before its own clean-up, or `up` fails
+            # half way.
+            atexit.register(_cluster_down, self.dir)
+            try:
+                kafka_cluster("up", self.dir, brokers)
+            except TestFailure:
+                _cluster_down(self.dir)
+                raise
         with open(os.path.join(self.dir, "bootstrap")) as f:
             self.bootstrap = f.read().strip()
         self.create_topics(TOPICS, partitions, min(brokers, 3))
@@ -315,9 +447,12 @@ class KafkaBroker:
             os.kill(int(f.read()), signal.SIGCONT)
 
     def stop(self):
+        """Leaves the cluster to the next KafkaBroker of this process; it stops at exit."""
         if not self.stopped:
             self.stopped = True
-            kafka_cluster("down", self.dir, timeout=120)
+            if self.brokers in _spare_clusters:
+                _cluster_down(_spare_clusters[self.brokers])
+            _spare_clusters[self.brokers] = self.dir
         return 0
 
 

@@ -1,4 +1,4 @@
-"""What the fault tests share on top of tests/integration/kengtest.py: keng-aggregate and
+"""What the fault tests share on top of kengtest.py: keng-aggregate and
 keng-ingest as restartable processes, a stream of events with resends, the expected counts
 (each event_id once) and the comparison that turns a mismatch into 'lost' and 'duplicates'
 figures. Not a test itself (the name does not start with test_)."""
@@ -8,12 +8,9 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-
-import kengtest as kt  # noqa: E402
+import kengtest as kt
 
 DAY = 86_400_000
 

@@ -2,19 +2,16 @@
 scripts/kafka-cluster.sh with keng's topics made by deploy/create-topics.sh (replication 3,
 min.insync.replicas 2), who leads a partition and which node is the active controller, a
 producer that sets message timestamps, and reading the input topics back with Apache Avro.
-Built on tests/faults/faultlib.py (keng-aggregate and keng-ingest as restartable processes).
+Built on faultlib.py (keng-aggregate and keng-ingest as restartable processes).
 Not a test itself (the name does not start with test_)."""
 
 import os
 import re
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
-
-import faultlib as fl  # noqa: E402
-from faultlib import kt  # noqa: E402
+import faultlib as fl
+from faultlib import kt
 
 SCRIPT = os.path.join(kt.SOURCE_DIR, "scripts", "kafka-cluster.sh")
 CREATE_TOPICS = os.path.join(kt.SOURCE_DIR, "deploy", "create-topics.sh")
@@ -58,7 +55,7 @@ class Cluster:
         self.nodes = nodes
         started = time.monotonic()
         try:
-            self._script("up", str(nodes), timeout=900)
+            self._script("up", str(nodes), timeout=900, env=kt.kafka_ports_env(nodes))
         except BaseException:
             self.down()  # brokers it did start must not outlive the test
             raise
@@ -78,9 +75,9 @@ class Cluster:
         kt.log(f"cluster of {nodes} up in {self.up_s:.1f}s, topics created in "
                f"{self.topics_s:.1f}s: {self.bootstrap}")
 
-    def _script(self, *args, timeout=300):
+    def _script(self, *args, timeout=300, env=None):
         # Where the script supports it, the brokers stop by themselves if this process dies.
-        env = dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid()))
+        env = dict(os.environ, KENG_KAFKA_OWNER_PID=str(os.getpid()), **(env or {}))
         out = subprocess.run([SCRIPT, args[0], self.dir] + list(args[1:]), capture_output=True,
                              timeout=timeout, env=env)
         kt.check_equal(out.returncode, 0, f"kafka-cluster.sh {' '.join(args)} exit status "
