@@ -121,6 +121,7 @@ def crash_rounds(point, extra_config=""):
         fired = alerts.check(agg, expected, broker.bootstrap, f"after the crashes at {point}")[0]
         counted = agg.metrics().get("keng_events_counted_total")
         agg.stop()
+        alerts.check_stopped(expected, broker.bootstrap, f"after the crashes at {point}")
         lost = duplicates = 0
         kt.log(f"{point}: {len(expected)} scopes exact, {fired} alerts fired once, "
                f"{counted:.0f} events counted after the last restart")
