@@ -134,6 +134,51 @@ def crash_rounds(point, extra_config=""):
         fl.close_all((agg,), broker, work)
 
 
+def test_firing_acknowledged_before_its_board_is_checkpointed():
+    """The narrowest case of the rounds above, made certain: a board's FIRING is acknowledged
+    by antt.alerts while none of the board's events is in a checkpoint yet (no checkpoint
+    runs: their interval is longer than the test), and the process dies there. The next
+    start reads the FIRING back and must keep it while it counts the board's events again
+    from the partition's start, instead of firing a second time under a new alert_id."""
+    seed = fl.seed_from_env(None)
+    rng = random.Random(seed)
+    work = kt.Workdir(prefix="keng-crash-")
+    broker = kt.Broker(work, partitions=4)
+    alerts = fl.AlertRules(RULES)
+    agg = CrashingAggregate(work, broker.bootstrap, "keng-crash-firing-unsaved",
+                            "checkpoint.interval.ms=600000\ncheckpoint.events=1000000\n" +
+                            alerts.config(), session_ms=SESSION_MS)
+    load = Workload(rng)
+    try:
+        boards, load.fresh = load.fresh[:2], load.fresh[2:]
+        now = int(time.time() * 1000)
+        batch = []
+        for b in boards:
+            for _ in range(6):
+                ev = kt.random_event(rng, "incident", b, now - rng.randint(fl.DAY, 300 * fl.DAY))
+                load.src.unique[ev["event_id"]] = ("incident", ev)
+                batch.append(("incident", ev))
+        load.src.sent += batch
+        kt.produce(broker.bootstrap, kt.messages(batch))
+        agg.start_at("alerts.delivered:1")
+        kt.wait_until(lambda: not agg.alive(), 120, "keng-aggregate to die at the first alert "
+                      "acknowledged")
+        log = open(agg.process.log_path, "rb").read().decode("utf-8", "replace")
+        kt.check("failpoint=alerts.delivered hit=1" in log, "died at alerts.delivered",
+                 "failpoint=alerts.delivered hit=1 in its log", agg.process.log_tail(8))
+        agg.process.kill()
+
+        agg.start_at(None).wait_ready()
+        expected = load.src.expected()
+        fl.wait_counts(agg, expected, "after the crash", scopes="all")
+        fired = alerts.check(agg, expected, broker.bootstrap, "after the crash", timeout=20)[0]
+        agg.stop()
+        alerts.check_stopped(expected, broker.bootstrap, "after the crash")
+        kt.log(f"{fired} alerts fired once across the crash (seed {seed})")
+    finally:
+        fl.close_all((agg,), broker, work)
+
+
 def test_crash_after_checkpoint_commit():
     crash_rounds("checkpoint.commit")
 
@@ -154,4 +199,5 @@ if __name__ == "__main__":
     if not os.path.exists(os.path.join(TEST_BIN, "keng-aggregate")):
         raise SystemExit(f"{TEST_BIN}/keng-aggregate is missing: build first")
     kt.main([test_crash_after_checkpoint_commit, test_crash_after_board_counts_unit,
-             test_crash_after_board_counts_mark, test_crash_after_alert_delivered])
+             test_crash_after_board_counts_mark, test_crash_after_alert_delivered,
+             test_firing_acknowledged_before_its_board_is_checkpointed])
