@@ -153,9 +153,16 @@ static void update_ready(keng_consumer_t *c)
         return;
     c->ready = true;
     /* Alerts wait for this: before it the counts lack events still to be read again, and
-     * would resolve alerts that are firing. */
-    if (c->alerts)
+     * would resolve alerts that are firing. Every board of this instance's partitions now
+     * has its unit: the alerts of boards that were held only because theirs was not known
+     * yet, and still is not, are another instance's (keng_consumer__holds_scope). */
+    if (c->alerts) {
+        size_t released = keng_alerts_release_unheld(c->alerts);
+        if (released > 0)
+            keng_log_info("alerts of boards this instance does not count let go", "released=%zu",
+                          released);
         keng_alerts_evaluate_every_scope(c->alerts, c->last_now);
+    }
     keng_log_info("caught up with the topics", "partitions=%zu counted=%" PRIu64, assigned,
                   c->stats.counted);
 }

@@ -147,18 +147,35 @@ static int restore_local(const char *id, size_t id_len, const void *data, size_t
 
 /* ---- alerts across assignments ---- */
 
+static bool assigned_any(const keng_consumer_t *c, int topic)
+{
+    for (size_t i = 0; i < c->nparts; i++)
+        if (c->parts[i].assigned && c->parts[i].topic == topic)
+            return true;
+    return false;
+}
+
 /* Whether this instance decides a scope's alerts (alerts.h): a board's, when it owns the
- * board's partition; those above a board, when it decides them for the topic. */
+ * board's partition; those above a board, when it decides them for the topic. A board's
+ * partition is known only from its unit, and a board none of whose events is in the loaded
+ * state (they all came after the last checkpoint) has none until the catch-up counts them
+ * again: until then, every board without a unit may be one of this instance's partitions,
+ * and is held, so that its alert read back from the topic is kept rather than fired again
+ * under a new id. Nothing is evaluated before the catch-up ends, and then (update_ready in
+ * consumer.c) the alerts of the boards still without a unit are let go. */
 bool keng_consumer__holds_scope(keng_level_t level, uint32_t scope, keng_kind_t kind, void *arg)
 {
     const keng_consumer_t *c = arg;
 
     if ((unsigned)kind >= TOPIC_COUNT)
         return false;
-    if (level == KENG_LEVEL_BOARD)
-        return scope < c->nboards &&
-               c->unit_part[scope * KENG_KIND_COUNT + (uint32_t)kind] != PARTITION_NONE;
-    return c->decides_above[kind];
+    if (level != KENG_LEVEL_BOARD)
+        return c->decides_above[kind];
+    if (scope >= c->nboards)
+        return false;
+    if (c->unit_part[scope * KENG_KIND_COUNT + (uint32_t)kind] != PARTITION_NONE)
+        return true;
+    return !c->ready && assigned_any(c, (int)kind);
 }
 
 /* Who decides the alerts above a board, one instance at a time: with the counts topic, the
@@ -388,6 +405,8 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
     /* Seen again at the next assignment while the damaged record is still on disk. */
     for (size_t u = 0; u < c->nunits; u++)
         c->unit_rebuild[u] = PARTITION_NONE;
+    /* Before the hand-over: boards without a unit are held until the catch-up ends. */
+    c->ready = false;
     hand_over_alerts(c, true);
     rd_kafka_error_t *error = rd_kafka_incremental_assign(c->rk, parts);
     if (error) {
@@ -395,7 +414,6 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
         rd_kafka_error_destroy(error);
     }
     c->got_assignment = true;
-    c->ready = false;
     keng_consumer__query_watermarks(c);
 }
 

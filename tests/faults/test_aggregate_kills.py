@@ -110,6 +110,7 @@ def test_sigkill_loop_counts_once():
         counted = agg.metrics().get("keng_events_counted_total")
         kt.check_equal(counted, 0.0, "events counted again after a clean restart")
         agg.stop()
+        alerts.check_stopped(expected, broker.bootstrap, "after a clean restart")
         lost = duplicates = 0
         kt.log(f"{len(expected)} scopes match; longest round {max(round_times):.1f}s")
     except kt.TestFailure:

@@ -195,6 +195,7 @@ def test_ingest_sigkill_loop():
                              f"repeated {extra_a}")
         lost, duplicates = 0, 0
         agg.stop()
+        alerts.check_stopped(expected, broker.bootstrap, "at the end")
         copies = sum(in_kafka.values()) - len(in_kafka)
         kt.log(f"{gw.posts} POSTs ({gw.statuses}), {gw.resent} batches resent; "
                f"{copies} extra copies in Kafka from resends, each counted once "
