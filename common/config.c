@@ -288,11 +288,20 @@ static int apply_kafka(rd_kafka_conf_t *conf, const char *key, const char *prope
     return -1;
 }
 
+void keng_config_warn_if_exposed(const char *path, const char *what)
+{
+    struct stat st;
+
+    if (stat(path, &st) != 0 || (st.st_mode & 077) == 0)
+        return;
+    keng_log_warn("a secret file is readable by its group or other users: chmod 600 it",
+                  "what=\"%s\" file=%s mode=0%o", what, path, (unsigned)(st.st_mode & 0777));
+}
+
 int keng_config_read_secret(const keng_config_t *cfg, const char *key, char *out, size_t size,
                             char *errstr, size_t errstr_size)
 {
     const char *path = keng_config_get(cfg, key, NULL);
-    struct stat st;
     FILE *f;
 
     if (!path || !*path)
@@ -302,9 +311,7 @@ int keng_config_read_secret(const keng_config_t *cfg, const char *key, char *out
         snprintf(errstr, errstr_size, "%s: cannot read %s: %s", key, path, strerror(errno));
         return -1;
     }
-    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
-        keng_log_warn("a secret file is readable by its group or other users: chmod 600 it",
-                      "what=%s file=%s mode=0%o", key, path, (unsigned)(st.st_mode & 0777));
+    keng_config_warn_if_exposed(path, key);
     bool got = fgets(out, (int)size, f) != NULL;
     fclose(f);
     if (!got) {

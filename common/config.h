@@ -59,6 +59,11 @@ void keng_config_set(keng_config_t *cfg, const char *key, const char *value);
 const char *keng_config_get(const keng_config_t *cfg, const char *key, const char *def);
 
 /* Integer value with a range check. Returns 0, or -1 with errstr naming the key. */
+/* A warning in the log when the file at path (a token file, a secret) may be read or written
+ * by its group or other users, naming what it is, the file and its mode. Nothing when it is
+ * 0600 or stricter, or cannot be stat'ed (its loader reports that). */
+void keng_config_warn_if_exposed(const char *path, const char *what);
+
 /* A secret kept in a file rather than in the config, so that configs can be shared and
  * committed without it: key names the file (for example alertmanager.basic_auth.password_file);
  * its first line, without the line end, goes into out (size bytes). Returns 1 when read, 0

@@ -4,7 +4,6 @@
 
 #include <getopt.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -143,6 +142,23 @@ int keng_program_open(const keng_program_t *p, const char *path, const keng_prog
     return 0;
 }
 
+int keng_program_check_kafka(const keng_config_t *cfg, bool consumer)
+{
+    char errstr[512];
+
+    for (int role = consumer ? KENG_KAFKA_CONSUMER : KENG_KAFKA_PRODUCER;
+         role <= KENG_KAFKA_PRODUCER; role++) {
+        rd_kafka_conf_t *conf =
+            keng_config_kafka(cfg, (keng_kafka_role_t)role, errstr, sizeof(errstr));
+        if (!conf) {
+            keng_log_error("librdkafka refuses the Kafka settings", "error=\"%s\"", errstr);
+            return KENG_EXIT_CONFIG;
+        }
+        rd_kafka_conf_destroy(conf);
+    }
+    return 0;
+}
+
 int keng_program_require_brokers(const keng_config_t *cfg)
 {
     if (keng_config_brokers(cfg))
@@ -151,16 +167,6 @@ int keng_program_require_brokers(const keng_config_t *cfg)
                    "kafka.bootstrap.servers",
                    "exit=%d", KENG_EXIT_CONFIG);
     return KENG_EXIT_CONFIG;
-}
-
-void keng_program_warn_if_exposed(const char *path, const char *what)
-{
-    struct stat st;
-
-    if (stat(path, &st) != 0 || (st.st_mode & 077) == 0)
-        return;
-    keng_log_warn("a secret file is readable by its group or other users: chmod 600 it",
-                  "what=\"%s\" file=%s mode=0%o", what, path, (unsigned)(st.st_mode & 0777));
 }
 
 static volatile sig_atomic_t *stop_flag;

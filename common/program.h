@@ -5,6 +5,7 @@
 #define KENG_PROGRAM_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include <uv.h>
@@ -123,10 +124,10 @@ int keng_program_open(const keng_program_t *p, const char *path, const keng_prog
  * named but down is not this: the servers start, and /readyz says what they wait for.) */
 int keng_program_require_brokers(const keng_config_t *cfg);
 
-/* A warning in the log when the file at path (a token file, a secret) may be read or written
- * by its group or other users, naming what it is, the file and its mode. Nothing when it is
- * 0600 or stricter, or cannot be stat'ed (its loader reports that). */
-void keng_program_warn_if_exposed(const char *path, const char *what);
+/* For --check-config: whether librdkafka takes cfg's Kafka settings for the producer, and
+ * for the consumer too when consumer is set, without making a client. Returns 0, or
+ * KENG_EXIT_CONFIG after logging librdkafka's words. */
+int keng_program_check_kafka(const keng_config_t *cfg, bool consumer);
 
 /* For the programs without a loop: SIGINT and SIGTERM add one to *flag and do nothing else
  * (a second signal can end a wait the first one started). flag is borrowed for the life of

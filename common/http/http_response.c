@@ -70,20 +70,18 @@ static const char *reason_phrase(int status)
     return strcmp(s, "<unknown>") == 0 ? "Unknown" : s;
 }
 
-/* Whether the ready header lines in extra (may be NULL) name the header name ("Name:"). */
+/* Whether the ready header lines in extra (may be NULL; kept NUL-terminated) name the header
+ * name ("Name:"), in any case. */
 static bool extra_has(const struct buf *extra, const char *name)
 {
-    size_t n = strlen(name);
+    char line[64];
+
     if (extra == NULL || extra->len == 0)
         return false;
-    if (extra->len >= n && strncasecmp(extra->p, name, n) == 0)
+    if (strncasecmp(extra->p, name, strlen(name)) == 0)
         return true;
-    for (const char *p = extra->p; (p = memchr(p, '\n', extra->len - (size_t)(p - extra->p)));) {
-        p++;
-        if ((size_t)(extra->p + extra->len - p) >= n && strncasecmp(p, name, n) == 0)
-            return true;
-    }
-    return false;
+    snprintf(line, sizeof(line), "\r\n%s", name);
+    return strcasestr(extra->p, line) != NULL;
 }
 
 /* The headers every answer carries, whoever wrote it: no type sniffing, no referrer, and a
@@ -288,8 +286,7 @@ int keng_http_stream_begin(keng_http_request_t *req, const char *content_type)
         return -EBUSY;
     }
     /* Cache-Control once: the handler's own, else no-cache. */
-    bool own_cc = req->extra.len > 0 && (strncasecmp(req->extra.p, "Cache-Control:", 14) == 0 ||
-                                         strcasestr(req->extra.p, "\r\nCache-Control:") != NULL);
+    bool own_cc = extra_has(&req->extra, "Cache-Control:");
     struct buf head = {0};
     int rc = keng_http__buf_printf(&head, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n%s",
                                    content_type != NULL ? content_type : "text/event-stream",

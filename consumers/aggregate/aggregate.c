@@ -767,17 +767,10 @@ static int start_kafka(app_t *app, settings_t *st)
  * judges the Kafka settings of both roles, and nothing connects. Returns 0 or 78. */
 static int check_kafka_settings(app_t *app)
 {
-    char errstr[512];
-    const keng_kafka_role_t roles[] = {KENG_KAFKA_CONSUMER, KENG_KAFKA_PRODUCER};
+    int rc = keng_program_check_kafka(app->cfg, true);
 
-    for (int i = 0; i < 2; i++) {
-        rd_kafka_conf_t *conf = keng_config_kafka(app->cfg, roles[i], errstr, sizeof(errstr));
-        if (!conf) {
-            keng_log_error("librdkafka refuses the Kafka settings", "error=\"%s\"", errstr);
-            return KENG_EXIT_CONFIG;
-        }
-        rd_kafka_conf_destroy(conf);
-    }
+    if (rc != 0)
+        return rc;
     fprintf(stderr,
             "keng-aggregate: the config loads: registry of %zu boards, schemas, %zu alert "
             "rule(s), HTTP limits, Kafka settings; nothing was started\n",

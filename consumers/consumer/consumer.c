@@ -97,12 +97,13 @@ static void log_reason(reason_count_t *r, int64_t now_ms)
     r->logged_ms = now_ms;
 }
 
-/* The summaries due: reasons with dead letters not logged yet, their 10 s over. */
-static void log_reasons_due(keng_consumer_t *c, int64_t now_ms)
+/* The summaries due: reasons with dead letters not logged yet, their 10 s over (or every
+ * one of them, at the stop). */
+static void log_reasons_due(keng_consumer_t *c, int64_t now_ms, bool stopping)
 {
     for (size_t i = 0; i < c->nreasons; i++) {
         reason_count_t *r = &c->reasons[i];
-        if (r->unlogged > 0 && now_ms - r->logged_ms >= DEADLETTER_LOG_MS)
+        if (r->unlogged > 0 && (stopping || now_ms - r->logged_ms >= DEADLETTER_LOG_MS))
             log_reason(r, now_ms);
     }
 }
@@ -490,7 +491,7 @@ static void on_advance(uv_timer_t *timer)
     int64_t now = keng_consumer__now_ms(c);
 
     keng_counts_advance(c->counts, now);
-    log_reasons_due(c, keng_monotonic_ms());
+    log_reasons_due(c, keng_monotonic_ms(), false);
     if (c->cluster)
         keng_cluster_advance(c->cluster, now);
     if (c->alerts && c->ready)
@@ -775,7 +776,7 @@ void keng_consumer_stop(keng_consumer_t *c, void (*done)(void *arg), void *arg)
     }
     /* Flush the dead letters first: the checkpoint must not pass one that was lost. */
     keng_deadletter_flush(c->dl, SHUTDOWN_FLUSH_MS);
-    log_reasons_due(c, INT64_MAX / 2); /* what is left of each reason, at the stop */
+    log_reasons_due(c, keng_monotonic_ms(), true);
     if (keng_consumer__checkpoint(c, true) != 0)
         keng_log_error("the last checkpoint failed; events since the previous one will be "
                        "read again at the next start",

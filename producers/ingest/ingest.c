@@ -692,7 +692,7 @@ static void reload_tokens(ingest_t *in)
         keng_tokens_destroy(fresh);
         return;
     }
-    keng_program_warn_if_exposed(in->tokens_path, "token file");
+    keng_config_warn_if_exposed(in->tokens_path, "token file");
     /* Requests keep no gateway pointer past their handler, so the old set can go now. */
     keng_tokens_destroy(in->tokens);
     in->tokens = fresh;
@@ -809,7 +809,7 @@ static int run(ingest_t *in)
             keng_log_error("cannot load the token file", "error=\"%s\"", errstr);
             return KENG_EXIT_CONFIG;
         }
-        keng_program_warn_if_exposed(in->tokens_path, "token file");
+        keng_config_warn_if_exposed(in->tokens_path, "token file");
         if (keng_tokens_count(in->tokens) == 0 && !keng_tokens_none_intended(in->tokens))
             keng_log_warn("the token file holds no token: every POST will be refused with 401 "
                           "(write '!no-tokens' in it when that is meant)",
@@ -820,13 +820,8 @@ static int run(ingest_t *in)
         keng_log_warn("no token file (--tokens FILE): every POST will be refused with 401", NULL);
     }
     if (in->check_only) {
-        rd_kafka_conf_t *conf =
-            keng_config_kafka(in->cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
-        if (!conf) {
-            keng_log_error("librdkafka refuses the Kafka settings", "error=\"%s\"", errstr);
-            return KENG_EXIT_CONFIG;
-        }
-        rd_kafka_conf_destroy(conf);
+        if ((rc = keng_program_check_kafka(in->cfg, false)) != 0)
+            return rc;
         fprintf(stderr,
                 "keng-ingest: the config loads: registry of %zu boards, %zu token(s), HTTP "
                 "limits, Kafka settings; nothing was started\n",
