@@ -145,6 +145,19 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "check when loaded, and were rebuilt.\n"
             "# TYPE keng_state_units_damaged_total counter\n"
             "keng_state_units_damaged_total %" PRIu64 "\n"
+            "# HELP keng_consumer_fenced_total Times the group coordinator fenced this static "
+            "member (another process with its group.instance.id, or a coordinator failover).\n"
+            "# TYPE keng_consumer_fenced_total counter\n"
+            "keng_consumer_fenced_total %" PRIu64 "\n"
+            "# HELP keng_consumer_rejoins_total Times this instance rejoined its group under "
+            "the same group.instance.id after a fence.\n"
+            "# TYPE keng_consumer_rejoins_total counter\n"
+            "keng_consumer_rejoins_total %" PRIu64 "\n"
+            "# HELP keng_consumer_handles_abandoned_total Fenced Kafka handles left to the "
+            "process exit: librdkafka 2.0.2 cannot destroy one fenced in the middle of a "
+            "rebalance (its threads and memory stay until a restart).\n"
+            "# TYPE keng_consumer_handles_abandoned_total counter\n"
+            "keng_consumer_handles_abandoned_total %" PRIu64 "\n"
             /* The time rather than the age: Prometheus subtracts it from time() itself. */
             "# HELP keng_checkpoint_last_success_timestamp_seconds When the last checkpoint was "
             "written (the process start until the first).\n"
@@ -162,7 +175,8 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "# HELP keng_http_requests_total HTTP requests answered, by status.\n"
             "# TYPE keng_http_requests_total counter\n",
             st.last_checkpoint_seconds, st.checkpoints, st.checkpoint_failures, st.units_damaged,
-            (double)st.last_checkpoint_ms / 1000.0, keng_counts_dedup_size(api->counts),
+            st.fenced, st.rejoins, st.handles_abandoned, (double)st.last_checkpoint_ms / 1000.0,
+            keng_counts_dedup_size(api->counts),
             api->consumer && keng_consumer_ready(api->consumer, reason, sizeof(reason)),
             srv ? keng_http_server_connections(srv) : 0u);
     for (int i = 0; i < STATUS_SLOTS && api->statuses[i].status; i++)

@@ -24,6 +24,8 @@ typedef struct watermark_query {
 } watermark_query_t;
 
 static void finish_stop(keng_consumer_t *c);
+static int open_handle(keng_consumer_t *c, char *errstr, size_t errstr_size);
+static void destroy_handle(keng_consumer_t *c, int flags);
 
 void keng_consumer_options_default(keng_consumer_options_t *opt)
 {
@@ -185,13 +187,18 @@ int keng_consumer_fatal(const keng_consumer_t *c, char *reason, size_t reason_si
 {
     if (!c->fatal_err)
         return 0;
-    if (c->fatal_err == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
+    if (c->fatal_err == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID && c->rejoin_pending)
+        snprintf(reason, reason_size,
+                 "fenced by the group coordinator; rejoining under the same group.instance.id "
+                 "(%" PRIu64 " times fenced since the start): %s",
+                 c->stats.fenced, c->fatal_reason);
+    else if (c->fatal_err == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID)
         snprintf(reason, reason_size,
                  "fenced: another consumer joined the group with this instance's "
-                 "group.instance.id (a second process, or a copy of its state dir); this one "
-                 "counts nothing more: stop the other or give it its own id, then restart "
-                 "this one (%s)",
-                 c->fatal_reason);
+                 "group.instance.id (a second process, or a copy of its state dir): fenced "
+                 "%d times in ten minutes, this one counts nothing more: stop the other or "
+                 "give it its own id, then restart this one (%s)",
+                 REJOIN_MAX + 1, c->fatal_reason);
     else
         snprintf(reason, reason_size, "the Kafka consumer failed for good; restart: %s",
                  c->fatal_reason);
@@ -272,7 +279,8 @@ static void watermark_done(uv_work_t *req, int status)
 
 void keng_consumer__query_watermarks(keng_consumer_t *c)
 {
-    if (c->stopping || c->ready)
+    /* Not while the handle the queries use is to be replaced (on_rejoin_timer). */
+    if (c->stopping || c->ready || !c->rk || c->rejoin_pending)
         return;
     for (size_t i = 0; i < c->nparts; i++) {
         part_t *p = &c->parts[i];
@@ -294,17 +302,129 @@ void keng_consumer__query_watermarks(keng_consumer_t *c)
     }
 }
 
-/* A fatal error ends the consumer for good (librdkafka 2.0.2 raises one for a static member
- * that the coordinator fenced); it is kept for /readyz, which says so from then on. */
-static void note_fatal(keng_consumer_t *c)
+/* Whether a fenced instance may rejoin now: fewer than REJOIN_MAX rejoins in the last
+ * REJOIN_WINDOW_MS. Notes this one when it may. */
+static bool may_rejoin(keng_consumer_t *c, int64_t now)
+{
+    if (!c->group_instance_id || c->stopping)
+        return false;
+    if (c->fenced_mono[0] != 0 && now - c->fenced_mono[0] <= REJOIN_WINDOW_MS)
+        return false;
+    memmove(c->fenced_mono, c->fenced_mono + 1, (REJOIN_MAX - 1) * sizeof(c->fenced_mono[0]));
+    c->fenced_mono[REJOIN_MAX - 1] = now;
+    return true;
+}
+
+static void on_rejoin_timer(uv_timer_t *timer);
+
+/* A fatal error stops the consumer handle for good; it is kept for /readyz, which says so
+ * while it lasts. librdkafka 2.0.2 raises one for a static member the coordinator fenced, and
+ * a coordinator fences members that have no twin too: after a failover that lost track of
+ * the member, its rejoin gets a new member id while a commit still carries the old one (seen
+ * with two of three brokers killed, kafka-faults.test_broker_loss). So a fenced instance
+ * joins again under its id with a new handle, which fences a twin in turn if there is one;
+ * two twins would fence each other back and forth, so after REJOIN_MAX rejoins in
+ * REJOIN_WINDOW_MS the next fence is final. */
+void keng_consumer__note_fatal(keng_consumer_t *c)
 {
     if (c->fatal_err)
         return;
     c->fatal_err = rd_kafka_fatal_error(c->rk, c->fatal_reason, sizeof(c->fatal_reason));
     if (!c->fatal_err)
         c->fatal_err = RD_KAFKA_RESP_ERR__FATAL;
-    keng_log_error("fatal Kafka error: this instance counts nothing more until restarted",
-                   "code=%s error=\"%s\"", rd_kafka_err2name(c->fatal_err), c->fatal_reason);
+    if (c->fatal_err != RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID) {
+        keng_log_error("fatal Kafka error: this instance counts nothing more until restarted",
+                       "code=%s error=\"%s\"", rd_kafka_err2name(c->fatal_err), c->fatal_reason);
+        return;
+    }
+    c->stats.fenced++;
+    if (!may_rejoin(c, keng_monotonic_ms())) {
+        keng_log_error("fenced again: another process uses this instance's group.instance.id; "
+                       "this one counts nothing more until restarted",
+                       "code=%s fenced=%" PRIu64 " error=\"%s\"", rd_kafka_err2name(c->fatal_err),
+                       c->stats.fenced, c->fatal_reason);
+        return;
+    }
+    keng_log_warn("fenced by the group coordinator; rejoining under the same group.instance.id "
+                  "with a new Kafka handle (from the checkpoint: nothing is lost or counted twice)",
+                  "code=%s fenced=%" PRIu64 " delay_ms=%d error=\"%s\"",
+                  rd_kafka_err2name(c->fatal_err), c->stats.fenced, REJOIN_DELAY_MS,
+                  c->fatal_reason);
+    c->rejoin_pending = true;
+    uv_timer_start(&c->rejoin_timer, on_rejoin_timer, REJOIN_DELAY_MS, 0);
+}
+
+/* Serves what the fenced handle still has queued before it goes: a revoke or an assignment
+ * the fence interrupted, which librdkafka waits for before a destroy can end (an assignment
+ * marks the handle stuck: keng_consumer__rebalance_cb). Its consumer close serves nothing
+ * once fenced, so its queue is served here until quiet, for SETTLE_MS at most, and what it
+ * still has assigned is given back. Messages it still holds are dropped: they are read again
+ * from the checkpoint. */
+static void settle_fenced_handle(keng_consumer_t *c)
+{
+    int64_t start = keng_monotonic_ms();
+    int quiet = 0;
+
+    while (quiet < 2 && keng_monotonic_ms() - start < SETTLE_MS) {
+        rd_kafka_topic_partition_list_t *held = NULL;
+        rd_kafka_message_t *m;
+        int served = 0;
+
+        if (!rd_kafka_assignment(c->rk, &held) && held->cnt > 0) {
+            rd_kafka_error_t *error = rd_kafka_incremental_unassign(c->rk, held);
+            if (error)
+                rd_kafka_error_destroy(error);
+            served++;
+        }
+        if (held)
+            rd_kafka_topic_partition_list_destroy(held);
+        while ((m = rd_kafka_consumer_poll(c->rk, 50)) != NULL) {
+            rd_kafka_message_destroy(m);
+            served++;
+        }
+        quiet = served ? 0 : quiet + 1;
+    }
+    keng_log_info("fenced Kafka handle settled", "ms=%" PRId64, keng_monotonic_ms() - start);
+}
+
+/* The fenced handle's partitions go as a lost assignment (checkpointed, nothing published),
+ * and a new handle joins the group; it counts from the checkpoint like a restart would. */
+static void on_rejoin_timer(uv_timer_t *timer)
+{
+    keng_consumer_t *c = timer->data;
+    char errstr[512];
+
+    if (c->stopping)
+        return;
+    if (c->watermark_queries > 0) {
+        /* They use the handle on the thread pool: wait for them. */
+        uv_timer_start(timer, on_rejoin_timer, 100, 0);
+        return;
+    }
+    uv_idle_stop(&c->idle);
+    if (c->watch) {
+        keng_kafka_uv_close(c->watch);
+        c->watch = NULL;
+    }
+    keng_consumer__drop_assignment(c);
+    settle_fenced_handle(c);
+    /* The coordinator no longer knows this member: there is no group to leave. */
+    destroy_handle(c, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    c->got_assignment = false;
+    c->assignor_has_state = false;
+    c->ready = false;
+    c->rejoin_pending = false;
+    if (open_handle(c, errstr, sizeof(errstr)) != 0) {
+        keng_log_error("cannot rejoin the consumer group after the fence; this instance counts "
+                       "nothing more until restarted",
+                       "error=\"%s\"", errstr);
+        return; /* fatal_err stays, and /readyz says so */
+    }
+    c->fatal_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    c->fatal_reason[0] = '\0';
+    c->stats.rejoins++;
+    keng_log_info("rejoined the consumer group under the same group.instance.id",
+                  "group=%s rejoins=%" PRIu64, c->group_id, c->stats.rejoins);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -312,7 +432,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     (void)rk;
     keng_kafka_health_note(KENG_KAFKA_CONSUMER, err);
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        note_fatal(opaque);
+        keng_consumer__note_fatal(opaque);
         return;
     }
     keng_log_warn("Kafka error", "code=%s error=\"%s\"",
@@ -376,7 +496,7 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
 
     if (m->err) {
         if (m->err == RD_KAFKA_RESP_ERR__FATAL)
-            note_fatal(c);
+            keng_consumer__note_fatal(c);
         else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             keng_log_warn("consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
         return;
@@ -523,6 +643,7 @@ static void free_consumer(keng_consumer_t *c)
     free(c->dirty_list);
     free(c->parts);
     free(c->group_id);
+    free(c->group_instance_id);
     free(c);
 }
 
@@ -561,7 +682,12 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
     c->opt.topic_incidents = c->topics[0];
     c->opt.topic_mediations = c->topics[1];
     c->opt.group_id = c->group_id;
-    c->opt.group_instance_id = NULL; /* borrowed: used in this call only */
+    c->opt.group_instance_id = NULL; /* borrowed: used in this call only; kept below */
+    if (opt->group_instance_id && *opt->group_instance_id &&
+        !(c->group_instance_id = strdup(opt->group_instance_id))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     for (size_t u = 0; u < c->nunits; u++) {
         c->unit_part[u] = PARTITION_NONE;
         c->unit_from[u] = -1;
@@ -633,14 +759,38 @@ static int subscribe(keng_consumer_t *c, char *errstr, size_t errstr_size)
     return 0;
 }
 
-/* The idle handle and the two timers, closed by finish_stop. */
+/* A new Kafka handle in the group, subscribed, its queue watched on the loop. Returns 0, or -1
+ * with errstr filled and no handle left. */
+static int open_handle(keng_consumer_t *c, char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = consumer_conf(c, c->cfg, c->group_instance_id, errstr, errstr_size);
+
+    if (!conf)
+        return -1;
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!c->rk) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    /* Everything, rebalances and errors included, arrives on the one consumer queue. */
+    rd_kafka_poll_set_consumer(c->rk);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+    if (subscribe(c, errstr, errstr_size) == 0 &&
+        (c->watch = keng_kafka_uv_new(c->loop, c->queue, on_ready, c, errstr, errstr_size)))
+        return 0;
+    destroy_handle(c, 0);
+    return -1;
+}
+
+/* The idle handle and the timers, closed by finish_stop. */
 static void start_handles(keng_consumer_t *c)
 {
     uv_idle_init(c->loop, &c->idle);
     uv_timer_init(c->loop, &c->advance_timer);
     uv_timer_init(c->loop, &c->checkpoint_timer);
-    c->idle.data = c->advance_timer.data = c->checkpoint_timer.data = c;
-    c->handles_open = 3;
+    uv_timer_init(c->loop, &c->rejoin_timer);
+    c->idle.data = c->advance_timer.data = c->checkpoint_timer.data = c->rejoin_timer.data = c;
+    c->handles_open = 4;
     uv_timer_start(&c->advance_timer, on_advance, ADVANCE_INTERVAL_MS, ADVANCE_INTERVAL_MS);
     uv_timer_start(&c->checkpoint_timer, on_checkpoint_timer,
                    (uint64_t)c->opt.checkpoint_interval_ms,
@@ -654,7 +804,6 @@ keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
                                    size_t errstr_size)
 {
     keng_consumer_t *c = calloc(1, sizeof(*c));
-    rd_kafka_conf_t *conf = NULL;
 
     if (!c) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -676,39 +825,15 @@ keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
      * this instance, so each partition's units are loaded when it is assigned. */
     keng_counts_advance(counts, keng_consumer__now_ms(c));
 
-    conf = consumer_conf(c, cfg, opt->group_instance_id, errstr, errstr_size);
-    if (!conf)
+    if (open_handle(c, errstr, errstr_size) != 0)
         goto fail;
-    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
-    if (!c->rk)
-        goto fail;
-    conf = NULL; /* rd_kafka_new took it */
-
-    /* Everything, rebalances and errors included, arrives on the one consumer queue. */
-    rd_kafka_poll_set_consumer(c->rk);
-    c->queue = rd_kafka_queue_get_consumer(c->rk);
-    if (subscribe(c, errstr, errstr_size) != 0)
-        goto fail;
-
+    /* Before the loop runs again, which is when the watcher first calls on_ready. */
     start_handles(c);
-    c->watch = keng_kafka_uv_new(loop, c->queue, on_ready, c, errstr, errstr_size);
-    if (!c->watch) {
-        /* The handles are live now: let the loop close them, then free. */
-        c->stopping = true;
-        finish_stop(c);
-        return NULL;
-    }
     keng_log_info("consumer started", "group=%s topics=%s,%s", c->group_id, c->topics[0],
                   c->topics[1]);
     return c;
 
 fail:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    if (c && c->queue)
-        rd_kafka_queue_destroy(c->queue);
-    if (c && c->rk)
-        rd_kafka_destroy(c->rk);
     free_consumer(c);
     return NULL;
 }
@@ -726,24 +851,31 @@ static void on_handle_closed(uv_handle_t *handle)
         done(arg);
 }
 
-/* The last step of stopping: runs once no watermark query still uses the handle. */
-static void finish_stop(keng_consumer_t *c)
+/* Destroys the Kafka handle (with librdkafka's destroy flags) and its queue. */
+static void destroy_handle(keng_consumer_t *c, int flags)
 {
-    if (c->watermark_queries > 0)
-        return;
     if (c->queue) {
         rd_kafka_queue_destroy(c->queue);
         c->queue = NULL;
+    }
+    if (c->rk && c->handle_stuck) {
+        /* See keng_consumer__rebalance_cb: destroying it would hang this thread. */
+        keng_log_warn("a fenced Kafka handle stuck in a rebalance is left to the process exit "
+                      "(librdkafka 2.0.2 cannot destroy it): its threads and memory stay",
+                      NULL);
+        c->stats.handles_abandoned++;
+        c->rk = NULL;
+        c->handle_stuck = false;
     }
     if (c->rk && !c->assignor_has_state) {
         /* librdkafka 2.0.2 aborts in rd_kafka_destroy (assertion 'assignor_state' in
          * rd_kafka_sticky_assignor_state_destroy, upstream issue 4312, fixed in 2.3) when
          * the group was joined but no assignment ever arrived: JoinGroup picked the
          * cooperative-sticky assignor, whose state only the first SyncGroup creates. That is
-         * the case of an instance stopped while the group waits out dead members. The
-         * consumer is closed (it left the group) and nothing of it is checkpointed yet, so
-         * the handle is left to the process's exit instead: its threads and memory end
-         * with the process, which stopping this consumer precedes. Waiting for an
+         * the case of an instance stopped while the group waits out dead members (or fenced
+         * before its first assignment). The consumer is closed (it left the group) or fenced,
+         * and nothing of it is checkpointed yet, so the handle is left to the process's exit
+         * instead: its threads and memory end with the process. Waiting for an
          * assignment instead could make a stop take a whole session timeout or more. */
         keng_log_info("no assignment was ever received; leaving the Kafka handle to the "
                       "process exit (librdkafka 2.0.2 cannot destroy it in this state)",
@@ -751,12 +883,21 @@ static void finish_stop(keng_consumer_t *c)
         c->rk = NULL;
     }
     if (c->rk) {
-        rd_kafka_destroy(c->rk);
+        rd_kafka_destroy_flags(c->rk, flags);
         c->rk = NULL;
     }
+}
+
+/* The last step of stopping: runs once no watermark query still uses the handle. */
+static void finish_stop(keng_consumer_t *c)
+{
+    if (c->watermark_queries > 0)
+        return;
+    destroy_handle(c, 0);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
     uv_close((uv_handle_t *)&c->advance_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->checkpoint_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->rejoin_timer, on_handle_closed);
 }
 
 void keng_consumer_stop(keng_consumer_t *c, void (*done)(void *arg), void *arg)
@@ -770,6 +911,7 @@ void keng_consumer_stop(keng_consumer_t *c, void (*done)(void *arg), void *arg)
     uv_idle_stop(&c->idle);
     uv_timer_stop(&c->advance_timer);
     uv_timer_stop(&c->checkpoint_timer);
+    uv_timer_stop(&c->rejoin_timer);
     if (c->watch) {
         keng_kafka_uv_close(c->watch);
         c->watch = NULL;
@@ -786,7 +928,8 @@ void keng_consumer_stop(keng_consumer_t *c, void (*done)(void *arg), void *arg)
         keng_cluster_flush(c->cluster, SHUTDOWN_FLUSH_MS);
     c->stopping = true;
     /* Leaves the group; the revoke it triggers runs keng_consumer__rebalance_cb from here. */
-    err = rd_kafka_consumer_close(c->rk);
+    /* Without a handle (a rejoin that failed) there is no group to leave. */
+    err = c->rk ? rd_kafka_consumer_close(c->rk) : RD_KAFKA_RESP_ERR_NO_ERROR;
     if (err)
         keng_log_warn("consumer close", "error=\"%s\"", rd_kafka_err2str(err));
     keng_log_info(

@@ -41,9 +41,9 @@ typedef struct keng_consumer_options {
 
 void keng_consumer_options_default(keng_consumer_options_t *opt);
 
-/* Everything borrowed must outlive the consumer: cfg (only during the call), store, reg,
- * counts, cp and dl. Loads every board's checkpointed state into counts, then subscribes.
- * A broker that is down is not an error: librdkafka keeps trying and /readyz says so.
+/* Everything borrowed must outlive the consumer: cfg (a fenced member's new handle reads it),
+ * store, reg, counts, cp and dl. Loads every board's checkpointed state into counts, then
+ * subscribes. A broker that is down is not an error: librdkafka keeps trying and /readyz says so.
  * Returns NULL with errstr filled. */
 keng_consumer_t *keng_consumer_new(uv_loop_t *loop, const keng_config_t *cfg,
                                    const keng_consumer_options_t *opt, keng_schema_store_t *store,
@@ -63,9 +63,11 @@ int64_t keng_consumer_now(const keng_consumer_t *c);
  * false, with the reason as a sentence in reason. */
 bool keng_consumer_ready(const keng_consumer_t *c, char *reason, size_t reason_size);
 
-/* The librdkafka error code of the fatal error that ended the consumer for good
+/* The librdkafka error code of the fatal error that stopped the consumer
  * (RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID when the coordinator fenced this static member),
- * with what to do in reason; 0 while there is none. */
+ * with what to do in reason; 0 while there is none. A fenced member rejoins by itself a
+ * second later with a new handle, unless it was fenced REJOIN_MAX times in ten minutes (a
+ * live twin holds its id): then it stays fenced until restarted. */
 int keng_consumer_fatal(const keng_consumer_t *c, char *reason, size_t reason_size);
 
 /* False once checkpoints have failed for longer than the options' checkpoint_stale_ms since
@@ -80,7 +82,10 @@ typedef struct keng_consumer_stats {
     uint64_t board_moves; /* a unit's event came from another partition than its state's */
     uint64_t checkpoints;
     uint64_t checkpoint_failures;
-    uint64_t units_damaged; /* checkpointed unit records that failed their check at loading */
+    uint64_t units_damaged;     /* checkpointed unit records that failed their check at loading */
+    uint64_t fenced;            /* times the group coordinator fenced this static member */
+    uint64_t rejoins;           /* times it rejoined under its id with a new Kafka handle */
+    uint64_t handles_abandoned; /* fenced handles librdkafka could not destroy */
     double last_checkpoint_seconds;
     int64_t last_checkpoint_ms; /* by keng_consumer_now; the start before the first */
 } keng_consumer_stats_t;

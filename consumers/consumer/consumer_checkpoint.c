@@ -220,9 +220,10 @@ static void after_commit(keng_consumer_t *c, size_t ndirty, int64_t start)
                 p->next_offset;
         p->offset_dirty = false;
     }
-    if (commit->cnt > 0 && !c->stopping)
+    /* No handle: a rejoin after a fence failed; the checkpoint is what counts. */
+    if (commit->cnt > 0 && c->rk && !c->stopping)
         rd_kafka_commit(c->rk, commit, 1);
-    else if (commit->cnt > 0)
+    else if (commit->cnt > 0 && c->rk)
         rd_kafka_commit(c->rk, commit, 0);
     rd_kafka_topic_partition_list_destroy(commit);
     c->events_since_checkpoint = 0;

@@ -417,46 +417,58 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
     keng_consumer__query_watermarks(c);
 }
 
-static void on_revoke(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
+/* Lets one partition go: this topic's units of it leave the counts (the board's other kind
+ * may stay here), unless stopping, when the counts are still served until the process
+ * ends. */
+static void let_go(keng_consumer_t *c, part_t *p)
 {
-    /* A lost assignment may already be another instance's: checkpoint locally, publish
-     * nothing that could be newer in the topic than what the new owner publishes. */
-    c->assignment_lost = rd_kafka_assignment_lost(c->rk);
-    /* The revoked partitions' progress must be in the checkpoint and the counts topic before
-     * they go. */
+    p->assigned = false;
+    p->offset_dirty = false;
+    p->target = -1;
+    keng_log_info("partition revoked", "topic=%s partition=%" PRId32, c->topics[p->topic],
+                  p->partition);
+    if (c->stopping)
+        return;
+    for (uint32_t b = 0; b < c->nboards; b++) {
+        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)p->topic;
+        if (c->unit_part[u] != p->partition)
+            continue;
+        keng_counts_unit_clear(c->counts, b, (keng_kind_t)p->topic);
+        keng_counts_unit_set_dirty(c->counts, b, (keng_kind_t)p->topic, false);
+        c->unit_part[u] = PARTITION_NONE;
+        c->unit_from[u] = -1;
+        c->unit_from_part[u] = PARTITION_NONE;
+    }
+    if (c->cluster)
+        keng_cluster_set_owned(c->cluster, (keng_kind_t)p->topic, p->partition, false);
+}
+
+/* The revoked partitions' progress must be in the checkpoint and the counts topic before
+ * they go; a lost assignment may already be another instance's: then it is checkpointed
+ * locally and nothing is published that could be newer in the topic than what the new owner
+ * publishes. */
+static void checkpoint_before_letting_go(keng_consumer_t *c, bool lost)
+{
+    c->assignment_lost = lost;
     if (keng_consumer__checkpoint(c, true) != 0)
         keng_log_error("could not checkpoint before giving partitions up; their events since "
                        "the last checkpoint will be read again",
-                       "lost=%d", c->assignment_lost);
-    if (c->cluster && !c->assignment_lost)
+                       "lost=%d", lost);
+    if (c->cluster && !lost)
         keng_cluster_flush(c->cluster, REVOKE_FLUSH_MS);
     c->assignment_lost = false;
+}
+
+static void on_revoke(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
+{
+    checkpoint_before_letting_go(c, rd_kafka_assignment_lost(c->rk));
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         int t = keng_consumer__topic_index(c, tp->topic);
         part_t *p = t < 0 ? NULL : keng_consumer__part_find(c, t, tp->partition, false);
 
-        if (!p)
-            continue;
-        p->assigned = false;
-        p->offset_dirty = false;
-        p->target = -1;
-        keng_log_info("partition revoked", "topic=%s partition=%" PRId32, tp->topic, tp->partition);
-        if (c->stopping)
-            continue; /* the counts are still served until the process ends */
-        /* Only this topic's units go: the board's other kind may stay here. */
-        for (uint32_t b = 0; b < c->nboards; b++) {
-            uint32_t u = b * KENG_KIND_COUNT + (uint32_t)t;
-            if (c->unit_part[u] != tp->partition)
-                continue;
-            keng_counts_unit_clear(c->counts, b, (keng_kind_t)t);
-            keng_counts_unit_set_dirty(c->counts, b, (keng_kind_t)t, false);
-            c->unit_part[u] = PARTITION_NONE;
-            c->unit_from[u] = -1;
-            c->unit_from_part[u] = PARTITION_NONE;
-        }
-        if (c->cluster)
-            keng_cluster_set_owned(c->cluster, (keng_kind_t)t, tp->partition, false);
+        if (p)
+            let_go(c, p);
     }
     if (!c->stopping)
         hand_over_alerts(c, false);
@@ -465,6 +477,15 @@ static void on_revoke(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
         keng_log_error("incremental unassign failed", "error=\"%s\"", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
+}
+
+void keng_consumer__drop_assignment(keng_consumer_t *c)
+{
+    checkpoint_before_letting_go(c, true);
+    for (size_t i = 0; i < c->nparts; i++)
+        if (c->parts[i].assigned)
+            let_go(c, &c->parts[i]);
+    hand_over_alerts(c, false);
 }
 
 /* Served from the consumer queue, on the loop thread. */
@@ -477,7 +498,24 @@ void keng_consumer__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* librdkafka ran the assignor's on_assignment before queueing this (its state now
          * exists), even for an empty assignment: cooperative rebalances always assign. */
         c->assignor_has_state = true;
-        on_assign(c, parts);
+        if (!rd_kafka_fatal_error(rk, NULL, 0)) {
+            on_assign(c, parts);
+        } else {
+            /* A fenced handle is replaced (consumer.c): nothing is counted from it. */
+            rd_kafka_error_t *error = rd_kafka_incremental_assign(rk, parts);
+            if (error)
+                rd_kafka_error_destroy(error);
+            keng_log_info("assignment to a fenced Kafka handle not taken", "partitions=%d",
+                          parts->cnt);
+        }
+        /* librdkafka 2.0.2 turns an assign call that reaches it after a fatal error (the fence
+         * may come while on_assign runs) into an unassign that leaves its group state waiting
+         * for an assign call for good; a handle in that state never ends once destroyed (its
+         * main thread spins). It is marked so, and left to the process exit. */
+        if (rd_kafka_fatal_error(rk, NULL, 0)) {
+            c->handle_stuck = true;
+            keng_consumer__note_fatal(c);
+        }
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         on_revoke(c, parts);
     } else {

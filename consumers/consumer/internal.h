@@ -36,6 +36,12 @@
 /* librdkafka sees new partitions only when it refreshes its metadata: 5 min by default. */
 #define METADATA_REFRESH_MS "5000"
 #define RETRY_MAX_MS        30000 /* the longest back-off of a failed checkpoint's retry */
+/* A fenced static member rejoins under its id after REJOIN_DELAY_MS, unless it rejoined
+ * REJOIN_MAX times within REJOIN_WINDOW_MS: then a live twin holds the id (consumer.c). */
+#define REJOIN_DELAY_MS  1000
+#define REJOIN_MAX       3
+#define REJOIN_WINDOW_MS 600000
+#define SETTLE_MS        3000 /* the longest a fenced handle is served before it goes */
 
 typedef struct part {
     int topic; /* index into c->topics */
@@ -88,6 +94,7 @@ struct keng_consumer {
     uv_idle_t idle;           /* keeps draining while a batch left messages behind */
     uv_timer_t advance_timer; /* moves the windows, retries watermark queries */
     uv_timer_t checkpoint_timer;
+    uv_timer_t rejoin_timer; /* a fenced static member's new handle, REJOIN_DELAY_MS later */
     int handles_open;
 
     part_t *parts;
@@ -111,6 +118,10 @@ struct keng_consumer {
     char checkpoint_error[512];    /* the last failure, for /readyz */
     rd_kafka_resp_err_t fatal_err; /* librdkafka's fatal error (fenced), 0 before */
     char fatal_reason[256];
+    char *group_instance_id;         /* static membership's id, NULL: a dynamic member */
+    int64_t fenced_mono[REJOIN_MAX]; /* monotonic ms of the last fences, oldest first */
+    bool rejoin_pending;             /* rejoin_timer runs */
+    bool handle_stuck;               /* rk cannot be destroyed (consumer_rebalance.c) */
     bool got_assignment;
     bool assignor_has_state; /* a rebalance has assigned (maybe nothing): see finish_stop */
     bool ready;
@@ -149,6 +160,14 @@ void keng_consumer__mark_partition_dirty(keng_consumer_t *c, part_t *p);
 /* Whether this instance decides a scope's alerts (keng_alerts_set_holder's callback; arg is
  * the consumer). */
 bool keng_consumer__holds_scope(keng_level_t level, uint32_t scope, keng_kind_t kind, void *arg);
+
+/* Checkpoints every assigned partition as a lost assignment (nothing published), then lets
+ * them all go without telling librdkafka: the handle they came from is about to be replaced
+ * (a fenced static member rejoining, consumer.c). */
+void keng_consumer__drop_assignment(keng_consumer_t *c);
+
+/* Notes librdkafka's fatal error, once: a fenced static member rejoins (consumer.c). */
+void keng_consumer__note_fatal(keng_consumer_t *c);
 
 /* The rebalance callback (consumer_rebalance.c), served from the consumer queue on the loop
  * thread. */

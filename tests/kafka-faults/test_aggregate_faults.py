@@ -3,9 +3,13 @@ partitions, replication 3, min.insync.replicas 2):
 c. one instance SIGKILLed at random moments and restarted, ROUNDS times: its counts end
    exact (each event once, resends included);
 f. three instances in one group; one is SIGKILLed, then a new one joins; at the end every
-   live instance answers the province-wide counts exactly (they share antt.board-counts).
+   live instance answers the province-wide counts exactly (they share antt.board-counts);
+g. a second process joins the group with an instance's group.instance.id, which fences the
+   instance (as a coordinator that lost track of the member does, librdkafka 2.0.2 making it
+   fatal); once the other is gone, the instance rejoins by itself and its counts end exact.
 KENG_FAULT_SEED=N replays a run."""
 
+import json
 import random
 import threading
 import time
@@ -44,6 +48,77 @@ class Flow:
         self.stop_event.set()
         self.thread.join(120)
         kt.check(not self.thread.is_alive(), "producer thread finished", True, False)
+
+
+def log_text(agg):
+    with open(agg.process.log_path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
+
+
+def fenced_instance_rejoins(cluster, work, src, programs):
+    """g. The intruder is SIGKILLed as soon as the instance says it was fenced: an instance
+    that is fenced again and again by a live twin stops rejoining (docs/OPERATIONS.md)."""
+    agg = fl.Aggregate(work, cluster.bootstrap, "keng-kafka-g",
+                       "checkpoint.interval.ms=300\ngroup.instance.id=keng-g\n", name="g")
+    intruder = fl.Aggregate(work, cluster.bootstrap, "keng-kafka-g",
+                            "group.instance.id=keng-g\n", name="g-intruder")
+    programs += [agg, intruder]
+    agg.start().wait_ready(timeout=180)
+    flow = Flow(cluster.bootstrap, src).start()
+    time.sleep(2)
+    intruder.start()
+    started = time.monotonic()
+    kt.wait_until(lambda: "FENCED_INSTANCE_ID" in log_text(agg), 60,
+                  "instance g to be fenced by the intruder's join")
+    fenced_s = round(time.monotonic() - started, 1)
+    intruder.sigkill()
+    kt.log(f"g. instance fenced {fenced_s}s after the intruder started; intruder SIGKILLed")
+    started = time.monotonic()
+    agg.wait_ready(timeout=120)
+    back_s = round(time.monotonic() - started, 1)
+    time.sleep(2)
+    flow.stop()
+    fl.wait_counts(agg, src.expected(), "g. after the fence", timeout=120, scopes="all")
+    m = agg.metrics()
+    kt.check_equal(m.get("keng_consumer_fenced_total"), 1, "g. keng_consumer_fenced_total")
+    kt.check_equal(m.get("keng_consumer_rejoins_total"), 1, "g. keng_consumer_rejoins_total")
+    print(f"FIGURES g. fenced: instance fenced {fenced_s}s after a twin joined with its "
+          f"group.instance.id, ready again {back_s}s after the twin was gone; "
+          f"{len(src.unique)} events counted exactly once, lost 0, duplicates 0", flush=True)
+
+    # A twin that stays: the two fence each other until one of them gives up for good, and
+    # the other counts on.
+    twin = fl.Aggregate(work, cluster.bootstrap, "keng-kafka-g", "group.instance.id=keng-g\n",
+                        name="g-twin")
+    programs.append(twin)
+    twin.start()
+    started = time.monotonic()
+    pair = {"g": agg, "g-twin": twin}
+
+    def readyz(a):
+        status, _, body = kt.http("GET", a.base + "/readyz", timeout=5)
+        return "ready" if status == 200 else json.loads(body).get("status", "?") + (
+            " for good" if b"counts nothing more" in body else "")
+
+    def settled():
+        return sorted(readyz(a) for a in pair.values()) == ["fenced for good", "ready"]
+
+    kt.wait_until(settled, 240, "one twin to give up for good and the other to be ready",
+                  interval=0.5)
+    settled_s = round(time.monotonic() - started, 1)
+    time.sleep(5)
+    kt.check(settled(), "g. still one twin fenced for good and one ready 5 s later",
+             "fenced for good, ready", [readyz(a) for a in pair.values()])
+    survivor = next(n for n, a in pair.items() if readyz(a) == "ready")
+    loser = next(n for n in pair if n != survivor)
+    fl.wait_counts(pair[survivor], src.expected(), f"g. survivor {survivor}", timeout=120,
+                   scopes="all")
+    fences = [int(a.metrics().get("keng_consumer_fenced_total", 0)) for a in pair.values()]
+    for a in pair.values():
+        a.stop()
+    print(f"FIGURES g. twins: {settled_s}s until {loser} gave up for good (fences per "
+          f"instance {fences}); {survivor} counts all {len(src.unique)} events exactly",
+          flush=True)
 
 
 def test_aggregate_sigkill_and_scale_out():
@@ -119,6 +194,8 @@ def test_aggregate_sigkill_and_scale_out():
               f"live instances answers province and district counts of all {len(src.unique)} "
               f"events exactly (events each counted itself: {[int(x) for x in owned]})",
               flush=True)
+
+        fenced_instance_rejoins(cluster, work, src, programs)
     finally:
         kl.close_all(programs, cluster, work)
 
