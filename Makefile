@@ -11,7 +11,7 @@ JOBS       ?= $(shell nproc)
 # them one at a time.
 TEST_JOBS  ?= $(shell echo $$(( $$(nproc) * 3 )))
 
-.PHONY: all deps build test test-sanitize demo bench fuzz format format-check clean
+.PHONY: all deps build test test-sanitize demo bench bench-sizing fuzz format format-check clean
 
 all: build
 
@@ -47,6 +47,10 @@ demo: build
 
 bench: build
 	scripts/bench.sh $(BUILD_DIR)
+
+# The figures of the sizing table in docs/OPERATIONS.md (SIZING_EVENTS: a year today).
+bench-sizing: build
+	scripts/bench_sizing.sh $(BUILD_DIR)
 
 # Each libFuzzer target for FUZZ_SECONDS (default 60), built with clang and sanitizers.
 fuzz: deps
