@@ -114,8 +114,9 @@ def test_check_config_starts_nothing():
 
 
 def test_check_config_on_the_command_line_programs():
-    """--check-config on keng-produce and keng-simulate: a config that loads exits 0 and says
-    so without contacting the broker, reading an input file or writing events; an unknown key is 64 and a registry that does not load 78, each naming file and line."""
+    """--check-config on keng-produce, keng-simulate and keng-replay: a config that loads exits
+    0 and says so without contacting the broker, reading an input file or writing the review;
+    an unknown key is 64 and a registry that does not load 78, each naming file and line."""
     wd = kt.Workdir()
     # A broker address that listens but never accepts: a client that tried to connect would
     # leave its connection queued here (and wait for an answer that never comes).
@@ -137,6 +138,7 @@ def test_check_config_on_the_command_line_programs():
         programs = {
             "keng-produce": [events],
             "keng-simulate": ["--count", "1"],
+            "keng-replay": ["--year", "2025", "--out", review],
         }
         cases = [("", [], 0), ("# a comment\nbogus.key=1\n", [], 64),
                  ("kafka.bogus.property=1\n", [], 78), ("", ["--registry", bad_registry], 78)]
