@@ -8,6 +8,7 @@
  * event_id, by occurred_at in Asia/Ho_Chi_Minh calendar time. */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -49,12 +50,14 @@ struct options {
     const char *from, *to;
     int pdf;           /* also print review.pdf */
     int pdf_timeout_s; /* how long Chromium may take to print it */
+    int check_config;  /* load everything, read nothing, write nothing */
 };
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: keng-replay [options] --year YYYY | --from YYYY-MM-DD --to YYYY-MM-DD\n"
+            "       keng-replay --check-config [options] [--year YYYY | --from ... --to ...]\n"
             "\n"
             "Replays antt.incidents and antt.mediations up to their current end and writes\n"
             "the review of the events that occurred in the period (local dates, Asia/Ho_Chi_Minh;\n"
@@ -73,6 +76,9 @@ static void usage(FILE *out)
             "                       package chromium, or KENG_CHROMIUM); exits 69 at start when\n"
             "                       there is none\n"
             "  --pdf-timeout SECONDS  how long Chromium may take to print (default 120)\n"
+            "  --check-config       load the config, registry, schemas and Kafka settings (and\n"
+            "                       find Chromium with --pdf), say what is wrong (exit 64, 69\n"
+            "                       or 78) or that they load (exit 0), and start nothing\n"
             "  --help, --version\n");
 }
 
@@ -398,17 +404,34 @@ static int write_review(const struct options *opt, const reader_t *rd, const cha
     return 0;
 }
 
+/* --check-config, once the config, registry, event times and schemas loaded: librdkafka
+ * judges the Kafka settings, and nothing connects. Returns 0 or KENG_EXIT_CONFIG. */
+static int check_kafka_settings(keng_config_t *cfg, const keng_registry_t *reg)
+{
+    int rc = keng_program_check_kafka(cfg, true);
+
+    if (rc != 0)
+        return rc;
+    fprintf(stderr,
+            "keng-replay: the config loads: registry of %zu boards, event times, schemas, "
+            "Kafka settings; nothing was started\n",
+            keng_registry_board_count(reg));
+    return 0;
+}
+
 static int run(const struct options *opt, keng_config_t *cfg)
 {
-    char errstr[512], label[64], chromium[4096];
-    int64_t from_ms, to_ms;
+    char errstr[512], label[64] = "", chromium[4096];
+    int64_t from_ms = 0, to_ms = 0;
     keng_registry_t *reg = NULL;
     keng_schema_store_t *store = NULL;
     reader_t rd = {0};
     rd_kafka_t *rk = NULL;
     rd_kafka_queue_t *queue = NULL;
     rd_kafka_topic_partition_list_t *assignment = NULL;
-    int rc = resolve_period(opt, &from_ms, &to_ms, label, sizeof(label));
+    /* --check-config needs no period; one given is checked. */
+    int rc =
+        opt->year || opt->from ? resolve_period(opt, &from_ms, &to_ms, label, sizeof(label)) : 0;
     if (rc != 0)
         return rc;
     if (keng_event_rule_from_config(cfg, &rd.rule, errstr, sizeof(errstr)) != 0) {
@@ -437,6 +460,13 @@ static int run(const struct options *opt, keng_config_t *cfg)
     rd.review = keng_review_new(reg, from_ms, to_ms, label);
     if (!store || !rd.dec || !rd.review) {
         keng_log_error("cannot set up decoding", "error=\"%s\"", errstr);
+        /* Schemas that do not load are the configuration's fault, as a registry's are. */
+        if (!store || !rd.dec)
+            rc = KENG_EXIT_CONFIG;
+        goto out;
+    }
+    if (opt->check_config) {
+        rc = check_kafka_settings(cfg, reg);
         goto out;
     }
     rd.now_ms = keng_now_ms();
@@ -527,6 +557,7 @@ int main(int argc, char **argv)
         KENG_FLAG("config", &opt.config_path, NULL),
         KENG_FLAG_SET("pdf", &opt.pdf),
         KENG_FLAG_TAKE("pdf-timeout", take_pdf_timeout, &opt.pdf_timeout_s),
+        KENG_FLAG_SET("check-config", &opt.check_config),
         KENG_FLAGS_END,
     };
     int operands;
@@ -536,7 +567,8 @@ int main(int argc, char **argv)
     int rc = keng_program_parse(&program, argc, argv, table, &operands);
     if (rc >= 0)
         return rc;
-    if (operands != argc || (!opt.year && (!opt.from || !opt.to)) ||
+    bool period_needed = !opt.check_config || opt.year || opt.from || opt.to;
+    if (operands != argc || (period_needed && !opt.year && (!opt.from || !opt.to)) ||
         (opt.year && (opt.from || opt.to))) {
         fprintf(stderr, "keng-replay: give either --year or both --from and --to\n");
         usage(stderr);

@@ -47,6 +47,7 @@ struct options {
     int format; /* keng_input_format_t, or -1 for by extension */
     int dry_run;
     int no_progress;
+    int check_config; /* load everything, read no file, produce nothing */
     char **files;
     int nfiles;
 };
@@ -92,6 +93,9 @@ static void usage(FILE *out)
             "  --format FORMAT   ndjson or csv (default: csv for *.csv, else ndjson)\n"
             "  --dry-run         validate and encode every record, produce nothing\n"
             "  --no-progress     no progress line, even on a terminal\n"
+            "  --check-config    load the config, registry, schemas and Kafka settings, say\n"
+            "                    what is wrong (exit 64 or 78) or that they load (exit 0),\n"
+            "                    and read no file\n"
             "  --help, --version\n"
             "\n"
             "NDJSON: one JSON object per line, fields named as in the schemas; times in\n"
@@ -431,6 +435,53 @@ static int run_import(struct app *app)
     return 0;
 }
 
+/* The encoder a dry run checks every record with (the producer has its own). Returns 0, or
+ * KENG_EXIT_CONFIG after saying why the schemas did not load. */
+static int open_encoder(struct app *app)
+{
+    char errstr[512];
+
+    app->store = keng_schema_store_from_config(app->cfg, errstr, sizeof(errstr));
+    app->enc = app->store ? keng_avro_encoder_new(app->store, errstr, sizeof(errstr)) : NULL;
+    if (!app->enc) {
+        fprintf(stderr, "keng-produce: %s\n", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    return 0;
+}
+
+static bool brokers_named(const keng_config_t *cfg)
+{
+    if (keng_config_brokers(cfg))
+        return true;
+    fprintf(stderr, "keng-produce: no brokers: give --brokers, set KENG_BROKERS, or "
+                    "set kafka.bootstrap.servers in the config\n");
+    return false;
+}
+
+/* --check-config, once the config, registry and event times loaded: the schemas, and for an
+ * import to Kafka its brokers and the Kafka settings as librdkafka judges them, without a
+ * client, so nothing connects. Returns 0 or KENG_EXIT_CONFIG. */
+static int check_config(struct app *app)
+{
+    int rc = open_encoder(app);
+
+    if (rc != 0)
+        return rc;
+    if (!app->opt.dry_run) {
+        if (!brokers_named(app->cfg))
+            return KENG_EXIT_CONFIG;
+        if ((rc = keng_program_check_kafka(app->cfg, false)) != 0)
+            return rc;
+    }
+    fprintf(stderr,
+            "keng-produce: the config loads: registry of %zu boards, event times, schemas%s; "
+            "nothing was started\n",
+            keng_registry_board_count(app->reg),
+            app->opt.dry_run ? " (a dry run uses no Kafka settings)" : ", Kafka settings");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct app app = {.opt = {.kind = KENG_KIND_INCIDENT, .format = -1}};
@@ -443,6 +494,7 @@ int main(int argc, char **argv)
         KENG_FLAG_TAKE("format", take_format, &opt->format),
         KENG_FLAG_SET("dry-run", &opt->dry_run),
         KENG_FLAG_SET("no-progress", &opt->no_progress),
+        KENG_FLAG_SET("check-config", &opt->check_config),
         KENG_FLAGS_END,
     };
     char errstr[512];
@@ -454,7 +506,7 @@ int main(int argc, char **argv)
         return rc;
     opt->files = argv + first;
     opt->nfiles = argc - first;
-    if (opt->nfiles == 0) {
+    if (opt->nfiles == 0 && !opt->check_config) {
         fprintf(stderr, "keng-produce: name at least one file, or - for stdin\n"
                         "Try 'keng-produce --help'.\n");
         return KENG_EXIT_USAGE;
@@ -471,21 +523,18 @@ int main(int argc, char **argv)
         rc = KENG_EXIT_USAGE;
         goto out;
     }
+    if (opt->check_config) {
+        rc = check_config(&app);
+        goto out;
+    }
     rc = KENG_EXIT_CONFIG;
 
     if (app.opt.dry_run) {
-        app.store = keng_schema_store_from_config(app.cfg, errstr, sizeof(errstr));
-        app.enc = app.store ? keng_avro_encoder_new(app.store, errstr, sizeof(errstr)) : NULL;
-        if (!app.enc) {
-            fprintf(stderr, "keng-produce: %s\n", errstr);
+        if (open_encoder(&app) != 0)
             goto out;
-        }
     } else {
-        if (!keng_config_brokers(app.cfg)) {
-            fprintf(stderr, "keng-produce: no brokers: give --brokers, set KENG_BROKERS, or "
-                            "set kafka.bootstrap.servers in the config\n");
+        if (!brokers_named(app.cfg))
             goto out;
-        }
         app.producer = keng_producer_new(app.cfg, errstr, sizeof(errstr));
         if (!app.producer) {
             fprintf(stderr, "keng-produce: %s\n", errstr);

@@ -52,6 +52,7 @@ struct options {
     bool now_given;
     double late, out_of_order, duplicates;
     enum output output;
+    int check_config; /* load everything, send and write nothing */
 };
 
 struct app {
@@ -90,6 +91,9 @@ static void usage(FILE *out)
             "  --out-of-order FRACTION  share of events sent 1-20 events after later ones\n"
             "  --duplicates FRACTION share of events that resend an earlier event exactly\n"
             "  --output kafka|ndjson kafka (default), or NDJSON on stdout (with \"kind\")\n"
+            "  --check-config        load the config, registry, schemas and Kafka settings,\n"
+            "                        say what is wrong (exit 64 or 78) or that they load\n"
+            "                        (exit 0), and start nothing\n"
             "  --help, --version\n"
             "\n"
             "TIME is RFC 3339 with an offset (2025-03-01T21:15:00+07:00) or epoch ms.\n"
@@ -428,6 +432,49 @@ static int run_simulation(struct app *app)
     return report(app, first_at, last_at);
 }
 
+static bool brokers_named(const keng_config_t *cfg)
+{
+    if (keng_config_brokers(cfg))
+        return true;
+    fprintf(stderr, "keng-simulate: no brokers: give --brokers, set KENG_BROKERS, set "
+                    "kafka.bootstrap.servers in the config, or use --output ndjson\n");
+    return false;
+}
+
+/* --check-config, once the config, registry and event times loaded: for a stream to Kafka,
+ * its brokers, the schemas the producer encodes with and the Kafka settings as librdkafka
+ * judges them, without a client, so nothing connects. Returns 0 or KENG_EXIT_CONFIG. */
+static int check_config(struct app *app)
+{
+    char errstr[512];
+    int rc;
+
+    if (app->opt.output == OUT_KAFKA) {
+        if (!brokers_named(app->cfg))
+            return KENG_EXIT_CONFIG;
+        keng_schema_store_t *store =
+            keng_schema_store_from_config(app->cfg, errstr, sizeof(errstr));
+        keng_avro_encoder_t *enc =
+            store ? keng_avro_encoder_new(store, errstr, sizeof(errstr)) : NULL;
+        bool schemas_load = enc != NULL;
+        keng_avro_encoder_destroy(enc);
+        keng_schema_store_destroy(store);
+        if (!schemas_load) {
+            fprintf(stderr, "keng-simulate: %s\n", errstr);
+            return KENG_EXIT_CONFIG;
+        }
+        if ((rc = keng_program_check_kafka(app->cfg, false)) != 0)
+            return rc;
+    }
+    fprintf(stderr,
+            "keng-simulate: the config loads: registry of %zu boards, event times%s; nothing "
+            "was started\n",
+            keng_registry_board_count(app->reg),
+            app->opt.output == OUT_KAFKA ? ", schemas, Kafka settings"
+                                         : " (NDJSON output uses no schemas or Kafka settings)");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct app app = {.opt = {.rate = 10}};
@@ -445,6 +492,7 @@ int main(int argc, char **argv)
         KENG_FLAG_TAKE("out-of-order", take_out_of_order, opt),
         KENG_FLAG_TAKE("duplicates", take_duplicates, opt),
         KENG_FLAG_TAKE("output", take_output, opt),
+        KENG_FLAG_SET("check-config", &opt->check_config),
         KENG_FLAGS_END,
     };
     char errstr[512];
@@ -468,13 +516,14 @@ int main(int argc, char **argv)
         rc = KENG_EXIT_USAGE;
         goto out;
     }
+    if (opt->check_config) {
+        rc = check_config(&app);
+        goto out;
+    }
     rc = KENG_EXIT_CONFIG;
     if (app.opt.output == OUT_KAFKA) {
-        if (!keng_config_brokers(app.cfg)) {
-            fprintf(stderr, "keng-simulate: no brokers: give --brokers, set KENG_BROKERS, set "
-                            "kafka.bootstrap.servers in the config, or use --output ndjson\n");
+        if (!brokers_named(app.cfg))
             goto out;
-        }
         app.producer = keng_producer_new(app.cfg, errstr, sizeof(errstr));
         if (!app.producer) {
             fprintf(stderr, "keng-simulate: %s\n", errstr);

@@ -5,6 +5,7 @@ instead of warning and running, and an argument the program does not take is a u
 (64). No broker is needed: every case stops before Kafka."""
 
 import os
+import socket
 import subprocess
 
 import kengtest as kt
@@ -112,6 +113,77 @@ def test_check_config_starts_nothing():
         wd.cleanup()
 
 
+def test_check_config_on_the_command_line_programs():
+    """--check-config on keng-produce, keng-simulate and keng-replay: a config that loads exits
+    0 and says so without contacting the broker, reading an input file or writing the review;
+    an unknown key is 64 and a registry that does not load 78, each naming file and line."""
+    wd = kt.Workdir()
+    # A broker address that listens but never accepts: a client that tried to connect would
+    # leave its connection queued here (and wait for an answer that never comes).
+    broker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        broker.bind(("127.0.0.1", 0))
+        broker.listen(16)
+        bootstrap = f"127.0.0.1:{broker.getsockname()[1]}"
+        bad_registry = wd.file("bad-boards.csv")
+        with open(bad_registry, "w") as f:
+            f.write("board_id,board_name,commune_id,commune_name,district_id,district_name,"
+                    "groups,members\n"
+                    "B1,Board,C1,Commune,D01,District,1,many\n")
+        # Read, this file would fail the import (exit 1) and its summary would say "read 1".
+        events = wd.file("events.ndjson")
+        with open(events, "w") as f:
+            f.write("not json\n")
+        review = wd.file("review-out")
+        programs = {
+            "keng-produce": [events],
+            "keng-simulate": ["--count", "1"],
+            "keng-replay": ["--year", "2025", "--out", review],
+        }
+        cases = [("", [], 0), ("# a comment\nbogus.key=1\n", [], 64),
+                 ("kafka.bogus.property=1\n", [], 78), ("", ["--registry", bad_registry], 78)]
+        for program, args in programs.items():
+            for i, (text, extra, expected) in enumerate(cases):
+                cfg = wd.file(f"{program}-{i}.conf")
+                with open(cfg, "w") as f:
+                    f.write(text)
+                rc, out, err = run(wd, [program, "--check-config", "--config", cfg, "--brokers",
+                                        bootstrap] + args + extra)
+                what = text.strip().replace("\n", " ") or " ".join(extra) or "a good config"
+                tail = err.strip()[-300:]
+                kt.check_equal(rc, expected, f"{program} --check-config with {what} ({tail})")
+                if expected == 0:
+                    kt.check("nothing was started" in err, f"{program} says the config loads",
+                             "nothing was started", tail)
+                if "bogus.key" in text:
+                    kt.check(f"{cfg}:2:" in err, f"{program} names the unknown key's line",
+                             f"{cfg}:2:", tail)
+                if extra:
+                    kt.check(bad_registry in err and "line 2" in err,
+                             f"{program} names the registry's file and line",
+                             f"{bad_registry}: line 2", tail)
+                kt.check_equal(out, "", f"{program} --check-config writes nothing on stdout")
+                kt.check("keng-produce: read" not in err, f"{program} --check-config reads no "
+                         "input", "no import summary", tail)
+                kt.check(not os.path.exists(review), f"{program} --check-config writes no "
+                         "review", "none", review)
+                broker.setblocking(False)
+                try:
+                    conn, _ = broker.accept()
+                    conn.close()
+                    contacted = True
+                except BlockingIOError:
+                    contacted = False
+                kt.check(not contacted, f"{program} --check-config with {what} contacts no "
+                         "broker", "no connection", "a connection")
+        # keng-produce needs no file to check its config.
+        rc, _, err = run(wd, ["keng-produce", "--check-config", "--brokers", bootstrap])
+        kt.check_equal(rc, 0, f"keng-produce --check-config without a file ({err.strip()[-300:]})")
+    finally:
+        broker.close()
+        wd.cleanup()
+
+
 def test_help_points_to_the_exit_codes():
     wd = kt.Workdir()
     try:
@@ -153,5 +225,6 @@ def test_registry_file_without_a_flag_is_a_usage_error():
 if __name__ == "__main__":
     kt.main([test_registry_that_does_not_load_is_78_everywhere, test_no_broker_refuses_to_start,
              test_kafka_setting_librdkafka_refuses_is_78, test_check_config_starts_nothing,
+             test_check_config_on_the_command_line_programs,
              test_help_points_to_the_exit_codes, test_unknown_flag_is_64_everywhere,
              test_registry_file_without_a_flag_is_a_usage_error])
