@@ -820,11 +820,23 @@ static int run(ingest_t *in)
         keng_log_warn("no token file (--tokens FILE): every POST will be refused with 401", NULL);
     }
     if (in->check_only) {
+        /* The producer loads the schemas, and makes a Kafka client: load them alone. */
+        keng_schema_store_t *store = keng_schema_store_from_config(in->cfg, errstr, sizeof(errstr));
+        keng_avro_encoder_t *enc =
+            store ? keng_avro_encoder_new(store, errstr, sizeof(errstr)) : NULL;
+        if (enc)
+            keng_avro_encoder_destroy(enc);
+        if (store)
+            keng_schema_store_destroy(store);
+        if (!enc) {
+            keng_log_error("cannot load the schemas", "error=\"%s\"", errstr);
+            return KENG_EXIT_CONFIG;
+        }
         if ((rc = keng_program_check_kafka(in->cfg, false)) != 0)
             return rc;
         fprintf(stderr,
-                "keng-ingest: the config loads: registry of %zu boards, %zu token(s), HTTP "
-                "limits, Kafka settings; nothing was started\n",
+                "keng-ingest: the config loads: registry of %zu boards, %zu token(s), schemas, "
+                "HTTP limits, Kafka settings; nothing was started\n",
                 keng_registry_board_count(in->reg), keng_tokens_count(in->tokens));
         return 0;
     }

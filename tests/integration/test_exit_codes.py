@@ -89,7 +89,8 @@ def test_check_config_starts_nothing():
         with open(bad_registry, "w") as f:
             f.write("not a registry\n")
         cases = [("", [], 0), ("bogus.key=1\n", [], 64), ("kafka.bogus.property=1\n", [], 78),
-                 ("", ["--registry", bad_registry], 78)]
+                 ("", ["--registry", bad_registry], 78),
+                 (f"schemas.dir={wd.file('no-schemas')}\n", [], 78)]
         for program in ("keng-ingest", "keng-aggregate"):
             for i, (text, extra, expected) in enumerate(cases):
                 cfg = wd.file(f"{program}-{i}.conf")
