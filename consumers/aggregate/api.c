@@ -185,6 +185,28 @@ static void add_owners(const keng_api_t *api, uint32_t board, json_t *out)
     }
 }
 
+/* Counts that retention left incomplete (consumer.h, keng_consumer_incomplete), said in the
+ * answer, never silently: how many of the scope's boards, before when, and which windows. */
+static void add_incomplete(const keng_api_t *api, keng_level_t level, uint32_t index, json_t *out)
+{
+    int64_t before, now = keng_api__now(api);
+    size_t boards;
+    char when[32];
+
+    if (!api->consumer || !keng_consumer_incomplete(api->consumer, level, index, &before, &boards))
+        return;
+    json_t *windows = json_array();
+    for (int w = 0; w < KENG_WIN_COUNT; w++)
+        if (keng_window_length_ms[w] == 0 || now - keng_window_length_ms[w] < before)
+            json_array_append_new(windows, json_string(keng_window_names[w]));
+    json_object_set_new(out, "incomplete",
+                        json_pack("{s:I,s:s,s:o,s:s}", "boards", (json_int_t)boards,
+                                  "events_before", keng_time_format_utc(before, when, sizeof(when)),
+                                  "windows", windows, "reason",
+                                  "the topics' retention had deleted events of these boards "
+                                  "before keng-aggregate read them to rebuild their counts"));
+}
+
 /* The counts answer of one scope; the caller owns the reference. */
 static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t index)
 {
@@ -214,6 +236,7 @@ static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t i
         json_object_set_new(out, "district_id",
                             json_string(keng_registry_district(api->reg, c->district)->id));
     }
+    add_incomplete(api, level, index, out);
     return out;
 }
 
@@ -488,6 +511,18 @@ static void get_alerts(keng_api_t *api, keng_http_request_t *req)
     keng_api__respond_json(api, req, 200, json_pack("{s:o}", "alerts", list));
 }
 
+/* keng_consumer_each_gone's callback for /readyz: one gap retention left. */
+static void readyz_gap(const char *topic, int32_t partition, int64_t before_ms, const char *board,
+                       void *arg)
+{
+    char when[32];
+    json_t *gap = json_pack("{s:s,s:i,s:s}", "topic", topic, "partition", (int)partition,
+                            "events_before", keng_time_format_utc(before_ms, when, sizeof(when)));
+
+    json_object_set_new(gap, "boards", json_string(board ? board : "every board of the partition"));
+    json_array_append_new(arg, gap);
+}
+
 static void get_readyz(keng_api_t *api, keng_http_request_t *req)
 {
     char reason[768];
@@ -518,7 +553,14 @@ static void get_readyz(keng_api_t *api, keng_http_request_t *req)
                                json_pack("{s:s,s:s}", "status", "catching up", "reason", reason));
         return;
     }
-    keng_api__respond_json(api, req, 200, json_pack("{s:s}", "status", "ready"));
+    json_t *ready = json_pack("{s:s}", "status", "ready");
+    json_t *gaps = json_array();
+    keng_consumer_each_gone(api->consumer, readyz_gap, gaps);
+    if (json_array_size(gaps) > 0)
+        json_object_set_new(ready, "incomplete", gaps);
+    else
+        json_decref(gaps);
+    keng_api__respond_json(api, req, 200, ready);
 }
 
 /* ---- Server-Sent Events ---- */

@@ -262,6 +262,7 @@ static void watermark_done(uv_work_t *req, int status)
         if (status == 0 && !q->err && p->assigned && p->target < 0) {
             p->low = q->low;
             p->target = q->high;
+            keng_consumer__gone_note_low(c, p);
             keng_log_debug("partition watermarks",
                            "topic=%s partition=%" PRId32 " low=%" PRId64 " high=%" PRId64,
                            c->topics[q->topic], q->partition, q->low, q->high);
@@ -505,6 +506,8 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
     p = t < 0 ? NULL : keng_consumer__part_find(c, t, m->partition, false);
     if (!p || !p->assigned || (p->next_offset >= 0 && m->offset < p->next_offset))
         return; /* from before a revoke, or already counted */
+    if (p->gone_before_ms == -1)
+        keng_consumer__gone_note_message(c, p, rd_kafka_message_timestamp(m, NULL));
 
     int64_t now = keng_consumer__now_ms(c);
     /* Below replay_until, only some units' events are read again: the rest was handled. */
@@ -640,6 +643,8 @@ static void free_consumer(keng_consumer_t *c)
     free(c->unit_from);
     free(c->unit_from_part);
     free(c->unit_rebuild);
+    free(c->unit_rebuilt);
+    free(c->unit_gone_before);
     free(c->dirty_list);
     free(c->parts);
     free(c->group_id);
@@ -673,9 +678,12 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
     c->unit_from = malloc((c->nunits + 1) * sizeof(int64_t));
     c->unit_from_part = malloc((c->nunits + 1) * sizeof(int32_t));
     c->unit_rebuild = malloc((c->nunits + 1) * sizeof(int32_t));
+    c->unit_rebuilt = malloc((c->nunits + 1) * sizeof(int32_t));
+    c->unit_gone_before = calloc(c->nunits + 1, sizeof(int64_t));
     c->dirty_list = malloc((c->nunits + 1) * sizeof(uint32_t));
     if (!c->topics[0] || !c->topics[1] || !c->group_id || !c->unit_part || !c->unit_from ||
-        !c->unit_from_part || !c->unit_rebuild || !c->dirty_list) {
+        !c->unit_from_part || !c->unit_rebuild || !c->unit_rebuilt || !c->unit_gone_before ||
+        !c->dirty_list) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
@@ -693,6 +701,7 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
         c->unit_from[u] = -1;
         c->unit_from_part[u] = PARTITION_NONE;
         c->unit_rebuild[u] = PARTITION_NONE;
+        c->unit_rebuilt[u] = PARTITION_NONE;
     }
     return 0;
 }

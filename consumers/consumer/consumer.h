@@ -92,6 +92,20 @@ typedef struct keng_consumer_stats {
 
 void keng_consumer_stats(const keng_consumer_t *c, keng_consumer_stats_t *out);
 
+/* Whether the scope's counts may lack events that retention deleted before this instance
+ * read them (it read a partition from its first retained event to rebuild them): the number
+ * of its boards so, and the latest time before which their events may be missing. A window
+ * that starts at or after *before_ms is complete. */
+bool keng_consumer_incomplete(const keng_consumer_t *c, keng_level_t level, uint32_t index,
+                              int64_t *before_ms, size_t *boards);
+
+/* Calls fn for every such gap of this instance's partitions: a partition rebuilt whole
+ * (board NULL), or one board's unit. */
+void keng_consumer_each_gone(const keng_consumer_t *c,
+                             void (*fn)(const char *topic, int32_t partition, int64_t before_ms,
+                                        const char *board, void *arg),
+                             void *arg);
+
 /* Calls fn for every dead-letter reason seen since start, with its count. */
 void keng_consumer_each_deadletter(const keng_consumer_t *c,
                                    void (*fn)(const char *reason, uint64_t count, void *arg),
@@ -117,6 +131,7 @@ void keng_consumer_each_partition(const keng_consumer_t *c,
  * at most read_timeout_ms). Call after keng_consumer_new, before the loop runs. */
 #define KENG_CHECKPOINT_ALERTS   "alerts"
 #define KENG_CHECKPOINT_ALERTLOG "alertlog"
+#define KENG_CHECKPOINT_GONE     "gone"
 void keng_consumer_set_alerts(keng_consumer_t *c, keng_alerts_t *alerts, keng_alertlog_t *log,
                               int read_timeout_ms);
 

@@ -130,7 +130,7 @@ static bool has_work(keng_consumer_t *c)
         work = unit_writable(c, (uint32_t)u);
     if (c->alerts)
         work = work || keng_alerts_dirty(c->alerts) || keng_alertlog_dirty(c->alertlog);
-    return work;
+    return work || c->gone_dirty;
 }
 
 /* One unit's state behind its header into the transaction; the state itself is kept in
@@ -272,6 +272,7 @@ int keng_consumer__checkpoint(keng_consumer_t *c, bool force)
     int64_t start = keng_monotonic_ms();
     unsigned char **states = NULL;
     size_t *lens = NULL;
+    bool gone_written = false;
     int ret = -1;
 
     if (!force && c->checkpoint_failed && start < c->checkpoint_retry_at)
@@ -313,10 +314,23 @@ int keng_consumer__checkpoint(keng_consumer_t *c, bool force)
     }
     if (c->alerts && put_alerts(c, txn, err, sizeof(err)) != 0)
         goto out;
+    gone_written = c->gone_dirty;
+    if (gone_written) {
+        size_t len = 0;
+        char *gone = keng_consumer__gone_encode(c, &len);
+        int rc =
+            gone ? keng_checkpoint_put_meta(txn, KENG_CHECKPOINT_GONE, gone, len, err, sizeof(err))
+                 : (snprintf(err, sizeof(err), "out of memory"), -1);
+        free(gone);
+        if (rc != 0)
+            goto out;
+    }
     ret = keng_checkpoint_commit(txn, err, sizeof(err));
     txn = NULL;
     if (ret != 0)
         goto out;
+    if (gone_written)
+        c->gone_dirty = false;
     publish_units(c, ndirty, states, lens);
     after_commit(c, ndirty, start);
     note_success(c);

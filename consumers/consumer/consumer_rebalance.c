@@ -353,6 +353,9 @@ static void start_partition(keng_consumer_t *c, rd_kafka_topic_partition_t *tp, 
         start = -1; /* nothing says which units had no events, or one is damaged: read it all */
     /* Without any state, the partition is rebuilt from its first retained event. */
     tp->offset = start >= 0 ? start : RD_KAFKA_OFFSET_BEGINNING;
+    p->from_start = false;
+    if (start < 0)
+        keng_consumer__gone_note_start(c, p, base < 0);
     p->assigned = true;
     p->next_offset = start;
     p->write_from = write_from;
@@ -388,6 +391,7 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
         keng_log_warn("the counts topic is behind; states from it may be older than the "
                       "partition's last owner left them (still exact, only more to read)",
                       NULL);
+    keng_consumer__gone_load(c);
     if (ctx.local && mark)
         read_starts(c, &ctx, mark);
     if (ctx.local && mark &&
@@ -402,9 +406,13 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
     }
     free(ctx.local);
     free(mark);
-    /* Seen again at the next assignment while the damaged record is still on disk. */
-    for (size_t u = 0; u < c->nunits; u++)
+    /* Seen again at the next assignment while the damaged record is still on disk; what
+     * this one rebuilds is kept for its gap (consumer_gone.c). */
+    for (size_t u = 0; u < c->nunits; u++) {
+        if (c->unit_rebuild[u] != PARTITION_NONE)
+            c->unit_rebuilt[u] = c->unit_rebuild[u];
         c->unit_rebuild[u] = PARTITION_NONE;
+    }
     /* Before the hand-over: boards without a unit are held until the catch-up ends. */
     c->ready = false;
     hand_over_alerts(c, true);

@@ -55,6 +55,11 @@ typedef struct part {
     int64_t write_from;   /* nothing of it is checkpointed before next_offset gets here */
     int64_t replay_until; /* offsets below were handled by a previous owner */
     bool publish;         /* scratch of a checkpoint: its units or offset were written */
+    /* Read from its first retained event (consumer_gone.c): for every unit (whole) or for
+     * damaged ones; events reported before gone_before_ms were deleted first (0: none, -1:
+     * its first message will say when). */
+    bool from_start, rebuild_whole;
+    int64_t gone_before_ms;
 } part_t;
 
 typedef struct reason_count {
@@ -103,11 +108,15 @@ struct keng_consumer {
     size_t nboards, nunits; /* a unit is (board, kind), kind == topic index */
     int32_t *unit_part;     /* partition each unit's events come from */
     int64_t *unit_from;     /* count a unit's events from this offset on (its state has the rest) */
-    int32_t *unit_from_part; /* the partition unit_from is an offset of */
-    int32_t *unit_rebuild;   /* at an assignment: the partition a damaged unit is rebuilt from */
-    uint32_t *dirty_list;    /* scratch for a checkpoint */
-    keng_cluster_t *cluster; /* NULL: a single instance */
-    bool assignment_lost;    /* publish nothing: another instance may own the partitions */
+    int32_t *unit_from_part;   /* the partition unit_from is an offset of */
+    int32_t *unit_rebuild;     /* at an assignment: the partition a damaged unit is rebuilt from */
+    int32_t *unit_rebuilt;     /* the same, kept after it: whose gap marks the unit */
+    int64_t *unit_gone_before; /* a rebuilt unit lacks events reported before this; 0 none */
+    bool gone_dirty;           /* a gap to checkpoint (KENG_CHECKPOINT_GONE) */
+    bool gone_loaded;          /* the checkpointed gaps were read */
+    uint32_t *dirty_list;      /* scratch for a checkpoint */
+    keng_cluster_t *cluster;   /* NULL: a single instance */
+    bool assignment_lost;      /* publish nothing: another instance may own the partitions */
 
     int64_t last_now;
     int64_t events_since_checkpoint;
@@ -168,6 +177,16 @@ void keng_consumer__drop_assignment(keng_consumer_t *c);
 
 /* Notes librdkafka's fatal error, once: a fenced static member rejoins (consumer.c). */
 void keng_consumer__note_fatal(keng_consumer_t *c);
+
+/* Gaps left by retention (consumer_gone.c): at an assignment, a partition read from its
+ * start (whole: for every unit); its low watermark; its first message's time. */
+void keng_consumer__gone_note_start(keng_consumer_t *c, part_t *p, bool whole);
+void keng_consumer__gone_note_low(keng_consumer_t *c, part_t *p);
+void keng_consumer__gone_note_message(keng_consumer_t *c, part_t *p, int64_t timestamp_ms);
+/* The checkpointed gaps, read once (at the first assignment). */
+void keng_consumer__gone_load(keng_consumer_t *c);
+/* The gaps as the KENG_CHECKPOINT_GONE blob (the caller frees it), or NULL. */
+char *keng_consumer__gone_encode(const keng_consumer_t *c, size_t *len);
 
 /* The rebalance callback (consumer_rebalance.c), served from the consumer queue on the loop
  * thread. */

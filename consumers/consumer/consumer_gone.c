@@ -1,0 +1,216 @@
+/* Events the topics no longer hold: when keng-aggregate reads a partition from its first
+ * retained event (no state said where to start, or a damaged unit is rebuilt) and retention
+ * has already deleted the partition's first events, the counts made from it lack them. Which
+ * boards and windows that touches is kept here, checkpointed under KENG_CHECKPOINT_GONE so
+ * that a restart still says so, and answered to /readyz and the counts API: never silently.
+ *
+ * A partition rebuilt whole (nothing said which units had no events) makes every board of it
+ * incomplete, boards without a unit included, since their key may hash there; a rebuilt
+ * damaged unit, only its own board. Events reported before the partition's first retained
+ * message may be missing: a window that starts at or after that time is complete. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "log.h"
+#include "timeutil.h"
+
+/* At an assignment, before the watermarks: what reading p from its start will rebuild. */
+void keng_consumer__gone_note_start(keng_consumer_t *c, part_t *p, bool whole)
+{
+    p->from_start = true;
+    p->rebuild_whole = whole;
+    (void)c;
+}
+
+/* Once p's low watermark is known: events before it are gone if it is above 0. */
+void keng_consumer__gone_note_low(keng_consumer_t *c, part_t *p)
+{
+    if (!p->from_start || p->low <= 0 || p->gone_before_ms != 0)
+        return;
+    p->gone_before_ms = -1; /* its first message will say since when */
+    keng_log_warn("the partition's first events are gone (retention) and its counts are "
+                  "rebuilt from what is left: the boards it rebuilds lack them",
+                  "topic=%s partition=%" PRId32 " first_retained_offset=%" PRId64 " whole=%d",
+                  c->topics[p->topic], p->partition, p->low, p->rebuild_whole);
+}
+
+/* The first message read of a partition whose first events are gone: its time is from when
+ * the counts are whole. The units it rebuilds are marked. */
+void keng_consumer__gone_note_message(keng_consumer_t *c, part_t *p, int64_t timestamp_ms)
+{
+    char when[32];
+
+    if (p->gone_before_ms != -1)
+        return;
+    p->gone_before_ms = timestamp_ms > 0 ? timestamp_ms : keng_consumer__now_ms(c);
+    for (uint32_t b = 0; b < c->nboards; b++) {
+        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)p->topic;
+        if (c->unit_rebuilt[u] == p->partition || c->unit_rebuilt[u] == PARTITION_ANY)
+            c->unit_gone_before[u] = p->gone_before_ms;
+    }
+    c->gone_dirty = true;
+    keng_log_warn("counts incomplete: events reported before this time are gone from the "
+                  "partition (retention); /readyz and the counts API name the boards and "
+                  "windows",
+                  "topic=%s partition=%" PRId32 " events_before=%s whole=%d", c->topics[p->topic],
+                  p->partition, keng_time_format_utc(p->gone_before_ms, when, sizeof(when)),
+                  p->rebuild_whole);
+}
+
+/* ---- the checkpoint ---- */
+
+/* One line a gap: "P <topic index> <partition> <ms>" for a partition rebuilt whole, "U
+ * <board id> <topic index> <ms>" for a unit. Returns the blob (the caller frees it) or NULL. */
+char *keng_consumer__gone_encode(const keng_consumer_t *c, size_t *len)
+{
+    size_t cap = 64, n = 0;
+    char *out = malloc(cap);
+
+    for (size_t i = 0; out && i <= c->nparts + c->nunits; i++) {
+        char line[96];
+        int w = 0;
+        if (i < c->nparts && c->parts[i].gone_before_ms > 0 && c->parts[i].rebuild_whole)
+            w = snprintf(line, sizeof(line), "P %d %" PRId32 " %" PRId64 "\n", c->parts[i].topic,
+                         c->parts[i].partition, c->parts[i].gone_before_ms);
+        else if (i >= c->nparts && i < c->nparts + c->nunits &&
+                 c->unit_gone_before[i - c->nparts] > 0) {
+            uint32_t u = (uint32_t)(i - c->nparts);
+            w = snprintf(line, sizeof(line), "U %s %u %" PRId64 "\n",
+                         keng_registry_board(c->reg, u / KENG_KIND_COUNT)->id, u % KENG_KIND_COUNT,
+                         c->unit_gone_before[u]);
+        }
+        if (w <= 0)
+            continue;
+        if (n + (size_t)w + 1 > cap) {
+            char *grown = realloc(out, cap * 2 + (size_t)w);
+            if (!grown) {
+                free(out);
+                return NULL;
+            }
+            out = grown;
+            cap = cap * 2 + (size_t)w;
+        }
+        memcpy(out + n, line, (size_t)w);
+        n += (size_t)w;
+    }
+    *len = n;
+    return out;
+}
+
+/* keng_checkpoint_get_meta's callback: the gaps of the partitions being assigned (and of their
+ * units) come back. */
+static int gone_decode(const char *id, size_t id_len, const void *data, size_t len, void *arg)
+{
+    keng_consumer_t *c = arg;
+    const char *s = data, *end = s + len;
+
+    (void)id;
+    (void)id_len;
+    while (s < end) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        char line[96], board[48];
+        int topic;
+        int32_t partition;
+        int64_t ms;
+        size_t n = (size_t)((nl ? nl : end) - s);
+
+        if (n < sizeof(line)) {
+            memcpy(line, s, n);
+            line[n] = '\0';
+            if (sscanf(line, "P %d %" SCNd32 " %" SCNd64, &topic, &partition, &ms) == 3 &&
+                topic >= 0 && topic < TOPIC_COUNT && ms > 0) {
+                part_t *p = keng_consumer__part_find(c, topic, partition, true);
+                if (p) {
+                    p->gone_before_ms = ms;
+                    p->rebuild_whole = true;
+                }
+            } else if (sscanf(line, "U %47s %d %" SCNd64, board, &topic, &ms) == 3 && topic >= 0 &&
+                       topic < TOPIC_COUNT && ms > 0) {
+                int32_t b = keng_registry_find_board(c->reg, board, strlen(board));
+                if (b >= 0)
+                    c->unit_gone_before[(uint32_t)b * KENG_KIND_COUNT + (uint32_t)topic] = ms;
+            }
+        }
+        s = nl ? nl + 1 : end;
+    }
+    return 0;
+}
+
+void keng_consumer__gone_load(keng_consumer_t *c)
+{
+    char err[256];
+
+    if (c->gone_loaded)
+        return;
+    c->gone_loaded = true;
+    if (keng_checkpoint_get_meta(c->cp, KENG_CHECKPOINT_GONE, gone_decode, c, err, sizeof(err)) < 0)
+        keng_log_error("cannot read which counts are incomplete from the checkpoint",
+                       "error=\"%s\"", err);
+}
+
+/* ---- what is incomplete ---- */
+
+/* When a board's kind t may lack events: 0 when it does not. */
+static int64_t board_gone_before(const keng_consumer_t *c, uint32_t b, int t)
+{
+    uint32_t u = b * KENG_KIND_COUNT + (uint32_t)t;
+    /* Only this instance's partitions: it rebuilt them (after a handover, the new owner does
+     * not know of the gap: docs/OPERATIONS.md, "Recovery"). */
+    int64_t before = c->unit_part[u] != PARTITION_NONE ? c->unit_gone_before[u] : 0;
+
+    for (size_t i = 0; i < c->nparts; i++) {
+        const part_t *p = &c->parts[i];
+        if (!p->assigned || p->topic != t || p->gone_before_ms <= 0 || !p->rebuild_whole)
+            continue;
+        /* A board without a unit may be one of the partition's. */
+        if ((c->unit_part[u] == p->partition || c->unit_part[u] == PARTITION_NONE) &&
+            p->gone_before_ms > before)
+            before = p->gone_before_ms;
+    }
+    return before;
+}
+
+bool keng_consumer_incomplete(const keng_consumer_t *c, keng_level_t level, uint32_t index,
+                              int64_t *before_ms, size_t *boards)
+{
+    *before_ms = 0;
+    *boards = 0;
+    for (uint32_t b = 0; b < c->nboards; b++) {
+        const keng_board_t *board = keng_registry_board(c->reg, b);
+        if ((level == KENG_LEVEL_BOARD && b != index) ||
+            (level == KENG_LEVEL_COMMUNE && board->commune != index) ||
+            (level == KENG_LEVEL_DISTRICT && board->district != index))
+            continue;
+        int64_t worst = 0;
+        for (int t = 0; t < TOPIC_COUNT; t++) {
+            int64_t before = board_gone_before(c, b, t);
+            if (before > worst)
+                worst = before;
+        }
+        if (worst > 0) {
+            (*boards)++;
+            if (worst > *before_ms)
+                *before_ms = worst;
+        }
+    }
+    return *boards > 0;
+}
+
+void keng_consumer_each_gone(const keng_consumer_t *c,
+                             void (*fn)(const char *topic, int32_t partition, int64_t before_ms,
+                                        const char *board, void *arg),
+                             void *arg)
+{
+    for (size_t i = 0; i < c->nparts; i++) {
+        const part_t *p = &c->parts[i];
+        if (p->assigned && p->gone_before_ms > 0 && p->rebuild_whole)
+            fn(c->topics[p->topic], p->partition, p->gone_before_ms, NULL, arg);
+    }
+    for (uint32_t u = 0; u < c->nunits; u++)
+        if (c->unit_gone_before[u] > 0 && c->unit_part[u] != PARTITION_NONE)
+            fn(c->topics[u % KENG_KIND_COUNT], c->unit_part[u], c->unit_gone_before[u],
+               keng_registry_board(c->reg, u / KENG_KIND_COUNT)->id, arg);
+}
