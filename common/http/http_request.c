@@ -303,6 +303,17 @@ static int on_headers_complete(http_parser *p)
         if (rc < 0)
             return -1;
     }
+    /* A name this server does not go by is a page that rebound its own name to this
+     * address: it reads nothing (keng_http_server_allow_hosts). */
+    const char *host = keng_http_request_header(req, "Host");
+    if (!keng_http__host_allowed(c->srv, host)) {
+        char shown[80];
+        keng_log_value(shown, sizeof(shown), host);
+        return refuse(c, 421,
+                      "Host %s is not a name of this server; add it to http.allowed_hosts if "
+                      "clients use it",
+                      shown);
+    }
     /* Who asks comes first: a client that may not post learns nothing of the limits. */
     if (c->srv->precheck) {
         const char *why = "refused";

@@ -16,6 +16,8 @@
 #include <strings.h>
 #include <sys/queue.h>
 #include <sys/resource.h>
+#include <arpa/inet.h>
+#include <unistd.h>
 #include <http_parser.h>
 #include "log.h"
 
@@ -73,19 +75,14 @@ void keng_http_limits_default(keng_http_limits_t *limits)
 
 /* The http.* keys keng_http_limits_from_config reads: every program that serves HTTP lists
  * them among its known config keys. */
-keng_config_keys_t keng_http_server_config_keys = {"http.max_body_bytes",
-                                                   "http.max_header_bytes",
-                                                   "http.header_timeout_ms",
-                                                   "http.body_timeout_ms",
-                                                   "http.idle_timeout_ms",
-                                                   "http.first_byte_timeout_ms",
-                                                   "http.max_connections",
-                                                   "http.max_streams",
-                                                   "http.max_unsent_bytes",
-                                                   "http.stream_max_unsent_bytes",
-                                                   "http.stream_sndbuf_bytes",
-                                                   "http.max_buffered_bytes",
-                                                   NULL};
+keng_config_keys_t keng_http_server_config_keys = {
+    "http.max_body_bytes",      "http.max_header_bytes",
+    "http.header_timeout_ms",   "http.body_timeout_ms",
+    "http.idle_timeout_ms",     "http.first_byte_timeout_ms",
+    "http.max_connections",     "http.max_streams",
+    "http.max_unsent_bytes",    "http.stream_max_unsent_bytes",
+    "http.stream_sndbuf_bytes", "http.max_buffered_bytes",
+    "http.allowed_hosts",       NULL};
 
 int keng_http_limits_from_config(keng_http_limits_t *limits, const keng_config_t *cfg, char *errstr,
                                  size_t errstr_size)
@@ -131,6 +128,9 @@ static void server_maybe_done(keng_http_server_t *srv)
         return;
     void (*done)(void *) = srv->done;
     void *arg = srv->done_arg;
+    for (size_t i = 0; i < srv->nallowed_hosts; i++)
+        free(srv->allowed_hosts[i]);
+    free(srv->allowed_hosts);
     free(srv);
     if (done != NULL)
         done(arg);
@@ -460,6 +460,7 @@ keng_http_server_t *keng_http_server_new(uv_loop_t *loop, const keng_http_limits
         keng_http_limits_default(&srv->limits);
     srv->handler = handler;
     srv->ctx = ctx;
+    srv->any_host = true; /* until keng_http_server_allow_hosts says which */
     TAILQ_INIT(&srv->conns);
     uv_tcp_init(loop, &srv->listener);
     return srv;
@@ -562,6 +563,91 @@ void keng_http_server_write_metrics(const keng_http_server_t *srv, FILE *out)
             "keng_http_streams_cut_off_total %" PRIu64 "\n",
             st.streams, st.refused, st.evicted, st.first_byte_timeouts, st.read_pauses,
             st.streams_refused, st.streams_cut_off);
+}
+
+/* Adds one name (len bytes of s, a trailing dot dropped) to the allowed hosts. 0 or -1. */
+static int allow_host(keng_http_server_t *srv, const char *s, size_t len)
+{
+    while (len > 0 && s[len - 1] == '.')
+        len--;
+    if (len == 0)
+        return 0;
+    if (len == 1 && s[0] == '*') {
+        srv->any_host = true;
+        return 0;
+    }
+    char **grown = realloc(srv->allowed_hosts, (srv->nallowed_hosts + 1) * sizeof(*grown));
+    if (!grown)
+        return -1;
+    srv->allowed_hosts = grown;
+    if (!(grown[srv->nallowed_hosts] = strndup(s, len)))
+        return -1;
+    srv->nallowed_hosts++;
+    return 0;
+}
+
+int keng_http_server_allow_hosts(keng_http_server_t *srv, const keng_config_t *cfg,
+                                 const char *const *extra, char *errstr, size_t errstr_size)
+{
+    const char *list = keng_config_get(cfg, "http.allowed_hosts", NULL);
+    int rc = 0;
+
+    srv->any_host = false;
+    if (list) {
+        for (const char *s = list; rc == 0 && *s;) {
+            size_t n = strcspn(s, ", \t");
+            rc = allow_host(srv, s, n);
+            s += n;
+            s += strspn(s, ", \t");
+        }
+        if (rc == 0 && srv->nallowed_hosts == 0 && !srv->any_host) {
+            snprintf(errstr, errstr_size,
+                     "http.allowed_hosts: no name (give the names clients use, or * for any)");
+            return -1;
+        }
+    } else {
+        char name[256] = "";
+        rc = allow_host(srv, "localhost", strlen("localhost"));
+        if (rc == 0 && gethostname(name, sizeof(name) - 1) == 0)
+            rc = allow_host(srv, name, strlen(name));
+        for (size_t i = 0; rc == 0 && extra && extra[i]; i++)
+            rc = allow_host(srv, extra[i], strlen(extra[i]));
+    }
+    if (rc != 0)
+        snprintf(errstr, errstr_size, "out of memory");
+    return rc;
+}
+
+bool keng_http__host_allowed(const keng_http_server_t *srv, const char *host)
+{
+    char name[256];
+    unsigned char addr[sizeof(struct in6_addr)];
+    size_t len;
+
+    if (srv->any_host || host == NULL)
+        return true;      /* HTTP/1.0 without Host: no name to rebind */
+    if (host[0] == '[') { /* [v6]:port */
+        const char *end = strchr(host, ']');
+        if (!end || (size_t)(end - host - 1) >= sizeof(name))
+            return false;
+        len = (size_t)(end - host - 1);
+        memcpy(name, host + 1, len);
+        name[len] = '\0';
+        return inet_pton(AF_INET6, name, addr) == 1;
+    }
+    len = strcspn(host, ":");
+    if (len >= sizeof(name))
+        return false;
+    memcpy(name, host, len);
+    name[len] = '\0';
+    if (inet_pton(AF_INET, name, addr) == 1)
+        return true;
+    while (len > 0 && name[len - 1] == '.')
+        name[--len] = '\0';
+    for (size_t i = 0; i < srv->nallowed_hosts; i++)
+        if (strcasecmp(srv->allowed_hosts[i], name) == 0)
+            return true;
+    return false;
 }
 
 void keng_http_server_set_precheck(keng_http_server_t *srv, keng_http_precheck_fn fn)

@@ -49,7 +49,7 @@ typedef struct keng_http_limits {
  * with a 16 KiB socket send buffer, 256 MiB of bodies at once. */
 void keng_http_limits_default(keng_http_limits_t *limits);
 
-/* The http.* keys below, for a program's list of known config keys. */
+/* The http.* keys below and http.allowed_hosts, for a program's list of known config keys. */
 extern keng_config_keys_t keng_http_server_config_keys;
 
 /* Reads the http.* keys of a program's config over the defaults (http.max_body_bytes,
@@ -97,6 +97,17 @@ void keng_http_server_set_error_body(keng_http_server_t *srv, keng_http_error_fn
 typedef int (*keng_http_precheck_fn)(keng_http_request_t *req, void *ctx, const char **why);
 
 void keng_http_server_set_precheck(keng_http_server_t *srv, keng_http_precheck_fn fn);
+
+/* The names a request's Host may carry, against DNS rebinding (a hostile web page that points
+ * a name of its own at this server's address, loopback included, and reads the answers as its
+ * own). An IP literal is always allowed: a rebinding carries a name. Other names must be one
+ * of http.allowed_hosts (comma-separated, case-insensitive, without port; "*" allows any),
+ * or, without that key, "localhost", this host's name (gethostname) and the extra names the
+ * program gives (its advertised URL's host; NULL-terminated, may be NULL). A request with
+ * another name gets 421 before its body is read. Returns 0, or -1 with errstr naming the key
+ * (an empty name). */
+int keng_http_server_allow_hosts(keng_http_server_t *srv, const keng_config_t *cfg,
+                                 const char *const *extra, char *errstr, size_t errstr_size);
 
 /* Called once per complete request, in order per connection. The handler must end the
  * request with keng_http_respond*() or keng_http_stream_begin(), now or later; the

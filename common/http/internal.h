@@ -130,8 +130,11 @@ struct keng_http_server {
     keng_http_stats_t stats;
     keng_http_error_fn error_fn;
     keng_http_precheck_fn precheck;
-    size_t buffered_bytes;   /* announced bodies of requests not freed yet (max_buffered_bytes) */
-    uint64_t note_next_ms;   /* loop time of the next allowed log line about the caps */
+    char **allowed_hosts; /* names a Host may carry besides IP literals (http_server.c) */
+    size_t nallowed_hosts;
+    bool any_host;         /* no Host check: "*", or never configured (a library user's default) */
+    size_t buffered_bytes; /* announced bodies of requests not freed yet (max_buffered_bytes) */
+    uint64_t note_next_ms; /* loop time of the next allowed log line about the caps */
     keng_http_stats_t noted; /* the stats at the last log line */
     unsigned nall;           /* every connection not yet freed, 503'd ones included */
     unsigned in_flight;
@@ -141,6 +144,9 @@ struct keng_http_server {
     void (*done)(void *arg);
     void *done_arg;
 };
+
+/* Whether a request's Host header (NULL: none) names this server (keng_http_server_allow_hosts). */
+bool keng_http__host_allowed(const keng_http_server_t *srv, const char *host);
 
 /* ---- buffers and the connection's lifecycle (http_server.c) ---- */
 

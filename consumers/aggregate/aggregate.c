@@ -278,6 +278,24 @@ static void more_metrics(FILE *out, void *arg)
     keng_alertmanager_metrics(app->alertmanager, out);
 }
 
+/* The host of url ("scheme://host[:port]/..."; [v6] kept bracketed) into out, or "". */
+static const char *url_host(const char *url, char *out, size_t size)
+{
+    const char *s = url ? strstr(url, "://") : NULL;
+    size_t n;
+
+    out[0] = '\0';
+    if (!s)
+        return out;
+    s += 3;
+    n = s[0] == '[' ? strcspn(s, "]") + 1 : strcspn(s, ":/?#");
+    if (n > 0 && n < size) {
+        memcpy(out, s, n);
+        out[n] = '\0';
+    }
+    return out;
+}
+
 /* The address of this instance's dashboard for others: advertised.url, else the listen
  * address with a wildcard host replaced by the host name. */
 static void own_url(app_t *app, char *url, size_t size)
@@ -712,6 +730,16 @@ static int start_http(app_t *app, const keng_http_limits_t *limits)
     }
     keng_api_set_server(app->api, app->srv);
     keng_api_set_more_metrics(app->api, more_metrics, app);
+    /* The names others reach it by (its links in alerts) are its names too. */
+    char advertised[256], dashboard[256], errstr[256];
+    const char *names[] = {
+        url_host(keng_config_get(app->cfg, "advertised.url", NULL), advertised, sizeof(advertised)),
+        url_host(keng_config_get(app->cfg, "dashboard.url", NULL), dashboard, sizeof(dashboard)),
+        NULL};
+    if (keng_http_server_allow_hosts(app->srv, app->cfg, names, errstr, sizeof(errstr)) != 0) {
+        keng_log_error("cannot take the allowed hosts", "error=\"%s\"", errstr);
+        return KENG_EXIT_CONFIG;
+    }
     int rc = keng_http_server_listen(app->srv, listen);
     if (rc < 0) {
         keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));

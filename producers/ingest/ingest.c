@@ -869,6 +869,11 @@ static int run(ingest_t *in)
     }
     keng_http_server_set_error_body(in->srv, server_error_body);
     keng_http_server_set_precheck(in->srv, precheck);
+    if (keng_http_server_allow_hosts(in->srv, in->cfg, NULL, errstr, sizeof(errstr)) != 0) {
+        keng_log_error("cannot take the allowed hosts", "error=\"%s\"", errstr);
+        rc = KENG_EXIT_CONFIG;
+        goto fail;
+    }
     rc = keng_http_server_listen(in->srv, listen);
     if (rc < 0) {
         keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));

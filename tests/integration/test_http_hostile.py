@@ -344,7 +344,7 @@ def test_stream_cap_and_cut_off():
         statuses = []
         for _ in range(60):
             s = connect(server.port, rcvbuf=4096)
-            s.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            s.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
             buf = b""
             while b"\r\n\r\n" not in buf:
                 chunk = s.recv(4096)
@@ -426,16 +426,16 @@ def test_strict_framing_and_json_errors():
             print(f"{name}: smuggling corpus {results}", flush=True)
 
             # The other errors the server answers by itself.
-            big_head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+            big_head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
             # keng-ingest judges the token before the size: the 413 comes with a good one.
             auth = (b"Authorization: Bearer " + server.token.encode() + b"\r\n"
                     if name == "keng-ingest" else b"")
             cases = [
-                ("413", b"POST /v1/incidents HTTP/1.1\r\nHost: x\r\n" + auth +
+                ("413", b"POST /v1/incidents HTTP/1.1\r\nHost: localhost\r\n" + auth +
                         b"Content-Length: 100000\r\n\r\n", 413),
                 ("431", big_head, 431),
                 ("400 garbage", b"\x00\x01 nonsense\r\n\r\n", 400),
-                ("408", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", 408),
+                ("408", b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n", 408),
             ]
             for what, data, expected in cases:
                 status, _, body, closed = raw(server.port, data, timeout=15)
@@ -462,20 +462,20 @@ def test_strict_framing_and_json_errors():
                       "/v1/top?level=district&window=24h%00x",
                       "/v1/alerts?status=firing%00x",
                       "/v1/counts?level=district%00&id=D04"):
-            status, _, body, _ = raw(agg.port, f"GET {query} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            status, _, body, _ = raw(agg.port, f"GET {query} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode(),
                                      wait_close=False)
             print(f"keng-aggregate: {query} -> {status} {body[:100]!r}", flush=True)
             kt.check_equal(status, 400, f"status of {query}")
             check_error_shape(agg, status, body, query)
         status, _, body, _ = raw(agg.port, b"GET /v1/counts?level=district&id=D04 HTTP/1.1\r\n"
-                                           b"Host: x\r\n\r\n", wait_close=False)
+                                           b"Host: localhost\r\n\r\n", wait_close=False)
         kt.check_equal(status, 200, "status of a plain id=D04")
         # keng's one id alphabet (A-Z a-z 0-9 . _ -, up to 31): an id a registry may hold is
         # looked up (404 here: the built-in registry has no such commune), a longer one is 400.
         for query, expected in (("/v1/counts?level=commune&id=D01_C001", 404),
                                 ("/v1/counts?level=commune&id=40.17542", 404),
                                 ("/v1/counts?level=commune&id=" + "a" * 32, 400)):
-            status, _, body, _ = raw(agg.port, f"GET {query} HTTP/1.1\r\nHost: x\r\n\r\n"
+            status, _, body, _ = raw(agg.port, f"GET {query} HTTP/1.1\r\nHost: localhost\r\n\r\n"
                                      .encode(), wait_close=False)
             kt.check_equal(status, expected, f"status of {query} ({body[:120]!r})")
         for server in servers:
@@ -496,7 +496,7 @@ def test_emptied_token_file_is_not_loaded():
         def post():
             ev = kt.random_event(rng, "incident", board, NOW - 60_000)
             body = json.dumps(ev).encode()
-            data = (f"POST /v1/incidents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            data = (f"POST /v1/incidents HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
                     f"{server.token}\r\nContent-Type: application/json\r\nContent-Length: "
                     f"{len(body)}\r\n\r\n").encode() + body
             return raw(server.port, data, timeout=20, wait_close=False)[0]
@@ -554,23 +554,23 @@ def test_security_headers_on_every_answer():
                 get += [("/", True), ("/v1/counts?level=district&id=D04", False),
                         ("/v1/counts?level=district&id=D99", False)]
             for path, dashboard in get:
-                status, headers, _, _ = raw(server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+                status, headers, _, _ = raw(server.port, f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
                                             .encode(), wait_close=False)
                 check_security_headers(name, f"GET {path} ({status})", headers, dashboard)
             # Answers the server gives by itself, before any handler.
-            for what, data in (("413", b"POST /v1/incidents HTTP/1.1\r\nHost: x\r\n"
+            for what, data in (("413", b"POST /v1/incidents HTTP/1.1\r\nHost: localhost\r\n"
                                        b"Content-Length: 100000\r\n\r\n"),
                                ("400", b"\x00\x01 nonsense\r\n\r\n")):
                 status, headers, _, _ = raw(server.port, data)
                 check_security_headers(name, f"the server's own {what} ({status})", headers)
             if name == "keng-ingest":
                 status, headers, _, _ = raw(server.port, b"POST /v1/incidents HTTP/1.1\r\n"
-                                            b"Host: x\r\nContent-Type: application/json\r\n"
+                                            b"Host: localhost\r\nContent-Type: application/json\r\n"
                                             b"Content-Length: 2\r\n\r\n[]", wait_close=False)
                 check_security_headers(name, f"POST without a token ({status})", headers)
             else:
                 with connect(server.port) as s:
-                    s.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+                    s.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
                     buf = b""
                     while b"\r\n\r\n" not in buf:
                         buf += s.recv(65536)
@@ -626,7 +626,7 @@ def test_ingest_checks_before_it_reads():
                                    b"Bearer wrong-token\r\n", True),
                                    ("a wrong token, no Expect", b"Authorization: Bearer "
                                     b"wrong-token\r\n", False)):
-            head = (b"POST /v1/incidents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            head = (b"POST /v1/incidents HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json"
                     b"\r\nContent-Length: 60000\r\n" + auth +
                     (b"Expect: 100-continue\r\n" if expect else b"") + b"\r\n")
             status, continued, closed = head_only(server.port, head)
@@ -636,7 +636,7 @@ def test_ingest_checks_before_it_reads():
                            f"{what}: (status, 100 Continue, closed) before any body byte")
 
         # Two heads of 60 kB with a good token: the second is over the 100 kB bound.
-        good = (b"POST /v1/incidents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        good = (b"POST /v1/incidents HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 60000\r\nAuthorization: Bearer " + server.token.encode() +
                 b"\r\n\r\n")
         with connect(server.port) as first:
@@ -679,6 +679,59 @@ def test_ingest_checks_before_it_reads():
         kt.close_all([server.process] if server and server.process.alive() else [], broker, work)
 
 
+def test_host_names_against_dns_rebinding():
+    """A page that rebinds a name of its own to 127.0.0.1 reads nothing: a Host that is not
+    one of the server's names gets 421 before the handler (and before any body), with the key
+    to set named; IP literals, localhost and the configured names pass. http.allowed_hosts
+    replaces the default names, and '*' turns the check off."""
+    work = kt.Workdir(prefix="keng-hosts-")
+    broker = kt.Broker(work, partitions=2)
+    servers = []
+    figures = []
+    try:
+        for name in ("keng-ingest", "keng-aggregate"):
+            extra = "advertised.url=http://keng-agg.example:8080/\n" if name == "keng-aggregate" else ""
+            server = Server(name, work, broker, config=extra)
+            servers.append(server)
+            cases = [(f"127.0.0.1:{server.port}", 200), (f"[::1]:{server.port}", 200),
+                     (f"localhost:{server.port}", 200), ("LOCALHOST.", 200),
+                     (f"rebind.attacker.example:{server.port}", 421), ("keng.example", 421)]
+            if name == "keng-aggregate":
+                cases.append(("keng-agg.example:8080", 200))
+            for host, expected in cases:
+                path = "/metrics" if name == "keng-aggregate" else "/healthz"
+                status, _, body, _ = raw(server.port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n"
+                                         "\r\n".encode(), wait_close=False)
+                kt.check_equal(status, expected, f"{name}: GET {path} with Host: {host}")
+                if expected == 421:
+                    check_error_shape(server, status, body, f"{name}: 421 for Host {host}")
+                    kt.check(b"http.allowed_hosts" in body, f"{name}: the 421 names the key",
+                             "http.allowed_hosts", body[:300])
+                    kt.check(b"# TYPE" not in body, f"{name}: nothing of the answer leaks", "",
+                             body[:300])
+            figures.append(f"{name}: {len(cases)} Host names, "
+                           f"{sum(1 for _, e in cases if e == 421)} refused with 421")
+        # An explicit list replaces the defaults; * turns the check off.
+        only = Server("keng-aggregate", work, broker, config="http.allowed_hosts=keng.example\n")
+        servers.append(only)
+        for host, expected in (("keng.example", 200), ("KENG.example:443", 200),
+                               ("localhost", 421), (f"127.0.0.1:{only.port}", 200)):
+            status = raw(only.port, f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(),
+                         wait_close=False)[0]
+            kt.check_equal(status, expected, f"http.allowed_hosts=keng.example: Host {host}")
+        anyone = Server("keng-ingest", work, broker, config="http.allowed_hosts=*\n")
+        servers.append(anyone)
+        status = raw(anyone.port, b"GET /healthz HTTP/1.1\r\nHost: rebind.example\r\n\r\n",
+                     wait_close=False)[0]
+        kt.check_equal(status, 200, "http.allowed_hosts=*: any Host")
+        print("FIGURES hosts: " + "; ".join(figures), flush=True)
+        servers, done = [], servers
+        for s in done:
+            s.process.kill()
+    finally:
+        kt.close_all([s.process for s in servers], broker, work)
+
+
 if __name__ == "__main__":
     kt.main([
         test_pipelined_flood_memory_bounded,
@@ -688,4 +741,5 @@ if __name__ == "__main__":
         test_emptied_token_file_is_not_loaded,
         test_security_headers_on_every_answer,
         test_ingest_checks_before_it_reads,
+        test_host_names_against_dns_rebinding,
     ])

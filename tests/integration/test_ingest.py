@@ -337,7 +337,7 @@ def test_invalid_requests_produce_nothing():
         # A chunked body is refused at once: gateways send Content-Length (411, JSON).
         with socket.create_connection(("127.0.0.1", ing.port), timeout=10) as s:
             chunk = b" " * 30000
-            s.sendall((f"POST /v1/incidents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            s.sendall((f"POST /v1/incidents HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
                        f"{ing.token_all}\r\nContent-Type: application/json\r\n"
                        f"Transfer-Encoding: chunked\r\n\r\n").encode())
             try:
@@ -419,7 +419,7 @@ def test_keepalive_and_pipelining():
             kt.check_equal(answers[0][1], {"accepted": 1}, "first answer")
             kt.check_equal(answers[2][1], {"accepted": 2}, "third answer")
             # The connection stays open for a fourth request.
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             r = read_response(s, buf)
             kt.check_equal(r[0] if r else None, 200, "a later request on the same connection")
         check_in_kafka(ing.broker.bootstrap, "incident", first + third)
