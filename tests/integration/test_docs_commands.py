@@ -45,7 +45,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 
 import kengtest as kt
 
