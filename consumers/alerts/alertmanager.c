@@ -65,14 +65,29 @@ static void iso(int64_t ms, char *buf, size_t size)
     keng_time_format_utc(ms, buf, size);
 }
 
-/* The district of a scope id: "D07" of "D07-C012-B03"; none for the province. */
-static void district_of(const char *scope_id, char *out, size_t size)
+void keng_alertmanager_district_of(const keng_registry_t *reg, keng_alert_level_t level,
+                                   const char *scope_id, char *out, size_t size)
 {
-    size_t n = strcspn(scope_id, "-");
+    size_t len = strlen(scope_id);
+    int32_t i = -1, district = -1;
 
-    if (strcmp(scope_id, KENG_PROVINCE_ID) == 0)
-        n = 0;
-    snprintf(out, size, "%.*s", (int)n, scope_id);
+    switch (level) {
+    case KENG_ALERT_LEVEL_BOARD:
+        if ((i = keng_registry_find_board(reg, scope_id, len)) >= 0)
+            district = (int32_t)keng_registry_board(reg, (uint32_t)i)->district;
+        break;
+    case KENG_ALERT_LEVEL_COMMUNE:
+        if ((i = keng_registry_find_commune(reg, scope_id, len)) >= 0)
+            district = (int32_t)keng_registry_commune(reg, (uint32_t)i)->district;
+        break;
+    case KENG_ALERT_LEVEL_DISTRICT:
+        district = keng_registry_find_district(reg, scope_id, len);
+        break;
+    default:
+        break;
+    }
+    snprintf(out, size, "%s",
+             district >= 0 ? keng_registry_district(reg, (uint32_t)district)->id : "");
 }
 
 static const char *scope_name(const keng_registry_t *reg, keng_alert_level_t level, const char *id)
@@ -162,7 +177,7 @@ static json_t *alert_json(const batch_t *b, const keng_alert_t *t, int64_t ends_
     for (i = 0; keng_alert_level_names[t->level][i] && i + 1 < sizeof(level); i++)
         level[i] = (char)tolower((unsigned char)keng_alert_level_names[t->level][i]);
     level[i] = '\0';
-    district_of(t->scope_id, district, sizeof(district));
+    keng_alertmanager_district_of(am->reg, t->level, t->scope_id, district, sizeof(district));
     iso(t->starts_at, starts, sizeof(starts));
     iso(ends_at, ends, sizeof(ends));
     keng_alertmanager_links(am->dashboard, t->window, level, t->scope_id, link, sizeof(link), gen,

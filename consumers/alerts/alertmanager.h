@@ -78,4 +78,10 @@ void keng_alertmanager_links(const char *dashboard, const char *window, const ch
                              const char *scope_id, char *link, size_t link_size, char *gen,
                              size_t gen_size);
 
+/* The district_id label of an alert: the registry's district of the scope (the scope itself
+ * for a district), never read from the id's spelling, since ids need not start with their
+ * district's. Empty for the province and for an id the registry does not list. */
+void keng_alertmanager_district_of(const keng_registry_t *reg, keng_alert_level_t level,
+                                   const char *scope_id, char *out, size_t size);
+
 #endif

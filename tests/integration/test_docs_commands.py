@@ -26,7 +26,7 @@ find its text in the block (else the doc changed and the test says so):
   127.0.0.1:8080           -> 127.0.0.1:<port>   keng-aggregate (the demo's) that the test started
   /tmp/keng-demo.*         -> the demo's --dir
   localhost:19092          -> the embedded broker's bootstrap list
-  /var/lib/keng/state      -> the running keng-aggregate's --state-dir
+  /var/lib/keng-aggregate  -> the running keng-aggregate's --state-dir (the systemd unit's)
   /backup/                 -> <work>/backup/
   0f3c9a11 (a token id)    -> the id --list-tokens printed
   -p 0 -o 42               -> the dead letter's partition and offset
@@ -358,7 +358,7 @@ def run_deadletter_decode(docs, block):
 def run_state_copy(docs, block):
     dead_letter(docs)  # something counted, so that there is a checkpoint
     backup = docs.work.file("backup")
-    docs.run(block, [("/var/lib/keng/state", docs.state_dir), ("/backup/", backup + "/")])
+    docs.run(block, [("/var/lib/keng-aggregate", docs.state_dir), ("/backup/", backup + "/")])
     copies = [os.path.join(backup, d) for d in os.listdir(backup)]
     kt.check_equal(len(copies), 1, "one dated copy under /backup")
     kt.check(re.search(r"keng-state-\d{4}-\d\d-\d\d$", copies[0]) is not None,
@@ -377,7 +377,7 @@ RUNNERS = [
     ("build/bin/keng-registry --check boards.csv", run_registry_check),
     ("-f 'partition %p offset %o key %k headers %h\\n'", run_deadletter_read),
     ("build/bin/keng-avro decode msg.bin", run_deadletter_decode),
-    ("mdb_copy -c /var/lib/keng/state", run_state_copy),
+    ("mdb_copy -c /var/lib/keng-aggregate", run_state_copy),
     ("export KENG_BROKERS=$(cat /tmp/keng-demo.*/bootstrap)", run_demo_block),
 ]
 
