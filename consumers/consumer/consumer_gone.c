@@ -69,7 +69,7 @@ char *keng_consumer__gone_encode(const keng_consumer_t *c, size_t *len)
     size_t cap = 64, n = 0;
     char *out = malloc(cap);
 
-    for (size_t i = 0; out && i <= c->nparts + c->nunits; i++) {
+    for (size_t i = 0; out && i < c->nparts + c->nunits; i++) {
         char line[96];
         int w = 0;
         if (i < c->nparts && c->parts[i].gone_before_ms > 0 && c->parts[i].rebuild_whole)

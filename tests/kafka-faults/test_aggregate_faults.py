@@ -80,8 +80,11 @@ def fenced_instance_rejoins(cluster, work, src, programs):
     flow.stop()
     fl.wait_counts(agg, src.expected(), "g. after the fence", timeout=120, scopes="all")
     m = agg.metrics()
-    kt.check_equal(m.get("keng_consumer_fenced_total"), 1, "g. keng_consumer_fenced_total")
-    kt.check_equal(m.get("keng_consumer_rejoins_total"), 1, "g. keng_consumer_rejoins_total")
+    # Once, unless a stalled test let the intruder rejoin before its SIGKILL: then the
+    # instance was fenced again, and rejoined again.
+    fenced, rejoins = m.get("keng_consumer_fenced_total", 0), m.get("keng_consumer_rejoins_total")
+    kt.check(fenced >= 1 and rejoins == fenced, "g. every fence was followed by a rejoin",
+             "fenced >= 1 == rejoins", (fenced, rejoins))
     print(f"FIGURES g. fenced: instance fenced {fenced_s}s after a twin joined with its "
           f"group.instance.id, ready again {back_s}s after the twin was gone; "
           f"{len(src.unique)} events counted exactly once, lost 0, duplicates 0", flush=True)
