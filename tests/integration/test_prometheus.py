@@ -112,6 +112,26 @@ tests:
               summary: >-
                 keng-aggregate d:8080 counts events but has not checkpointed for 15m 0s: a
                 restart would redo that work
+  # f is fenced for good from minute 2 (keng_ready 0 on), g catches up in 10 minutes:
+  # only f alerts, after 15 minutes not ready.
+  - interval: 1m
+    input_series:
+      - series: 'keng_ready{{job="keng-aggregate",instance="f:8080"}}'
+        values: '1 1 0x40'
+      - series: 'keng_ready{{job="keng-aggregate",instance="g:8080"}}'
+        values: '0x10 1x30'
+    alert_rule_test:
+      - eval_time: 12m
+        alertname: KengAggregateNotReady
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: KengAggregateNotReady
+        exp_alerts:
+          - exp_labels: {{severity: critical, job: keng-aggregate, instance: "f:8080"}}
+            exp_annotations:
+              summary: >-
+                keng-aggregate f:8080 has not been ready for 15 minutes: its /readyz says why
+                (fenced for good, checkpoints failing, or still catching up)
 """
 
 
