@@ -506,7 +506,7 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
     p = t < 0 ? NULL : keng_consumer__part_find(c, t, m->partition, false);
     if (!p || !p->assigned || (p->next_offset >= 0 && m->offset < p->next_offset))
         return; /* from before a revoke, or already counted */
-    if (p->gone_before_ms == -1)
+    if (p->from_start && p->first_ts_ms == 0)
         keng_consumer__gone_note_message(c, p, rd_kafka_message_timestamp(m, NULL));
 
     int64_t now = keng_consumer__now_ms(c);

@@ -22,30 +22,17 @@ void keng_consumer__gone_note_start(keng_consumer_t *c, part_t *p, bool whole)
 {
     p->from_start = true;
     p->rebuild_whole = whole;
+    p->first_ts_ms = 0;
     (void)c;
 }
 
-/* Once p's low watermark is known: events before it are gone if it is above 0. */
-void keng_consumer__gone_note_low(keng_consumer_t *c, part_t *p)
-{
-    if (!p->from_start || p->low <= 0 || p->gone_before_ms != 0)
-        return;
-    p->gone_before_ms = -1; /* its first message will say since when */
-    keng_log_warn("the partition's first events are gone (retention) and its counts are "
-                  "rebuilt from what is left: the boards it rebuilds lack them",
-                  "topic=%s partition=%" PRId32 " first_retained_offset=%" PRId64 " whole=%d",
-                  c->topics[p->topic], p->partition, p->low, p->rebuild_whole);
-}
-
-/* The first message read of a partition whose first events are gone: its time is from when
- * the counts are whole. The units it rebuilds are marked. */
-void keng_consumer__gone_note_message(keng_consumer_t *c, part_t *p, int64_t timestamp_ms)
+/* The gap of p: events reported before before_ms are gone from it. The units it rebuilds
+ * are marked. */
+static void gone_mark(keng_consumer_t *c, part_t *p, int64_t before_ms)
 {
     char when[32];
 
-    if (p->gone_before_ms != -1)
-        return;
-    p->gone_before_ms = timestamp_ms > 0 ? timestamp_ms : keng_consumer__now_ms(c);
+    p->gone_before_ms = before_ms;
     for (uint32_t b = 0; b < c->nboards; b++) {
         uint32_t u = b * KENG_KIND_COUNT + (uint32_t)p->topic;
         if (c->unit_rebuilt[u] == p->partition || c->unit_rebuilt[u] == PARTITION_ANY)
@@ -55,9 +42,36 @@ void keng_consumer__gone_note_message(keng_consumer_t *c, part_t *p, int64_t tim
     keng_log_warn("counts incomplete: events reported before this time are gone from the "
                   "partition (retention); /readyz and the counts API name the boards and "
                   "windows",
-                  "topic=%s partition=%" PRId32 " events_before=%s whole=%d", c->topics[p->topic],
-                  p->partition, keng_time_format_utc(p->gone_before_ms, when, sizeof(when)),
-                  p->rebuild_whole);
+                  "topic=%s partition=%" PRId32 " first_retained_offset=%" PRId64
+                  " events_before=%s whole=%d",
+                  c->topics[p->topic], p->partition, p->low,
+                  keng_time_format_utc(p->gone_before_ms, when, sizeof(when)), p->rebuild_whole);
+}
+
+/* Once p's low watermark is known: events before it are gone if it is above 0, reported
+ * before the first retained message (which may have been read already, the fetch racing
+ * the watermark query), or before now when nothing is retained. */
+void keng_consumer__gone_note_low(keng_consumer_t *c, part_t *p)
+{
+    if (!p->from_start || p->low <= 0 || p->gone_before_ms != 0)
+        return;
+    if (p->first_ts_ms > 0)
+        gone_mark(c, p, p->first_ts_ms);
+    else if (p->target >= 0 && p->target <= p->low)
+        gone_mark(c, p, keng_consumer__now_ms(c));
+    else
+        p->gone_before_ms = -1; /* its first message will say since when */
+}
+
+/* A message of a partition read from its start: the first one's time is from when the
+ * partition is whole, once its low watermark says events before it are gone. */
+void keng_consumer__gone_note_message(keng_consumer_t *c, part_t *p, int64_t timestamp_ms)
+{
+    if (!p->from_start || p->first_ts_ms > 0)
+        return;
+    p->first_ts_ms = timestamp_ms > 0 ? timestamp_ms : keng_consumer__now_ms(c);
+    if (p->gone_before_ms == -1)
+        gone_mark(c, p, p->first_ts_ms);
 }
 
 /* ---- the checkpoint ---- */

@@ -60,6 +60,7 @@ typedef struct part {
      * its first message will say when). */
     bool from_start, rebuild_whole;
     int64_t gone_before_ms;
+    int64_t first_ts_ms; /* read from its start: its first message's time, 0 before */
 } part_t;
 
 typedef struct reason_count {

@@ -22,7 +22,9 @@ import faultlib as fl
 from faultlib import kt
 
 sys.path.insert(0, os.path.join(kt.SOURCE_DIR, "tests", "faults"))
+sys.path.insert(0, os.path.join(kt.SOURCE_DIR, "tests", "integration"))
 from test_state_record_corrupt import flip_values  # noqa: E402
+import test_dashboard as dash  # noqa: E402
 
 PARTITIONS = 2
 ALL_WINDOWS = ["1h", "24h", "7d", "30d", "365d", "all"]
@@ -115,6 +117,23 @@ def test_retention_gap_said():
             board = counts(fresh, "board", boards[0]).get("incomplete")
             kt.check(board is not None and board["boards"] == 1,
                      f"{round_}: a board's counts say so too", 1, board)
+            if round_.endswith("restarted"):
+                # The dashboard says it over the numbers, in a real browser.
+                dash.require_browser()
+                driver = dash.start_browser(work.file("chromium"))
+                try:
+                    driver.get(fresh.base + "/")
+                    kt.wait_until(lambda: driver.execute_script(
+                        "var n = document.getElementById('incomplete');"
+                        "return n && !n.hidden ? n.textContent : '';"), dash.WAIT,
+                        "the dashboard's incomplete-counts note")
+                    note = driver.execute_script(
+                        "return document.getElementById('incomplete').textContent")
+                    kt.check("incomplete" in note and " ban " in note,
+                             "a. the dashboard names the incomplete counts", "incomplete",
+                             note)
+                finally:
+                    driver.quit()
             fresh.stop()
 
         # b. The first instance: its checkpoint says where to start, nothing is rebuilt.
