@@ -17,6 +17,7 @@
 #include <lmdb.h>
 
 #include "failpoint.h"
+#include "log.h"
 
 #define DEFAULT_MAP_SIZE ((size_t)4 << 30)
 #define KEY_MAX          512
@@ -34,7 +35,8 @@ struct keng_checkpoint_txn {
     MDB_txn *txn;
 };
 
-/* mkdir -p: the state dir is often a fresh path under a temp or /var directory. */
+/* mkdir -p: the state dir is often a fresh path under a temp or /var directory. The state
+ * dir itself is its user's alone (0700): it holds counts per hamlet by category. */
 static int make_dirs(const char *path)
 {
     char buf[4096];
@@ -53,8 +55,13 @@ static int make_dirs(const char *path)
             return -1;
         *p = '/';
     }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+    if (mkdir(buf, 0700) != 0 && errno != EEXIST)
         return -1;
+    struct stat st;
+    if (stat(buf, &st) == 0 && (st.st_mode & 077))
+        keng_log_warn("the state dir may be read by its group or other users: chmod 700 it "
+                      "(it holds counts per hamlet by category)",
+                      "dir=%s mode=%04o", buf, (unsigned)(st.st_mode & 07777));
     return 0;
 }
 
@@ -83,7 +90,7 @@ static int lock_dir(keng_checkpoint_t *cp, int *failure, char *errstr, size_t er
         snprintf(errstr, errstr_size, "%s: the state directory's path is too long", cp->dir);
         return -1;
     }
-    cp->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    cp->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (cp->lock_fd < 0) {
         snprintf(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
         return -1;
@@ -196,7 +203,7 @@ keng_checkpoint_t *keng_checkpoint_open_checked(const char *dir, size_t map_size
         goto fail;
     rc = mdb_env_set_mapsize(cp->env, map_size ? map_size : DEFAULT_MAP_SIZE);
     if (rc == 0)
-        rc = mdb_env_open(cp->env, dir, 0, 0644);
+        rc = mdb_env_open(cp->env, dir, 0, 0600);
     if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH) {
         why = KENG_CHECKPOINT_DAMAGED;
         damaged(errstr, errstr_size, dir, mdb_strerror(rc));

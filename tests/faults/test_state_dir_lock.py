@@ -5,7 +5,9 @@ and each checkpoints the other's offsets away). It exits at once with exit code 
 one goes on serving as before. An instance the group coordinator fences says so on
 /readyz."""
 
+import os
 import random
+import stat
 import time
 
 import faultlib as fl
@@ -27,6 +29,13 @@ def test_second_process_on_one_state_dir_exits():
         kt.produce(broker.bootstrap, kt.messages(src.new(60)))
         first.start().wait_ready()
         fl.wait_counts(first, src.expected(), "before the second process")
+        # The counts per hamlet are the data to protect: the state dir keng-aggregate made is
+        # its user's alone, and so is every file in it.
+        modes = {name: stat.S_IMODE(os.stat(os.path.join(first.state_dir, name)).st_mode)
+                 for name in os.listdir(first.state_dir)}
+        modes["."] = stat.S_IMODE(os.stat(first.state_dir).st_mode)
+        kt.check_equal({n: oct(m) for n, m in modes.items() if m & 0o077}, {},
+                       "state dir and files readable by group or others")
 
         second.start()
         deadline = time.monotonic() + EXIT_WITHIN_S
