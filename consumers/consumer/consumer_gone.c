@@ -76,39 +76,50 @@ void keng_consumer__gone_note_message(keng_consumer_t *c, part_t *p, int64_t tim
 
 /* ---- the checkpoint ---- */
 
+/* Appends len bytes of line to the blob *out (n used, *cap allocated). 0, or -1 (out freed). */
+static int append(char **out, size_t *n, size_t *cap, const char *line, size_t len)
+{
+    if (*n + len + 1 > *cap) {
+        char *grown = realloc(*out, *cap * 2 + len);
+        if (!grown) {
+            free(*out);
+            *out = NULL;
+            return -1;
+        }
+        *out = grown;
+        *cap = *cap * 2 + len;
+    }
+    memcpy(*out + *n, line, len);
+    *n += len;
+    return 0;
+}
+
 /* One line a gap: "P <topic index> <partition> <ms>" for a partition rebuilt whole, "U
  * <board id> <topic index> <ms>" for a unit. Returns the blob (the caller frees it) or NULL. */
 char *keng_consumer__gone_encode(const keng_consumer_t *c, size_t *len)
 {
     size_t cap = 64, n = 0;
     char *out = malloc(cap);
+    char line[96];
+    int w;
 
-    for (size_t i = 0; out && i < c->nparts + c->nunits; i++) {
-        char line[96];
-        int w = 0;
-        if (i < c->nparts && c->parts[i].gone_before_ms > 0 && c->parts[i].rebuild_whole)
-            w = snprintf(line, sizeof(line), "P %d %" PRId32 " %" PRId64 "\n", c->parts[i].topic,
-                         c->parts[i].partition, c->parts[i].gone_before_ms);
-        else if (i >= c->nparts && i < c->nparts + c->nunits &&
-                 c->unit_gone_before[i - c->nparts] > 0) {
-            uint32_t u = (uint32_t)(i - c->nparts);
-            w = snprintf(line, sizeof(line), "U %s %u %" PRId64 "\n",
-                         keng_registry_board(c->reg, u / KENG_KIND_COUNT)->id, u % KENG_KIND_COUNT,
-                         c->unit_gone_before[u]);
-        }
-        if (w <= 0)
+    for (size_t i = 0; out && i < c->nparts; i++) {
+        const part_t *p = &c->parts[i];
+        if (p->gone_before_ms <= 0 || !p->rebuild_whole)
             continue;
-        if (n + (size_t)w + 1 > cap) {
-            char *grown = realloc(out, cap * 2 + (size_t)w);
-            if (!grown) {
-                free(out);
-                return NULL;
-            }
-            out = grown;
-            cap = cap * 2 + (size_t)w;
-        }
-        memcpy(out + n, line, (size_t)w);
-        n += (size_t)w;
+        w = snprintf(line, sizeof(line), "P %d %" PRId32 " %" PRId64 "\n", p->topic, p->partition,
+                     p->gone_before_ms);
+        if (w > 0 && append(&out, &n, &cap, line, (size_t)w) != 0)
+            return NULL;
+    }
+    for (uint32_t u = 0; out && u < c->nunits; u++) {
+        if (c->unit_gone_before[u] <= 0)
+            continue;
+        w = snprintf(line, sizeof(line), "U %s %u %" PRId64 "\n",
+                     keng_registry_board(c->reg, u / KENG_KIND_COUNT)->id, u % KENG_KIND_COUNT,
+                     c->unit_gone_before[u]);
+        if (w > 0 && append(&out, &n, &cap, line, (size_t)w) != 0)
+            return NULL;
     }
     *len = n;
     return out;
@@ -187,11 +198,27 @@ static int64_t board_gone_before(const keng_consumer_t *c, uint32_t b, int t)
     return before;
 }
 
+/* Whether this instance has any gap to answer for: one pass over the partitions and units,
+ * so that the counts answers (the stream's among them) skip the per-board walk below when,
+ * as almost always, there is none. */
+static bool any_gap(const keng_consumer_t *c)
+{
+    for (size_t i = 0; i < c->nparts; i++)
+        if (c->parts[i].assigned && c->parts[i].gone_before_ms > 0 && c->parts[i].rebuild_whole)
+            return true;
+    for (uint32_t u = 0; u < c->nunits; u++)
+        if (c->unit_gone_before[u] > 0 && c->unit_part[u] != PARTITION_NONE)
+            return true;
+    return false;
+}
+
 bool keng_consumer_incomplete(const keng_consumer_t *c, keng_level_t level, uint32_t index,
                               int64_t *before_ms, size_t *boards)
 {
     *before_ms = 0;
     *boards = 0;
+    if (!any_gap(c))
+        return false;
     for (uint32_t b = 0; b < c->nboards; b++) {
         const keng_board_t *board = keng_registry_board(c->reg, b);
         if ((level == KENG_LEVEL_BOARD && b != index) ||
