@@ -99,11 +99,13 @@ class Run:
         self.lost = self.duplicates = 0
 
     def close(self, failed):
+        in_topics = ""
         if failed and self.agg.alive():
             self.lost, self.duplicates = fl.mismatch_figures(self.agg, self.src)
+            in_topics = ", " + fl.missing_from_topics(self.broker.bootstrap, self.src)
         fl.figures(self.name, self.phases, len(self.src.sent), self.kills, self.lost,
                    self.duplicates, f"unique events {len(self.src.unique)}, "
-                   f"{self.alert_figures}, seed {self.seed}")
+                   f"{self.alert_figures}, seed {self.seed}{in_topics}")
         fl.close_all((self.agg,), self.broker, self.work)
 
 

@@ -160,6 +160,21 @@ def difference(got, want):
     return lost, dup
 
 
+def missing_from_topics(bootstrap, src):
+    """For a failed run: how many of src's events are not in the input topics at all, so
+    were lost before keng-aggregate could read them. Tells a loss on the producing side from
+    one on the consuming side."""
+    try:
+        found = set()
+        for kind, topic in kt.TOPIC.items():
+            for m in kt.consume_all(bootstrap, topic):
+                found.add(kt.decode_framed(kind, m.value())["event_id"])
+        missing = [i for i in src.unique if i not in found]
+        return f"events missing from the topics {len(missing)} of {len(src.unique)}"
+    except Exception as e:  # the broker may be the thing that failed
+        return f"topics not read ({type(e).__name__}: {e})"
+
+
 def mismatch_figures(agg, src):
     """(lost, duplicates) at province level between keng-aggregate and every event src
     handed out, for the figures line of a failed run."""
