@@ -19,6 +19,10 @@ struct keng_registry {
     keng_board_t *boards;
     size_t ndistricts, ncommunes, nboards;
     size_t cap_districts, cap_communes, cap_boards;
+    /* While loading: the first board line, and whether it named a district; every later
+     * line must agree, so that no level has holes. */
+    int first_line;
+    bool first_has_district;
     id_index_t district_index, commune_index, board_index;
     /* Every string of the registry lives in these arenas, freed together. */
     char **arenas;
@@ -191,10 +195,16 @@ static int32_t upsert_commune(keng_registry_t *reg, const char *id, const char *
     int32_t found = index_find(reg, 1, id, strlen(id));
 
     if (found >= 0) {
+        /* Both have a district here: a registry's rows all have one or all lack one. */
         if (reg->communes[found].district != district) {
             snprintf(errstr, errstr_size, "district_id: commune %s is listed under both %s and %s",
                      id, reg->districts[reg->communes[found].district].id,
                      reg->districts[district].id);
+            return -1;
+        }
+        if (strcmp(reg->communes[found].name, name) != 0) {
+            snprintf(errstr, errstr_size, "commune_name: commune %s is named both '%s' and '%s'",
+                     id, reg->communes[found].name, name);
             return -1;
         }
         return found;
@@ -345,7 +355,7 @@ static keng_registry_t *finish(keng_registry_t *reg, char *errstr, size_t errstr
 
 /* One registry line, without its line end: a comment, a blank, the header (checked) or a
  * board row (added to reg). Returns 0, or -1 with the reason in err. */
-static int load_line(keng_registry_t *reg, char *line, char *err, size_t err_size)
+static int load_line(keng_registry_t *reg, char *line, int lineno, char *err, size_t err_size)
 {
     char *fields[CSV_FIELDS + 1];
     uint32_t groups, members;
@@ -371,7 +381,20 @@ static int load_line(keng_registry_t *reg, char *line, char *err, size_t err_siz
         }
         return 0;
     }
-    for (int i = 0; i < 6; i += 2) {
+    /* A registry of the two-tier government leaves both district cells empty on every row. */
+    bool has_district = fields[4][0] != '\0' || fields[5][0] != '\0';
+    if (reg->first_line == 0) {
+        reg->first_line = lineno;
+        reg->first_has_district = has_district;
+    } else if (has_district != reg->first_has_district) {
+        snprintf(err, err_size,
+                 "%s, but line %d %s: every board has a district or none (a level may not "
+                 "have holes)",
+                 has_district ? "this board has a district" : "district_id is empty",
+                 reg->first_line, reg->first_has_district ? "has one" : "has none");
+        return -1;
+    }
+    for (int i = 0; i < (has_district ? 6 : 4); i += 2) {
         if (!keng_unit_id_valid(fields[i], strlen(fields[i]))) {
             snprintf(err, err_size, "%s: '%.40s' is not an id (%s)", csv_header[i], fields[i],
                      KENG_UNIT_ID_RULE);
@@ -387,10 +410,14 @@ static int load_line(keng_registry_t *reg, char *line, char *err, size_t err_siz
         snprintf(err, err_size, "%s: '%s' is not a whole number", csv_header[bad], fields[bad]);
         return -1;
     }
-    int32_t district = upsert_district(reg, fields[4], fields[5], err, err_size);
-    if (district < 0)
-        return -1;
-    int32_t commune = upsert_commune(reg, fields[2], fields[3], (uint32_t)district, err, err_size);
+    uint32_t district = KENG_NO_UNIT;
+    if (has_district) {
+        int32_t found = upsert_district(reg, fields[4], fields[5], err, err_size);
+        if (found < 0)
+            return -1;
+        district = (uint32_t)found;
+    }
+    int32_t commune = upsert_commune(reg, fields[2], fields[3], district, err, err_size);
     if (commune < 0)
         return -1;
     return add_board(reg, fields[0], fields[1], (uint32_t)commune, groups, members, err, err_size);
@@ -415,6 +442,35 @@ static int check_boards_unique(keng_registry_t *reg, const char *path, const int
             snprintf(errstr, errstr_size,
                      "%s: line %d: board_id %s is listed again (first on line %d)", path, lines[b],
                      id, lines[a]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* No id names units of two levels: an id picks one thing in the API, a token and a rule.
+ * Returns 0, or -1 with errstr naming a line that uses the id. */
+static int check_levels_apart(keng_registry_t *reg, const char *path, const int *lines,
+                              char *errstr, size_t errstr_size)
+{
+    if (index_build(reg, 0, reg->ndistricts) != 0 || index_build(reg, 1, reg->ncommunes) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < reg->nboards; i++) {
+        const keng_board_t *b = &reg->boards[i];
+        const char *clash = NULL, *what = NULL;
+        if (index_find(reg, 1, b->id, strlen(b->id)) >= 0 ||
+            index_find(reg, 0, b->id, strlen(b->id)) >= 0)
+            clash = b->id, what = "board_id";
+        else if (index_find(reg, 0, reg->communes[b->commune].id,
+                            strlen(reg->communes[b->commune].id)) >= 0)
+            clash = reg->communes[b->commune].id, what = "commune_id";
+        if (clash) {
+            snprintf(errstr, errstr_size,
+                     "%s: line %d: %s %s is also the id of a unit of another level (an id names "
+                     "one thing)",
+                     path, lines[i], what, clash);
             return -1;
         }
     }
@@ -451,7 +507,7 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
             (unsigned char)line[2] == 0xBF)
             memmove(line, line + 3, (size_t)len - 2);
         size_t before = reg->nboards;
-        if (load_line(reg, line, err, sizeof(err)) != 0) {
+        if (load_line(reg, line, lineno, err, sizeof(err)) != 0) {
             snprintf(errstr, errstr_size, "%s: line %d: %s", path, lineno, err);
             goto out;
         }
@@ -467,7 +523,8 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
         snprintf(errstr, errstr_size, "%s: no boards in the registry", path);
         goto out;
     }
-    if (check_boards_unique(reg, path, lines, errstr, errstr_size) != 0)
+    if (check_boards_unique(reg, path, lines, errstr, errstr_size) != 0 ||
+        check_levels_apart(reg, path, lines, errstr, errstr_size) != 0)
         goto out;
     result = finish(reg, errstr, errstr_size);
     reg = NULL;
@@ -632,8 +689,8 @@ int keng_registry_write_csv(const keng_registry_t *reg, FILE *out)
     for (size_t i = 0; i < reg->nboards; i++) {
         const keng_board_t *b = &reg->boards[i];
         const keng_commune_t *c = &reg->communes[b->commune];
-        const keng_district_t *d = &reg->districts[b->district];
-        const char *cells[6] = {b->id, b->name, c->id, c->name, d->id, d->name};
+        const keng_district_t *d = keng_registry_district(reg, b->district);
+        const char *cells[6] = {b->id, b->name, c->id, c->name, d ? d->id : "", d ? d->name : ""};
         for (int k = 0; k < 6; k++) {
             if (csv_write_field(out, cells[k]) != 0 || fputc(',', out) == EOF)
                 return -1;
@@ -657,6 +714,16 @@ size_t keng_registry_commune_count(const keng_registry_t *reg)
 size_t keng_registry_district_count(const keng_registry_t *reg)
 {
     return reg->ndistricts;
+}
+
+bool keng_registry_has_districts(const keng_registry_t *reg)
+{
+    return reg->ndistricts > 0;
+}
+
+const char *keng_registry_level_list(const keng_registry_t *reg)
+{
+    return reg->ndistricts > 0 ? "province, district, commune, board" : "province, commune, board";
 }
 
 const keng_board_t *keng_registry_board(const keng_registry_t *reg, uint32_t index)

@@ -1,6 +1,8 @@
-/* The board registry: every hamlet board with its commune and district. Reference data, loaded
+/* The board registry: every hamlet board with the units above it. Reference data, loaded
  * once from a CSV or generated with the province's published counts, and never changed after
- * that. */
+ * that. Its levels come from the data: province, district, commune, board for a registry of
+ * the years before July 2025, and province, commune, board for the two-tier government in
+ * force since then, which has no district level at all. */
 #ifndef KENG_REGISTRY_H
 #define KENG_REGISTRY_H
 
@@ -26,6 +28,9 @@ bool keng_unit_id_valid(const char *id, size_t len);
 
 typedef struct keng_registry keng_registry_t;
 
+/* The district of a commune or board in a registry without a district level. */
+#define KENG_NO_UNIT UINT32_MAX
+
 typedef struct keng_district {
     const char *id;   /* "D07" */
     const char *name; /* "Huyện Quỳnh Lưu" */
@@ -34,22 +39,24 @@ typedef struct keng_district {
 typedef struct keng_commune {
     const char *id; /* "D07-C012" */
     const char *name;
-    uint32_t district; /* index into the districts */
+    uint32_t district; /* index into the districts, or KENG_NO_UNIT */
 } keng_commune_t;
 
 typedef struct keng_board {
     const char *id; /* "D07-C012-B03" */
     const char *name;
     uint32_t commune;  /* index into the communes */
-    uint32_t district; /* index into the districts */
+    uint32_t district; /* index into the districts, or KENG_NO_UNIT */
     uint32_t groups;
     uint32_t members;
 } keng_board_t;
 
 /* Loads the CSV board_id,board_name,commune_id,commune_name,district_id,district_name,
- * groups,members (a header line first). Returns NULL with errstr naming the line and the
- * field on any bad row ("line 12: groups: not a number"). The caller owns the registry
- * (keng_registry_destroy). */
+ * groups,members (a header line first). district_id and district_name are both empty on every
+ * row of a registry without a district level, and both set on every row of one with it.
+ * Returns NULL with errstr naming the line and the field on any bad row ("line 12: groups:
+ * not a number"), a level with holes, or an id that names two units. The caller owns the
+ * registry (keng_registry_destroy). */
 keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errstr_size);
 
 /* The generated default: 21 districts with their real names, 460 communes, 7,588 boards,
@@ -70,7 +77,15 @@ size_t keng_registry_board_count(const keng_registry_t *reg);
 size_t keng_registry_commune_count(const keng_registry_t *reg);
 size_t keng_registry_district_count(const keng_registry_t *reg);
 
-/* Dense indexes 0..count-1; the pointers are borrowed from the registry. */
+/* Whether the registry has a district level (false for the two-tier government of 2025). */
+bool keng_registry_has_districts(const keng_registry_t *reg);
+
+/* The registry's levels from the top, for messages: "province, district, commune, board" or
+ * "province, commune, board". */
+const char *keng_registry_level_list(const keng_registry_t *reg);
+
+/* Dense indexes 0..count-1; the pointers are borrowed from the registry. NULL for an index
+ * out of range, KENG_NO_UNIT included. */
 const keng_board_t *keng_registry_board(const keng_registry_t *reg, uint32_t index);
 const keng_commune_t *keng_registry_commune(const keng_registry_t *reg, uint32_t index);
 const keng_district_t *keng_registry_district(const keng_registry_t *reg, uint32_t index);

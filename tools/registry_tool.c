@@ -29,6 +29,7 @@ static int print_counts(const keng_registry_t *reg)
     printf("districts=%zu communes=%zu boards=%zu groups=%lu members=%lu\n",
            keng_registry_district_count(reg), keng_registry_commune_count(reg),
            keng_registry_board_count(reg), groups, members);
+    printf("levels: %s\n", keng_registry_level_list(reg));
     return 0;
 }
 
