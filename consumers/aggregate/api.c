@@ -108,14 +108,19 @@ static json_t *tally_json(const keng_tally_t *t)
         names_object(keng_outcome_names, t->by_outcome, KENG_OUTCOME_COUNT));
 }
 
-int keng_api__parse_level(const char *s, keng_level_t *out)
+int keng_api__parse_level(keng_api_t *api, keng_http_request_t *req, const char *s,
+                          keng_level_t *out, bool boards)
 {
-    for (int l = 0; l < KENG_LEVEL_COUNT; l++) {
-        if (strcmp(s, keng_level_names[l]) == 0) {
-            *out = (keng_level_t)l;
-            return 0;
-        }
-    }
+    char msg[160];
+
+    if (s && keng_level_parse(api->reg, s, out) == 0 && (boards || *out != KENG_LEVEL_BOARD))
+        return 0;
+    /* The registry's levels, so that a district asked of the two-tier province says so. */
+    const char *levels = keng_registry_level_list(api->reg);
+    snprintf(msg, sizeof(msg), "level must be one of %.*s (got '%.32s')",
+             boards ? (int)strlen(levels) : (int)(strlen(levels) - strlen(", board")), levels,
+             s ? s : "");
+    keng_api__respond_error(api, req, 400, msg);
     return -1;
 }
 
@@ -228,10 +233,12 @@ static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t i
         const keng_board_t *b = keng_registry_board(api->reg, index);
         json_object_set_new(out, "commune_id",
                             json_string(keng_registry_commune(api->reg, b->commune)->id));
-        json_object_set_new(out, "district_id",
-                            json_string(keng_registry_district(api->reg, b->district)->id));
+        /* The two-tier province has no districts: the key is left out, not null. */
+        if (keng_registry_has_districts(api->reg))
+            json_object_set_new(out, "district_id",
+                                json_string(keng_registry_district(api->reg, b->district)->id));
         add_owners(api, index, out);
-    } else if (level == KENG_LEVEL_COMMUNE) {
+    } else if (level == KENG_LEVEL_COMMUNE && keng_registry_has_districts(api->reg)) {
         const keng_commune_t *c = keng_registry_commune(api->reg, index);
         json_object_set_new(out, "district_id",
                             json_string(keng_registry_district(api->reg, c->district)->id));
@@ -273,15 +280,9 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
     const char *id = keng_http_request_query(req, "id");
     keng_level_t level;
     int32_t index;
-    char msg[256];
 
-    if (!level_s || keng_api__parse_level(level_s, &level) != 0) {
-        snprintf(msg, sizeof(msg),
-                 "level must be one of board, commune, district, province (got '%s')",
-                 level_s ? level_s : "");
-        keng_api__respond_error(api, req, 400, msg);
+    if (keng_api__parse_level(api, req, level_s, &level, true) != 0)
         return;
-    }
     index = scope_param(api, req, level, id);
     if (index < 0)
         return;
@@ -302,11 +303,13 @@ static int rank_cmp(const void *a, const void *b)
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
-/* The scope with this id at the district, commune or province level. Returns 0 or -1. */
+/* The scope with this id at a level above the boards. Returns 0 or -1. */
 static int find_any_scope(const keng_api_t *api, const char *id, keng_level_t *level,
                           uint32_t *index)
 {
     for (int l = KENG_LEVEL_COMMUNE; l <= KENG_LEVEL_PROVINCE; l++) {
+        if (!keng_level_exists(api->reg, (keng_level_t)l))
+            continue;
         int32_t i = keng_scope_find(api->reg, (keng_level_t)l, id);
         if (i >= 0) {
             *level = (keng_level_t)l;
@@ -327,16 +330,7 @@ bool keng_api__scope_within(const keng_registry_t *reg, keng_level_t level, uint
         return index == outer_index;
     if (level > outer)
         return false;
-    switch (level) {
-    case KENG_LEVEL_BOARD: {
-        const keng_board_t *b = keng_registry_board(reg, index);
-        return outer == KENG_LEVEL_COMMUNE ? b->commune == outer_index : b->district == outer_index;
-    }
-    case KENG_LEVEL_COMMUNE:
-        return keng_registry_commune(reg, index)->district == outer_index;
-    default:
-        return false;
-    }
+    return keng_scope_parent(reg, level, index, outer) == outer_index;
 }
 
 static void get_top(keng_api_t *api, keng_http_request_t *req)
@@ -353,12 +347,8 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
     long limit = TOP_DEFAULT;
     char msg[256], as_of[32];
 
-    if (level_s && keng_api__parse_level(level_s, &level) != 0) {
-        snprintf(msg, sizeof(msg),
-                 "level must be one of board, commune, district, province (got '%.32s')", level_s);
-        keng_api__respond_error(api, req, 400, msg);
+    if (level_s && keng_api__parse_level(api, req, level_s, &level, true) != 0)
         return;
-    }
     if (window_param(api, req, window_s, &window) != 0)
         return;
     if (kind_s && keng_kind_parse(kind_s, &kind) != 0) {
@@ -377,8 +367,8 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
         }
     }
     if (within_s && *within_s && find_any_scope(api, within_s, &within_level, &within) != 0) {
-        snprintf(msg, sizeof(msg), "within: no district, commune or province with id '%.64s'",
-                 within_s);
+        snprintf(msg, sizeof(msg), "within: no unit with id '%.64s' at the levels %s", within_s,
+                 keng_registry_level_list(api->reg));
         keng_api__respond_error(api, req, 404, msg);
         return;
     }
@@ -424,23 +414,10 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
                                      within_id, "name", within_name, "items", items));
 }
 
-/* The index of the scope that contains the child at index (a board's commune, a commune's
- * district, a district's province). */
-static uint32_t parent_index(const keng_registry_t *reg, keng_level_t child, uint32_t index)
-{
-    switch (child) {
-    case KENG_LEVEL_BOARD:
-        return keng_registry_board(reg, index)->commune;
-    case KENG_LEVEL_COMMUNE:
-        return keng_registry_commune(reg, index)->district;
-    default:
-        return 0;
-    }
-}
-
 /* The scopes one level below a scope, each with its tally over one window, in registry
- * order: the province's districts, a district's communes or a commune's boards in one
- * answer, for the dashboard's drill-down tables. */
+ * order: the province's districts (its communes when the registry has no district level), a
+ * district's communes or a commune's boards in one answer, for the dashboard's drill-down
+ * tables. */
 static void get_children(keng_api_t *api, keng_http_request_t *req)
 {
     const char *level_s = keng_http_request_query(req, "level");
@@ -449,21 +426,17 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
     keng_level_t level = KENG_LEVEL_PROVINCE, child;
     keng_window_id_t window = KENG_WIN_24H;
     const char *parent_id, *parent_name;
-    char msg[256], as_of[32];
+    char as_of[32];
     int32_t index;
 
-    if (level_s && (keng_api__parse_level(level_s, &level) != 0 || level == KENG_LEVEL_BOARD)) {
-        snprintf(msg, sizeof(msg), "level must be one of province, district, commune (got '%.32s')",
-                 level_s);
-        keng_api__respond_error(api, req, 400, msg);
+    if (level_s && keng_api__parse_level(api, req, level_s, &level, false) != 0)
         return;
-    }
     if (window_param(api, req, window_s, &window) != 0)
         return;
     index = scope_param(api, req, level, id);
     if (index < 0)
         return;
-    child = (keng_level_t)(level - 1);
+    child = keng_level_below(api->reg, level);
     json_t *items = json_array();
     size_t n = keng_scope_count(api->reg, child);
     for (uint32_t i = 0; i < n; i++) {
@@ -471,7 +444,7 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
         keng_tally_t t;
         json_t *item;
 
-        if (parent_index(api->reg, child, i) != (uint32_t)index)
+        if (keng_scope_parent(api->reg, child, i, level) != (uint32_t)index)
             continue;
         keng_api__scope_tally(api, child, i, window, &t);
         keng_scope_names(api->reg, child, i, &child_id, &child_name);

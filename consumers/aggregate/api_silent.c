@@ -25,12 +25,8 @@ static int scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t *
     int32_t i;
 
     *level = KENG_LEVEL_PROVINCE;
-    if (level_s && keng_api__parse_level(level_s, level) != 0) {
-        snprintf(msg, sizeof(msg),
-                 "level must be one of board, commune, district, province (got '%.32s')", level_s);
-        keng_api__respond_error(api, req, 400, msg);
+    if (level_s && keng_api__parse_level(api, req, level_s, level, true) != 0)
         return -1;
-    }
     if (!id || !*id) {
         if (*level != KENG_LEVEL_PROVINCE) {
             snprintf(msg, sizeof(msg), "id is required for level %s", keng_level_names[*level]);
@@ -151,24 +147,30 @@ void keng_api__get_silent(keng_api_t *api, keng_http_request_t *req)
         int64_t d = keng_silent_days(&v, b, now);
         bool silent = d >= days;
         total++;
+        /* A registry without districts has none to count in (ndistricts is 0). */
+        bool in_district = board->district != KENG_NO_UNIT;
         c_boards[board->commune]++;
-        d_boards[board->district]++;
+        if (in_district)
+            d_boards[board->district]++;
         if (!silent)
             continue;
         c_silent[board->commune]++;
-        d_silent[board->district]++;
+        if (in_district)
+            d_silent[board->district]++;
         items[nsilent++] = (silent_item_t){b, keng_silent_last_event(&v, b), d};
     }
     qsort(items, nsilent, sizeof(*items), silent_cmp);
     json_t *list = json_array();
     for (size_t i = 0; i < nsilent && i < (size_t)limit; i++) {
         const keng_board_t *board = keng_registry_board(api->reg, items[i].board);
-        json_array_append_new(
-            list, json_pack("{s:s,s:s,s:s,s:s,s:o,s:I}", "id", board->id, "name", board->name,
-                            "commune_id", keng_registry_commune(api->reg, board->commune)->id,
-                            "district_id", keng_registry_district(api->reg, board->district)->id,
-                            "last_event", time_or_null(items[i].last), "silent_days",
-                            (json_int_t)items[i].days));
+        const keng_district_t *district = keng_registry_district(api->reg, board->district);
+        json_t *item =
+            json_pack("{s:s,s:s,s:s,s:o,s:I}", "id", board->id, "name", board->name, "commune_id",
+                      keng_registry_commune(api->reg, board->commune)->id, "last_event",
+                      time_or_null(items[i].last), "silent_days", (json_int_t)items[i].days);
+        if (district)
+            json_object_set_new(item, "district_id", json_string(district->id));
+        json_array_append_new(list, item);
     }
     const char *id, *name;
     keng_scope_names(api->reg, level, index, &id, &name);

@@ -58,7 +58,10 @@ void keng_api__respond_error(keng_api_t *api, keng_http_request_t *req, int stat
 /* The clock the counts run on: the consumer's, else the wall clock. */
 int64_t keng_api__now(const keng_api_t *api);
 /* The level or window named s; 0, or -1 for no such name. */
-int keng_api__parse_level(const char *s, keng_level_t *out);
+/* The level named s (NULL: missing) among the registry's, boards included or not. Returns 0,
+ * or -1 after answering 400 with the levels there are. */
+int keng_api__parse_level(keng_api_t *api, keng_http_request_t *req, const char *s,
+                          keng_level_t *out, bool boards);
 int keng_api__parse_window(const char *s, keng_window_id_t *out);
 /* A scope's tally across the group into *out (the caller's): this instance's live units plus
  * the latest states the other instances published of theirs. */

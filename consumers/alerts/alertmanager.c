@@ -69,25 +69,43 @@ void keng_alertmanager_district_of(const keng_registry_t *reg, keng_alert_level_
                                    const char *scope_id, char *out, size_t size)
 {
     size_t len = strlen(scope_id);
-    int32_t i = -1, district = -1;
+    int32_t i = -1;
+    uint32_t district = KENG_NO_UNIT; /* also what a registry without districts gives */
 
     switch (level) {
     case KENG_ALERT_LEVEL_BOARD:
         if ((i = keng_registry_find_board(reg, scope_id, len)) >= 0)
-            district = (int32_t)keng_registry_board(reg, (uint32_t)i)->district;
+            district = keng_registry_board(reg, (uint32_t)i)->district;
         break;
     case KENG_ALERT_LEVEL_COMMUNE:
         if ((i = keng_registry_find_commune(reg, scope_id, len)) >= 0)
-            district = (int32_t)keng_registry_commune(reg, (uint32_t)i)->district;
+            district = keng_registry_commune(reg, (uint32_t)i)->district;
         break;
     case KENG_ALERT_LEVEL_DISTRICT:
-        district = keng_registry_find_district(reg, scope_id, len);
+        if ((i = keng_registry_find_district(reg, scope_id, len)) >= 0)
+            district = (uint32_t)i;
         break;
     default:
         break;
     }
-    snprintf(out, size, "%s",
-             district >= 0 ? keng_registry_district(reg, (uint32_t)district)->id : "");
+    const keng_district_t *d = keng_registry_district(reg, district);
+    snprintf(out, size, "%s", d ? d->id : "");
+}
+
+/* The id of the commune that holds a board or commune scope, or "" (a district, the
+ * province): the label by which the two-tier province, which has no districts, routes. */
+static const char *commune_of(const keng_registry_t *reg, keng_alert_level_t level,
+                              const char *scope_id)
+{
+    int32_t i;
+
+    if (level == KENG_ALERT_LEVEL_COMMUNE)
+        return keng_registry_find_commune(reg, scope_id, strlen(scope_id)) >= 0 ? scope_id : "";
+    if (level != KENG_ALERT_LEVEL_BOARD)
+        return "";
+    i = keng_registry_find_board(reg, scope_id, strlen(scope_id));
+    return i >= 0 ? keng_registry_commune(reg, keng_registry_board(reg, (uint32_t)i)->commune)->id
+                  : "";
 }
 
 static const char *scope_name(const keng_registry_t *reg, keng_alert_level_t level, const char *id)
@@ -170,7 +188,9 @@ void keng_alertmanager_links(const char *dashboard, const char *window, const ch
 static json_t *alert_json(const batch_t *b, const keng_alert_t *t, int64_t ends_at)
 {
     const keng_alertmanager_t *am = b->am;
-    char level[16], district[16], starts[32], ends[32], link[URL_MAX + 128], gen[URL_MAX + 128];
+    char level[16], district[KENG_UNIT_ID_MAX + 1], starts[32], ends[32], link[URL_MAX + 128],
+        gen[URL_MAX + 128];
+    const char *commune = commune_of(am->reg, t->level, t->scope_id);
     const char *severity = keng_alerts_rule_severity(am->alerts, t->rule);
     size_t i;
 
@@ -183,16 +203,20 @@ static json_t *alert_json(const batch_t *b, const keng_alert_t *t, int64_t ends_
     keng_alertmanager_links(am->dashboard, t->window, level, t->scope_id, link, sizeof(link), gen,
                             sizeof(gen));
     /* The labels name the alert: the same rule and scope is the same alert to Alertmanager,
-     * whatever its count. The province has no district_id. */
-    json_t *j = json_pack("{s:{s:s,s:s,s:s,s:s,s:s,s:s},s:{s:s,s:s},s:s,s:s,s:s}", "labels",
-                          "alertname", t->rule, "level", level, "scope_id", t->scope_id,
-                          "scope_name", scope_name(am->reg, t->level, t->scope_id), "district_id",
-                          district, "severity", severity ? severity : "warning", "annotations",
-                          "summary", t->summary ? t->summary : "", "dashboard", link, "startsAt",
-                          starts, "endsAt", ends, "generatorURL", gen);
+     * whatever its count. The province has no district_id and no commune_id, a district no
+     * commune_id, and nothing has a district_id in a registry without districts. */
+    json_t *j =
+        json_pack("{s:{s:s,s:s,s:s,s:s,s:s,s:s,s:s},s:{s:s,s:s},s:s,s:s,s:s}", "labels",
+                  "alertname", t->rule, "level", level, "scope_id", t->scope_id, "scope_name",
+                  scope_name(am->reg, t->level, t->scope_id), "district_id", district, "commune_id",
+                  commune, "severity", severity ? severity : "warning", "annotations", "summary",
+                  t->summary ? t->summary : "", "dashboard", link, "startsAt", starts, "endsAt",
+                  ends, "generatorURL", gen);
 
     if (j && !district[0])
         json_object_del(json_object_get(j, "labels"), "district_id");
+    if (j && !commune[0])
+        json_object_del(json_object_get(j, "labels"), "commune_id");
     return j;
 }
 

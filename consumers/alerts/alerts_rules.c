@@ -117,8 +117,10 @@ static int parse_long(const char *s, int64_t *out)
 }
 
 /* What field k takes, for the message that refuses a value. */
-static const char *expected_value(size_t k)
+static const char *expected_value(const keng_registry_t *reg, size_t k)
 {
+    if (k == 0 && !keng_registry_has_districts(reg))
+        return "expected board, commune or province: the registry has no district level";
     return k == 0              ? "expected board, commune, district or province"
            : k == 1            ? "expected 1h, 24h, 7d, 30d or 365d"
            : k == 2            ? "expected incident, mediation or silent"
@@ -193,11 +195,7 @@ static int set_field(parse_ctx_t *ctx, rule_t *r, size_t k, const char *key, con
 
     switch (k) {
     case 0:
-        v = keng_alerts__name_index(keng_level_names, KENG_LEVEL_COUNT, value);
-        if (v < 0)
-            return -1;
-        r->level = (keng_level_t)v;
-        return 0;
+        return keng_level_parse(ctx->a->reg, value, &r->level);
     case 1:
         v = keng_alerts__name_index(keng_window_names, KENG_WIN_ALL,
                                     value); /* "all" never resolves */
@@ -259,7 +257,8 @@ static void on_config_key(const char *key, const char *value, void *arg)
         return;
     r->seen[k] = true;
     if (set_field(ctx, r, k, key, value) != 0) {
-        parse_fail(ctx, "%s: '%.64s' is not valid here (%s)", key, value, expected_value(k));
+        parse_fail(ctx, "%s: '%.64s' is not valid here (%s)", key, value,
+                   expected_value(ctx->a->reg, k));
     }
 }
 
@@ -370,6 +369,8 @@ static int build_scope_boards(keng_alerts_t *a)
     if (!wanted)
         return 0;
     for (int l = KENG_LEVEL_COMMUNE; l <= KENG_LEVEL_PROVINCE; l++) {
+        if (!keng_level_exists(a->reg, (keng_level_t)l))
+            continue;
         size_t n = keng_scope_count(a->reg, (keng_level_t)l);
         uint32_t *off = calloc(n + 2, sizeof(uint32_t));
         uint32_t *boards = malloc((nboards ? nboards : 1) * sizeof(uint32_t));

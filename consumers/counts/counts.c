@@ -100,6 +100,60 @@ int32_t keng_scope_find(const keng_registry_t *reg, keng_level_t level, const ch
     }
 }
 
+bool keng_level_exists(const keng_registry_t *reg, keng_level_t level)
+{
+    if (level == KENG_LEVEL_DISTRICT)
+        return keng_registry_has_districts(reg);
+    return level >= KENG_LEVEL_BOARD && level < KENG_LEVEL_COUNT;
+}
+
+int keng_level_parse(const keng_registry_t *reg, const char *name, keng_level_t *out)
+{
+    for (int l = 0; l < KENG_LEVEL_COUNT; l++) {
+        if (strcmp(name, keng_level_names[l]) == 0 && keng_level_exists(reg, (keng_level_t)l)) {
+            *out = (keng_level_t)l;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+keng_level_t keng_level_above(const keng_registry_t *reg, keng_level_t level)
+{
+    int l = (int)level + 1;
+
+    while (l < KENG_LEVEL_COUNT && !keng_level_exists(reg, (keng_level_t)l))
+        l++;
+    return l < KENG_LEVEL_COUNT ? (keng_level_t)l : level;
+}
+
+keng_level_t keng_level_below(const keng_registry_t *reg, keng_level_t level)
+{
+    int l = (int)level - 1;
+
+    while (l >= 0 && !keng_level_exists(reg, (keng_level_t)l))
+        l--;
+    return l >= 0 ? (keng_level_t)l : level;
+}
+
+uint32_t keng_scope_parent(const keng_registry_t *reg, keng_level_t level, uint32_t index,
+                           keng_level_t outer)
+{
+    switch (outer) {
+    case KENG_LEVEL_COMMUNE:
+        return level == KENG_LEVEL_BOARD ? keng_registry_board(reg, index)->commune : KENG_NO_UNIT;
+    case KENG_LEVEL_DISTRICT:
+        if (level == KENG_LEVEL_BOARD)
+            return keng_registry_board(reg, index)->district;
+        return level == KENG_LEVEL_COMMUNE ? keng_registry_commune(reg, index)->district
+                                           : KENG_NO_UNIT;
+    case KENG_LEVEL_PROVINCE:
+        return 0;
+    default:
+        return KENG_NO_UNIT;
+    }
+}
+
 /* Grows *p (elements of elem bytes, capacity *cap) to hold at least need; amortised. */
 static int grow(keng_counts_t *c, void **p, uint32_t *cap, size_t need, size_t elem)
 {
@@ -392,10 +446,13 @@ keng_counts_t *keng_counts_new(const keng_registry_t *reg, const keng_counts_opt
         goto out;
     for (uint32_t i = 0; i < c->nboards; i++) {
         const keng_board_t *b = keng_registry_board(reg, i);
-        if (b->commune >= c->ncommunes || b->district >= c->ndistricts)
+        if (b->commune >= c->ncommunes ||
+            (b->district >= c->ndistricts && b->district != KENG_NO_UNIT))
             goto out;
         c->board_commune[i] = b->commune;
-        c->board_district[i] = b->district;
+        /* Without a district level the board's district tally is the spare one past the
+         * end, which no scope reads: the rollup code stays the same for every registry. */
+        c->board_district[i] = b->district == KENG_NO_UNIT ? c->ndistricts : b->district;
     }
     c->mem = (size_t)(c->nboards + 1) * (2 * sizeof(uint32_t) + sizeof(board_lt_t *)) +
              (size_t)(c->nunits + 1) * (sizeof(board_t *) + sizeof(uint32_t)) + c->nunits / 8 + 1 +

@@ -47,6 +47,20 @@ void keng_scope_names(const keng_registry_t *reg, keng_level_t level, uint32_t i
 /* The index of the scope with id at level, or -1. */
 int32_t keng_scope_find(const keng_registry_t *reg, keng_level_t level, const char *id);
 
+/* The registry's own levels: the district level exists only in a registry that has one, so
+ * nothing above this header need assume it. keng_level_parse takes a level's name and fails
+ * for a name the registry has no level of. */
+bool keng_level_exists(const keng_registry_t *reg, keng_level_t level);
+int keng_level_parse(const keng_registry_t *reg, const char *name, keng_level_t *out);
+/* The level right above (board -> commune -> district or province) or below (province ->
+ * district or commune -> board) level in the registry; level itself at the top or bottom. */
+keng_level_t keng_level_above(const keng_registry_t *reg, keng_level_t level);
+keng_level_t keng_level_below(const keng_registry_t *reg, keng_level_t level);
+/* The index of the scope at level `outer` (above `level`) that holds the scope (level,
+ * index): a board's commune or district, a commune's district, 0 for the province. */
+uint32_t keng_scope_parent(const keng_registry_t *reg, keng_level_t level, uint32_t index,
+                           keng_level_t outer);
+
 /* Totals of one scope over one window. */
 typedef struct keng_tally {
     uint64_t incidents;

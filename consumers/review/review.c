@@ -246,18 +246,21 @@ static int rollup_build(const keng_review_t *r, rollup_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->communes = calloc(keng_registry_commune_count(r->reg), sizeof(tally_t));
-    out->districts = calloc(keng_registry_district_count(r->reg), sizeof(tally_t));
+    /* One spare district: a registry without districts has none, and calloc(0) may be NULL. */
+    out->districts = calloc(keng_registry_district_count(r->reg) + 1, sizeof(tally_t));
     out->commune_boards = calloc(keng_registry_commune_count(r->reg), sizeof(coverage_t));
-    out->district_boards = calloc(keng_registry_district_count(r->reg), sizeof(coverage_t));
+    out->district_boards = calloc(keng_registry_district_count(r->reg) + 1, sizeof(coverage_t));
     if (!out->communes || !out->districts || !out->commune_boards || !out->district_boards)
         return -1;
     for (uint32_t i = 0; i < keng_registry_board_count(r->reg); i++) {
         const keng_board_t *b = keng_registry_board(r->reg, i);
         tally_add(&out->communes[b->commune], &r->boards[i]);
-        tally_add(&out->districts[b->district], &r->boards[i]);
         tally_add(&out->province, &r->boards[i]);
         coverage_add(&out->commune_boards[b->commune], &r->boards[i]);
-        coverage_add(&out->district_boards[b->district], &r->boards[i]);
+        if (b->district != KENG_NO_UNIT) {
+            tally_add(&out->districts[b->district], &r->boards[i]);
+            coverage_add(&out->district_boards[b->district], &r->boards[i]);
+        }
         coverage_add(&out->province_boards, &r->boards[i]);
     }
     return 0;
@@ -350,9 +353,10 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
     }
     for (uint32_t i = 0; i < keng_registry_commune_count(r->reg); i++) {
         const keng_commune_t *c = keng_registry_commune(r->reg, i);
+        const keng_district_t *d = keng_registry_district(r->reg, c->district);
         json_t *o = scope_json(c->id, c->name, &ru->communes[i]);
-        json_object_set_new(o, "district_id",
-                            json_string(keng_registry_district(r->reg, c->district)->id));
+        if (d)
+            json_object_set_new(o, "district_id", json_string(d->id));
         coverage_json(o, &ru->commune_boards[i]);
         json_array_append_new(communes, o);
     }
@@ -454,8 +458,9 @@ static int write_csv(const keng_review_t *r, const rollup_t *ru, const char *pat
     }
     for (uint32_t i = 0; i < keng_registry_commune_count(r->reg); i++) {
         const keng_commune_t *c = keng_registry_commune(r->reg, i);
-        csv_row(f, "commune", c->id, c->name, keng_registry_district(r->reg, c->district)->id,
-                &ru->communes[i]);
+        const keng_district_t *d = keng_registry_district(r->reg, c->district);
+        /* A commune of the two-tier province answers to the province itself. */
+        csv_row(f, "commune", c->id, c->name, d ? d->id : KENG_PROVINCE_ID, &ru->communes[i]);
     }
     for (uint32_t i = 0; i < keng_registry_board_count(r->reg); i++) {
         const keng_board_t *b = keng_registry_board(r->reg, i);

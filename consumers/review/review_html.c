@@ -270,12 +270,29 @@ static int by_value_desc(const void *a, const void *b)
     return strcmp(x->key, y->key);
 }
 
+/* The units right below the province that the charts and tables compare: the districts, or
+ * the communes of a registry without a district level (the two-tier province of 2025). */
+typedef struct top_units {
+    const char *key;   /* "districts" or "communes": the document's array */
+    const char *title; /* "Vụ việc phát hiện theo ..." */
+    const char *table; /* "Số liệu theo ..." */
+} top_units_t;
+
+static top_units_t top_units(const keng_registry_t *reg)
+{
+    if (keng_registry_has_districts(reg))
+        return (top_units_t){"districts", "Vụ việc phát hiện theo huyện, thị xã, thành phố",
+                             "Số liệu theo huyện, thị xã, thành phố"};
+    return (top_units_t){"communes", "Vụ việc phát hiện theo xã, phường",
+                         "Số liệu theo xã, phường"};
+}
+
 /* Returns 0, or -1 when out of memory. */
-static int write_charts(FILE *f, const json_t *doc)
+static int write_charts(FILE *f, const json_t *doc, top_units_t top)
 {
     const json_t *province = json_object_get(doc, "province");
     const json_t *months = json_object_get(doc, "months");
-    const json_t *districts = json_object_get(doc, "districts");
+    const json_t *districts = json_object_get(doc, top.key);
     size_t nmonths = json_array_size(months), ndistricts = json_array_size(districts);
     keng_chart_item_t *items = calloc(nmonths + ndistricts + KENG_CAT_COUNT + 1, sizeof(*items));
     char(*labels)[16] = calloc(nmonths + 1, sizeof(*labels));
@@ -299,9 +316,8 @@ static int write_charts(FILE *f, const json_t *doc)
         const json_t *d = json_array_get(districts, i);
         items[i] = (keng_chart_item_t){text(d, "id"), text(d, "name"), incidents(d)};
     }
-    fputs("<div class=chart-box><h3>Vụ việc phát hiện theo huyện, thị xã, thành phố</h3>\n", f);
-    keng_chart_bars(f, "districts", "Vụ việc phát hiện theo huyện, thị xã, thành phố", items,
-                    ndistricts);
+    fprintf(f, "<div class=chart-box><h3>%s</h3>\n", top.title);
+    keng_chart_bars(f, top.key, top.title, items, ndistricts);
     fputs("</div>\n", f);
 
     for (int i = 0; i < KENG_CAT_COUNT; i++)
@@ -338,10 +354,10 @@ out:
     return rc;
 }
 
-static void write_tables(FILE *f, const json_t *doc)
+static void write_tables(FILE *f, const json_t *doc, top_units_t top)
 {
     const json_t *months = json_object_get(doc, "months");
-    const json_t *districts = json_object_get(doc, "districts");
+    const json_t *districts = json_object_get(doc, top.key);
     char month[16];
 
     fputs("<h2>Số liệu theo tháng</h2>\n<table class=months>\n", f);
@@ -356,7 +372,7 @@ static void write_tables(FILE *f, const json_t *doc)
     }
     fputs("</tbody></table>\n", f);
 
-    fputs("<h2>Số liệu theo huyện, thị xã, thành phố</h2>\n<table class=districts>\n", f);
+    fprintf(f, "<h2>%s</h2>\n<table class=%s>\n", top.table, top.key);
     table_head(f, "Mã", "Tên", true);
     fputs("<tbody>\n", f);
     for (size_t i = 0; i < json_array_size(districts); i++) {
@@ -393,19 +409,22 @@ static int by_rank(const void *a, const void *b)
     return x->commune < y->commune ? -1 : x->commune > y->commune;
 }
 
+/* The section of district d, or with d KENG_NO_UNIT of the whole province of a registry
+ * without districts (whose communes and boards all have KENG_NO_UNIT as their district). */
 static void write_district(FILE *f, const json_t *doc, const keng_registry_t *reg, uint32_t d,
                            const bool *active, ranked_t *scratch)
 {
-    const json_t *district = json_array_get(json_object_get(doc, "districts"), d);
-    const json_t *communes = json_object_get(doc, "communes");
     const keng_district_t *dist = keng_registry_district(reg, d);
+    const json_t *district = dist ? json_array_get(json_object_get(doc, "districts"), d)
+                                  : json_object_get(doc, "province");
+    const json_t *communes = json_object_get(doc, "communes");
     size_t n = 0, silent = 0;
     char pct[16];
 
     fputs("<section class=district data-id=\"", f);
-    keng_chart_escape(f, dist->id);
+    keng_chart_escape(f, dist ? dist->id : KENG_PROVINCE_ID);
     fputs("\">\n<h2>", f);
-    keng_chart_escape(f, dist->name);
+    keng_chart_escape(f, dist ? dist->name : KENG_PROVINCE_NAME);
     fputs("</h2>\n<p class=summary>", f);
     count(f, field(district, "boards_reported"));
     fputs("/", f);
@@ -452,7 +471,8 @@ static void write_district(FILE *f, const json_t *doc, const keng_registry_t *re
             "</h3>\n",
             silent);
     if (silent == 0)
-        fputs("<p class=none>Tất cả ban tự quản của huyện đều có báo cáo trong kỳ.</p>\n", f);
+        fprintf(f, "<p class=none>Tất cả ban tự quản của %s đều có báo cáo trong kỳ.</p>\n",
+                dist ? "huyện" : "tỉnh");
     /* One line per commune in registry order, so a reader can find a hamlet by its commune. */
     for (uint32_t c = 0; c < keng_registry_commune_count(reg) && silent > 0; c++) {
         const keng_commune_t *commune = keng_registry_commune(reg, c);
@@ -541,13 +561,15 @@ int keng_review_html_write(const json_t *doc, const keng_registry_t *reg, int64_
             keng_review_date_vi(to_ms - 1, last, sizeof(last)));
 
     write_headline(f, json_object_get(doc, "headline"));
-    if (write_charts(f, doc) != 0) {
+    if (write_charts(f, doc, top_units(reg)) != 0) {
         errno = ENOMEM;
         goto out;
     }
-    write_tables(f, doc);
+    write_tables(f, doc, top_units(reg));
     for (uint32_t d = 0; d < keng_registry_district_count(reg); d++)
         write_district(f, doc, reg, d, active, scratch);
+    if (!keng_registry_has_districts(reg))
+        write_district(f, doc, reg, KENG_NO_UNIT, active, scratch);
 
     fputs("<footer>\n<h2>Chất lượng dữ liệu</h2>\n<p class=quality>", f);
     fputs("Đã tính ", f);

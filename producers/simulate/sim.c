@@ -273,10 +273,11 @@ static void advance_clock(keng_sim_t *sim)
 static void fill_location(keng_sim_t *sim, uint32_t board_index, const keng_board_t *b,
                           keng_event_t *ev)
 {
-    /* A fixed centre per district and a fixed spot per board, then a few hundred metres of
-     * jitter per event, so maps show villages rather than noise. */
-    double dlat = LAT_MIN + (LAT_MAX - LAT_MIN) * (0.1 + 0.8 * hash_unit(b->district * 2 + 1));
-    double dlon = LON_MIN + (LON_MAX - LON_MIN) * (0.1 + 0.8 * hash_unit(b->district * 2 + 2));
+    /* A fixed centre per district (per commune without districts) and a fixed spot per board, then
+     * a few hundred metres of jitter per event, so maps show villages rather than noise. */
+    uint32_t area = b->district != KENG_NO_UNIT ? b->district : b->commune;
+    double dlat = LAT_MIN + (LAT_MAX - LAT_MIN) * (0.1 + 0.8 * hash_unit(area * 2 + 1));
+    double dlon = LON_MIN + (LON_MAX - LON_MIN) * (0.1 + 0.8 * hash_unit(area * 2 + 2));
     double blat = dlat + 0.16 * (hash_unit(((uint64_t)board_index << 20) | 1) - 0.5);
     double blon = dlon + 0.16 * (hash_unit(((uint64_t)board_index << 20) | 2) - 0.5);
     ev->has_location = true;
