@@ -117,14 +117,14 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: keng-ingest [options]\n"
-            "       keng-ingest --new-token NAME --districts D01,D07 --tokens FILE\n"
+            "       keng-ingest --new-token NAME --units D01,D07 --tokens FILE\n"
             "       keng-ingest --list-tokens --tokens FILE\n"
             "       keng-ingest --revoke NAME[@ID] --tokens FILE\n"
             "\n"
             "The HTTP gateway of the mobile gateways: POST /v1/incidents and /v1/mediations\n"
             "take one JSON event or an array of them, answer 202 {\"accepted\": N} once Kafka\n"
             "has acknowledged every event, 400 naming every invalid event (and then produce\n"
-            "nothing), 401/403 for a missing or wrong token or a board outside its districts,\n"
+            "nothing), 401/403 for a missing or wrong token or a board outside its units,\n"
             "413 over http.max_body_bytes or ingest.max_events, 415 for a Content-Type other\n"
             "than application/json, and 503 with Retry-After when Kafka cannot take the\n"
             "events within ingest.deadline_ms. GET /healthz and GET /metrics (Prometheus).\n"
@@ -140,9 +140,12 @@ static void usage(FILE *out)
             "                       10000); at the cap the least recently active idle one is\n"
             "                       closed for the new one, and with none idle it gets 503\n"
             "  --new-token NAME     print a new random token once and append its hash, NAME\n"
-            "                       and --districts (D01,D07 or *) to --tokens FILE, then exit\n"
+            "                       and --units to --tokens FILE, then exit; units are ids of\n"
+            "                       any level of the registry (D01,D07; communes; boards) or *,\n"
+            "                       each checked against --registry FILE (--districts: the\n"
+            "                       same flag under its former name)\n"
             "  --list-tokens        list --tokens FILE: each token's id (the first 8 digits of\n"
-            "                       its hash), gateway, districts and creation time, then exit\n"
+            "                       its hash), gateway, units and creation time, then exit\n"
             "  --revoke NAME[@ID]   remove the gateway's token (@ID to choose one of several)\n"
             "                       from --tokens FILE, then exit; send SIGHUP to take it in\n"
             "  --check-config       load the config, registry, token file and Kafka settings,\n"
@@ -151,7 +154,7 @@ static void usage(FILE *out)
             "  --help, --version\n"
             "\n"
             "Token file: one line per token, '<sha256 of the token, hex> <gateway name>\n"
-            "<districts>', districts a comma-separated list of ids or '*'; '#' starts a comment.\n"
+            "<units>', units a comma-separated list of unit ids or '*'; '#' starts a comment.\n"
             "A file meant to hold no token says so with the line '!no-tokens'.\n"
             "Send SIGHUP to reload it (rotate tokens without a restart); a file that fails to\n"
             "load, or that holds no token without '!no-tokens', leaves the tokens in use\n"
@@ -669,6 +672,14 @@ static void on_request(keng_http_request_t *req, void *ctx)
 
 /* ---- signals and shutdown ---- */
 
+static void warn_unknown_unit(const char *gateway, const char *unit, void *arg)
+{
+    (void)arg;
+    keng_log_warn("a token names a unit the registry does not have: its gateway can report for "
+                  "no board through it",
+                  "gateway=%s unit=%s", gateway, unit);
+}
+
 static void reload_tokens(ingest_t *in)
 {
     char errstr[512];
@@ -698,6 +709,7 @@ static void reload_tokens(ingest_t *in)
     in->tokens = fresh;
     keng_log_info("tokens reloaded", "file=%s tokens=%zu", in->tokens_path,
                   keng_tokens_count(fresh));
+    keng_tokens_each_unknown_unit(fresh, in->reg, warn_unknown_unit, NULL);
 }
 
 static void on_server_closed(void *arg)
@@ -810,6 +822,7 @@ static int run(ingest_t *in)
             return KENG_EXIT_CONFIG;
         }
         keng_config_warn_if_exposed(in->tokens_path, "token file");
+        keng_tokens_each_unknown_unit(in->tokens, in->reg, warn_unknown_unit, NULL);
         if (keng_tokens_count(in->tokens) == 0 && !keng_tokens_none_intended(in->tokens))
             keng_log_warn("the token file holds no token: every POST will be refused with 401 "
                           "(write '!no-tokens' in it when that is meant)",
@@ -924,15 +937,33 @@ static int teardown(ingest_t *in)
     return rc;
 }
 
-static int new_token(const struct options *opt)
+static int new_token(const struct options *opt, const keng_program_flag_t *table)
 {
     char token[KENG_TOKEN_TEXT_LEN + 1];
     char hash[KENG_TOKEN_HASH_HEX_LEN + 1];
     char errstr[512];
 
     if (!opt->tokens || !opt->districts) {
-        fprintf(stderr, "keng-ingest: --new-token needs --districts D01,D07 (or '*') and "
+        fprintf(stderr, "keng-ingest: --new-token needs --units D01,D07 (or '*') and "
                         "--tokens FILE\n");
+        return KENG_EXIT_USAGE;
+    }
+    /* A unit the registry lacks (a lower-case d01, a D99) would make a token that can report
+     * for nothing: refused while the operator is still at the keyboard. */
+    keng_config_t *cfg = keng_program_config_table(&program, opt->config_path, table);
+    if (!cfg)
+        return KENG_EXIT_USAGE;
+    keng_registry_t *reg =
+        keng_registry_open(keng_config_get(cfg, "registry", NULL), errstr, sizeof(errstr));
+    keng_config_destroy(cfg);
+    if (!reg) {
+        fprintf(stderr, "keng-ingest: cannot load the board registry: %s\n", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    int known = keng_tokens_check_units(opt->districts, reg, errstr, sizeof(errstr));
+    keng_registry_destroy(reg);
+    if (known != 0) {
+        fprintf(stderr, "keng-ingest: --units %s: %s\n", opt->districts, errstr);
         return KENG_EXIT_USAGE;
     }
     if (keng_tokens_generate(token, hash, errstr, sizeof(errstr)) < 0 ||
@@ -944,7 +975,7 @@ static int new_token(const struct options *opt)
     printf("%s\n", token);
     fflush(stdout);
     fprintf(stderr,
-            "keng-ingest: token for gateway '%s' (districts %s) added to %s. It is shown only "
+            "keng-ingest: token for gateway '%s' (units %s) added to %s. It is shown only "
             "this once; the file keeps only its SHA-256. Send SIGHUP to a running keng-ingest "
             "to load it.\n",
             opt->new_token, opt->districts, opt->tokens);
@@ -991,7 +1022,8 @@ int main(int argc, char **argv)
         KENG_FLAG("listen", &opt.listen, "ingest.listen"),
         KENG_FLAG("tokens", &opt.tokens, "ingest.tokens"),
         KENG_FLAG("new-token", &opt.new_token, NULL),
-        KENG_FLAG("districts", &opt.districts, NULL),
+        KENG_FLAG("units", &opt.districts, NULL),
+        KENG_FLAG("districts", &opt.districts, NULL), /* its name before units of any level */
         KENG_FLAG_SET("list-tokens", &opt.list_tokens),
         KENG_FLAG("revoke", &opt.revoke, NULL),
         KENG_FLAG_SET("check-config", &opt.check_config),
@@ -1010,11 +1042,11 @@ int main(int argc, char **argv)
         return KENG_EXIT_USAGE;
     }
     if (opt.new_token)
-        return new_token(&opt);
+        return new_token(&opt, table);
     if (opt.list_tokens || opt.revoke)
         return admin_tokens(&opt);
     if (opt.districts) {
-        fprintf(stderr, "keng-ingest: --districts goes with --new-token\n");
+        fprintf(stderr, "keng-ingest: --units goes with --new-token\n");
         return KENG_EXIT_USAGE;
     }
 

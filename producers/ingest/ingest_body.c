@@ -150,7 +150,7 @@ static int load_body(const char *body, size_t len, const keng_ingest_body_limits
 }
 
 /* Reads event i into *ev and checks its board: an invalid event is added to `invalid`, one
- * from a district the gateway may not report for to `forbidden`. */
+ * outside the units the gateway may report for to `forbidden`. */
 static void check_event(const json_t *obj, size_t i, keng_kind_t kind, const keng_registry_t *reg,
                         const keng_gateway_t *gw, const keng_event_limits_t *ev_limits,
                         keng_event_t *ev, json_t *invalid, json_t *forbidden)
@@ -168,12 +168,14 @@ static void check_event(const json_t *obj, size_t i, keng_kind_t kind, const ken
         add_error(invalid, (long long)i, "board_id", msg);
         return;
     }
-    int32_t district_index = (int32_t)keng_registry_board(reg, (uint32_t)board)->district;
-    const keng_district_t *district = keng_registry_district(reg, (uint32_t)district_index);
-    if (gw && !keng_gateway_allows(gw, district->id, strlen(district->id))) {
+    if (gw && !keng_gateway_allows_board(gw, reg, (uint32_t)board)) {
+        const keng_board_t *b = keng_registry_board(reg, (uint32_t)board);
+        const keng_district_t *district = keng_registry_district(reg, b->district);
         snprintf(msg, sizeof(msg),
-                 "board '%s' is in district %s, which gateway '%s' may not report for",
-                 ev->board_id, district->id, keng_gateway_name(gw));
+                 "board '%s' (commune %s%s%s) is in no unit that gateway '%s' may report for",
+                 ev->board_id, keng_registry_commune(reg, b->commune)->id,
+                 district ? ", district " : "", district ? district->id : "",
+                 keng_gateway_name(gw));
         add_error(forbidden, (long long)i, "board_id", msg);
     }
 }

@@ -362,6 +362,70 @@ bool keng_gateway_allows(const keng_gateway_t *gw, const char *district_id, size
     return false;
 }
 
+bool keng_gateway_allows_board(const keng_gateway_t *gw, const keng_registry_t *reg, uint32_t board)
+{
+    const keng_board_t *b = keng_registry_board(reg, board);
+    const keng_commune_t *c;
+    const keng_district_t *d;
+
+    if (gw->all_districts)
+        return true;
+    if (!b)
+        return false;
+    c = keng_registry_commune(reg, b->commune);
+    d = keng_registry_district(reg, b->district);
+    return keng_gateway_allows(gw, b->id, strlen(b->id)) ||
+           keng_gateway_allows(gw, c->id, strlen(c->id)) ||
+           (d && keng_gateway_allows(gw, d->id, strlen(d->id)));
+}
+
+static bool unit_known(const keng_registry_t *reg, const char *id, size_t len)
+{
+    return keng_registry_find_district(reg, id, len) >= 0 ||
+           keng_registry_find_commune(reg, id, len) >= 0 ||
+           keng_registry_find_board(reg, id, len) >= 0;
+}
+
+int keng_tokens_check_units(const char *units, const keng_registry_t *reg, char *errstr,
+                            size_t errstr_size)
+{
+    const char *p = units;
+
+    if (strcmp(units, "*") == 0)
+        return 0;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        if (len > 0 && !unit_known(reg, p, len)) {
+            snprintf(errstr, errstr_size,
+                     "the registry has no unit '%.*s' (ids are case-sensitive; its levels are %s)",
+                     (int)(len > 40 ? 40 : len), p, keng_registry_level_list(reg));
+            return -1;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+size_t keng_tokens_each_unknown_unit(const keng_tokens_t *tokens, const keng_registry_t *reg,
+                                     void (*fn)(const char *gateway, const char *unit, void *arg),
+                                     void *arg)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < tokens->count; i++) {
+        const keng_gateway_t *gw = &tokens->gateways[i];
+        for (size_t k = 0; k < gw->ndistricts; k++) {
+            if (unit_known(reg, gw->districts[k], strlen(gw->districts[k])))
+                continue;
+            fn(gw->name, gw->districts[k], arg);
+            n++;
+        }
+    }
+    return n;
+}
+
 int keng_tokens_generate(char *token, char *hash_hex, char *errstr, size_t errstr_size)
 {
     static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

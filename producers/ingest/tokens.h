@@ -1,16 +1,20 @@
 /* keng-ingest's bearer tokens: a file that never stores a token, only the SHA-256 of each, with
- * the gateway it belongs to and the districts that gateway may report for. One line per token:
+ * the gateway it belongs to and the units that gateway may report for. One line per token:
  *
- *   <sha256 of the token, 64 hex digits> <gateway name> <districts>
+ *   <sha256 of the token, 64 hex digits> <gateway name> <units>
  *
- * where districts is a comma-separated list of district ids (D01,D07) or "*" for all, and
- * '#' starts a comment. A file that holds no token on purpose has the line "!no-tokens". */
+ * where units is a comma-separated list of unit ids of any level of the registry (districts
+ * D01,D07; communes, such as the two-tier province's 16681; single boards) or "*" for all,
+ * and '#' starts a comment. A file that holds no token on purpose has the line "!no-tokens". */
 #ifndef KENG_TOKENS_H
 #define KENG_TOKENS_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+
+#include "registry.h"
 
 typedef struct keng_tokens keng_tokens_t;
 typedef struct keng_gateway keng_gateway_t;
@@ -50,8 +54,24 @@ const keng_gateway_t *keng_tokens_authorize(const keng_tokens_t *tokens, const c
 /* Borrowed from gw, so valid as long as its token set. */
 const char *keng_gateway_name(const keng_gateway_t *gw);
 
-/* Whether the gateway may report for the district (id not necessarily NUL-terminated). */
-bool keng_gateway_allows(const keng_gateway_t *gw, const char *district_id, size_t len);
+/* Whether the gateway's list names the unit (id not necessarily NUL-terminated). */
+bool keng_gateway_allows(const keng_gateway_t *gw, const char *unit_id, size_t len);
+
+/* Whether the gateway may report for the board at index: its list names the board, its
+ * commune or its district (when the registry has districts). */
+bool keng_gateway_allows_board(const keng_gateway_t *gw, const keng_registry_t *reg,
+                               uint32_t board);
+
+/* Checks a units word ("D01,D07", "*") against the registry: every id must be a unit of some
+ * level. Returns 0, or -1 with errstr naming the first unknown id. */
+int keng_tokens_check_units(const char *units, const keng_registry_t *reg, char *errstr,
+                            size_t errstr_size);
+
+/* Calls fn for each unit of a token's list that the registry does not have (a unit that a
+ * new registry removed, or a mistyped one), with the gateway's name. Returns how many. */
+size_t keng_tokens_each_unknown_unit(const keng_tokens_t *tokens, const keng_registry_t *reg,
+                                     void (*fn)(const char *gateway, const char *unit, void *arg),
+                                     void *arg);
 
 /* Makes a new random token (KENG_TOKEN_RANDOM_BYTES from the system's CSPRNG, base64url):
  * writes its text to token (at least KENG_TOKEN_TEXT_LEN + 1 bytes) and the hex of its
