@@ -700,8 +700,10 @@ def expected_all_time(events, boards):
             continue
         seen.add(ev["event_id"])
         row = boards[ev["board_id"]]
-        for scope in (("board", row["board_id"]), ("commune", row["commune_id"]),
-                      ("district", row["district_id"]), ("province", "NA")):
+        scopes = [("board", row["board_id"]), ("commune", row["commune_id"]),
+                  ("district", row.get("district_id")), ("province", "NA")]
+        # A registry of the two-tier government has no districts.
+        for scope in (s for s in scopes if s[1]):
             t = tallies.setdefault(scope, empty_tally())
             if kind == "incident":
                 t["incidents"]["total"] += 1
