@@ -70,8 +70,8 @@ class Alertmanager:
         return kt.get_json(f"{self.base}/api/v2/alerts")
 
 
-# A second rule, over the whole province: its alert has no district_id and the default
-# severity.
+# A second rule, over the whole province: its alert has no district_id, no commune_id and
+# the default severity.
 PROVINCE_LABELS = {"alertname": "province_busy", "level": "province", "scope_id": "NA",
                    "scope_name": "Tỉnh Nghệ An", "severity": "warning"}
 
@@ -79,7 +79,7 @@ PROVINCE_LABELS = {"alertname": "province_busy", "level": "province", "scope_id"
 def expected_labels(commune_row):
     return {"alertname": RULE, "level": "commune", "scope_id": commune_row["commune_id"],
             "scope_name": commune_row["commune_name"], "district_id": commune_row["district_id"],
-            "severity": "critical"}
+            "commune_id": commune_row["commune_id"], "severity": "critical"}
 
 
 def check_exactly(am, labels, what):
