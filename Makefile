@@ -41,7 +41,10 @@ test-sanitize: deps
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 	cd $(ASAN_DIR) && ctest --output-on-failure --timeout 1200 -LE kafka -j$(TEST_JOBS)
 
-# REGISTRY=FILE runs the demo on your own board registry (keng-demo --registry FILE).
+# The demo runs on the province as it is governed today: the two-tier registry of 1 July 2025
+# (no district level). REGISTRY=FILE runs it on your own board registry, REGISTRY= on the
+# built-in 2024 one (keng-demo --registry FILE).
+REGISTRY ?= registry/nghe-an-2025-07-01.csv
 demo: build
 	$(BUILD_DIR)/bin/keng-demo $(if $(REGISTRY),--registry $(REGISTRY))
 

@@ -139,7 +139,16 @@ int keng_program_open(const keng_program_t *p, const char *path, const keng_prog
         fprintf(stderr, "%s: registry: %s\n", p->name, errstr);
         return KENG_EXIT_CONFIG;
     }
+    keng_program_log_registry(*reg);
     return 0;
+}
+
+void keng_program_log_registry(const keng_registry_t *reg)
+{
+    char what[700];
+
+    keng_registry_describe(reg, what, sizeof(what));
+    keng_log_info("board registry in use", "%s", what);
 }
 
 int keng_program_check_kafka(const keng_config_t *cfg, bool consumer)

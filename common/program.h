@@ -119,6 +119,11 @@ keng_config_t *keng_program_config_table(const keng_program_t *p, const char *pa
 int keng_program_open(const keng_program_t *p, const char *path, const keng_program_flag_t *table,
                       const char *registry_path, keng_config_t **cfg, keng_registry_t **reg);
 
+/* Logs which board registry the program uses: its file or the built-in one, its counts and
+ * its levels (keng_program_open does it; programs that open their registry themselves call
+ * it), so that a deployment that forgot --registry can see it. */
+void keng_program_log_registry(const keng_registry_t *reg);
+
 /* For the servers, which cannot do their job without Kafka: returns 0 when cfg names bootstrap
  * servers, else KENG_EXIT_CONFIG after logging the three ways to name them. (A broker that is
  * named but down is not this: the servers start, and /readyz says what they wait for.) */

@@ -23,6 +23,7 @@ struct keng_registry {
      * line must agree, so that no level has holes. */
     int first_line;
     bool first_has_district;
+    char *path; /* the file it came from; NULL for the built-in one */
     id_index_t district_index, commune_index, board_index;
     /* Every string of the registry lives in these arenas, freed together. */
     char **arenas;
@@ -156,6 +157,7 @@ void keng_registry_destroy(keng_registry_t *reg)
     free(reg->districts);
     free(reg->communes);
     free(reg->boards);
+    free(reg->path);
     free(reg);
 }
 
@@ -526,6 +528,11 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
     if (check_boards_unique(reg, path, lines, errstr, errstr_size) != 0 ||
         check_levels_apart(reg, path, lines, errstr, errstr_size) != 0)
         goto out;
+    reg->path = strdup(path);
+    if (!reg->path) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
     result = finish(reg, errstr, errstr_size);
     reg = NULL;
 out:
@@ -714,6 +721,51 @@ size_t keng_registry_commune_count(const keng_registry_t *reg)
 size_t keng_registry_district_count(const keng_registry_t *reg)
 {
     return reg->ndistricts;
+}
+
+const char *keng_registry_path(const keng_registry_t *reg)
+{
+    return reg->path;
+}
+
+void keng_registry_describe(const keng_registry_t *reg, char *buf, size_t size)
+{
+    snprintf(buf, size, "source=%s districts=%zu communes=%zu boards=%zu levels=%s",
+             reg->path ? reg->path : "built-in", reg->ndistricts, reg->ncommunes, reg->nboards,
+             reg->ndistricts > 0 ? "province,district,commune,board" : "province,commune,board");
+}
+
+int keng_registry_metrics(const keng_registry_t *reg, char *buf, size_t size)
+{
+    char path[512];
+    size_t n = 0;
+    int w;
+
+    /* A label value escapes backslash, quote and newline (Prometheus's text format). */
+    for (const char *p = reg->path ? reg->path : ""; *p && n + 3 < sizeof(path); p++) {
+        if (*p == '\\' || *p == '"' || *p == '\n')
+            path[n++] = '\\';
+        path[n++] = *p == '\n' ? 'n' : *p;
+    }
+    path[n] = '\0';
+    w = snprintf(buf, size,
+                 "# HELP keng_registry_units Units of the board registry in use, by level (a "
+                 "level the registry has not got is absent).\n"
+                 "# TYPE keng_registry_units gauge\n"
+                 "keng_registry_units{level=\"board\"} %zu\n"
+                 "keng_registry_units{level=\"commune\"} %zu\n",
+                 reg->nboards, reg->ncommunes);
+    if (w >= 0 && (size_t)w < size && reg->ndistricts > 0)
+        w += snprintf(buf + w, size - (size_t)w, "keng_registry_units{level=\"district\"} %zu\n",
+                      reg->ndistricts);
+    if (w >= 0 && (size_t)w < size)
+        w += snprintf(buf + w, size - (size_t)w,
+                      "# HELP keng_registry_info The board registry in use: a file (its path) or "
+                      "the built-in one.\n"
+                      "# TYPE keng_registry_info gauge\n"
+                      "keng_registry_info{source=\"%s\",path=\"%s\"} 1\n",
+                      reg->path ? "file" : "built-in", path);
+    return w >= 0 && (size_t)w < size ? w : -1;
 }
 
 bool keng_registry_has_districts(const keng_registry_t *reg)

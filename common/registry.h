@@ -77,6 +77,19 @@ size_t keng_registry_board_count(const keng_registry_t *reg);
 size_t keng_registry_commune_count(const keng_registry_t *reg);
 size_t keng_registry_district_count(const keng_registry_t *reg);
 
+/* The file the registry was loaded from, or NULL for the built-in one (the 2024 seed). */
+const char *keng_registry_path(const keng_registry_t *reg);
+
+/* Where the registry came from, what it holds and its levels, for every program's start line
+ * and the review: "source=FILE districts=0 communes=130 boards=7588 levels=province,commune,
+ * board" (source=built-in for the default). */
+void keng_registry_describe(const keng_registry_t *reg, char *buf, size_t size);
+
+/* The registry for Prometheus: keng_registry_units{level} for each level it has and
+ * keng_registry_info{source,path} 1, with HELP and TYPE lines. Returns what it wrote, or -1
+ * when buf is too small. */
+int keng_registry_metrics(const keng_registry_t *reg, char *buf, size_t size);
+
 /* Whether the registry has a district level (false for the two-tier government of 2025). */
 bool keng_registry_has_districts(const keng_registry_t *reg);
 

@@ -660,6 +660,7 @@ static int load_state(app_t *app, const settings_t *st)
         keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
         return KENG_EXIT_CONFIG;
     }
+    keng_program_log_registry(app->reg);
     /* schemas.dir and schemas.reader.<subject> let an operator run this consumer with the
      * schemas of another release without a rebuild. */
     app->store = keng_schema_store_from_config(app->cfg, errstr, sizeof(errstr));

@@ -186,6 +186,9 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
         keng_http_server_write_metrics(srv, m.out);
     metrics_alerts(api, m.out);
     keng_kafka_health_metrics(m.out);
+    char registry[2048];
+    if (keng_registry_metrics(api->reg, registry, sizeof(registry)) > 0)
+        fputs(registry, m.out);
     if (api->more_metrics)
         api->more_metrics(m.out, api->more_metrics_arg);
     fclose(m.out);

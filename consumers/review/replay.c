@@ -455,6 +455,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
         rc = KENG_EXIT_CONFIG;
         goto out;
     }
+    keng_program_log_registry(reg);
     store = keng_schema_store_from_config(cfg, errstr, sizeof(errstr));
     rd.dec = store ? keng_avro_decoder_new(store, errstr, sizeof(errstr)) : NULL;
     rd.review = keng_review_new(reg, from_ms, to_ms, label);

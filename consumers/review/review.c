@@ -385,6 +385,20 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
         return NULL;
     coverage_json(json_object_get(root, "province"), &ru->province_boards);
     json_object_set_new(root, "headline", headline_json(ru));
+    /* Which registry the review counted by: a review of the built-in boards for a deployment
+     * with its own registry says so on its face. */
+    const char *path = keng_registry_path(r->reg);
+    json_t *levels = json_pack("[s]", "province");
+    if (keng_registry_has_districts(r->reg))
+        json_array_append_new(levels, json_string("district"));
+    json_array_append_new(levels, json_string("commune"));
+    json_array_append_new(levels, json_string("board"));
+    json_object_set_new(root, "registry",
+                        json_pack("{s:s,s:o,s:I,s:I,s:I,s:o}", "source", path ? "file" : "built-in",
+                                  "path", path ? json_string(path) : json_null(), "districts",
+                                  (json_int_t)keng_registry_district_count(r->reg), "communes",
+                                  (json_int_t)keng_registry_commune_count(r->reg), "boards",
+                                  (json_int_t)keng_registry_board_count(r->reg), "levels", levels));
     return root;
 }
 

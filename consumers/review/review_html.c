@@ -586,8 +586,18 @@ int keng_review_html_write(const json_t *doc, const keng_registry_t *reg, int64_
     figure(f, "invalid_time", field(quality, "invalid_time"));
     fputs(" có thời điểm không hợp lệ. Một ban tự quản <i>không có báo cáo</i> là ban không có vụ "
           "việc hay vụ hòa giải nào được tính trong kỳ. Số liệu từng ban có trong review.csv "
-          "và review.json.</p>\n</footer>\n</body></html>\n",
+          "và review.json.</p>\n",
           f);
+    /* The registry the figures follow, so that a review made on the wrong one shows it. */
+    const char *registry_path = keng_registry_path(reg);
+    fputs("<p class=registry>Danh mục ban tự quản: ", f);
+    keng_chart_escape(f, registry_path ? registry_path
+                                       : "danh mục có sẵn của keng (số liệu năm 2024)");
+    fprintf(f, " — %zu ban tự quản, %zu xã, phường", keng_registry_board_count(reg),
+            keng_registry_commune_count(reg));
+    if (keng_registry_has_districts(reg))
+        fprintf(f, ", %zu huyện, thị xã, thành phố", keng_registry_district_count(reg));
+    fputs(".</p>\n</footer>\n</body></html>\n", f);
     rc = ferror(f) ? -1 : 0;
 out:
     if (f && fclose(f) != 0)

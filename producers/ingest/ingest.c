@@ -552,6 +552,9 @@ static void serve_metrics(ingest_t *in, keng_http_request_t *req)
             keng_http_server_write_metrics(in->srv, out);
         keng_ingest_rate_metrics(in->rate, out);
         keng_kafka_health_metrics(out);
+        char registry[2048];
+        if (keng_registry_metrics(in->reg, registry, sizeof(registry)) > 0)
+            fputs(registry, out);
         if (fclose(out) != 0) {
             free(all);
             all = NULL;
@@ -814,6 +817,7 @@ static int run(ingest_t *in)
         keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
         return KENG_EXIT_CONFIG;
     }
+    keng_program_log_registry(in->reg);
     in->tokens_path = keng_config_get(in->cfg, "ingest.tokens", NULL);
     if (in->tokens_path && *in->tokens_path) {
         in->tokens = keng_tokens_load(in->tokens_path, errstr, sizeof(errstr));

@@ -25,6 +25,8 @@ find its text in the block (else the doc changed and the test says so):
   build/bin/               -> (nothing)          the programs are on PATH
   127.0.0.1:8080           -> 127.0.0.1:<port>   keng-aggregate (the demo's) that the test started
   /tmp/keng-demo.*         -> the demo's --dir
+  registry/<file>          -> the checkout's registry/<file> (in the demo block, the one the
+                              Makefile's REGISTRY names, which the demo runs on)
   localhost:19092          -> the embedded broker's bootstrap list
   /var/lib/keng-aggregate  -> the running keng-aggregate's --state-dir (the systemd unit's)
   /backup/                 -> <work>/backup/
@@ -148,13 +150,24 @@ class Docs:
 
 # ---- the runners: (a line the block holds, the function that runs it) ----
 
+def demo_registry():
+    """The registry `make demo` runs on: the Makefile's REGISTRY default, from the checkout."""
+    with open(os.path.join(kt.SOURCE_DIR, "Makefile")) as f:
+        m = re.search(r"^REGISTRY \?= (\S+)$", f.read(), re.M)
+    kt.check(m is not None, "the Makefile's default REGISTRY", "REGISTRY ?= FILE", None)
+    return m.group(1)
+
+
 def run_demo_block(docs, block):
-    """README's "A few things to try once make demo runs", on a keng-demo of its own."""
+    """README's "A few things to try once make demo runs", on a keng-demo of its own that runs
+    on make demo's registry."""
     port, ingest_port = kt.free_port(), kt.free_port()
     demo_dir = docs.work.file("demo")
+    registry = demo_registry()
     demo = subprocess.Popen([kt.binary("keng-demo"), "--listen", f"127.0.0.1:{port}",
                              "--ingest-listen", f"127.0.0.1:{ingest_port}", "--rate", "100",
-                             "--duration", "240", "--dir", demo_dir],
+                             "--duration", "240", "--dir", demo_dir, "--registry",
+                             os.path.join(kt.SOURCE_DIR, registry)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=docs.env)
     try:
         deadline = time.monotonic() + 60
@@ -166,7 +179,8 @@ def run_demo_block(docs, block):
         kt.wait_until(lambda: kt.get_json(f"{base}/v1/counts?level=province&id=NA")
                       ["windows"]["all"]["incidents"]["total"] > 0, 60, "the demo counts")
         docs.run(block, [("127.0.0.1:8080", f"127.0.0.1:{port}"),
-                         ("/tmp/keng-demo.*", demo_dir)], timeout=240)
+                         ("/tmp/keng-demo.*", demo_dir),
+                         (registry, os.path.join(kt.SOURCE_DIR, registry))], timeout=240)
         for f in ("events.ndjson", "review/review.pdf", "review/review.html"):
             path = os.path.join(docs.cwd, f)
             kt.check(os.path.isfile(path) and os.path.getsize(path) > 0,

@@ -133,6 +133,19 @@ def test_two_tier_province_end_to_end():
         kt.wait_until(lambda: kt.http("GET", f"http://127.0.0.1:{iport}/healthz",
                                       timeout=2)[0] == 200, 20, "keng-ingest up")
 
+        # Each program says which registry it uses, in its log and on /metrics.
+        for proc, url in ((agg, base), (ing, f"http://127.0.0.1:{iport}")):
+            line = f"source={REGISTRY} districts=0 communes=130 boards=7588 " \
+                "levels=province,commune,board"
+            kt.check(line in proc.log_tail(400), f"{proc.name}: the registry in its log", line,
+                     proc.log_tail(20))
+            m = kt.metrics(url)
+            kt.check_equal({k: v for k, v in m.items() if k.startswith("keng_registry_")},
+                           {'keng_registry_units{level="board"}': 7588,
+                            'keng_registry_units{level="commune"}': 130,
+                            f'keng_registry_info{{source="file",path="{REGISTRY}"}}': 1},
+                           f"{proc.name}: the registry on /metrics")
+
         now = int(time.time() * 1000)
         events = []
         for _ in range(400):
@@ -240,6 +253,10 @@ def test_two_tier_province_end_to_end():
             review = json.load(f)
         kt.check_equal((review["districts"], len(review["communes"])), ([], 130),
                        "the review's districts and communes")
+        kt.check_equal(review["registry"],
+                       {"source": "file", "path": REGISTRY, "districts": 0, "communes": 130,
+                        "boards": 7588, "levels": ["province", "commune", "board"]},
+                       "the review names its registry")
         kt.check_equal(review["province"]["incidents"]["total"],
                        expected[("province", "NA")]["incidents"]["total"],
                        "the review's province total")
@@ -249,6 +266,8 @@ def test_two_tier_province_end_to_end():
         kt.check_equal(parents, {"NA"}, "a commune's parent in the CSV is the province")
         with open(os.path.join(out_dir, "review.html"), encoding="utf-8") as f:
             html = f.read()
+        kt.check(f"Danh mục ban tự quản: {REGISTRY} — 7588 ban tự quản, 130 xã, phường." in html,
+                 "the HTML names its registry", REGISTRY, html[-600:])
         kt.check("Vụ việc phát hiện theo xã, phường" in html and
                  "theo huyện" not in html, "the HTML compares communes", "xã, phường",
                  html[:300])
