@@ -19,7 +19,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config \
         librdkafka-dev libavro-dev libuv1-dev libjansson-dev liblmdb-dev libhttp-parser-dev \
-        libcmocka-dev libssl-dev libcurl4-openssl-dev \
+        libcmocka-dev libssl-dev libcurl4-openssl-dev libcrypt-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -37,7 +37,7 @@ FROM debian:12-slim AS runtime
 # The runtime libraries of the -dev packages above, one for one.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        librdkafka1 libavro23 libuv1 libjansson4 liblmdb0 libhttp-parser2.9 libssl3 libcurl4 \
+        librdkafka1 libavro23 libuv1 libjansson4 liblmdb0 libhttp-parser2.9 libssl3 libcurl4 libcrypt1 \
         curl ca-certificates lmdb-utils \
     && rm -rf /var/lib/apt/lists/*
 

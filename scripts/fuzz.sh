@@ -26,7 +26,8 @@ build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 # Absolute, since targets run from inside their work folders.
 [[ $build == /* ]] || build=$root/$build
 fuzz_src=$root/tests/fuzz
-all_targets=(fuzz_event_json fuzz_avro_decode fuzz_import_line fuzz_http_request fuzz_log_and_auth)
+all_targets=(fuzz_event_json fuzz_avro_decode fuzz_import_line fuzz_http_request fuzz_log_and_auth
+    fuzz_web_config)
 
 # Limits of every run: see the header.
 common_flags=(-rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 -print_final_stats=1)

@@ -557,3 +557,13 @@ void keng_http__conn_process(struct conn *c)
     else
         keng_http__conn_read_start(c);
 }
+
+void keng_http_request_set_user(keng_http_request_t *req, const void *user)
+{
+    req->user = user;
+}
+
+const void *keng_http_request_user(const keng_http_request_t *req)
+{
+    return req->user;
+}

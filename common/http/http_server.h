@@ -146,6 +146,10 @@ const char *keng_http_request_header(const keng_http_request_t *req, const char 
 const char *keng_http_request_body(const keng_http_request_t *req, size_t *len);
 /* "127.0.0.1:53122", for logs; borrowed like the strings above. */
 const char *keng_http_request_peer(const keng_http_request_t *req);
+/* What the program attached to the request, such as the user who asked (borrowed; the
+ * server never reads it), or NULL. */
+void keng_http_request_set_user(keng_http_request_t *req, const void *user);
+const void *keng_http_request_user(const keng_http_request_t *req);
 
 /* Adds a response header (both copied); call before the respond or stream_begin. */
 void keng_http_request_add_header(keng_http_request_t *req, const char *name, const char *value);

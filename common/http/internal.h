@@ -115,6 +115,7 @@ struct keng_http_request {
     void (*on_close)(void *arg);
     void *on_close_arg;
     char peer[80];
+    const void *user; /* keng_http_request_set_user */
 };
 
 struct keng_http_server {
