@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <uv.h>
 
 #include "alertlog.h"
@@ -32,6 +33,7 @@
 #include "webhook.h"
 #include "silent.h"
 #include "timeutil.h"
+#include "web_config.h"
 
 #define DEFAULT_LISTEN    "127.0.0.1:8080"
 #define DEFAULT_STATE_DIR "./keng-state"
@@ -64,6 +66,8 @@ static keng_config_keys_t aggregate_keys = {"registry",
                                             "webhook.timeout.ms",
                                             "webhook.bearer_token_file",
                                             "counts.state_version",
+                                            "web.config.file",
+                                            "http.insecure_listen",
                                             NULL};
 static const char *const *const config_tables[] = {keng_config_common_keys,
                                                    aggregate_keys,
@@ -84,6 +88,9 @@ struct options {
     const char *group;
     const char *max_connections;
     const char *max_streams;
+    const char *web_config;
+    int insecure_listen;
+    int hash_password;
     int check_config;
 };
 
@@ -112,6 +119,8 @@ typedef struct app {
     keng_program_signals_t signals; /* SIGINT and SIGTERM stop */
     bool stopping;
     keng_silent_options_t silent;
+    keng_web_config_t *web; /* --web.config.file; NULL without */
+    bool insecure_listen;   /* --insecure-listen */
 } app_t;
 
 static void usage(FILE *out)
@@ -133,6 +142,14 @@ static void usage(FILE *out)
             "                     http.max_connections, default 10000; at the cap the least\n"
             "                     recently active idle one is closed for the new one)\n"
             "  --max-streams N    /v1/stream clients at once (config http.max_streams, 256)\n"
+            "  --web.config.file FILE  users (bcrypt) and their scopes, in the format of\n"
+            "                     Prometheus's web config (config web.config.file;\n"
+            "                     docs/OPERATIONS.md, \"Security\"); with users every route but\n"
+            "                     /healthz and /readyz asks for one and answers its scope only\n"
+            "  --insecure-listen  listen beyond loopback without users (config\n"
+            "                     http.insecure_listen): only behind a proxy that authenticates\n"
+            "  --hash-password    print a bcrypt hash of the password on standard input, for\n"
+            "                     basic_auth_users, then exit\n"
             "  --check-config     load the config, registry, schemas, alert rules and Kafka\n"
             "                     settings, say what is wrong (exit 64 or 78) or that they\n"
             "                     load (exit 0), and start nothing\n"
@@ -731,6 +748,7 @@ static int start_http(app_t *app, const keng_http_limits_t *limits)
     }
     keng_api_set_server(app->api, app->srv);
     keng_api_set_more_metrics(app->api, more_metrics, app);
+    keng_api_set_web_config(app->api, app->web);
     /* The names others reach it by (its links in alerts) are its names too. */
     char advertised[256], dashboard[256], errstr[256];
     const char *names[] = {
@@ -808,6 +826,63 @@ static int check_kafka_settings(app_t *app)
     return 0;
 }
 
+/* Whether "HOST:PORT" listens on loopback only. */
+static bool loopback_only(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t len = colon ? (size_t)(colon - listen) : strlen(listen);
+    char host[256];
+
+    if (len >= sizeof(host))
+        return false;
+    memcpy(host, listen, len);
+    host[len] = '\0';
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0 ||
+           strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0;
+}
+
+/* The web config file (users and their scopes), and the refusal to serve the counts per
+ * hamlet to anyone on the network without one. Returns 0, KENG_EXIT_USAGE (a file that does
+ * not load; an unsafe listen), or KENG_EXIT_CONFIG (a scope the registry does not have). */
+static int load_web_config(app_t *app)
+{
+    const char *path = keng_config_get(app->cfg, "web.config.file", NULL);
+    const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
+    const char *insecure = keng_config_get(app->cfg, "http.insecure_listen", "false");
+    char errstr[512];
+
+    if (strcmp(insecure, "true") == 0)
+        app->insecure_listen = true;
+    else if (strcmp(insecure, "false") != 0) {
+        keng_log_error("http.insecure_listen must be true or false", "value=\"%s\"", insecure);
+        return KENG_EXIT_USAGE;
+    }
+    if (path && *path) {
+        app->web = keng_web_config_load(path, errstr, sizeof(errstr));
+        if (!app->web) {
+            keng_log_error("cannot load the web config file", "error=\"%s\"", errstr);
+            return KENG_EXIT_USAGE;
+        }
+        keng_config_warn_if_exposed(path, "web config file");
+        if (keng_api__check_units(app->reg, app->web, errstr, sizeof(errstr)) != 0) {
+            keng_log_error("the web config file names a unit the registry does not have",
+                           "file=%s error=\"%s\"", path, errstr);
+            return KENG_EXIT_CONFIG;
+        }
+        keng_log_info("web config loaded", "file=%s users=%zu", path,
+                      keng_web_config_user_count(app->web));
+    }
+    if (!loopback_only(listen) && !keng_web_config_has_users(app->web) && !app->insecure_listen) {
+        keng_log_error("refusing to serve the counts per hamlet to the network without users: "
+                       "give --web.config.file with basic_auth_users and user_scopes, or, when "
+                       "a proxy in front authenticates every user and nothing else can reach "
+                       "this port, --insecure-listen (docs/OPERATIONS.md, \"Security\")",
+                       "listen=%s", listen);
+        return KENG_EXIT_USAGE;
+    }
+    return 0;
+}
+
 static int run(app_t *app)
 {
     settings_t st;
@@ -815,6 +890,8 @@ static int run(app_t *app)
     if (rc != 0)
         return rc;
     rc = load_state(app, &st);
+    if (rc == 0)
+        rc = load_web_config(app);
     if (rc == 0)
         rc = read_limits(app, &st.limits);
     if (rc != 0)
@@ -834,6 +911,32 @@ static int run(app_t *app)
     return 0;
 }
 
+/* --hash-password: a bcrypt hash for basic_auth_users of the password on standard input (its
+ * first line), so that no password is ever on a command line. */
+static int hash_password(void)
+{
+    char password[256], hash[64], errstr[256];
+
+    if (!fgets(password, sizeof(password), stdin)) {
+        fprintf(stderr, "keng-aggregate: --hash-password reads the password from standard "
+                        "input: printf '%%s' \"$PASSWORD\" | keng-aggregate --hash-password\n");
+        return KENG_EXIT_USAGE;
+    }
+    password[strcspn(password, "\r\n")] = '\0';
+    if (!password[0]) {
+        fprintf(stderr, "keng-aggregate: --hash-password: the password is empty\n");
+        return KENG_EXIT_USAGE;
+    }
+    int rc = keng_web_hash_password(password, hash, sizeof(hash), errstr, sizeof(errstr));
+    OPENSSL_cleanse(password, sizeof(password));
+    if (rc != 0) {
+        fprintf(stderr, "keng-aggregate: %s\n", errstr);
+        return 1;
+    }
+    printf("%s\n", hash);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct options opt = {0};
@@ -846,6 +949,9 @@ int main(int argc, char **argv)
         KENG_FLAG("group", &opt.group, "group.id"),
         KENG_FLAG("max-connections", &opt.max_connections, "http.max_connections"),
         KENG_FLAG("max-streams", &opt.max_streams, "http.max_streams"),
+        KENG_FLAG("web.config.file", &opt.web_config, "web.config.file"),
+        KENG_FLAG_SET("insecure-listen", &opt.insecure_listen),
+        KENG_FLAG_SET("hash-password", &opt.hash_password),
         KENG_FLAG_SET("check-config", &opt.check_config),
         KENG_FLAGS_END,
     };
@@ -857,6 +963,8 @@ int main(int argc, char **argv)
     int rc = keng_program_parse(&program, argc, argv, table, NULL);
     if (rc >= 0)
         return rc;
+    if (opt.hash_password)
+        return hash_password();
     const char *clock_env = getenv("KENG_CLOCK_MS");
     int n = keng_program_overlay(table, flags, KENG_PROGRAM_MAX_FLAGS + 1);
     flags[n] = (keng_config_flag_t){"clock.fixed_ms", clock_env && *clock_env ? clock_env : NULL};
@@ -865,6 +973,8 @@ int main(int argc, char **argv)
     if (!app.cfg)
         return 64;
     app.check_only = opt.check_config;
+    if (opt.insecure_listen)
+        keng_config_set(app.cfg, "http.insecure_listen", "true");
     if ((rc = keng_program_require_brokers(app.cfg)) != 0) {
         keng_config_destroy(app.cfg);
         return rc;
@@ -882,6 +992,7 @@ int main(int argc, char **argv)
     keng_checkpoint_close(app.cp);
     keng_schema_store_destroy(app.store);
     keng_registry_destroy(app.reg);
+    keng_web_config_destroy(app.web);
     keng_config_destroy(app.cfg);
     return rc;
 }

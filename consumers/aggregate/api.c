@@ -4,6 +4,7 @@
  * count (only GET and HEAD are answered). */
 #include "internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -284,7 +285,7 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
     if (keng_api__parse_level(api, req, level_s, &level, true) != 0)
         return;
     index = scope_param(api, req, level, id);
-    if (index < 0)
+    if (index < 0 || keng_api__check_scope(api, req, level, (uint32_t)index) != 0)
         return;
     keng_api__respond_json(api, req, 200, counts_json(api, level, (uint32_t)index));
 }
@@ -372,6 +373,8 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
         keng_api__respond_error(api, req, 404, msg);
         return;
     }
+    if (keng_api__check_scope(api, req, within_level, within) != 0)
+        return;
     if (within_s && *within_s && within_level <= level) {
         snprintf(msg, sizeof(msg), "within must be a scope above the level %s (got the %s '%.64s')",
                  keng_level_names[level], keng_level_names[within_level], within_s);
@@ -434,7 +437,7 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
     if (window_param(api, req, window_s, &window) != 0)
         return;
     index = scope_param(api, req, level, id);
-    if (index < 0)
+    if (index < 0 || keng_api__check_scope(api, req, level, (uint32_t)index) != 0)
         return;
     child = keng_level_below(api->reg, level);
     json_t *items = json_array();
@@ -462,9 +465,50 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
                   keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)), "items", items));
 }
 
+typedef struct alerts_view {
+    keng_api_t *api;
+    keng_http_request_t *req;
+    json_t *list;
+} alerts_view_t;
+
+/* The scope an alert is about, from its JSON (level in any case, scope_id); -1 when the
+ * registry has no such scope. */
+static int alert_scope(const keng_api_t *api, json_t *alert, keng_level_t *level, uint32_t *index)
+{
+    const char *level_s = json_string_value(json_object_get(alert, "level"));
+    const char *id = json_string_value(json_object_get(alert, "scope_id"));
+    char lower[16];
+    size_t i;
+
+    if (!level_s || !id)
+        return -1;
+    for (i = 0; level_s[i] && i + 1 < sizeof(lower); i++)
+        lower[i] = (char)tolower((unsigned char)level_s[i]);
+    lower[i] = '\0';
+    if (keng_level_parse(api->reg, lower, level) != 0)
+        return -1;
+    int32_t found = keng_scope_find(api->reg, *level, id);
+    if (found < 0)
+        return -1;
+    *index = (uint32_t)found;
+    return 0;
+}
+
 static void add_alert(const keng_alert_t *t, void *arg)
 {
-    json_array_append_new(arg, keng_alerts_json(t));
+    alerts_view_t *v = arg;
+    json_t *alert = keng_alerts_json(t);
+    keng_level_t level;
+    uint32_t index;
+
+    /* Only the alerts of scopes the user may see. */
+    if (alert && keng_web_config_has_users(v->api->web) &&
+        (alert_scope(v->api, alert, &level, &index) != 0 ||
+         !keng_api__sees(v->api, v->req, level, index))) {
+        json_decref(alert);
+        return;
+    }
+    json_array_append_new(v->list, alert);
 }
 
 static void get_alerts(keng_api_t *api, keng_http_request_t *req)
@@ -476,11 +520,12 @@ static void get_alerts(keng_api_t *api, keng_http_request_t *req)
         return;
     }
     json_t *list = json_array();
+    alerts_view_t view = {api, req, list};
     if (api->alerts)
         keng_alerts_each(api->alerts,
                          status && strcmp(status, "resolved") == 0 ? KENG_ALERT_RESOLVED
                                                                    : KENG_ALERT_FIRING,
-                         add_alert, list);
+                         add_alert, &view);
     keng_api__respond_json(api, req, 200, json_pack("{s:o}", "alerts", list));
 }
 
@@ -569,14 +614,27 @@ static char *province_event(const keng_api_t *api)
     return out;
 }
 
-static void stream_write_all(keng_api_t *api, const char *data, size_t len)
+/* Writes to every stream, or with level set only to those whose user may see (level,
+ * index); the others get `other` when it is not NULL. */
+static void stream_write_some(keng_api_t *api, const char *data, size_t len, bool scoped,
+                              keng_level_t level, uint32_t index, const char *other)
 {
     /* From the end: a stream that fails is removed by swapping the last one into its slot,
      * which has already been written. */
     for (size_t i = api->nstreams; i-- > 0;) {
-        if (i < api->nstreams)
-            keng_http_stream_write(api->streams[i]->req, data, len);
+        if (i >= api->nstreams)
+            continue;
+        keng_http_request_t *req = api->streams[i]->req;
+        if (!scoped || keng_api__sees(api, req, level, index))
+            keng_http_stream_write(req, data, len);
+        else if (other)
+            keng_http_stream_write(req, other, strlen(other));
     }
+}
+
+static void stream_write_all(keng_api_t *api, const char *data, size_t len)
+{
+    stream_write_some(api, data, len, false, KENG_LEVEL_PROVINCE, 0, NULL);
 }
 
 static void send_counts(keng_api_t *api, keng_http_request_t *only, bool force)
@@ -599,10 +657,14 @@ static void send_counts(keng_api_t *api, keng_http_request_t *only, bool force)
         free(ev);
         return;
     }
+    /* A user who may not see the province gets word that something changed, so that its
+     * page refreshes what it may see, but not the province's numbers. */
+    static const char changed[] = "event: changed\ndata: {}\n\n";
     if (only) {
-        keng_http_stream_write(only, frame, strlen(frame));
+        if (keng_api__sees(api, only, KENG_LEVEL_PROVINCE, 0))
+            keng_http_stream_write(only, frame, strlen(frame));
     } else {
-        stream_write_all(api, frame, strlen(frame));
+        stream_write_some(api, frame, strlen(frame), true, KENG_LEVEL_PROVINCE, 0, changed);
         ev[key_len] = '\0';
         free(api->last_sent);
         api->last_sent = strdup(ev);
@@ -627,9 +689,9 @@ static void on_stream_timer(uv_timer_t *timer)
 }
 
 /* The API goes once its timer is closed and no stream can call back into it. */
-static void maybe_free(keng_api_t *api)
+void keng_api__maybe_free(keng_api_t *api)
 {
-    if (!api->timer_closed || api->nstreams > 0)
+    if (!api->timer_closed || api->nstreams > 0 || api->auth_pending > 0)
         return;
     free(api->streams);
     free(api->last_sent);
@@ -648,7 +710,7 @@ static void on_stream_close(void *arg)
         }
     }
     free(s);
-    maybe_free(api);
+    keng_api__maybe_free(api);
 }
 
 static int streams_reserve(keng_api_t *api)
@@ -749,6 +811,23 @@ void keng_api_handle(keng_http_request_t *req, void *ctx)
         keng_api__respond_error(api, req, 405, "only GET is supported");
         return;
     }
+    for (size_t i = 0; i < keng_web_config_header_count(api->web); i++) {
+        const char *name, *value;
+        keng_web_config_header(api->web, i, &name, &value);
+        keng_http_request_add_header(req, name, value);
+    }
+    /* The probes of orchestrators stay open, and carry no data. */
+    if (!keng_web_config_has_users(api->web) || strcmp(path, "/healthz") == 0 ||
+        strcmp(path, "/readyz") == 0)
+        keng_api__route(api, req);
+    else
+        keng_api__authenticate(api, req);
+}
+
+void keng_api__route(keng_api_t *api, keng_http_request_t *req)
+{
+    const char *path = keng_http_request_path(req);
+
     if (strcmp(path, "/v1/counts") == 0)
         get_counts(api, req);
     else if (strcmp(path, "/v1/top") == 0)
@@ -761,8 +840,12 @@ void keng_api_handle(keng_http_request_t *req, void *ctx)
         respond_text(api, req, 200, "text/plain; charset=utf-8", "ok\n", 3);
     else if (strcmp(path, "/readyz") == 0)
         get_readyz(api, req);
+    else if (strcmp(path, "/metrics") == 0 && !keng_api__sees_metrics(api, req))
+        keng_api__respond_error(api, req, 403, "this user may not read /metrics");
     else if (strcmp(path, "/metrics") == 0)
         keng_api__get_metrics(api, req, api->srv);
+    else if (strcmp(path, "/v1/me") == 0)
+        keng_api__get_me(api, req);
     else if (strcmp(path, "/v1/children") == 0)
         get_children(api, req);
     else if (strcmp(path, "/v1/silent") == 0)
@@ -789,6 +872,11 @@ keng_api_t *keng_api_new(uv_loop_t *loop, const keng_registry_t *reg, const keng
     api->timer.data = api;
     uv_timer_start(&api->timer, on_stream_timer, STREAM_INTERVAL_MS, STREAM_INTERVAL_MS);
     return api;
+}
+
+void keng_api_set_web_config(keng_api_t *api, keng_web_config_t *wc)
+{
+    api->web = wc;
 }
 
 void keng_api_set_consumer(keng_api_t *api, keng_consumer_t *consumer)
@@ -827,7 +915,17 @@ void keng_api_push_alert(keng_api_t *api, const char *json)
         return;
     if (asprintf(&frame, "event: alert\ndata: %s\n\n", json) < 0)
         return;
-    stream_write_all(api, frame, strlen(frame));
+    if (!keng_web_config_has_users(api->web)) {
+        stream_write_all(api, frame, strlen(frame));
+    } else {
+        /* Only to the users who may see the alert's scope. */
+        json_t *alert = json_loads(json, 0, NULL);
+        keng_level_t level;
+        uint32_t index;
+        if (alert && alert_scope(api, alert, &level, &index) == 0)
+            stream_write_some(api, frame, strlen(frame), true, level, index, NULL);
+        json_decref(alert);
+    }
     free(frame);
 }
 
@@ -836,7 +934,7 @@ static void on_timer_closed(uv_handle_t *handle)
     keng_api_t *api = handle->data;
 
     api->timer_closed = true;
-    maybe_free(api);
+    keng_api__maybe_free(api);
 }
 
 void keng_api_close(keng_api_t *api)

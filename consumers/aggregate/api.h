@@ -17,6 +17,7 @@
 #include "http_server.h"
 #include "registry.h"
 #include "silent.h"
+#include "web_config.h"
 
 typedef struct keng_api keng_api_t;
 
@@ -58,5 +59,14 @@ void keng_api_set_cluster(keng_api_t *api, const keng_cluster_t *cluster);
  * (copied; the defaults until called). GET /v1/silent and GET /v1/series are documented in
  * docs/DESIGN.md. */
 void keng_api_set_silent(keng_api_t *api, const keng_silent_options_t *opt);
+
+/* The web config's users and scopes (borrowed; must outlive the API). With users, every
+ * route but /healthz and /readyz asks for one, and answers hold only its scope. */
+void keng_api_set_web_config(keng_api_t *api, keng_web_config_t *wc);
+
+/* 0 when every unit of every user's scope is in the registry, else -1 with errstr naming the
+ * user and the unit. */
+int keng_api__check_units(const keng_registry_t *reg, const keng_web_config_t *wc, char *errstr,
+                          size_t errstr_size);
 
 #endif

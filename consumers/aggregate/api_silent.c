@@ -15,7 +15,7 @@
 /* ---- silent boards and series ---- */
 
 /* The ?level= and ?id= of a request (level defaults to the province). Returns 0, or -1
- * after answering 400 or 404. */
+ * after answering 400, 404, or 403 for a scope the user may not see. */
 static int scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t *level,
                        uint32_t *index)
 {
@@ -43,7 +43,7 @@ static int scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t *
         return -1;
     }
     *index = (uint32_t)i;
-    return 0;
+    return keng_api__check_scope(api, req, *level, *index);
 }
 
 static json_t *time_or_null(int64_t ms)

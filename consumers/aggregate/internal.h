@@ -5,6 +5,7 @@
 
 #include "api.h"
 #include "silent.h"
+#include "web_config.h"
 
 #define STREAM_INTERVAL_MS  1000
 #define STREAM_HEARTBEAT_MS 15000
@@ -42,9 +43,36 @@ struct keng_api {
     void (*more_metrics)(FILE *out, void *arg);
     void *more_metrics_arg;
     keng_silent_options_t silent;
+    keng_web_config_t *web; /* users and scopes; NULL or without users: everyone sees all */
+    unsigned auth_pending;  /* bcrypt checks on the thread pool (api_auth.c) */
+    unsigned long long auth_refused;
+    int64_t auth_refused_logged_ms;
     bool closing;
     bool timer_closed;
 };
+
+/* ---- users and scopes (api_auth.c) ---- */
+
+/* Checks the request's user (Basic auth; bcrypt off the loop), then routes it, or answers
+ * 401 or 503. Only with users in the web config. */
+void keng_api__authenticate(keng_api_t *api, keng_http_request_t *req);
+/* The user who asked, or NULL (no users configured, or /healthz and /readyz). */
+const keng_web_user_t *keng_api__user(const keng_http_request_t *req);
+/* Whether the request's user may see the scope: everyone when there are no users, else a
+ * user one of whose units (NA: the province) holds it. */
+bool keng_api__sees(const keng_api_t *api, const keng_http_request_t *req, keng_level_t level,
+                    uint32_t index);
+/* 0 when the user may see the scope, else -1 after answering 403 naming it. */
+int keng_api__check_scope(keng_api_t *api, keng_http_request_t *req, keng_level_t level,
+                          uint32_t index);
+/* Whether the request's user may read /metrics (metrics_users, or the province). */
+bool keng_api__sees_metrics(const keng_api_t *api, const keng_http_request_t *req);
+void keng_api__get_me(keng_api_t *api, keng_http_request_t *req);
+
+/* The routes (api.c), once the user is known. */
+void keng_api__route(keng_api_t *api, keng_http_request_t *req);
+/* Frees the API once it is closed and nothing can call back into it (api.c). */
+void keng_api__maybe_free(keng_api_t *api);
 
 /* ---- answering (api.c) ----
  * Every route answers through these, so that /metrics counts each status. The json_t body

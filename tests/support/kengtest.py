@@ -556,9 +556,9 @@ def messages(events):
     return [(TOPIC[kind], ev["board_id"].encode(), encode_framed(kind, ev)) for kind, ev in events]
 
 
-def metrics(base, timeout=5):
+def metrics(base, timeout=5, headers=None):
     """GET base/metrics as {series: value}."""
-    status, _, body = http("GET", base + "/metrics", timeout=timeout)
+    status, _, body = http("GET", base + "/metrics", headers=headers, timeout=timeout)
     check_equal(status, 200, f"GET {base}/metrics status")
     out = {}
     for line in body.decode().splitlines():

@@ -1,0 +1,229 @@
+/* Who may see what: the users of the web config file (--web.config.file) and their scopes.
+ * Without users every request sees everything, as before; with them every route but /healthz
+ * and /readyz asks for a user, and every answer holds only what the user's scope covers. The
+ * bcrypt check of a password runs on libuv's thread pool, so a wrong password costs the
+ * asker time, never the counting. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "timeutil.h"
+
+/* bcrypt checks at once; past it a new sign-in gets 503 with Retry-After. Each takes a
+ * thread of libuv's pool (4 by default) for tens of milliseconds. */
+#define AUTH_PENDING_MAX 2
+
+typedef struct auth_job {
+    uv_work_t work;
+    keng_api_t *api;
+    keng_http_request_t *req;
+    keng_web_check_t check;
+} auth_job_t;
+
+const keng_web_user_t *keng_api__user(const keng_http_request_t *req)
+{
+    return keng_http_request_user(req);
+}
+
+/* The (level, index) of a unit id of the user's scope, or -1 when the registry has no such
+ * unit. */
+static int unit_of(const keng_api_t *api, const char *id, keng_level_t *level, uint32_t *index)
+{
+    for (int l = KENG_LEVEL_BOARD; l < KENG_LEVEL_COUNT; l++) {
+        if (!keng_level_exists(api->reg, (keng_level_t)l))
+            continue;
+        int32_t i = keng_scope_find(api->reg, (keng_level_t)l, id);
+        if (i >= 0) {
+            *level = (keng_level_t)l;
+            *index = (uint32_t)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+bool keng_api__sees(const keng_api_t *api, const keng_http_request_t *req, keng_level_t level,
+                    uint32_t index)
+{
+    if (!keng_web_config_has_users(api->web))
+        return true;
+    const keng_web_user_t *user = keng_api__user(req);
+    if (!user)
+        return false;
+    for (size_t i = 0; i < keng_web_user_scope_count(user); i++) {
+        keng_level_t ulevel;
+        uint32_t uindex;
+        if (unit_of(api, keng_web_user_scope(user, i), &ulevel, &uindex) == 0 &&
+            keng_api__scope_within(api->reg, level, index, ulevel, uindex))
+            return true;
+    }
+    return false;
+}
+
+int keng_api__check_scope(keng_api_t *api, keng_http_request_t *req, keng_level_t level,
+                          uint32_t index)
+{
+    const char *id, *name;
+    char msg[200];
+
+    if (keng_api__sees(api, req, level, index))
+        return 0;
+    keng_scope_names(api->reg, level, index, &id, &name);
+    snprintf(msg, sizeof(msg), "user %.64s may not see the %s %s",
+             keng_api__user(req) ? keng_web_user_name(keng_api__user(req)) : "(none)",
+             keng_level_names[level], id);
+    keng_api__respond_error(api, req, 403, msg);
+    return -1;
+}
+
+bool keng_api__sees_metrics(const keng_api_t *api, const keng_http_request_t *req)
+{
+    const keng_web_user_t *user = keng_api__user(req);
+
+    return !keng_web_config_has_users(api->web) ||
+           (user &&
+            (keng_web_user_metrics(user) || keng_api__sees(api, req, KENG_LEVEL_PROVINCE, 0)));
+}
+
+int keng_api__check_units(const keng_registry_t *reg, const keng_web_config_t *wc, char *errstr,
+                          size_t errstr_size)
+{
+    keng_api_t probe = {.reg = reg};
+
+    for (size_t u = 0; wc && u < keng_web_config_user_count(wc); u++) {
+        const keng_web_user_t *user = keng_web_config_user(wc, u);
+        for (size_t i = 0; i < keng_web_user_scope_count(user); i++) {
+            keng_level_t level;
+            uint32_t index;
+            const char *id = keng_web_user_scope(user, i);
+            if (unit_of(&probe, id, &level, &index) != 0) {
+                snprintf(errstr, errstr_size,
+                         "user_scopes: %s: the registry has no unit '%s' (its levels are %s; NA "
+                         "is the province)",
+                         keng_web_user_name(user), id, keng_registry_level_list(reg));
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- signing in ---- */
+
+static void unauthorized(keng_api_t *api, keng_http_request_t *req, const char *why)
+{
+    keng_http_request_add_header(req, "WWW-Authenticate",
+                                 "Basic realm=\"keng\", charset=\"UTF-8\"");
+    keng_api__respond_error(api, req, 401, why);
+}
+
+/* A refused password, in the log at most once a second with how many since the last line, so
+ * that guessing cannot flood it. */
+static void note_refused(keng_api_t *api, const keng_http_request_t *req)
+{
+    int64_t now = keng_monotonic_ms();
+
+    api->auth_refused++;
+    if (now - api->auth_refused_logged_ms < 1000)
+        return;
+    keng_log_warn("sign-in refused: wrong user or password", "peer=%s refused=%llu",
+                  keng_http_request_peer(req), (unsigned long long)api->auth_refused);
+    api->auth_refused_logged_ms = now;
+    api->auth_refused = 0;
+}
+
+static void auth_run(uv_work_t *work)
+{
+    auth_job_t *job = work->data;
+
+    keng_web_check_run(&job->check);
+}
+
+static void auth_done(uv_work_t *work, int status)
+{
+    auth_job_t *job = work->data;
+    keng_api_t *api = job->api;
+    const keng_web_user_t *user = keng_web_config_finish(api->web, &job->check);
+
+    api->auth_pending--;
+    if (status != 0 || api->closing) {
+        keng_api__respond_error(api, job->req, 503, "keng-aggregate is stopping");
+    } else if (!user) {
+        note_refused(api, job->req);
+        unauthorized(api, job->req, "wrong user or password");
+    } else {
+        keng_http_request_set_user(job->req, user);
+        keng_api__route(api, job->req);
+    }
+    free(job);
+    keng_api__maybe_free(api);
+}
+
+void keng_api__authenticate(keng_api_t *api, keng_http_request_t *req)
+{
+    const keng_web_user_t *user = NULL;
+    auth_job_t *job = calloc(1, sizeof(*job));
+    int rc;
+
+    if (!job) {
+        keng_api__respond_error(api, req, 503, "out of memory");
+        return;
+    }
+    rc = keng_web_config_lookup(api->web, keng_http_request_header(req, "Authorization"), &user,
+                                &job->check);
+    if (rc != 0) {
+        free(job);
+        if (rc < 0) {
+            unauthorized(api, req, "sign in with a user of keng-aggregate's web config");
+            return;
+        }
+        keng_http_request_set_user(req, user);
+        keng_api__route(api, req);
+        return;
+    }
+    if (api->auth_pending >= AUTH_PENDING_MAX) {
+        keng_web_config_finish(api->web, &job->check); /* wipes the password */
+        free(job);
+        keng_http_request_add_header(req, "Retry-After", "1");
+        keng_api__respond_error(api, req, 503, "too many sign-ins at once; retry in a second");
+        return;
+    }
+    job->api = api;
+    job->req = req;
+    job->work.data = job;
+    api->auth_pending++;
+    if (uv_queue_work(api->timer.loop, &job->work, auth_run, auth_done) != 0) {
+        api->auth_pending--;
+        keng_web_config_finish(api->web, &job->check);
+        free(job);
+        keng_api__respond_error(api, req, 503, "the sign-in could not be checked");
+    }
+}
+
+/* GET /v1/me: who asks and what it may see, for the dashboard to open at the user's scope. */
+void keng_api__get_me(keng_api_t *api, keng_http_request_t *req)
+{
+    const keng_web_user_t *user = keng_api__user(req);
+    json_t *scope = json_array();
+
+    if (!keng_web_config_has_users(api->web) || !user) {
+        json_array_append_new(scope,
+                              json_pack("{s:s,s:s}", "level", "province", "id", KENG_PROVINCE_ID));
+        keng_api__respond_json(api, req, 200,
+                               json_pack("{s:n,s:o,s:b}", "user", "scope", scope, "metrics", 1));
+        return;
+    }
+    for (size_t i = 0; i < keng_web_user_scope_count(user); i++) {
+        const char *id = keng_web_user_scope(user, i);
+        keng_level_t level;
+        uint32_t index;
+        if (unit_of(api, id, &level, &index) == 0)
+            json_array_append_new(
+                scope, json_pack("{s:s,s:s}", "level", keng_level_names[level], "id", id));
+    }
+    keng_api__respond_json(api, req, 200,
+                           json_pack("{s:s,s:o,s:b}", "user", keng_web_user_name(user), "scope",
+                                     scope, "metrics", keng_api__sees_metrics(api, req)));
+}
