@@ -5,6 +5,7 @@ the /metrics of keng-ingest and keng-aggregate after a load, and a Prometheus st
 programs: its HTTP API returns keng's series with the values of that known load, and keng's
 recording rules evaluate over them."""
 
+import base64
 import json
 import os
 import random
@@ -157,12 +158,16 @@ def new_token(tokens_path):
 
 
 class Prometheus:
-    def __init__(self, wd, targets):
+    def __init__(self, wd, targets, auth=None):
+        """auth: {job: (username, password file)} for the targets that ask for a user."""
         self.port = kt.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         config = wd.file("prometheus.yml")
+        auth = auth or {}
         scrape = "".join(
-            f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+            f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n" +
+            (f"    basic_auth:\n      username: {auth[job][0]}\n"
+             f"      password_file: {auth[job][1]}\n" if job in auth else "")
             for job, target in targets.items())
         with open(config, "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -209,9 +214,23 @@ def test_metrics_scraped_by_prometheus():
         cfg = wd.file("keng.conf")
         with open(cfg, "w") as f:
             f.write("kafka.session.timeout.ms=6000\ncheckpoint.interval.ms=200\n")
+        # keng-aggregate with users: Prometheus scrapes it as its metrics user, with the
+        # password from a file, as deploy/prometheus.yml shows.
+        password = "scrape-secret"
+        password_file = wd.file("prometheus-password")
+        with open(password_file, "w") as f:
+            f.write(password)
+        hashed = subprocess.run([kt.binary("keng-aggregate"), "--hash-password"], input=password,
+                                capture_output=True, text=True, timeout=30).stdout.strip()
+        web = wd.file("web.yml")
+        with open(web, "w") as f:
+            f.write(f"basic_auth_users:\n  prometheus: {hashed}\nmetrics_users: [prometheus]\n")
+        scrape_auth = {"Authorization": "Basic " +
+                       base64.b64encode(f"prometheus:{password}".encode()).decode()}
         agg = kt.Process("keng-aggregate", ["--config", cfg, "--brokers", broker.bootstrap,
                                             "--state-dir", wd.file("state"), "--listen",
-                                            f"127.0.0.1:{agg_port}"], wd)
+                                            f"127.0.0.1:{agg_port}", "--web.config.file", web],
+                         wd)
         tokens = wd.file("tokens")
         token = new_token(tokens)
         ingest = kt.Process("keng-ingest", ["--brokers", broker.bootstrap, "--tokens", tokens,
@@ -238,19 +257,23 @@ def test_metrics_scraped_by_prometheus():
                                {"Content-Type": "application/json"})
         kt.check_equal(status, 401, "status without a token")
         total = REQUESTS * PER_REQUEST
-        kt.wait_until(lambda: kt.metrics(agg_base)["keng_events_counted_total"] == total, 60,
-                      f"{total} events counted")
-        kt.wait_until(lambda: kt.metrics(agg_base)["keng_checkpoints_total"] > 0, 30,
-                      "a checkpoint")
+        kt.wait_until(lambda: kt.metrics(agg_base, headers=scrape_auth)
+                      ["keng_events_counted_total"] == total, 60, f"{total} events counted")
+        kt.wait_until(lambda: kt.metrics(agg_base, headers=scrape_auth)
+                      ["keng_checkpoints_total"] > 0, 30, "a checkpoint")
+        kt.check_equal(kt.http("GET", f"{agg_base}/metrics")[0], 401,
+                       "keng-aggregate's /metrics without its user")
 
         # promtool lints each program's /metrics.
-        for name, base in (("keng-aggregate", agg_base), ("keng-ingest", ingest_base)):
-            _, _, body = kt.http("GET", f"{base}/metrics")
+        for name, base, headers in (("keng-aggregate", agg_base, scrape_auth),
+                                    ("keng-ingest", ingest_base, None)):
+            _, _, body = kt.http("GET", f"{base}/metrics", headers=headers)
             rc, out = run([PROMTOOL, "check", "metrics"], stdin=body)
             kt.check_equal((rc, out.strip()), (0, ""), f"promtool check metrics of {name}")
 
         prom = Prometheus(wd, {"keng-aggregate": f"127.0.0.1:{agg_port}",
-                               "keng-ingest": f"127.0.0.1:{ingest_port}"})
+                               "keng-ingest": f"127.0.0.1:{ingest_port}"},
+                          auth={"keng-aggregate": ("prometheus", password_file)})
         kt.wait_until(lambda: prom.query("up") and all(v == 1 for v in prom.query("up").values())
                       and len(prom.query("up")) == 2, 60, "both targets up in Prometheus")
         expected = {
