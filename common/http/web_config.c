@@ -438,6 +438,7 @@ struct keng_web_config {
     char **header_names, **header_values;
     size_t nheaders;
     unsigned char key[32]; /* for the remembered passwords, new per process */
+    unsigned pending;      /* checks on the thread pool (keng_web_check_queue) */
 };
 
 /* What an unknown user's password is checked against, so that it costs what a known user's
@@ -891,6 +892,76 @@ const keng_web_user_t *keng_web_config_finish(keng_web_config_t *wc, keng_web_ch
     }
     OPENSSL_cleanse(check->password, sizeof(check->password));
     return check->passed ? u : NULL;
+}
+
+typedef struct check_job {
+    uv_work_t work;
+    keng_web_config_t *wc;
+    keng_web_check_t check;
+    void (*done)(const keng_web_user_t *user, void *arg);
+    void *arg;
+} check_job_t;
+
+static void check_job_run(uv_work_t *work)
+{
+    check_job_t *job = work->data;
+
+    keng_web_check_run(&job->check);
+}
+
+static void check_job_done(uv_work_t *work, int status)
+{
+    check_job_t *job = work->data;
+    const keng_web_user_t *user = keng_web_config_finish(job->wc, &job->check);
+
+    job->wc->pending--;
+    job->done(status == 0 ? user : NULL, job->arg);
+    free(job);
+}
+
+int keng_web_check_queue(uv_loop_t *loop, keng_web_config_t *wc, keng_web_check_t *check,
+                         void (*done)(const keng_web_user_t *user, void *arg), void *arg)
+{
+    check_job_t *job = wc->pending < KENG_WEB_CHECKS_MAX ? calloc(1, sizeof(*job)) : NULL;
+    int rc;
+
+    if (!job) {
+        keng_web_config_finish(wc, check); /* wipes the password */
+        return wc->pending >= KENG_WEB_CHECKS_MAX ? -EBUSY : -ENOMEM;
+    }
+    job->wc = wc;
+    job->check = *check;
+    job->done = done;
+    job->arg = arg;
+    job->work.data = job;
+    OPENSSL_cleanse(check->password, sizeof(check->password));
+    wc->pending++;
+    rc = uv_queue_work(loop, &job->work, check_job_run, check_job_done);
+    if (rc != 0) {
+        wc->pending--;
+        keng_web_config_finish(wc, &job->check);
+        free(job);
+    }
+    return rc;
+}
+
+unsigned keng_web_checks_pending(const keng_web_config_t *wc)
+{
+    return wc ? wc->pending : 0;
+}
+
+bool keng_web_listen_is_loopback(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t len = colon ? (size_t)(colon - listen) : strlen(listen);
+    char host[256];
+
+    if (len >= sizeof(host))
+        return false;
+    memcpy(host, listen, len);
+    host[len] = '\0';
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0 ||
+           strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0;
 }
 
 const char *keng_web_user_name(const keng_web_user_t *user)

@@ -27,6 +27,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <uv.h>
+
 typedef struct keng_web_config keng_web_config_t;
 typedef struct keng_web_user keng_web_user_t;
 
@@ -70,6 +72,21 @@ int keng_web_config_lookup(keng_web_config_t *wc, const char *header, const keng
                            keng_web_check_t *check);
 void keng_web_check_run(keng_web_check_t *check);
 const keng_web_user_t *keng_web_config_finish(keng_web_config_t *wc, keng_web_check_t *check);
+
+/* The three steps for a server on a libuv loop: runs the check of a lookup that answered 0 on
+ * libuv's thread pool and calls done(user, arg) on the loop (user NULL: refused, or the
+ * thread pool failed). At most KENG_WEB_CHECKS_MAX run at once: beyond that it returns
+ * -EBUSY at once (answer 503 with Retry-After). The check's password is wiped in every
+ * case. Returns 0 when done will be called. */
+#define KENG_WEB_CHECKS_MAX 2
+int keng_web_check_queue(uv_loop_t *loop, keng_web_config_t *wc, keng_web_check_t *check,
+                         void (*done)(const keng_web_user_t *user, void *arg), void *arg);
+/* Checks on the thread pool now: a server that closes waits for them. */
+unsigned keng_web_checks_pending(const keng_web_config_t *wc);
+
+/* Whether "HOST:PORT" listens on loopback only (127.0.0.0/8, ::1, localhost): a server
+ * without users refuses anything else unless told (--insecure-listen). */
+bool keng_web_listen_is_loopback(const char *listen);
 
 const char *keng_web_user_name(const keng_web_user_t *user);
 /* The user's scope: unit ids, "NA" for the province; 0 units: no data at all. */

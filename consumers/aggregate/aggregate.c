@@ -826,21 +826,6 @@ static int check_kafka_settings(app_t *app)
     return 0;
 }
 
-/* Whether "HOST:PORT" listens on loopback only. */
-static bool loopback_only(const char *listen)
-{
-    const char *colon = strrchr(listen, ':');
-    size_t len = colon ? (size_t)(colon - listen) : strlen(listen);
-    char host[256];
-
-    if (len >= sizeof(host))
-        return false;
-    memcpy(host, listen, len);
-    host[len] = '\0';
-    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0 ||
-           strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0;
-}
-
 /* The web config file (users and their scopes), and the refusal to serve the counts per
  * hamlet to anyone on the network without one. Returns 0, KENG_EXIT_USAGE (a file that does
  * not load; an unsafe listen), or KENG_EXIT_CONFIG (a scope the registry does not have). */
@@ -872,7 +857,8 @@ static int load_web_config(app_t *app)
         keng_log_info("web config loaded", "file=%s users=%zu", path,
                       keng_web_config_user_count(app->web));
     }
-    if (!loopback_only(listen) && !keng_web_config_has_users(app->web) && !app->insecure_listen) {
+    if (!keng_web_listen_is_loopback(listen) && !keng_web_config_has_users(app->web) &&
+        !app->insecure_listen) {
         keng_log_error("refusing to serve the counts per hamlet to the network without users: "
                        "give --web.config.file with basic_auth_users and user_scopes, or, when "
                        "a proxy in front authenticates every user and nothing else can reach "

@@ -5,22 +5,12 @@
  * asker time, never the counting. */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 #include "timeutil.h"
-
-/* bcrypt checks at once; past it a new sign-in gets 503 with Retry-After. Each takes a
- * thread of libuv's pool (4 by default) for tens of milliseconds. */
-#define AUTH_PENDING_MAX 2
-
-typedef struct auth_job {
-    uv_work_t work;
-    keng_api_t *api;
-    keng_http_request_t *req;
-    keng_web_check_t check;
-} auth_job_t;
 
 const keng_web_user_t *keng_api__user(const keng_http_request_t *req)
 {
@@ -134,72 +124,67 @@ static void note_refused(keng_api_t *api, const keng_http_request_t *req)
     api->auth_refused = 0;
 }
 
-static void auth_run(uv_work_t *work)
-{
-    auth_job_t *job = work->data;
+typedef struct auth_wait {
+    keng_api_t *api;
+    keng_http_request_t *req;
+} auth_wait_t;
 
-    keng_web_check_run(&job->check);
-}
-
-static void auth_done(uv_work_t *work, int status)
+static void auth_done(const keng_web_user_t *user, void *arg)
 {
-    auth_job_t *job = work->data;
-    keng_api_t *api = job->api;
-    const keng_web_user_t *user = keng_web_config_finish(api->web, &job->check);
+    auth_wait_t *w = arg;
+    keng_api_t *api = w->api;
 
     api->auth_pending--;
-    if (status != 0 || api->closing) {
-        keng_api__respond_error(api, job->req, 503, "keng-aggregate is stopping");
+    if (api->closing) {
+        keng_api__respond_error(api, w->req, 503, "keng-aggregate is stopping");
     } else if (!user) {
-        note_refused(api, job->req);
-        unauthorized(api, job->req, "wrong user or password");
+        note_refused(api, w->req);
+        unauthorized(api, w->req, "wrong user or password");
     } else {
-        keng_http_request_set_user(job->req, user);
-        keng_api__route(api, job->req);
+        keng_http_request_set_user(w->req, user);
+        keng_api__route(api, w->req);
     }
-    free(job);
+    free(w);
     keng_api__maybe_free(api);
 }
 
 void keng_api__authenticate(keng_api_t *api, keng_http_request_t *req)
 {
     const keng_web_user_t *user = NULL;
-    auth_job_t *job = calloc(1, sizeof(*job));
+    keng_web_check_t check;
+    auth_wait_t *w;
     int rc;
 
-    if (!job) {
-        keng_api__respond_error(api, req, 503, "out of memory");
+    rc = keng_web_config_lookup(api->web, keng_http_request_header(req, "Authorization"), &user,
+                                &check);
+    if (rc < 0) {
+        unauthorized(api, req, "sign in with a user of keng-aggregate's web config");
         return;
     }
-    rc = keng_web_config_lookup(api->web, keng_http_request_header(req, "Authorization"), &user,
-                                &job->check);
-    if (rc != 0) {
-        free(job);
-        if (rc < 0) {
-            unauthorized(api, req, "sign in with a user of keng-aggregate's web config");
-            return;
-        }
+    if (rc > 0) {
         keng_http_request_set_user(req, user);
         keng_api__route(api, req);
         return;
     }
-    if (api->auth_pending >= AUTH_PENDING_MAX) {
-        keng_web_config_finish(api->web, &job->check); /* wipes the password */
-        free(job);
-        keng_http_request_add_header(req, "Retry-After", "1");
-        keng_api__respond_error(api, req, 503, "too many sign-ins at once; retry in a second");
+    /* bcrypt off the loop: tens of milliseconds that counting must not wait for. */
+    w = malloc(sizeof(*w));
+    if (w) {
+        *w = (auth_wait_t){api, req};
+        rc = keng_web_check_queue(api->timer.loop, api->web, &check, auth_done, w);
+    } else {
+        keng_web_config_finish(api->web, &check);
+        rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        api->auth_pending++;
         return;
     }
-    job->api = api;
-    job->req = req;
-    job->work.data = job;
-    api->auth_pending++;
-    if (uv_queue_work(api->timer.loop, &job->work, auth_run, auth_done) != 0) {
-        api->auth_pending--;
-        keng_web_config_finish(api->web, &job->check);
-        free(job);
-        keng_api__respond_error(api, req, 503, "the sign-in could not be checked");
-    }
+    free(w);
+    if (rc == -EBUSY)
+        keng_http_request_add_header(req, "Retry-After", "1");
+    keng_api__respond_error(api, req, 503,
+                            rc == -EBUSY ? "too many sign-ins at once; retry in a second"
+                                         : "the sign-in could not be checked");
 }
 
 /* GET /v1/me: who asks and what it may see, for the dashboard to open at the user's scope. */

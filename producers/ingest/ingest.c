@@ -5,6 +5,7 @@
  *
  * Thread: one libuv loop runs everything, the HTTP server and the producer's delivery
  * reports alike, so no state here is locked. */
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@
 #include "registry.h"
 #include "timeutil.h"
 #include "tokens.h"
+#include "web_config.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8088"
 
@@ -45,6 +47,8 @@ static keng_config_keys_t ingest_keys = {"registry",
                                          "ingest.max_in_flight_events",
                                          "ingest.retry_after_s",
                                          "ingest.flush_ms",
+                                         "web.config.file",
+                                         "http.insecure_listen",
                                          NULL};
 static const char *const *const config_tables[] = {keng_config_common_keys,
                                                    ingest_keys,
@@ -64,6 +68,8 @@ struct options {
     const char *districts;
     const char *max_connections;
     const char *revoke;
+    const char *web_config;
+    int insecure_listen;
     int list_tokens;
     int check_config;
 };
@@ -82,6 +88,7 @@ typedef struct ingest {
     keng_ingest_rate_t *rate;       /* events per second per gateway (ingest.rate.*) */
     keng_program_signals_t signals; /* SIGINT, SIGTERM stop; SIGHUP reloads the tokens */
     bool stopping;
+    keng_web_config_t *web; /* --web.config.file: the users of /metrics; NULL without */
 
     keng_ingest_body_limits_t body_limits;
     keng_event_rule_t rule; /* events.min_occurred_at, events.max_future_ms */
@@ -139,6 +146,11 @@ static void usage(FILE *out)
             "  --max-connections N  connections at once (config http.max_connections, default\n"
             "                       10000); at the cap the least recently active idle one is\n"
             "                       closed for the new one, and with none idle it gets 503\n"
+            "  --web.config.file FILE  the users who may read /metrics (metrics_users), and\n"
+            "                       headers for every answer, in the format of Prometheus's\n"
+            "                       web config (docs/OPERATIONS.md, \"Security\")\n"
+            "  --insecure-listen    listen beyond loopback (config http.insecure_listen):\n"
+            "                       keng serves no TLS, so only behind a TLS-terminating proxy\n"
             "  --new-token NAME     print a new random token once and append its hash, NAME\n"
             "                       and --units to --tokens FILE, then exit; units are ids of\n"
             "                       any level of the registry (D01,D07; communes; boards) or *,\n"
@@ -530,7 +542,7 @@ static bool content_type_ok(const char *ct)
     return true;
 }
 
-static void serve_metrics(ingest_t *in, keng_http_request_t *req)
+static void serve_metrics_now(ingest_t *in, keng_http_request_t *req)
 {
     keng_ingest_gauges_t g = {
         .queue_depth = rd_kafka_outq_len(keng_producer_handle(in->producer)),
@@ -568,6 +580,70 @@ static void serve_metrics(ingest_t *in, keng_http_request_t *req)
     }
     keng_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", all, all_len);
     free(all);
+}
+
+typedef struct metrics_wait {
+    ingest_t *in;
+    keng_http_request_t *req;
+} metrics_wait_t;
+
+/* /metrics for a user of metrics_users, or a 401 or 403 naming what is wrong. */
+static void metrics_for(ingest_t *in, keng_http_request_t *req, const keng_web_user_t *user)
+{
+    if (!user) {
+        keng_http_request_add_header(req, "WWW-Authenticate",
+                                     "Basic realm=\"keng\", charset=\"UTF-8\"");
+        answer_error(in, req, 401, "", "sign in with a user of keng-ingest's metrics_users",
+                     "method=GET path=/metrics", keng_monotonic_ms());
+    } else if (!keng_web_user_metrics(user)) {
+        answer_error(in, req, 403, "", "this user may not read /metrics",
+                     "method=GET path=/metrics", keng_monotonic_ms());
+    } else {
+        serve_metrics_now(in, req);
+    }
+}
+
+static void metrics_checked(const keng_web_user_t *user, void *arg)
+{
+    metrics_wait_t *w = arg;
+
+    metrics_for(w->in, w->req, user);
+    free(w);
+}
+
+/* /metrics: open without users, else for metrics_users only, the password checked with
+ * bcrypt off the loop (the gateways' requests must not wait for it). */
+static void serve_metrics(ingest_t *in, keng_http_request_t *req)
+{
+    const keng_web_user_t *user = NULL;
+    keng_web_check_t check;
+    metrics_wait_t *w;
+    int rc;
+
+    if (!keng_web_config_has_users(in->web)) {
+        serve_metrics_now(in, req);
+        return;
+    }
+    rc = keng_web_config_lookup(in->web, keng_http_request_header(req, "Authorization"), &user,
+                                &check);
+    if (rc != 0) {
+        metrics_for(in, req, user);
+        return;
+    }
+    w = malloc(sizeof(*w));
+    if (w) {
+        *w = (metrics_wait_t){in, req};
+        rc = keng_web_check_queue(in->loop, in->web, &check, metrics_checked, w);
+    } else {
+        keng_web_config_finish(in->web, &check);
+        rc = -ENOMEM;
+    }
+    if (rc == 0)
+        return;
+    free(w);
+    keng_http_request_add_header(req, "Retry-After", "1");
+    answer_error(in, req, 503, "", "too many sign-ins at once; retry in a second",
+                 "method=GET path=/metrics", keng_monotonic_ms());
 }
 
 static void serve_events(ingest_t *in, keng_http_request_t *req, keng_kind_t kind,
@@ -642,6 +718,11 @@ static void on_request(keng_http_request_t *req, void *ctx)
     char what[160];
 
     describe_request(what, sizeof(what), method, path, keng_http_request_peer(req), NULL);
+    for (size_t i = 0; i < keng_web_config_header_count(in->web); i++) {
+        const char *name, *value;
+        keng_web_config_header(in->web, i, &name, &value);
+        keng_http_request_add_header(req, name, value);
+    }
     if (events_path(path, &kind)) {
         if (strcmp(method, "POST") != 0) {
             keng_http_request_add_header(req, "Allow", "POST");
@@ -802,6 +883,39 @@ static int read_settings(ingest_t *in, keng_http_limits_t *limits)
     return 0;
 }
 
+/* The web config file (the users who may read /metrics), and the refusal to take gateways'
+ * tokens from the network in clear without being told that a proxy in front speaks TLS.
+ * Returns 0, or KENG_EXIT_USAGE. */
+static int load_web_config(ingest_t *in, const char *listen)
+{
+    const char *path = keng_config_get(in->cfg, "web.config.file", NULL);
+    const char *insecure = keng_config_get(in->cfg, "http.insecure_listen", "false");
+    char errstr[512];
+
+    if (strcmp(insecure, "true") != 0 && strcmp(insecure, "false") != 0) {
+        keng_log_error("http.insecure_listen must be true or false", "value=\"%s\"", insecure);
+        return KENG_EXIT_USAGE;
+    }
+    if (path && *path) {
+        in->web = keng_web_config_load(path, errstr, sizeof(errstr));
+        if (!in->web) {
+            keng_log_error("cannot load the web config file", "error=\"%s\"", errstr);
+            return KENG_EXIT_USAGE;
+        }
+        keng_config_warn_if_exposed(path, "web config file");
+    }
+    /* keng serves no TLS yet: beyond loopback, the gateways' bearer tokens would cross the
+     * network in clear unless a TLS-terminating proxy is the only way in. */
+    if (!keng_web_listen_is_loopback(listen) && strcmp(insecure, "true") != 0) {
+        keng_log_error("refusing to take the gateways' tokens in clear from the network: keng "
+                       "serves no TLS yet; put a TLS-terminating proxy in front and give "
+                       "--insecure-listen (docs/OPERATIONS.md, \"Security\")",
+                       "listen=%s", listen);
+        return KENG_EXIT_USAGE;
+    }
+    return 0;
+}
+
 static int run(ingest_t *in)
 {
     char errstr[512];
@@ -818,6 +932,8 @@ static int run(ingest_t *in)
         return KENG_EXIT_CONFIG;
     }
     keng_program_log_registry(in->reg);
+    if ((rc = load_web_config(in, listen)) != 0)
+        return rc;
     in->tokens_path = keng_config_get(in->cfg, "ingest.tokens", NULL);
     if (in->tokens_path && *in->tokens_path) {
         in->tokens = keng_tokens_load(in->tokens_path, errstr, sizeof(errstr));
@@ -938,6 +1054,7 @@ static int teardown(ingest_t *in)
     keng_ingest_rate_destroy(in->rate);
     keng_tokens_destroy(in->tokens);
     keng_registry_destroy(in->reg);
+    keng_web_config_destroy(in->web);
     return rc;
 }
 
@@ -1032,6 +1149,8 @@ int main(int argc, char **argv)
         KENG_FLAG("revoke", &opt.revoke, NULL),
         KENG_FLAG_SET("check-config", &opt.check_config),
         KENG_FLAG("max-connections", &opt.max_connections, "http.max_connections"),
+        KENG_FLAG("web.config.file", &opt.web_config, "web.config.file"),
+        KENG_FLAG_SET("insecure-listen", &opt.insecure_listen),
         KENG_FLAGS_END,
     };
     ingest_t in = {0};
@@ -1058,6 +1177,8 @@ int main(int argc, char **argv)
     if (!in.cfg)
         return KENG_EXIT_USAGE;
     in.check_only = opt.check_config;
+    if (opt.insecure_listen)
+        keng_config_set(in.cfg, "http.insecure_listen", "true");
     if ((rc = keng_program_require_brokers(in.cfg)) != 0) {
         keng_config_destroy(in.cfg);
         return rc;

@@ -397,8 +397,13 @@ int keng_tokens_check_units(const char *units, const keng_registry_t *reg, char 
         size_t len = strcspn(p, ",");
         if (len > 0 && !unit_known(reg, p, len)) {
             snprintf(errstr, errstr_size,
-                     "the registry has no unit '%.*s' (ids are case-sensitive; its levels are %s)",
-                     (int)(len > 40 ? 40 : len), p, keng_registry_level_list(reg));
+                     "the %s registry has no unit '%.*s' (ids are case-sensitive; its levels are "
+                     "%s)%s",
+                     keng_registry_path(reg) ? "board" : "built-in", (int)(len > 40 ? 40 : len), p,
+                     keng_registry_level_list(reg),
+                     keng_registry_path(reg)
+                         ? ""
+                         : "; give the deployment's registry with --registry FILE or --config");
             return -1;
         }
         p += len;

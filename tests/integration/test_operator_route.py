@@ -99,7 +99,8 @@ def test_operator_route():
                        "checkpoint.interval.ms=200\ngroup.instance.id=none\n"
                        "kafka.session.timeout.ms=6000\nkafka.heartbeat.interval.ms=500\n")
         out = subprocess.run([kt.binary("keng-ingest"), "--new-token", "gateway-vinh-01",
-                              "--districts", "VINH", "--tokens", os.path.join(etc, "tokens")],
+                              "--units", "VINH", "--registry", os.path.join(etc, "boards.csv"),
+                              "--tokens", os.path.join(etc, "tokens")],
                              capture_output=True, timeout=30)
         token = out.stdout.decode().strip().split()[-1]
         kt.check_equal(out.returncode, 0, f"--new-token ({out.stderr!r})")

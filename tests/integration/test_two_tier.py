@@ -96,7 +96,7 @@ def test_two_tier_province_end_to_end():
                                   "D07", "--registry", REGISTRY, "--tokens", tokens],
                                  capture_output=True, text=True, timeout=10)
         kt.check_equal(refused.returncode, 64, f"--units D07 exit status ({refused.stderr!r})")
-        kt.check("the registry has no unit 'D07'" in refused.stderr and
+        kt.check("the board registry has no unit 'D07'" in refused.stderr and
                  "province, commune, board" in refused.stderr, "--units D07 refused",
                  "names the unit and the levels", refused.stderr)
 

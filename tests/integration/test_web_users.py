@@ -5,7 +5,8 @@ what is in it, and gets 403 for the province, another district and /metrics; its
 stream hold its district's only; a metrics user reads /metrics alone; the file's headers are
 on every answer. A bad file is refused naming its line, a scope the registry lacks with its
 user, and a listen beyond loopback without users is refused (exit 64) unless
---insecure-listen says so. The dashboard in Chromium, signed in as the district's user, opens
+--insecure-listen says so (keng-ingest's too, since it serves no TLS). keng-ingest takes the
+same file for its /metrics. The dashboard in Chromium, signed in as the district's user, opens
 at the district and shows no province number."""
 
 import base64
@@ -216,6 +217,24 @@ def test_users_and_scopes():
         kt.check("counts" in names, "the admin's stream has the province's counts", "counts",
                  names)
 
+        # keng-ingest takes the same file: /metrics for metrics_users, the headers on every
+        # answer; the gateways' POSTs keep their bearer tokens.
+        iport = kt.free_port()
+        ing = kt.Process("keng-ingest", ["--listen", f"127.0.0.1:{iport}", "--brokers",
+                                         broker.bootstrap, "--web.config.file", web], work)
+        procs.append(ing)
+        ibase = f"http://127.0.0.1:{iport}"
+        kt.wait_until(lambda: get(ibase, "/healthz")[0] == 200, 30, "keng-ingest up")
+        status, hdrs, _ = get(ibase, "/metrics")
+        kt.check_equal((status, hdrs.get("www-authenticate"), hdrs.get("x-keng-test")),
+                       (401, 'Basic realm="keng", charset="UTF-8"', "yes"),
+                       "keng-ingest's /metrics without a user")
+        kt.check_equal(get(ibase, "/metrics", "d07", pw)[0], 403, "keng-ingest's /metrics: d07")
+        kt.check_equal(get(ibase, "/metrics", "prom", "prom-pw")[0], 200,
+                       "keng-ingest's /metrics: prom")
+        kt.check_equal(get(ibase, "/metrics", "prom", "wrong")[0], 401,
+                       "keng-ingest's /metrics: a wrong password")
+
         # The dashboard, signed in as d07: it opens at D07 and shows D07's numbers.
         dash.require_browser()
         driver = dash.start_browser(work.file("chromium-profile"))
@@ -285,6 +304,16 @@ def test_bad_files_and_unsafe_listen():
         kt.check_equal(out.returncode, 0, f"0.0.0.0 with users ({out.stderr!r})")
         out = check_config(work, "listen=127.0.0.1:8080\n")
         kt.check_equal(out.returncode, 0, f"loopback without users ({out.stderr!r})")
+        # keng-ingest takes tokens in clear: beyond loopback only when told.
+        for extra, code in (([], 64), (["--insecure-listen"], 0)):
+            out = subprocess.run([kt.binary("keng-ingest"), "--check-config", "--listen",
+                                  "0.0.0.0:8088", "--brokers", "127.0.0.1:1"] + extra,
+                                 capture_output=True, text=True, timeout=60)
+            kt.check_equal(out.returncode, code, f"keng-ingest on 0.0.0.0 {extra} "
+                           f"({out.stderr[-300:]!r})")
+            if code:
+                kt.check("--insecure-listen" in out.stderr, "the refusal names the flag",
+                         "--insecure-listen", out.stderr[-400:])
     finally:
         work.cleanup()
 
