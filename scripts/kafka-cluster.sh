@@ -23,6 +23,10 @@
 #   scripts/kafka-cluster.sh start DIR ID restart it on the same data and ports, and wait
 #                                         until it is registered again
 #   scripts/kafka-cluster.sh down DIR     stop everything (safe to run twice)
+#   scripts/kafka-cluster.sh cert DIR ID SAN
+#                                         a secured cluster: a new certificate from DIR's CA
+#                                         for subjectAltName SAN (DNS:kafka.invalid, say) on
+#                                         node ID's client listener, taken at its next start
 #
 # The jars come from Maven Central through scripts/kafka/pom.xml (the pinned version), fetched
 # with mvn on first use and kept under ~/.m2. Every wait is bounded.
@@ -58,7 +62,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,31s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -549,6 +553,17 @@ cmd_start() { # dir id
     wait_registered "$dir" "$id" || die "start: broker $id did not register again"
 }
 
+cmd_cert() { # dir id san
+    local dir=$1 id=$2 san=$3
+    [[ -f "$dir/secure" ]] || die "cert: $dir is not a secured cluster (up --secure)"
+    [[ -f "$dir/tls/listener-$id.p12" ]] || die "cert: $dir has no node $id"
+    make_cert "$dir" "listener-$id-new" "$san" >"$dir/tls/openssl.log" 2>&1 || {
+        cat "$dir/tls/openssl.log" >&2
+        die "cert: openssl could not make the certificate"
+    }
+    mv "$dir/tls/listener-$id-new.p12" "$dir/tls/listener-$id.p12"
+}
+
 cmd_down() { # dir
     local dir=$1 pids=() f pid
     [[ -d "$dir" ]] || return 0
@@ -603,6 +618,10 @@ case "$command" in
     down)
         [[ $# -eq 2 ]] || usage
         cmd_down "$dir"
+        ;;
+    cert)
+        [[ $# -eq 4 && "$3" =~ ^[0-9]+$ ]] || usage
+        cmd_cert "$(cd "$dir" && pwd)" "$3" "$4"
         ;;
     *) usage ;;
 esac
