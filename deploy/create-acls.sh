@@ -6,6 +6,8 @@
 #
 # The table below is the one place the ACLs are written: docs/OPERATIONS.md shows it, and
 # `deploy/create-acls.sh --table` prints it with the names filled in (no cluster needed).
+# `deploy/create-acls.sh --users` sets the three users' SCRAM-SHA-512 passwords instead,
+# from KENG_SCRAM_DIR/<user> (docker-compose.yml's kafka-init runs it first).
 #
 #   user            operations            resource  names
 #   keng-ingest     Write,Describe        topic     antt.incidents antt.mediations
@@ -33,6 +35,9 @@
 #   KENG_TOPIC_INCIDENTS, KENG_TOPIC_MEDIATIONS, KENG_TOPIC_ALERTS, KENG_TOPIC_DEADLETTER,
 #   KENG_TOPIC_BOARD_COUNTS
 #                          topic names, as for create-topics.sh
+#   KENG_SCRAM_DIR         for --users: a folder with one file per user, named as the user,
+#                          whose first line is its password (letters and digits: the
+#                          tool's syntax takes no ',' or ']')
 #   KENG_WAIT_SECONDS      how long to wait for the cluster to answer [120]
 set -euo pipefail
 
@@ -67,8 +72,13 @@ if [[ "${1:-}" == "--table" ]]; then
     table
     exit 0
 fi
+users_only=0
+if [[ "${1:-}" == "--users" ]]; then
+    users_only=1
+    shift
+fi
 [[ $# -eq 0 ]] || {
-    sed -n '2,36s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,41s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -88,6 +98,32 @@ until acls --list --topic "$incidents" >/dev/null 2>&1; do
     fi
     sleep 2
 done
+
+# SCRAM credentials go into the cluster's metadata (KRaft, Kafka 3.5 and later).
+if ((users_only)); then
+    [[ -n "${KENG_SCRAM_DIR:-}" ]] || {
+        say "--users needs KENG_SCRAM_DIR, a folder with one password file per user"
+        exit 2
+    }
+    for user in "$ingest" "$aggregate" "$replay"; do
+        file="$KENG_SCRAM_DIR/$user"
+        [[ -r "$file" ]] || {
+            say "no password for $user: $file is missing or unreadable"
+            exit 1
+        }
+        password=$(head -n 1 "$file")
+        [[ "$password" =~ ^[A-Za-z0-9]{16,}$ ]] || {
+            say "$file: the password must be 16 or more letters and digits"
+            exit 1
+        }
+        say "setting the SCRAM-SHA-512 password of $user"
+        "$kafka_bin/kafka-configs.sh" --bootstrap-server "$bootstrap" "${admin[@]}" --alter \
+            --entity-type users --entity-name "$user" \
+            --add-config "SCRAM-SHA-512=[iterations=8192,password=$password]" >/dev/null
+    done
+    say "done"
+    exit 0
+fi
 
 # One kafka-acls.sh per row: every operation of the row on every name of it.
 while read -r user operations resource names; do
