@@ -956,11 +956,11 @@ def test_state_slots():
 
 def test_shell_scripts():
     # deploy/'s scripts, and the real-Kafka ones that the tests and benchmarks drive (with
-    # bench_lib.sh, which bench_kafka.sh and bench_replay.sh source: shellcheck follows it only
-    # when it is given too).
+    # bench_lib.sh, which bench_kafka.sh, bench_replay.sh and bench_secure.sh source:
+    # shellcheck follows it only when it is given too).
     scripts = sorted(glob.glob(path("deploy", "*.sh")) + glob.glob(path("scripts", "kafka-*.sh"))
                      + [path("scripts", n) for n in ("bench_kafka.sh", "bench_replay.sh",
-                                                     "bench_lib.sh")])
+                                                     "bench_secure.sh", "bench_lib.sh")])
     for s in scripts:
         r = subprocess.run(["bash", "-n", s], capture_output=True, text=True)
         kt.check_equal((r.returncode, r.stderr), (0, ""), f"bash -n {os.path.relpath(s, SRC)}")
@@ -969,7 +969,8 @@ def test_shell_scripts():
         return
     r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True)
     kt.check_equal((r.returncode, r.stdout), (0, ""),
-                   "shellcheck deploy/*.sh scripts/kafka-*.sh scripts/bench_{kafka,replay,lib}.sh")
+                   "shellcheck deploy/*.sh scripts/kafka-*.sh "
+                   "scripts/bench_{kafka,replay,secure,lib}.sh")
 
 
 # ---- deploy/systemd/ ----
