@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kafka_health.h"
 #include "kafka_denied.h"
+#include "kafka_health.h"
 #include "kafka_uv.h"
 #include "log.h"
 #include "timeutil.h"
