@@ -27,6 +27,7 @@
 #include "event_rule.h"
 #include "http_client.h"
 #include "http_server.h"
+#include "kafka_denied.h"
 #include "log.h"
 #include "program.h"
 #include "registry.h"
@@ -39,6 +40,7 @@
 #define DEFAULT_STATE_DIR "./keng-state"
 #define DEFAULT_GROUP     "keng-aggregate"
 #define SHUTDOWN_FLUSH_MS 5000
+#define DENIAL_CHECK_MS   200
 #define META_WATCH_START  "silent_watch_start"
 #define INSTANCE_ID_META  "group.instance.id"
 
@@ -117,7 +119,10 @@ typedef struct app {
     keng_api_t *api;
     keng_http_server_t *srv;
     keng_program_signals_t signals; /* SIGINT and SIGTERM stop */
+    uv_timer_t denial_timer;        /* stops the program once Kafka refused its user */
+    bool denial_timer_on;
     bool stopping;
+    int exit_code;
     keng_silent_options_t silent;
     keng_web_config_t *web; /* --web.config.file; NULL without */
     bool insecure_listen;   /* --insecure-listen */
@@ -190,6 +195,10 @@ static void on_server_closed(void *arg)
 
 static void close_rest(app_t *app)
 {
+    if (app->denial_timer_on) {
+        app->denial_timer_on = false;
+        uv_close((uv_handle_t *)&app->denial_timer, NULL);
+    }
     if (app->api) {
         keng_api_close(app->api);
         app->api = NULL;
@@ -243,6 +252,21 @@ static void shutdown_app(app_t *app)
     } else {
         close_rest(app);
     }
+}
+
+/* A refused login or a missing ACL does not pass by itself (kafka_denied.h): the program stops
+ * with 78, after the line that named it, rather than wait without end. */
+static void on_denial_timer(uv_timer_t *timer)
+{
+    app_t *app = timer->data;
+    const char *denial = keng_kafka_denial();
+
+    if (!denial || app->stopping)
+        return;
+    keng_log_error("stopping: Kafka refuses this program's user", "denied=\"%s\" exit=%d", denial,
+                   KENG_EXIT_CONFIG);
+    app->exit_code = KENG_EXIT_CONFIG;
+    shutdown_app(app);
 }
 
 static void on_signal(uv_signal_t *handle, int signum)
@@ -888,13 +912,19 @@ static int run(app_t *app)
     if (rc == 0)
         rc = start_kafka(app, &st);
     if (rc != 0) {
+        if (keng_kafka_denial())
+            rc = KENG_EXIT_CONFIG;
         shutdown_app(app);
         uv_run(app->loop, UV_RUN_DEFAULT);
         return rc;
     }
     keng_program_signals_start(&app->signals, app->loop, on_signal, app, 0);
+    uv_timer_init(app->loop, &app->denial_timer);
+    app->denial_timer.data = app;
+    app->denial_timer_on = true;
+    uv_timer_start(&app->denial_timer, on_denial_timer, DENIAL_CHECK_MS, DENIAL_CHECK_MS);
     uv_run(app->loop, UV_RUN_DEFAULT);
-    return 0;
+    return app->exit_code;
 }
 
 /* --hash-password: a bcrypt hash for basic_auth_users of the password on standard input (its

@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 
 #include "dashboard_html.h" /* keng_dashboard_html, from consumers/aggregate/dashboard.html */
+#include "kafka_denied.h"
 #include "log.h"
 #include "silent.h"
 #include "timeutil.h"
@@ -545,6 +546,12 @@ static void get_readyz(keng_api_t *api, keng_http_request_t *req)
 {
     char reason[768];
 
+    if (keng_kafka_denial()) {
+        keng_api__respond_json(
+            api, req, 503,
+            json_pack("{s:s,s:s}", "status", "denied", "reason", keng_kafka_denial()));
+        return;
+    }
     if (!api->consumer) {
         keng_api__respond_json(api, req, 503,
                                json_pack("{s:s,s:s}", "status", "starting", "reason",

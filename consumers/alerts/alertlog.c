@@ -12,6 +12,7 @@
 #include "alerts.h"
 #include "avro_codec.h"
 #include "failpoint.h"
+#include "kafka_denied.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -99,6 +100,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
 
     (void)rk;
     if (msg->err) {
+        keng_kafka_denied(KENG_KAFKA_PRODUCER, msg->err, log->topic, rd_kafka_err2str(msg->err));
         keng_log_error("an alert was not acknowledged; producing it again",
                        "topic=%s alert_id=%s error=\"%s\"", log->topic, p->alert_id,
                        rd_kafka_err2str(msg->err));
@@ -369,6 +371,13 @@ static long read_back(rd_kafka_t *rk, int nparts, const int64_t *end, bool *done
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, RECOVER_POLL_MS);
         if (!m)
             continue;
+        if (m->err && m->err != RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED &&
+            keng_kafka_denied(KENG_KAFKA_CONSUMER, m->err,
+                              m->rkt ? rd_kafka_topic_name(m->rkt) : NULL,
+                              rd_kafka_message_errstr(m))) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
         if (!m->err && m->partition >= 0 && m->partition < nparts && !done[m->partition] &&
             m->offset < end[m->partition]) {
             keng_alert_t t;
@@ -415,6 +424,12 @@ long keng_alertlog_recover(keng_alertlog_t *log, const keng_config_t *cfg, bool 
     if (err) {
         snprintf(errstr, errstr_size, "cannot read the metadata of %s: %s", log->topic,
                  rd_kafka_err2str(err));
+        goto out;
+    }
+    if (md->topic_cnt == 1 && keng_kafka_denied(KENG_KAFKA_CONSUMER, md->topics[0].err, log->topic,
+                                                rd_kafka_err2str(md->topics[0].err))) {
+        snprintf(errstr, errstr_size, "cannot read the metadata of %s: %s", log->topic,
+                 rd_kafka_err2str(md->topics[0].err));
         goto out;
     }
     if (md->topic_cnt != 1 || md->topics[0].err) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "failpoint.h"
+#include "kafka_denied.h"
 #include "kafka_uv.h"
 #include "log.h"
 #include "timeutil.h"
@@ -211,6 +212,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     if (!(o & 1u))
         t->inflight--;
     if (msg->err) {
+        keng_kafka_denied(KENG_KAFKA_PRODUCER, msg->err, cl->topic, rd_kafka_err2str(msg->err));
         /* A gap: the units before the next mark must all be published again. */
         t->failed = t->resync = true;
         t->mark_pending = -1;
@@ -356,7 +358,11 @@ static void handle_message(keng_cluster_t *cl, const rd_kafka_message_t *m)
     int64_t offset;
 
     if (m->err) {
-        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        /* The reader assigns and commits nothing: the coordinator librdkafka looks up for
+         * its group is of no use, and its user needs no ACL on that group. */
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF &&
+            m->err != RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED &&
+            !keng_kafka_denied(KENG_KAFKA_CONSUMER, m->err, cl->topic, rd_kafka_message_errstr(m)))
             keng_log_warn("counts topic reader", "error=\"%s\"", rd_kafka_message_errstr(m));
         return;
     }
@@ -626,6 +632,7 @@ static int start_reader(keng_cluster_t *cl, const keng_config_t *cfg, char *errs
         err = md->topic_cnt == 1 && md->topics[0].err ? md->topics[0].err
                                                       : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
     if (err) {
+        keng_kafka_denied(KENG_KAFKA_CONSUMER, err, cl->topic, rd_kafka_err2str(err));
         snprintf(errstr, errstr_size,
                  "the counts topic %s is not usable (%s): create it (keng-broker does, "
                  "deploy/create-topics.sh in production) or set topic.board_counts",

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka_denied.h"
 #include "kafka_health.h"
 #include "kafka_uv.h"
 #include "log.h"
@@ -436,6 +437,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         keng_consumer__note_fatal(opaque);
         return;
     }
+    if (keng_kafka_denied(KENG_KAFKA_CONSUMER, err, NULL, reason))
+        return;
     keng_log_warn("Kafka error", "code=%s error=\"%s\"",
                   rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
@@ -498,7 +501,13 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
     if (m->err) {
         if (m->err == RD_KAFKA_RESP_ERR__FATAL)
             keng_consumer__note_fatal(c);
-        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF &&
+                 !keng_kafka_denied(KENG_KAFKA_CONSUMER, m->err,
+                                    m->err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED
+                                        ? c->group_id
+                                    : m->rkt ? rd_kafka_topic_name(m->rkt)
+                                             : NULL,
+                                    rd_kafka_message_errstr(m)))
             keng_log_warn("consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
         return;
     }

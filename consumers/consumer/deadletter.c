@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kafka_denied.h"
 #include "log.h"
 
 #define POLL_INTERVAL_MS 50
@@ -29,6 +30,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     dl->in_flight--;
     if (msg->err) {
         dl->failed++;
+        keng_kafka_denied(KENG_KAFKA_PRODUCER, msg->err, dl->topic, rd_kafka_err2str(msg->err));
         keng_log_error("a dead letter was lost", "topic=%s error=\"%s\"", dl->topic,
                        rd_kafka_err2str(msg->err));
     } else {

@@ -21,6 +21,7 @@
 #include "avro_codec.h"
 #include "config.h"
 #include "event_rule.h"
+#include "kafka_denied.h"
 #include "log.h"
 #include "pdf.h"
 #include "program.h"
@@ -145,7 +146,14 @@ static void read_message(reader_t *rd, const rd_kafka_message_t *m)
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             if (end && m->offset >= end->high)
                 mark_done(rd, end);
-        } else {
+        } else if (m->err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED) {
+            /* librdkafka looks up the coordinator of the group it must be given, which the
+             * replay never joins: its user needs no group ACL. */
+            keng_log_debug("no ACL on the replay's group, which it does not use", "error=\"%s\"",
+                           rd_kafka_message_errstr(m));
+        } else if (!keng_kafka_denied(KENG_KAFKA_CONSUMER, m->err,
+                                      m->rkt ? rd_kafka_topic_name(m->rkt) : NULL,
+                                      rd_kafka_message_errstr(m))) {
             keng_log_warn("consumer error", "error=\"%s\"", rd_kafka_message_errstr(m));
         }
         return;
@@ -178,6 +186,19 @@ static int set_conf(rd_kafka_conf_t *conf, const char *key, const char *value)
     return 0;
 }
 
+/* Serves the errors librdkafka queued (for a refused login, say) for up to a second. */
+static void drain_errors(reader_t *rd, rd_kafka_t *rk)
+{
+    int64_t until = keng_monotonic_ms() + 1000;
+    while (!keng_kafka_denial() && keng_monotonic_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m) {
+            read_message(rd, m);
+            rd_kafka_message_destroy(m);
+        }
+    }
+}
+
 /* Notes where every partition of the input topics ends now, in rd->ends. */
 static int note_ends(reader_t *rd, rd_kafka_t *rk)
 {
@@ -187,8 +208,13 @@ static int note_ends(reader_t *rd, rd_kafka_t *rk)
         rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
         rd_kafka_topic_destroy(rkt);
         if (err || md->topic_cnt != 1 || md->topics[0].err) {
-            keng_log_error("cannot read topic metadata", "topic=%s error=\"%s\"", rd->topics[t],
-                           rd_kafka_err2str(err ? err : md->topics[0].err));
+            rd_kafka_resp_err_t why = err ? err : md->topics[0].err;
+            /* A refused login shows here as a timeout; its error waits on the queue. */
+            if (!keng_kafka_denied(KENG_KAFKA_CONSUMER, why, rd->topics[t], rd_kafka_err2str(why)))
+                drain_errors(rd, rk);
+            if (!keng_kafka_denial())
+                keng_log_error("cannot read topic metadata", "topic=%s error=\"%s\"", rd->topics[t],
+                               rd_kafka_err2str(why));
             if (md)
                 rd_kafka_metadata_destroy(md);
             return -1;
@@ -217,6 +243,7 @@ static int note_ends(reader_t *rd, rd_kafka_t *rk)
             }
             err = rd_kafka_query_watermark_offsets(rk, rd->topics[t], id, &low, &high, 10000);
             if (err) {
+                keng_kafka_denied(KENG_KAFKA_CONSUMER, err, rd->topics[t], rd_kafka_err2str(err));
                 keng_log_error("cannot read the end of a partition",
                                "topic=%s partition=%d error=\"%s\"", rd->topics[t], id,
                                rd_kafka_err2str(err));
@@ -303,6 +330,17 @@ static int resolve_period(const struct options *opt, int64_t *from_ms, int64_t *
     return 0;
 }
 
+/* librdkafka's errors that are not a message's, served by rd_kafka_consumer_poll: a refused
+ * login ends the replay (keng_kafka_denied); the rest it retries by itself. */
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    if (!keng_kafka_denied(KENG_KAFKA_CONSUMER, err, NULL, reason))
+        keng_log_warn("Kafka error", "code=%s error=\"%s\"",
+                      rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
 /* A consumer in a group of its own that commits nothing: a replay never moves the offsets of
  * the programs that keep the live counts. Returns NULL (logged) on failure; the caller owns
  * the handle and closes it with rd_kafka_consumer_close before rd_kafka_destroy. */
@@ -319,6 +357,7 @@ static rd_kafka_t *new_consumer(keng_config_t *cfg)
         set_conf(conf, "enable.auto.offset.store", "false") ||
         set_conf(conf, "enable.partition.eof", "true"))
         goto fail;
+    rd_kafka_conf_set_error_cb(conf, on_error);
     /* As in keng-aggregate: librdkafka 2.0.2 stops fetching every partition for a second
      * once the whole queue holds queued.min.messages (default 100,000), which left the
      * replay idle for most of its run; queued.max.messages.kbytes still bounds the memory. */
@@ -342,7 +381,7 @@ fail:
 static void read_to_end(reader_t *rd, rd_kafka_t *rk, rd_kafka_queue_t *queue)
 {
     int64_t last_progress = keng_monotonic_ms();
-    while (rd->remaining > 0 && !stop_requested) {
+    while (rd->remaining > 0 && !stop_requested && !keng_kafka_denial()) {
         rd_kafka_message_t *batch[BATCH_MAX];
         /* Take what is queued without waiting; wait only when nothing is (a batch call with
          * a timeout would wait for a full batch at each partition's tail). */
@@ -479,8 +518,11 @@ static int run(const struct options *opt, keng_config_t *cfg)
 
     rd.topics[0] = keng_config_get(cfg, "topic.incidents", "antt.incidents");
     rd.topics[1] = keng_config_get(cfg, "topic.mediations", "antt.mediations");
-    if (note_ends(&rd, rk) != 0)
+    if (note_ends(&rd, rk) != 0) {
+        if (keng_kafka_denial())
+            rc = KENG_EXIT_CONFIG;
         goto out;
+    }
     size_t to_read = rd.remaining;
     int by_time, scanned, skipped;
     assignment = plan_starts(&rd, rk, from_ms, &by_time, &scanned, &skipped);
@@ -495,6 +537,11 @@ static int run(const struct options *opt, keng_config_t *cfg)
     }
 
     read_to_end(&rd, rk, queue);
+    if (keng_kafka_denial()) {
+        keng_log_error("replay stopped; no report written", "denied=\"%s\"", keng_kafka_denial());
+        rc = KENG_EXIT_CONFIG;
+        goto out;
+    }
     if (stop_requested) {
         keng_log_warn("replay interrupted; no report written", NULL);
         goto out;

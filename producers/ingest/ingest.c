@@ -24,6 +24,7 @@
 #include "ingest_body.h"
 #include "ingest_metrics.h"
 #include "ingest_rate.h"
+#include "kafka_denied.h"
 #include "kafka_health.h"
 #include "log.h"
 #include "avro_codec.h"
@@ -34,7 +35,8 @@
 #include "tokens.h"
 #include "web_config.h"
 
-#define DEFAULT_LISTEN "127.0.0.1:8088"
+#define DEFAULT_LISTEN  "127.0.0.1:8088"
+#define DENIAL_CHECK_MS 200
 
 /* The keys keng-ingest reads itself; the producer and the schema store list theirs. */
 static keng_config_keys_t ingest_keys = {"registry",
@@ -87,6 +89,9 @@ typedef struct ingest {
     keng_ingest_metrics_t *metrics;
     keng_ingest_rate_t *rate;       /* events per second per gateway (ingest.rate.*) */
     keng_program_signals_t signals; /* SIGINT, SIGTERM stop; SIGHUP reloads the tokens */
+    uv_timer_t denial_timer;        /* stops the program once Kafka refused its user */
+    bool denial_timer_on;
+    int exit_code;
     bool stopping;
     keng_web_config_t *web; /* --web.config.file: the users of /metrics; NULL without */
 
@@ -813,10 +818,30 @@ static void stop(ingest_t *in)
     if (in->stopping)
         return;
     in->stopping = true;
+    if (in->denial_timer_on) {
+        in->denial_timer_on = false;
+        uv_close((uv_handle_t *)&in->denial_timer, NULL);
+    }
     if (in->srv)
         keng_http_server_close(in->srv, on_server_closed, in);
     else
         on_server_closed(in);
+}
+
+/* A refused login or a missing ACL does not pass by itself (kafka_denied.h): the gateway stops
+ * as on SIGTERM (requests in flight are answered) and exits 78, rather than answer 503 for
+ * ever. */
+static void on_denial_timer(uv_timer_t *timer)
+{
+    ingest_t *in = timer->data;
+    const char *denial = keng_kafka_denial();
+
+    if (!denial || in->stopping)
+        return;
+    keng_log_error("stopping: Kafka refuses this program's user", "denied=\"%s\" exit=%d", denial,
+                   KENG_EXIT_CONFIG);
+    in->exit_code = KENG_EXIT_CONFIG;
+    stop(in);
 }
 
 static void on_signal(uv_signal_t *handle, int signum)
@@ -1018,9 +1043,13 @@ static int run(ingest_t *in)
                   keng_registry_board_count(in->reg));
 
     keng_program_signals_start(&in->signals, in->loop, on_signal, in, 1);
+    uv_timer_init(in->loop, &in->denial_timer);
+    in->denial_timer.data = in;
+    in->denial_timer_on = true;
+    uv_timer_start(&in->denial_timer, on_denial_timer, DENIAL_CHECK_MS, DENIAL_CHECK_MS);
 
     uv_run(in->loop, UV_RUN_DEFAULT);
-    return 0;
+    return in->exit_code;
 
 fail:
     stop(in);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "avro_codec.h"
+#include "kafka_denied.h"
 #include "kafka_health.h"
 #include "kafka_uv.h"
 #include "log.h"
@@ -57,10 +58,13 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *conf_
     keng_producer_t *p = conf_opaque;
     struct pmsg *pm = m->_private;
 
-    if (m->err)
+    if (m->err) {
         p->stats.failed++;
-    else
+        keng_kafka_denied(KENG_KAFKA_PRODUCER, m->err, rd_kafka_topic_name(m->rkt),
+                          rd_kafka_err2str(m->err));
+    } else {
         p->stats.delivered++;
+    }
     if (!pm)
         return;
     if (pm->cb)
@@ -76,8 +80,11 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
         keng_log_error("kafka producer failed for good", "error=%s reason=\"%s\"",
                        rd_kafka_err2name(ferr), fatal);
+        keng_kafka_denied(KENG_KAFKA_PRODUCER, ferr, NULL, fatal);
         return;
     }
+    if (keng_kafka_denied(KENG_KAFKA_PRODUCER, err, NULL, reason))
+        return;
     keng_log_warn("kafka error", "error=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
 }
 

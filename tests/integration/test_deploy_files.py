@@ -277,7 +277,7 @@ def test_compose_commands_run():
         conf_dir = work.file("etc-keng")
         os.makedirs(conf_dir)
         for file in ("keng-ingest.conf", "keng-aggregate.conf"):
-            text = read("deploy", file)
+            text = without_security(read("deploy", file))
             if file == "keng-aggregate.conf":
                 text += "\nkafka.session.timeout.ms=6000\n"
             with open(os.path.join(conf_dir, file), "w") as f:
@@ -549,6 +549,15 @@ def test_config_keys_documented_and_accepted():
         for key, value in keys:
             kt.check(f"`{key}`" in ops, f"deploy/{file}: key documented in docs/OPERATIONS.md",
                      f"`{key}`", "absent")
+            if key == "kafka.sasl.password_file":
+                # keng's own key: keng hands the file's first line to librdkafka.
+                kafka["sasl.password"] = "change-me"
+                continue
+            if key == "kafka.ssl.ca.location":
+                # A path in the container: librdkafka would open it when the client is made.
+                kt.check(key[len("kafka."):] in (props or [key[len("kafka."):]]),
+                         f"deploy/{file}: {key} is a librdkafka property", "known", "unknown")
+                continue
             if key.startswith("kafka."):
                 kafka[key[len("kafka."):]] = value
                 if props is not None:
@@ -671,8 +680,9 @@ def test_create_topics_script():
             got[words[words.index("--topic") + 1]] = words[words.index("--partitions") + 1]
             kt.check_equal(words[words.index("--replication-factor") + 1], "3",
                            "replication factor asked for")
+            # kafka-init's: the brokers' certificate listener (keng's is 9092).
             kt.check_equal(words[words.index("--bootstrap-server") + 1],
-                           "kafka-1:9092,kafka-2:9092,kafka-3:9092", "bootstrap servers")
+                           "kafka-1:9094,kafka-2:9094,kafka-3:9094", "bootstrap servers")
             configs = dict(words[i + 1].split("=", 1) for i, w in enumerate(words)
                            if w == "--config")
             if words[words.index("--topic") + 1] == "antt.board-counts":
@@ -710,6 +720,185 @@ def test_create_topics_script():
                  (r.returncode, r.stderr))
     finally:
         work.cleanup()
+
+
+FAKE_KAFKA_ACLS = r"""#!/usr/bin/env bash
+echo "kafka-acls.sh $*" >>"$FAKE_STATE/calls"
+"""
+
+# keng's programs, their SCRAM users (deploy/create-acls.sh's defaults) and their config files.
+PROGRAM_USERS = {"keng-ingest": "keng-ingest", "keng-aggregate": "keng-aggregate",
+                 "keng-replay": "keng-replay"}
+SECURITY_KEYS = ("kafka.security.protocol", "kafka.sasl.", "kafka.ssl.")
+
+
+def acl_table(env=None):
+    """deploy/create-acls.sh --table as {(user, resource, name): set of operations}."""
+    r = subprocess.run(["bash", path("deploy", "create-acls.sh"), "--table"],
+                       env=dict(os.environ, **(env or {})), capture_output=True, text=True,
+                       timeout=30)
+    kt.check_equal((r.returncode, r.stderr), (0, ""), "deploy/create-acls.sh --table")
+    out = {}
+    for line in r.stdout.splitlines():
+        user, ops, resource, *names = line.split()
+        for name in names:
+            out.setdefault((user, resource, name), set()).update(ops.split(","))
+    return out
+
+
+def doc_acl_table():
+    """The ACL table of docs/OPERATIONS.md, "A real cluster", in acl_table's form."""
+    ops = read("docs", "OPERATIONS.md")
+    start = ops.index("<!-- the ACL table:")
+    out = {}
+    for line in ops[start:].splitlines()[1:]:
+        if not line.strip().startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] in ("user", "") or set(cells[0]) <= {"-"}:
+            continue
+        names = re.sub(r"\(.*?\)", "", cells[3])
+        for name in (n.strip() for n in names.split(",")):
+            out.setdefault((cells[0], cells[2], name), set()).update(
+                o.strip() for o in cells[1].split(","))
+    return out
+
+
+def test_acls_script_doc_and_compose():
+    """deploy/create-acls.sh's table is docs/OPERATIONS.md's; the script grants exactly that
+    (against a stand-in for kafka-acls.sh) and sets the SCRAM passwords with --users;
+    docker-compose.yml's brokers authorize with it and keng logs in as the table's users."""
+    table = acl_table()
+    kt.check_equal(doc_acl_table(), table, "docs/OPERATIONS.md's ACL table against "
+                   "deploy/create-acls.sh --table")
+    # What keng-aggregate uses, which the doc once left out; and nothing on the cluster.
+    for topic in ("antt.board-counts", "antt.alerts"):
+        kt.check_equal(table.get(("keng-aggregate", "topic", topic)),
+                       {"Read", "Write", "Describe"}, f"keng-aggregate's ACL on {topic}")
+    kt.check_equal(sorted({k[0] for k in table}), sorted(PROGRAM_USERS.values()),
+                   "the users of the table")
+    kt.check_equal([k for k in table if k[0] != "keng-aggregate" and k[1] == "group"], [],
+                   "group ACLs of users that join no group")
+    kt.check_equal([k for k in table if k[0] == "keng-ingest" and "Read" in table[k]], [],
+                   "what keng-ingest's user may read")
+    kt.check_equal([k for k in table if k[0] == "keng-replay" and "Write" in table[k]], [],
+                   "what keng-replay's user may write")
+    kt.check(("keng-aggregate", "group", "g2") in acl_table({"KENG_GROUPS": "keng-aggregate g2"}),
+             "KENG_GROUPS names every group", "g2", None)
+
+    work = kt.Workdir()
+    try:
+        os.makedirs(work.file("bin"))
+        os.makedirs(work.file("state"))
+        os.makedirs(work.file("scram"))
+        for name, text in (("kafka-acls.sh", FAKE_KAFKA_ACLS),
+                           ("kafka-configs.sh", FAKE_KAFKA_CONFIGS)):
+            with open(work.file(f"bin/{name}"), "w") as f:
+                f.write(text)
+            os.chmod(work.file(f"bin/{name}"), 0o755)
+        env = dict(os.environ, KAFKA_BIN=work.file("bin"), FAKE_STATE=work.file("state"),
+                   KENG_WAIT_SECONDS="5", KENG_ADMIN_CONFIG="/x/admin.properties",
+                   KENG_SCRAM_DIR=work.file("scram"))
+
+        def run(*args):
+            open(work.file("state/calls"), "w").close()
+            r = subprocess.run(["bash", path("deploy", "create-acls.sh")] + list(args), env=env,
+                               capture_output=True, text=True, timeout=60)
+            with open(work.file("state/calls")) as f:
+                return r, [c.split() for c in f.read().splitlines()]
+
+        r, calls = run()
+        kt.check_equal(r.returncode, 0, f"create-acls.sh exit status ({r.stderr})")
+        granted = {}
+        for words in (c for c in calls if "--add" in c):
+            kt.check(words[words.index("--command-config") + 1] == "/x/admin.properties",
+                     "kafka-acls.sh gets KENG_ADMIN_CONFIG", "--command-config", words)
+            user = words[words.index("--allow-principal") + 1]
+            ops = {words[i + 1] for i, w in enumerate(words) if w == "--operation"}
+            for i, w in enumerate(words):
+                if w in ("--topic", "--group"):
+                    key = (user.removeprefix("User:"), w[2:], words[i + 1])
+                    granted.setdefault(key, set()).update(ops)
+        kt.check_equal(granted, table, "the ACLs create-acls.sh asks kafka-acls.sh for")
+
+        for user in PROGRAM_USERS.values():
+            with open(work.file(f"scram/{user}"), "w") as f:
+                f.write(f"{user.replace('-', '')}Passw0rd1234\n")
+        r, calls = run("--users")
+        kt.check_equal(r.returncode, 0, f"create-acls.sh --users exit status ({r.stderr})")
+        users = sorted(c[c.index("--entity-name") + 1] for c in calls if "--alter" in c)
+        kt.check_equal(users, sorted(PROGRAM_USERS.values()), "users whose password is set")
+        kt.check(all("--add-acls" not in c and "SCRAM-SHA-512=[" in " ".join(c) for c in calls
+                     if "--alter" in c), "SCRAM-SHA-512 credentials", True, calls)
+        with open(work.file("scram/keng-replay"), "w") as f:
+            f.write("short,pw]\n")
+        r, _ = run("--users")
+        kt.check(r.returncode != 0 and "letters and digits" in r.stderr,
+                 "a password the tool's syntax cannot carry is refused", "an error",
+                 (r.returncode, r.stderr))
+    finally:
+        work.cleanup()
+
+    services = compose()["services"]
+    init = services["kafka-init"]
+    command = " ".join(init["command"])
+    kt.check("create-acls.sh --users &&" in command and
+             command.index("create-acls.sh --users") < command.index("create-topics.sh") <
+             command.rindex("create-acls.sh"),
+             "kafka-init sets the users, then the topics, then the ACLs", "in that order",
+             command)
+    kt.check(any(src.endswith("deploy/create-acls.sh") and ro
+                 for src, ro in mounts(init).values()),
+             "kafka-init mounts deploy/create-acls.sh read-only", True, init.get("volumes"))
+    env = {k: interpolate(v) for k, v in init["environment"].items()}
+    _, argv = keng_command(services["keng-aggregate"])
+    kt.check_equal(env["KENG_GROUPS"], flag_value(argv, "--group"),
+                   "kafka-init grants keng-aggregate's --group")
+    for name in BROKERS:
+        benv = {k: interpolate(v) for k, v in services[name]["environment"].items()}
+        protocols = dict(p.split(":") for p in benv["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        kt.check("PLAINTEXT" not in protocols.values() and
+                 "SASL_PLAINTEXT" not in protocols.values(),
+                 f"{name}: every listener encrypted", "SSL or SASL_SSL", protocols)
+        kt.check_equal(protocols["INTERNAL"], "SASL_SSL", f"{name}: keng's listener")
+        kt.check_equal(benv["KAFKA_SASL_ENABLED_MECHANISMS"], "SCRAM-SHA-512", f"{name}: SASL")
+        kt.check_equal(benv["KAFKA_AUTHORIZER_CLASS_NAME"],
+                       "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                       f"{name}: the KRaft authorizer")
+        kt.check_equal(benv["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"], "false",
+                       f"{name}: nothing allowed without an ACL")
+        supers = benv["KAFKA_SUPER_USERS"].split(";")
+        kt.check(not any(u.removeprefix("User:") in PROGRAM_USERS.values() for u in supers),
+                 f"{name}: no keng user is a super user", "certificates only", supers)
+        for listener in ("CONTROLLER", "BROKER"):
+            kt.check_equal(benv.get(f"KAFKA_LISTENER_NAME_{listener}_SSL_CLIENT_AUTH"),
+                           "required", f"{name}: {listener} by client certificate")
+        kt.check_equal(benv["KAFKA_INTER_BROKER_LISTENER_NAME"], "BROKER",
+                       f"{name}: the brokers between themselves by certificate")
+        kt.check(mounts(services[name]).get("/etc/kafka/jaas.conf", ("", False))[0]
+                 .endswith("deploy/kafka/server-jaas.conf"), f"{name}: the JAAS file of deploy/",
+                 True, services[name].get("volumes"))
+    for name in ("keng-ingest", "keng-aggregate"):
+        conf = dict(conf_keys(f"{name}.conf"))
+        kt.check_equal((conf.get("kafka.security.protocol"), conf.get("kafka.sasl.mechanisms"),
+                        conf.get("kafka.sasl.username")),
+                       ("SASL_SSL", "SCRAM-SHA-512", PROGRAM_USERS[name]),
+                       f"deploy/{name}.conf logs in as its own user")
+        m = mounts(services[name])
+        password = m.get(conf["kafka.sasl.password_file"])
+        kt.check(password and password[1] and password[0].endswith(f"/scram/{name}"),
+                 f"{name}: its own password, read-only, at kafka.sasl.password_file",
+                 f".../scram/{name}", password)
+        ca = m.get(conf["kafka.ssl.ca.location"])
+        kt.check(ca and ca[1] and ca[0].endswith("/ca.pem"), f"{name}: the cluster's CA",
+                 ".../ca.pem", ca)
+
+
+def without_security(text):
+    """A config of deploy/ for a broker without TLS and SASL (the embedded one): its security
+    keys removed, as its comment says to."""
+    return "\n".join(line for line in text.splitlines()
+                     if not line.startswith(SECURITY_KEYS)) + "\n"
 
 
 def test_state_slots():
@@ -767,11 +956,11 @@ def test_state_slots():
 
 def test_shell_scripts():
     # deploy/'s scripts, and the real-Kafka ones that the tests and benchmarks drive (with
-    # bench_lib.sh, which bench_kafka.sh and bench_replay.sh source: shellcheck follows it only
-    # when it is given too).
+    # bench_lib.sh, which bench_kafka.sh, bench_replay.sh and bench_secure.sh source:
+    # shellcheck follows it only when it is given too).
     scripts = sorted(glob.glob(path("deploy", "*.sh")) + glob.glob(path("scripts", "kafka-*.sh"))
                      + [path("scripts", n) for n in ("bench_kafka.sh", "bench_replay.sh",
-                                                     "bench_lib.sh")])
+                                                     "bench_secure.sh", "bench_lib.sh")])
     for s in scripts:
         r = subprocess.run(["bash", "-n", s], capture_output=True, text=True)
         kt.check_equal((r.returncode, r.stderr), (0, ""), f"bash -n {os.path.relpath(s, SRC)}")
@@ -780,7 +969,8 @@ def test_shell_scripts():
         return
     r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True)
     kt.check_equal((r.returncode, r.stdout), (0, ""),
-                   "shellcheck deploy/*.sh scripts/kafka-*.sh scripts/bench_{kafka,replay,lib}.sh")
+                   "shellcheck deploy/*.sh scripts/kafka-*.sh "
+                   "scripts/bench_{kafka,replay,secure,lib}.sh")
 
 
 # ---- deploy/systemd/ ----
@@ -863,6 +1053,7 @@ def test_operations_doc():
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(__file__))
     kt.main([test_systemd_units, test_compose_kafka_cluster, test_compose_keng_services,
+             test_acls_script_doc_and_compose,
              test_compose_flags_are_in_design, test_compose_commands_run,
              test_dockerfile_packages_match_install_deps,
              test_dockerignore, test_config_keys_documented_and_accepted, test_tokens_example,

@@ -9,10 +9,16 @@ b. the active controller is SIGKILLed: service goes on (every post still gets it
    within its deadline; when one node returns it accepts again; nothing it acknowledged is
    lost.
 A batch not answered 202 is not sent again here: its events may or may not be in Kafka, and
-keng-aggregate must count exactly those that are."""
+keng-aggregate must count exactly those that are.
+
+With --secure (ctest kafka-faults.test_broker_loss.secure) the same on a secured cluster
+(kafka-cluster.sh up --secure: SASL_SSL, the ACLs of deploy/create-acls.sh), keng-ingest and
+keng-aggregate each as its own SCRAM user: a node that restarts must not be taken for a
+refusal (keng stops on those, exit 78)."""
 
 import json
 import random
+import sys
 import threading
 import time
 
@@ -83,7 +89,7 @@ def check_topics(cluster, gw, agg, what):
     SIGKILLed broker does; keng-ingest itself never sends an event again. The copies are
     printed, and the counts must be exact all the same (docs/OPERATIONS.md, "When brokers are
     lost")."""
-    copies, events = kl.read_events(cluster.bootstrap)
+    copies, events = kl.read_events(cluster.bootstrap, cluster.login())
     missing = [e for e in gw.accepted if e not in copies]
     kt.check_equal((missing[:5], len(missing)), ([], 0), f"{what}: events answered 202 missing "
                    "from the topics")
@@ -99,6 +105,9 @@ def check_topics(cluster, gw, agg, what):
     return len(copies), refused_written
 
 
+SECURE = "--secure" in sys.argv[1:]
+
+
 def test_leader_loss_and_quorum_loss():
     if kl.skipped("test_leader_loss_and_quorum_loss"):
         return
@@ -108,10 +117,13 @@ def test_leader_loss_and_quorum_loss():
     cluster = None
     agg = ing = short = None
     try:
-        cluster = kl.Cluster(work, nodes=3, partitions=24)
+        cluster = kl.Cluster(work, nodes=3, partitions=24, secure=SECURE,
+                             groups="keng-kafka-brokers")
         agg = fl.Aggregate(work, cluster.bootstrap, "keng-kafka-brokers",
-                           "checkpoint.interval.ms=500\n").start()
-        ing = fl.Ingest(work, cluster.bootstrap, config=f"ingest.deadline_ms={DEADLINE_MS}\n")
+                           cluster.client_conf("keng-aggregate")
+                           + "checkpoint.interval.ms=500\n").start()
+        ing = fl.Ingest(work, cluster.bootstrap, config=cluster.client_conf("keng-ingest")
+                        + f"ingest.deadline_ms={DEADLINE_MS}\n")
         ing.start(timeout=60)
         agg.wait_ready(timeout=120)
         src = fl.EventSource(rng, fl.pick_boards(rng))
@@ -137,7 +149,7 @@ def test_leader_loss_and_quorum_loss():
         gw.finish()
         total_a, refused_written = check_topics(cluster, gw, agg, "a. leader loss")
         accepted_a, refused_a = gw.counts()
-        print(f"FIGURES a. leader loss: node {victim} led antt.incidents [0] and was SIGKILLed "
+        print(f"FIGURES a. leader loss{' (secured)' if SECURE else ''}: node {victim} led antt.incidents [0] and was SIGKILLed "
               f"after {before[0]} events were answered 202; node {moved} led it "
               f"{election_s:.1f}s later; posts {gw.statuses}, slowest answer {gw.slowest:.1f}s; "
               f"{accepted_a} events answered 202, all in the topics exactly once; {refused_a} "
@@ -164,7 +176,8 @@ def test_leader_loss_and_quorum_loss():
 
         # b2. Two of three nodes lost: a keng-ingest with a short deadline meets it.
         short = fl.Ingest(work, cluster.bootstrap,
-                          config=f"ingest.deadline_ms={SHORT_DEADLINE_MS}\n"
+                          config=cluster.client_conf("keng-ingest")
+                          + f"ingest.deadline_ms={SHORT_DEADLINE_MS}\n"
                           "ingest.retry_after_s=2\n")
         short.start(timeout=60)
         batch = src.new(10, "incident")
@@ -210,7 +223,7 @@ def test_leader_loss_and_quorum_loss():
         ing.stop()
         total_b, refused_written = check_topics(cluster, gw, agg, "b. controller and quorum")
         agg.stop()
-        print(f"FIGURES b. controller and quorum: active controller node {controller} SIGKILLed, "
+        print(f"FIGURES b. controller and quorum{' (secured)' if SECURE else ''}: active controller node {controller} SIGKILLed, "
               f"node {new_controller} took over; posts meanwhile {statuses_b1}, slowest "
               f"{gw.slowest:.1f}s. Nodes {lost_nodes} SIGKILLed: answers {refusals} "
               f"(status, Retry-After, seconds; deadline {SHORT_DEADLINE_MS / 1000:.0f}s); "

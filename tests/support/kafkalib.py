@@ -15,6 +15,7 @@ from faultlib import kt
 
 SCRIPT = os.path.join(kt.SOURCE_DIR, "scripts", "kafka-cluster.sh")
 CREATE_TOPICS = os.path.join(kt.SOURCE_DIR, "deploy", "create-topics.sh")
+CREATE_ACLS = os.path.join(kt.SOURCE_DIR, "deploy", "create-acls.sh")
 DAY = 86_400_000
 
 
@@ -48,14 +49,20 @@ def close_all(programs, cluster, work):
 
 class Cluster:
     """N Apache Kafka nodes (each broker and controller, ids 1..N) under work/kafka, with
-    keng's topics. Node i listens on the i-th address of the bootstrap list."""
+    keng's topics. Node i listens on the i-th address of the bootstrap list.
 
-    def __init__(self, work, nodes=3, partitions=24):
+    secure=True: `up --secure` (SASL_SSL, SCRAM users, the StandardAuthorizer), the topics
+    made as keng-admin, and the ACLs of deploy/create-acls.sh for keng-aggregate's groups
+    (`groups`, space-separated). The test's own clients then log in (login(user))."""
+
+    def __init__(self, work, nodes=3, partitions=24, secure=False, groups="keng-aggregate"):
         self.dir = work.file("kafka")
         self.nodes = nodes
+        self.secure = secure
         started = time.monotonic()
         try:
-            self._script("up", str(nodes), timeout=900, env=kt.kafka_ports_env(nodes))
+            self._script("up", str(nodes), *(["--secure"] if secure else []), timeout=900,
+                         env=kt.kafka_ports_env(nodes))
         except BaseException:
             self.down()  # brokers it did start must not outlive the test
             raise
@@ -66,14 +73,44 @@ class Cluster:
         env = dict(os.environ, KAFKA_BIN=os.path.join(self.dir, "kafka-home", "bin"),
                    KENG_BOOTSTRAP=self.bootstrap, KENG_PARTITIONS=str(partitions),
                    KENG_WAIT_SECONDS="180")
-        out = subprocess.run([CREATE_TOPICS], env=env, capture_output=True, timeout=600)
-        if out.returncode != 0:
-            self.down()
-        kt.check_equal(out.returncode, 0, f"deploy/create-topics.sh exit status "
-                       f"({out.stderr.decode(errors='replace')[-1500:]})")
+        if secure:
+            env.update(KENG_ADMIN_CONFIG=self.file("admin.properties"), KENG_GROUPS=groups)
+        if nodes < 3:
+            env.update(KENG_REPLICATION=str(nodes), KENG_MIN_INSYNC="1")
+        for script in [CREATE_TOPICS] + ([CREATE_ACLS] if secure else []):
+            out = subprocess.run([script], env=env, capture_output=True, timeout=600)
+            if out.returncode != 0:
+                self.down()
+            kt.check_equal(out.returncode, 0, f"{os.path.relpath(script, kt.SOURCE_DIR)} exit "
+                           f"status ({out.stderr.decode(errors='replace')[-1500:]})")
         self.topics_s = time.monotonic() - started - self.up_s
         kt.log(f"cluster of {nodes} up in {self.up_s:.1f}s, topics created in "
                f"{self.topics_s:.1f}s: {self.bootstrap}")
+
+    def file(self, name):
+        return os.path.join(self.dir, name)
+
+    def client_conf(self, user):
+        """The keng config lines that log a program in as user (DIR/client-<user>.conf), or
+        nothing on a plaintext cluster."""
+        if not self.secure:
+            return ""
+        with open(self.file(f"client-{user}.conf")) as f:
+            return f.read()
+
+    def login(self, user="keng-admin"):
+        """librdkafka settings that log a test's own client in as user (nothing on a plaintext
+        cluster)."""
+        if not self.secure:
+            return {}
+        with open(self.file(f"password-{user}")) as f:
+            password = f.read().strip()
+        return {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512",
+                "sasl.username": user, "sasl.password": password,
+                "ssl.ca.location": self.file("tls/ca.pem")}
+
+    def _admin_args(self):
+        return ["--command-config", self.file("admin.properties")] if self.secure else []
 
     def _script(self, *args, timeout=300, env=None):
         # Where the script supports it, the brokers stop by themselves if this process dies.
@@ -94,13 +131,19 @@ class Cluster:
         self._script("start", str(node), timeout=300)
         kt.log(f"Kafka node {node} back in {time.monotonic() - started:.1f}s")
 
+    def cert(self, node, san):
+        """A secured cluster: node's client listener gets a certificate of the same CA for
+        subjectAltName san at its next start."""
+        self._script("cert", str(node), san)
+
     def down(self):
         subprocess.run([SCRIPT, "down", self.dir], capture_output=True, timeout=120)
 
     def tool(self, name, *args, timeout=120):
         """Runs DIR/kafka-home/bin/<name>.sh against the cluster; returns its stdout."""
         out = subprocess.run([os.path.join(self.dir, "kafka-home", "bin", name + ".sh"),
-                              "--bootstrap-server", self.bootstrap] + list(args),
+                              "--bootstrap-server", self.bootstrap] + self._admin_args()
+                             + list(args),
                              capture_output=True, timeout=timeout)
         kt.check_equal(out.returncode, 0, f"{name}.sh {' '.join(args)} exit status "
                        f"({out.stderr.decode(errors='replace')[-800:]})")
@@ -112,7 +155,8 @@ class Cluster:
     def leader(self, topic, partition, via=None):
         """The node id leading topic's partition, as a live broker reports it (-1: none)."""
         from confluent_kafka.admin import AdminClient
-        admin = AdminClient({"bootstrap.servers": via or self.bootstrap, "log_level": 0})
+        admin = AdminClient(dict(self.login(), **{"bootstrap.servers": via or self.bootstrap,
+                                                  "log_level": 0}))
         md = admin.list_topics(topic, timeout=10)
         return md.topics[topic].partitions[partition].leader
 
@@ -126,22 +170,23 @@ class Cluster:
         cmd = line.replace("org.apache.kafka.tools.TopicCommand",
                            "org.apache.kafka.tools.MetadataQuorumCommand")
         via = self.alive_bootstrap(alive) if alive else self.bootstrap
-        out = subprocess.run(["bash", "-c", cmd, "quorum", "--bootstrap-server", via,
-                              "describe", "--status"], capture_output=True, timeout=120)
+        out = subprocess.run(["bash", "-c", cmd, "quorum", "--bootstrap-server", via]
+                             + self._admin_args() + ["describe", "--status"],
+                             capture_output=True, timeout=120)
         m = re.search(rb"LeaderId:\s*(\d+)", out.stdout)
         kt.check(m is not None, "kafka-metadata-quorum names the quorum's leader", "LeaderId: N",
                  (out.stdout + out.stderr)[-600:])
         return int(m.group(1))
 
 
-def produce_with_times(bootstrap, records, timeout=120):
+def produce_with_times(bootstrap, records, timeout=120, config=None):
     """records: (topic, key bytes, value bytes, timestamp ms). An idempotent acks=all
     producer sets each message's timestamp (CreateTime), as a gateway that sent it then
-    would have; waits for every delivery."""
+    would have; waits for every delivery. config: more librdkafka settings (a login)."""
     from confluent_kafka import Producer
     failures = []
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                  "linger.ms": 20, "log_level": 2})
+    p = Producer(dict({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                       "linger.ms": 20, "log_level": 2}, **(config or {})))
 
     def on_delivery(err, msg):
         if err is not None:
@@ -180,12 +225,13 @@ def reports_over_days(rng, boards, count, resends, now, days):
     return events, records
 
 
-def read_events(bootstrap):
+def read_events(bootstrap, config=None):
     """{event_id: copies} and {event_id: (kind, record)} over both input topics, every
-    message decoded with Apache Avro (python3-avro) with its writer's schema."""
+    message decoded with Apache Avro (python3-avro) with its writer's schema. config: more
+    librdkafka settings (a login)."""
     copies, events = {}, {}
     for kind, topic in kt.TOPIC.items():
-        for m in kt.consume_all(bootstrap, topic, timeout=120):
+        for m in kt.consume_all(bootstrap, topic, timeout=120, config=config):
             record = kt.decode_framed(kind, m.value())
             eid = record["event_id"]
             copies[eid] = copies.get(eid, 0) + 1

@@ -604,12 +604,13 @@ def produce(bootstrap, messages, timeout=60):
     return EventProducer(bootstrap).send(messages, timeout)
 
 
-def consume_all(bootstrap, topic, timeout=60):
+def consume_all(bootstrap, topic, timeout=60, config=None):
     """Every message of topic up to the high watermarks seen at the start, as a list of
-    confluent_kafka Message objects."""
+    confluent_kafka Message objects. config: more librdkafka settings (a login)."""
     from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"keng-test-{uuid.uuid4()}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c = Consumer(dict({"bootstrap.servers": bootstrap, "group.id": f"keng-test-{uuid.uuid4()}",
+                       "enable.auto.commit": False, "auto.offset.reset": "earliest"},
+                      **(config or {})))
     try:
         md = c.list_topics(topic, timeout=10)
         parts = md.topics[topic].partitions
