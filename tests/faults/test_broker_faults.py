@@ -21,6 +21,17 @@ BROKERS = (1, 2, 3)
 REQUEST_TIMED_OUT = 7
 NOT_LEADER_OR_FOLLOWER = 6
 NOT_COORDINATOR = 16
+NOT_ENOUGH_REPLICAS = 19
+# The Produce errors pushed onto the embedded broker are ones it answers truthfully: the
+# records were not written (NOT_ENOUGH_REPLICAS, NOT_LEADER_OR_FOLLOWER). Never
+# REQUEST_TIMED_OUT: it tells an idempotent producer "maybe written" while the embedded
+# broker wrote nothing and, unlike Kafka, checks no sequence numbers, so the partition's next
+# request succeeds, and librdkafka 2.0.2 takes that as proof that the first was written too
+# (rd_kafka_handle_idempotent_Produce_success: "R1 fail with uncertain persistence status
+# ... but R2 succeeded") and reports it delivered. That lost one event of a 202'd request in
+# a CI run. Apache Kafka refuses R2 (OUT_OF_ORDER_SEQUENCE_NUMBER) and R1 is written again;
+# the timeouts of a stopped or killed broker are tested there (kafka-faults.test_broker_loss).
+PRODUCE_ERRORS = (NOT_ENOUGH_REPLICAS, NOT_LEADER_OR_FOLLOWER)
 FETCH, PRODUCE, OFFSET_COMMIT = 1, 0, 8
 
 
@@ -221,7 +232,7 @@ def post_until_accepted(ing, kind, events, deadline_s=90):
 def test_producers_under_produce_errors():
     def body(run):
         b = run.broker
-        for code in (REQUEST_TIMED_OUT, NOT_LEADER_OR_FOLLOWER):
+        for code in PRODUCE_ERRORS:
             events = run.batch(400)
             b.command(f"errors {PRODUCE} 8 {code}")
             got = keng_produce(run, events)
@@ -237,7 +248,7 @@ def test_producers_under_produce_errors():
         ing = fl.Ingest(run.work, b.bootstrap).start()
         try:
             attempts = 0
-            for code in (REQUEST_TIMED_OUT, NOT_LEADER_OR_FOLLOWER):
+            for code in PRODUCE_ERRORS:
                 b.command(f"errors {PRODUCE} 6 {code}")
                 for _ in range(6):
                     kind = run.rng.choice(("incident", "mediation"))
