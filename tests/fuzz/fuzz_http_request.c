@@ -15,7 +15,8 @@
  * UV_RUN_NOWAIT between the client's reads and writes.
  *
  * Seeds authenticate with the tokens below: FUZZ_TOKEN_ALL may report for every district,
- * FUZZ_TOKEN_D01 only for D01. */
+ * FUZZ_TOKEN_D01 only for D01. The server takes the Host names localhost and keng.example
+ * (and IP literals): a request with another name must never reach the handler. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -33,6 +34,7 @@
 #include <openssl/evp.h>
 #include <uv.h>
 
+#include "config.h"
 #include "fuzz_util.h"
 #include "http_server.h"
 #include "ingest_body.h"
@@ -197,12 +199,37 @@ static void serve_metrics(keng_http_request_t *req)
     free(text);
 }
 
+/* The names the server takes in Host besides IP literals (keng_http_server_allow_hosts). */
+static const char *const allowed_hosts[] = {"localhost", "keng.example"};
+
+/* A Host that names a host (it starts with a letter: not an IP literal) reached the handler
+ * only if it is one of allowed_hosts, in any case, with or without a port: the check against
+ * DNS rebinding let nothing else through. */
+static void check_host(const keng_http_request_t *req)
+{
+    const char *host = keng_http_request_header(req, "Host");
+    size_t len;
+
+    if (!host)
+        return;
+    while (*host == ' ' || *host == '\t')
+        host++;
+    if (!((*host >= 'a' && *host <= 'z') || (*host >= 'A' && *host <= 'Z')))
+        return;
+    len = strcspn(host, ": \t");
+    for (size_t i = 0; i < sizeof(allowed_hosts) / sizeof(allowed_hosts[0]); i++)
+        if (strlen(allowed_hosts[i]) == len && strncasecmp(host, allowed_hosts[i], len) == 0)
+            return;
+    FUZZ_CHECK(0, "a request with Host '%.60s' reached the handler", host);
+}
+
 static void on_request(keng_http_request_t *req, void *ctx)
 {
     const char *method = keng_http_request_method(req);
     const char *path = keng_http_request_path(req);
 
     FUZZ_CHECK(method != NULL && path != NULL, "a request without method or path");
+    check_host(req);
     if (strcmp(path, "/v1/incidents") == 0 || strcmp(path, "/v1/mediations") == 0) {
         if (strcmp(method, "POST") != 0) {
             keng_http_request_add_header(req, "Allow", "POST");
@@ -287,6 +314,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     limits.max_body_bytes = 8192;
     server = keng_http_server_new(&loop, &limits, on_request, NULL);
     FUZZ_CHECK(server != NULL, "keng_http_server_new failed");
+    keng_config_t *cfg = keng_config_new();
+    char err[256];
+    FUZZ_CHECK(cfg != NULL, "out of memory");
+    keng_config_set(cfg, "http.allowed_hosts", "localhost,keng.example");
+    FUZZ_CHECK(keng_http_server_allow_hosts(server, cfg, NULL, err, sizeof(err)) == 0, "%s", err);
+    keng_config_destroy(cfg);
     rc = keng_http_server_listen(server, "127.0.0.1:0");
     FUZZ_CHECK(rc == 0, "listen on 127.0.0.1:0: %s", uv_strerror(rc));
     server_port = keng_http_server_port(server);
