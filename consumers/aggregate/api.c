@@ -305,23 +305,6 @@ static int rank_cmp(const void *a, const void *b)
     return x->index < y->index ? -1 : x->index > y->index;
 }
 
-/* The scope with this id at a level above the boards. Returns 0 or -1. */
-static int find_any_scope(const keng_api_t *api, const char *id, keng_level_t *level,
-                          uint32_t *index)
-{
-    for (int l = KENG_LEVEL_COMMUNE; l <= KENG_LEVEL_PROVINCE; l++) {
-        if (!keng_level_exists(api->reg, (keng_level_t)l))
-            continue;
-        int32_t i = keng_scope_find(api->reg, (keng_level_t)l, id);
-        if (i >= 0) {
-            *level = (keng_level_t)l;
-            *index = (uint32_t)i;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* Whether the scope (level, index) lies in the scope (outer, outer_index), itself included. */
 bool keng_api__scope_within(const keng_registry_t *reg, keng_level_t level, uint32_t index,
                             keng_level_t outer, uint32_t outer_index)
@@ -368,7 +351,8 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
             return;
         }
     }
-    if (within_s && *within_s && find_any_scope(api, within_s, &within_level, &within) != 0) {
+    if (within_s && *within_s &&
+        keng_scope_find_any(api->reg, within_s, KENG_LEVEL_COMMUNE, &within_level, &within) != 0) {
         snprintf(msg, sizeof(msg), "within: no unit with id '%.64s' at the levels %s", within_s,
                  keng_registry_level_list(api->reg));
         keng_api__respond_error(api, req, 404, msg);

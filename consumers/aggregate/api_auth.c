@@ -21,17 +21,7 @@ const keng_web_user_t *keng_api__user(const keng_http_request_t *req)
  * unit. */
 static int unit_of(const keng_api_t *api, const char *id, keng_level_t *level, uint32_t *index)
 {
-    for (int l = KENG_LEVEL_BOARD; l < KENG_LEVEL_COUNT; l++) {
-        if (!keng_level_exists(api->reg, (keng_level_t)l))
-            continue;
-        int32_t i = keng_scope_find(api->reg, (keng_level_t)l, id);
-        if (i >= 0) {
-            *level = (keng_level_t)l;
-            *index = (uint32_t)i;
-            return 0;
-        }
-    }
-    return -1;
+    return keng_scope_find_any(api->reg, id, KENG_LEVEL_BOARD, level, index);
 }
 
 bool keng_api__sees(const keng_api_t *api, const keng_http_request_t *req, keng_level_t level,

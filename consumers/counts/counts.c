@@ -127,6 +127,22 @@ keng_level_t keng_level_above(const keng_registry_t *reg, keng_level_t level)
     return l < KENG_LEVEL_COUNT ? (keng_level_t)l : level;
 }
 
+int keng_scope_find_any(const keng_registry_t *reg, const char *id, keng_level_t lowest,
+                        keng_level_t *level, uint32_t *index)
+{
+    for (int l = (int)lowest; l < KENG_LEVEL_COUNT; l++) {
+        if (!keng_level_exists(reg, (keng_level_t)l))
+            continue;
+        int32_t i = keng_scope_find(reg, (keng_level_t)l, id);
+        if (i >= 0) {
+            *level = (keng_level_t)l;
+            *index = (uint32_t)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 keng_level_t keng_level_below(const keng_registry_t *reg, keng_level_t level)
 {
     int l = (int)level - 1;

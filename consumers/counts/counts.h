@@ -55,6 +55,10 @@ int keng_level_parse(const keng_registry_t *reg, const char *name, keng_level_t 
 /* The level right above (board -> commune -> district or province) or below (province ->
  * district or commune -> board) level in the registry; level itself at the top or bottom. */
 keng_level_t keng_level_above(const keng_registry_t *reg, keng_level_t level);
+/* The scope with this id at the lowest level from `lowest` up that has it (ids are unique
+ * across levels, so at most one). Returns 0, or -1 when no level has the id. */
+int keng_scope_find_any(const keng_registry_t *reg, const char *id, keng_level_t lowest,
+                        keng_level_t *level, uint32_t *index);
 keng_level_t keng_level_below(const keng_registry_t *reg, keng_level_t level);
 /* The index of the scope at level `outer` (above `level`) that holds the scope (level,
  * index): a board's commune or district, a commune's district, 0 for the province. */
