@@ -771,7 +771,7 @@ def test_shell_scripts():
     # when it is given too).
     scripts = sorted(glob.glob(path("deploy", "*.sh")) + glob.glob(path("scripts", "kafka-*.sh"))
                      + [path("scripts", n) for n in ("bench_kafka.sh", "bench_replay.sh",
-                                                     "bench_lib.sh")])
+                                                     "bench_lib.sh", "schema-registry.sh")])
     for s in scripts:
         r = subprocess.run(["bash", "-n", s], capture_output=True, text=True)
         kt.check_equal((r.returncode, r.stderr), (0, ""), f"bash -n {os.path.relpath(s, SRC)}")
@@ -780,7 +780,8 @@ def test_shell_scripts():
         return
     r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True)
     kt.check_equal((r.returncode, r.stdout), (0, ""),
-                   "shellcheck deploy/*.sh scripts/kafka-*.sh scripts/bench_{kafka,replay,lib}.sh")
+                   "shellcheck deploy/*.sh scripts/kafka-*.sh scripts/bench_{kafka,replay,lib}.sh "
+                   "scripts/schema-registry.sh")
 
 
 # ---- deploy/systemd/ ----

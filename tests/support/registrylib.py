@@ -1,0 +1,98 @@
+"""What the Schema Registry tests share: a real Confluent-compatible registry (Apicurio
+Registry, from scripts/schema-registry.sh) on 127.0.0.1, stopped by itself should the test
+die, and the few REST calls the tests make to it. Not a test itself."""
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+
+import kengtest as kt
+
+SCRIPT = os.path.join(kt.SOURCE_DIR, "scripts", "schema-registry.sh")
+CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+
+
+def skipped(test_name):
+    """True, after saying so, when the registry cannot run here (no java or mvn): the test
+    then returns at once."""
+    ok = subprocess.run(["sh", "-c", "command -v java && command -v mvn"],
+                        capture_output=True).returncode == 0
+    if ok:
+        return False
+    print(f"SKIPPED {test_name}: no java or mvn for scripts/schema-registry.sh; this is not a "
+          "pass", flush=True)
+    return True
+
+
+class Registry:
+    """One registry under work/registry, on a port this test holds; .url is the base URL
+    (…/apis/ccompat/v7) that keng's schema.registry.url takes."""
+
+    def __init__(self, work):
+        self.dir = work.file("registry")
+        self.port = kt.free_port()
+        try:
+            self._script("up", timeout=1200)
+        except BaseException:
+            self.down()
+            raise
+        with open(os.path.join(self.dir, "url")) as f:
+            self.url = f.read().strip()
+
+    def _script(self, command, timeout=300):
+        env = dict(os.environ, KENG_REGISTRY_OWNER_PID=str(os.getpid()),
+                   KENG_REGISTRY_PORT=str(self.port))
+        out = subprocess.run([SCRIPT, command, self.dir], capture_output=True, timeout=timeout,
+                             env=env)
+        kt.check_equal(out.returncode, 0, f"schema-registry.sh {command} exit status "
+                       f"({out.stderr.decode(errors='replace')[-2000:]})")
+
+    def kill(self):
+        self._script("kill")
+        kt.log("SIGKILLed the schema registry")
+
+    def start(self):
+        """Starts it again on the same port; it is empty (in-memory storage)."""
+        self._script("start")
+        kt.log("the schema registry is back (empty)")
+
+    def down(self):
+        subprocess.run([SCRIPT, "down", self.dir], capture_output=True, timeout=120)
+
+    def call(self, method, path, body=None, timeout=10):
+        """(status, parsed JSON or None) of one request to the registry's API."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": CONTENT_TYPE,
+                                              "Accept": CONTENT_TYPE})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                return e.code, json.loads(raw)
+            except ValueError:
+                return e.code, None
+
+    def register(self, subject, schema_text):
+        status, body = self.call("POST", f"/subjects/{subject}/versions", {"schema": schema_text})
+        kt.check_equal(status, 200, f"registering under {subject} ({body})")
+        return body["id"]
+
+    def schema_text(self, schema_id):
+        status, body = self.call("GET", f"/schemas/ids/{schema_id}")
+        kt.check_equal(status, 200, f"GET /schemas/ids/{schema_id} ({body})")
+        return body["schema"]
+
+    def versions(self, subject):
+        status, body = self.call("GET", f"/subjects/{subject}/versions")
+        return body if status == 200 else []
+
+    def compatibility(self, subject=None):
+        status, body = self.call("GET", f"/config/{subject}" if subject else "/config")
+        kt.check_equal(status, 200, f"GET config of {subject or 'the registry'} ({body})")
+        return body.get("compatibilityLevel") or body.get("compatibility")
