@@ -60,6 +60,13 @@ void keng_schema_store_destroy(keng_schema_store_t *store);
 /* The schema's JSON text for id, or NULL. Borrowed from the store. */
 const char *keng_schema_store_json(const keng_schema_store_t *store, int32_t id);
 
+/* How many schemas store has, and the i-th (0 <= i < count) in the order they were listed:
+ * its id, returned, and its record's full name ("vn.antt.Incident"), version and JSON, each
+ * borrowed from the store (pointers may be NULL). Returns -1 when i is out of range. */
+size_t keng_schema_store_count(const keng_schema_store_t *store);
+int32_t keng_schema_store_at(const keng_schema_store_t *store, size_t i, const char **subject,
+                             int *version, const char **json);
+
 /* Schema evolution. By default keng reads every writer version of a subject with its newest
  * version and writes the newest. Pinning replaces the newest in one role, so that an operator
  * can run a consumer as it was before an upgrade (reader) or keep producers on the old
