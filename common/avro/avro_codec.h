@@ -111,6 +111,16 @@ void keng_avro_encoder_destroy(keng_avro_encoder_t *enc);
 int keng_avro_encode(keng_avro_encoder_t *enc, const keng_event_t *ev, void *buf, size_t cap,
                      size_t *len, char *errstr, size_t errstr_size);
 
+/* The writer schema enc writes kind with: returns its record's full name ("vn.antt.Incident")
+ * and sets *json (may be NULL) to its JSON, both borrowed from the store; NULL when the store
+ * has none for kind. */
+const char *keng_avro_encoder_writer(const keng_avro_encoder_t *enc, keng_kind_t kind,
+                                     const char **json);
+
+/* Frames kind's messages with id from the next call on, instead of the store's id of the
+ * writer schema: the id a Schema Registry gave the same schema (common/schemareg/). */
+void keng_avro_encoder_set_id(keng_avro_encoder_t *enc, keng_kind_t kind, int32_t id);
+
 /* Decoder: one per thread. Keeps one resolved reader per writer id it has seen. */
 typedef struct keng_avro_decoder keng_avro_decoder_t;
 
@@ -131,6 +141,24 @@ void keng_avro_decoder_destroy(keng_avro_decoder_t *dec);
 
 /* Chooses dec's path from its next call on, over the config and the environment (tests). */
 void keng_avro_decoder_set_path(keng_avro_decoder_t *dec, keng_avro_path_t path);
+
+/* Schema Registry mode: from now on an id is the registry's, and dec knows only the writer
+ * schemas added with keng_avro_decoder_add_writer; the store's ids are no longer looked up
+ * (its reader schemas still are). An id not added decodes as KENG_AVRO_ERR_UNKNOWN_ID, which
+ * the caller resolves from the registry (keng_avro_decoder_knows says which). */
+void keng_avro_decoder_use_registry(keng_avro_decoder_t *dec);
+
+/* Adds the writer schema json (copied) under id, as the registry gave it. At most
+ * KENG_AVRO_ADDED_MAX are kept: past that the one added longest ago is dropped (and would be
+ * asked for again). Returns 0, or -1 with errstr filled when json is not an Avro record
+ * schema (the caller dead-letters the message: the registry's answer cannot be used). */
+#define KENG_AVRO_ADDED_MAX 256
+int keng_avro_decoder_add_writer(keng_avro_decoder_t *dec, int32_t id, const char *json,
+                                 char *errstr, size_t errstr_size);
+
+/* Whether dec decodes id without asking anyone: a store id outside registry mode, or an id
+ * added. */
+int keng_avro_decoder_knows(const keng_avro_decoder_t *dec, int32_t id);
 
 /* Decodes one framed message. Every length and block count is checked against the bytes
  * that remain before Avro-C sees them, so hostile prefixes cannot make it allocate.
