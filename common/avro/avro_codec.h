@@ -180,6 +180,12 @@ int keng_avro_decode(keng_avro_decoder_t *dec, const void *buf, size_t len, keng
 int keng_avro_encode_alert(const keng_alert_t *a, void *buf, size_t cap, size_t *len, char *errstr,
                            size_t errstr_size);
 
+/* Schema Registry mode: alerts are framed with id, the registry's id of the Alert schema,
+ * from now on, and decoded when framed with it or with KENG_SCHEMA_ID_ALERT (alerts written
+ * before the move to the registry). Call once at start, before any thread encodes or decodes
+ * an alert; 0 goes back to the manifest's id. */
+void keng_avro_alert_use_id(int32_t id);
+
 /* Decodes a framed Alert record written with schema id KENG_SCHEMA_ID_ALERT. Strings are
  * copied, NUL-terminated, into scratch[0..scratch_cap), which out's pointers borrow; sample
  * ids beyond KENG_ALERT_SAMPLES_MAX are skipped. Every length is checked against the bytes

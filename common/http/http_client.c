@@ -461,8 +461,15 @@ void keng_http_client_close(keng_http_client_t *c)
     if (!c || c->closing)
         return;
     c->closing = true;
-    while (c->requests)
-        request_free(c->requests);
+    while (c->requests) {
+        request_t *r = c->requests;
+        keng_http_body_fn body_done = r->body_done;
+        void *arg = r->arg;
+        request_free(r);
+        /* Its owner may have memory to give back: told, with status -1. */
+        if (body_done)
+            body_done(-1, "the HTTP client is closing", "", 0, arg);
+    }
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
     while (c->socks)

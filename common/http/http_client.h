@@ -59,8 +59,10 @@ typedef struct keng_http_request {
 typedef void (*keng_http_body_fn)(long status, const char *error, const char *body, size_t len,
                                   void *arg);
 
-/* Sends req; done is called exactly once, later, unless the client is closed first. Returns
- * 0, or -1 (out of memory, or libcurl refused the request) without calling done. */
+/* Sends req; done is called exactly once, later: when the client is closed first, inside
+ * keng_http_client_close with status -1 (the request was not answered, and nothing may be
+ * sent on the client any more). Returns 0, or -1 (out of memory, or libcurl refused the
+ * request, or the client is closing) without calling done. */
 int keng_http_client_request(keng_http_client_t *c, const keng_http_request_t *req,
                              keng_http_body_fn done, void *arg);
 

@@ -3,6 +3,8 @@
  * failing over between the configured URLs the same way. */
 #include "schemareg.h"
 
+#include "avro_codec.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -507,6 +509,23 @@ int keng_schemareg_latest(keng_schemareg_conf_t *conf, const char *subject, char
     return rc;
 }
 
+int keng_schemareg_resolve(keng_schemareg_conf_t *conf, keng_avro_decoder_t *dec, int32_t id,
+                           char *errstr, size_t errstr_size)
+{
+    char *json = NULL, why[300];
+    int rc = keng_schemareg_get_id(conf, id, &json, errstr, errstr_size);
+
+    if (rc == KENG_SCHEMAREG_NOT_FOUND) {
+        snprintf(why, sizeof(why), "%s", errstr);
+        snprintf(errstr, errstr_size, "the schema registry has no schema id %d (%s)", (int)id, why);
+    }
+    if (rc == KENG_SCHEMAREG_OK &&
+        keng_avro_decoder_add_writer(dec, id, json, errstr, errstr_size) != 0)
+        rc = KENG_SCHEMAREG_ERROR;
+    free(json);
+    return rc;
+}
+
 /* ---- on the loop ---- */
 
 typedef enum { OP_GET_ID, OP_LOOKUP, OP_REGISTER } op_t;
@@ -579,6 +598,10 @@ static void on_answer(long status, const char *error, const char *body, size_t l
     char words[400];
 
     (void)len;
+    if (status < 0) {
+        call_end(c, KENG_SCHEMAREG_CLOSED, 0, NULL, error);
+        return;
+    }
     if (!answered(status) || (status == 200 && error)) {
         size_t used = strlen(c->errors);
         if (status >= 500)

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "config.h"
 #include "http_client.h"
 
@@ -55,6 +57,7 @@ typedef enum {
     KENG_SCHEMAREG_REFUSED = 2,      /* it answered 409 or 422: incompatible or invalid */
     KENG_SCHEMAREG_ERROR = -1,       /* it answered something else (401, 400, ...) */
     KENG_SCHEMAREG_UNREACHABLE = -2, /* no URL answered (refused, timed out, 5xx) */
+    KENG_SCHEMAREG_CLOSED = -3,      /* loop calls: the HTTP client closed first */
 } keng_schemareg_rc_t;
 
 /* ---- blocking (libcurl easy) ---- */
@@ -95,6 +98,13 @@ int keng_schemareg_check(keng_schemareg_conf_t *conf, const char *subject, const
 int keng_schemareg_latest(keng_schemareg_conf_t *conf, const char *subject, char **json,
                           char *errstr, size_t errstr_size);
 
+/* Makes dec (in registry mode: keng_avro_decoder_use_registry) able to decode id: asks the
+ * registry for its schema and adds it. OK when added; NOT_FOUND, or ERROR when the schema
+ * cannot be used, with errstr naming the id; UNREACHABLE when no registry answered. */
+struct keng_avro_decoder;
+int keng_schemareg_resolve(keng_schemareg_conf_t *conf, struct keng_avro_decoder *dec, int32_t id,
+                           char *errstr, size_t errstr_size);
+
 /* ---- on a libuv loop (common/http/'s client) ---- */
 
 /* How a loop call ended: rc as above; for OK, id (a lookup or registration) or json (an id's
@@ -102,9 +112,9 @@ int keng_schemareg_latest(keng_schemareg_conf_t *conf, const char *subject, char
 typedef void (*keng_schemareg_done_fn)(int rc, int32_t id, const char *json, const char *error,
                                        void *arg);
 
-/* The schema of id, on the loop. done is called exactly once, later, unless the client is
- * closed first. Returns 0, or -1 (out of memory) without calling done. conf is borrowed and
- * must outlive the call. */
+/* The schema of id, on the loop. done is called exactly once, later (with
+ * KENG_SCHEMAREG_CLOSED inside keng_http_client_close when the client is closed first). Returns 0,
+ * or -1 (out of memory) without calling done. conf is borrowed and must outlive the call. */
 int keng_schemareg_get_id_async(keng_http_client_t *client, keng_schemareg_conf_t *conf, int32_t id,
                                 keng_schemareg_done_fn done, void *arg);
 
@@ -113,5 +123,30 @@ int keng_schemareg_get_id_async(keng_http_client_t *client, keng_schemareg_conf_
 int keng_schemareg_register_async(keng_http_client_t *client, keng_schemareg_conf_t *conf,
                                   const char *subject, const char *json,
                                   keng_schemareg_done_fn done, void *arg);
+
+/* ---- a program's writer ids, on a libuv loop ---- */
+
+/* Finds the registry's ids of a program's writer schemas at its start, on the loop: looks
+ * each up under its subject, registering it when it is not there. While no registry answers
+ * (or it refuses) it logs why at each try and tries again after a growing pause (0.5 s
+ * doubling to 30 s); it never falls back to the manifest's ids. Until every id is known the
+ * program is not ready (keng_schemareg_ids_ready), and says so on /readyz. */
+typedef struct keng_schemareg_ids keng_schemareg_ids_t;
+
+/* ready(ids, arg) is called once, on the loop, when every id is known (ids[i] for
+ * subjects[i] and jsons[i], borrowed for the call). subjects and jsons are copied; conf and
+ * client are borrowed and must outlive the resolver. Returns NULL when memory runs out. The
+ * caller owns the resolver: keng_schemareg_ids_close before closing client. */
+keng_schemareg_ids_t *
+keng_schemareg_ids_start(uv_loop_t *loop, keng_http_client_t *client, keng_schemareg_conf_t *conf,
+                         const char *const *subjects, const char *const *jsons, int n,
+                         void (*ready)(const int32_t *ids, void *arg), void *arg);
+
+/* Whether every id is known. */
+bool keng_schemareg_ids_ready(const keng_schemareg_ids_t *r);
+
+/* Stops trying; the memory goes once the loop has closed the timer and the call in flight
+ * (if any) has ended, which closing the client ends at once. NULL is a no-op. */
+void keng_schemareg_ids_close(keng_schemareg_ids_t *r);
 
 #endif

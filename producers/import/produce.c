@@ -36,8 +36,8 @@
 
 /* The producer and the schema store list the keys they read. */
 static const char *const *const config_tables[] = {
-    keng_config_common_keys, keng_producer_config_keys, keng_schema_store_config_keys,
-    keng_event_rule_config_keys, NULL};
+    keng_config_common_keys,    keng_producer_config_keys,   keng_schema_store_config_keys,
+    keng_schemareg_config_keys, keng_event_rule_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -482,6 +482,22 @@ static int check_config(struct app *app)
     return 0;
 }
 
+/* With schema.registry.url: the registry's ids for the writer schemas, before any event is
+ * read. Returns 0, or the exit code (KENG_EXIT_CONFIG; KENG_EXIT_OK when stopped first). */
+static int use_registry(struct app *app)
+{
+    keng_schemareg_conf_t conf;
+    char errstr[512];
+    int rc = keng_schemareg_conf_from_config(app->cfg, &conf, errstr, sizeof(errstr));
+
+    if (rc < 0)
+        fprintf(stderr, "keng-produce: %s\n", errstr);
+    else if (rc > 0)
+        rc = keng_producer_use_registry(app->producer, &conf, &stop_requested);
+    keng_schemareg_conf_free(&conf);
+    return rc < 0 ? KENG_EXIT_CONFIG : rc == 1 ? KENG_EXIT_OK : rc;
+}
+
 int main(int argc, char **argv)
 {
     struct app app = {.opt = {.kind = KENG_KIND_INCIDENT, .format = -1}};
@@ -540,6 +556,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "keng-produce: %s\n", errstr);
             goto out;
         }
+        if ((rc = use_registry(&app)) != 0)
+            goto out;
+        rc = KENG_EXIT_CONFIG;
     }
 
     app.show_progress = !app.opt.no_progress && isatty(STDERR_FILENO);
