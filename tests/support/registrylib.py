@@ -166,3 +166,50 @@ def keng_schemas(reg, *args):
         if "id" in kv:
             ids[(kv["record"], int(kv["record_version"]))] = int(kv["id"])
     return ids
+
+
+# ---- confluent-kafka from PyPI, in a virtualenv of the tests' own ----
+
+CONFLUENT_KAFKA = "confluent-kafka[avro,schemaregistry]==2.16.2"
+VENV_ROOT = os.environ.get("KENG_TEST_VENV_DIR") or os.path.join(
+    os.path.expanduser("~"), ".cache", "keng-test-venvs")
+CLIENT = os.path.join(os.path.dirname(__file__), "registry_client.py")
+
+
+def confluent_python():
+    """The python of a virtualenv with confluent-kafka's Schema Registry client from PyPI
+    (made once, kept in ~/.cache/keng-test-venvs), or (None, why) when PyPI cannot be
+    reached or the install fails."""
+    import fcntl
+    import venv
+    path = os.path.join(VENV_ROOT, "confluent-kafka-2.16.2")
+    python = os.path.join(path, "bin", "python")
+    os.makedirs(VENV_ROOT, exist_ok=True)
+    with open(os.path.join(VENV_ROOT, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(os.path.join(path, "complete")):
+            return python, None
+        subprocess.run(["rm", "-rf", path], check=False)
+        try:
+            venv.EnvBuilder(with_pip=True).create(path)
+        except Exception as e:  # python3-venv missing
+            return None, f"cannot make a virtualenv: {e}"
+        try:
+            out = subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                                  "--timeout", "30", "--retries", "1", CONFLUENT_KAFKA],
+                                 capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            return None, "pip install of confluent-kafka from PyPI timed out"
+        if out.returncode != 0:
+            return None, ("pip install of confluent-kafka from PyPI failed (is PyPI reachable?): "
+                          + out.stderr.strip()[-300:])
+        open(os.path.join(path, "complete"), "w").close()
+        return python, None
+
+
+def client(python, *args, stdin=None, timeout=180):
+    """Runs registry_client.py in the virtualenv; its stdout's JSON lines."""
+    out = subprocess.run([python, CLIENT] + list(args), input=stdin, capture_output=True,
+                         text=True, timeout=timeout)
+    kt.check_equal(out.returncode, 0, f"registry_client.py {args[0]} ({out.stderr[-1500:]})")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
