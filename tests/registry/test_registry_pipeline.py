@@ -197,7 +197,45 @@ def test_without_registry_the_manifest_ids():
         work.cleanup()
 
 
+def test_bad_registry_config_is_refused():
+    """Every program that reads or writes events refuses a registry config that does not
+    load, at --check-config, with exit 78 and the key named; the password never shows."""
+    work = kt.Workdir(prefix="keng-registry-config-")
+    try:
+        secret = work.file("password")
+        with open(secret, "w") as f:
+            f.write("s3cret-registry-pass\n")
+        os.chmod(secret, 0o600)
+        cases = [("schema.registry.url=ftp://registry.example/x\n", "schema.registry.url"),
+                 ("schema.registry.url=http://127.0.0.1:1/apis/ccompat/v7\n"
+                  f"schema.registry.basic_auth.password_file={secret}\n",
+                  "schema.registry.basic_auth.username"),
+                 ("schema.registry.url=http://127.0.0.1:1/apis/ccompat/v7\n"
+                  f"schema.registry.ca_file={work.file('none.pem')}\n",
+                  "schema.registry.ca_file"),
+                 (f"schema.registry.basic_auth.username=keng\n", "schema.registry.url")]
+        programs = {"keng-ingest": [], "keng-produce": ["-"],
+                    "keng-simulate": [], "keng-replay": ["--year", "2025", "--out", "out"],
+                    "keng-aggregate": ["--state-dir", work.file("state")]}
+        for text, key in cases:
+            conf = work.file("bad.conf")
+            with open(conf, "w") as f:
+                f.write(text)
+            for program, args in programs.items():
+                out = subprocess.run([kt.binary(program), "--config", conf, "--check-config"]
+                                     + args, capture_output=True, text=True, timeout=30,
+                                     cwd=work.path, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, KENG_BROKERS="127.0.0.1:1"))
+                kt.check_equal(out.returncode, 78, f"{program} --check-config with {text!r}")
+                kt.check(key in out.stderr and "s3cret" not in out.stderr,
+                         f"{program} names {key} and never the password", key,
+                         out.stderr[-300:])
+    finally:
+        work.cleanup()
+
+
 if __name__ == "__main__":
     if rl.skipped("test_registry_pipeline"):
         sys.exit(0)
-    kt.main([test_pipeline_with_registry_ids, test_without_registry_the_manifest_ids])
+    kt.main([test_pipeline_with_registry_ids, test_without_registry_the_manifest_ids,
+             test_bad_registry_config_is_refused])
