@@ -586,9 +586,12 @@ static void call_end(call_t *c, int rc, int32_t id, const char *json, const char
 {
     keng_schemareg_done_fn done = c->done;
     void *arg = c->arg;
+    char words[sizeof(c->errors)];
 
+    /* error may be c's own (c->errors): copied before c goes. */
+    snprintf(words, sizeof(words), "%s", error ? error : "");
     call_free(c);
-    done(rc, id, json, error, arg);
+    done(rc, id, json, error ? words : NULL, arg);
 }
 
 static void on_answer(long status, const char *error, const char *body, size_t len, void *arg)
