@@ -82,7 +82,7 @@ static void release(keng_consumer_t *c, int32_t id)
         rd_kafka_resume_partitions(c->rk, list);
         rd_kafka_topic_partition_list_destroy(list);
         p->schema_wait = SCHEMA_WAIT_RELEASED;
-        keng_log_info("partition resumed: its schema id is resolved",
+        keng_log_info("partition resumed: the schema registry answered for its schema id",
                       "topic=%s partition=%" PRId32 " offset=%" PRId64 " schema_id=%d",
                       c->topics[p->topic], p->partition, p->schema_wait_offset, (int)id);
     }
