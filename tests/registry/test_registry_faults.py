@@ -137,7 +137,63 @@ def test_registry_lost_mid_run():
         work.cleanup()
 
 
+def test_cli_producer_waits_for_the_registry():
+    """keng-simulate started while the registry is down waits (saying so), writes nothing
+    with the manifest's ids, and writes with the registry's once it is back; a SIGTERM while
+    it waits ends it at once with nothing written."""
+    work = kt.Workdir(prefix="keng-registry-cli-")
+    reg = broker = None
+    procs = []
+    try:
+        reg = rl.Registry(work)
+        broker = kt.Broker(work, partitions=1)
+        conf = work.file("sim.conf")
+        with open(conf, "w") as f:
+            f.write(f"schema.registry.url={reg.url}\nschema.registry.timeout.ms=1000\n")
+        reg.kill()
+        args = ["--config", conf, "--count", "20", "--rate", "0", "--seed", "7"]
+        env = {"KENG_BROKERS": broker.bootstrap}
+        stopped = kt.Process("keng-simulate", args, work, env=env)
+        procs.append(stopped)
+        time.sleep(2)
+        kt.check(stopped.alive(), "keng-simulate waits while the registry is down", "alive",
+                 stopped.log_tail())
+        kt.check_equal(stopped.stop(timeout=10), 0, "keng-simulate exit status on SIGTERM "
+                       "while it waits")
+        kt.check("the schema registry does not answer" in stopped.log_tail(),
+                 "keng-simulate says why it waits", "the schema registry does not answer",
+                 stopped.log_tail())
+
+        sim = kt.Process("keng-simulate", args, work, env=env)
+        procs.append(sim)
+        time.sleep(2)
+        kt.check(sim.alive(), "keng-simulate still waits", "alive", sim.log_tail())
+        kt.check_equal(len(kt.consume_all(broker.bootstrap, "antt.incidents", timeout=10)) +
+                       len(kt.consume_all(broker.bootstrap, "antt.mediations", timeout=10)), 0,
+                       "messages written while the registry is down")
+        reg.start()
+        ids, _ = fill(reg)
+        sim.proc.wait(120)
+        kt.check_equal(sim.proc.returncode, 0, f"keng-simulate exit status ({sim.log_tail()})")
+        got = set()
+        for topic in ("antt.incidents", "antt.mediations"):
+            got |= {rl.decode(reg, m.value())[0]
+                    for m in kt.consume_all(broker.bootstrap, topic, timeout=30)}
+        kt.check_equal(got, {ids[("vn.antt.Incident", 2)], ids[("vn.antt.Mediation", 1)]},
+                       "schema ids keng-simulate wrote once the registry was back")
+    finally:
+        for p in procs:
+            if p.alive():
+                print(p.log_tail())
+                p.kill()
+        if broker is not None:
+            broker.stop()
+        if reg is not None:
+            reg.down()
+        work.cleanup()
+
+
 if __name__ == "__main__":
     if rl.skipped("test_registry_faults"):
         sys.exit(0)
-    kt.main([test_registry_lost_mid_run])
+    kt.main([test_registry_lost_mid_run, test_cli_producer_waits_for_the_registry])
