@@ -61,7 +61,12 @@ def test_registry_lost_mid_run():
         reg = rl.Registry(work)
         ids, v3_id = fill(reg)
         broker = kt.Broker(work, partitions=3)
-        conf = f"schema.registry.url={reg.url}\nschema.registry.timeout.ms=1000\n"
+        # keng-aggregate reaches the registry through a forwarder that is closed from the kill
+        # until the registry has been given its schemas again: an id asked for in between
+        # would be answered 404 by the empty registry (and rightly dead-lettered).
+        agg_path = rl.Forwarder(reg)
+        agg_path.start()
+        conf = f"schema.registry.url={agg_path.url}\nschema.registry.timeout.ms=1000\n"
         src = fl.EventSource(rng, fl.pick_boards(rng, per_district=5))
         agg = fl.Aggregate(work, broker.bootstrap, "keng-registry-faults",
                            extra_config=conf).start()
@@ -70,6 +75,7 @@ def test_registry_lost_mid_run():
         fl.wait_counts(agg, src.expected(), "before the registry is lost")
 
         reg.kill()
+        agg_path.stop()
         # Known ids keep flowing.
         kt.produce(broker.bootstrap, framed(ids, v3_id, src.new(60)))
         fl.wait_counts(agg, src.expected(), "known ids while the registry is down")
@@ -90,9 +96,13 @@ def test_registry_lost_mid_run():
         kt.check_equal(len(kt.consume_all(broker.bootstrap, "antt.deadletter", timeout=10)), 0,
                        "dead letters while the registry is down")
 
-        # keng-ingest started now: not ready, says why, refuses posts with 503.
+        # keng-ingest started now: not ready, says why, refuses posts with 503. It reaches
+        # the registry through a forwarder that opens only after the registry has been given
+        # its schemas again, so that it cannot register its own first and take their ids.
+        forwarder = rl.Forwarder(reg)
         ingest = fl.Ingest(work, broker.bootstrap,
-                           config="ingest.deadline_ms=5000\n" + conf).start()
+                           config=f"ingest.deadline_ms=5000\nschema.registry.url={forwarder.url}"
+                           "\nschema.registry.timeout.ms=1000\n").start()
         time.sleep(1.5)
         status, _, body = kt.http("GET", ingest.url("/readyz"))
         kt.check_equal((status, json.loads(body)["reason"]),
@@ -109,6 +119,8 @@ def test_registry_lost_mid_run():
         reg.start()
         again, v3_again = fill(reg)
         kt.check_equal((again, v3_again), (ids, v3_id), "ids after the registry came back")
+        forwarder.start()
+        agg_path.start()
         not_posted = {e["event_id"] for e in posted}
         fl.wait_counts(agg, kt.expected_all_time([x for x in src.unique.values()
                                                   if x[1]["event_id"] not in not_posted],
@@ -125,6 +137,8 @@ def test_registry_lost_mid_run():
         ingest = None
         agg.stop()
         agg = None
+        forwarder.stop()
+        agg_path.stop()
     finally:
         for p in (ingest, agg):
             if p is not None and p.process is not None and p.process.alive():

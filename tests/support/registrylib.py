@@ -213,3 +213,59 @@ def client(python, *args, stdin=None, timeout=180):
                          text=True, timeout=timeout)
     kt.check_equal(out.returncode, 0, f"registry_client.py {args[0]} ({out.stderr[-1500:]})")
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+class Forwarder:
+    """A TCP forwarder on 127.0.0.1 to the registry's port, listening only once started: a
+    program given its URL finds no registry until the test says so (while the registry
+    itself is already up for the test's own calls)."""
+
+    def __init__(self, reg):
+        self.port = kt.free_port()
+        self.target = reg.port
+        self.url = reg.url.replace(f":{reg.port}/", f":{self.port}/")
+        self.server = None
+
+    def start(self):
+        import socket
+        import threading
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", self.port))
+        self.server.listen(16)
+
+        def pipe(a, b):
+            try:
+                while True:
+                    data = a.recv(65536)
+                    if not data:
+                        break
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+        def accept():
+            while True:
+                try:
+                    client, _ = self.server.accept()
+                except OSError:
+                    return
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                except OSError:
+                    client.close()
+                    continue
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def stop(self):
+        if self.server is not None:
+            self.server.close()
