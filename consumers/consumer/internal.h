@@ -73,7 +73,7 @@ typedef struct schema_lookup schema_lookup_t;
 /* A schema id the registry answered 404 for, or whose schema cannot be used. */
 typedef struct dead_id {
     int32_t id;
-    char why[200];
+    char why[320];
 } dead_id_t;
 #define DEAD_IDS_MAX 64
 
