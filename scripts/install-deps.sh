@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
     librdkafka-dev libavro-dev libuv1-dev libjansson-dev liblmdb-dev libhttp-parser-dev
-    libcmocka-dev libssl-dev libcurl4-openssl-dev
+    libcmocka-dev libssl-dev libcurl4-openssl-dev openssl
     poppler-utils fonts-dejavu-core
     python3 python3-avro python3-confluent-kafka python3-yaml python3-venv shellcheck
     kcat curl wrk chromium chromium-driver python3-selenium

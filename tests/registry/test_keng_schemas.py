@@ -159,8 +159,70 @@ def test_usage_and_config_errors():
         work.cleanup()
 
 
+def test_basic_auth_and_tls():
+    """Through an HTTPS front that wants basic auth: keng-schemas with --ca-file and
+    --basic-auth-file registers; without the CA it cannot reach the registry (69), with a
+    wrong password the registry refuses (1, the 401 named); keng-ingest with
+    schema.registry.ca_file and basic_auth.* gets its ids (its loop client sends both)."""
+    work = kt.Workdir(prefix="keng-schemas-auth-")
+    reg = proxy = ingest = broker = None
+    try:
+        reg = rl.Registry(work)
+        proxy = rl.AuthProxy(work, reg, "keng", "s3cret-pass")
+        auth = work.file("auth")
+        with open(auth, "w") as f:
+            f.write("keng:s3cret-pass\n")
+        os.chmod(auth, 0o600)
+        rc, out, err = schemas("--url", proxy.url, "--ca-file", proxy.ca_file,
+                               "--basic-auth-file", auth, "register")
+        kt.check_equal(rc, 0, f"register through HTTPS with basic auth ({err})")
+        kt.check_equal([int(r["id"]) for r in lines(out)], [1, 2, 3, 4], "ids")
+        kt.check(all(ok for _, _, ok in proxy.seen), "every request carried the credentials",
+                 "all authorized", proxy.seen[:3])
+        rc, _, err = schemas("--url", proxy.url, "--basic-auth-file", auth, "ids")
+        kt.check_equal(rc, 69, f"without the CA file ({err})")
+        with open(auth, "w") as f:
+            f.write("keng:wrong\n")
+        rc, _, err = schemas("--url", proxy.url, "--ca-file", proxy.ca_file,
+                             "--basic-auth-file", auth, "ids")
+        kt.check_equal(rc, 1, f"a wrong password ({err})")
+        kt.check("401" in err and "wrong" not in err, "the 401 is named, the password is not",
+                 "401", err)
+
+        import faultlib as fl
+        broker = kt.Broker(work, partitions=1)
+        secret = work.file("password")
+        with open(secret, "w") as f:
+            f.write("s3cret-pass\n")
+        os.chmod(secret, 0o600)
+        seen_before = len(proxy.seen)
+        ingest = fl.Ingest(work, broker.bootstrap, config=(
+            f"schema.registry.url={proxy.url}\nschema.registry.ca_file={proxy.ca_file}\n"
+            "schema.registry.basic_auth.username=keng\n"
+            f"schema.registry.basic_auth.password_file={secret}\n")).start()
+        kt.wait_until(lambda: kt.http("GET", ingest.url("/readyz"))[0] == 200, 30,
+                      "keng-ingest ready through HTTPS with basic auth")
+        kt.check(len(proxy.seen) > seen_before and all(ok for _, _, ok in
+                                                       proxy.seen[seen_before:]),
+                 "keng-ingest's requests carried the credentials", "authorized",
+                 proxy.seen[seen_before:])
+        ingest.stop()
+        ingest = None
+    finally:
+        if ingest is not None and ingest.process is not None:
+            print(ingest.process.log_tail())
+            ingest.process.kill()
+        if broker is not None:
+            broker.stop()
+        if proxy is not None:
+            proxy.stop()
+        if reg is not None:
+            reg.down()
+        work.cleanup()
+
+
 if __name__ == "__main__":
     if rl.skipped("test_keng_schemas"):
         sys.exit(0)
     kt.main([test_register_ids_check, test_ids_differ_on_a_shared_registry,
-             test_usage_and_config_errors])
+             test_usage_and_config_errors, test_basic_auth_and_tls])

@@ -269,3 +269,67 @@ class Forwarder:
     def stop(self):
         if self.server is not None:
             self.server.close()
+
+
+class AuthProxy:
+    """An HTTPS front for the registry on 127.0.0.1 that wants HTTP basic auth, as a
+    deployment's registry may: a request without the right Authorization gets 401, the rest
+    is passed on. Its certificate is made for 127.0.0.1 here; ca_file checks it."""
+
+    def __init__(self, work, reg, username, password):
+        import base64
+        import http.server
+        import ssl
+        import threading
+        self.ca_file, key = work.file("proxy-cert.pem"), work.file("proxy-key.pem")
+        out = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                              "-keyout", key, "-out", self.ca_file, "-days", "1", "-subj",
+                              "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                             capture_output=True, text=True, timeout=60)
+        kt.check_equal(out.returncode, 0, f"openssl req ({out.stderr[-300:]})")
+        want = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        target = reg.url.rsplit("/apis/", 1)[0]
+        self.seen = []  # (method, path, authorized)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                ok = self.headers.get("Authorization") == want
+                proxy.seen.append((self.command, self.path, ok))
+                if not ok:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="registry"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                req = urllib.request.Request(target + self.path, data=body, method=self.command,
+                                             headers={"Content-Type": CONTENT_TYPE})
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        status, data = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    status, data = e.code, e.read()
+                self.send_response(status)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = forward
+
+        proxy = self
+        self.port = kt.free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.ca_file, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.port}/apis/ccompat/v7"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
