@@ -46,7 +46,9 @@ def test_pipeline_with_registry_ids():
                  "the registry's ids differ from the manifest's", "not 4, 2, 3",
                  (inc_id, med_id, alert_id))
         broker = kt.Broker(work, partitions=3)
-        registry_conf = f"schema.registry.url={reg.url}\n"
+        # The first URL is down: every program fails over to the second.
+        dead = f"http://127.0.0.1:{kt.free_port()}/apis/ccompat/v7"
+        registry_conf = f"schema.registry.url={dead}, {reg.url}\n"
 
         boards = fl.pick_boards(rng, per_district=4)
         src = fl.EventSource(rng, boards)
