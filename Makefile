@@ -23,11 +23,12 @@ build: deps
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
 # The fast suite for the edit-compile-test loop: the unit tests, then the integration tests
-# on the embedded broker (tests labelled kafka need Apache Kafka and stay in make test).
+# on the embedded broker (tests labelled kafka need Apache Kafka, and those labelled registry
+# a Schema Registry: both JVMs fetched with Maven on first use; they stay in make test).
 .PHONY: check
 check: build
 	cd $(BUILD_DIR) && ctest -L unit --output-on-failure --timeout 300 -j$(TEST_JOBS)
-	cd $(BUILD_DIR) && ctest -L integration -LE kafka --output-on-failure --timeout 900 -j$(TEST_JOBS)
+	cd $(BUILD_DIR) && ctest -L integration -LE "kafka|registry" --output-on-failure --timeout 900 -j$(TEST_JOBS)
 
 # Every ctest test (unit, integration, faults), then each fuzz target for a short smoke run.
 test: build

@@ -6,9 +6,9 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
     librdkafka-dev libavro-dev libuv1-dev libjansson-dev liblmdb-dev libhttp-parser-dev
-    libcmocka-dev libssl-dev libcurl4-openssl-dev libcrypt-dev
+    libcmocka-dev libssl-dev libcurl4-openssl-dev libcrypt-dev openssl
     poppler-utils fonts-dejavu-core
-    python3 python3-avro python3-confluent-kafka python3-yaml shellcheck
+    python3 python3-avro python3-confluent-kafka python3-yaml python3-venv shellcheck
     kcat curl wrk chromium chromium-driver python3-selenium
     openjdk-17-jre-headless maven
     prometheus prometheus-alertmanager lmdb-utils

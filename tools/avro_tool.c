@@ -12,11 +12,16 @@
 #include "avro_codec.h"
 #include "event.h"
 #include "program.h"
+#include "schemareg.h"
 #include "timeutil.h"
 
 #define MSG_MAX (64 * 1024)
 
 typedef enum { FORMAT_AUTO, FORMAT_SINGLE, FORMAT_STREAM } file_format_t;
+
+typedef struct mutable_flag {
+    bool set;
+} mutable_flag_t;
 
 struct conf {
     const char *mode;
@@ -26,6 +31,9 @@ struct conf {
     const char *out_file;
     const char *schemas_dir;
     file_format_t format;
+    const char *registry_urls;   /* --schema-registry: ids are the registry's */
+    keng_schemareg_conf_t *sr;   /* set from it for decoding */
+    mutable_flag_t *unreachable; /* a schema id could not be asked: exit 69 */
 };
 
 static void usage(FILE *f)
@@ -42,6 +50,9 @@ static void usage(FILE *f)
         "decode prints each framed message of each FILE (a single message, or a\n"
         "length-prefixed file as encode -o writes it, or every file of a DIR) as one JSON line.\n"
         "  --format F      how to read FILE: auto (the default), single or stream\n"
+        "  --schema-registry URL[,URL...]  schema ids are a Confluent-compatible Schema\n"
+        "                  Registry's (for Apicurio: http://host:port/apis/ccompat/v7): each\n"
+        "                  id is asked there once (exit 69 when no registry answers)\n"
         "Both:\n"
         "  --kind K        incident or mediation (encode)\n"
         "  --schemas DIR   a schema directory laid out like schemas/ instead of the\n"
@@ -248,13 +259,21 @@ static bool looks_like_stream(const unsigned char *buf, size_t len)
     return pos == len;
 }
 
-static int decode_one(keng_avro_decoder_t *dec, const char *path, long index,
-                      const unsigned char *msg, size_t len)
+static int decode_one(keng_avro_decoder_t *dec, const struct conf *conf, const char *path,
+                      long index, const unsigned char *msg, size_t len)
 {
     keng_event_t ev;
     int32_t id = 0;
     char errstr[512];
     int err = keng_avro_decode(dec, msg, len, &ev, &id, errstr, sizeof(errstr));
+
+    if (err == KENG_AVRO_ERR_UNKNOWN_ID && conf->sr != NULL) {
+        int rc = keng_schemareg_resolve(conf->sr, dec, id, errstr, sizeof(errstr));
+        if (rc == KENG_SCHEMAREG_OK)
+            err = keng_avro_decode(dec, msg, len, &ev, &id, errstr, sizeof(errstr));
+        else if (rc == KENG_SCHEMAREG_UNREACHABLE)
+            conf->unreachable->set = true;
+    }
 
     if (err != KENG_AVRO_OK) {
         if (index >= 0)
@@ -288,7 +307,7 @@ static int decode_file(keng_avro_decoder_t *dec, const struct conf *conf, const 
     bool stream = conf->format == FORMAT_STREAM ||
                   (conf->format == FORMAT_AUTO && looks_like_stream(buf, len));
     if (!stream) {
-        failed += decode_one(dec, path, -1, buf, len) < 0;
+        failed += decode_one(dec, conf, path, -1, buf, len) < 0;
     } else {
         size_t pos = 0;
         long index = 0;
@@ -310,7 +329,7 @@ static int decode_file(keng_avro_decoder_t *dec, const struct conf *conf, const 
                 failed++;
                 break;
             }
-            failed += decode_one(dec, path, index, buf + pos + 4, n) < 0;
+            failed += decode_one(dec, conf, path, index, buf + pos + 4, n) < 0;
             pos += 4 + n;
         }
     }
@@ -367,21 +386,50 @@ static int run_decode(const struct conf *conf, int nfiles, char **files)
         keng_schema_store_destroy(store);
         return 1;
     }
+    keng_schemareg_conf_t sr = {0};
+    mutable_flag_t unreachable = {false};
+    struct conf with = *conf;
+    if (conf->registry_urls) {
+        keng_config_t *cfg = keng_config_new();
+        int rc = cfg ? 0 : -1;
+        if (cfg) {
+            keng_config_set(cfg, "schema.registry.url", conf->registry_urls);
+            rc = keng_schemareg_conf_from_config(cfg, &sr, errstr, sizeof(errstr));
+            keng_config_destroy(cfg);
+        }
+        if (rc <= 0) {
+            fprintf(stderr, "keng-avro: --schema-registry: %s\n", rc < 0 ? errstr : "no URL");
+            keng_schemareg_conf_free(&sr);
+            keng_avro_decoder_destroy(dec);
+            keng_schema_store_destroy(store);
+            return KENG_EXIT_USAGE;
+        }
+        keng_avro_decoder_use_registry(dec);
+        with.sr = &sr;
+        with.unreachable = &unreachable;
+    }
     for (int i = 0; i < nfiles; i++)
-        failed += decode_path(dec, conf, files[i]);
+        failed += decode_path(dec, &with, files[i]);
     fflush(stdout);
     keng_avro_decoder_destroy(dec);
     keng_schema_store_destroy(store);
+    keng_schemareg_conf_free(&sr);
+    if (unreachable.set)
+        return KENG_EXIT_UNAVAILABLE;
     return failed > 0 ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"kind", required_argument, NULL, 'k'},   {"out-dir", required_argument, NULL, 'd'},
-        {"output", required_argument, NULL, 'o'}, {"schemas", required_argument, NULL, 's'},
-        {"format", required_argument, NULL, 'f'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
+    static const struct option options[] = {{"kind", required_argument, NULL, 'k'},
+                                            {"out-dir", required_argument, NULL, 'd'},
+                                            {"output", required_argument, NULL, 'o'},
+                                            {"schemas", required_argument, NULL, 's'},
+                                            {"format", required_argument, NULL, 'f'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {"version", no_argument, NULL, 'V'},
+                                            {"schema-registry", required_argument, NULL, 'r'},
+                                            {NULL, 0, NULL, 0}};
     struct conf conf = {0};
     int c;
 
@@ -406,6 +454,9 @@ int main(int argc, char **argv)
             break;
         case 's':
             conf.schemas_dir = optarg;
+            break;
+        case 'r':
+            conf.registry_urls = optarg;
             break;
         case 'f':
             if (strcmp(optarg, "auto") == 0)

@@ -49,6 +49,14 @@ static void out_string(alert_out_t *o, const char *s)
     o->p += n;
 }
 
+/* The registry's id of vn.antt.Alert v1 in Schema Registry mode; 0: the manifest's. */
+static int32_t registry_alert_id;
+
+void keng_avro_alert_use_id(int32_t id)
+{
+    registry_alert_id = id;
+}
+
 int keng_avro_encode_alert(const keng_alert_t *a, void *buf, size_t cap, size_t *len, char *errstr,
                            size_t errstr_size)
 {
@@ -66,11 +74,12 @@ int keng_avro_encode_alert(const keng_alert_t *a, void *buf, size_t cap, size_t 
         keng_avro__set_err(errstr, errstr_size, "buffer of %zu bytes too small for an alert", cap);
         return -1;
     }
+    int32_t wid = registry_alert_id > 0 ? registry_alert_id : KENG_SCHEMA_ID_ALERT;
     b[0] = KENG_FRAME_MAGIC;
-    b[1] = 0;
-    b[2] = 0;
-    b[3] = 0;
-    b[4] = KENG_SCHEMA_ID_ALERT;
+    b[1] = (unsigned char)((uint32_t)wid >> 24);
+    b[2] = (unsigned char)((uint32_t)wid >> 16);
+    b[3] = (unsigned char)((uint32_t)wid >> 8);
+    b[4] = (unsigned char)(uint32_t)wid;
     o.p = b + KENG_FRAME_HEADER_LEN;
     o.end = b + cap;
     o.overflow = false;
@@ -182,7 +191,7 @@ int keng_avro_decode_alert(const void *buf, size_t len, keng_alert_t *out, char 
     }
     int32_t id = (int32_t)((uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 8 |
                            (uint32_t)b[4]);
-    if (id != KENG_SCHEMA_ID_ALERT) {
+    if (id != KENG_SCHEMA_ID_ALERT && (registry_alert_id <= 0 || id != registry_alert_id)) {
         keng_avro__set_err(errstr, errstr_size, "schema id %d is not the Alert schema (%d)",
                            (int)id, KENG_SCHEMA_ID_ALERT);
         return KENG_AVRO_ERR_WRONG_RECORD;

@@ -60,6 +60,13 @@ void keng_schema_store_destroy(keng_schema_store_t *store);
 /* The schema's JSON text for id, or NULL. Borrowed from the store. */
 const char *keng_schema_store_json(const keng_schema_store_t *store, int32_t id);
 
+/* How many schemas store has, and the i-th (0 <= i < count) in the order they were listed:
+ * its id, returned, and its record's full name ("vn.antt.Incident"), version and JSON, each
+ * borrowed from the store (pointers may be NULL). Returns -1 when i is out of range. */
+size_t keng_schema_store_count(const keng_schema_store_t *store);
+int32_t keng_schema_store_at(const keng_schema_store_t *store, size_t i, const char **subject,
+                             int *version, const char **json);
+
 /* Schema evolution. By default keng reads every writer version of a subject with its newest
  * version and writes the newest. Pinning replaces the newest in one role, so that an operator
  * can run a consumer as it was before an upgrade (reader) or keep producers on the old
@@ -104,6 +111,16 @@ void keng_avro_encoder_destroy(keng_avro_encoder_t *enc);
 int keng_avro_encode(keng_avro_encoder_t *enc, const keng_event_t *ev, void *buf, size_t cap,
                      size_t *len, char *errstr, size_t errstr_size);
 
+/* The writer schema enc writes kind with: returns its record's full name ("vn.antt.Incident")
+ * and sets *json (may be NULL) to its JSON, both borrowed from the store; NULL when the store
+ * has none for kind. */
+const char *keng_avro_encoder_writer(const keng_avro_encoder_t *enc, keng_kind_t kind,
+                                     const char **json);
+
+/* Frames kind's messages with id from the next call on, instead of the store's id of the
+ * writer schema: the id a Schema Registry gave the same schema (common/schemareg/). */
+void keng_avro_encoder_set_id(keng_avro_encoder_t *enc, keng_kind_t kind, int32_t id);
+
 /* Decoder: one per thread. Keeps one resolved reader per writer id it has seen. */
 typedef struct keng_avro_decoder keng_avro_decoder_t;
 
@@ -125,6 +142,24 @@ void keng_avro_decoder_destroy(keng_avro_decoder_t *dec);
 /* Chooses dec's path from its next call on, over the config and the environment (tests). */
 void keng_avro_decoder_set_path(keng_avro_decoder_t *dec, keng_avro_path_t path);
 
+/* Schema Registry mode: from now on an id is the registry's, and dec knows only the writer
+ * schemas added with keng_avro_decoder_add_writer; the store's ids are no longer looked up
+ * (its reader schemas still are). An id not added decodes as KENG_AVRO_ERR_UNKNOWN_ID, which
+ * the caller resolves from the registry (keng_avro_decoder_knows says which). */
+void keng_avro_decoder_use_registry(keng_avro_decoder_t *dec);
+
+/* Adds the writer schema json (copied) under id, as the registry gave it. At most
+ * KENG_AVRO_ADDED_MAX are kept: past that the one added longest ago is dropped (and would be
+ * asked for again). Returns 0, or -1 with errstr filled when json is not an Avro record
+ * schema (the caller dead-letters the message: the registry's answer cannot be used). */
+#define KENG_AVRO_ADDED_MAX 256
+int keng_avro_decoder_add_writer(keng_avro_decoder_t *dec, int32_t id, const char *json,
+                                 char *errstr, size_t errstr_size);
+
+/* Whether dec decodes id without asking anyone: a store id outside registry mode, or an id
+ * added. */
+int keng_avro_decoder_knows(const keng_avro_decoder_t *dec, int32_t id);
+
 /* Decodes one framed message. Every length and block count is checked against the bytes
  * that remain before Avro-C sees them, so hostile prefixes cannot make it allocate.
  * The config key codec.decoder and KENG_AVRO_DECODER choose the path; see above.
@@ -144,6 +179,12 @@ int keng_avro_decode(keng_avro_decoder_t *dec, const void *buf, size_t len, keng
  * field is out of range. Thread-safe. */
 int keng_avro_encode_alert(const keng_alert_t *a, void *buf, size_t cap, size_t *len, char *errstr,
                            size_t errstr_size);
+
+/* Schema Registry mode: alerts are framed with id, the registry's id of the Alert schema,
+ * from now on, and decoded when framed with it or with KENG_SCHEMA_ID_ALERT (alerts written
+ * before the move to the registry). Call once at start, before any thread encodes or decodes
+ * an alert; 0 goes back to the manifest's id. */
+void keng_avro_alert_use_id(int32_t id);
 
 /* Decodes a framed Alert record written with schema id KENG_SCHEMA_ID_ALERT. Strings are
  * copied, NUL-terminated, into scratch[0..scratch_cap), which out's pointers borrow; sample

@@ -40,6 +40,9 @@ struct keng_avro_decoder {
     slot_t *last;
     avro_reader_t reader;
     bool avro_c;                        /* every id takes the Avro-C path (codec.decoder=avro-c) */
+    bool registry;                      /* ids are the registry's: the store's are not looked up */
+    slot_t added[KENG_AVRO_ADDED_MAX];  /* writers from the registry, each with its own entry */
+    size_t added_count, added_next;     /* in use; the one to drop next when full */
     char summary[KENG_SUMMARY_MAX + 1]; /* the plan's copy of the last summary */
 };
 
@@ -61,6 +64,22 @@ static void slot_clear(slot_t *s)
     keng_avro__guard_free(&s->guard);
 }
 
+/* An added slot and the entry it owns. */
+static void added_clear(slot_t *s)
+{
+    schema_entry_t *e = (schema_entry_t *)s->writer;
+
+    slot_clear(s);
+    if (e != NULL) {
+        free(e->subject);
+        free(e->json);
+        if (e->schema != NULL)
+            avro_schema_decref(e->schema);
+        free(e);
+    }
+    memset(s, 0, sizeof(*s));
+}
+
 void keng_avro_decoder_destroy(keng_avro_decoder_t *dec)
 {
     if (dec == NULL)
@@ -68,6 +87,8 @@ void keng_avro_decoder_destroy(keng_avro_decoder_t *dec)
     if (dec->slots != NULL)
         for (size_t i = 0; i < dec->store->count; i++)
             slot_clear(&dec->slots[i]);
+    for (size_t i = 0; i < dec->added_count; i++)
+        added_clear(&dec->added[i]);
     free(dec->slots);
     if (dec->reader != NULL)
         avro_reader_free(dec->reader);
@@ -518,13 +539,76 @@ static slot_t *find_slot(keng_avro_decoder_t *dec, int32_t id)
 {
     if (dec->last != NULL && dec->last->writer->id == id)
         return dec->last;
-    for (size_t i = 0; i < dec->store->count; i++) {
+    for (size_t i = 0; !dec->registry && i < dec->store->count; i++) {
         if (dec->slots[i].writer->id == id) {
             dec->last = &dec->slots[i];
             return dec->last;
         }
     }
+    for (size_t i = 0; i < dec->added_count; i++) {
+        if (dec->added[i].writer->id == id) {
+            dec->last = &dec->added[i];
+            return dec->last;
+        }
+    }
     return NULL;
+}
+
+void keng_avro_decoder_use_registry(keng_avro_decoder_t *dec)
+{
+    dec->registry = true;
+    dec->last = NULL;
+}
+
+int keng_avro_decoder_knows(const keng_avro_decoder_t *dec, int32_t id)
+{
+    return find_slot((keng_avro_decoder_t *)dec, id) != NULL;
+}
+
+int keng_avro_decoder_add_writer(keng_avro_decoder_t *dec, int32_t id, const char *json,
+                                 char *errstr, size_t errstr_size)
+{
+    schema_entry_t *e = NULL;
+    avro_schema_t schema = NULL;
+    char fullname[256];
+    slot_t *s;
+
+    if (avro_schema_from_json_length(json, strlen(json), &schema) != 0) {
+        keng_avro__set_err(errstr, errstr_size, "the registry's schema id %d is not valid Avro: %s",
+                           (int)id, avro_strerror());
+        return -1;
+    }
+    if (!is_avro_record(schema)) {
+        keng_avro__set_err(errstr, errstr_size, "the registry's schema id %d is not a record",
+                           (int)id);
+        avro_schema_decref(schema);
+        return -1;
+    }
+    const char *ns = avro_schema_namespace(schema);
+    snprintf(fullname, sizeof(fullname), "%s%s%s", ns != NULL ? ns : "",
+             ns != NULL && *ns ? "." : "", avro_schema_name(schema));
+    e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->subject = strdup(fullname)) == NULL || (e->json = strdup(json)) == NULL) {
+        if (e != NULL) {
+            free(e->subject);
+            free(e);
+        }
+        avro_schema_decref(schema);
+        keng_avro__set_err(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    e->id = id;
+    e->schema = schema;
+    if (dec->added_count < KENG_AVRO_ADDED_MAX) {
+        s = &dec->added[dec->added_count++];
+    } else {
+        s = &dec->added[dec->added_next];
+        dec->added_next = (dec->added_next + 1) % KENG_AVRO_ADDED_MAX;
+        added_clear(s);
+    }
+    dec->last = NULL;
+    s->writer = e;
+    return 0;
 }
 
 /* Walks the datum [datum, end) with s's length guard before Avro-C may see it. Returns 0, or
@@ -589,7 +673,9 @@ int keng_avro_decode(keng_avro_decoder_t *dec, const void *buf, size_t len, keng
     s = find_slot(dec, id);
     if (s == NULL) {
         keng_avro__set_err(errstr, errstr_size,
-                           "schema id %d is not in keng's schema store (schemas/manifest.csv)",
+                           dec->registry ? "schema id %d is not known from the schema registry"
+                                         : "schema id %d is not in keng's schema store "
+                                           "(schemas/manifest.csv)",
                            (int)id);
         return KENG_AVRO_ERR_UNKNOWN_ID;
     }

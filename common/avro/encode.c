@@ -19,6 +19,7 @@ typedef struct extra_field {
 
 typedef struct enc_kind {
     const schema_entry_t *writer;
+    int32_t id; /* the id framed: the writer's, or the registry's (keng_avro_encoder_set_id) */
     avro_value_iface_t *iface;
     avro_value_t value;
     bool has_value;
@@ -171,6 +172,7 @@ static int enc_kind_init(enc_kind_t *k, keng_schema_store_t *store, keng_kind_t 
     k->writer = keng_avro__store_pick(store, subject, KENG_SCHEMA_WRITER);
     if (k->writer == NULL)
         return 0;
+    k->id = k->writer->id;
     avro_schema_t ws = k->writer->schema;
     size_t nw = avro_schema_record_size(ws);
 
@@ -486,10 +488,10 @@ int keng_avro_encode(keng_avro_encoder_t *enc, const keng_event_t *ev, void *buf
 
     unsigned char *out = buf;
     out[0] = KENG_FRAME_MAGIC;
-    out[1] = (unsigned char)((uint32_t)k->writer->id >> 24);
-    out[2] = (unsigned char)((uint32_t)k->writer->id >> 16);
-    out[3] = (unsigned char)((uint32_t)k->writer->id >> 8);
-    out[4] = (unsigned char)(uint32_t)k->writer->id;
+    out[1] = (unsigned char)((uint32_t)k->id >> 24);
+    out[2] = (unsigned char)((uint32_t)k->id >> 16);
+    out[3] = (unsigned char)((uint32_t)k->id >> 8);
+    out[4] = (unsigned char)(uint32_t)k->id;
     avro_writer_memory_set_dest(enc->writer, (const char *)out + KENG_FRAME_HEADER_LEN,
                                 (int64_t)(cap - KENG_FRAME_HEADER_LEN));
     if (avro_value_write(enc->writer, rec) != 0) {
@@ -504,4 +506,20 @@ avro_fail:
     keng_avro__set_err(errstr, errstr_size, "cannot encode event %s with schema id %d: %s",
                        ev->event_id, (int)k->writer->id, avro_strerror());
     return -1;
+}
+
+const char *keng_avro_encoder_writer(const keng_avro_encoder_t *enc, keng_kind_t kind,
+                                     const char **json)
+{
+    const schema_entry_t *w = (unsigned)kind < KENG_KIND_COUNT ? enc->kinds[kind].writer : NULL;
+
+    if (json != NULL)
+        *json = w != NULL ? w->json : NULL;
+    return w != NULL ? w->subject : NULL;
+}
+
+void keng_avro_encoder_set_id(keng_avro_encoder_t *enc, keng_kind_t kind, int32_t id)
+{
+    if ((unsigned)kind < KENG_KIND_COUNT && enc->kinds[kind].writer != NULL)
+        enc->kinds[kind].id = id;
 }

@@ -245,6 +245,25 @@ const char *keng_schema_store_json(const keng_schema_store_t *store, int32_t id)
     return e != NULL ? e->json : NULL;
 }
 
+size_t keng_schema_store_count(const keng_schema_store_t *store)
+{
+    return store != NULL ? store->count : 0;
+}
+
+int32_t keng_schema_store_at(const keng_schema_store_t *store, size_t i, const char **subject,
+                             int *version, const char **json)
+{
+    if (store == NULL || i >= store->count)
+        return -1;
+    if (subject != NULL)
+        *subject = store->entries[i].subject;
+    if (version != NULL)
+        *version = store->entries[i].version;
+    if (json != NULL)
+        *json = store->entries[i].json;
+    return store->entries[i].id;
+}
+
 int keng_schema_store_pin(keng_schema_store_t *store, keng_schema_role_t role, const char *subject,
                           int version, char *errstr, size_t errstr_size)
 {

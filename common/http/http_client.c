@@ -17,7 +17,11 @@ typedef struct request {
     CURL *easy;
     struct curl_slist *headers;
     keng_http_done_fn done;
+    keng_http_body_fn body_done; /* instead of done, for keng_http_client_request */
     void *arg;
+    char *answer; /* the answer's body, for body_done; NUL-terminated */
+    size_t answer_len, answer_max;
+    bool answer_cut; /* longer than answer_max */
     char error[CURL_ERROR_SIZE];
 } request_t;
 
@@ -73,6 +77,7 @@ static void request_free(request_t *r)
     curl_multi_remove_handle(c->multi, r->easy);
     curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
+    free(r->answer);
     free(r);
 }
 
@@ -103,7 +108,21 @@ static void collect(keng_http_client_t *c)
             }
         }
         keng_http_done_fn done = r->done;
+        keng_http_body_fn body_done = r->body_done;
         void *arg = r->arg;
+        if (body_done) {
+            char *answer = r->answer;
+            size_t len = r->answer_len;
+            if (!error && r->answer_cut) {
+                snprintf(why, sizeof(why), "the answer is longer than %zu bytes", r->answer_max);
+                error = why;
+            }
+            r->answer = NULL;
+            request_free(r);
+            body_done(status, error, answer ? answer : "", len, arg); /* last, as below */
+            free(answer);
+            continue;
+        }
         request_free(r);
         done(status, error, arg); /* last: it may post again, or close the client */
     }
@@ -209,6 +228,25 @@ static size_t discard(char *data, size_t size, size_t n, void *userp)
     return size * n;
 }
 
+static size_t keep(char *data, size_t size, size_t n, void *userp)
+{
+    request_t *r = userp;
+    size_t len = size * n;
+
+    if (r->answer_len + len > r->answer_max) {
+        r->answer_cut = true;
+        return len; /* read on, keep no more */
+    }
+    char *grown = realloc(r->answer, r->answer_len + len + 1);
+    if (!grown)
+        return 0; /* curl fails the transfer */
+    memcpy(grown + r->answer_len, data, len);
+    r->answer = grown;
+    r->answer_len += len;
+    grown[r->answer_len] = '\0';
+    return len;
+}
+
 keng_http_client_t *keng_http_client_new(uv_loop_t *loop, char *errstr, size_t errstr_size)
 {
     keng_http_client_t *c = NULL;
@@ -296,6 +334,76 @@ fail:
     return -1;
 }
 
+int keng_http_client_request(keng_http_client_t *c, const keng_http_request_t *req,
+                             keng_http_body_fn done, void *arg)
+{
+    request_t *r;
+    char header[160];
+    const keng_http_auth_t *auth = req->auth;
+
+    if (c->closing)
+        return -1;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return -1;
+    r->client = c;
+    r->body_done = done;
+    r->arg = arg;
+    r->answer_max = req->max_answer ? req->max_answer : 1 << 20;
+    r->easy = curl_easy_init();
+    if (!r->easy)
+        goto fail;
+    snprintf(header, sizeof(header), "Content-Type: %s",
+             req->content_type ? req->content_type : "application/json");
+    r->headers = curl_slist_append(NULL, header);
+    if (r->headers && req->accept) {
+        snprintf(header, sizeof(header), "Accept: %s", req->accept);
+        struct curl_slist *more = curl_slist_append(r->headers, header);
+        if (!more)
+            goto fail;
+        r->headers = more;
+    }
+    if (!r->headers)
+        goto fail;
+    if (curl_easy_setopt(r->easy, CURLOPT_URL, req->url) != CURLE_OK ||
+        curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
+        goto fail;
+    if (req->body && curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, req->body) != CURLE_OK)
+        goto fail;
+    if (req->method && curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, req->method) != CURLE_OK)
+        goto fail;
+    if (req->ca_file && curl_easy_setopt(r->easy, CURLOPT_CAINFO, req->ca_file) != CURLE_OK)
+        goto fail;
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+    if (auth && auth->username &&
+        (curl_easy_setopt(r->easy, CURLOPT_HTTPAUTH, CURLAUTH_BASIC) != CURLE_OK ||
+         curl_easy_setopt(r->easy, CURLOPT_USERNAME, auth->username) != CURLE_OK ||
+         curl_easy_setopt(r->easy, CURLOPT_PASSWORD, auth->password ? auth->password : "") !=
+             CURLE_OK))
+        goto fail;
+    curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+    curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "keng/" KENG_VERSION);
+    curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, keep);
+    curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->error);
+    curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+    if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK)
+        goto fail;
+    r->next = c->requests;
+    if (r->next)
+        r->next->prev = r;
+    c->requests = r;
+    return 0;
+
+fail:
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    free(r);
+    return -1;
+}
+
 void keng_http_client_redact(const char *url, char *out, size_t size)
 {
     CURLU *u = curl_url();
@@ -353,8 +461,15 @@ void keng_http_client_close(keng_http_client_t *c)
     if (!c || c->closing)
         return;
     c->closing = true;
-    while (c->requests)
-        request_free(c->requests);
+    while (c->requests) {
+        request_t *r = c->requests;
+        keng_http_body_fn body_done = r->body_done;
+        void *arg = r->arg;
+        request_free(r);
+        /* Its owner may have memory to give back: told, with status -1. */
+        if (body_done)
+            body_done(-1, "the HTTP client is closing", "", 0, arg);
+    }
     curl_multi_cleanup(c->multi);
     c->multi = NULL;
     while (c->socks)

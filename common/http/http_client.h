@@ -39,6 +39,33 @@ int keng_http_client_post_auth(keng_http_client_t *c, const char *url, const cha
                                long timeout_ms, const keng_http_auth_t *auth,
                                keng_http_done_fn done, void *arg);
 
+/* One request of any method, whose answer's body the caller wants (a REST API such as a
+ * Schema Registry's). Everything is borrowed for the call only: libcurl copies it. */
+typedef struct keng_http_request {
+    const char *method; /* "GET", "POST", "PUT"; NULL: POST with a body, else GET */
+    const char *url;
+    const char *body;         /* NULL for none */
+    const char *content_type; /* NULL: application/json */
+    const char *accept;       /* an Accept header, or NULL */
+    long timeout_ms;
+    const keng_http_auth_t *auth; /* basic auth, or NULL */
+    const char *ca_file;          /* the CA bundle that checks an https:// server, or NULL */
+    size_t max_answer;            /* the most of the answer's body kept; 0: 1 MiB */
+} keng_http_request_t;
+
+/* How such a request ended: status and error as for keng_http_done_fn (error also for an
+ * answer longer than max_answer); body is the answer's body, NUL-terminated, len bytes (""
+ * when none), borrowed for the call. */
+typedef void (*keng_http_body_fn)(long status, const char *error, const char *body, size_t len,
+                                  void *arg);
+
+/* Sends req; done is called exactly once, later: when the client is closed first, inside
+ * keng_http_client_close with status -1 (the request was not answered, and nothing may be
+ * sent on the client any more). Returns 0, or -1 (out of memory, or libcurl refused the
+ * request, or the client is closing) without calling done. */
+int keng_http_client_request(keng_http_client_t *c, const keng_http_request_t *req,
+                             keng_http_body_fn done, void *arg);
+
 /* Checks that url is an http:// or https:// URL with a host. Returns 0, or -1 with errstr
  * saying what is wrong (without the key: the caller names it). */
 int keng_http_client_check_url(const char *url, char *errstr, size_t errstr_size);

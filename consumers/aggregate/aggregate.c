@@ -31,6 +31,7 @@
 #include "log.h"
 #include "program.h"
 #include "registry.h"
+#include "schemareg.h"
 #include "webhook.h"
 #include "silent.h"
 #include "timeutil.h"
@@ -71,15 +72,12 @@ static keng_config_keys_t aggregate_keys = {"registry",
                                             "web.config.file",
                                             "http.insecure_listen",
                                             NULL};
-static const char *const *const config_tables[] = {keng_config_common_keys,
-                                                   aggregate_keys,
-                                                   keng_schema_store_config_keys,
-                                                   keng_alerts_config_keys,
-                                                   keng_alertmanager_config_keys,
-                                                   keng_http_server_config_keys,
-                                                   keng_silent_config_keys,
-                                                   keng_event_rule_config_keys,
-                                                   NULL};
+static const char *const *const config_tables[] = {
+    keng_config_common_keys,       aggregate_keys,
+    keng_schema_store_config_keys, keng_alerts_config_keys,
+    keng_alertmanager_config_keys, keng_http_server_config_keys,
+    keng_silent_config_keys,       keng_event_rule_config_keys,
+    keng_schemareg_config_keys,    NULL};
 
 struct options {
     const char *config_path;
@@ -122,10 +120,18 @@ typedef struct app {
     uv_timer_t denial_timer;        /* stops the program once Kafka refused its user */
     bool denial_timer_on;
     bool stopping;
-    int exit_code;
+    int exit_code; /* once the loop ends: a Kafka denial, or a start that failed after the
+                      loop began (the schema registry's) */
     keng_silent_options_t silent;
     keng_web_config_t *web; /* --web.config.file; NULL without */
     bool insecure_listen;   /* --insecure-listen */
+
+    /* Schema Registry mode (schema.registry.url) */
+    keng_schemareg_conf_t sr;
+    bool sr_on;
+    keng_http_client_t *sr_http;
+    keng_schemareg_ids_t *sr_ids; /* the alerts' writer id */
+    struct settings *pending;     /* run()'s, for the start that waits for the registry */
 } app_t;
 
 static void usage(FILE *out)
@@ -218,6 +224,10 @@ static void close_rest(app_t *app)
     app->alertmanager = NULL;
     keng_http_client_close(app->http);
     app->http = NULL;
+    keng_schemareg_ids_close(app->sr_ids);
+    app->sr_ids = NULL;
+    keng_http_client_close(app->sr_http);
+    app->sr_http = NULL;
     if (app->cluster) {
         keng_cluster_close(app->cluster);
         app->cluster = NULL;
@@ -792,12 +802,52 @@ static int start_http(app_t *app, const keng_http_limits_t *limits)
     return 0;
 }
 
+static int start_consuming(app_t *app, settings_t *st);
+
+static void on_alert_id(const int32_t *ids, void *arg)
+{
+    app_t *app = arg;
+    int rc;
+
+    if (app->alerts)
+        keng_avro_alert_use_id(ids[0]);
+    rc = start_consuming(app, app->pending);
+    if (rc != 0 && !app->stopping) {
+        app->exit_code = rc;
+        shutdown_app(app);
+    }
+}
+
+/* Schema Registry mode: consuming waits for the registry's id of the alerts' schema (with
+ * alert rules); /readyz says so meanwhile. */
+static int start_registry(app_t *app, settings_t *st)
+{
+    char errstr[256];
+    const char *subject = app->sr.subjects[2];
+    const char *json = keng_schema_store_json(app->store, KENG_SCHEMA_ID_ALERT);
+
+    app->sr_http = keng_http_client_new(app->loop, errstr, sizeof(errstr));
+    if (!app->sr_http) {
+        keng_log_error("cannot create the HTTP client", "error=\"%s\"", errstr);
+        return 1;
+    }
+    app->pending = st;
+    keng_log_info("schema ids come from the schema registry", "registry=%s urls=%d",
+                  app->sr.shown[0], app->sr.url_count);
+    if (app->alerts && json)
+        keng_api_set_starting_reason(app->api, "waiting for the schema registry to give the "
+                                               "alerts' schema id");
+    app->sr_ids = keng_schemareg_ids_start(app->loop, app->sr_http, &app->sr, &subject, &json,
+                                           app->alerts && json ? 1 : 0, on_alert_id, app);
+    return app->sr_ids ? 0 : 1;
+}
+
 /* The Kafka side: dead letters, the alert topic, the shared counts and the consumer, which
  * joins the group last. Returns 0, 64 on a bad cluster set-up, 78 when librdkafka refuses the
  * kafka.* settings, or 1 (logged). */
 static int start_kafka(app_t *app, settings_t *st)
 {
-    char errstr[512], instance_id[128];
+    char errstr[512];
 
     rd_kafka_conf_t *pconf =
         keng_config_kafka(app->cfg, KENG_KAFKA_PRODUCER, errstr, sizeof(errstr));
@@ -812,6 +862,17 @@ static int start_kafka(app_t *app, settings_t *st)
         keng_log_error("cannot create the dead-letter producer", "error=\"%s\"", errstr);
         return 1;
     }
+    if (app->sr_on)
+        return start_registry(app, st);
+    return start_consuming(app, st);
+}
+
+/* The rest of the Kafka side, once the alerts' writer id is known in Schema Registry mode:
+ * the alert topic, the shared counts and the consumer, which joins the group last. */
+static int start_consuming(app_t *app, settings_t *st)
+{
+    char errstr[512], instance_id[128];
+
     if (app->alerts && start_alerts(app) != 0)
         return 1;
     if (group_instance_id(app, instance_id, sizeof(instance_id)) != 0)
@@ -826,6 +887,9 @@ static int start_kafka(app_t *app, settings_t *st)
         keng_log_error("cannot start the consumer", "error=\"%s\"", errstr);
         return 1;
     }
+    if (app->sr_on)
+        keng_consumer_use_schema_registry(app->consumer, app->sr_http, &app->sr);
+    keng_api_set_starting_reason(app->api, NULL);
     keng_api_set_consumer(app->api, app->consumer);
     keng_consumer_set_cluster(app->consumer, app->cluster);
     keng_api_set_cluster(app->api, app->cluster);
@@ -892,8 +956,25 @@ static int load_web_config(app_t *app)
     }
     return 0;
 }
+static int run_loaded(app_t *app);
 
 static int run(app_t *app)
+{
+    char errstr[512];
+    int rc = keng_schemareg_conf_from_config(app->cfg, &app->sr, errstr, sizeof(errstr));
+
+    if (rc < 0) {
+        keng_log_error("the schema registry's config does not load", "error=\"%s\"", errstr);
+        rc = KENG_EXIT_CONFIG;
+    } else {
+        app->sr_on = rc > 0;
+        rc = run_loaded(app);
+    }
+    keng_schemareg_conf_free(&app->sr);
+    return rc;
+}
+
+static int run_loaded(app_t *app)
 {
     settings_t st;
     int rc = read_settings(app, &st);

@@ -539,7 +539,10 @@ static void get_readyz(keng_api_t *api, keng_http_request_t *req)
     if (!api->consumer) {
         keng_api__respond_json(api, req, 503,
                                json_pack("{s:s,s:s}", "status", "starting", "reason",
-                                         "the consumer is not running (starting or stopping)"));
+                                         api->starting_reason
+                                             ? api->starting_reason
+                                             : "the consumer is not running (starting or "
+                                               "stopping)"));
         return;
     }
     int fatal = keng_consumer_fatal(api->consumer, reason, sizeof(reason));
@@ -868,6 +871,11 @@ keng_api_t *keng_api_new(uv_loop_t *loop, const keng_registry_t *reg, const keng
 void keng_api_set_web_config(keng_api_t *api, keng_web_config_t *wc)
 {
     api->web = wc;
+}
+
+void keng_api_set_starting_reason(keng_api_t *api, const char *reason)
+{
+    api->starting_reason = reason;
 }
 
 void keng_api_set_consumer(keng_api_t *api, keng_consumer_t *consumer)

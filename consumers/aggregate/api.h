@@ -28,6 +28,10 @@ keng_api_t *keng_api_new(uv_loop_t *loop, const keng_registry_t *reg, const keng
 
 void keng_api_set_consumer(keng_api_t *api, keng_consumer_t *consumer);
 
+/* What /readyz says while no consumer runs (a static string; NULL: that it is starting or
+ * stopping). */
+void keng_api_set_starting_reason(keng_api_t *api, const char *reason);
+
 /* The server whose connections /metrics reports (borrowed; may be NULL). */
 void keng_api_set_server(keng_api_t *api, keng_http_server_t *srv);
 

@@ -158,6 +158,18 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "rebalance (its threads and memory stay until a restart).\n"
             "# TYPE keng_consumer_handles_abandoned_total counter\n"
             "keng_consumer_handles_abandoned_total %" PRIu64 "\n"
+            "# HELP keng_schema_registry_waits_total Times a partition paused for a schema id "
+            "the schema registry had not resolved yet.\n"
+            "# TYPE keng_schema_registry_waits_total counter\n"
+            "keng_schema_registry_waits_total %" PRIu64 "\n"
+            "# HELP keng_schema_registry_lookups_total Schema ids the schema registry answered "
+            "for (found or unknown).\n"
+            "# TYPE keng_schema_registry_lookups_total counter\n"
+            "keng_schema_registry_lookups_total %" PRIu64 "\n"
+            "# HELP keng_schema_registry_lookup_failures_total Schema id lookups the schema "
+            "registry did not answer (retried).\n"
+            "# TYPE keng_schema_registry_lookup_failures_total counter\n"
+            "keng_schema_registry_lookup_failures_total %" PRIu64 "\n"
             /* The time rather than the age: Prometheus subtracts it from time() itself. */
             "# HELP keng_checkpoint_last_success_timestamp_seconds When the last checkpoint was "
             "written (the process start until the first).\n"
@@ -175,7 +187,8 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "# HELP keng_http_requests_total HTTP requests answered, by status.\n"
             "# TYPE keng_http_requests_total counter\n",
             st.last_checkpoint_seconds, st.checkpoints, st.checkpoint_failures, st.units_damaged,
-            st.fenced, st.rejoins, st.handles_abandoned, (double)st.last_checkpoint_ms / 1000.0,
+            st.fenced, st.rejoins, st.handles_abandoned, st.schema_waits, st.schema_lookups,
+            st.schema_lookup_failures, (double)st.last_checkpoint_ms / 1000.0,
             keng_counts_dedup_size(api->counts),
             api->consumer && keng_consumer_ready(api->consumer, reason, sizeof(reason)),
             srv ? keng_http_server_connections(srv) : 0u);

@@ -32,6 +32,7 @@ struct keng_api {
     const keng_counts_t *counts;
     const keng_cluster_t *cluster; /* the other instances' units; NULL when alone */
     keng_consumer_t *consumer;
+    const char *starting_reason; /* /readyz before the consumer runs; NULL: the usual words */
     stream_t **streams;
     size_t nstreams, streams_cap;
     char *last_sent;

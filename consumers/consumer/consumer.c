@@ -231,8 +231,13 @@ bool keng_consumer_ready(const keng_consumer_t *c, char *reason, size_t reason_s
         else if (!p->reached)
             behind++;
     }
+    size_t waiting = keng_consumer__schema_waiting(c);
     if (assigned == 0)
         snprintf(reason, reason_size, "no partition is assigned to this instance");
+    else if (waiting)
+        snprintf(reason, reason_size,
+                 "%zu of %zu partitions wait for the schema registry to resolve a schema id",
+                 waiting, assigned);
     else if (unknown)
         snprintf(reason, reason_size, "%zu of %zu partitions have no known high watermark yet",
                  unknown, assigned);
@@ -515,6 +520,8 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
     p = t < 0 ? NULL : keng_consumer__part_find(c, t, m->partition, false);
     if (!p || !p->assigned || (p->next_offset >= 0 && m->offset < p->next_offset))
         return; /* from before a revoke, or already counted */
+    if (keng_consumer__schema_skip(c, p, m))
+        return; /* the partition waits for the schema registry */
     if (p->from_start && p->first_ts_ms == 0)
         keng_consumer__gone_note_message(c, p, rd_kafka_message_timestamp(m, NULL));
 
@@ -522,6 +529,9 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
     /* Below replay_until, only some units' events are read again: the rest was handled. */
     bool replay = m->offset < p->replay_until;
     rc = keng_avro_decode(c->dec, m->payload, m->len, &ev, &schema_id, err, sizeof(err));
+    if (rc == KENG_AVRO_ERR_UNKNOWN_ID && c->sr_client &&
+        keng_consumer__schema_unknown(c, p, m, schema_id, err, sizeof(err)))
+        return; /* counted once the registry has answered; the offset stays */
     if (rc != KENG_AVRO_OK) {
         if (!replay)
             dead_letter(c, m, keng_avro_err_reason(rc), err);
@@ -629,6 +639,7 @@ static void on_advance(uv_timer_t *timer)
     if (c->alerts && c->ready)
         keng_alerts_evaluate_all(c->alerts, now);
     keng_consumer__query_watermarks(c);
+    keng_consumer__schema_tick(c);
 }
 
 static void on_checkpoint_timer(uv_timer_t *timer)
@@ -644,6 +655,7 @@ static void free_consumer(keng_consumer_t *c)
 {
     if (!c)
         return;
+    keng_consumer__schema_close(c);
     if (c->dec)
         keng_avro_decoder_destroy(c->dec);
     for (int t = 0; t < TOPIC_COUNT; t++)

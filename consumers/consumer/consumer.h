@@ -23,6 +23,7 @@
 #include "deadletter.h"
 #include "event_rule.h"
 #include "registry.h"
+#include "schemareg.h"
 
 typedef struct keng_consumer keng_consumer_t;
 
@@ -86,11 +87,23 @@ typedef struct keng_consumer_stats {
     uint64_t fenced;            /* times the group coordinator fenced this static member */
     uint64_t rejoins;           /* times it rejoined under its id with a new Kafka handle */
     uint64_t handles_abandoned; /* fenced handles librdkafka could not destroy */
+    uint64_t schema_waits;      /* times a partition paused for a new schema id */
+    uint64_t schema_lookups;    /* schema ids the registry answered (found or 404) */
+    uint64_t schema_lookup_failures; /* lookups the registry did not answer */
     double last_checkpoint_seconds;
     int64_t last_checkpoint_ms; /* by keng_consumer_now; the start before the first */
 } keng_consumer_stats_t;
 
 void keng_consumer_stats(const keng_consumer_t *c, keng_consumer_stats_t *out);
+
+/* Schema Registry mode: from now on a message's schema id is the registry's; an id not seen
+ * before is looked up there on the loop through client (once, then cached in the decoder),
+ * with its partition paused meanwhile; an id the registry answers 404 for is dead-lettered
+ * (reason unknown-schema-id); while the registry does not answer the partition waits and
+ * nothing is dead-lettered. Call right after keng_consumer_new, before the loop runs again.
+ * client and conf are borrowed and must outlive the consumer. Returns 0. */
+int keng_consumer_use_schema_registry(keng_consumer_t *c, keng_http_client_t *client,
+                                      keng_schemareg_conf_t *conf);
 
 /* Whether the scope's counts may lack events that retention deleted before this instance
  * read them (it read a partition from its first retained event to rebuild them): the number

@@ -357,6 +357,7 @@ static void start_partition(keng_consumer_t *c, rd_kafka_topic_partition_t *tp, 
     if (start < 0)
         keng_consumer__gone_note_start(c, p, base < 0);
     p->assigned = true;
+    keng_consumer__schema_reset(c, p);
     p->next_offset = start;
     p->write_from = write_from;
     p->replay_until = base;
@@ -421,6 +422,9 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
         keng_log_error("incremental assign failed", "error=\"%s\"", rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
+    /* A partition paused for the schema registry before it was revoked starts afresh. */
+    if (c->sr_client)
+        rd_kafka_resume_partitions(c->rk, parts);
     c->got_assignment = true;
     keng_consumer__query_watermarks(c);
 }
@@ -431,6 +435,7 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
 static void let_go(keng_consumer_t *c, part_t *p)
 {
     p->assigned = false;
+    keng_consumer__schema_reset(c, p);
     p->offset_dirty = false;
     p->target = -1;
     keng_log_info("partition revoked", "topic=%s partition=%" PRId32, c->topics[p->topic],

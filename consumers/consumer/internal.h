@@ -61,7 +61,21 @@ typedef struct part {
     bool from_start, rebuild_whole;
     int64_t gone_before_ms;
     int64_t first_ts_ms; /* read from its start: its first message's time, 0 before */
+    /* Schema Registry mode (consumer_schemas.c): paused at schema_wait_offset until
+     * schema_wait_id is resolved, then released: skipping until that message comes again. */
+    enum { SCHEMA_WAIT_NONE, SCHEMA_WAIT_PAUSED, SCHEMA_WAIT_RELEASED } schema_wait;
+    int32_t schema_wait_id;
+    int64_t schema_wait_offset;
 } part_t;
+
+typedef struct schema_lookup schema_lookup_t;
+
+/* A schema id the registry answered 404 for, or whose schema cannot be used. */
+typedef struct dead_id {
+    int32_t id;
+    char why[320];
+} dead_id_t;
+#define DEAD_IDS_MAX 64
 
 typedef struct reason_count {
     char name[32];
@@ -140,10 +154,41 @@ struct keng_consumer {
     void (*done)(void *arg);
     void *done_arg;
 
+    /* Schema Registry mode (consumer_schemas.c); sr_client NULL: the manifest's ids */
+    keng_http_client_t *sr_client;
+    keng_schemareg_conf_t *sr_conf;
+    schema_lookup_t *lookups;
+    dead_id_t dead[DEAD_IDS_MAX];
+    size_t ndead, dead_next;
+
     keng_consumer_stats_t stats;
     reason_count_t reasons[REASON_MAX];
     size_t nreasons;
 };
+
+/* ---- Schema Registry mode (consumer_schemas.c) ---- */
+
+/* m (of p) has schema id id, which the decoder does not know. Returns 1 when p now waits for
+ * the registry (paused at m; the caller leaves m uncounted and p's offset where it is), or 0
+ * with err filled when the id is known to be dead (the caller dead-letters m). */
+int keng_consumer__schema_unknown(keng_consumer_t *c, part_t *p, const rd_kafka_message_t *m,
+                                  int32_t id, char *err, size_t err_size);
+
+/* Whether m of p is to be skipped because p waits, or was released and m is not yet the
+ * message it waited at. */
+bool keng_consumer__schema_skip(keng_consumer_t *c, part_t *p, const rd_kafka_message_t *m);
+
+/* Every second: lookups due again. */
+void keng_consumer__schema_tick(keng_consumer_t *c);
+
+/* At an assignment or a revoke: p waits for nothing. */
+void keng_consumer__schema_reset(keng_consumer_t *c, part_t *p);
+
+/* Assigned partitions paused for the registry. */
+size_t keng_consumer__schema_waiting(const keng_consumer_t *c);
+
+/* Gives back the lookups (those in flight are freed by their answer). */
+void keng_consumer__schema_close(keng_consumer_t *c);
 
 /* counts.c wants a clock that never goes back; the wall clock may. */
 int64_t keng_consumer__now_ms(keng_consumer_t *c);

@@ -26,6 +26,7 @@
 #include "pdf.h"
 #include "program.h"
 #include "registry.h"
+#include "schemareg.h"
 #include "review.h"
 #include "timeutil.h"
 
@@ -38,9 +39,10 @@ static volatile sig_atomic_t stop_requested = 0;
 
 /* The keys keng-replay reads itself; the schema store lists its own. */
 static keng_config_keys_t replay_keys = {"topic.incidents", "topic.mediations", NULL};
-static const char *const *const config_tables[] = {keng_config_common_keys, replay_keys,
-                                                   keng_schema_store_config_keys,
-                                                   keng_event_rule_config_keys, NULL};
+static const char *const *const config_tables[] = {
+    keng_config_common_keys,       replay_keys,
+    keng_schema_store_config_keys, keng_schemareg_config_keys,
+    keng_event_rule_config_keys,   NULL};
 
 struct options {
     const char *config_path;
@@ -107,10 +109,42 @@ typedef struct reader {
     int last_topic;
     uint64_t messages;
     keng_avro_decoder_t *dec;
+    keng_schemareg_conf_t *sr; /* Schema Registry mode, or NULL: the manifest's ids */
     keng_review_t *review;
     keng_event_rule_t rule; /* events.min_occurred_at, events.max_future_ms */
     int64_t now_ms;         /* the replay's start: the clock the rule's future bound uses */
 } reader_t;
+
+/* Schema Registry mode: a writer id not seen before, from the registry, once. While no
+ * registry answers the replay waits (with a growing pause, until stopped): an event is never
+ * left out of the review because the registry was away. Returns 0 when the decoder knows id
+ * now, -1 when the registry does not know it (or it cannot be used, or the replay stops). */
+static int resolve(reader_t *rd, int32_t id)
+{
+    char errstr[600];
+    long backoff = 500;
+
+    for (;;) {
+        int rc = keng_schemareg_resolve(rd->sr, rd->dec, id, errstr, sizeof(errstr));
+        if (rc == KENG_SCHEMAREG_OK)
+            return 0;
+        if (rc != KENG_SCHEMAREG_UNREACHABLE) {
+            keng_log_warn("a schema id the schema registry cannot give; its events are counted "
+                          "as undecodable",
+                          "schema_id=%d error=\"%s\"", (int)id, errstr);
+            return -1;
+        }
+        keng_log_warn("the schema registry does not answer; the replay waits for it",
+                      "schema_id=%d retry_ms=%ld error=\"%s\"", (int)id, backoff, errstr);
+        for (long slept = 0; slept < backoff; slept += 100) {
+            if (stop_requested)
+                return -1;
+            struct timespec ts = {0, 100 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+        backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
+    }
+}
 
 static partition_end_t *end_of(reader_t *rd, const rd_kafka_message_t *m)
 {
@@ -165,9 +199,12 @@ static void read_message(reader_t *rd, const rd_kafka_message_t *m)
     if (end && m->offset >= end->high)
         return;
     keng_event_t ev;
+    int32_t id = 0;
     rd->messages++;
-    if (keng_avro_decode(rd->dec, m->payload, m->len, &ev, NULL, errstr, sizeof(errstr)) !=
-        KENG_AVRO_OK)
+    int rc = keng_avro_decode(rd->dec, m->payload, m->len, &ev, &id, errstr, sizeof(errstr));
+    if (rc == KENG_AVRO_ERR_UNKNOWN_ID && rd->sr && resolve(rd, id) == 0)
+        rc = keng_avro_decode(rd->dec, m->payload, m->len, &ev, &id, errstr, sizeof(errstr));
+    if (rc != KENG_AVRO_OK)
         keng_review_add_undecodable(rd->review);
     else if (keng_event_check_times(&rd->rule, &ev, rd->now_ms, NULL) != KENG_TIMES_OK)
         keng_review_add_invalid_time(rd->review);
@@ -465,6 +502,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
     keng_registry_t *reg = NULL;
     keng_schema_store_t *store = NULL;
     reader_t rd = {0};
+    keng_schemareg_conf_t sr = {0};
     rd_kafka_t *rk = NULL;
     rd_kafka_queue_t *queue = NULL;
     rd_kafka_topic_partition_list_t *assignment = NULL;
@@ -504,6 +542,16 @@ static int run(const struct options *opt, keng_config_t *cfg)
         if (!store || !rd.dec)
             rc = KENG_EXIT_CONFIG;
         goto out;
+    }
+    int sr_rc = keng_schemareg_conf_from_config(cfg, &sr, errstr, sizeof(errstr));
+    if (sr_rc < 0) {
+        keng_log_error("the schema registry's config does not load", "error=\"%s\"", errstr);
+        rc = KENG_EXIT_CONFIG;
+        goto out;
+    }
+    if (sr_rc > 0) {
+        rd.sr = &sr;
+        keng_avro_decoder_use_registry(rd.dec);
     }
     if (opt->check_config) {
         rc = check_kafka_settings(cfg, reg);
@@ -563,6 +611,7 @@ out:
     keng_avro_decoder_destroy(rd.dec);
     keng_schema_store_destroy(store);
     keng_registry_destroy(reg);
+    keng_schemareg_conf_free(&sr);
     return rc;
 }
 

@@ -36,8 +36,8 @@
 
 /* The producer and the schema store list the keys they read. */
 static const char *const *const config_tables[] = {
-    keng_config_common_keys, keng_producer_config_keys, keng_schema_store_config_keys,
-    keng_event_rule_config_keys, NULL};
+    keng_config_common_keys,    keng_producer_config_keys,   keng_schema_store_config_keys,
+    keng_schemareg_config_keys, keng_event_rule_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -462,6 +462,22 @@ static bool brokers_named(const keng_config_t *cfg)
 /* --check-config, once the config, registry and event times loaded: the schemas, and for an
  * import to Kafka its brokers and the Kafka settings as librdkafka judges them, without a
  * client, so nothing connects. Returns 0 or KENG_EXIT_CONFIG. */
+/* --check-config: the schema.registry.* keys load (nothing is asked of the registry).
+ * Returns 0 or KENG_EXIT_CONFIG. */
+static int check_registry(struct app *app)
+{
+    keng_schemareg_conf_t conf;
+    char errstr[512];
+    int rc = keng_schemareg_conf_from_config(app->cfg, &conf, errstr, sizeof(errstr));
+
+    keng_schemareg_conf_free(&conf);
+    if (rc < 0) {
+        fprintf(stderr, "keng-produce: %s\n", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    return 0;
+}
+
 static int check_config(struct app *app)
 {
     int rc = open_encoder(app);
@@ -473,6 +489,8 @@ static int check_config(struct app *app)
             return KENG_EXIT_CONFIG;
         if ((rc = keng_program_check_kafka(app->cfg, false)) != 0)
             return rc;
+        if ((rc = check_registry(app)) != 0)
+            return rc;
     }
     fprintf(stderr,
             "keng-produce: the config loads: registry of %zu boards, event times, schemas%s; "
@@ -480,6 +498,22 @@ static int check_config(struct app *app)
             keng_registry_board_count(app->reg),
             app->opt.dry_run ? " (a dry run uses no Kafka settings)" : ", Kafka settings");
     return 0;
+}
+
+/* With schema.registry.url: the registry's ids for the writer schemas, before any event is
+ * read. Returns 0, or the exit code (KENG_EXIT_CONFIG; KENG_EXIT_OK when stopped first). */
+static int use_registry(struct app *app)
+{
+    keng_schemareg_conf_t conf;
+    char errstr[512];
+    int rc = keng_schemareg_conf_from_config(app->cfg, &conf, errstr, sizeof(errstr));
+
+    if (rc < 0)
+        fprintf(stderr, "keng-produce: %s\n", errstr);
+    else if (rc > 0)
+        rc = keng_producer_use_registry(app->producer, &conf, &stop_requested);
+    keng_schemareg_conf_free(&conf);
+    return rc < 0 ? KENG_EXIT_CONFIG : rc == 1 ? KENG_EXIT_OK : rc;
 }
 
 int main(int argc, char **argv)
@@ -540,6 +574,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "keng-produce: %s\n", errstr);
             goto out;
         }
+        if ((rc = use_registry(&app)) != 0)
+            goto out;
+        rc = KENG_EXIT_CONFIG;
     }
 
     app.show_progress = !app.opt.no_progress && isatty(STDERR_FILENO);

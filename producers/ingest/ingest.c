@@ -29,6 +29,7 @@
 #include "log.h"
 #include "avro_codec.h"
 #include "producer.h"
+#include "schemareg.h"
 #include "program.h"
 #include "registry.h"
 #include "timeutil.h"
@@ -52,13 +53,11 @@ static keng_config_keys_t ingest_keys = {"registry",
                                          "web.config.file",
                                          "http.insecure_listen",
                                          NULL};
-static const char *const *const config_tables[] = {keng_config_common_keys,
-                                                   ingest_keys,
-                                                   keng_producer_config_keys,
-                                                   keng_http_server_config_keys,
-                                                   keng_schema_store_config_keys,
-                                                   keng_event_rule_config_keys,
-                                                   NULL};
+static const char *const *const config_tables[] = {
+    keng_config_common_keys,       ingest_keys,
+    keng_producer_config_keys,     keng_http_server_config_keys,
+    keng_schema_store_config_keys, keng_event_rule_config_keys,
+    keng_schemareg_config_keys,    NULL};
 
 struct options {
     const char *config_path;
@@ -94,6 +93,12 @@ typedef struct ingest {
     int exit_code;
     bool stopping;
     keng_web_config_t *web; /* --web.config.file: the users of /metrics; NULL without */
+
+    /* Schema Registry mode (schema.registry.url): the writer ids, found at start */
+    keng_schemareg_conf_t sr;
+    bool sr_on;
+    keng_http_client_t *http;
+    keng_schemareg_ids_t *ids;
 
     keng_ingest_body_limits_t body_limits;
     keng_event_rule_t rule; /* events.min_occurred_at, events.max_future_ms */
@@ -688,6 +693,13 @@ static void serve_events(ingest_t *in, keng_http_request_t *req, keng_kind_t kin
                      started_ms);
         return;
     }
+    if (in->sr_on && !keng_schemareg_ids_ready(in->ids)) {
+        answer_error(in, req, 503, "",
+                     "keng-ingest waits for the schema registry's ids; send the request again "
+                     "later",
+                     what, started_ms);
+        return;
+    }
     data = keng_http_request_body(req, &len);
     in->body_limits.now_ms = keng_now_ms();
     status = keng_ingest_body_parse(data, len, kind, in->reg, gw, &in->body_limits, &body, &errors,
@@ -737,6 +749,18 @@ static void on_request(keng_http_request_t *req, void *ctx)
         serve_events(in, req, kind, started_ms);
         return;
     }
+    if (strcmp(path, "/readyz") == 0 && strcmp(method, "GET") == 0) {
+        bool ready = !in->stopping && (!in->sr_on || keng_schemareg_ids_ready(in->ids));
+        keng_ingest_metrics_request(in->metrics, ready ? 200 : 503);
+        if (ready)
+            keng_http_respond_json(req, 200, json_pack("{s:s}", "status", "ready"));
+        else
+            keng_http_respond_json(
+                req, 503,
+                json_pack("{s:s, s:s}", "status", "not ready", "reason",
+                          in->stopping ? "stopping" : "waiting for the schema registry"));
+        return;
+    }
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
         if (strcmp(method, "GET") != 0) {
             keng_http_request_add_header(req, "Allow", "GET");
@@ -755,7 +779,7 @@ static void on_request(keng_http_request_t *req, void *ctx)
     }
     answer_error(in, req, 404, "",
                  "no such endpoint; keng-ingest serves POST /v1/incidents, POST /v1/mediations, "
-                 "GET /healthz and GET /metrics",
+                 "GET /healthz, GET /readyz and GET /metrics",
                  what, started_ms);
 }
 
@@ -809,6 +833,10 @@ static void on_server_closed(void *arg)
     keng_log_info("every request answered; flushing the producer", "waiting_events=%d",
                   rd_kafka_outq_len(keng_producer_handle(in->producer)));
     /* The loop ends once nothing is active; main then flushes and destroys the producer. */
+    keng_schemareg_ids_close(in->ids);
+    in->ids = NULL;
+    keng_http_client_close(in->http);
+    in->http = NULL;
     keng_producer_detach_uv(in->producer);
     keng_program_signals_close(&in->signals);
 }
@@ -941,6 +969,43 @@ static int load_web_config(ingest_t *in, const char *listen)
     return 0;
 }
 
+static void on_ids_ready(const int32_t *ids, void *arg)
+{
+    ingest_t *in = arg;
+
+    keng_producer_set_schema_id(in->producer, KENG_KIND_INCIDENT, ids[0]);
+    keng_producer_set_schema_id(in->producer, KENG_KIND_MEDIATION, ids[1]);
+    keng_log_info("ready: events are framed with the schema registry's ids",
+                  "incident_id=%d mediation_id=%d", (int)ids[0], (int)ids[1]);
+}
+
+/* Schema Registry mode: the writer ids are looked up (or registered) on the loop; until both
+ * are known /readyz is 503 and POSTs get 503. Returns 0, or -1 when memory runs out. */
+static int start_registry(ingest_t *in)
+{
+    const char *subjects[2], *jsons[2];
+    char errstr[256];
+
+    for (int k = 0; k < 2; k++) {
+        const char *record = keng_producer_writer_schema(in->producer, (keng_kind_t)k, &jsons[k]);
+        subjects[k] = record ? keng_schemareg_subject(&in->sr, record) : NULL;
+        if (!subjects[k]) {
+            keng_log_error("no writer schema for a kind of event", "kind=%d", k);
+            return -1;
+        }
+    }
+    in->http = keng_http_client_new(in->loop, errstr, sizeof(errstr));
+    if (!in->http) {
+        keng_log_error("cannot create the HTTP client", "error=\"%s\"", errstr);
+        return -1;
+    }
+    keng_log_info("not ready until the schema registry gives the writer ids", "registry=%s urls=%d",
+                  in->sr.shown[0], in->sr.url_count);
+    in->ids =
+        keng_schemareg_ids_start(in->loop, in->http, &in->sr, subjects, jsons, 2, on_ids_ready, in);
+    return in->ids ? 0 : -1;
+}
+
 static int run(ingest_t *in)
 {
     char errstr[512];
@@ -977,6 +1042,12 @@ static int run(ingest_t *in)
         in->tokens = keng_tokens_empty();
         keng_log_warn("no token file (--tokens FILE): every POST will be refused with 401", NULL);
     }
+    rc = keng_schemareg_conf_from_config(in->cfg, &in->sr, errstr, sizeof(errstr));
+    if (rc < 0) {
+        keng_log_error("the schema registry's config does not load", "error=\"%s\"", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    in->sr_on = rc > 0;
     if (in->check_only) {
         /* The producer loads the schemas, and makes a Kafka client: load them alone. */
         keng_schema_store_t *store = keng_schema_store_from_config(in->cfg, errstr, sizeof(errstr));
@@ -1018,6 +1089,8 @@ static int run(ingest_t *in)
         keng_log_error("cannot serve delivery reports on the loop", "error=\"%s\"", errstr);
         return 1;
     }
+    if (in->sr_on && start_registry(in) != 0)
+        return 1;
 
     in->srv = keng_http_server_new(in->loop, &limits, on_request, in);
     if (!in->srv) {
@@ -1084,6 +1157,7 @@ static int teardown(ingest_t *in)
     keng_tokens_destroy(in->tokens);
     keng_registry_destroy(in->reg);
     keng_web_config_destroy(in->web);
+    keng_schemareg_conf_free(&in->sr);
     return rc;
 }
 

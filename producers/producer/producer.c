@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "avro_codec.h"
 #include "kafka_denied.h"
 #include "kafka_health.h"
 #include "kafka_uv.h"
 #include "log.h"
+#include "program.h"
 #include "timeutil.h"
 
 /* Framed Avro of the largest event: a 4 KiB summary plus ids, times and enums. */
@@ -407,4 +409,65 @@ void keng_producer_get_stats(const keng_producer_t *p, keng_producer_stats_t *ou
 rd_kafka_t *keng_producer_handle(keng_producer_t *p)
 {
     return p->rk;
+}
+
+const char *keng_producer_writer_schema(const keng_producer_t *p, keng_kind_t kind,
+                                        const char **json)
+{
+    return keng_avro_encoder_writer(p->enc, kind, json);
+}
+
+void keng_producer_set_schema_id(keng_producer_t *p, keng_kind_t kind, int32_t id)
+{
+    keng_avro_encoder_set_id(p->enc, kind, id);
+}
+
+/* Sleeps ms in short steps, so that a stop is seen within 100 ms. Returns 1 when stopped. */
+static int pause_unless_stopped(long ms, volatile sig_atomic_t *stop)
+{
+    for (long slept = 0; slept < ms; slept += 100) {
+        if (*stop)
+            return 1;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return *stop ? 1 : 0;
+}
+
+int keng_producer_use_registry(keng_producer_t *p, keng_schemareg_conf_t *conf,
+                               volatile sig_atomic_t *stop)
+{
+    for (int k = 0; k < KENG_KIND_COUNT; k++) {
+        const char *json, *record = keng_producer_writer_schema(p, (keng_kind_t)k, &json);
+        const char *subject = record ? keng_schemareg_subject(conf, record) : NULL;
+        char errstr[1024];
+        long backoff = 500;
+        int32_t id = 0;
+        int rc;
+
+        if (!subject)
+            continue;
+        for (;;) {
+            rc = keng_schemareg_lookup(conf, subject, json, &id, NULL, errstr, sizeof(errstr));
+            if (rc == KENG_SCHEMAREG_NOT_FOUND)
+                rc = keng_schemareg_register(conf, subject, json, &id, errstr, sizeof(errstr));
+            if (rc != KENG_SCHEMAREG_UNREACHABLE)
+                break;
+            keng_log_warn("the schema registry does not answer; nothing is sent until it does "
+                          "(no fallback to the manifest's ids)",
+                          "subject=%s retry_ms=%ld error=\"%s\"", subject, backoff, errstr);
+            if (pause_unless_stopped(backoff, stop))
+                return 1;
+            backoff = backoff * 2 > 30000 ? 30000 : backoff * 2;
+        }
+        if (rc != KENG_SCHEMAREG_OK) {
+            keng_log_error("the schema registry refused keng's writer schema",
+                           "subject=%s record=%s error=\"%s\"", subject, record, errstr);
+            return KENG_EXIT_CONFIG;
+        }
+        keng_producer_set_schema_id(p, (keng_kind_t)k, id);
+        keng_log_info("writer schema id from the schema registry", "subject=%s record=%s id=%d",
+                      subject, record, (int)id);
+    }
+    return 0;
 }

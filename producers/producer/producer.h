@@ -11,6 +11,7 @@
 #ifndef KENG_PRODUCER_H
 #define KENG_PRODUCER_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "schemareg.h"
 
 typedef struct keng_producer keng_producer_t;
 typedef struct keng_producer_batch keng_producer_batch_t;
@@ -119,6 +121,26 @@ int keng_producer_attach_uv(keng_producer_t *p, uv_loop_t *loop, char *errstr, s
 
 /* Stops serving reports from the loop (closing the watcher asynchronously). */
 void keng_producer_detach_uv(keng_producer_t *p);
+
+/* ---- Schema Registry ids (schema.registry.url; common/schemareg/) ---- */
+
+/* The writer schema p encodes kind with: its record's full name, and *json (may be NULL) its
+ * JSON, both borrowed from p; NULL when p writes no such kind. */
+const char *keng_producer_writer_schema(const keng_producer_t *p, keng_kind_t kind,
+                                        const char **json);
+
+/* Frames kind's events with id (the registry's id of the writer schema) from the next send
+ * on. Same thread as the sends. */
+void keng_producer_set_schema_id(keng_producer_t *p, keng_kind_t kind, int32_t id);
+
+/* For the command-line producers, before their first send: looks up each writer schema
+ * under its subject in the registry, registering it when it is not there, and frames with
+ * the ids found. While no registry answers it says so in the log and tries again with a
+ * growing pause (0.5 s doubling to 30 s), until *stop is set; it never falls back to the
+ * manifest's ids. Returns 0; 1 when *stop was set first; or KENG_EXIT_CONFIG after logging
+ * why when the registry refused a schema (incompatible with its subject, or not allowed). */
+int keng_producer_use_registry(keng_producer_t *p, keng_schemareg_conf_t *conf,
+                               volatile sig_atomic_t *stop);
 
 void keng_producer_get_stats(const keng_producer_t *p, keng_producer_stats_t *out);
 

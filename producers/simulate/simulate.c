@@ -35,8 +35,8 @@ enum output { OUT_KAFKA, OUT_NDJSON };
 
 /* The producer and the schema store list the keys they read. */
 static const char *const *const config_tables[] = {
-    keng_config_common_keys, keng_producer_config_keys, keng_schema_store_config_keys,
-    keng_event_rule_config_keys, NULL};
+    keng_config_common_keys,    keng_producer_config_keys,   keng_schema_store_config_keys,
+    keng_schemareg_config_keys, keng_event_rule_config_keys, NULL};
 
 struct options {
     const char *config_path;
@@ -444,6 +444,22 @@ static bool brokers_named(const keng_config_t *cfg)
 /* --check-config, once the config, registry and event times loaded: for a stream to Kafka,
  * its brokers, the schemas the producer encodes with and the Kafka settings as librdkafka
  * judges them, without a client, so nothing connects. Returns 0 or KENG_EXIT_CONFIG. */
+/* --check-config: the schema.registry.* keys load (nothing is asked of the registry).
+ * Returns 0 or KENG_EXIT_CONFIG. */
+static int check_registry(struct app *app)
+{
+    keng_schemareg_conf_t conf;
+    char errstr[512];
+    int rc = keng_schemareg_conf_from_config(app->cfg, &conf, errstr, sizeof(errstr));
+
+    keng_schemareg_conf_free(&conf);
+    if (rc < 0) {
+        fprintf(stderr, "keng-simulate: %s\n", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    return 0;
+}
+
 static int check_config(struct app *app)
 {
     char errstr[512];
@@ -465,6 +481,8 @@ static int check_config(struct app *app)
         }
         if ((rc = keng_program_check_kafka(app->cfg, false)) != 0)
             return rc;
+        if ((rc = check_registry(app)) != 0)
+            return rc;
     }
     fprintf(stderr,
             "keng-simulate: the config loads: registry of %zu boards, event times%s; nothing "
@@ -473,6 +491,22 @@ static int check_config(struct app *app)
             app->opt.output == OUT_KAFKA ? ", schemas, Kafka settings"
                                          : " (NDJSON output uses no schemas or Kafka settings)");
     return 0;
+}
+
+/* With schema.registry.url: the registry's ids for the writer schemas, before any event is
+ * read. Returns 0, or the exit code (KENG_EXIT_CONFIG; KENG_EXIT_OK when stopped first). */
+static int use_registry(struct app *app)
+{
+    keng_schemareg_conf_t conf;
+    char errstr[512];
+    int rc = keng_schemareg_conf_from_config(app->cfg, &conf, errstr, sizeof(errstr));
+
+    if (rc < 0)
+        fprintf(stderr, "keng-simulate: %s\n", errstr);
+    else if (rc > 0)
+        rc = keng_producer_use_registry(app->producer, &conf, &stop_requested);
+    keng_schemareg_conf_free(&conf);
+    return rc < 0 ? KENG_EXIT_CONFIG : rc == 1 ? KENG_EXIT_OK : rc;
 }
 
 int main(int argc, char **argv)
@@ -529,6 +563,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "keng-simulate: %s\n", errstr);
             goto out;
         }
+        if ((rc = use_registry(&app)) != 0)
+            goto out;
+        rc = KENG_EXIT_CONFIG;
     }
     rc = run_simulation(&app);
 

@@ -960,7 +960,8 @@ def test_shell_scripts():
     # shellcheck follows it only when it is given too).
     scripts = sorted(glob.glob(path("deploy", "*.sh")) + glob.glob(path("scripts", "kafka-*.sh"))
                      + [path("scripts", n) for n in ("bench_kafka.sh", "bench_replay.sh",
-                                                     "bench_secure.sh", "bench_lib.sh")])
+                                                     "bench_secure.sh", "bench_lib.sh",
+                                                     "schema-registry.sh")])
     for s in scripts:
         r = subprocess.run(["bash", "-n", s], capture_output=True, text=True)
         kt.check_equal((r.returncode, r.stderr), (0, ""), f"bash -n {os.path.relpath(s, SRC)}")
@@ -970,7 +971,7 @@ def test_shell_scripts():
     r = subprocess.run(["shellcheck"] + scripts, capture_output=True, text=True)
     kt.check_equal((r.returncode, r.stdout), (0, ""),
                    "shellcheck deploy/*.sh scripts/kafka-*.sh "
-                   "scripts/bench_{kafka,replay,secure,lib}.sh")
+                   "scripts/bench_{kafka,replay,secure,lib}.sh scripts/schema-registry.sh")
 
 
 # ---- deploy/systemd/ ----

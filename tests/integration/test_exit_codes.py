@@ -19,7 +19,7 @@ REGISTRY_USERS = {
     "keng-replay": ["--year", "2025", "--out", "review-out"],
 }
 EVERY_PROGRAM = sorted(list(REGISTRY_USERS) + ["keng-broker", "keng-registry", "keng-avro",
-                                                "keng-demo"])
+                                                "keng-demo", "keng-schemas"])
 
 
 def run(wd, args, env=None):

@@ -9,7 +9,7 @@ import subprocess
 import kengtest as kt
 
 PROGRAMS = ["keng-aggregate", "keng-avro", "keng-broker", "keng-ingest", "keng-produce",
-            "keng-registry", "keng-replay", "keng-simulate", "keng-demo"]
+            "keng-registry", "keng-replay", "keng-schemas", "keng-simulate", "keng-demo"]
 
 
 def source_version():
