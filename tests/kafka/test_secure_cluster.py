@@ -9,6 +9,9 @@ a. least privilege is enough: events posted to keng-ingest (and resent) reach
    antt.board-counts, publishes an alert to antt.alerts and dead-letters a message that is
    not an event to antt.deadletter; keng-replay's review counts each event once. No program
    logs a refusal;
+a2. scale-out: a second keng-aggregate joins the group as the same user; with the
+   partitions shared out, each instance answers the whole province exactly, and neither logs
+   a refusal;
 b. keng-ingest's user cannot read: keng-replay run as keng-ingest exits 78 at once, naming
    the topic and the ACL (Read), and writes no review;
 c. keng-replay's user cannot write: keng-ingest run as keng-replay exits 78, naming the ACL
@@ -38,7 +41,7 @@ EVENTS, RESENDS = 400, 40
 
 class Secured:
     """What the checks share: the cluster, keng-aggregate and the events sent."""
-    work = cluster = agg = ing = None
+    work = cluster = agg = agg2 = ing = None
     src = None
     extra_messages = 0
 
@@ -141,6 +144,30 @@ def test_a_least_privilege_is_enough():
           f"{S.cluster.topics_s:.1f}s; {len(S.src.unique)} events and {RESENDS} resends "
           "through keng-ingest, counted exactly by keng-aggregate and keng-replay, each as its "
           "own SCRAM user over SASL_SSL", flush=True)
+
+
+def test_a2_scale_out():
+    """A second keng-aggregate in the group, as the same SCRAM user: the partitions are shared
+    out, and each instance still answers the whole province exactly (the states it reads from
+    antt.board-counts), with no refusal in either log."""
+    S.agg2 = fl.Aggregate(S.work, S.cluster.bootstrap, GROUP,
+                          S.cluster.client_conf("keng-aggregate") + "checkpoint.interval.ms=500\n",
+                          name="aggregate2").start()
+    S.agg2.wait_ready(timeout=120)
+    more = [pair for _ in range(5) for pair in S.src.new(40)]
+    for kind in ("incident", "mediation"):
+        events = [ev for k, ev in more if k == kind]
+        status, answer = S.ing.post(kind, events, timeout=30)
+        kt.check_equal((status, answer), (202, {"accepted": len(events)}),
+                       f"POST of {len(events)} {kind}s with two instances")
+    expected = S.src.expected()
+    for agg in (S.agg, S.agg2):
+        fl.wait_counts(agg, expected, f"{agg.process.name} on {agg.state_dir}: the province "
+                       "with two instances", timeout=120)
+        kt.check_equal(refusals(open(agg.process.log_path).read()), [],
+                       f"{agg.state_dir}: lines saying Kafka refused it")
+    print(f"FIGURES secured scale-out: two keng-aggregate instances as keng-aggregate, each "
+          f"answering {len(S.src.unique)} events exactly", flush=True)
 
 
 def test_b_ingest_user_cannot_read():
@@ -266,11 +293,12 @@ def main():
     if kl.skipped("test_secure_cluster"):
         return
     try:
-        kt.main([test_a_least_privilege_is_enough, test_b_ingest_user_cannot_read,
+        kt.main([test_a_least_privilege_is_enough, test_a2_scale_out,
+                 test_b_ingest_user_cannot_read,
                  test_c_replay_user_cannot_write, test_d_no_state_injected,
                  test_e_wrong_password, test_f_certificate_for_another_host])
     finally:
-        kl.close_all((S.agg, S.ing), S.cluster, S.work or kt.Workdir())
+        kl.close_all((S.agg, S.agg2, S.ing), S.cluster, S.work or kt.Workdir())
 
 
 if __name__ == "__main__":
