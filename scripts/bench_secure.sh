@@ -7,7 +7,8 @@
 #   keng-aggregate end to end: a new instance and group counting BENCH_SECURE_EVENTS events
 #   preloaded by keng-simulate, seconds from its first counted event to the last (scaled to
 #   the whole preload, as bench_kafka.sh does), and from its start to the last (joining the
-#   group and the TLS and SASL handshakes included).
+#   group and the TLS and SASL handshakes included);
+#   the ceiling: kcat -C reading the same preload, on the secured cluster as keng-replay's user.
 # Every run's figures follow the table.
 # Each program logs in as its own user on the secured cluster (DIR/client-<user>.conf).
 #
@@ -60,7 +61,7 @@ for kind in plain secure; do
         env "${env[@]}" "$src/deploy/create-acls.sh" >>"$work/setup.log" 2>&1
     fi
     # The config of each program: its login on the secured cluster, nothing on the other.
-    for user in keng-ingest keng-aggregate; do
+    for user in keng-ingest keng-aggregate keng-replay; do
         if [[ $kind == secure ]]; then
             grep -v '^#' "$dir/client-$user.conf" >"$work/$kind-$user.conf"
         else
@@ -140,10 +141,32 @@ run_aggregate() {
         'BEGIN {printf "%.3f %.3f\n", (b - a) * n / (n - c), b - s}'
 }
 
+# kcat reading both input topics to their end on cluster $1: prints the seconds. On the
+# secured one it logs in as keng-replay (Read on the input topics, no group), with the keys of
+# its client config turned into kcat's -X properties.
+run_kcat() {
+    local kind=$1 key value t0 args=()
+    while IFS='=' read -r key value; do
+        key=${key#kafka.}
+        case $key in
+        bootstrap.servers) args+=(-b "$value") ;;
+        sasl.password_file) args+=(-X "sasl.password=$(<"$value")") ;;
+        '') ;;
+        *) args+=(-X "$key=$value") ;;
+        esac
+    done <"$work/$kind-keng-replay.conf"
+    t0=$(now)
+    for t in antt.incidents antt.mediations; do
+        kcat -C "${args[@]}" -t "$t" -o beginning -e -q >/dev/null
+    done
+    elapsed "$t0"
+}
+
 for ((i = 0; i < runs; i++)); do
     for kind in plain secure; do
         run_wrk "$kind" >>"$work/ingest-$kind"
         run_aggregate "$kind" "bench-$i" >>"$work/aggregate-$kind"
+        run_kcat "$kind" >>"$work/kcat-$kind"
     done
 done
 
@@ -169,8 +192,15 @@ printf '| keng-aggregate end to end: events/s | %.0f | %.0f | %.2f |\n' \
     "$(awk -v n="$events" -v s="$pa" 'BEGIN {print n / s}')" \
     "$(awk -v n="$events" -v s="$sa" 'BEGIN {print n / s}')" \
     "$(awk -v a="$pa" -v b="$sa" 'BEGIN {print a / b}')"
+pk=$(median <"$work/kcat-plain")
+sk=$(median <"$work/kcat-secure")
+printf '| kcat -C reading the preload (the ceiling): events/s | %.0f | %.0f | %.2f |\n' \
+    "$(awk -v n="$events" -v s="$pk" 'BEGIN {print n / s}')" \
+    "$(awk -v n="$events" -v s="$sk" 'BEGIN {print n / s}')" \
+    "$(awk -v a="$pk" -v b="$sk" 'BEGIN {print a / b}')"
 echo
 for kind in plain secure; do
     echo "Runs, $kind: keng-ingest (events/s p99_ms) $(paste -sd, "$work/ingest-$kind");" \
-        "keng-aggregate (first-to-last start-to-last s) $(paste -sd, "$work/aggregate-$kind")"
+        "keng-aggregate (first-to-last start-to-last s) $(paste -sd, "$work/aggregate-$kind");" \
+        "kcat (s) $(paste -sd, "$work/kcat-$kind")"
 done
