@@ -1217,11 +1217,21 @@ static int admin_tokens(const struct options *opt)
         return KENG_EXIT_USAGE;
     }
     if (opt->list_tokens) {
-        printf("id  gateway  districts  created\n");
-        if (keng_tokens_list(opt->tokens, stdout, errstr, sizeof(errstr)) < 0) {
-            fprintf(stderr, "keng-ingest: %s\n", errstr);
+        /* The list first, then the heading with it: a file that does not load prints nothing
+         * on standard output (a heading alone read as "no tokens"). */
+        char *list = NULL;
+        size_t len = 0;
+        FILE *out = open_memstream(&list, &len);
+        int rc = out ? keng_tokens_list(opt->tokens, out, errstr, sizeof(errstr)) : -1;
+        if (out && fclose(out) != 0)
+            rc = -1;
+        if (rc < 0) {
+            fprintf(stderr, "keng-ingest: %s\n", out ? errstr : "out of memory");
+            free(list);
             return KENG_EXIT_CONFIG;
         }
+        printf("id  gateway  units  created\n%s", list ? list : "");
+        free(list);
         return 0;
     }
     if (keng_tokens_revoke(opt->tokens, opt->revoke, what, sizeof(what), errstr, sizeof(errstr)) <

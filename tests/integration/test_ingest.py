@@ -575,6 +575,14 @@ def test_rotation_with_list_and_revoke():
 
         rc, out, err = admin("--list-tokens")
         kt.check_equal(rc, 0, f"--list-tokens exit status ({err})")
+        kt.check_equal(out.splitlines()[0].split(), ["id", "gateway", "units", "created"],
+                       "--list-tokens heading")
+        # A file that does not load lists nothing: a heading alone would read as "no tokens".
+        r = subprocess.run([kt.binary("keng-ingest"), "--list-tokens", "--tokens",
+                            ing.tokens_path + ".missing"], capture_output=True, text=True,
+                           timeout=10)
+        kt.check_equal((r.returncode, r.stdout), (78, ""),
+                       f"--list-tokens of a missing file ({r.stderr!r})")
         mine = [line.split() for line in out.splitlines() if " gw-d07 " in f" {line} "]
         kt.check_equal(len(mine), 2, f"the gateway's two tokens listed:\n{out}")
         with open(ing.tokens_path) as f:
