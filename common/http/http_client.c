@@ -272,6 +272,47 @@ keng_http_client_t *keng_http_client_new(uv_loop_t *loop, char *errstr, size_t e
     return c;
 }
 
+/* Frees a request that never reached the multi handle. Returns -1, for the caller's return. */
+static int drop(request_t *r)
+{
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    free(r);
+    return -1;
+}
+
+/* What every request shares once its URL, body and write function are set: the headers, the
+ * credentials, the timeout, and its place in the multi handle and the client's list. Returns
+ * 0, or -1 with r freed. */
+static int start(keng_http_client_t *c, request_t *r, const keng_http_auth_t *auth, long timeout_ms)
+{
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
+    if (auth && auth->username &&
+        (curl_easy_setopt(r->easy, CURLOPT_HTTPAUTH, CURLAUTH_BASIC) != CURLE_OK ||
+         curl_easy_setopt(r->easy, CURLOPT_USERNAME, auth->username) != CURLE_OK ||
+         curl_easy_setopt(r->easy, CURLOPT_PASSWORD, auth->password ? auth->password : "") !=
+             CURLE_OK))
+        return drop(r);
+    if (auth && auth->bearer &&
+        (curl_easy_setopt(r->easy, CURLOPT_HTTPAUTH, CURLAUTH_BEARER) != CURLE_OK ||
+         curl_easy_setopt(r->easy, CURLOPT_XOAUTH2_BEARER, auth->bearer) != CURLE_OK))
+        return drop(r);
+    /* NOSIGNAL: no SIGALRM for name lookups in a program with its own signal handling. */
+    curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "keng/" KENG_VERSION);
+    curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->error);
+    curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+    if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK)
+        return drop(r);
+    r->next = c->requests;
+    if (r->next)
+        r->next->prev = r;
+    c->requests = r;
+    return 0;
+}
+
 int keng_http_client_post(keng_http_client_t *c, const char *url, const char *body, long timeout_ms,
                           keng_http_done_fn done, void *arg)
 {
@@ -296,42 +337,15 @@ int keng_http_client_post_auth(keng_http_client_t *c, const char *url, const cha
     r->headers = curl_slist_append(NULL, "Content-Type: application/json");
     if (!r->easy || !r->headers)
         goto fail;
-    /* NOSIGNAL: no SIGALRM for name lookups in a program with its own signal handling. */
     if (curl_easy_setopt(r->easy, CURLOPT_URL, url) != CURLE_OK ||
         curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
         curl_easy_setopt(r->easy, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK)
         goto fail;
-    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
-    if (auth && auth->username &&
-        (curl_easy_setopt(r->easy, CURLOPT_HTTPAUTH, CURLAUTH_BASIC) != CURLE_OK ||
-         curl_easy_setopt(r->easy, CURLOPT_USERNAME, auth->username) != CURLE_OK ||
-         curl_easy_setopt(r->easy, CURLOPT_PASSWORD, auth->password ? auth->password : "") !=
-             CURLE_OK))
-        goto fail;
-    if (auth && auth->bearer &&
-        (curl_easy_setopt(r->easy, CURLOPT_HTTPAUTH, CURLAUTH_BEARER) != CURLE_OK ||
-         curl_easy_setopt(r->easy, CURLOPT_XOAUTH2_BEARER, auth->bearer) != CURLE_OK))
-        goto fail;
-    curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "keng/" KENG_VERSION);
     curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->error);
-    curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
-    if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK)
-        goto fail;
-    r->next = c->requests;
-    if (r->next)
-        r->next->prev = r;
-    c->requests = r;
-    return 0;
+    return start(c, r, auth, timeout_ms);
 
 fail:
-    if (r->easy)
-        curl_easy_cleanup(r->easy);
-    curl_slist_free_all(r->headers);
-    free(r);
-    return -1;
+    return drop(r);
 }
 
 int keng_http_client_request(keng_http_client_t *c, const keng_http_request_t *req,
@@ -374,34 +388,12 @@ int keng_http_client_request(keng_http_client_t *c, const keng_http_request_t *r
         goto fail;
     if (req->ca_file && curl_easy_setopt(r->easy, CURLOPT_CAINFO, req->ca_file) != CURLE_OK)
         goto fail;
-    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
-    if (auth && auth->username &&
-        (curl_easy_setopt(r->easy, CURLOPT_HTTPAUTH, CURLAUTH_BASIC) != CURLE_OK ||
-         curl_easy_setopt(r->easy, CURLOPT_USERNAME, auth->username) != CURLE_OK ||
-         curl_easy_setopt(r->easy, CURLOPT_PASSWORD, auth->password ? auth->password : "") !=
-             CURLE_OK))
-        goto fail;
-    curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
-    curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "keng/" KENG_VERSION);
     curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, keep);
     curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->error);
-    curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
-    if (curl_multi_add_handle(c->multi, r->easy) != CURLM_OK)
-        goto fail;
-    r->next = c->requests;
-    if (r->next)
-        r->next->prev = r;
-    c->requests = r;
-    return 0;
+    return start(c, r, auth, req->timeout_ms);
 
 fail:
-    if (r->easy)
-        curl_easy_cleanup(r->easy);
-    curl_slist_free_all(r->headers);
-    free(r);
-    return -1;
+    return drop(r);
 }
 
 void keng_http_client_redact(const char *url, char *out, size_t size)

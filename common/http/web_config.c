@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "config.h"   /* keng_config_warn_if_exposed */
 #include "registry.h" /* keng_unit_id_valid: scopes use the registry's id alphabet */
 
 #define MAX_FILE_BYTES (1 << 20)
@@ -1016,4 +1017,32 @@ int keng_web_hash_password(const char *password, char *out, size_t out_size, cha
         free(data);
     }
     return ok ? 0 : -1;
+}
+
+int keng_web_config_from_config(const keng_config_t *cfg, keng_web_config_t **out, bool *insecure,
+                                char *errstr, size_t errstr_size)
+{
+    const char *path = keng_config_get(cfg, "web.config.file", NULL);
+    const char *insecure_s = keng_config_get(cfg, "http.insecure_listen", "false");
+
+    *out = NULL;
+    if (strcmp(insecure_s, "true") != 0 && strcmp(insecure_s, "false") != 0) {
+        snprintf(errstr, errstr_size, "http.insecure_listen must be true or false (got '%.32s')",
+                 insecure_s);
+        return -1;
+    }
+    *insecure = strcmp(insecure_s, "true") == 0;
+    if (!path || !*path)
+        return 0;
+    *out = keng_web_config_load(path, errstr, errstr_size);
+    if (!*out)
+        return -1;
+    keng_config_warn_if_exposed(path, "web config file");
+    return 0;
+}
+
+void keng_web_config_add_headers(const keng_web_config_t *wc, keng_http_request_t *req)
+{
+    for (size_t i = 0; wc && i < wc->nheaders; i++)
+        keng_http_request_add_header(req, wc->header_names[i], wc->header_values[i]);
 }

@@ -29,6 +29,9 @@
 
 #include <uv.h>
 
+#include "config.h"
+#include "http_server.h"
+
 typedef struct keng_web_config keng_web_config_t;
 typedef struct keng_web_user keng_web_user_t;
 
@@ -83,6 +86,15 @@ int keng_web_check_queue(uv_loop_t *loop, keng_web_config_t *wc, keng_web_check_
                          void (*done)(const keng_web_user_t *user, void *arg), void *arg);
 /* Checks on the thread pool now: a server that closes waits for them. */
 unsigned keng_web_checks_pending(const keng_web_config_t *wc);
+
+/* What both servers read of their config: web.config.file (loaded into *out, NULL without
+ * the key, with a warning for a file others may read) and http.insecure_listen (true or
+ * false, into *insecure). Returns 0, or -1 with errstr naming the key or the file's line. */
+int keng_web_config_from_config(const keng_config_t *cfg, keng_web_config_t **out, bool *insecure,
+                                char *errstr, size_t errstr_size);
+
+/* Adds http_server_config.headers to an answer (nothing for a NULL wc). */
+void keng_web_config_add_headers(const keng_web_config_t *wc, keng_http_request_t *req);
 
 /* Whether "HOST:PORT" listens on loopback only (127.0.0.0/8, ::1, localhost): a server
  * without users refuses anything else unless told (--insecure-listen). */

@@ -3,14 +3,15 @@
  * failing over between the configured URLs the same way. */
 #include "schemareg.h"
 
-#include "avro_codec.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
+
+#include "avro_codec.h"
+#include "program.h" /* KENG_EXIT_CONFIG */
 
 #define CONTENT_TYPE "application/vnd.schemaregistry.v1+json"
 #define MAX_ANSWER   (4u << 20)
@@ -377,8 +378,11 @@ int keng_schemareg_get_id(keng_schemareg_conf_t *conf, int32_t id, char **json, 
     return rc;
 }
 
-int keng_schemareg_register(keng_schemareg_conf_t *conf, const char *subject, const char *json,
-                            int32_t *id, char *errstr, size_t errstr_size)
+/* POSTs a schema to the subject's path_fmt ("/subjects/%s/versions" registers it,
+ * "/subjects/%s" looks it up) and reads the id, and the version when asked, of the answer. */
+static int post_schema_for_id(keng_schemareg_conf_t *conf, const char *path_fmt,
+                              const char *subject, const char *json, int32_t *id, int *version,
+                              char *errstr, size_t errstr_size)
 {
     char path[512], *body = schema_body(json), *answer = NULL;
     long status;
@@ -388,36 +392,7 @@ int keng_schemareg_register(keng_schemareg_conf_t *conf, const char *subject, co
         snprintf(errstr, errstr_size, "out of memory");
         return KENG_SCHEMAREG_ERROR;
     }
-    subject_path(path, sizeof(path), "/subjects/%s/versions", subject);
-    rc = keng_schemareg_call(conf, "POST", path, body, &status, &answer, errstr, errstr_size);
-    if (rc == KENG_SCHEMAREG_OK) {
-        long long n = status == 200 ? answer_int(answer, "id") : -1;
-        if (n > 0 && n <= INT32_MAX)
-            *id = (int32_t)n;
-        else if (status == 200) {
-            snprintf(errstr, errstr_size, "the registry's answer for %s has no id", subject);
-            rc = KENG_SCHEMAREG_ERROR;
-        } else {
-            rc = rc_of(status, answer, errstr, errstr_size);
-        }
-    }
-    free(answer);
-    free(body);
-    return rc;
-}
-
-int keng_schemareg_lookup(keng_schemareg_conf_t *conf, const char *subject, const char *json,
-                          int32_t *id, int *version, char *errstr, size_t errstr_size)
-{
-    char path[512], *body = schema_body(json), *answer = NULL;
-    long status;
-    int rc;
-
-    if (!body) {
-        snprintf(errstr, errstr_size, "out of memory");
-        return KENG_SCHEMAREG_ERROR;
-    }
-    subject_path(path, sizeof(path), "/subjects/%s", subject);
+    subject_path(path, sizeof(path), path_fmt, subject);
     rc = keng_schemareg_call(conf, "POST", path, body, &status, &answer, errstr, errstr_size);
     if (rc == KENG_SCHEMAREG_OK) {
         long long n = status == 200 ? answer_int(answer, "id") : -1;
@@ -435,6 +410,20 @@ int keng_schemareg_lookup(keng_schemareg_conf_t *conf, const char *subject, cons
     free(answer);
     free(body);
     return rc;
+}
+
+int keng_schemareg_register(keng_schemareg_conf_t *conf, const char *subject, const char *json,
+                            int32_t *id, char *errstr, size_t errstr_size)
+{
+    return post_schema_for_id(conf, "/subjects/%s/versions", subject, json, id, NULL, errstr,
+                              errstr_size);
+}
+
+int keng_schemareg_lookup(keng_schemareg_conf_t *conf, const char *subject, const char *json,
+                          int32_t *id, int *version, char *errstr, size_t errstr_size)
+{
+    return post_schema_for_id(conf, "/subjects/%s", subject, json, id, version, errstr,
+                              errstr_size);
 }
 
 int keng_schemareg_set_compatibility(keng_schemareg_conf_t *conf, const char *subject,
@@ -697,4 +686,18 @@ int keng_schemareg_register_async(keng_http_client_t *client, keng_schemareg_con
                                   keng_schemareg_done_fn done, void *arg)
 {
     return call_start(client, conf, OP_LOOKUP, 0, subject, json, done, arg);
+}
+
+int keng_schemareg_check_config(const keng_config_t *cfg, const char *program)
+{
+    keng_schemareg_conf_t conf;
+    char errstr[512];
+    int rc = keng_schemareg_conf_from_config(cfg, &conf, errstr, sizeof(errstr));
+
+    keng_schemareg_conf_free(&conf);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", program, errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    return 0;
 }

@@ -44,6 +44,10 @@ extern const char *const keng_schemareg_config_keys[];
  * frees conf with keng_schemareg_conf_free, whatever the result. */
 int keng_schemareg_conf_from_config(const keng_config_t *cfg, keng_schemareg_conf_t *conf,
                                     char *errstr, size_t errstr_size);
+
+/* For --check-config: whether the schema.registry.* keys of cfg load (nothing is asked of the
+ * registry). Returns 0, or KENG_EXIT_CONFIG after "<program>: why" on stderr. */
+int keng_schemareg_check_config(const keng_config_t *cfg, const char *program);
 void keng_schemareg_conf_free(keng_schemareg_conf_t *conf);
 
 /* The subject a record (its full name, "vn.antt.Incident") goes under, or NULL for a record

@@ -921,22 +921,14 @@ static int load_web_config(app_t *app)
 {
     const char *path = keng_config_get(app->cfg, "web.config.file", NULL);
     const char *listen = keng_config_get(app->cfg, "listen", DEFAULT_LISTEN);
-    const char *insecure = keng_config_get(app->cfg, "http.insecure_listen", "false");
     char errstr[512];
 
-    if (strcmp(insecure, "true") == 0)
-        app->insecure_listen = true;
-    else if (strcmp(insecure, "false") != 0) {
-        keng_log_error("http.insecure_listen must be true or false", "value=\"%s\"", insecure);
+    if (keng_web_config_from_config(app->cfg, &app->web, &app->insecure_listen, errstr,
+                                    sizeof(errstr)) != 0) {
+        keng_log_error("cannot load the web config file", "error=\"%s\"", errstr);
         return KENG_EXIT_USAGE;
     }
-    if (path && *path) {
-        app->web = keng_web_config_load(path, errstr, sizeof(errstr));
-        if (!app->web) {
-            keng_log_error("cannot load the web config file", "error=\"%s\"", errstr);
-            return KENG_EXIT_USAGE;
-        }
-        keng_config_warn_if_exposed(path, "web config file");
+    if (app->web) {
         if (keng_api__check_units(app->reg, app->web, errstr, sizeof(errstr)) != 0) {
             keng_log_error("the web config file names a unit the registry does not have",
                            "file=%s error=\"%s\"", path, errstr);

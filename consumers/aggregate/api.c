@@ -805,11 +805,7 @@ void keng_api_handle(keng_http_request_t *req, void *ctx)
         keng_api__respond_error(api, req, 405, "only GET is supported");
         return;
     }
-    for (size_t i = 0; i < keng_web_config_header_count(api->web); i++) {
-        const char *name, *value;
-        keng_web_config_header(api->web, i, &name, &value);
-        keng_http_request_add_header(req, name, value);
-    }
+    keng_web_config_add_headers(api->web, req);
     /* The probes of orchestrators stay open, and carry no data. */
     if (!keng_web_config_has_users(api->web) || strcmp(path, "/healthz") == 0 ||
         strcmp(path, "/readyz") == 0)

@@ -462,22 +462,6 @@ static bool brokers_named(const keng_config_t *cfg)
 /* --check-config, once the config, registry and event times loaded: the schemas, and for an
  * import to Kafka its brokers and the Kafka settings as librdkafka judges them, without a
  * client, so nothing connects. Returns 0 or KENG_EXIT_CONFIG. */
-/* --check-config: the schema.registry.* keys load (nothing is asked of the registry).
- * Returns 0 or KENG_EXIT_CONFIG. */
-static int check_registry(struct app *app)
-{
-    keng_schemareg_conf_t conf;
-    char errstr[512];
-    int rc = keng_schemareg_conf_from_config(app->cfg, &conf, errstr, sizeof(errstr));
-
-    keng_schemareg_conf_free(&conf);
-    if (rc < 0) {
-        fprintf(stderr, "keng-produce: %s\n", errstr);
-        return KENG_EXIT_CONFIG;
-    }
-    return 0;
-}
-
 static int check_config(struct app *app)
 {
     int rc = open_encoder(app);
@@ -489,7 +473,7 @@ static int check_config(struct app *app)
             return KENG_EXIT_CONFIG;
         if ((rc = keng_program_check_kafka(app->cfg, false)) != 0)
             return rc;
-        if ((rc = check_registry(app)) != 0)
+        if ((rc = keng_schemareg_check_config(app->cfg, "keng-produce")) != 0)
             return rc;
     }
     fprintf(stderr,

@@ -735,11 +735,7 @@ static void on_request(keng_http_request_t *req, void *ctx)
     char what[160];
 
     describe_request(what, sizeof(what), method, path, keng_http_request_peer(req), NULL);
-    for (size_t i = 0; i < keng_web_config_header_count(in->web); i++) {
-        const char *name, *value;
-        keng_web_config_header(in->web, i, &name, &value);
-        keng_http_request_add_header(req, name, value);
-    }
+    keng_web_config_add_headers(in->web, req);
     if (events_path(path, &kind)) {
         if (strcmp(method, "POST") != 0) {
             keng_http_request_add_header(req, "Allow", "POST");
@@ -941,25 +937,16 @@ static int read_settings(ingest_t *in, keng_http_limits_t *limits)
  * Returns 0, or KENG_EXIT_USAGE. */
 static int load_web_config(ingest_t *in, const char *listen)
 {
-    const char *path = keng_config_get(in->cfg, "web.config.file", NULL);
-    const char *insecure = keng_config_get(in->cfg, "http.insecure_listen", "false");
     char errstr[512];
+    bool insecure;
 
-    if (strcmp(insecure, "true") != 0 && strcmp(insecure, "false") != 0) {
-        keng_log_error("http.insecure_listen must be true or false", "value=\"%s\"", insecure);
+    if (keng_web_config_from_config(in->cfg, &in->web, &insecure, errstr, sizeof(errstr)) != 0) {
+        keng_log_error("cannot load the web config file", "error=\"%s\"", errstr);
         return KENG_EXIT_USAGE;
-    }
-    if (path && *path) {
-        in->web = keng_web_config_load(path, errstr, sizeof(errstr));
-        if (!in->web) {
-            keng_log_error("cannot load the web config file", "error=\"%s\"", errstr);
-            return KENG_EXIT_USAGE;
-        }
-        keng_config_warn_if_exposed(path, "web config file");
     }
     /* keng serves no TLS yet: beyond loopback, the gateways' bearer tokens would cross the
      * network in clear unless a TLS-terminating proxy is the only way in. */
-    if (!keng_web_listen_is_loopback(listen) && strcmp(insecure, "true") != 0) {
+    if (!keng_web_listen_is_loopback(listen) && !insecure) {
         keng_log_error("refusing to take the gateways' tokens in clear from the network: keng "
                        "serves no TLS yet; put a TLS-terminating proxy in front and give "
                        "--insecure-listen (docs/OPERATIONS.md, \"Security\")",

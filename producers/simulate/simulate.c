@@ -444,22 +444,6 @@ static bool brokers_named(const keng_config_t *cfg)
 /* --check-config, once the config, registry and event times loaded: for a stream to Kafka,
  * its brokers, the schemas the producer encodes with and the Kafka settings as librdkafka
  * judges them, without a client, so nothing connects. Returns 0 or KENG_EXIT_CONFIG. */
-/* --check-config: the schema.registry.* keys load (nothing is asked of the registry).
- * Returns 0 or KENG_EXIT_CONFIG. */
-static int check_registry(struct app *app)
-{
-    keng_schemareg_conf_t conf;
-    char errstr[512];
-    int rc = keng_schemareg_conf_from_config(app->cfg, &conf, errstr, sizeof(errstr));
-
-    keng_schemareg_conf_free(&conf);
-    if (rc < 0) {
-        fprintf(stderr, "keng-simulate: %s\n", errstr);
-        return KENG_EXIT_CONFIG;
-    }
-    return 0;
-}
-
 static int check_config(struct app *app)
 {
     char errstr[512];
@@ -481,7 +465,7 @@ static int check_config(struct app *app)
         }
         if ((rc = keng_program_check_kafka(app->cfg, false)) != 0)
             return rc;
-        if ((rc = check_registry(app)) != 0)
+        if ((rc = keng_schemareg_check_config(app->cfg, "keng-simulate")) != 0)
             return rc;
     }
     fprintf(stderr,
