@@ -925,7 +925,7 @@ static int load_web_config(app_t *app)
 
     if (keng_web_config_from_config(app->cfg, &app->web, &app->insecure_listen, errstr,
                                     sizeof(errstr)) != 0) {
-        keng_log_error("cannot load the web config file", "error=\"%s\"", errstr);
+        keng_log_error("the web settings do not load", "error=\"%s\"", errstr);
         return KENG_EXIT_USAGE;
     }
     if (app->web) {

@@ -941,7 +941,7 @@ static int load_web_config(ingest_t *in, const char *listen)
     bool insecure;
 
     if (keng_web_config_from_config(in->cfg, &in->web, &insecure, errstr, sizeof(errstr)) != 0) {
-        keng_log_error("cannot load the web config file", "error=\"%s\"", errstr);
+        keng_log_error("the web settings do not load", "error=\"%s\"", errstr);
         return KENG_EXIT_USAGE;
     }
     /* keng serves no TLS yet: beyond loopback, the gateways' bearer tokens would cross the
