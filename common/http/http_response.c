@@ -46,9 +46,9 @@ static void on_write(uv_write_t *wr, int status)
     }
 }
 
-/* Queues head followed by body on the connection. Both are borrowed. */
-int keng_http__conn_write(struct conn *c, const char *head, size_t head_len, const char *body,
-                          size_t body_len)
+/* Queues head followed by body on the socket as they are. Both are borrowed. */
+static int raw_write(struct conn *c, const char *head, size_t head_len, const char *body,
+                     size_t body_len)
 {
     struct write_req *w = malloc(sizeof(*w) + head_len + body_len);
     if (w == NULL)
@@ -58,6 +58,41 @@ int keng_http__conn_write(struct conn *c, const char *head, size_t head_len, con
     if (body_len > 0)
         memcpy(w->data + head_len, body, body_len);
     uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc < 0)
+        free(w);
+    return rc;
+}
+
+/* Queues head followed by body on the connection, encrypted on a TLS one. Both are
+ * borrowed. */
+int keng_http__conn_write(struct conn *c, const char *head, size_t head_len, const char *body,
+                          size_t body_len)
+{
+    if (c->ssl != NULL)
+        return keng_http__tls_write(c, head, head_len, body, body_len);
+    return raw_write(c, head, head_len, body, body_len);
+}
+
+char *keng_http__send_buffer_new(size_t len)
+{
+    struct write_req *w = malloc(sizeof(*w) + len);
+    if (w == NULL)
+        return NULL;
+    w->len = len;
+    return w->data;
+}
+
+void keng_http__send_buffer_free(char *buf)
+{
+    if (buf != NULL)
+        free(container_of(buf, struct write_req, data));
+}
+
+int keng_http__conn_send_buffer(struct conn *c, char *buf, size_t len)
+{
+    struct write_req *w = container_of(buf, struct write_req, data);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc < 0)
         free(w);

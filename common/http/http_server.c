@@ -131,6 +131,7 @@ static void server_maybe_done(keng_http_server_t *srv)
     for (size_t i = 0; i < srv->nallowed_hosts; i++)
         free(srv->allowed_hosts[i]);
     free(srv->allowed_hosts);
+    free(srv->tls_scratch);
     free(srv);
     if (done != NULL)
         done(arg);
@@ -192,6 +193,7 @@ static void conn_handle_closed(struct conn *c)
     }
     TAILQ_REMOVE(&srv->conns, c, link);
     srv->nall--;
+    keng_http__tls_free(c);
     free(c->inbuf);
     free(c);
     server_maybe_done(srv);
@@ -271,6 +273,8 @@ void keng_http__conn_shutdown(struct conn *c)
     c->state = ST_CLOSING;
     keng_http__conn_timer(c, LINGER_MS);
     c->inlen = c->inoff = 0;
+    if (c->ssl != NULL)
+        keng_http__tls_close_notify(c);
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
         keng_http__conn_close(c);
         return;
@@ -283,6 +287,10 @@ static void on_timer(uv_timer_t *t)
     struct conn *c = container_of(t, struct conn, timer);
     switch (c->state) {
     case ST_IDLE:
+        if (c->ssl != NULL && !c->tls_ready && c->got_byte) {
+            keng_http__tls_timed_out(c);
+            break;
+        }
         if (!c->got_byte)
             c->srv->stats.first_byte_timeouts++;
         keng_http__conn_close(c);
@@ -311,20 +319,76 @@ void keng_http__conn_timer(struct conn *c, unsigned ms)
         uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+size_t keng_http__conn_room(struct conn *c)
 {
-    struct conn *c = container_of((uv_tcp_t *)handle, struct conn, tcp);
     if (c->incap - c->inlen < READ_CHUNK) {
         size_t cap = c->inlen + READ_CHUNK;
         char *p = realloc(c->inbuf, cap);
-        if (p == NULL) {
-            *buf = uv_buf_init(NULL, 0);
-            return;
-        }
+        if (p == NULL)
+            return 0;
         c->inbuf = p;
         c->incap = cap;
     }
-    *buf = uv_buf_init(c->inbuf + c->inlen, (unsigned)(c->incap - c->inlen));
+    return c->incap - c->inlen;
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = container_of((uv_tcp_t *)handle, struct conn, tcp);
+    (void)suggested;
+    /* TLS: ciphertext goes into the server's scratch buffer and from there into the SSL's
+     * own at once, so an idle connection holds no read buffer. */
+    if (c->ssl != NULL) {
+        *buf = uv_buf_init(c->srv->tls_scratch, TLS_SCRATCH);
+        return;
+    }
+    size_t room = keng_http__conn_room(c);
+    *buf = uv_buf_init(room ? c->inbuf + c->inlen : NULL, (unsigned)room);
+}
+
+/* The client closed its side (EOF, or TLS's close_notify). */
+void keng_http__conn_eof(struct conn *c)
+{
+    c->eof = true;
+    keng_http__conn_read_stop(c);
+    /* A client may half-close after its last request and still read the answers. */
+    switch (c->state) {
+    case ST_HANDLER:
+        break; /* keng_http_respond answers, then carries on with what is buffered */
+    case ST_IDLE:
+    case ST_HEADERS:
+    case ST_BODY:
+        keng_http__conn_shutdown(c); /* no request can complete; flush what is queued */
+        break;
+    case ST_STREAM:
+        keng_http__conn_close(c);
+        break;
+    case ST_CLOSING:
+        if (c->shutdown_done)
+            keng_http__conn_close(c); /* else on_shutdown closes once the answer is out */
+        break;
+    }
+}
+
+/* Takes n plaintext bytes received at inbuf + inlen. */
+void keng_http__conn_received(struct conn *c, size_t n)
+{
+    switch (c->state) {
+    case ST_STREAM:
+    case ST_CLOSING:
+        return; /* drained: the bytes at inbuf + inlen are simply not kept */
+    case ST_HANDLER:
+        c->inlen += n;
+        if (c->inlen - c->inoff >= HANDLER_READ_CAP)
+            keng_http__conn_read_stop(c);
+        return;
+    case ST_IDLE:
+    case ST_HEADERS:
+    case ST_BODY:
+        c->inlen += n;
+        keng_http__conn_process(c);
+        return;
+    }
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -333,49 +397,23 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0 || c->closing)
         return;
     if (nread < 0) {
-        c->eof = true;
-        keng_http__conn_read_stop(c);
         if (nread != UV_EOF) {
+            c->eof = true;
+            keng_http__conn_read_stop(c);
             keng_http__conn_close(c); /* reset: nobody is left to answer */
             return;
         }
-        /* A client may half-close after its last request and still read the answers. */
-        switch (c->state) {
-        case ST_HANDLER:
-            break; /* keng_http_respond answers, then carries on with what is buffered */
-        case ST_IDLE:
-        case ST_HEADERS:
-        case ST_BODY:
-            keng_http__conn_shutdown(c); /* no request can complete; flush what is queued */
-            break;
-        case ST_STREAM:
-            keng_http__conn_close(c);
-            break;
-        case ST_CLOSING:
-            if (c->shutdown_done)
-                keng_http__conn_close(c); /* else on_shutdown closes once the answer is out */
-            break;
-        }
+        keng_http__conn_eof(c);
         return;
     }
     c->got_byte = true;
     keng_http__conn_touch(c);
-    switch (c->state) {
-    case ST_STREAM:
-    case ST_CLOSING:
-        return; /* drained: the bytes at inbuf + inlen are simply not kept */
-    case ST_HANDLER:
-        c->inlen += (size_t)nread;
-        if (c->inlen - c->inoff >= HANDLER_READ_CAP)
-            keng_http__conn_read_stop(c);
-        return;
-    case ST_IDLE:
-    case ST_HEADERS:
-    case ST_BODY:
-        c->inlen += (size_t)nread;
-        keng_http__conn_process(c);
+    if (c->ssl == NULL) {
+        keng_http__conn_received(c, (size_t)nread);
         return;
     }
+    if (c->state != ST_STREAM && c->state != ST_CLOSING)
+        keng_http__tls_received(c, buf->base, (size_t)nread);
 }
 
 /* ---- server ---- */
@@ -412,6 +450,12 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    /* Before the cap's 503: a TLS client could not read a plain answer (it is closed). */
+    if (srv->tls != NULL && keng_http__tls_accept(c) < 0) {
+        keng_log_error("http server is out of memory for a new TLS connection", NULL);
+        keng_http__conn_close(c);
+        return;
+    }
     struct sockaddr_storage ss;
     int sslen = sizeof(ss);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
@@ -563,6 +607,22 @@ void keng_http_server_write_metrics(const keng_http_server_t *srv, FILE *out)
             "keng_http_streams_cut_off_total %" PRIu64 "\n",
             st.streams, st.refused, st.evicted, st.first_byte_timeouts, st.read_pauses,
             st.streams_refused, st.streams_cut_off);
+    if (srv->tls == NULL)
+        return;
+    fprintf(out,
+            "# HELP keng_http_tls_handshakes_total TLS handshakes completed.\n"
+            "# TYPE keng_http_tls_handshakes_total counter\n"
+            "keng_http_tls_handshakes_total %" PRIu64 "\n"
+            "# HELP keng_http_tls_handshake_failures_total TLS handshakes refused or broken "
+            "(an old protocol, a client certificate missing or not trusted, not TLS at all).\n"
+            "# TYPE keng_http_tls_handshake_failures_total counter\n"
+            "keng_http_tls_handshake_failures_total %" PRIu64 "\n"
+            "# HELP keng_http_tls_handshake_timeouts_total TLS handshakes closed unfinished after "
+            "http.header_timeout_ms.\n"
+            "# TYPE keng_http_tls_handshake_timeouts_total counter\n"
+            "keng_http_tls_handshake_timeouts_total %" PRIu64 "\n",
+            st.tls_handshakes, st.tls_handshake_failures, st.tls_handshake_timeouts);
+    keng_tls_write_metrics(srv->tls, out);
 }
 
 /* Adds one name (len bytes of s, a trailing dot dropped) to the allowed hosts. 0 or -1. */
@@ -648,6 +708,14 @@ bool keng_http__host_allowed(const keng_http_server_t *srv, const char *host)
         if (strcasecmp(srv->allowed_hosts[i], name) == 0)
             return true;
     return false;
+}
+
+int keng_http_server_set_tls(keng_http_server_t *srv, keng_tls_t *tls)
+{
+    if (tls != NULL && srv->tls_scratch == NULL && (srv->tls_scratch = malloc(TLS_SCRATCH)) == NULL)
+        return -ENOMEM;
+    srv->tls = tls;
+    return 0;
 }
 
 void keng_http_server_set_precheck(keng_http_server_t *srv, keng_http_precheck_fn fn)

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "tls.h"
 
 typedef struct keng_http_server keng_http_server_t;
 typedef struct keng_http_request keng_http_request_t;
@@ -62,14 +63,17 @@ int keng_http_limits_from_config(keng_http_limits_t *limits, const keng_config_t
 
 /* What the server did on its own, for /metrics. */
 typedef struct keng_http_stats {
-    unsigned connections;         /* open, streams not included */
-    unsigned streams;             /* open streams */
-    uint64_t refused;             /* connections answered 503: the cap was reached, none idle */
-    uint64_t evicted;             /* idle connections closed to make room for a new one */
-    uint64_t first_byte_timeouts; /* connections closed that never sent a byte */
-    uint64_t read_pauses;         /* times a connection stopped reading for unsent answers */
-    uint64_t streams_refused;     /* streams answered 503 at max_streams */
-    uint64_t streams_cut_off;     /* stream readers cut off past stream_max_unsent_bytes */
+    unsigned connections;            /* open, streams not included */
+    unsigned streams;                /* open streams */
+    uint64_t refused;                /* connections answered 503: the cap was reached, none idle */
+    uint64_t evicted;                /* idle connections closed to make room for a new one */
+    uint64_t first_byte_timeouts;    /* connections closed that never sent a byte */
+    uint64_t read_pauses;            /* times a connection stopped reading for unsent answers */
+    uint64_t streams_refused;        /* streams answered 503 at max_streams */
+    uint64_t streams_cut_off;        /* stream readers cut off past stream_max_unsent_bytes */
+    uint64_t tls_handshakes;         /* TLS handshakes completed */
+    uint64_t tls_handshake_failures; /* refused or broken (old protocol, bad client cert) */
+    uint64_t tls_handshake_timeouts; /* unfinished after header_timeout_ms */
 } keng_http_stats_t;
 
 void keng_http_server_stats(const keng_http_server_t *srv, keng_http_stats_t *out);
@@ -77,7 +81,9 @@ void keng_http_server_stats(const keng_http_server_t *srv, keng_http_stats_t *ou
 /* Writes the stats in the Prometheus text format (keng_http_streams,
  * keng_http_connections_refused_total, keng_http_connections_evicted_total,
  * keng_http_first_byte_timeouts_total, keng_http_read_pauses_total,
- * keng_http_streams_refused_total, keng_http_streams_cut_off_total). */
+ * keng_http_streams_refused_total, keng_http_streams_cut_off_total; with TLS also
+ * keng_http_tls_handshakes_total, keng_http_tls_handshake_failures_total,
+ * keng_http_tls_handshake_timeouts_total and keng_tls_write_metrics's). */
 void keng_http_server_write_metrics(const keng_http_server_t *srv, FILE *out);
 
 /* The body of an error the server answers by itself (400 malformed request, 408, 411, 413,
@@ -120,6 +126,13 @@ typedef void (*keng_http_handler_fn)(keng_http_request_t *req, void *ctx);
  * keng_http_server_close, which frees it. */
 keng_http_server_t *keng_http_server_new(uv_loop_t *loop, const keng_http_limits_t *limits,
                                          keng_http_handler_fn handler, void *ctx);
+
+/* Speaks TLS on every connection accepted from now on, with the context tls holds at
+ * accept time (keng_tls_reload changes it for later connections only). tls is borrowed and
+ * must outlive the server. A handshake is bounded by header_timeout_ms from its first byte;
+ * a connection refused at max_connections is closed, as a TLS client cannot read a plain
+ * 503. Call before listening. Returns 0 or -ENOMEM. */
+int keng_http_server_set_tls(keng_http_server_t *srv, keng_tls_t *tls);
 
 /* Listens on "HOST:PORT" (port 0 picks a free one). Returns 0 or a negative errno. */
 int keng_http_server_listen(keng_http_server_t *srv, const char *host_port);

@@ -9,8 +9,10 @@
 #include <sys/queue.h>
 
 #include <http_parser.h>
+#include <openssl/ssl.h>
 
 #include "http_server.h"
+#include "tls.h"
 
 /* Bytes of later pipelined requests buffered while the handler works on the current one;
  * past it we stop reading so a client cannot make us buffer without bound. */
@@ -91,6 +93,11 @@ struct conn {
     bool shutdown_done;
     bool processing;
     bool eof;
+    /* TLS (keng_http_server_set_tls): the connection's session, reading from and writing to
+     * memory BIOs that the socket's bytes go through; NULL for plain HTTP. */
+    SSL *ssl;
+    bool tls_started; /* the first handshake bytes came: the handshake's timer runs */
+    bool tls_ready;   /* handshake done: requests can be read and answers written */
     char peer[80];
 };
 
@@ -139,6 +146,11 @@ struct keng_http_server {
     keng_http_stats_t noted; /* the stats at the last log line */
     unsigned nall;           /* every connection not yet freed, 503'd ones included */
     unsigned in_flight;
+    keng_tls_t *tls;           /* borrowed; NULL for plain HTTP */
+    char *tls_scratch;         /* ciphertext read from any socket, fed to its SSL at once */
+    uint64_t tls_note_next_ms; /* loop time of the next allowed line about failed handshakes */
+    uint64_t tls_failures_noted, tls_timeouts_noted;
+    char tls_last_failure[160];
     int port;
     bool closing;
     bool listener_closed;
@@ -169,6 +181,33 @@ void keng_http__conn_touch(struct conn *c);
 /* Logs what the caps did since the last line, at most once per NOTE_INTERVAL_MS. */
 void keng_http__server_note(keng_http_server_t *srv);
 
+/* Takes n plaintext bytes the connection received at inbuf + inlen (a read, or TLS's
+ * decryption of one): buffers and parses them as the connection's state allows. */
+void keng_http__conn_received(struct conn *c, size_t n);
+/* The client closed its side (EOF, or TLS's close_notify). */
+void keng_http__conn_eof(struct conn *c);
+/* Room for at least READ_CHUNK bytes at inbuf + inlen; returns the room, 0 when out of
+ * memory. */
+size_t keng_http__conn_room(struct conn *c);
+
+/* ---- TLS on a connection (http_tls.c) ---- */
+
+/* Size of the server's scratch buffer for ciphertext reads. */
+#define TLS_SCRATCH (64 * 1024)
+/* Starts a TLS session on an accepted connection. 0 or -ENOMEM. */
+int keng_http__tls_accept(struct conn *c);
+/* Takes ciphertext from the socket: handshakes, then decrypts into the connection. */
+void keng_http__tls_received(struct conn *c, const char *data, size_t len);
+/* Encrypts and queues head then body (body may be NULL); -ENOTCONN before the handshake is
+ * done. */
+int keng_http__tls_write(struct conn *c, const char *head, size_t head_len, const char *body,
+                         size_t body_len);
+/* Queues TLS's close_notify, before the write side is shut down. */
+void keng_http__tls_close_notify(struct conn *c);
+/* The connection's handshake took longer than http.header_timeout_ms: counted and closed. */
+void keng_http__tls_timed_out(struct conn *c);
+void keng_http__tls_free(struct conn *c);
+
 /* ---- requests (http_request.c) ---- */
 
 /* Parses and dispatches the buffered bytes, one request at a time, until the handler has one
@@ -184,6 +223,12 @@ size_t keng_http__conn_unsent(struct conn *c);
 /* Queues head followed by body on the connection; both are borrowed (copied). 0 or <0. */
 int keng_http__conn_write(struct conn *c, const char *head, size_t head_len, const char *body,
                           size_t body_len);
+/* Raw bytes (TLS's records) written straight into a send buffer: a buffer of len bytes from
+ * keng_http__send_buffer_new (NULL when out of memory), queued as it is by
+ * keng_http__conn_send_buffer, which takes it in every case. 0 or <0. */
+char *keng_http__send_buffer_new(size_t len);
+void keng_http__send_buffer_free(char *buf);
+int keng_http__conn_send_buffer(struct conn *c, char *buf, size_t len);
 /* Answers an error of the server's own and closes the connection after it. */
 void keng_http__conn_fail(struct conn *c, int status, const char *why);
 

@@ -14,10 +14,12 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "config.h"   /* keng_config_warn_if_exposed */
+#include "config.h" /* keng_config_warn_if_exposed */
+#include "log.h"
 #include "registry.h" /* keng_unit_id_valid: scopes use the registry's id alphabet */
 
 #define MAX_FILE_BYTES (1 << 20)
@@ -440,6 +442,14 @@ struct keng_web_config {
     size_t nheaders;
     unsigned char key[32]; /* for the remembered passwords, new per process */
     unsigned pending;      /* checks on the thread pool (keng_web_check_queue) */
+    /* tls_server_config: the settings read, their paths (relative ones from the file's
+     * folder, as the toolkit does), and the context made from them by
+     * keng_web_config_from_config. */
+    bool has_tls;
+    keng_tls_settings_t tls_settings;
+    char *cert_file, *key_file, *client_ca_file;
+    char *dir; /* the file's folder; NULL for text not from a file */
+    keng_tls_t *tls;
 };
 
 /* What an unknown user's password is checked against, so that it costs what a known user's
@@ -472,6 +482,11 @@ void keng_web_config_destroy(keng_web_config_t *wc)
     free(wc->header_names);
     free(wc->header_values);
     OPENSSL_cleanse(wc->key, sizeof(wc->key));
+    keng_tls_destroy(wc->tls);
+    free(wc->cert_file);
+    free(wc->key_file);
+    free(wc->client_ca_file);
+    free(wc->dir);
     free(wc->users);
     free(wc);
 }
@@ -672,6 +687,116 @@ static void read_server_config(parser_t *p, keng_web_config_t *wc, const node_t 
     }
 }
 
+/* A TLS version's name in the toolkit's spelling; 0 when it is not one keng serves. */
+static int tls_version(parser_t *p, const node_t *v, int line, const char *key)
+{
+    if (v->kind == NODE_SCALAR && strcmp(v->text, "TLS12") == 0)
+        return TLS1_2_VERSION;
+    if (v->kind == NODE_SCALAR && strcmp(v->text, "TLS13") == 0)
+        return TLS1_3_VERSION;
+    if (v->kind == NODE_SCALAR && (strcmp(v->text, "TLS10") == 0 || strcmp(v->text, "TLS11") == 0))
+        fail(p, line,
+             "tls_server_config.%s: %s is refused: keng serves TLS 1.2 and 1.3 only (TLS12 or "
+             "TLS13)",
+             key, v->text);
+    else
+        fail(p, line, "tls_server_config.%s: expected TLS12 or TLS13", key);
+    return 0;
+}
+
+/* n is the value of tls_server_config, whose key is on key_line. */
+static void read_tls_config(parser_t *p, keng_web_config_t *wc, const node_t *n, int key_line)
+{
+    /* Keys of the toolkit's that would change what the file means and keng does not apply:
+     * refused, so that the file never means less here than in Prometheus. */
+    static const char *const not_read[] = {
+        "cert", "key", "client_ca", "cipher_suites", "curve_preferences", "client_allowed_sans"};
+    keng_tls_settings_t *t = &wc->tls_settings;
+    int auth_line = key_line;
+    bool auth_given = false;
+
+    if (n->kind == NODE_NULL)
+        return;
+    if (n->kind != NODE_MAP) {
+        fail(p, n->line, "tls_server_config: expected keys under it");
+        return;
+    }
+    wc->has_tls = true;
+    t->client_auth = KENG_TLS_NO_CLIENT_CERT;
+    t->min_version = TLS1_2_VERSION;
+    t->prefer_server_cipher_suites = true;
+    for (size_t i = 0; i < n->n && !p->failed; i++) {
+        const char *key = n->keys[i];
+        const node_t *v = n->items[i];
+        int line = n->key_lines[i];
+        char **path = strcmp(key, "cert_file") == 0        ? &wc->cert_file
+                      : strcmp(key, "key_file") == 0       ? &wc->key_file
+                      : strcmp(key, "client_ca_file") == 0 ? &wc->client_ca_file
+                                                           : NULL;
+        if (path) {
+            if (v->kind != NODE_SCALAR || !*v->text) {
+                fail(p, line, "tls_server_config.%s: expected a file's path", key);
+                return;
+            }
+            if (!(*path = strdup(v->text)))
+                fail(p, line, "out of memory");
+        } else if (strcmp(key, "client_auth_type") == 0) {
+            int auth = v->kind == NODE_SCALAR ? keng_tls_client_auth_parse(v->text) : -1;
+            if (auth < 0) {
+                fail(p, line,
+                     "tls_server_config.client_auth_type: expected NoClientCert, "
+                     "RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or "
+                     "RequireAndVerifyClientCert");
+                return;
+            }
+            t->client_auth = (keng_tls_client_auth_t)auth;
+            auth_given = true;
+            auth_line = line;
+        } else if (strcmp(key, "min_version") == 0) {
+            t->min_version = tls_version(p, v, line, key);
+        } else if (strcmp(key, "max_version") == 0) {
+            t->max_version = tls_version(p, v, line, key);
+        } else if (strcmp(key, "prefer_server_cipher_suites") == 0) {
+            if (v->kind != NODE_SCALAR ||
+                (strcmp(v->text, "true") != 0 && strcmp(v->text, "false") != 0)) {
+                fail(p, line, "tls_server_config.%s: expected true or false", key);
+                return;
+            }
+            t->prefer_server_cipher_suites = strcmp(v->text, "true") == 0;
+        } else {
+            bool known = false;
+            for (size_t k = 0; k < sizeof(not_read) / sizeof(not_read[0]); k++)
+                known = known || strcmp(key, not_read[k]) == 0;
+            fail(p, line,
+                 known ? "tls_server_config.%s: keng does not read this key; leave it out "
+                         "(keng takes OpenSSL's choice of ciphers and curves, and certificates "
+                         "from files)"
+                       : "tls_server_config: unknown key '%s' (keng reads cert_file, key_file, "
+                         "client_ca_file, client_auth_type, min_version, max_version and "
+                         "prefer_server_cipher_suites)",
+                 key);
+            return;
+        }
+    }
+    if (p->failed)
+        return;
+    if (!wc->cert_file || !wc->key_file)
+        fail(p, key_line, "tls_server_config: needs both cert_file and key_file");
+    else if (t->max_version && t->max_version < t->min_version)
+        fail(p, key_line, "tls_server_config: max_version is below min_version");
+    else if (wc->client_ca_file && t->client_auth == KENG_TLS_NO_CLIENT_CERT)
+        fail(p, auth_line,
+             "tls_server_config: client_ca_file is given without a client_auth_type that "
+             "checks it (RequireAndVerifyClientCert or VerifyClientCertIfGiven)%s",
+             auth_given ? "" : "; none is given");
+    else if (!wc->client_ca_file && (t->client_auth == KENG_TLS_VERIFY_CLIENT_CERT_IF_GIVEN ||
+                                     t->client_auth == KENG_TLS_REQUIRE_AND_VERIFY_CLIENT_CERT))
+        fail(p, auth_line,
+             "tls_server_config.client_auth_type: %s needs client_ca_file, the CAs that client "
+             "certificates are checked against",
+             keng_tls_client_auth_name(t->client_auth));
+}
+
 keng_web_config_t *keng_web_config_parse(const char *text, size_t len, const char *name,
                                          char *errstr, size_t errstr_size)
 {
@@ -728,9 +853,7 @@ keng_web_config_t *keng_web_config_parse(const char *text, size_t len, const cha
             else if (strcmp(key, "http_server_config") == 0)
                 read_server_config(&p, wc, root->items[i]);
             else if (strcmp(key, "tls_server_config") == 0)
-                fail(&p, root->key_lines[i],
-                     "tls_server_config: keng does not serve TLS yet; terminate TLS in a proxy "
-                     "in front of it (docs/OPERATIONS.md, \"Security\") and leave this key out");
+                read_tls_config(&p, wc, root->items[i], root->key_lines[i]);
             else
                 fail(&p, root->key_lines[i],
                      "unknown key '%s' (a web config file has basic_auth_users, "
@@ -775,6 +898,15 @@ keng_web_config_t *keng_web_config_load(const char *path, char *errstr, size_t e
     }
     keng_web_config_t *wc = keng_web_config_parse(text, len, path, errstr, errstr_size);
     free(text);
+    if (wc) {
+        const char *slash = strrchr(path, '/');
+        wc->dir = slash ? strndup(path, (size_t)(slash - path + 1)) : strdup("");
+        if (!wc->dir) {
+            snprintf(errstr, errstr_size, "out of memory");
+            keng_web_config_destroy(wc);
+            return NULL;
+        }
+    }
     return wc;
 }
 
@@ -1019,6 +1151,49 @@ int keng_web_hash_password(const char *password, char *out, size_t out_size, cha
     return ok ? 0 : -1;
 }
 
+/* A path of the file's, relative ones taken from the file's folder. NULL when out of
+ * memory. */
+static char *resolve(const keng_web_config_t *wc, const char *path)
+{
+    char *out = NULL;
+
+    if (!path)
+        return NULL;
+    if (path[0] == '/' || !wc->dir)
+        return strdup(path);
+    if (asprintf(&out, "%s%s", wc->dir, path) < 0)
+        return NULL;
+    return out;
+}
+
+/* The TLS context of tls_server_config, from its files. 0, or -1 with errstr naming the
+ * file. */
+static int tls_start(keng_web_config_t *wc, char *errstr, size_t errstr_size)
+{
+    keng_tls_settings_t t = wc->tls_settings;
+    char *cert = resolve(wc, wc->cert_file), *key = resolve(wc, wc->key_file);
+    char *ca = resolve(wc, wc->client_ca_file);
+    int rc = -1;
+
+    if (!cert || !key || (wc->client_ca_file && !ca)) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    t.cert_file = cert;
+    t.key_file = key;
+    t.client_ca_file = ca;
+    wc->tls = keng_tls_new(&t, errstr, errstr_size);
+    if (wc->tls) {
+        keng_config_warn_if_exposed(key, "TLS private key");
+        rc = 0;
+    }
+out:
+    free(cert);
+    free(key);
+    free(ca);
+    return rc;
+}
+
 int keng_web_config_from_config(const keng_config_t *cfg, keng_web_config_t **out, bool *insecure,
                                 char *errstr, size_t errstr_size)
 {
@@ -1038,7 +1213,45 @@ int keng_web_config_from_config(const keng_config_t *cfg, keng_web_config_t **ou
     if (!*out)
         return -1;
     keng_config_warn_if_exposed(path, "web config file");
+    if ((*out)->has_tls && tls_start(*out, errstr, errstr_size) != 0) {
+        keng_web_config_destroy(*out);
+        *out = NULL;
+        return -1;
+    }
     return 0;
+}
+
+keng_tls_t *keng_web_config_tls(const keng_web_config_t *wc)
+{
+    return wc ? wc->tls : NULL;
+}
+
+void keng_web_config_log_tls(const keng_web_config_t *wc)
+{
+    char what[700];
+
+    if (!keng_web_config_tls(wc))
+        return;
+    keng_tls_describe(wc->tls, what, sizeof(what));
+    keng_log_info("serving TLS", "%s", what);
+}
+
+void keng_web_config_reload_tls(keng_web_config_t *wc)
+{
+    char errstr[512], what[700];
+
+    if (!keng_web_config_tls(wc)) {
+        keng_log_info("SIGHUP: no certificate to reload (no tls_server_config)", NULL);
+        return;
+    }
+    if (keng_tls_reload(wc->tls, errstr, sizeof(errstr)) != 0) {
+        keng_log_error("SIGHUP: the certificate did not reload; the one in use stays",
+                       "error=\"%s\"", errstr);
+        return;
+    }
+    keng_tls_describe(wc->tls, what, sizeof(what));
+    keng_log_info("SIGHUP: certificate reloaded; new connections get it, open ones keep theirs",
+                  "%s", what);
 }
 
 void keng_web_config_add_headers(const keng_web_config_t *wc, keng_http_request_t *req)

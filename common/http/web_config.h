@@ -8,7 +8,16 @@
  *     headers:                   # added to every answer
  *       Strict-Transport-Security: max-age=31536000
  *     http2: true                # read and ignored: keng speaks HTTP/1.1
- *   tls_server_config: ...       # refused: keng does not serve TLS yet (a proxy must)
+ *   tls_server_config:           # HTTPS: TLS 1.2 and 1.3 on OpenSSL (tls.h)
+ *     cert_file: keng.crt        # relative paths are from this file's folder
+ *     key_file: keng.key
+ *     client_ca_file: ca.crt     # with client_auth_type RequireAndVerifyClientCert or
+ *     client_auth_type: ...      # VerifyClientCertIfGiven; NoClientCert by default
+ *     min_version: TLS12         # TLS12 (default) or TLS13; TLS10 and TLS11 refused
+ *     max_version: TLS13
+ *     prefer_server_cipher_suites: true
+ *   (cipher_suites, curve_preferences, client_allowed_sans and the inline cert and key are
+ *   refused: keng takes OpenSSL's ciphers and curves, and certificates from files)
  *
  * and keng's own additions:
  *
@@ -31,6 +40,7 @@
 
 #include "config.h"
 #include "http_server.h"
+#include "tls.h"
 
 typedef struct keng_web_config keng_web_config_t;
 typedef struct keng_web_user keng_web_user_t;
@@ -88,10 +98,23 @@ int keng_web_check_queue(uv_loop_t *loop, keng_web_config_t *wc, keng_web_check_
 unsigned keng_web_checks_pending(const keng_web_config_t *wc);
 
 /* What both servers read of their config: web.config.file (loaded into *out, NULL without
- * the key, with a warning for a file others may read) and http.insecure_listen (true or
- * false, into *insecure). Returns 0, or -1 with errstr naming the key or the file's line. */
+ * the key, with a warning for a file others may read, its TLS context made from its
+ * certificate and key) and http.insecure_listen (true or false, into *insecure). Returns 0,
+ * or -1 with errstr naming the key, the file's line, or a certificate file and its fault. */
 int keng_web_config_from_config(const keng_config_t *cfg, keng_web_config_t **out, bool *insecure,
                                 char *errstr, size_t errstr_size);
+
+/* The TLS context of tls_server_config (keng_http_server_set_tls; keng_tls_reload on
+ * SIGHUP), owned by wc; NULL without the key, or for a wc that keng_web_config_from_config
+ * did not make. */
+keng_tls_t *keng_web_config_tls(const keng_web_config_t *wc);
+
+/* Logs the certificate served ("serving TLS"), at start; nothing without TLS. */
+void keng_web_config_log_tls(const keng_web_config_t *wc);
+
+/* SIGHUP: reads the certificate, key and client CAs again (keng_tls_reload) and logs the
+ * outcome; a failure keeps the certificate in use. */
+void keng_web_config_reload_tls(keng_web_config_t *wc);
 
 /* Adds http_server_config.headers to an answer (nothing for a NULL wc). */
 void keng_web_config_add_headers(const keng_web_config_t *wc, keng_http_request_t *req);

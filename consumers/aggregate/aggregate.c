@@ -116,7 +116,8 @@ typedef struct app {
     keng_consumer_t *consumer;
     keng_api_t *api;
     keng_http_server_t *srv;
-    keng_program_signals_t signals; /* SIGINT and SIGTERM stop */
+    keng_program_signals_t signals; /* SIGINT and SIGTERM stop; SIGHUP reloads the TLS
+                                     * certificate */
     uv_timer_t denial_timer;        /* stops the program once Kafka refused its user */
     bool denial_timer_on;
     bool stopping;
@@ -153,12 +154,15 @@ static void usage(FILE *out)
             "                     http.max_connections, default 10000; at the cap the least\n"
             "                     recently active idle one is closed for the new one)\n"
             "  --max-streams N    /v1/stream clients at once (config http.max_streams, 256)\n"
-            "  --web.config.file FILE  users (bcrypt) and their scopes, in the format of\n"
-            "                     Prometheus's web config (config web.config.file;\n"
-            "                     docs/OPERATIONS.md, \"Security\"); with users every route but\n"
-            "                     /healthz and /readyz asks for one and answers its scope only\n"
-            "  --insecure-listen  listen beyond loopback without users (config\n"
-            "                     http.insecure_listen): only behind a proxy that authenticates\n"
+            "  --web.config.file FILE  users (bcrypt) and their scopes, and HTTPS\n"
+            "                     (tls_server_config), in the format of Prometheus's web\n"
+            "                     config (config web.config.file; docs/OPERATIONS.md,\n"
+            "                     \"Security\"); with users every route but /healthz and\n"
+            "                     /readyz asks for one and answers its scope only; SIGHUP\n"
+            "                     reloads the certificate and key\n"
+            "  --insecure-listen  listen beyond loopback without users and TLS (config\n"
+            "                     http.insecure_listen): only behind a proxy that terminates\n"
+            "                     TLS and authenticates\n"
             "  --hash-password    print a bcrypt hash of the password on standard input, for\n"
             "                     basic_auth_users, then exit\n"
             "  --check-config     load the config, registry, schemas, alert rules and Kafka\n"
@@ -283,6 +287,10 @@ static void on_signal(uv_signal_t *handle, int signum)
 {
     app_t *app = handle->data;
 
+    if (signum == SIGHUP) {
+        keng_web_config_reload_tls(app->web);
+        return;
+    }
     keng_log_info("signal received, stopping", "signal=%d", signum);
     shutdown_app(app);
 }
@@ -783,6 +791,10 @@ static int start_http(app_t *app, const keng_http_limits_t *limits)
     keng_api_set_server(app->api, app->srv);
     keng_api_set_more_metrics(app->api, more_metrics, app);
     keng_api_set_web_config(app->api, app->web);
+    if (keng_http_server_set_tls(app->srv, keng_web_config_tls(app->web)) != 0) {
+        keng_log_error("cannot start TLS: out of memory", NULL);
+        return 1;
+    }
     /* The names others reach it by (its links in alerts) are its names too. */
     char advertised[256], dashboard[256], errstr[256];
     const char *names[] = {
@@ -798,7 +810,10 @@ static int start_http(app_t *app, const keng_http_limits_t *limits)
         keng_log_error("cannot listen", "listen=%s error=\"%s\"", listen, uv_strerror(rc));
         return 1;
     }
-    keng_log_info("listening", "listen=%s port=%d", listen, keng_http_server_port(app->srv));
+    keng_log_info("listening", "listen=%s port=%d scheme=%s", listen,
+                  keng_http_server_port(app->srv),
+                  keng_web_config_tls(app->web) ? "https" : "http");
+    keng_web_config_log_tls(app->web);
     return 0;
 }
 
@@ -937,13 +952,15 @@ static int load_web_config(app_t *app)
         keng_log_info("web config loaded", "file=%s users=%zu", path,
                       keng_web_config_user_count(app->web));
     }
-    if (!keng_web_listen_is_loopback(listen) && !keng_web_config_has_users(app->web) &&
-        !app->insecure_listen) {
-        keng_log_error("refusing to serve the counts per hamlet to the network without users: "
-                       "give --web.config.file with basic_auth_users and user_scopes, or, when "
-                       "a proxy in front authenticates every user and nothing else can reach "
-                       "this port, --insecure-listen (docs/OPERATIONS.md, \"Security\")",
-                       "listen=%s", listen);
+    if (!keng_web_listen_is_loopback(listen) && !app->insecure_listen &&
+        (!keng_web_config_has_users(app->web) || !keng_web_config_tls(app->web))) {
+        keng_log_error("refusing to serve the counts per hamlet to the network without users "
+                       "and TLS: give --web.config.file with basic_auth_users, user_scopes and "
+                       "tls_server_config, or, when a proxy in front terminates TLS and "
+                       "authenticates every user and nothing else can reach this port, "
+                       "--insecure-listen (docs/OPERATIONS.md, \"Security\")",
+                       "listen=%s users=%zu tls=%s", listen, keng_web_config_user_count(app->web),
+                       keng_web_config_tls(app->web) ? "yes" : "no");
         return KENG_EXIT_USAGE;
     }
     return 0;
@@ -991,7 +1008,7 @@ static int run_loaded(app_t *app)
         uv_run(app->loop, UV_RUN_DEFAULT);
         return rc;
     }
-    keng_program_signals_start(&app->signals, app->loop, on_signal, app, 0);
+    keng_program_signals_start(&app->signals, app->loop, on_signal, app, 1);
     uv_timer_init(app->loop, &app->denial_timer);
     app->denial_timer.data = app;
     app->denial_timer_on = true;

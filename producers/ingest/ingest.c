@@ -87,7 +87,8 @@ typedef struct ingest {
     keng_http_server_t *srv;
     keng_ingest_metrics_t *metrics;
     keng_ingest_rate_t *rate;       /* events per second per gateway (ingest.rate.*) */
-    keng_program_signals_t signals; /* SIGINT, SIGTERM stop; SIGHUP reloads the tokens */
+    keng_program_signals_t signals; /* SIGINT, SIGTERM stop; SIGHUP reloads the tokens and
+                                     * the TLS certificate */
     uv_timer_t denial_timer;        /* stops the program once Kafka refused its user */
     bool denial_timer_on;
     int exit_code;
@@ -156,11 +157,13 @@ static void usage(FILE *out)
             "  --max-connections N  connections at once (config http.max_connections, default\n"
             "                       10000); at the cap the least recently active idle one is\n"
             "                       closed for the new one, and with none idle it gets 503\n"
-            "  --web.config.file FILE  the users who may read /metrics (metrics_users), and\n"
-            "                       headers for every answer, in the format of Prometheus's\n"
-            "                       web config (docs/OPERATIONS.md, \"Security\")\n"
-            "  --insecure-listen    listen beyond loopback (config http.insecure_listen):\n"
-            "                       keng serves no TLS, so only behind a TLS-terminating proxy\n"
+            "  --web.config.file FILE  HTTPS (tls_server_config, client certificates\n"
+            "                       included), the users who may read /metrics\n"
+            "                       (metrics_users), and headers for every answer, in the\n"
+            "                       format of Prometheus's web config (docs/OPERATIONS.md,\n"
+            "                       \"Security\", \"Certificates\")\n"
+            "  --insecure-listen    listen beyond loopback without TLS (config\n"
+            "                       http.insecure_listen): only behind a TLS-terminating proxy\n"
             "  --new-token NAME     print a new random token once and append its hash, NAME\n"
             "                       and --units to --tokens FILE, then exit; units are ids of\n"
             "                       any level of the registry (D01,D07; communes; boards) or *,\n"
@@ -178,9 +181,10 @@ static void usage(FILE *out)
             "Token file: one line per token, '<sha256 of the token, hex> <gateway name>\n"
             "<units>', units a comma-separated list of unit ids or '*'; '#' starts a comment.\n"
             "A file meant to hold no token says so with the line '!no-tokens'.\n"
-            "Send SIGHUP to reload it (rotate tokens without a restart); a file that fails to\n"
-            "load, or that holds no token without '!no-tokens', leaves the tokens in use\n"
-            "unchanged. SIGINT and SIGTERM stop taking requests, finish those in flight, flush\n"
+            "Send SIGHUP to reload it (rotate tokens without a restart), and the TLS certificate\n"
+            "and key; a file that fails to load, or that holds no token without '!no-tokens',\n"
+            "leaves the tokens (or certificate) in use unchanged. SIGINT and SIGTERM stop taking "
+            "requests, finish those in flight, flush\n"
             "the producer and exit 0.\n"
             "\n"
             "Request bodies come with Content-Length: any Transfer-Encoding is refused (411 for\n"
@@ -874,6 +878,7 @@ static void on_signal(uv_signal_t *handle, int signum)
 
     if (signum == SIGHUP) {
         reload_tokens(in);
+        keng_web_config_reload_tls(in->web);
         return;
     }
     keng_log_info("signal received: stop accepting, finish requests in flight, flush",
@@ -944,12 +949,13 @@ static int load_web_config(ingest_t *in, const char *listen)
         keng_log_error("the web settings do not load", "error=\"%s\"", errstr);
         return KENG_EXIT_USAGE;
     }
-    /* keng serves no TLS yet: beyond loopback, the gateways' bearer tokens would cross the
-     * network in clear unless a TLS-terminating proxy is the only way in. */
-    if (!keng_web_listen_is_loopback(listen) && !insecure) {
-        keng_log_error("refusing to take the gateways' tokens in clear from the network: keng "
-                       "serves no TLS yet; put a TLS-terminating proxy in front and give "
-                       "--insecure-listen (docs/OPERATIONS.md, \"Security\")",
+    /* Beyond loopback without TLS, the gateways' bearer tokens would cross the network in
+     * clear unless a TLS-terminating proxy is the only way in. */
+    if (!keng_web_listen_is_loopback(listen) && !insecure && !keng_web_config_tls(in->web)) {
+        keng_log_error("refusing to take the gateways' tokens in clear from the network: give "
+                       "--web.config.file with tls_server_config, or, when a TLS-terminating "
+                       "proxy in front is the only way in, --insecure-listen "
+                       "(docs/OPERATIONS.md, \"Security\")",
                        "listen=%s", listen);
         return KENG_EXIT_USAGE;
     }
@@ -1087,6 +1093,11 @@ static int run(ingest_t *in)
     }
     keng_http_server_set_error_body(in->srv, server_error_body);
     keng_http_server_set_precheck(in->srv, precheck);
+    if (keng_http_server_set_tls(in->srv, keng_web_config_tls(in->web)) != 0) {
+        keng_log_error("cannot start TLS: out of memory", NULL);
+        rc = 1;
+        goto fail;
+    }
     if (keng_http_server_allow_hosts(in->srv, in->cfg, NULL, errstr, sizeof(errstr)) != 0) {
         keng_log_error("cannot take the allowed hosts", "error=\"%s\"", errstr);
         rc = KENG_EXIT_CONFIG;
@@ -1098,9 +1109,10 @@ static int run(ingest_t *in)
         rc = 1;
         goto fail;
     }
-    keng_log_info("listening", "listen=%s port=%d tokens=%zu boards=%zu", listen,
-                  keng_http_server_port(in->srv), keng_tokens_count(in->tokens),
-                  keng_registry_board_count(in->reg));
+    keng_log_info("listening", "listen=%s port=%d scheme=%s tokens=%zu boards=%zu", listen,
+                  keng_http_server_port(in->srv), keng_web_config_tls(in->web) ? "https" : "http",
+                  keng_tokens_count(in->tokens), keng_registry_board_count(in->reg));
+    keng_web_config_log_tls(in->web);
 
     keng_program_signals_start(&in->signals, in->loop, on_signal, in, 1);
     uv_timer_init(in->loop, &in->denial_timer);

@@ -15,6 +15,7 @@ import time
 import urllib.parse
 
 import kengtest as kt
+import test_tls
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -133,6 +134,25 @@ tests:
               summary: >-
                 keng-aggregate f:8080 has not been ready for 15 minutes: its /readyz says why
                 (fenced for good, checkpoints failing, or still catching up)
+  # h's certificate ends on day 20, i's on day 10: only i's is near its end.
+  - interval: 1m
+    input_series:
+      - series: 'keng_tls_certificate_not_after_timestamp_seconds{{job="keng-ingest",instance="h:8088"}}'
+        values: '1728000x30'
+      - series: 'keng_tls_certificate_not_after_timestamp_seconds{{job="keng-ingest",instance="i:8088"}}'
+        values: '864000x30'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: KengTLSCertificateExpiresSoon
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: KengTLSCertificateExpiresSoon
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: keng-ingest, instance: "i:8088"}}
+            exp_annotations:
+              summary: >-
+                the certificate that keng-ingest at i:8088 serves ends in 9d 23h 40m 0s: renew
+                it and send SIGHUP
 """
 
 
@@ -158,16 +178,20 @@ def new_token(tokens_path):
 
 
 class Prometheus:
-    def __init__(self, wd, targets, auth=None):
-        """auth: {job: (username, password file)} for the targets that ask for a user."""
+    def __init__(self, wd, targets, auth=None, tls=None):
+        """auth: {job: (username, password file)} for the targets that ask for a user; tls:
+        {job: CA file} for the targets that serve HTTPS."""
         self.port = kt.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         config = wd.file("prometheus.yml")
         auth = auth or {}
+        tls = tls or {}
         scrape = "".join(
             f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n" +
             (f"    basic_auth:\n      username: {auth[job][0]}\n"
-             f"      password_file: {auth[job][1]}\n" if job in auth else "")
+             f"      password_file: {auth[job][1]}\n" if job in auth else "") +
+            (f"    scheme: https\n    tls_config:\n      ca_file: {tls[job]}\n"
+             f"      server_name: localhost\n" if job in tls else "")
             for job, target in targets.items())
         with open(config, "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -210,7 +234,14 @@ def test_metrics_scraped_by_prometheus():
     agg = ingest = prom = None
     try:
         agg_port, ingest_port = kt.free_port(), kt.free_port()
-        agg_base, ingest_base = f"http://127.0.0.1:{agg_port}", f"http://127.0.0.1:{ingest_port}"
+        # keng-aggregate serves HTTPS, as deploy/prometheus.yml shows; Python's clients here
+        # trust the test's CA.
+        pki = wd.file("pki")
+        os.makedirs(pki)
+        test_tls.make_pki(pki)
+        ca_file = os.path.join(pki, "ca.crt")
+        os.environ["SSL_CERT_FILE"] = ca_file
+        agg_base, ingest_base = f"https://localhost:{agg_port}", f"http://127.0.0.1:{ingest_port}"
         cfg = wd.file("keng.conf")
         with open(cfg, "w") as f:
             f.write("kafka.session.timeout.ms=6000\ncheckpoint.interval.ms=200\n")
@@ -224,7 +255,9 @@ def test_metrics_scraped_by_prometheus():
                                 capture_output=True, text=True, timeout=30).stdout.strip()
         web = wd.file("web.yml")
         with open(web, "w") as f:
-            f.write(f"basic_auth_users:\n  prometheus: {hashed}\nmetrics_users: [prometheus]\n")
+            f.write(f"basic_auth_users:\n  prometheus: {hashed}\nmetrics_users: [prometheus]\n"
+                    f"tls_server_config:\n  cert_file: {pki}/server1.crt\n"
+                    f"  key_file: {pki}/server1.key\n")
         scrape_auth = {"Authorization": "Basic " +
                        base64.b64encode(f"prometheus:{password}".encode()).decode()}
         agg = kt.Process("keng-aggregate", ["--config", cfg, "--brokers", broker.bootstrap,
@@ -273,7 +306,8 @@ def test_metrics_scraped_by_prometheus():
 
         prom = Prometheus(wd, {"keng-aggregate": f"127.0.0.1:{agg_port}",
                                "keng-ingest": f"127.0.0.1:{ingest_port}"},
-                          auth={"keng-aggregate": ("prometheus", password_file)})
+                          auth={"keng-aggregate": ("prometheus", password_file)},
+                          tls={"keng-aggregate": ca_file})
         kt.wait_until(lambda: prom.query("up") and all(v == 1 for v in prom.query("up").values())
                       and len(prom.query("up")) == 2, 60, "both targets up in Prometheus")
         expected = {
@@ -299,6 +333,7 @@ def test_metrics_scraped_by_prometheus():
         kt.check_equal(ingest.stop(), 0, "keng-ingest exit status")
         agg = ingest = None
     finally:
+        os.environ.pop("SSL_CERT_FILE", None)
         if prom:
             prom.stop()
         kt.close_all([agg, ingest], broker, wd)

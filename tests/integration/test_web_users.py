@@ -5,7 +5,7 @@ what is in it, and gets 403 for the province, another district and /metrics; its
 stream hold its district's only; a metrics user reads /metrics alone; the file's headers are
 on every answer. A bad file is refused naming its line, a scope the registry lacks with its
 user, and a listen beyond loopback without users is refused (exit 64) unless
---insecure-listen says so (keng-ingest's too, since it serves no TLS). keng-ingest takes the
+--insecure-listen says so (keng-ingest's too without TLS; test_tls has TLS). keng-ingest takes the
 same file for its /metrics. The dashboard in Chromium, signed in as the district's user, opens
 at the district and shows no province number."""
 
@@ -280,7 +280,7 @@ def test_bad_files_and_unsafe_listen():
             (f"basic_auth_users:\n  alice: {good}\nuser_scope:\n  alice: [NA]\n",
              64, "web-", ":3: unknown key 'user_scope'"),
             (f"basic_auth_users:\n  alice: {good}\ntls_server_config:\n  cert_file: x\n",
-             64, "web-", ":3: tls_server_config: keng does not serve TLS yet"),
+             64, "web-", ":3: tls_server_config: needs both cert_file and key_file"),
             (f"basic_auth_users:\n  alice: {good}\nuser_scopes:\n  bob: [NA]\n",
              64, "web-", ":4: user_scopes: bob is not in basic_auth_users"),
             (f"basic_auth_users:\n  alice: {good}\nuser_scopes:\n  alice: [D99]\n",
@@ -292,7 +292,8 @@ def test_bad_files_and_unsafe_listen():
             kt.check_equal(out.returncode, code, f"exit status for {message!r} ({out.stderr!r})")
             kt.check(message in out.stderr, "the refusal says why, with its line", message,
                      out.stderr[-500:])
-        # Beyond loopback: refused without users, taken with them or with --insecure-listen.
+        # Beyond loopback: refused without users and TLS (test_tls has both), taken with
+        # --insecure-listen.
         out = check_config(work, "listen=0.0.0.0:8080\n")
         kt.check_equal(out.returncode, 64, f"0.0.0.0 without users ({out.stderr!r})")
         kt.check("--web.config.file" in out.stderr and "--insecure-listen" in out.stderr,
@@ -301,10 +302,12 @@ def test_bad_files_and_unsafe_listen():
         kt.check_equal(out.returncode, 0, f"0.0.0.0 with --insecure-listen ({out.stderr!r})")
         out = check_config(work, "listen=0.0.0.0:8080\n",
                            f"basic_auth_users:\n  alice: {good}\nuser_scopes:\n  alice: [NA]\n")
-        kt.check_equal(out.returncode, 0, f"0.0.0.0 with users ({out.stderr!r})")
+        kt.check_equal(out.returncode, 64, f"0.0.0.0 with users but no TLS ({out.stderr!r})")
+        kt.check("tls_server_config" in out.stderr, "the refusal names what is missing",
+                 "tls_server_config", out.stderr[-500:])
         out = check_config(work, "listen=127.0.0.1:8080\n")
         kt.check_equal(out.returncode, 0, f"loopback without users ({out.stderr!r})")
-        # keng-ingest takes tokens in clear: beyond loopback only when told.
+        # keng-ingest without TLS takes tokens in clear: beyond loopback only when told.
         for extra, code in (([], 64), (["--insecure-listen"], 0)):
             out = subprocess.run([kt.binary("keng-ingest"), "--check-config", "--listen",
                                   "0.0.0.0:8088", "--brokers", "127.0.0.1:1"] + extra,

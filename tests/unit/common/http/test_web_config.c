@@ -70,6 +70,21 @@ static void test_prometheus_forms_load(void **state)
     assert_string_equal(value, "default-src 'self'; a#b");
     keng_web_config_destroy(wc);
 
+    /* A tls_server_config as Prometheus's documentation writes it parses; its files are read
+     * when a program starts it (test_tls). */
+    wc = parse("tls_server_config:\n"
+               "  cert_file: server.crt\n"
+               "  key_file: server.key\n"
+               "  client_ca_file: ca.crt\n"
+               "  client_auth_type: \"RequireAndVerifyClientCert\"\n"
+               "  min_version: TLS13\n"
+               "  max_version: TLS13\n"
+               "  prefer_server_cipher_suites: false\n",
+               err, sizeof(err));
+    assert_non_null(wc);
+    assert_null(keng_web_config_tls(wc));
+    keng_web_config_destroy(wc);
+
     /* An empty file has no users. */
     wc = parse("# nothing yet\n", err, sizeof(err));
     assert_non_null(wc);
@@ -91,7 +106,20 @@ static void test_refusals_name_the_line(void **state)
         {"- a\n", "web.yml:1: expected 'key: value' lines at the top"},
         {"http_server_config:\n  headers:\n    Content-Type: x\n",
          "web.yml:3: http_server_config.headers: 'Content-Type' is set by keng itself"},
-        {"tls_server_config:\n  cert_file: c\n", "web.yml:1: tls_server_config: keng does not"},
+        {"tls_server_config:\n  cert_file: c\n",
+         "web.yml:1: tls_server_config: needs both cert_file and key_file"},
+        {"tls_server_config:\n  cert_file: c\n  key_file: k\n  min_version: TLS10\n",
+         "web.yml:4: tls_server_config.min_version: TLS10 is refused: keng serves TLS 1.2 and 1.3"},
+        {"tls_server_config:\n  cert_file: c\n  key_file: k\n  curve_preferences: [X25519]\n",
+         "web.yml:4: tls_server_config.curve_preferences: keng does not read this key"},
+        {"tls_server_config:\n  cert_file: c\n  key_file: k\n  client_ca_file: ca\n",
+         "web.yml:1: tls_server_config: client_ca_file is given without a client_auth_type"},
+        {"tls_server_config:\n  cert_file: c\n  key_file: k\n"
+         "  client_auth_type: VerifyClientCertIfGiven\n",
+         "web.yml:4: tls_server_config.client_auth_type: VerifyClientCertIfGiven needs "
+         "client_ca_file"},
+        {"tls_server_config:\n  cert_file: c\n  key_file: k\n  ciphers: x\n",
+         "web.yml:4: tls_server_config: unknown key 'ciphers'"},
         {"metrics_users: [carol]\n", "web.yml:1: metrics_users: carol is not in"},
         {"user_scopes:\n  alice: [a b]\n", "web.yml:2: user_scopes: alice is not in"},
     };
