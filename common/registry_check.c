@@ -535,8 +535,8 @@ static bool removed_by_lineage(const ctx_t *c, const keng_board_t *old)
 
     for (int k = 0; k < 3; k++) {
         const row_t *r = ids[k] ? table_find(&c->lineage, ids[k]) : NULL;
-        if (r)
-            return !r->to_id[0];
+        if (r && !r->to_id[0])
+            return true;
     }
     return false;
 }
