@@ -264,9 +264,11 @@ static int table_load(ctx_t *c, table_t *t, const char *path, bool lineage)
         lineno++;
         while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
             buf[--len] = '\0';
-        if (buf[0] == '\0' || buf[0] == '#')
+        /* A spreadsheet's UTF-8 byte order mark, as the registry loader skips it. */
+        size_t bom = lineno == 1 && strncmp(buf, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+        if (buf[bom] == '\0' || buf[bom] == '#')
             continue;
-        char *copy = strdup(buf);
+        char *copy = strdup(buf + bom);
         int n = copy ? keng_registry__csv_split(copy, fields, 64) : 0;
         row_t row;
         if (!copy) {

@@ -190,6 +190,21 @@ static void test_units_list_needs_its_columns(void **state)
     expect(&f, "line 2: commune C1 is 'Xã Một Mới' here but 'Xã Một' in");
 }
 
+/* A spreadsheet's UTF-8 byte order mark before the header is not part of its first name. */
+static void test_byte_order_mark_before_the_header(void **state)
+{
+    findings_t f;
+
+    (void)state;
+    assert_int_equal(check("\xEF\xBB\xBF" LINEAGE_HEAD "C1,Xã Một,C1,Xã Một Mới\n"
+                           "C2,Xã Hai,C1,Xã Một Mới\nB2,Thôn 2,,\n",
+                           "\xEF\xBB\xBF"
+                           "commune_id,commune_name\nC1,Xã Một Mới\n",
+                           &f),
+                     0);
+    assert_string_equal(f.text, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -199,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_split_is_board_by_board),
         cmocka_unit_test(test_lineage_lines_are_checked_against_both_versions),
         cmocka_unit_test(test_units_list_needs_its_columns),
+        cmocka_unit_test(test_byte_order_mark_before_the_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
