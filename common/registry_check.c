@@ -203,9 +203,7 @@ static int parse_row(ctx_t *c, table_t *t, bool lineage, char **fields, int n, i
     row->line = line;
     if (lineage && n != 4) {
         report(c, true, t->path, line,
-               "expected 4 fields (from_id,from_name,to_id,to_name), "
-               "found %d",
-               n);
+               "expected 4 fields (from_id,from_name,to_id,to_name), found %d", n);
         return -1;
     }
     if (!lineage && (n <= id_col || n <= name_col)) {
