@@ -24,6 +24,7 @@ struct keng_registry {
     int first_line;
     bool first_has_district;
     char *path; /* the file it came from; NULL for the built-in one */
+    int *lines; /* the line of each board in that file; NULL for the built-in one */
     id_index_t district_index, commune_index, board_index;
     /* Every string of the registry lives in these arenas, freed together. */
     char **arenas;
@@ -158,6 +159,7 @@ void keng_registry_destroy(keng_registry_t *reg)
     free(reg->communes);
     free(reg->boards);
     free(reg->path);
+    free(reg->lines);
     free(reg);
 }
 
@@ -266,9 +268,7 @@ static const char *const csv_header[CSV_FIELDS] = {"board_id",     "board_name",
                                                    "commune_name", "district_id", "district_name",
                                                    "groups",       "members"};
 
-/* Splits one CSV record in place (RFC 4180 quoting, no embedded newlines). Returns the
- * number of fields, or -1 on an unterminated quote. */
-static int csv_split(char *line, char **fields, int max)
+int keng_registry__csv_split(char *line, char **fields, int max)
 {
     int n = 0;
     char *p = line;
@@ -344,6 +344,39 @@ static bool name_empty(const char *s)
     return s[strspn(s, " \t")] == '\0';
 }
 
+/* The first combining accent (U+0300 to U+036F) in s, or 0. Every Vietnamese letter has a
+ * precomposed form, so a name in NFC has none, and one that has one is in NFD: it prints
+ * like its NFC twin but compares unequal to it (a commune "named both 'Xã A' and 'Xã A'"). */
+static unsigned combining_accent(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((p[0] == 0xCC && p[1] >= 0x80 && p[1] <= 0xBF) ||
+            (p[0] == 0xCD && p[1] >= 0x80 && p[1] <= 0xAF))
+            return ((unsigned)(p[0] & 0x1F) << 6) | (p[1] & 0x3F);
+    }
+    return 0;
+}
+
+int keng_registry__check_name(const char *field, const char *name, char *err, size_t err_size)
+{
+    unsigned accent;
+
+    if (name_empty(name)) {
+        snprintf(err, err_size, "%s is empty", field);
+        return -1;
+    }
+    accent = combining_accent(name);
+    if (accent) {
+        snprintf(err, err_size,
+                 "%s '%.60s' is in Unicode NFD (a letter followed by a combining accent, "
+                 "U+%04X): keng compares names as NFC; convert the file, e.g. with `uconv -x "
+                 "any-nfc FILE` or python3's unicodedata.normalize('NFC', text)",
+                 field, name, accent);
+        return -1;
+    }
+    return 0;
+}
+
 static keng_registry_t *finish(keng_registry_t *reg, char *errstr, size_t errstr_size)
 {
     if (index_build(reg, 0, reg->ndistricts) != 0 || index_build(reg, 1, reg->ncommunes) != 0 ||
@@ -364,7 +397,7 @@ static int load_line(keng_registry_t *reg, char *line, int lineno, char *err, si
 
     if (line[0] == '\0' || line[0] == '#')
         return 0;
-    int n = csv_split(line, fields, CSV_FIELDS);
+    int n = keng_registry__csv_split(line, fields, CSV_FIELDS);
     if (n < 0) {
         snprintf(err, err_size, "unterminated quote");
         return -1;
@@ -402,10 +435,8 @@ static int load_line(keng_registry_t *reg, char *line, int lineno, char *err, si
                      KENG_UNIT_ID_RULE);
             return -1;
         }
-        if (name_empty(fields[i + 1])) {
-            snprintf(err, err_size, "%s is empty", csv_header[i + 1]);
+        if (keng_registry__check_name(csv_header[i + 1], fields[i + 1], err, err_size) != 0)
             return -1;
-        }
     }
     if (parse_count(fields[6], &groups) != 0 || parse_count(fields[7], &members) != 0) {
         int bad = parse_count(fields[6], &groups) != 0 ? 6 : 7;
@@ -441,9 +472,17 @@ static int check_boards_unique(keng_registry_t *reg, const char *path, const int
             /* The index keeps one of the equal ids: name the later line as the repeat. */
             size_t a = (size_t)first < i ? (size_t)first : i,
                    b = (size_t)first < i ? i : (size_t)first;
-            snprintf(errstr, errstr_size,
-                     "%s: line %d: board_id %s is listed again (first on line %d)", path, lines[b],
-                     id, lines[a]);
+            const char *commune_a = reg->communes[reg->boards[a].commune].id,
+                       *commune_b = reg->communes[reg->boards[b].commune].id;
+            if (strcmp(commune_a, commune_b) != 0)
+                snprintf(errstr, errstr_size,
+                         "%s: line %d: board_id %s is listed again (first on line %d), in "
+                         "commune %s here and %s there: a board is in one commune",
+                         path, lines[b], id, lines[a], commune_b, commune_a);
+            else
+                snprintf(errstr, errstr_size,
+                         "%s: line %d: board_id %s is listed again (first on line %d)", path,
+                         lines[b], id, lines[a]);
             return -1;
         }
     }
@@ -487,7 +526,7 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
     size_t cap = 0;
     ssize_t len;
     int lineno = 0;
-    char err[200];
+    char err[400];
     keng_registry_t *result = NULL;
     int *lines = NULL; /* the line of each board */
     size_t lines_cap = 0;
@@ -533,6 +572,8 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
+    reg->lines = lines;
+    lines = NULL;
     result = finish(reg, errstr, errstr_size);
     reg = NULL;
 out:
@@ -776,6 +817,11 @@ bool keng_registry_has_districts(const keng_registry_t *reg)
 const char *keng_registry_level_list(const keng_registry_t *reg)
 {
     return reg->ndistricts > 0 ? "province, district, commune, board" : "province, commune, board";
+}
+
+int keng_registry_board_line(const keng_registry_t *reg, uint32_t index)
+{
+    return reg->lines && index < reg->nboards ? reg->lines[index] : 0;
 }
 
 const keng_board_t *keng_registry_board(const keng_registry_t *reg, uint32_t index)

@@ -103,10 +103,25 @@ const keng_board_t *keng_registry_board(const keng_registry_t *reg, uint32_t ind
 const keng_commune_t *keng_registry_commune(const keng_registry_t *reg, uint32_t index);
 const keng_district_t *keng_registry_district(const keng_registry_t *reg, uint32_t index);
 
+/* The line of the registry's file that board index came from, for messages; 0 for the built-in
+ * registry or an index out of range. */
+int keng_registry_board_line(const keng_registry_t *reg, uint32_t index);
+
 /* Index of the id, or -1 when the registry does not know it. len is the id's length
  * (ids need not be NUL-terminated). O(1) on average. */
 int32_t keng_registry_find_board(const keng_registry_t *reg, const char *id, size_t len);
 int32_t keng_registry_find_commune(const keng_registry_t *reg, const char *id, size_t len);
 int32_t keng_registry_find_district(const keng_registry_t *reg, const char *id, size_t len);
+
+/* For the registry's own files (registry.c, registry_check.c), not for callers. */
+
+/* Splits one CSV record in place (RFC 4180 quoting, no embedded newlines) into at most max
+ * fields. Returns the number of fields (max + 1 when there are more), or -1 on an unterminated
+ * quote. */
+int keng_registry__csv_split(char *line, char **fields, int max);
+
+/* A unit's or board's name as field (for the message): 0, or -1 with err saying what is wrong
+ * and what to do: empty, or in Unicode NFD. */
+int keng_registry__check_name(const char *field, const char *name, char *err, size_t err_size);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 int64_t keng_now_ms(void)
@@ -81,6 +82,18 @@ static bool expect(const char *s, size_t len, size_t *pos, char c)
         return false;
     (*pos)++;
     return true;
+}
+
+int keng_time_parse_day_or_rfc3339(const char *s, int64_t *out_ms)
+{
+    char midnight[32];
+
+    if (s == NULL)
+        return -1;
+    if (strlen(s) != 10)
+        return keng_time_parse_rfc3339(s, strlen(s), out_ms);
+    snprintf(midnight, sizeof(midnight), "%sT00:00:00+07:00", s);
+    return keng_time_parse_rfc3339(midnight, strlen(midnight), out_ms);
 }
 
 int keng_time_parse_rfc3339(const char *s, size_t len, int64_t *out_ms)

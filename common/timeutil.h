@@ -16,6 +16,11 @@ int64_t keng_monotonic_ms(void);
  * allowed) into ms since the epoch. Returns 0, or -1 when s is not such a time. */
 int keng_time_parse_rfc3339(const char *s, size_t len, int64_t *out_ms);
 
+/* A date YYYY-MM-DD, meaning its midnight in Asia/Ho_Chi_Minh ("2025-07-01" is
+ * 2025-06-30T17:00:00Z), or an RFC 3339 time as keng_time_parse_rfc3339 takes it, into ms since
+ * the epoch. Returns 0, or -1 when s is neither. */
+int keng_time_parse_day_or_rfc3339(const char *s, int64_t *out_ms);
+
 /* Formats ms as "2025-03-01T14:15:00.000Z" into buf (at least 25 bytes). Returns buf, the
  * caller's. */
 char *keng_time_format_utc(int64_t ms, char *buf, size_t size);

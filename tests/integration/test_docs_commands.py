@@ -330,6 +330,18 @@ def run_registry_check(docs, block):
             f.write(good)
 
 
+def run_registry_version(docs, block):
+    """OPERATIONS' check of a new registry version: the 2025 registry against the built-in one
+    with its lineage and units list passes, and says what became of the boards."""
+    out = docs.run(block, [("registry/", os.path.join(kt.SOURCE_DIR, "registry") + "/")])
+    for line in ("districts=0 communes=130 boards=7588 groups=38578 members=38661",
+                 "effective: 2025-07-01T00:00:00.000+07:00",
+                 "boards against the previous version: 0 in the same commune, 7588 moved, 0 new, "
+                 "0 removed"):
+        kt.check(line in out.splitlines(), "keng-registry --check against the previous version",
+                 line, out)
+
+
 def dead_letter(docs):
     """One event for a board the registry does not list, dead-lettered by keng-aggregate."""
     if getattr(docs, "dead", None):
@@ -389,6 +401,7 @@ RUNNERS = [
     ("build/bin/keng-ingest --revoke gateway-d07-02@0f3c9a11", run_revoke),
     ("!no-tokens", run_no_tokens_file),
     ("build/bin/keng-registry --check boards.csv", run_registry_check),
+    ("build/bin/keng-registry --write boards-in-force.csv", run_registry_version),
     ("-f 'partition %p offset %o key %k headers %h\\n'", run_deadletter_read),
     ("build/bin/keng-avro decode msg.bin", run_deadletter_decode),
     ("mdb_copy -c /var/lib/keng-aggregate", run_state_copy),

@@ -44,6 +44,29 @@ def test_deploy_files_check():
         text = f.read()
     missing = [f"D{i:02d}" for i in range(1, 22) if f"district_id=\"D{i:02d}\"" not in text]
     kt.check_equal(missing, [], "districts without a route in deploy/alertmanager.yml")
+    # A route per commune of the two-tier province (registry/nghe-an-2025-07-01.communes.csv).
+    with open(os.path.join(kt.SOURCE_DIR, "registry", "nghe-an-2025-07-01.communes.csv"),
+              encoding="utf-8") as f:
+        communes = [line.split(",", 1)[0] for line in f.read().splitlines()[1:]]
+    kt.check_equal(len(communes), 130, "communes of 1 July 2025")
+    missing = [c for c in communes if f"commune_id=\"{c}\"" not in text]
+    kt.check_equal(missing, [], "communes without a route in deploy/alertmanager.yml")
+    # Where amtool sends an alert: a commune's of 2025 to that commune, one of the 2024
+    # registry (district_id and a commune id of its own) to its district, the province's and
+    # keng's own where they went.
+    for labels, receiver in (
+            (["alertname=x", "level=board", "commune_id=16681", "scope_id=D01-C001-B01"],
+             "commune-16681"),
+            (["alertname=x", "level=commune", "commune_id=16690"], "commune-16690"),
+            (["alertname=x", "level=board", "district_id=D07", "commune_id=D07-C012"],
+             "district-D07"),
+            (["alertname=x", "level=province", "scope_id=NA"], "province"),
+            (["alertname=KengBrokerUnreachable", "job=keng-ingest"], "operations")):
+        rc, out = run([AMTOOL, "config", "routes", "test", "--config.file",
+                       os.path.join(DEPLOY, "alertmanager.yml"), *labels])
+        said = [line for line in out.splitlines() if not line.startswith("Warning:")]
+        kt.check_equal((rc, said), (0, [receiver]),
+                       f"amtool's receiver for {' '.join(labels)}")
 
 
 RULE_TESTS = """

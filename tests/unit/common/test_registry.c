@@ -94,7 +94,7 @@ static void test_csv_round_trip(void **state)
 static void expect_load_error(const char *csv, const char *expected_fragment)
 {
     char *path = write_temp(csv);
-    char errstr[256] = "";
+    char errstr[512] = "";
     keng_registry_t *reg = keng_registry_load(path, errstr, sizeof(errstr));
 
     if (reg || !strstr(errstr, expected_fragment))
@@ -129,6 +129,46 @@ static void test_csv_errors_name_line_and_field(void **state)
     expect_load_error("board_id,name\n", "line 1: expected 8 fields, found 2");
     expect_load_error(HEADER, "no boards");
     expect_load_error(HEADER "\"D01-C001-B01,Khối 1\n", "line 2: unterminated quote");
+}
+
+/* A board listed twice, in one commune or in two, is refused with both lines: a board is in
+ * one commune. */
+static void test_duplicate_board_names_both_lines(void **state)
+{
+    (void)state;
+    expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,D01,Vinh,5,5\n"
+                             "D01-C002-B01,Khối 1,D01-C002,Phường 2,D01,Vinh,5,5\n"
+                             "D01-C001-B01,Khối 1,D01-C002,Phường 2,D01,Vinh,5,5\n",
+                      "line 4: board_id D01-C001-B01 is listed again (first on line 2), in "
+                      "commune D01-C002 here and D01-C001 there: a board is in one commune");
+}
+
+/* A name in Unicode NFD (a letter and a combining accent) looks like its NFC twin but is
+ * another string: refused with what to do about it. */
+static void test_nfd_name_says_convert_to_nfc(void **state)
+{
+    (void)state;
+    /* "Xã" as X, a, U+0303 COMBINING TILDE. */
+    expect_load_error(
+        HEADER "D01-C001-B01,Thôn 1,D01-C001,Xa\xcc\x83 Vinh,D01,Vinh,5,5\n",
+        "line 2: commune_name 'Xa\xcc\x83 Vinh' is in Unicode NFD (a letter followed by "
+        "a combining accent, U+0303): keng compares names as NFC; convert the file, "
+        "e.g. with `uconv -x any-nfc FILE` or python3's "
+        "unicodedata.normalize('NFC', text)");
+    expect_load_error(HEADER "D01-C001-B01,Tho\xcc\x82n 1,D01-C001,Xã Vinh,D01,Vinh,5,5\n",
+                      "line 2: board_name 'Tho\xcc\x82n 1' is in Unicode NFD");
+    expect_load_error(HEADER "D01-C001-B01,Thôn 1,D01-C001,Xã Vinh,D01,Huye\xcc\xa3\xcc\x82n,5,5\n",
+                      "line 2: district_name 'Huye\xcc\xa3\xcc\x82n' is in Unicode NFD");
+}
+
+/* Every id field is checked against the alphabet, and the message names the field. */
+static void test_bad_id_names_its_field(void **state)
+{
+    (void)state;
+    expect_load_error(HEADER "D01-C001-B01,Khối 1,D01 C001,Phường 1,D01,Vinh,5,5\n",
+                      "line 2: commune_id: 'D01 C001' is not an id");
+    expect_load_error(HEADER "D01-C001-B01,Khối 1,D01-C001,Phường 1,Đ01,Vinh,5,5\n",
+                      "line 2: district_id: 'Đ01' is not an id");
 }
 
 /* One id alphabet everywhere (registry.h): what the loader takes, the API, tokens and alert
@@ -184,6 +224,9 @@ int main(void)
         cmocka_unit_test(test_csv_errors_name_line_and_field),
         cmocka_unit_test(test_csv_quoted_names),
         cmocka_unit_test(test_id_alphabet),
+        cmocka_unit_test(test_duplicate_board_names_both_lines),
+        cmocka_unit_test(test_nfd_name_says_convert_to_nfc),
+        cmocka_unit_test(test_bad_id_names_its_field),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

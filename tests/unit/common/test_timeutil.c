@@ -122,6 +122,24 @@ static void test_clocks(void **state)
     assert_true(b >= a);
 }
 
+/* --effective and --previous-effective of keng-registry: a date is its midnight in
+ * Asia/Ho_Chi_Minh, anything else must be RFC 3339. */
+static void test_day_or_rfc3339(void **state)
+{
+    int64_t ms = 0, expected = 0;
+
+    (void)state;
+    assert_int_equal(keng_time_parse_rfc3339("2025-06-30T17:00:00Z", 20, &expected), 0);
+    assert_int_equal(keng_time_parse_day_or_rfc3339("2025-07-01", &ms), 0);
+    assert_int_equal(ms, expected);
+    assert_int_equal(keng_time_parse_day_or_rfc3339("2025-07-01T00:00:00+07:00", &ms), 0);
+    assert_int_equal(ms, expected);
+    assert_int_equal(keng_time_parse_day_or_rfc3339("2025-13-01", &ms), -1);
+    assert_int_equal(keng_time_parse_day_or_rfc3339("2025-7-1", &ms), -1);
+    assert_int_equal(keng_time_parse_day_or_rfc3339("2025-07-01x", &ms), -1);
+    assert_int_equal(keng_time_parse_day_or_rfc3339("", &ms), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +150,7 @@ int main(void)
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_format_parse_round_trip),
         cmocka_unit_test(test_clocks),
+        cmocka_unit_test(test_day_or_rfc3339),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
