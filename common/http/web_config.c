@@ -440,8 +440,9 @@ struct keng_web_config {
     size_t nusers;
     char **header_names, **header_values;
     size_t nheaders;
-    unsigned char key[32]; /* for the remembered passwords, new per process */
-    unsigned pending;      /* checks on the thread pool (keng_web_check_queue) */
+    unsigned char key[32];  /* for the remembered passwords, new per process */
+    unsigned pending;       /* checks on the thread pool (keng_web_check_queue) */
+    struct check_job *jobs; /* those checks, for a request with the same credentials to join */
     /* tls_server_config: the settings read, their paths (relative ones from the file's
      * folder, as the toolkit does), and the context made from them by
      * keng_web_config_from_config. */
@@ -1027,12 +1028,24 @@ const keng_web_user_t *keng_web_config_finish(keng_web_config_t *wc, keng_web_ch
     return check->passed ? u : NULL;
 }
 
+/* Who waits for a check: its first asker, and any that asked with the same user and password
+ * while it ran (a dashboard's first requests come together). */
+typedef struct check_waiter {
+    void (*done)(const keng_web_user_t *user, void *arg);
+    void *arg;
+} check_waiter_t;
+
+/* Requests that may wait for one check, beyond which the next gets -EBUSY too. */
+#define CHECK_WAITERS_MAX 64
+
 typedef struct check_job {
     uv_work_t work;
     keng_web_config_t *wc;
     keng_web_check_t check;
-    void (*done)(const keng_web_user_t *user, void *arg);
-    void *arg;
+    unsigned char digest[32]; /* remember_digest of the password, to find a joiner */
+    check_waiter_t waiters[CHECK_WAITERS_MAX];
+    size_t nwaiters;
+    struct check_job *next; /* wc->jobs */
 } check_job_t;
 
 static void check_job_run(uv_work_t *work)
@@ -1045,27 +1058,62 @@ static void check_job_run(uv_work_t *work)
 static void check_job_done(uv_work_t *work, int status)
 {
     check_job_t *job = work->data;
-    const keng_web_user_t *user = keng_web_config_finish(job->wc, &job->check);
+    keng_web_config_t *wc = job->wc;
+    const keng_web_user_t *user = keng_web_config_finish(wc, &job->check);
 
-    job->wc->pending--;
-    job->done(status == 0 ? user : NULL, job->arg);
+    for (check_job_t **p = &wc->jobs; *p; p = &(*p)->next)
+        if (*p == job) {
+            *p = job->next;
+            break;
+        }
+    wc->pending--;
+    OPENSSL_cleanse(job->digest, sizeof(job->digest));
+    for (size_t i = 0; i < job->nwaiters; i++)
+        job->waiters[i].done(status == 0 ? user : NULL, job->waiters[i].arg);
     free(job);
+}
+
+/* The check running for the same user (or the same unknown name's fixed hash) and password,
+ * or NULL. */
+static check_job_t *running_check(keng_web_config_t *wc, const keng_web_check_t *check,
+                                  const unsigned char digest[32])
+{
+    for (check_job_t *job = wc->jobs; job; job = job->next)
+        if (job->check.user == check->user && job->check.hash == check->hash &&
+            CRYPTO_memcmp(job->digest, digest, 32) == 0)
+            return job;
+    return NULL;
 }
 
 int keng_web_check_queue(uv_loop_t *loop, keng_web_config_t *wc, keng_web_check_t *check,
                          void (*done)(const keng_web_user_t *user, void *arg), void *arg)
 {
-    check_job_t *job = wc->pending < KENG_WEB_CHECKS_MAX ? calloc(1, sizeof(*job)) : NULL;
+    unsigned char digest[32];
+    check_job_t *job;
     int rc;
 
+    remember_digest(wc, check->password, digest);
+    job = running_check(wc, check, digest);
+    if (job && job->nwaiters < CHECK_WAITERS_MAX) {
+        /* The same credentials are being checked: their answer is this one's too. */
+        job->waiters[job->nwaiters++] = (check_waiter_t){done, arg};
+        OPENSSL_cleanse(digest, sizeof(digest));
+        OPENSSL_cleanse(check->password, sizeof(check->password));
+        return 0;
+    }
+    bool busy = job != NULL || wc->pending >= KENG_WEB_CHECKS_MAX;
+    job = busy ? NULL : calloc(1, sizeof(*job));
     if (!job) {
+        OPENSSL_cleanse(digest, sizeof(digest));
         keng_web_config_finish(wc, check); /* wipes the password */
-        return wc->pending >= KENG_WEB_CHECKS_MAX ? -EBUSY : -ENOMEM;
+        return busy ? -EBUSY : -ENOMEM;
     }
     job->wc = wc;
     job->check = *check;
-    job->done = done;
-    job->arg = arg;
+    memcpy(job->digest, digest, sizeof(digest));
+    OPENSSL_cleanse(digest, sizeof(digest));
+    job->waiters[0] = (check_waiter_t){done, arg};
+    job->nwaiters = 1;
     job->work.data = job;
     OPENSSL_cleanse(check->password, sizeof(check->password));
     wc->pending++;
@@ -1074,8 +1122,11 @@ int keng_web_check_queue(uv_loop_t *loop, keng_web_config_t *wc, keng_web_check_
         wc->pending--;
         keng_web_config_finish(wc, &job->check);
         free(job);
+        return rc;
     }
-    return rc;
+    job->next = wc->jobs;
+    wc->jobs = job;
+    return 0;
 }
 
 unsigned keng_web_checks_pending(const keng_web_config_t *wc)

@@ -88,8 +88,10 @@ const keng_web_user_t *keng_web_config_finish(keng_web_config_t *wc, keng_web_ch
 
 /* The three steps for a server on a libuv loop: runs the check of a lookup that answered 0 on
  * libuv's thread pool and calls done(user, arg) on the loop (user NULL: refused, or the
- * thread pool failed). At most KENG_WEB_CHECKS_MAX run at once: beyond that it returns
- * -EBUSY at once (answer 503 with Retry-After). The check's password is wiped in every
+ * thread pool failed). A check with the same user and password as one already running joins
+ * it and gets its answer (a dashboard's first requests, which come together, pay bcrypt
+ * once). At most KENG_WEB_CHECKS_MAX run at once: beyond that it returns -EBUSY at once
+ * (answer 503 with Retry-After). The check's password is wiped in every
  * case. Returns 0 when done will be called. */
 #define KENG_WEB_CHECKS_MAX 2
 int keng_web_check_queue(uv_loop_t *loop, keng_web_config_t *wc, keng_web_check_t *check,

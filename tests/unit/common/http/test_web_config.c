@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -168,12 +169,58 @@ static void test_password_checked_then_remembered(void **state)
     keng_web_config_destroy(wc);
 }
 
+static int answered, signed_in;
+
+static void count_answer(const keng_web_user_t *user, void *arg)
+{
+    (void)arg;
+    answered++;
+    signed_in += user != NULL;
+}
+
+/* A dashboard's first requests come together with the same password: they share one bcrypt
+ * check instead of getting 503 beyond KENG_WEB_CHECKS_MAX; other credentials still queue at
+ * most KENG_WEB_CHECKS_MAX checks. */
+static void test_same_credentials_share_a_check(void **state)
+{
+    char text[512], err[300];
+    const keng_web_user_t *user = NULL;
+    keng_web_check_t check;
+    uv_loop_t loop;
+    (void)state;
+
+    snprintf(text, sizeof(text), "basic_auth_users:\n  alice: %s\n  bob: %s\n", hash_pw, hash_pw);
+    keng_web_config_t *wc = parse(text, err, sizeof(err));
+    assert_non_null(wc);
+    assert_int_equal(uv_loop_init(&loop), 0);
+    answered = signed_in = 0;
+    for (int i = 0; i < 8; i++) { /* alice:pw */
+        assert_int_equal(keng_web_config_lookup(wc, "Basic YWxpY2U6cHc=", &user, &check), 0);
+        assert_int_equal(keng_web_check_queue(&loop, wc, &check, count_answer, NULL), 0);
+        assert_string_equal(check.password, "");
+    }
+    assert_int_equal(keng_web_checks_pending(wc), 1);
+    /* bob:no is another check; bob:nope a third, past the bound. */
+    assert_int_equal(keng_web_config_lookup(wc, "Basic Ym9iOm5v", &user, &check), 0);
+    assert_int_equal(keng_web_check_queue(&loop, wc, &check, count_answer, NULL), 0);
+    assert_int_equal(keng_web_config_lookup(wc, "Basic Ym9iOm5vcGU=", &user, &check), 0);
+    assert_int_equal(keng_web_check_queue(&loop, wc, &check, count_answer, NULL), -EBUSY);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(answered, 9);
+    assert_int_equal(signed_in, 8);
+    assert_int_equal(keng_web_checks_pending(wc), 0);
+    assert_int_equal(keng_web_config_lookup(wc, "Basic YWxpY2U6cHc=", &user, &check), 1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    keng_web_config_destroy(wc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prometheus_forms_load),
         cmocka_unit_test(test_refusals_name_the_line),
         cmocka_unit_test(test_password_checked_then_remembered),
+        cmocka_unit_test(test_same_credentials_share_a_check),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
