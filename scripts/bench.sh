@@ -148,6 +148,10 @@ if [[ -x "$src/scripts/bench_replay.sh" ]]; then
     say ""
     BENCH_RUNS=$runs BENCH_EVENTS=$events "$src/scripts/bench_replay.sh" "$build" | tee -a "$results"
 fi
+if [[ -x "$src/scripts/bench_tls.sh" ]]; then
+    say ""
+    BENCH_RUNS=$runs "$src/scripts/bench_tls.sh" "$build" | tee -a "$results"
+fi
 if [[ -z "${BENCH_SKIP_KAFKA:-}" ]]; then
     say ""
     "$src/scripts/bench_kafka.sh" "$build" | tee -a "$results"

@@ -6,7 +6,9 @@
 #   keep-alive: requests/s and p99 (the authenticated dashboard request's p99 is the HTTPS
 #   one), and the ratio HTTPS / plain;
 #   a new connection per request (Connection: close): connections/s, each HTTPS one a full
-#   handshake, and the ratio.
+#   handshake, and the ratio;
+#   memory: RSS added by BENCH_IDLE (2000) idle keep-alive connections that each asked once,
+#   per connection.
 # Every run's figures follow the table.
 #
 # Usage: scripts/bench_tls.sh [BUILD_DIR]   (default build)
@@ -19,6 +21,7 @@ src=$(readlink -f "$(dirname "$0")/..")
 runs=${BENCH_RUNS:-3}
 seconds=${BENCH_SECONDS:-8}
 connections=${BENCH_CONNECTIONS:-8}
+idle=${BENCH_IDLE:-2000}
 work=$(mktemp -d /tmp/keng-bench-tls.XXXXXX)
 pids=()
 
@@ -57,13 +60,14 @@ printf '%s' "$users" >"$work/plain.yml"
 printf '%stls_server_config:\n  cert_file: keng.crt\n  key_file: keng.key\n' "$users" >"$work/tls.yml"
 chmod 600 "$work/plain.yml" "$work/tls.yml"
 
-declare -A port
+declare -A port pid
 for kind in plain tls; do
     port[$kind]=$(free_port)
     "$bin/keng-aggregate" --brokers "$brokers" --listen "127.0.0.1:${port[$kind]}" \
         --state-dir "$work/state-$kind" --group "bench-$kind" \
         --web.config.file "$work/$kind.yml" 2>"$work/aggregate-$kind.log" &
     pids+=($!)
+    pid[$kind]=$!
 done
 for kind in plain tls; do
     scheme=http
@@ -104,6 +108,30 @@ for ((i = 0; i < runs; i++)); do
     done
 done
 
+# KiB of RSS per idle connection that asked once, on the instance of $1.
+idle_kib() {
+    local kind=$1 pid=$2
+    /usr/bin/python3 - "$kind" "${port[$kind]}" "$pid" "$idle" <<'PY'
+import socket, ssl, sys
+kind, port, pid, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def rss():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+before, conns = rss(), []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s = ctx.wrap_socket(s) if kind == "tls" else s
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    s.recv(4096)
+    conns.append(s)
+print(f"{(rss() - before) / n:.1f}")
+PY
+}
+
 col() { awk -v c="$1" 'NF {print $c}' <<<"${results[$2]}" | median; }
 echo "# keng-aggregate, plain HTTP against HTTPS ($(nproc) cores, wrk -t1 -c$connections -d${seconds}s, keng-broker, median of $runs runs in turns)"
 echo "| request | plain requests/s | HTTPS requests/s | ratio | plain p99 | HTTPS p99 |"
@@ -116,6 +144,8 @@ for mode in keepalive close; do
     printf '| %s | %s | %s | %.2f | %s ms | %s ms |\n' "$label" "$p" "$t" \
         "$(awk -v a="$t" -v b="$p" 'BEGIN {print a / b}')" "$(col 2 "$mode-plain")" "$(col 2 "$mode-tls")"
 done
+printf '| %s idle keep-alive connections | %s KiB each | %s KiB each | | | |\n' "$idle" \
+    "$(idle_kib plain "${pid[plain]}")" "$(idle_kib tls "${pid[tls]}")"
 echo
 echo "runs (requests/s p99_ms):"
 for key in keepalive-plain keepalive-tls close-plain close-tls; do

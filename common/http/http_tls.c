@@ -172,27 +172,43 @@ void keng_http__tls_received(struct conn *c, const char *data, size_t len)
     decrypt(c);
 }
 
+/* Encrypts len bytes into OpenSSL's output. 0 or -EIO. */
+static int encrypt(struct conn *c, const char *data, size_t len)
+{
+    while (len > 0) {
+        int n = SSL_write(c->ssl, data, len > INT_MAX ? INT_MAX : (int)len);
+        if (n <= 0) {
+            ERR_clear_error();
+            return -EIO;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int keng_http__tls_write(struct conn *c, const char *head, size_t head_len, const char *body,
                          size_t body_len)
 {
-    const char *part[2] = {head, body};
-    size_t part_len[2] = {head_len, body ? body_len : 0};
+    /* An answer that fits one record goes as one: a second record for the body would cost a
+     * second encryption and its own header and tag. */
+    char record[SSL3_RT_MAX_PLAIN_LENGTH];
+    int rc;
 
     if (!c->tls_ready)
         return -ENOTCONN;
-    for (int i = 0; i < 2; i++) {
-        while (part_len[i] > 0) {
-            int chunk = part_len[i] > INT_MAX ? INT_MAX : (int)part_len[i];
-            int n = SSL_write(c->ssl, part[i], chunk);
-            if (n <= 0) {
-                ERR_clear_error();
-                return -EIO;
-            }
-            part[i] += n;
-            part_len[i] -= (size_t)n;
-        }
+    if (!body)
+        body_len = 0;
+    if (body_len > 0 && head_len + body_len <= sizeof(record)) {
+        memcpy(record, head, head_len);
+        memcpy(record + head_len, body, body_len);
+        rc = encrypt(c, record, head_len + body_len);
+    } else {
+        rc = encrypt(c, head, head_len);
+        if (rc == 0)
+            rc = encrypt(c, body, body_len);
     }
-    return flush(c);
+    return rc == 0 ? flush(c) : rc;
 }
 
 void keng_http__tls_close_notify(struct conn *c)

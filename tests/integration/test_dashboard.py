@@ -42,13 +42,13 @@ def require_browser():
             "(scripts/install-deps.sh as root, which make test runs first)")
 
 
-def start_browser(profile_dir, width=1440, height=1000):
+def start_browser(profile_dir, width=1440, height=1000, extra_flags=()):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile_dir}",
-                                  f"--window-size={width},{height}"]:
+                                  f"--window-size={width},{height}"] + list(extra_flags):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)

@@ -7,6 +7,7 @@ no request fails, an open keep-alive connection keeps working, new connections g
 certificate, and a reload that fails keeps the old one. A file keng cannot serve as Prometheus
 would is refused with its line."""
 
+import base64
 import hashlib
 import http.client
 import json
@@ -20,6 +21,7 @@ import threading
 import time
 
 import kengtest as kt
+import test_dashboard as dash
 
 DAY = 86_400_000
 
@@ -103,6 +105,16 @@ def fingerprint(path):
     return hashlib.sha256(der).hexdigest()
 
 
+def spki_hash(cert_path):
+    """The base64 SHA-256 of a certificate's public key, as Chromium's
+    --ignore-certificate-errors-spki-list takes it: the browser trusts that key alone."""
+    pub = subprocess.run(["openssl", "x509", "-in", cert_path, "-pubkey", "-noout"],
+                         capture_output=True, timeout=30, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         capture_output=True, timeout=30, check=True).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
 def hash_password(password):
     out = subprocess.run([kt.binary("keng-aggregate"), "--hash-password"], input=password,
                          capture_output=True, text=True, timeout=30)
@@ -174,6 +186,37 @@ def test_aggregate_https():
             status, windows = province(*flags)
             kt.check_equal((status, windows), ("200 0", expected[("province", "NA")]),
                            f"curl {' '.join(flags)}")
+        # The live stream over TLS: its first events arrive encrypted like any answer.
+        ctx = ssl.create_default_context(cafile=cafile)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: localhost\r\n"
+                          b"Authorization: Basic YWRtaW46YWRtaW4tcHc=\r\n\r\n")
+                got, deadline = b"", time.monotonic() + 10
+                while b"event: counts" not in got and time.monotonic() < deadline:
+                    got += s.recv(65536)
+        kt.check(got.startswith(b"HTTP/1.1 200") and b"event: counts" in got,
+                 "the stream over HTTPS", "200 and an event: counts", got[:300])
+        # The dashboard in Chromium over HTTPS, signed in (the header the browser's own prompt
+        # would send, set through DevTools): the province's numbers, live through the stream.
+        dash.require_browser()
+        driver = dash.start_browser(work.file("chromium-profile"), extra_flags=[
+            "--ignore-certificate-errors-spki-list=" +
+            spki_hash(os.path.join(pki, "server1.crt"))])
+        try:
+            driver.execute_cdp_cmd("Network.enable", {})
+            driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
+                                   {"headers": {"Authorization": "Basic YWRtaW46YWRtaW4tcHc="}})
+            driver.get(f"https://localhost:{port}/")
+            dash.click(driver, '#windows button[data-window="all"]')
+            dash.wait_kpi(driver, "incidents", expected[("province", "NA")]["incidents"]["total"],
+                          "the province's incidents over HTTPS")
+            kt.wait_until(lambda: dash.css(driver, "#conn")[0].get_attribute("data-state") ==
+                          "live", dash.WAIT, "the live indicator over HTTPS")
+            dash.screenshot(driver, work, "keng-dashboard-https.png")
+            kt.check_equal(dash.console_errors(driver), [], "browser console errors over HTTPS")
+        finally:
+            driver.quit()
         # openssl s_client: each version, and TLS 1.1 refused.
         kt.check_equal(s_client(port, "-tls1_2"), "TLSv1.2", "s_client -tls1_2")
         kt.check_equal(s_client(port, "-tls1_3"), "TLSv1.3", "s_client -tls1_3")
