@@ -110,8 +110,8 @@ done
 
 # KiB of RSS per idle connection that asked once, on the instance of $1.
 idle_kib() {
-    local kind=$1 pid=$2
-    /usr/bin/python3 - "$kind" "${port[$kind]}" "$pid" "$idle" <<'PY'
+    local kind=$1 proc=$2
+    /usr/bin/python3 - "$kind" "${port[$kind]}" "$proc" "$idle" <<'PY'
 import socket, ssl, sys
 kind, port, pid, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 def rss():
