@@ -152,6 +152,10 @@ if [[ -x "$src/scripts/bench_tls.sh" ]]; then
     say ""
     BENCH_RUNS=$runs "$src/scripts/bench_tls.sh" "$build" | tee -a "$results"
 fi
+if [[ -x "$src/scripts/bench_hostile.py" ]]; then
+    say ""
+    BENCH_RUNS=$runs /usr/bin/python3 "$src/scripts/bench_hostile.py" "$build" | tee -a "$results"
+fi
 if [[ -z "${BENCH_SKIP_KAFKA:-}" ]]; then
     say ""
     "$src/scripts/bench_kafka.sh" "$build" | tee -a "$results"

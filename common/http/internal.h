@@ -146,8 +146,11 @@ struct keng_http_server {
     keng_http_stats_t noted; /* the stats at the last log line */
     unsigned nall;           /* every connection not yet freed, 503'd ones included */
     unsigned in_flight;
-    keng_tls_t *tls;           /* borrowed; NULL for plain HTTP */
-    char *tls_scratch;         /* ciphertext read from any socket, fed to its SSL at once */
+    keng_tls_t *tls; /* borrowed; NULL for plain HTTP */
+    /* Where a read goes that is not kept as it is: ciphertext (fed to its SSL at once) and
+     * what a closing connection or a stream's reader still sends (dropped), so that such a
+     * connection holds no read buffer of its own. */
+    char *scratch;
     uint64_t tls_note_next_ms; /* loop time of the next allowed line about failed handshakes */
     uint64_t tls_failures_noted, tls_timeouts_noted;
     char tls_last_failure[160];
@@ -192,8 +195,8 @@ size_t keng_http__conn_room(struct conn *c);
 
 /* ---- TLS on a connection (http_tls.c) ---- */
 
-/* Size of the server's scratch buffer for ciphertext reads. */
-#define TLS_SCRATCH (64 * 1024)
+/* Size of the server's scratch buffer (keng_http_server_t.scratch). */
+#define SCRATCH_BYTES (64 * 1024)
 /* Starts a TLS session on an accepted connection. 0 or -ENOMEM. */
 int keng_http__tls_accept(struct conn *c);
 /* Takes ciphertext from the socket: handshakes, then decrypts into the connection. */
