@@ -11,7 +11,9 @@
    share of the flood answered 429.
 
 Usage: scripts/bench_hostile.py [BUILD_DIR]   (default build; prints a Markdown table)
-Environment: BENCH_RUNS (3), BENCH_SECONDS (8 per phase), BENCH_BAD_CONNECTIONS (10000)."""
+Environment: BENCH_RUNS (3), BENCH_SECONDS (8 per phase), BENCH_BAD_CONNECTIONS (10000),
+BENCH_BROKERS (a cluster with keng's topics, such as scripts/kafka-cluster.sh's, instead of a
+keng-broker of its own), BENCH_EXTRA_CONFIG (lines added to keng-ingest's config)."""
 
 import json
 import os
@@ -131,19 +133,22 @@ def main():
     work = tempfile.mkdtemp(prefix="keng-bench-hostile.")
     procs = []
     try:
-        bootstrap = f"{work}/bootstrap"
-        procs.append(subprocess.Popen([f"{BIN}/keng-broker", "--partitions", "4",
-                                       "--bootstrap-file", bootstrap],
-                                      stdout=subprocess.DEVNULL, stderr=open(f"{work}/b.log", "w")))
-        for _ in range(100):
-            if os.path.exists(bootstrap) and os.path.getsize(bootstrap):
-                break
-            time.sleep(0.1)
-        brokers = open(bootstrap).read().strip()
+        brokers = os.environ.get("BENCH_BROKERS")
+        if not brokers:
+            bootstrap = f"{work}/bootstrap"
+            procs.append(subprocess.Popen([f"{BIN}/keng-broker", "--partitions", "4",
+                                           "--bootstrap-file", bootstrap],
+                                          stdout=subprocess.DEVNULL,
+                                          stderr=open(f"{work}/b.log", "w")))
+            for _ in range(100):
+                if os.path.exists(bootstrap) and os.path.getsize(bootstrap):
+                    break
+                time.sleep(0.1)
+            brokers = open(bootstrap).read().strip()
         flood_token, steady_token = new_token(work, "flood"), new_token(work, "steady")
         with open(f"{work}/ingest.conf", "w") as f:
             f.write("ingest.rate.events_per_s=500\ningest.rate.burst=1000\n"
-                    "http.max_connections=12000\n")
+                    "http.max_connections=12000\n" + os.environ.get("BENCH_EXTRA_CONFIG", ""))
         port = free_port()
         ingest = subprocess.Popen([f"{BIN}/keng-ingest", "--listen", f"127.0.0.1:{port}",
                                    "--brokers", brokers, "--tokens", f"{work}/tokens",
@@ -183,7 +188,8 @@ def main():
             line = next(x for x in out.splitlines() if x.startswith("RESULT"))
             fields = dict(kv.split("=") for kv in line.split()[1:])
             share_429.append(int(fields["non2xx"]) / max(1, int(fields["requests"])))
-        print(f"# keng-ingest under hostile load ({os.cpu_count()} cores, keng-broker, "
+        label = "Apache Kafka at " + brokers if os.environ.get("BENCH_BROKERS") else "keng-broker"
+        print(f"# keng-ingest under hostile load ({os.cpu_count()} cores, {label}, "
               f"medians of {RUNS} runs in turns, {SECONDS:.0f} s each)")
         print("| measure | result |")
         print("|---|---|")

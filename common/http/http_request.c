@@ -320,6 +320,7 @@ static int on_headers_complete(http_parser *p)
         int status = c->srv->precheck(req, c->srv->ctx, &why);
         if (status != 0)
             return refuse(c, status, "%s", why);
+        c->refusal_delay_ms = 0; /* a delay without a refusal means nothing */
     }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->limits.max_body_bytes) {
         c->error_status = 413;
@@ -410,6 +411,14 @@ static void conn_dispatch(struct conn *c)
 static void conn_parse_error(struct conn *c, enum http_errno err)
 {
     int status = c->error_status;
+    if (status != 0 && c->refusal_delay_ms > 0) {
+        /* The precheck held its refusal back: read nothing more and answer when the timer
+         * fires (keng_http_request_delay_refusal). */
+        c->state = ST_DELAYED;
+        keng_http__conn_read_stop(c);
+        keng_http__conn_timer(c, c->refusal_delay_ms);
+        return;
+    }
     if (status != 0 && c->error_why[0] != '\0') {
         keng_http__conn_fail(c, status, c->error_why);
         return;

@@ -208,6 +208,12 @@ void keng_http__conn_fail(struct conn *c, int status, const char *why)
 
 /* ---- request accessors ---- */
 
+void keng_http_request_delay_refusal(keng_http_request_t *req, unsigned ms)
+{
+    if (req->conn != NULL)
+        req->conn->refusal_delay_ms = ms;
+}
+
 const char *keng_http_request_method(const keng_http_request_t *req)
 {
     return req->method;

@@ -298,6 +298,10 @@ static void on_timer(uv_timer_t *t)
     case ST_CLOSING:
         keng_http__conn_close(c);
         break;
+    case ST_DELAYED:
+        c->refusal_delay_ms = 0;
+        keng_http__conn_fail(c, c->error_status, c->error_why);
+        break;
     case ST_HEADERS:
         keng_http__conn_fail(c, 408, "the request headers took too long to arrive");
         break;
@@ -345,7 +349,8 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     }
     /* TLS: ciphertext goes into the scratch buffer and from there into the SSL's own at
      * once, so an idle connection holds no read buffer either. */
-    if (c->ssl != NULL || c->state == ST_CLOSING || c->state == ST_STREAM) {
+    if (c->ssl != NULL || c->state == ST_CLOSING || c->state == ST_STREAM ||
+        c->state == ST_DELAYED) {
         *buf = uv_buf_init(c->srv->scratch, SCRATCH_BYTES);
         return;
     }
@@ -368,6 +373,7 @@ void keng_http__conn_eof(struct conn *c)
         keng_http__conn_shutdown(c); /* no request can complete; flush what is queued */
         break;
     case ST_STREAM:
+    case ST_DELAYED: /* nobody is left to answer */
         keng_http__conn_close(c);
         break;
     case ST_CLOSING:
@@ -383,6 +389,7 @@ void keng_http__conn_received(struct conn *c, size_t n)
     switch (c->state) {
     case ST_STREAM:
     case ST_CLOSING:
+    case ST_DELAYED:
         return; /* drained: the bytes at inbuf + inlen are simply not kept */
     case ST_HANDLER:
         c->inlen += n;
@@ -419,7 +426,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         keng_http__conn_received(c, (size_t)nread);
         return;
     }
-    if (c->state != ST_STREAM && c->state != ST_CLOSING)
+    if (c->state != ST_STREAM && c->state != ST_CLOSING && c->state != ST_DELAYED)
         keng_http__tls_received(c, buf->base, (size_t)nread);
 }
 
@@ -797,6 +804,9 @@ void keng_http_server_close(keng_http_server_t *srv, void (*done)(void *arg), vo
         case ST_CLOSING:
             if (c->shutdown_done)
                 keng_http__conn_close(c);
+            break;
+        case ST_DELAYED: /* its refusal is not worth waiting for */
+            keng_http__conn_close(c);
             break;
         case ST_HANDLER:
             break; /* keng_http_respond closes it, the server being closed */

@@ -102,6 +102,13 @@ void keng_http_server_set_error_body(keng_http_server_t *srv, keng_http_error_fn
  * head's method, path, query and headers can be read; the body cannot. */
 typedef int (*keng_http_precheck_fn)(keng_http_request_t *req, void *ctx, const char **why);
 
+/* From a precheck that refuses: answers the refusal after ms instead of at once, reading
+ * nothing from the connection meanwhile (a tarpit: a client that floods past its rate, and
+ * retries the moment it is refused, then costs the server one request per ms on each
+ * connection instead of a core). The connection counts toward max_connections meanwhile, and
+ * is closed without the answer when the client leaves or the server closes. */
+void keng_http_request_delay_refusal(keng_http_request_t *req, unsigned ms);
+
 void keng_http_server_set_precheck(keng_http_server_t *srv, keng_http_precheck_fn fn);
 
 /* The names a request's Host may carry, against DNS rebinding (a hostile web page that points

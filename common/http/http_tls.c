@@ -127,7 +127,7 @@ static bool handshake(struct conn *c)
 /* Decrypts what OpenSSL holds into the connection, request bytes as they come. */
 static void decrypt(struct conn *c)
 {
-    while (!c->closing && c->state != ST_CLOSING) {
+    while (!c->closing && c->state != ST_CLOSING && c->state != ST_DELAYED) {
         size_t room = keng_http__conn_room(c);
         if (room == 0) {
             keng_http__conn_close(c);

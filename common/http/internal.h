@@ -56,6 +56,8 @@ enum conn_state {
     ST_HANDLER, /* the handler has the request; parsing paused, later bytes buffered */
     ST_STREAM,  /* a stream; reads are drained only to notice the client leaving */
     ST_CLOSING, /* last answer queued, write side shut down, draining until close */
+    ST_DELAYED, /* a precheck's refusal held back (keng_http_request_delay_refusal): nothing
+                 * is read, and the refusal is answered when the timer fires */
 };
 
 struct conn {
@@ -73,7 +75,8 @@ struct conn {
     keng_http_request_t *req;    /* being parsed; owned here */
     keng_http_request_t *active; /* with the handler, or a stream */
     size_t header_bytes;
-    int error_status; /* set by a parser callback that refuses the request */
+    int error_status;          /* set by a parser callback that refuses the request */
+    unsigned refusal_delay_ms; /* keng_http_request_delay_refusal, for the precheck's refusal */
     char error_why[200];
     int handles_open;
     bool counted;        /* counts toward max_connections (a 503'd one does not) */

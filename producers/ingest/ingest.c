@@ -46,6 +46,7 @@ static keng_config_keys_t ingest_keys = {"registry",
                                          "ingest.max_events",
                                          "ingest.rate.events_per_s",
                                          "ingest.rate.burst",
+                                         "ingest.rate.refusal_delay_ms",
                                          "ingest.deadline_ms",
                                          "ingest.max_in_flight_events",
                                          "ingest.retry_after_s",
@@ -106,7 +107,17 @@ typedef struct ingest {
     long long deadline_ms;
     long long max_in_flight_events;
     long long flush_ms;
+    long long refusal_delay_ms; /* a 429 is answered this late at most (a tarpit) */
     char retry_after[16];
+
+    /* Requests refused before their body (401, 429), logged as the first of each status and
+     * then one line per REFUSALS_LOG_MS with the count since: a flooding or scanning client
+     * must not flood the log (the exact counts are on /metrics). */
+    struct refusal_log {
+        uint64_t next_ms;  /* loop time before which refusals are only counted */
+        uint64_t unlogged; /* counted since the last line */
+        char last[200];    /* the latest one, described */
+    } refusals[2];         /* 401, 429 */
 
     unsigned in_flight_requests; /* waiting for their events' outcomes */
     size_t in_flight_events;     /* their events, resends that joined a copy included */
@@ -272,6 +283,26 @@ static bool events_path(const char *path, keng_kind_t *kind)
     return false;
 }
 
+#define REFUSALS_LOG_MS 10000
+
+/* Logs a refusal before the body: the first at once, then one line per REFUSALS_LOG_MS with
+ * how many came since and the latest (what: the request described; detail: more pairs). */
+static void log_refusal(ingest_t *in, int status, const char *what, const char *detail)
+{
+    struct refusal_log *r = &in->refusals[status == 429];
+    uint64_t now = uv_now(in->loop);
+
+    snprintf(r->last, sizeof(r->last), "%s %s", what, detail);
+    if (now < r->next_ms) {
+        r->unlogged++;
+        return;
+    }
+    r->next_ms = now + REFUSALS_LOG_MS;
+    keng_log_warn("request refused before its body", "status=%d %s refused_since_last_line=%llu",
+                  status, r->last, (unsigned long long)r->unlogged);
+    r->unlogged = 0;
+}
+
 /* The head of a POST of events, before any of its body is read or 100 Continue is sent: a
  * missing or unknown token is 401, a gateway over its rate 429, and the connection closes
  * without the body (keng_http_precheck_fn). The handler checks the token again, cheaply. */
@@ -295,7 +326,7 @@ static int precheck(keng_http_request_t *req, void *ctx, const char **why)
         *why = auth ? "the bearer token is not known to keng-ingest; ask the operator for a "
                       "valid one"
                     : "send Authorization: Bearer <token>";
-        keng_log_warn("request refused before its body", "status=401 %s reason=\"%s\"", what, *why);
+        log_refusal(in, 401, what, auth ? "reason=unknown_token" : "reason=no_token");
         return 401;
     }
     long wait_s = keng_ingest_rate_admit(in->rate, keng_gateway_name(gw), keng_monotonic_ms());
@@ -305,8 +336,16 @@ static int precheck(keng_http_request_t *req, void *ctx, const char **why)
         keng_http_request_add_header(req, "Retry-After", retry);
         *why = "this gateway sends more events than ingest.rate.events_per_s allows; send the "
                "request again after Retry-After seconds";
-        keng_log_warn("request refused before its body", "status=429 %s retry_after_s=%ld", what,
-                      wait_s);
+        char detail[40];
+        snprintf(detail, sizeof(detail), "retry_after_s=%ld", wait_s);
+        log_refusal(in, 429, what, detail);
+        /* A gateway past its rate waits for its refusal as long as it would for a token (at
+         * most ingest.rate.refusal_delay_ms): one that resends at once cannot take the loop's
+         * time, nor the host's, from the other gateways. */
+        long long delay =
+            wait_s * 1000 < in->refusal_delay_ms ? wait_s * 1000 : in->refusal_delay_ms;
+        if (delay > 0)
+            keng_http_request_delay_refusal(req, (unsigned)delay);
         return 429;
     }
     return 0;
@@ -919,7 +958,8 @@ static int read_settings(ingest_t *in, keng_http_limits_t *limits)
         config_int(in, "ingest.flush_ms", 10000, 0, 3600000, &in->flush_ms) ||
         config_int(in, "ingest.rate.events_per_s", 0, 0, 100000000, &rate) ||
         config_int(in, "ingest.rate.burst", rate > max_events ? rate : max_events, 1, 1000000000,
-                   &burst))
+                   &burst) ||
+        config_int(in, "ingest.rate.refusal_delay_ms", 1000, 0, 60000, &in->refusal_delay_ms))
         return -1;
     in->rate = keng_ingest_rate_new((double)rate, (double)burst);
     if (!in->rate)

@@ -661,12 +661,24 @@ def test_ingest_checks_before_it_reads():
                             "Content-Type": "application/json"}, timeout=30)
         statuses = []
         for _ in range(6):
+            t0 = time.monotonic()
             status, headers, _ = post(server.token, 20)
+            waited = time.monotonic() - t0
             statuses.append(status)
             if status == 429:
                 kt.check("Retry-After" in headers or "retry-after" in headers,
                          "Retry-After on a 429", "present", headers)
+                # Held back as long as the gateway would wait for a token (up to
+                # ingest.rate.refusal_delay_ms, 1 s): a flooder cannot spin the loop.
+                kt.check(waited >= 0.5, "a 429 is answered after a delay (a tarpit)",
+                         ">= 0.5 s", f"{waited:.3f} s")
         print(f"keng-ingest: a gateway posting 6 x 20 events at once -> {statuses}", flush=True)
+        # The refusals are logged as the first line and then a count, not a line each.
+        with open(server.process.log_path, "rb") as f:
+            lines = [x for x in f.read().decode().splitlines()
+                     if "request refused before its body" in x and "status=429" in x]
+        kt.check_equal(len(lines), 1, "one log line for the 429s within 10 s "
+                       f"({statuses.count(429)} of them)")
         kt.check(429 in statuses and 202 in statuses, "the flooding gateway gets 202 within its "
                  "burst and 429 past it", "both", statuses)
         kt.check_equal(post(other_token, 5)[0], 202, "another gateway meanwhile")
