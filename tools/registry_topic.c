@@ -55,6 +55,10 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     keng_kafka_role_t role =
         rd_kafka_type(rk) == RD_KAFKA_PRODUCER ? KENG_KAFKA_PRODUCER : KENG_KAFKA_CONSUMER;
 
+    /* librdkafka looks up the coordinator of the group it must be given, which keng-registry
+     * never joins: its user needs no group ACL. */
+    if (err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED)
+        return;
     if (keng_kafka_denied(role, err, NULL, reason))
         st->denied = true;
     if (st->first_error == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -72,13 +76,28 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
     (void)buf;
 }
 
-static int set(rd_kafka_conf_t *conf, const keng_config_t *cfg, const char *key, const char *value,
-               char *errstr, size_t errstr_size)
+/* Whether the config sets key (or alias, when not NULL) for any client. */
+static bool configured(const keng_config_t *cfg, const char *key, const char *alias)
 {
-    char configured[128];
+    static const char *const prefixes[] = {"kafka.", "kafka.producer.", "kafka.consumer."};
+    char name[128];
 
-    snprintf(configured, sizeof(configured), "kafka.%s", key);
-    if (keng_config_get(cfg, configured, NULL))
+    for (int a = 0; a < 2; a++) {
+        const char *k = a == 0 ? key : alias;
+        for (size_t i = 0; k && i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+            snprintf(name, sizeof(name), "%s%s", prefixes[i], k);
+            if (keng_config_get(cfg, name, NULL))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* keng-registry's default for key, unless the config sets it (or its alias). */
+static int set(rd_kafka_conf_t *conf, const keng_config_t *cfg, const char *key, const char *alias,
+               const char *value, char *errstr, size_t errstr_size)
+{
+    if (configured(cfg, key, alias))
         return 0;
     return keng_kafka_conf_set(conf, key, value, errstr, errstr_size);
 }
@@ -220,8 +239,8 @@ int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopi
     if (keng_kafka_conf_set(conf, "group.id", group, errstr, errstr_size) < 0 ||
         keng_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) < 0 ||
         keng_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, errstr_size) < 0 ||
-        set(conf, cfg, "fetch.message.max.bytes", KENG_REGTOPIC_MESSAGE_MAX, errstr, errstr_size) <
-            0)
+        set(conf, cfg, "fetch.message.max.bytes", "max.partition.fetch.bytes",
+            KENG_REGTOPIC_MESSAGE_MAX, errstr, errstr_size) < 0)
         goto out;
     rd_kafka_conf_set_opaque(conf, &st);
     rd_kafka_conf_set_error_cb(conf, on_error);
@@ -282,6 +301,7 @@ int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopi
             err = m->err;
             rd_kafka_message_destroy(m);
             if (err != RD_KAFKA_RESP_ERR__PARTITION_EOF &&
+                err != RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED &&
                 keng_kafka_is_denial(err, rd_kafka_err2str(err))) {
                 rc = failure(&st, err, topic, brokers, "reading", errstr, errstr_size);
                 goto out;
@@ -410,9 +430,11 @@ int keng_regtopic_publish(const keng_config_t *cfg, const char *topic, const cha
      * CSV compresses well, so the batch stays far under the topic's max.message.bytes. */
     if (keng_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) < 0 ||
         keng_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) < 0 ||
-        set(conf, cfg, "compression.codec", "gzip", errstr, errstr_size) < 0 ||
-        set(conf, cfg, "message.max.bytes", KENG_REGTOPIC_MESSAGE_MAX, errstr, errstr_size) < 0 ||
-        set(conf, cfg, "message.timeout.ms", "30000", errstr, errstr_size) < 0)
+        set(conf, cfg, "compression.codec", "compression.type", "gzip", errstr, errstr_size) < 0 ||
+        set(conf, cfg, "message.max.bytes", NULL, KENG_REGTOPIC_MESSAGE_MAX, errstr, errstr_size) <
+            0 ||
+        set(conf, cfg, "message.timeout.ms", "delivery.timeout.ms", "30000", errstr, errstr_size) <
+            0)
         goto out;
     rd_kafka_conf_set_opaque(conf, &st);
     rd_kafka_conf_set_error_cb(conf, on_error);
