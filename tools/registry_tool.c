@@ -63,8 +63,7 @@ static void usage(FILE *out)
             "  (no option)                print the counts of the generated default\n"
             "\n"
             "The rules, and the lineage's format: docs/DESIGN.md, \"Registry versions\"; the\n"
-            "topic and its document: \"The topic antt.registry\". Exit codes: docs/DESIGN.md,\n"
-            "\"Exit codes\" (78 a refused version, 69 no broker answered).\n");
+            "topic and its document: \"The topic antt.registry\".\n");
 }
 
 static keng_config_keys_t registry_keys = {"topic.registry", NULL};
@@ -106,8 +105,10 @@ static void print_counts(const keng_registry_t *reg)
     printf("levels: %s\n", keng_registry_level_list(reg));
 }
 
-/* The flags that only --check takes, and those that only --previous makes sense of, given
- * alone; and times that do not parse. Returns 0, or KENG_EXIT_USAGE after saying why. */
+/* The flags that only --check (or --publish) takes, those that only --previous makes sense
+ * of, and those that only --publish or --versions take, given alone or with a mode they do
+ * not go with; and times that do not parse. Returns 0, or KENG_EXIT_USAGE after saying
+ * why. */
 static int check_flags(const options_t *o, keng_registry_check_t *in)
 {
     const char *needs_check = o->previous_path        ? "--previous"
@@ -139,10 +140,11 @@ static int check_flags(const options_t *o, keng_registry_check_t *in)
                             : o->publish_path && o->versions ? "--versions"
                                                              : NULL;
         if (other) {
-            fprintf(stderr,
-                    "keng-registry: %s does not go with %s (a version is published against the "
-                    "one before it in the topic)\n",
-                    o->publish_path ? "--publish" : "--versions", other);
+            fprintf(stderr, "keng-registry: %s does not go with %s%s\n",
+                    o->publish_path ? "--publish" : "--versions", other,
+                    o->publish_path ? " (a version is published against the one before it in "
+                                      "the topic)"
+                                    : "");
             return KENG_EXIT_USAGE;
         }
         if (o->versions && needs_check) {
