@@ -52,6 +52,7 @@ typedef struct client_state {
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     client_state_t *st = opaque;
+    char fatal[256];
     keng_kafka_role_t role =
         rd_kafka_type(rk) == RD_KAFKA_PRODUCER ? KENG_KAFKA_PRODUCER : KENG_KAFKA_CONSUMER;
 
@@ -59,6 +60,12 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
      * never joins: its user needs no group ACL. */
     if (err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED)
         return;
+    /* The idempotent producer of a user that may write to no topic fails for good with
+     * CLUSTER_AUTHORIZATION_FAILED, which comes wrapped as _FATAL. */
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        err = rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        reason = fatal;
+    }
     if (keng_kafka_denied(role, err, NULL, reason))
         st->denied = true;
     if (st->first_error == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -106,6 +113,17 @@ static int set(rd_kafka_conf_t *conf, const keng_config_t *cfg, const char *key,
 static int failure(const client_state_t *st, rd_kafka_resp_err_t err, const char *topic,
                    const char *brokers, const char *what, char *errstr, size_t errstr_size)
 {
+    /* A producer whose user may write to no topic is refused the idempotent producer id
+     * before it names a topic: that is a missing Write on this one. */
+    if (err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+        err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED) {
+        const char *op = strcmp(what, "reading") == 0 ? "Read" : "Write";
+        snprintf(errstr, errstr_size,
+                 "Kafka at %s denies keng-registry's user %s on topic %s: grant the ACL (%s and "
+                 "Describe on topic %s; deploy/create-acls.sh)",
+                 brokers, op, topic, op, topic);
+        return KENG_EXIT_CONFIG;
+    }
     if (st->denied || keng_kafka_is_denial(err, rd_kafka_err2str(err))) {
         snprintf(errstr, errstr_size,
                  "Kafka at %s refused keng-registry's user while %s %s: %s (the ACLs: "
@@ -454,8 +472,8 @@ int keng_regtopic_publish(const keng_config_t *cfg, const char *topic, const cha
     while (!st.delivered && !st.denied)
         rd_kafka_poll(rk, 100);
     if (st.denied || st.dr_err) {
-        rc = failure(&st, st.denied ? RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED : st.dr_err,
-                     topic, brokers, "publishing to", errstr, errstr_size);
+        rc = failure(&st, st.denied ? st.first_error : st.dr_err, topic, brokers, "publishing to",
+                     errstr, errstr_size);
         goto out;
     }
     *partition = st.partition;
