@@ -518,10 +518,10 @@ static int check_levels_apart(keng_registry_t *reg, const char *path, const int 
     return 0;
 }
 
-keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errstr_size)
+/* The CSV from f (borrowed, left open), named path in messages and by keng_registry_path. */
+static keng_registry_t *load_stream(FILE *f, const char *path, char *errstr, size_t errstr_size)
 {
     keng_registry_t *reg = calloc(1, sizeof(*reg));
-    FILE *f = NULL;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -534,11 +534,6 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
     if (!reg) {
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
-    }
-    f = fopen(path, "r");
-    if (!f) {
-        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
-        goto out;
     }
     while ((len = getline(&line, &cap, f)) >= 0) {
         lineno++;
@@ -579,10 +574,43 @@ keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errst
 out:
     free(lines);
     free(line);
-    if (f)
-        fclose(f);
     keng_registry_destroy(reg);
     return result;
+}
+
+keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errstr_size)
+{
+    FILE *f = fopen(path, "r");
+    keng_registry_t *reg;
+
+    if (!f) {
+        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    reg = load_stream(f, path, errstr, errstr_size);
+    fclose(f);
+    return reg;
+}
+
+keng_registry_t *keng_registry_load_text(const char *text, size_t len, const char *name,
+                                         char *errstr, size_t errstr_size)
+{
+    FILE *f;
+    keng_registry_t *reg;
+
+    if (len == 0) {
+        snprintf(errstr, errstr_size, "%s: no boards in the registry", name);
+        return NULL;
+    }
+    /* fmemopen reads the caller's bytes in place: nothing is copied or written. */
+    f = fmemopen((void *)text, len, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "%s: %s", name, strerror(errno));
+        return NULL;
+    }
+    reg = load_stream(f, name, errstr, errstr_size);
+    fclose(f);
+    return reg;
 }
 
 keng_registry_t *keng_registry_open(const char *path, char *errstr, size_t errstr_size)

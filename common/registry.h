@@ -59,6 +59,12 @@ typedef struct keng_board {
  * registry (keng_registry_destroy). */
 keng_registry_t *keng_registry_load(const char *path, char *errstr, size_t errstr_size);
 
+/* The same CSV from len bytes of text (borrowed for the call), for a version read from Kafka;
+ * name stands for the file in messages and in keng_registry_path ("antt.registry@2025-06-30T
+ * 17:00:00Z"). Returns NULL with errstr filled; the caller owns the registry. */
+keng_registry_t *keng_registry_load_text(const char *text, size_t len, const char *name,
+                                         char *errstr, size_t errstr_size);
+
 /* The generated default: 21 districts with their real names, 460 communes, 7,588 boards,
  * 38,578 groups and 38,661 members. Deterministic. NULL when memory runs out; the caller owns
  * the registry (keng_registry_destroy). */

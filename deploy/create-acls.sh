@@ -6,7 +6,7 @@
 #
 # The table below is the one place the ACLs are written: docs/OPERATIONS.md shows it, and
 # `deploy/create-acls.sh --table` prints it with the names filled in (no cluster needed).
-# `deploy/create-acls.sh --users` sets the three users' SCRAM-SHA-512 passwords instead,
+# `deploy/create-acls.sh --users` sets the four users' SCRAM-SHA-512 passwords instead,
 # from KENG_SCRAM_DIR/<user> (docker-compose.yml's kafka-init runs it first).
 #
 #   user            operations            resource  names
@@ -16,24 +16,31 @@
 #   keng-aggregate  Write,Describe        topic     antt.deadletter
 #   keng-aggregate  Read                  group     keng-aggregate
 #   keng-replay     Read,Describe         topic     antt.incidents antt.mediations
+#   keng-ingest     Read,Describe         topic     antt.registry
+#   keng-aggregate  Read,Describe         topic     antt.registry
+#   keng-replay     Read,Describe         topic     antt.registry
+#   keng-registry   Read,Write,Describe   topic     antt.registry
 #
 # No program needs an ACL on the cluster: the idempotent producers of keng-ingest and
 # keng-aggregate need only Write on their topics (Apache Kafka 3.0 and later; IdempotentWrite
 # was needed before). keng-aggregate's readers of antt.board-counts and antt.alerts, and
 # keng-replay, assign partitions and commit nothing, so they join no group and need no group
-# ACL. No program reads or alters configs.
+# ACL. No program reads or alters configs. keng-registry (--publish, --versions) reads
+# antt.registry by assigning its partition and writes the versions it checked; the three
+# programs may read the versions (docs/DESIGN.md, "The topic antt.registry").
 #
 # Environment (defaults in brackets):
 #   KENG_BOOTSTRAP         bootstrap servers [kafka-1:9092,kafka-2:9092,kafka-3:9092]
 #   KENG_ADMIN_CONFIG      a client properties file of a user allowed to alter ACLs
 #                          (--command-config; a secured cluster needs one)
 #   KAFKA_BIN              where kafka-acls.sh is [/opt/kafka/bin]
-#   KENG_USER_INGEST, KENG_USER_AGGREGATE, KENG_USER_REPLAY
-#                          the SCRAM users [keng-ingest, keng-aggregate, keng-replay]
+#   KENG_USER_INGEST, KENG_USER_AGGREGATE, KENG_USER_REPLAY, KENG_USER_REGISTRY
+#                          the SCRAM users [keng-ingest, keng-aggregate, keng-replay,
+#                          keng-registry]
 #   KENG_GROUPS            keng-aggregate's consumer groups, space-separated: each
 #                          `--group` you run it with [keng-aggregate]
 #   KENG_TOPIC_INCIDENTS, KENG_TOPIC_MEDIATIONS, KENG_TOPIC_ALERTS, KENG_TOPIC_DEADLETTER,
-#   KENG_TOPIC_BOARD_COUNTS
+#   KENG_TOPIC_BOARD_COUNTS, KENG_TOPIC_REGISTRY
 #                          topic names, as for create-topics.sh
 #   KENG_SCRAM_DIR         for --users: a folder with one file per user, named as the user,
 #                          whose first line is its password (letters and digits: the
@@ -47,12 +54,14 @@ wait_seconds=${KENG_WAIT_SECONDS:-120}
 ingest=${KENG_USER_INGEST:-keng-ingest}
 aggregate=${KENG_USER_AGGREGATE:-keng-aggregate}
 replay=${KENG_USER_REPLAY:-keng-replay}
+registry_user=${KENG_USER_REGISTRY:-keng-registry}
 groups=${KENG_GROUPS:-keng-aggregate}
 incidents=${KENG_TOPIC_INCIDENTS:-antt.incidents}
 mediations=${KENG_TOPIC_MEDIATIONS:-antt.mediations}
 alerts=${KENG_TOPIC_ALERTS:-antt.alerts}
 deadletter=${KENG_TOPIC_DEADLETTER:-antt.deadletter}
 board_counts=${KENG_TOPIC_BOARD_COUNTS:-antt.board-counts}
+registry=${KENG_TOPIC_REGISTRY:-antt.registry}
 
 say() { echo "create-acls: $*" >&2; }
 
@@ -65,6 +74,10 @@ $aggregate Read,Write,Describe topic $board_counts $alerts
 $aggregate Write,Describe topic $deadletter
 $aggregate Read group $groups
 $replay Read,Describe topic $incidents $mediations
+$ingest Read,Describe topic $registry
+$aggregate Read,Describe topic $registry
+$replay Read,Describe topic $registry
+$registry_user Read,Write,Describe topic $registry
 EOF
 }
 
@@ -78,7 +91,7 @@ if [[ "${1:-}" == "--users" ]]; then
     shift
 fi
 [[ $# -eq 0 ]] || {
-    sed -n '2,41s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,48s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -105,7 +118,7 @@ if ((users_only)); then
         say "--users needs KENG_SCRAM_DIR, a folder with one password file per user"
         exit 2
     }
-    for user in "$ingest" "$aggregate" "$replay"; do
+    for user in "$ingest" "$aggregate" "$replay" "$registry_user"; do
         file="$KENG_SCRAM_DIR/$user"
         [[ -r "$file" ]] || {
             say "no password for $user: $file is missing or unreadable"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates keng's five topics on an Apache Kafka cluster, or brings the settings of existing
+# Creates keng's six topics on an Apache Kafka cluster, or brings the settings of existing
 # ones up to date. Safe to run again and again: docker-compose.yml runs it as the one-shot
 # kafka-init service before keng starts, and an operator may run it against any cluster.
 #
@@ -16,10 +16,11 @@
 #   KENG_RETENTION_MS      retention of antt.incidents and antt.mediations [34560000000, 400 days]
 #   KENG_SIDE_RETENTION_MS retention of antt.alerts and antt.deadletter [34560000000]
 #   KENG_TOPIC_INCIDENTS, KENG_TOPIC_MEDIATIONS, KENG_TOPIC_ALERTS, KENG_TOPIC_DEADLETTER,
-#   KENG_TOPIC_BOARD_COUNTS
+#   KENG_TOPIC_BOARD_COUNTS, KENG_TOPIC_REGISTRY
 #                          topic names [antt.incidents, antt.mediations, antt.alerts,
 #                          antt.deadletter, antt.board-counts (compacted, with the input
-#                          topics' partition count)]
+#                          topics' partition count), antt.registry (the registry versions:
+#                          compacted, one partition, max.message.bytes=10485760)]
 #   KAFKA_BIN              where kafka-topics.sh and kafka-configs.sh are [/opt/kafka/bin]
 #   KENG_ADMIN_CONFIG      a client properties file for TLS/SASL clusters (--command-config)
 #   KENG_WAIT_SECONDS      how long to wait for the cluster to answer [120]
@@ -68,9 +69,17 @@ partition_count() {
     sed -n '/PartitionCount:/{s/.*PartitionCount:[[:space:]]*\([0-9][0-9]*\).*/\1/p;q;}' <<<"$out"
 }
 
-ensure_topic() { # name partitions retention_ms [cleanup_policy]
-    local name=$1 want=$2 retention=$3 policy=${4:-delete} have
+ensure_topic() { # name partitions retention_ms [cleanup_policy [more settings: a=1,b=2]]
+    local name=$1 want=$2 retention=$3 policy=${4:-delete} more=${5:-} have
     local settings="retention.ms=$retention,min.insync.replicas=$min_insync,cleanup.policy=$policy"
+    local more_configs=() more_args=() setting
+    if [[ -n "$more" ]]; then
+        settings="$settings,$more"
+        IFS=, read -r -a more_configs <<<"$more"
+        for setting in "${more_configs[@]}"; do
+            more_args+=(--config "$setting")
+        done
+    fi
 
     have=$(partition_count "$name")
     if [[ -z "$have" ]]; then
@@ -79,7 +88,7 @@ ensure_topic() { # name partitions retention_ms [cleanup_policy]
             --replication-factor "$replication" \
             --config "retention.ms=$retention" \
             --config "min.insync.replicas=$min_insync" \
-            --config "cleanup.policy=$policy"
+            --config "cleanup.policy=$policy" "${more_args[@]}"
         # The broker that answers may not have the new topic's metadata yet: ask again for a
         # while before calling it a failure.
         for ((try = 0; try < 15; try++)); do
@@ -110,4 +119,11 @@ ensure_topic "${KENG_TOPIC_DEADLETTER:-antt.deadletter}" "$side_partitions" "$si
 # keng-aggregate instances share per-board state here (docs/SCALE_OUT.md): compacted, so the
 # newest state of every board stays forever, with the input topics' partition count.
 ensure_topic "${KENG_TOPIC_BOARD_COUNTS:-antt.board-counts}" "$partitions" -1 compact
+# The board registry's versions (keng-registry --publish; docs/DESIGN.md, "The topic
+# antt.registry"): one partition, so that readers see them in the order published;
+# compacted, so the newest version of each effective time stays for ever; room for a whole
+# registry (the producer compresses, so a batch stays far under it); and a replaced version
+# left readable for a day before compaction may drop it.
+ensure_topic "${KENG_TOPIC_REGISTRY:-antt.registry}" 1 -1 compact \
+    max.message.bytes=10485760,min.compaction.lag.ms=86400000
 say "done"

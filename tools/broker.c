@@ -23,8 +23,13 @@
 static volatile sig_atomic_t stop_requested = 0;
 
 /* The topics keng-broker creates. */
-static keng_config_keys_t broker_keys = {"topic.incidents",  "topic.mediations",   "topic.alerts",
-                                         "topic.deadletter", "topic.board_counts", NULL};
+static keng_config_keys_t broker_keys = {"topic.incidents",
+                                         "topic.mediations",
+                                         "topic.alerts",
+                                         "topic.deadletter",
+                                         "topic.board_counts",
+                                         "topic.registry",
+                                         NULL};
 static const char *const *const config_tables[] = {keng_config_common_keys, broker_keys, NULL};
 
 struct options {
@@ -43,12 +48,12 @@ static void usage(FILE *out)
                  "bootstrap list on stdout, and serves until SIGINT or SIGTERM.\n"
                  "\n"
                  "Options:\n"
-                 "  --partitions N         partitions per topic (default 4)\n"
+                 "  --partitions N         partitions per topic (default 4; antt.registry has 1)\n"
                  "  --broker-count N       brokers in the cluster (default 1; 3 for leader moves)\n"
                  "  --bootstrap-file FILE  also write the bootstrap list to FILE\n"
                  "  --config FILE          key=value config (topic.incidents, topic.mediations,\n"
-                 "                         topic.alerts, topic.deadletter, topic.board_counts\n"
-                 "                         name the topics)\n"
+                 "                         topic.alerts, topic.deadletter, topic.board_counts,\n"
+                 "                         topic.registry name the topics)\n"
                  "  --control              read fault commands on stdin, one per line:\n"
                  "                           down BROKER | up BROKER | rtt BROKER MS\n"
                  "                           leader TOPIC PARTITION BROKER\n"
@@ -130,7 +135,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk = NULL;
     rd_kafka_mock_cluster_t *mcluster = NULL;
-    const char *topics[5];
+    const char *topics[6];
     int rc = 1;
 
     topics[0] = keng_config_get(cfg, "topic.incidents", "antt.incidents");
@@ -141,6 +146,9 @@ static int run(const struct options *opt, keng_config_t *cfg)
      * partition's states go to the partition of the same number. Kafka compacts it
      * (cleanup.policy=compact); the mock cannot, which only makes it longer to read. */
     topics[4] = keng_config_get(cfg, "topic.board_counts", "antt.board-counts");
+    /* The registry versions (keng-registry --publish): one partition, so that a reader sees
+     * them in the order they were published. */
+    topics[5] = keng_config_get(cfg, "topic.registry", "antt.registry");
 
     /* The cluster needs a client instance for its bookkeeping; it sends nothing. */
     rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
@@ -155,10 +163,10 @@ static int run(const struct options *opt, keng_config_t *cfg)
         keng_log_error("cannot start the mock cluster", NULL);
         goto out;
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         int replication = opt->brokers < 3 ? opt->brokers : 3;
-        rd_kafka_resp_err_t err =
-            rd_kafka_mock_topic_create(mcluster, topics[i], opt->partitions, replication);
+        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(
+            mcluster, topics[i], i == 5 ? 1 : opt->partitions, replication);
         if (err) {
             keng_log_error("cannot create topic", "topic=%s error=\"%s\"", topics[i],
                            rd_kafka_err2str(err));

@@ -1,12 +1,17 @@
 /* keng-registry: writes the default board registry as CSV, or checks a deployment's CSV, alone
  * or against the version before it, and prints its counts, so that a registry can be reviewed
- * before keng uses it; it never changes a CSV it checks. */
+ * before keng uses it; publishes a version that passes to the topic antt.registry, checked
+ * against the version in force before it there, and lists the versions published. It never
+ * changes a CSV it checks. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "program.h"
 #include "registry.h"
 #include "registry_check.h"
+#include "registry_topic.h"
 #include "timeutil.h"
 
 /* Findings past this many of a kind are counted, not printed: a version that drops every
@@ -20,6 +25,10 @@ static void usage(FILE *out)
             "       keng-registry --check FILE [--units UNITS.csv] [--effective TIME]\n"
             "                     [--previous OLD.csv [--lineage LINEAGE.csv]\n"
             "                      [--previous-effective TIME]]\n"
+            "       keng-registry --publish FILE --effective TIME [--units UNITS.csv]\n"
+            "                     [--lineage LINEAGE.csv] [--replace] [--allow-past]\n"
+            "                     [--brokers LIST] [--config FILE]\n"
+            "       keng-registry --versions [--brokers LIST] [--config FILE]\n"
             "       keng-registry\n"
             "\n"
             "  --write FILE               write the generated default registry as CSV ('-' for\n"
@@ -38,16 +47,35 @@ static void usage(FILE *out)
             "  --effective TIME           when FILE takes effect: a date YYYY-MM-DD (its midnight\n"
             "                             in Asia/Ho_Chi_Minh) or an RFC 3339 time\n"
             "  --previous-effective TIME  when OLD took effect; TIME must come after it\n"
+            "  --publish FILE             check FILE as --check does, against the version in\n"
+            "                             force before TIME in the topic antt.registry (with\n"
+            "                             --lineage, --units), and publish it only if it passes;\n"
+            "                             prints the topic, partition and offset\n"
+            "  --replace                  publish again at the latest version's effective time\n"
+            "                             (else TIME must come after every published version)\n"
+            "  --allow-past               publish a TIME before now (a first version, a version\n"
+            "                             no program has counted under yet)\n"
+            "  --versions                 list the versions in antt.registry, marking the one in\n"
+            "                             force now\n"
+            "  --brokers LIST             bootstrap servers (else $KENG_BROKERS, else the config)\n"
+            "  --config FILE              key=value config: kafka.* keys (a secured cluster's\n"
+            "                             login), topic.registry (default antt.registry)\n"
             "  (no option)                print the counts of the generated default\n"
             "\n"
-            "The rules, and the lineage's format: docs/DESIGN.md, \"Registry versions\".\n");
+            "The rules, and the lineage's format: docs/DESIGN.md, \"Registry versions\"; the\n"
+            "topic and its document: \"The topic antt.registry\".\n");
 }
 
-static const keng_program_t program = {"keng-registry", 0, usage, NULL, 0};
+static keng_config_keys_t registry_keys = {"topic.registry", NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys, registry_keys, NULL};
+static const keng_program_t program = {"keng-registry", KENG_PROGRAM_RDKAFKA, usage, config_tables,
+                                       0};
 
 typedef struct options {
     const char *write_path, *check_path, *previous_path, *lineage_path, *units_path;
     const char *effective, *previous_effective;
+    const char *publish_path, *brokers, *config_path;
+    int versions, replace, allow_past;
 } options_t;
 
 typedef struct printed {
@@ -77,8 +105,10 @@ static void print_counts(const keng_registry_t *reg)
     printf("levels: %s\n", keng_registry_level_list(reg));
 }
 
-/* The flags that only --check takes, and those that only --previous makes sense of, given
- * alone; and times that do not parse. Returns 0, or KENG_EXIT_USAGE after saying why. */
+/* The flags that only --check (or --publish) takes, those that only --previous makes sense
+ * of, and those that only --publish or --versions take, given alone or with a mode they do
+ * not go with; and times that do not parse. Returns 0, or KENG_EXIT_USAGE after saying
+ * why. */
 static int check_flags(const options_t *o, keng_registry_check_t *in)
 {
     const char *needs_check = o->previous_path        ? "--previous"
@@ -90,13 +120,47 @@ static int check_flags(const options_t *o, keng_registry_check_t *in)
     const char *needs_previous = o->lineage_path         ? "--lineage"
                                  : o->previous_effective ? "--previous-effective"
                                                          : NULL;
+    const char *needs_publish = o->replace ? "--replace" : o->allow_past ? "--allow-past" : NULL;
+    const char *needs_kafka = o->brokers ? "--brokers" : o->config_path ? "--config" : NULL;
 
     in->effective_ms = in->previous_effective_ms = KENG_NO_TIME;
-    if (needs_check && !o->check_path) {
+    if (needs_publish && !o->publish_path) {
+        fprintf(stderr, "keng-registry: %s needs --publish FILE\n", needs_publish);
+        return KENG_EXIT_USAGE;
+    }
+    if (needs_kafka && !o->publish_path && !o->versions) {
+        fprintf(stderr, "keng-registry: %s needs --publish FILE or --versions\n", needs_kafka);
+        return KENG_EXIT_USAGE;
+    }
+    if (o->publish_path || o->versions) {
+        const char *other = o->check_path                    ? "--check"
+                            : o->write_path                  ? "--write"
+                            : o->previous_path               ? "--previous"
+                            : o->previous_effective          ? "--previous-effective"
+                            : o->publish_path && o->versions ? "--versions"
+                                                             : NULL;
+        if (other) {
+            fprintf(stderr, "keng-registry: %s does not go with %s%s\n",
+                    o->publish_path ? "--publish" : "--versions", other,
+                    o->publish_path ? " (a version is published against the one before it in "
+                                      "the topic)"
+                                    : "");
+            return KENG_EXIT_USAGE;
+        }
+        if (o->versions && needs_check) {
+            fprintf(stderr, "keng-registry: %s does not go with --versions\n", needs_check);
+            return KENG_EXIT_USAGE;
+        }
+        if (o->publish_path && !o->effective) {
+            fprintf(stderr, "keng-registry: --publish needs --effective TIME\n");
+            return KENG_EXIT_USAGE;
+        }
+    }
+    if (needs_check && !o->check_path && !o->publish_path) {
         fprintf(stderr, "keng-registry: %s needs --check FILE\n", needs_check);
         return KENG_EXIT_USAGE;
     }
-    if (needs_previous && !o->previous_path) {
+    if (needs_previous && !o->previous_path && !o->publish_path) {
         fprintf(stderr, "keng-registry: %s needs --previous OLD.csv\n", needs_previous);
         return KENG_EXIT_USAGE;
     }
@@ -113,6 +177,14 @@ static int check_flags(const options_t *o, keng_registry_check_t *in)
                 "(2025-07-01, 2025-07-01T00:00:00+07:00)\n",
                 first ? "--effective" : "--previous-effective",
                 first ? o->effective : o->previous_effective);
+        return KENG_EXIT_USAGE;
+    }
+    /* The topic's keys are whole seconds, so that they sort as text. */
+    if (o->publish_path && in->effective_ms % 1000 != 0) {
+        fprintf(stderr,
+                "keng-registry: --effective '%s' has a fraction of a second: a version "
+                "takes effect at a whole second\n",
+                o->effective);
         return KENG_EXIT_USAGE;
     }
     in->lineage_path = o->lineage_path;
@@ -157,6 +229,27 @@ static int write_csv(const keng_registry_t *reg, const char *path)
     return KENG_EXIT_OK;
 }
 
+/* Runs the check of in (next and previous set) and says what it found on stderr, path being
+ * the version's file. Returns 0, or KENG_EXIT_CONFIG when the version is refused. */
+static int check_version(const keng_registry_check_t *in, const char *path, bool publishing,
+                         keng_registry_check_summary_t *summary)
+{
+    printed_t printed = {0, 0};
+
+    if (keng_registry_check_run(in, say, &printed, summary) != 0) {
+        if (printed.refusals > MAX_PRINTED)
+            fprintf(stderr, "keng-registry: ... and %zu more refusals\n",
+                    printed.refusals - MAX_PRINTED);
+        fprintf(stderr, "keng-registry: %s refused (refusals: %zu, warnings: %zu)%s\n", path,
+                summary->refusals, summary->warnings, publishing ? ": not published" : "");
+        return KENG_EXIT_CONFIG;
+    }
+    if (printed.warnings > MAX_PRINTED)
+        fprintf(stderr, "keng-registry: ... and %zu more warnings\n",
+                printed.warnings - MAX_PRINTED);
+    return 0;
+}
+
 /* --check FILE with what else was given; with --write too, FILE once checked is written
  * instead of its counts (keng-demo reads a deployment's registry so). Returns the exit code. */
 static int run_check(const options_t *o, keng_registry_check_t *in)
@@ -164,7 +257,6 @@ static int run_check(const options_t *o, keng_registry_check_t *in)
     char errstr[512];
     keng_registry_t *next = NULL, *previous = NULL;
     keng_registry_check_summary_t summary;
-    printed_t printed = {0, 0};
     int rc = KENG_EXIT_CONFIG;
 
     next = keng_registry_load(o->check_path, errstr, sizeof(errstr));
@@ -181,17 +273,8 @@ static int run_check(const options_t *o, keng_registry_check_t *in)
     }
     in->next = next;
     in->previous = previous;
-    if (keng_registry_check_run(in, say, &printed, &summary) != 0) {
-        if (printed.refusals > MAX_PRINTED)
-            fprintf(stderr, "keng-registry: ... and %zu more refusals\n",
-                    printed.refusals - MAX_PRINTED);
-        fprintf(stderr, "keng-registry: %s refused (refusals: %zu, warnings: %zu)\n", o->check_path,
-                summary.refusals, summary.warnings);
+    if (check_version(in, o->check_path, false, &summary) != 0)
         goto out;
-    }
-    if (printed.warnings > MAX_PRINTED)
-        fprintf(stderr, "keng-registry: ... and %zu more warnings\n",
-                printed.warnings - MAX_PRINTED);
     if (o->write_path) {
         rc = write_csv(next, o->write_path);
         goto out;
@@ -202,6 +285,278 @@ static int run_check(const options_t *o, keng_registry_check_t *in)
 out:
     keng_registry_destroy(previous);
     keng_registry_destroy(next);
+    return rc;
+}
+
+/* The whole file at path, NUL-terminated, its length in *len; NULL after saying why. The
+ * caller frees it. */
+static char *read_whole(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *text = NULL;
+    size_t cap = 0, n = 0, got;
+
+    if (!f)
+        goto fail;
+    do {
+        if (cap - n < 65536) {
+            char *grown = realloc(text, cap + 262144);
+            if (!grown)
+                goto fail;
+            text = grown;
+            cap += 262144;
+        }
+        got = fread(text + n, 1, cap - n - 1, f);
+        n += got;
+    } while (got > 0);
+    if (ferror(f))
+        goto fail;
+    fclose(f);
+    text[n] = '\0';
+    *len = n;
+    return text;
+fail:
+    fprintf(stderr, "keng-registry: %s: %s\n", path, strerror(errno ? errno : ENOMEM));
+    if (f)
+        fclose(f);
+    free(text);
+    return NULL;
+}
+
+/* ms as a key of the topic, "2025-06-30T17:00:00Z" (whole seconds, so keys sort as text). */
+static char *format_key(int64_t ms, char *buf, size_t size)
+{
+    char full[40];
+
+    keng_time_format_utc(ms, full, sizeof(full));
+    snprintf(buf, size, "%.19sZ", full);
+    return buf;
+}
+
+/* The config of --publish and --versions: the file, --brokers over it, and bootstrap servers
+ * named. Returns 0 with *cfg (the caller's), or the exit code after saying why. */
+static int open_kafka_config(const options_t *o, const keng_program_flag_t *table,
+                             keng_config_t **cfg)
+{
+    *cfg = keng_program_config_table(&program, o->config_path, table);
+    if (!*cfg)
+        return KENG_EXIT_USAGE;
+    if (!keng_config_brokers(*cfg)) {
+        fprintf(stderr, "keng-registry: no brokers: give --brokers, set KENG_BROKERS, or set "
+                        "kafka.bootstrap.servers in the config\n");
+        return KENG_EXIT_CONFIG;
+    }
+    return 0;
+}
+
+/* Whether TIME may be published after the versions of list; says why not. */
+static bool time_allowed(const options_t *o, const keng_registry_check_t *in,
+                         const keng_regtopic_list_t *list, const char *topic, const char *key)
+{
+    const keng_regtopic_version_t *latest = list->n ? &list->v[list->n - 1] : NULL;
+    char now[40];
+
+    if (latest && in->effective_ms < latest->effective_ms) {
+        fprintf(stderr,
+                "keng-registry: --effective %s is before %s, the latest version in %s: versions "
+                "follow one another, and one before the latest would change what the latest was "
+                "checked against; not published\n",
+                key, latest->key, topic);
+        return false;
+    }
+    if (latest && in->effective_ms == latest->effective_ms && !o->replace) {
+        fprintf(stderr,
+                "keng-registry: %s has a version effective at %s already: --replace publishes "
+                "%s in its place; not published\n",
+                topic, key, o->publish_path);
+        return false;
+    }
+    if (in->effective_ms < keng_now_ms() && !o->allow_past) {
+        fprintf(stderr,
+                "keng-registry: --effective %s is in the past (now is %s): a version must not "
+                "rewrite history that keng has counted already; --allow-past publishes it anyway "
+                "(a deployment's first version, or one that no program has counted under yet); "
+                "not published\n",
+                key, format_key(keng_now_ms(), now, sizeof(now)));
+        return false;
+    }
+    return true;
+}
+
+/* Whether v carries the same files as files (the board CSV, the units list, the lineage), by
+ * their SHA-256. */
+static bool same_content(const keng_regtopic_version_t *v, const keng_regtopic_file_t *files)
+{
+    static const char *const names[3] = {"registry", "units", "lineage"};
+    char digest[65];
+
+    for (int i = 0; i < 3; i++) {
+        json_t *sha = json_object_get(json_object_get(v->doc, names[i]), "sha256");
+        if (!files[i].path || !sha) {
+            if (files[i].path || sha)
+                return false;
+            continue;
+        }
+        keng_regtopic_sha256(files[i].text, files[i].len, digest);
+        if (!json_is_string(sha) || strcmp(json_string_value(sha), digest) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* --publish FILE --effective TIME: loads FILE, reads the topic, checks FILE against the
+ * version in force before TIME, and publishes it. Returns the exit code; nothing is published
+ * unless it is 0. */
+static int run_publish(const options_t *o, keng_registry_check_t *in,
+                       const keng_program_flag_t *table)
+{
+    char errstr[768], key[40], name[160], digest[65];
+    keng_config_t *cfg = NULL;
+    keng_regtopic_list_t list = {NULL, 0};
+    keng_registry_t *next = NULL, *previous = NULL;
+    keng_registry_check_summary_t summary;
+    keng_regtopic_file_t files[3] = {
+        {o->publish_path, NULL, 0}, {o->units_path, NULL, 0}, {o->lineage_path, NULL, 0}};
+    char *texts[3] = {NULL, NULL, NULL}, *doc = NULL;
+    const keng_regtopic_version_t *before = NULL;
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int rc = open_kafka_config(o, table, &cfg);
+
+    if (rc != 0)
+        goto out;
+    rc = KENG_EXIT_CONFIG;
+    for (int i = 0; i < 3; i++) {
+        if (!files[i].path)
+            continue;
+        texts[i] = read_whole(files[i].path, &files[i].len);
+        if (!texts[i])
+            goto out;
+        files[i].text = texts[i];
+    }
+    next = keng_registry_load_text(files[0].text, files[0].len, o->publish_path, errstr,
+                                   sizeof(errstr));
+    if (!next) {
+        fprintf(stderr, "keng-registry: %s; not published\n", errstr);
+        goto out;
+    }
+    topic = keng_config_get(cfg, "topic.registry", KENG_REGTOPIC_DEFAULT);
+    rc = keng_regtopic_read(cfg, topic, &list, errstr, sizeof(errstr));
+    if (rc != 0) {
+        fprintf(stderr, "keng-registry: %s; not published\n", errstr);
+        goto out;
+    }
+    rc = KENG_EXIT_CONFIG;
+    format_key(in->effective_ms, key, sizeof(key));
+    /* The same files at the same time again (a deployment that publishes its registry at
+     * every start): nothing to do. */
+    for (size_t i = 0; i < list.n; i++) {
+        if (list.v[i].effective_ms == in->effective_ms && same_content(&list.v[i], files)) {
+            printf("already published: %s partition %d offset %lld effective %s sha256 %s, the "
+                   "same files; nothing published\n",
+                   topic, (int)list.v[i].partition, (long long)list.v[i].offset, key,
+                   list.v[i].sha256);
+            rc = KENG_EXIT_OK;
+            goto out;
+        }
+    }
+    if (!time_allowed(o, in, &list, topic, key))
+        goto out;
+    for (size_t i = 0; i < list.n && list.v[i].effective_ms < in->effective_ms; i++)
+        before = &list.v[i];
+    if (before) {
+        snprintf(name, sizeof(name), "%s@%s", topic, before->key);
+        previous =
+            keng_registry_load_text(before->text, before->text_len, name, errstr, sizeof(errstr));
+        if (!previous) {
+            fprintf(stderr,
+                    "keng-registry: the version in force before %s does not load: %s; "
+                    "not published\n",
+                    key, errstr);
+            goto out;
+        }
+        in->previous_effective_ms = before->effective_ms;
+    }
+    in->next = next;
+    in->previous = previous;
+    if (check_version(in, o->publish_path, true, &summary) != 0)
+        goto out;
+    doc = keng_regtopic_document(
+        key, keng_registry_board_count(next), keng_registry_commune_count(next),
+        keng_registry_district_count(next), &files[0], files[1].path ? &files[1] : NULL,
+        files[2].path ? &files[2] : NULL, errstr, sizeof(errstr));
+    if (!doc) {
+        fprintf(stderr, "keng-registry: %s; not published\n", errstr);
+        goto out;
+    }
+    if (strlen(doc) > KENG_REGTOPIC_DOCUMENT_MAX) {
+        fprintf(stderr,
+                "keng-registry: the version's document is %zu bytes, over keng's bound of %d; "
+                "not published\n",
+                strlen(doc), KENG_REGTOPIC_DOCUMENT_MAX);
+        goto out;
+    }
+    rc = keng_regtopic_publish(cfg, topic, key, doc, strlen(doc), &partition, &offset, errstr,
+                               sizeof(errstr));
+    if (rc != 0) {
+        fprintf(stderr, "keng-registry: %s\n", errstr);
+        goto out;
+    }
+    print_counts(next);
+    print_check(in, &summary);
+    if (!before)
+        printf("previous: none in %s (no version before it): checked alone\n", topic);
+    keng_regtopic_sha256(files[0].text, files[0].len, digest);
+    printf("published: %s partition %d offset %lld effective %s sha256 %s\n", topic, (int)partition,
+           (long long)offset, key, digest);
+out:
+    free(doc);
+    for (int i = 0; i < 3; i++)
+        free(texts[i]);
+    keng_registry_destroy(previous);
+    keng_registry_destroy(next);
+    keng_regtopic_list_free(&list);
+    keng_config_destroy(cfg);
+    return rc;
+}
+
+/* --versions: every version of the topic, the one in force now marked. Returns the exit
+ * code. */
+static int run_versions(const options_t *o, const keng_program_flag_t *table)
+{
+    char errstr[768];
+    keng_config_t *cfg = NULL;
+    keng_regtopic_list_t list = {NULL, 0};
+    const char *topic;
+    size_t in_force = SIZE_MAX;
+    int rc = open_kafka_config(o, table, &cfg);
+
+    if (rc != 0)
+        goto out;
+    topic = keng_config_get(cfg, "topic.registry", KENG_REGTOPIC_DEFAULT);
+    rc = keng_regtopic_read(cfg, topic, &list, errstr, sizeof(errstr));
+    if (rc != 0) {
+        fprintf(stderr, "keng-registry: %s\n", errstr);
+        goto out;
+    }
+    for (size_t i = 0; i < list.n && list.v[i].effective_ms <= keng_now_ms(); i++)
+        in_force = i;
+    printf("%-20s %6s %8s %9s %-12s %s\n", "effective", "boards", "communes", "districts", "sha256",
+           "published_at");
+    for (size_t i = 0; i < list.n; i++) {
+        const keng_regtopic_version_t *v = &list.v[i];
+        printf("%-20s %6lld %8lld %9lld %-12.12s %-24s%s\n", v->key, v->boards, v->communes,
+               v->districts, v->sha256, v->published_at,
+               i == in_force                     ? " in force"
+               : v->effective_ms > keng_now_ms() ? " future"
+                                                 : "");
+    }
+    if (list.n == 0)
+        fprintf(stderr, "keng-registry: no version in %s yet\n", topic);
+out:
+    keng_regtopic_list_free(&list);
+    keng_config_destroy(cfg);
     return rc;
 }
 
@@ -234,6 +589,12 @@ int main(int argc, char **argv)
         KENG_FLAG("units", &o.units_path, NULL),
         KENG_FLAG("effective", &o.effective, NULL),
         KENG_FLAG("previous-effective", &o.previous_effective, NULL),
+        KENG_FLAG("publish", &o.publish_path, NULL),
+        KENG_FLAG_SET("versions", &o.versions),
+        KENG_FLAG_SET("replace", &o.replace),
+        KENG_FLAG_SET("allow-past", &o.allow_past),
+        KENG_FLAG("brokers", &o.brokers, "brokers"),
+        KENG_FLAG("config", &o.config_path, NULL),
         KENG_FLAGS_END,
     };
     keng_registry_check_t in;
@@ -257,5 +618,9 @@ int main(int argc, char **argv)
     rc = check_flags(&o, &in);
     if (rc != 0)
         return rc;
+    if (o.publish_path)
+        return run_publish(&o, &in, table);
+    if (o.versions)
+        return run_versions(&o, table);
     return o.check_path ? run_check(&o, &in) : run_default(&o);
 }

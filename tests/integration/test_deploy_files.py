@@ -540,7 +540,8 @@ def test_config_keys_documented_and_accepted():
         return sorted(glob.glob(path(folder, "**", "*.c"), recursive=True))
     common = c_files("common")
     sources = {"keng-ingest.conf": c_files("producers") + common,
-               "keng-aggregate.conf": c_files("consumers") + common}
+               "keng-aggregate.conf": c_files("consumers") + common,
+               "keng-registry.conf": c_files("tools") + common}
     confs = sorted(os.path.basename(p) for p in glob.glob(path("deploy", "*.conf")))
     kt.check_equal(confs, sorted(sources), "config files in deploy/")
     for file in confs:
@@ -673,7 +674,7 @@ def test_create_topics_script():
         kt.check_equal(r.returncode, 0, f"first run's exit status (stderr: {r.stderr})")
         creates = [c for c in calls if " --create " in c]
         want = {"antt.incidents": "24", "antt.mediations": "24", "antt.alerts": "6",
-                "antt.deadletter": "6", "antt.board-counts": "24"}
+                "antt.deadletter": "6", "antt.board-counts": "24", "antt.registry": "1"}
         got = {}
         for c in creates:
             words = c.split()
@@ -685,6 +686,14 @@ def test_create_topics_script():
                            "kafka-1:9094,kafka-2:9094,kafka-3:9094", "bootstrap servers")
             configs = dict(words[i + 1].split("=", 1) for i, w in enumerate(words)
                            if w == "--config")
+            if words[words.index("--topic") + 1] == "antt.registry":
+                # The registry versions: compacted, kept for ever, room for a whole registry.
+                kt.check_equal((configs["cleanup.policy"], configs["retention.ms"],
+                                configs["max.message.bytes"], configs["min.insync.replicas"]),
+                               ("compact", "-1", "10485760", "2"), "antt.registry's settings")
+                kt.check(int(configs["min.compaction.lag.ms"]) > 0,
+                         "a replaced version stays readable a while", "> 0", configs)
+                continue
             if words[words.index("--topic") + 1] == "antt.board-counts":
                 # Shared per-board state: compacted, so each board's newest state stays.
                 kt.check_equal(configs["cleanup.policy"], "compact",
@@ -722,13 +731,74 @@ def test_create_topics_script():
         work.cleanup()
 
 
+def test_compose_registry_service():
+    """docker-compose.yml publishes the deployment's registry once: a one-shot keng-registry
+    after the topics exist, with the registry the other services use, and its command runs:
+    against keng-broker it publishes, and a second run publishes nothing and exits 0."""
+    services = compose()["services"]
+    s = services.get("keng-registry")
+    kt.check(s is not None, "a keng-registry service in docker-compose.yml", "one",
+             sorted(services))
+    program, argv = keng_command(s)
+    kt.check_equal(program, "keng-registry", "keng-registry: the program it runs")
+    kt.check_equal(str(s.get("restart")), "no", "keng-registry runs once")
+    kt.check_equal(s["depends_on"]["kafka-init"]["condition"], "service_completed_successfully",
+                   "keng-registry starts once the topics exist")
+    kt.check_equal(flag_value(argv, "--publish"),
+                   flag_value(keng_command(services["keng-aggregate"])[1], "--registry"),
+                   "keng-registry publishes the registry keng-aggregate uses")
+    kt.check_equal(flag_value(argv, "--effective"), "2024-01-01", "the default effective time")
+    kt.check("--allow-past" in argv, "the first version takes effect before now", "--allow-past",
+             argv)
+    kt.check_equal(flag_value(argv, "--brokers"), ",".join(f"{b}:9092" for b in BROKERS),
+                   "keng-registry: --brokers")
+    inside = flag_value(argv, "--config")
+    m = mounts(s)
+    kt.check(inside.startswith("/etc/keng/") and "/etc/keng" in m and m["/etc/keng"][1],
+             "keng-registry: --config in the folder mounted read-only", "/etc/keng/...", inside)
+    kt.check(os.path.exists(path(m["/etc/keng"][0], inside[len("/etc/keng/"):])),
+             "keng-registry: its --config file in the repo", inside, "missing")
+    flags = design_flags()
+    for flag in (a for a in argv if a.startswith("--")):
+        kt.check(flag in flags and flags[flag] in (None, "keng-registry"),
+                 f"keng-registry {flag} in docs/DESIGN.md's flag table", "a documented flag",
+                 flag)
+
+    if not os.path.exists(os.path.join(kt.BIN_DIR, "keng-registry")):
+        kt.log("keng-registry is not built: its compose command was not run")
+        return
+    work = kt.Workdir()
+    broker = kt.Broker(work, partitions=4)
+    try:
+        registry = work.file("boards.csv")
+        subprocess.run([kt.binary("keng-registry"), "--write", registry], check=True,
+                       capture_output=True, timeout=60)
+        conf = work.file("keng-registry.conf")
+        with open(conf, "w") as f:
+            f.write(without_security(read("deploy", "keng-registry.conf")))
+        mapped = [kt.binary("keng-registry") if w == "keng-registry" else
+                  registry if w == "/usr/share/keng/boards.csv" else
+                  conf if w == inside else
+                  broker.bootstrap if w == "kafka-1:9092,kafka-2:9092,kafka-3:9092" else w
+                  for w in argv]
+        for run, said in ((1, "published: antt.registry partition 0 offset 0"),
+                          (2, "already published: antt.registry partition 0 offset 0")):
+            r = subprocess.run(mapped, capture_output=True, text=True, timeout=120)
+            kt.check_equal(r.returncode, 0, f"keng-registry's compose command, run {run} "
+                           f"({r.stderr.strip()[-400:]})")
+            kt.check(said in r.stdout, f"run {run} says", said, r.stdout)
+    finally:
+        broker.stop()
+        work.cleanup()
+
+
 FAKE_KAFKA_ACLS = r"""#!/usr/bin/env bash
 echo "kafka-acls.sh $*" >>"$FAKE_STATE/calls"
 """
 
 # keng's programs, their SCRAM users (deploy/create-acls.sh's defaults) and their config files.
 PROGRAM_USERS = {"keng-ingest": "keng-ingest", "keng-aggregate": "keng-aggregate",
-                 "keng-replay": "keng-replay"}
+                 "keng-replay": "keng-replay", "keng-registry": "keng-registry"}
 SECURITY_KEYS = ("kafka.security.protocol", "kafka.sasl.", "kafka.ssl.")
 
 
@@ -779,8 +849,16 @@ def test_acls_script_doc_and_compose():
                    "the users of the table")
     kt.check_equal([k for k in table if k[0] != "keng-aggregate" and k[1] == "group"], [],
                    "group ACLs of users that join no group")
-    kt.check_equal([k for k in table if k[0] == "keng-ingest" and "Read" in table[k]], [],
-                   "what keng-ingest's user may read")
+    kt.check_equal([k for k in table if k[0] == "keng-ingest" and "Read" in table[k] and
+                    k[2] != "antt.registry"], [], "what keng-ingest's user may read")
+    # The registry versions: keng-registry alone writes them, and no other user may.
+    kt.check_equal(sorted(k[0] for k in table if k[2] == "antt.registry" and "Write" in table[k]),
+                   ["keng-registry"], "the users that may write antt.registry")
+    kt.check_equal(sorted(k[0] for k in table if k[2] == "antt.registry" and "Read" in table[k]),
+                   ["keng-aggregate", "keng-ingest", "keng-registry", "keng-replay"],
+                   "the users that may read antt.registry")
+    kt.check_equal([k for k in table if k[0] == "keng-registry" and k[2] != "antt.registry"], [],
+                   "keng-registry's user may touch nothing but antt.registry")
     kt.check_equal([k for k in table if k[0] == "keng-replay" and "Write" in table[k]], [],
                    "what keng-replay's user may write")
     kt.check(("keng-aggregate", "group", "g2") in acl_table({"KENG_GROUPS": "keng-aggregate g2"}),
@@ -878,7 +956,7 @@ def test_acls_script_doc_and_compose():
         kt.check(mounts(services[name]).get("/etc/kafka/jaas.conf", ("", False))[0]
                  .endswith("deploy/kafka/server-jaas.conf"), f"{name}: the JAAS file of deploy/",
                  True, services[name].get("volumes"))
-    for name in ("keng-ingest", "keng-aggregate"):
+    for name in ("keng-ingest", "keng-aggregate", "keng-registry"):
         conf = dict(conf_keys(f"{name}.conf"))
         kt.check_equal((conf.get("kafka.security.protocol"), conf.get("kafka.sasl.mechanisms"),
                         conf.get("kafka.sasl.username")),
@@ -1060,5 +1138,6 @@ if __name__ == "__main__":
              test_compose_flags_are_in_design, test_compose_commands_run,
              test_dockerfile_packages_match_install_deps,
              test_dockerignore, test_config_keys_documented_and_accepted, test_tokens_example,
-             test_create_topics_script, test_state_slots, test_shell_scripts,
+             test_create_topics_script, test_compose_registry_service, test_state_slots,
+             test_shell_scripts,
              test_operations_doc])

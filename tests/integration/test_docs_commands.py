@@ -342,6 +342,23 @@ def run_registry_version(docs, block):
                  line, out)
 
 
+def run_registry_publish(docs, block):
+    """OPERATIONS' publishing of registry versions: the built-in registry, then the 2025 one
+    checked against it in the topic, both listed by --versions with the 2025 one in force."""
+    out = docs.run(block, [("registry/", os.path.join(kt.SOURCE_DIR, "registry") + "/"),
+                           ("localhost:19092", docs.broker.bootstrap)])
+    for line in ("published: antt.registry partition 0 offset 0 effective 2023-12-31T17:00:00Z",
+                 "published: antt.registry partition 0 offset 1 effective 2025-06-30T17:00:00Z",
+                 "boards against the previous version: 0 in the same commune, 7588 moved, 0 new, "
+                 "0 removed"):
+        kt.check(line in out, "keng-registry --publish says it", line, out)
+    rows = [l.split() for l in out.splitlines() if l.startswith(("2023-", "2025-"))]
+    kt.check_equal([(r[0], r[1], r[2], r[3], r[6:]) for r in rows],
+                   [("2023-12-31T17:00:00Z", "7588", "460", "21", []),
+                    ("2025-06-30T17:00:00Z", "7588", "130", "0", ["in", "force"])],
+                   "keng-registry --versions")
+
+
 def dead_letter(docs):
     """One event for a board the registry does not list, dead-lettered by keng-aggregate."""
     if getattr(docs, "dead", None):
@@ -402,6 +419,7 @@ RUNNERS = [
     ("!no-tokens", run_no_tokens_file),
     ("build/bin/keng-registry --check boards.csv", run_registry_check),
     ("build/bin/keng-registry --write boards-in-force.csv", run_registry_version),
+    ("build/bin/keng-registry --versions --brokers localhost:19092", run_registry_publish),
     ("-f 'partition %p offset %o key %k headers %h\\n'", run_deadletter_read),
     ("build/bin/keng-avro decode msg.bin", run_deadletter_decode),
     ("mdb_copy -c /var/lib/keng-aggregate", run_state_copy),

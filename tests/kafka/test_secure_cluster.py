@@ -22,7 +22,11 @@ e. a wrong password: keng-aggregate exits 78 with a line that says the login was
    and the password is nowhere in its output;
 f. a broker certificate for another host name (DNS:kafka.invalid) is refused: keng-replay
    exits 78 naming the certificate; the same run without hostname verification reads, which
-   shows that the name alone was refused."""
+   shows that the name alone was refused;
+g. the registry versions (antt.registry, made by deploy/create-topics.sh, compacted): a
+   version published with keng-admin's login is listed by keng-registry --versions logged in
+   as keng-replay (Read on the topic, no group ACL); keng-registry --publish as keng-replay
+   exits 78 naming the ACL (Write), and the topic's end does not move."""
 
 import json
 import os
@@ -266,6 +270,45 @@ def test_e_wrong_password():
     print(f"FIGURES wrong password: keng-aggregate exited 78 after {took:.1f}s", flush=True)
 
 
+def test_g_registry_versions_by_acl():
+    registry = S.work.file("registry-boards.csv")
+    subprocess.run([kt.binary("keng-registry"), "--write", registry], check=True,
+                   capture_output=True, timeout=60)
+
+    def keng_registry(user, *args):
+        return subprocess.run([kt.binary("keng-registry"), *args, "--config",
+                               conf_file(f"registry-{user}.conf", user), "--brokers",
+                               S.cluster.bootstrap], capture_output=True, text=True, timeout=120)
+
+    out = keng_registry("keng-admin", "--publish", registry, "--effective", "2024-01-01",
+                        "--allow-past")
+    kt.check_equal(out.returncode, 0, f"keng-registry --publish as keng-admin: exit status "
+                   f"({out.stderr[-600:]})")
+    kt.check("published: antt.registry partition 0 offset 0" in out.stdout, "published",
+             "antt.registry partition 0 offset 0", out.stdout)
+    out = keng_registry("keng-replay", "--versions")
+    kt.check_equal(out.returncode, 0, f"keng-registry --versions as keng-replay: exit status "
+                   f"({out.stderr[-600:]})")
+    kt.check(out.stdout.splitlines()[1].startswith("2023-12-31T17:00:00Z   7588      460"),
+             "--versions as keng-replay lists the version", "2023-12-31T17:00:00Z 7588 460 ...",
+             out.stdout)
+    before = watermarks("antt.registry")
+    out = keng_registry("keng-replay", "--publish", registry, "--effective", "2099-01-01")
+    kt.check_equal(out.returncode, 78, f"keng-registry --publish as keng-replay: exit status "
+                   f"({out.stderr[-600:]})")
+    kt.check("Write on topic antt.registry" in out.stderr and "deploy/create-acls.sh" in
+             out.stderr, "the line names the ACL", "Write on topic antt.registry",
+             out.stderr[-600:])
+    kt.check_equal(watermarks("antt.registry"), before, "antt.registry's end after the refusal")
+    from confluent_kafka.admin import AdminClient, ConfigResource
+    res = ConfigResource(ConfigResource.Type.TOPIC, "antt.registry")
+    # The client must outlive its futures: it is kept in a name.
+    client = AdminClient(dict(admin(), **{"bootstrap.servers": S.cluster.bootstrap}))
+    configs = client.describe_configs([res])[res].result(30)
+    kt.check_equal((configs["cleanup.policy"].value, configs["max.message.bytes"].value),
+                   ("compact", "10485760"), "antt.registry as deploy/create-topics.sh made it")
+
+
 def test_f_certificate_for_another_host():
     S.agg.stop()
     S.ing.stop()
@@ -296,7 +339,8 @@ def main():
         kt.main([test_a_least_privilege_is_enough, test_a2_scale_out,
                  test_b_ingest_user_cannot_read,
                  test_c_replay_user_cannot_write, test_d_no_state_injected,
-                 test_e_wrong_password, test_f_certificate_for_another_host])
+                 test_e_wrong_password, test_g_registry_versions_by_acl,
+                 test_f_certificate_for_another_host])
     finally:
         kl.close_all((S.agg, S.agg2, S.ing), S.cluster, S.work or kt.Workdir())
 

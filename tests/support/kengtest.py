@@ -242,6 +242,10 @@ BROKER_KIND = os.environ.get("KENG_TEST_BROKER", "embedded")
 KAFKA_CLUSTER = os.path.join(SOURCE_DIR, "scripts", "kafka-cluster.sh")
 TOPICS = ["antt.incidents", "antt.mediations", "antt.alerts", "antt.deadletter",
           "antt.board-counts"]
+# The registry versions (keng-registry --publish): one partition, compacted, with room for a
+# whole registry, as deploy/create-topics.sh and keng-broker create it.
+REGISTRY_TOPIC = "antt.registry"
+REGISTRY_TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": "10485760"}
 
 
 def Broker(workdir, partitions=4, brokers=1):
@@ -377,13 +381,16 @@ class KafkaBroker:
         with open(os.path.join(self.dir, "bootstrap")) as f:
             self.bootstrap = f.read().strip()
         self.create_topics(TOPICS, partitions, min(brokers, 3))
+        self.create_topics([REGISTRY_TOPIC], 1, min(brokers, 3), config=REGISTRY_TOPIC_CONFIG)
 
-    def create_topics(self, names, partitions, replication, timeout=120):
-        """Creates the topics and waits until every partition has a leader."""
+    def create_topics(self, names, partitions, replication, timeout=120, config=None):
+        """Creates the topics (with config, else keng's settings for each) and waits until
+        every partition has a leader."""
         from confluent_kafka.admin import AdminClient, NewTopic
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         new = [NewTopic(t, num_partitions=partitions, replication_factor=replication,
-                        config={"cleanup.policy": "compact"} if t == "antt.board-counts" else {})
+                        config=config if config is not None else
+                        {"cleanup.policy": "compact"} if t == "antt.board-counts" else {})
                for t in names]
         for topic, future in admin.create_topics(new, request_timeout=60).items():
             try:

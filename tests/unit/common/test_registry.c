@@ -131,6 +131,37 @@ static void test_csv_errors_name_line_and_field(void **state)
     expect_load_error(HEADER "\"D01-C001-B01,Khối 1\n", "line 2: unterminated quote");
 }
 
+/* A version read from Kafka loads from its text as from a file: the same counts, the name
+ * given in keng_registry_path and in every refusal, and the text left as it was. */
+static void test_load_text(void **state)
+{
+    static const char csv[] = HEADER "B1,Thôn 1,N1,Xã Mới,,,5,5\nB2,Thôn 2,N1,Xã Mới,,,4,3\n";
+    char copy[sizeof(csv)], errstr[512] = "";
+    keng_registry_t *reg;
+
+    (void)state;
+    memcpy(copy, csv, sizeof(csv));
+    /* Without the NUL: the text of a document is not a C string. */
+    reg = keng_registry_load_text(copy, sizeof(copy) - 1, "antt.registry@2025-06-30T17:00:00Z",
+                                  errstr, sizeof(errstr));
+    assert_non_null(reg);
+    assert_int_equal(keng_registry_board_count(reg), 2);
+    assert_int_equal(keng_registry_commune_count(reg), 1);
+    assert_int_equal(keng_registry_district_count(reg), 0);
+    assert_string_equal(keng_registry_path(reg), "antt.registry@2025-06-30T17:00:00Z");
+    assert_int_equal(keng_registry_board_line(reg, 1), 3);
+    assert_memory_equal(copy, csv, sizeof(csv));
+    keng_registry_destroy(reg);
+
+    reg = keng_registry_load_text(copy, strlen(HEADER) + 20, "antt.registry@x", errstr,
+                                  sizeof(errstr));
+    assert_null(reg);
+    if (!strstr(errstr, "antt.registry@x: line 2: expected 8 fields"))
+        fail_msg("expected \"antt.registry@x: line 2: expected 8 fields\", got \"%s\"", errstr);
+    assert_null(keng_registry_load_text("", 0, "antt.registry@y", errstr, sizeof(errstr)));
+    assert_string_equal(errstr, "antt.registry@y: no boards in the registry");
+}
+
 /* A board listed twice, in one commune or in two, is refused with both lines: a board is in
  * one commune. */
 static void test_duplicate_board_names_both_lines(void **state)
@@ -223,6 +254,7 @@ int main(void)
         cmocka_unit_test(test_csv_round_trip),
         cmocka_unit_test(test_csv_errors_name_line_and_field),
         cmocka_unit_test(test_csv_quoted_names),
+        cmocka_unit_test(test_load_text),
         cmocka_unit_test(test_id_alphabet),
         cmocka_unit_test(test_duplicate_board_names_both_lines),
         cmocka_unit_test(test_nfd_name_says_convert_to_nfc),
