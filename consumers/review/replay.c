@@ -26,6 +26,7 @@
 #include "pdf.h"
 #include "program.h"
 #include "registry.h"
+#include "registry_topic.h"
 #include "schemareg.h"
 #include "review.h"
 #include "timeutil.h"
@@ -38,7 +39,8 @@
 static volatile sig_atomic_t stop_requested = 0;
 
 /* The keys keng-replay reads itself; the schema store lists its own. */
-static keng_config_keys_t replay_keys = {"topic.incidents", "topic.mediations", NULL};
+static keng_config_keys_t replay_keys = {"topic.incidents", "topic.mediations", "topic.registry",
+                                         NULL};
 static const char *const *const config_tables[] = {
     keng_config_common_keys,       replay_keys,
     keng_schema_store_config_keys, keng_schemareg_config_keys,
@@ -48,6 +50,7 @@ struct options {
     const char *config_path;
     const char *brokers;
     const char *registry_path;
+    const char *units; /* --units current|as-of:TIME: the registry from the topic */
     const char *out_dir;
     int year;
     const char *from, *to;
@@ -72,6 +75,11 @@ static void usage(FILE *out)
             "  --out DIR            where to write the report (default keng-review-<period>)\n"
             "  --brokers LIST       bootstrap servers (else KENG_BROKERS, else the config)\n"
             "  --registry FILE      the board registry CSV (else the generated default)\n"
+            "  --units WHEN         draw the units of the registry version in force at WHEN,\n"
+            "                       read from the topic antt.registry (config topic.registry):\n"
+            "                       current (now), or as-of:TIME (a date, midnight in Vietnam,\n"
+            "                       or RFC 3339); the review states each version that took\n"
+            "                       effect within the period. Not with --registry\n"
             "  --config FILE        key=value config (topic.incidents, topic.mediations, kafka.*,\n"
             "                       events.min_occurred_at and events.max_future_ms: an event\n"
             "                       whose times break them is left out, as invalid_time)\n"
@@ -495,11 +503,75 @@ static int check_kafka_settings(keng_config_t *cfg, const keng_registry_t *reg)
     return 0;
 }
 
+/* --units: the registry version in force at the time it names (now for current), from the
+ * topic antt.registry, and the versions that took effect within [from_ms, to_ms) (*changes,
+ * the caller frees it). Returns 0, or an exit code after a line in the log: 64 for a time
+ * that does not parse, 69 when no broker answers, 78 for a topic that is missing or holds no
+ * version in force then. */
+static int registry_from_topic(const struct options *opt, keng_config_t *cfg, int64_t from_ms,
+                               int64_t to_ms, keng_registry_t **reg,
+                               keng_review_registry_change_t **changes, size_t *nchanges)
+{
+    const char *topic = keng_config_get(cfg, "topic.registry", KENG_REGTOPIC_DEFAULT);
+    keng_regtopic_list_t list = {0};
+    char errstr[512], name[128];
+    int64_t at_ms;
+    int rc;
+
+    if (strcmp(opt->units, "current") == 0)
+        at_ms = keng_now_ms();
+    else if (strncmp(opt->units, "as-of:", 6) != 0 ||
+             keng_time_parse_day_or_rfc3339(opt->units + 6, &at_ms) != 0) {
+        keng_log_error("--units takes current or as-of:TIME (a date such as 2025-06-30, "
+                       "midnight in Vietnam, or an RFC 3339 time)",
+                       "units=%s", opt->units);
+        return KENG_EXIT_USAGE;
+    }
+    rc = keng_regtopic_read(cfg, topic, &list, errstr, sizeof(errstr));
+    if (rc != 0) {
+        keng_log_error("cannot read the registry versions", "topic=%s error=\"%s\"", topic, errstr);
+        keng_regtopic_list_free(&list);
+        return rc;
+    }
+    const keng_regtopic_version_t *in_force = NULL;
+    *changes = calloc(list.n + 1, sizeof(**changes));
+    for (size_t i = 0; *changes && i < list.n; i++) {
+        const keng_regtopic_version_t *v = &list.v[i];
+        if (v->effective_ms <= at_ms)
+            in_force = v;
+        if (v->effective_ms > from_ms && v->effective_ms < to_ms)
+            (*changes)[(*nchanges)++] = (keng_review_registry_change_t){
+                v->effective_ms, (size_t)v->districts, (size_t)v->communes, (size_t)v->boards};
+    }
+    if (!*changes || !in_force) {
+        keng_log_error(!*changes ? "out of memory"
+                                 : "no registry version is in force at that time (publish one "
+                                   "with keng-registry --publish, or give --registry FILE)",
+                       "topic=%s units=%s versions=%zu first=%s", topic, opt->units, list.n,
+                       list.n ? list.v[0].key : "-");
+        keng_regtopic_list_free(&list);
+        return KENG_EXIT_CONFIG;
+    }
+    snprintf(name, sizeof(name), "%s@%s", topic, in_force->key);
+    *reg =
+        keng_registry_load_text(in_force->text, in_force->text_len, name, errstr, sizeof(errstr));
+    if (!*reg)
+        keng_log_error("the registry version in force does not load", "version=%s error=\"%s\"",
+                       name, errstr);
+    else
+        keng_log_info("registry version chosen", "units=%s version=%s sha256=%.12s changes=%zu",
+                      opt->units, name, in_force->sha256 ? in_force->sha256 : "-", *nchanges);
+    keng_regtopic_list_free(&list);
+    return *reg ? 0 : KENG_EXIT_CONFIG;
+}
+
 static int run(const struct options *opt, keng_config_t *cfg)
 {
     char errstr[512], label[64] = "", chromium[4096];
     int64_t from_ms = 0, to_ms = 0;
     keng_registry_t *reg = NULL;
+    keng_review_registry_change_t *changes = NULL;
+    size_t nchanges = 0;
     keng_schema_store_t *store = NULL;
     reader_t rd = {0};
     keng_schemareg_conf_t sr = {0};
@@ -526,16 +598,28 @@ static int run(const struct options *opt, keng_config_t *cfg)
         return KENG_EXIT_UNAVAILABLE;
     }
 
-    reg = keng_registry_open(opt->registry_path, errstr, sizeof(errstr));
-    if (!reg) {
-        keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
-        rc = KENG_EXIT_CONFIG;
-        goto out;
+    if (opt->units) {
+        rc = registry_from_topic(opt, cfg, from_ms, to_ms, &reg, &changes, &nchanges);
+        if (rc != 0)
+            goto out;
+        rc = 1;
+    } else {
+        reg = keng_registry_open(opt->registry_path, errstr, sizeof(errstr));
+        if (!reg) {
+            keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
+            rc = KENG_EXIT_CONFIG;
+            goto out;
+        }
     }
     keng_program_log_registry(reg);
     store = keng_schema_store_from_config(cfg, errstr, sizeof(errstr));
     rd.dec = store ? keng_avro_decoder_new(store, errstr, sizeof(errstr)) : NULL;
     rd.review = keng_review_new(reg, from_ms, to_ms, label);
+    if (rd.review && opt->units &&
+        keng_review_set_registry(rd.review, "topic", opt->units, changes, nchanges) != 0) {
+        keng_review_destroy(rd.review);
+        rd.review = NULL;
+    }
     if (!store || !rd.dec || !rd.review) {
         keng_log_error("cannot set up decoding", "error=\"%s\"", errstr);
         /* Schemas that do not load are the configuration's fault, as a registry's are. */
@@ -611,6 +695,7 @@ out:
     keng_avro_decoder_destroy(rd.dec);
     keng_schema_store_destroy(store);
     keng_registry_destroy(reg);
+    free(changes);
     keng_schemareg_conf_free(&sr);
     return rc;
 }
@@ -651,6 +736,7 @@ int main(int argc, char **argv)
         KENG_FLAG("out", &opt.out_dir, NULL),
         KENG_FLAG("brokers", &opt.brokers, "brokers"),
         KENG_FLAG("registry", &opt.registry_path, NULL),
+        KENG_FLAG("units", &opt.units, NULL),
         KENG_FLAG("config", &opt.config_path, NULL),
         KENG_FLAG_SET("pdf", &opt.pdf),
         KENG_FLAG_TAKE("pdf-timeout", take_pdf_timeout, &opt.pdf_timeout_s),
@@ -669,6 +755,11 @@ int main(int argc, char **argv)
         (opt.year && (opt.from || opt.to))) {
         fprintf(stderr, "keng-replay: give either --year or both --from and --to\n");
         usage(stderr);
+        return KENG_EXIT_USAGE;
+    }
+    if (opt.units && opt.registry_path) {
+        fprintf(stderr, "keng-replay: --units takes the registry from the topic antt.registry; "
+                        "give it or --registry FILE, not both\n");
         return KENG_EXIT_USAGE;
     }
     keng_config_t *cfg = keng_program_config_table(&program, opt.config_path, table);

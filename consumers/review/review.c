@@ -39,6 +39,10 @@ struct keng_review {
     /* event_id hashes already counted: open addressing, 0 marks an empty slot */
     uint64_t *seen;
     size_t seen_mask, seen_count;
+    /* keng_review_set_registry; NULL and 0 for a registry from a file */
+    char *registry_source, *registry_units;
+    keng_review_registry_change_t *changes;
+    size_t nchanges;
 };
 
 static uint64_t hash_event_id(const char *id)
@@ -153,7 +157,27 @@ void keng_review_destroy(keng_review_t *r)
         return;
     free(r->boards);
     free(r->seen);
+    free(r->registry_source);
+    free(r->registry_units);
+    free(r->changes);
     free(r);
+}
+
+int keng_review_set_registry(keng_review_t *r, const char *source, const char *units,
+                             const keng_review_registry_change_t *changes, size_t n)
+{
+    free(r->registry_source);
+    free(r->registry_units);
+    free(r->changes);
+    r->registry_source = source ? strdup(source) : NULL;
+    r->registry_units = units ? strdup(units) : NULL;
+    r->changes = n ? malloc(n * sizeof(*changes)) : NULL;
+    r->nchanges = r->changes ? n : 0;
+    if (r->changes)
+        memcpy(r->changes, changes, n * sizeof(*changes));
+    return (source && !r->registry_source) || (units && !r->registry_units) || (n && !r->changes)
+               ? -1
+               : 0;
 }
 
 static void tally_event(tally_t *t, const keng_event_t *ev)
@@ -393,12 +417,27 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
         json_array_append_new(levels, json_string("district"));
     json_array_append_new(levels, json_string("commune"));
     json_array_append_new(levels, json_string("board"));
+    json_t *changes = json_array();
+    for (size_t i = 0; i < r->nchanges; i++) {
+        char when[32];
+        keng_time_format_utc(r->changes[i].effective_ms, when, sizeof(when));
+        json_array_append_new(changes, json_pack("{s:s,s:I,s:I,s:I}", "effective", when,
+                                                 "districts", (json_int_t)r->changes[i].districts,
+                                                 "communes", (json_int_t)r->changes[i].communes,
+                                                 "boards", (json_int_t)r->changes[i].boards));
+    }
     json_object_set_new(root, "registry",
-                        json_pack("{s:s,s:o,s:I,s:I,s:I,s:o}", "source", path ? "file" : "built-in",
+                        json_pack("{s:s,s:o,s:I,s:I,s:I,s:o,s:o,s:o}", "source",
+                                  r->registry_source ? r->registry_source
+                                  : path             ? "file"
+                                                     : "built-in",
                                   "path", path ? json_string(path) : json_null(), "districts",
                                   (json_int_t)keng_registry_district_count(r->reg), "communes",
                                   (json_int_t)keng_registry_commune_count(r->reg), "boards",
-                                  (json_int_t)keng_registry_board_count(r->reg), "levels", levels));
+                                  (json_int_t)keng_registry_board_count(r->reg), "levels", levels,
+                                  "units",
+                                  r->registry_units ? json_string(r->registry_units) : json_null(),
+                                  "changes", changes));
     return root;
 }
 

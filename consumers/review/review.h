@@ -40,6 +40,19 @@ keng_review_outcome_t keng_review_add(keng_review_t *review, const keng_event_t 
 /* Records a message that could not be decoded, for the report's data-quality line. */
 void keng_review_add_undecodable(keng_review_t *review);
 
+/* A registry version that took effect within the review's period. */
+typedef struct keng_review_registry_change {
+    int64_t effective_ms;
+    size_t districts, communes, boards;
+} keng_review_registry_change_t;
+
+/* How the review's registry was chosen, when it came from the topic antt.registry: source
+ * ("topic"), units ("current", "as-of:2025-06-30"), and the versions that took effect within
+ * the period (n of them, copied), which review.json lists under registry.changes and
+ * review.html states under its title. Strings are copied. Returns 0 or -1 (no memory). */
+int keng_review_set_registry(keng_review_t *review, const char *source, const char *units,
+                             const keng_review_registry_change_t *changes, size_t n);
+
 /* Records an event left out because its times break the rule (keng_event_check_times), for
  * the report's data-quality line. */
 void keng_review_add_invalid_time(keng_review_t *review);

@@ -522,6 +522,46 @@ static int active_boards(const json_t *doc, const keng_registry_t *reg, bool *ac
     return 0;
 }
 
+/* The registry versions that took effect within the period (the reform of 1 July 2025 in a
+ * review of 2025), and which units the review draws: stated under the title, so that nobody
+ * reads a commune's figures without knowing which commune it was then. */
+static void write_registry_changes(FILE *f, const json_t *registry)
+{
+    const json_t *changes = json_object_get(registry, "changes");
+    const char *units = json_string_value(json_object_get(registry, "units"));
+    size_t i;
+    const json_t *c;
+
+    if (json_array_size(changes) == 0)
+        return;
+    fputs("<p class=reform>Danh mục đơn vị thay đổi trong kỳ:", f);
+    json_array_foreach(changes, i, c)
+    {
+        const char *when = json_string_value(json_object_get(c, "effective"));
+        int64_t ms = 0;
+        char day[16] = "";
+        if (when && keng_time_parse_rfc3339(when, strlen(when), &ms) == 0)
+            keng_review_date_vi(ms, day, sizeof(day));
+        fprintf(f, "%s từ ngày <time data-key=reform>%s</time> có %lld xã, phường", i ? ";" : "",
+                day, (long long)json_integer_value(json_object_get(c, "communes")));
+        long long districts = json_integer_value(json_object_get(c, "districts"));
+        if (districts > 0)
+            fprintf(f, " thuộc %lld huyện, thị xã, thành phố", districts);
+        else
+            fputs(", không còn cấp huyện", f);
+    }
+    fputs(". Báo cáo này tính theo ", f);
+    if (units && strncmp(units, "as-of:", 6) == 0) {
+        fputs("các đơn vị tại thời điểm ", f);
+        keng_chart_escape(f, units + 6);
+    } else {
+        fputs("các đơn vị hiện hành; số liệu của mỗi đơn vị gồm cả số liệu trước ngày thay đổi "
+              "của các ban nay thuộc đơn vị đó",
+              f);
+    }
+    fputs(".</p>\n", f);
+}
+
 int keng_review_html_write(const json_t *doc, const keng_registry_t *reg, int64_t from_ms,
                            int64_t to_ms, const char *path)
 {
@@ -560,6 +600,7 @@ int keng_review_html_write(const json_t *doc, const keng_registry_t *reg, int64_
             keng_review_date_vi(from_ms, from, sizeof(from)),
             keng_review_date_vi(to_ms - 1, last, sizeof(last)));
 
+    write_registry_changes(f, json_object_get(doc, "registry"));
     write_headline(f, json_object_get(doc, "headline"));
     if (write_charts(f, doc, top_units(reg)) != 0) {
         errno = ENOMEM;

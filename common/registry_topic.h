@@ -51,7 +51,7 @@ typedef struct keng_regtopic_file {
 /* Reads topic from its beginning to the high watermarks noted first, with the brokers and
  * kafka.* keys of cfg (borrowed). For each key the last message counts (a null value deletes
  * it); a message that is not a document of KENG_REGTOPIC_FORMAT, or whose text does not match
- * its sha256, is skipped with a warning on stderr. Returns 0 and fills out (the caller's; free
+ * its sha256, is skipped with a warning in the log. Returns 0 and fills out (the caller's; free
  * it with keng_regtopic_list_free, also on failure), or an exit code after errstr: 69 when no
  * broker answered, 78 when the topic does not exist or Kafka refused keng's user. */
 int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopic_list_t *out,

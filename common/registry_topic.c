@@ -337,8 +337,9 @@ int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopi
             if (kept != 0)
                 json_decref(v.doc);
         } else
-            fprintf(stderr, "keng-registry: warning: %s partition %d offset %lld: %s: skipped\n",
-                    topic, (int)m->partition, (long long)m->offset, why);
+            keng_log_warn("a message of the registry topic is not a version keng can use; skipped",
+                          "topic=%s partition=%d offset=%lld why=\"%s\"", topic, (int)m->partition,
+                          (long long)m->offset, why);
         for (int i = 0; i < nparts; i++)
             if (md->topics[0].partitions[i].id == m->partition && m->offset + 1 >= ends[i] &&
                 ends[i] > 0) {
