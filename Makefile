@@ -46,8 +46,9 @@ test-sanitize: deps
 # (no district level). REGISTRY=FILE runs it on your own board registry, REGISTRY= on the
 # built-in 2024 one (keng-demo --registry FILE).
 REGISTRY ?= registry/nghe-an-2025-07-01.csv
+LINEAGE ?= $(if $(filter registry/nghe-an-2025-07-01.csv,$(REGISTRY)),registry/nghe-an-2024-to-2025.lineage.csv)
 demo: build
-	$(BUILD_DIR)/bin/keng-demo $(if $(REGISTRY),--registry $(REGISTRY))
+	$(BUILD_DIR)/bin/keng-demo $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(LINEAGE),--lineage $(LINEAGE))
 
 bench: build
 	scripts/bench.sh $(BUILD_DIR)

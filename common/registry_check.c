@@ -665,3 +665,91 @@ out:
     side_close(&c.next);
     return out->refusals > 0 ? -1 : 0;
 }
+
+/* ---- a lineage for showing where units came from ---- */
+
+struct keng_lineage {
+    table_t t;
+    const row_t **by_to; /* rows that lead to another unit, or to another name, by to_id then
+                          * line */
+    size_t n;
+};
+
+typedef struct first_error {
+    char *errstr;
+    size_t size;
+    bool said;
+} first_error_t;
+
+static void keep_first_error(void *arg, bool refusal, const char *message)
+{
+    first_error_t *e = arg;
+
+    if (refusal && !e->said) {
+        snprintf(e->errstr, e->size, "%s", message);
+        e->said = true;
+    }
+}
+
+static int by_to_order(const void *a, const void *b)
+{
+    const row_t *x = *(const row_t *const *)a, *y = *(const row_t *const *)b;
+    int cmp = strcmp(x->to_id, y->to_id);
+
+    return cmp ? cmp : x->line - y->line;
+}
+
+keng_lineage_t *keng_lineage_load(const char *path, char *errstr, size_t errstr_size)
+{
+    keng_lineage_t *l = calloc(1, sizeof(*l));
+    keng_registry_check_summary_t summary = {0};
+    first_error_t first = {errstr, errstr_size, false};
+    ctx_t c = {.say = keep_first_error, .arg = &first, .out = &summary};
+
+    if (!l) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    if (table_load(&c, &l->t, path, true) != 0 ||
+        !(l->by_to = calloc(l->t.n + 1, sizeof(*l->by_to)))) {
+        if (!first.said)
+            snprintf(errstr, errstr_size, "out of memory");
+        keng_lineage_destroy(l);
+        return NULL;
+    }
+    for (size_t i = 0; i < l->t.n; i++)
+        if (l->t.rows[i].to_id[0] && (strcmp(l->t.rows[i].to_id, l->t.rows[i].from_id) != 0 ||
+                                      strcmp(l->t.rows[i].to_name, l->t.rows[i].from_name) != 0))
+            l->by_to[l->n++] = &l->t.rows[i];
+    if (l->n > 1)
+        qsort(l->by_to, l->n, sizeof(*l->by_to), by_to_order);
+    return l;
+}
+
+size_t keng_lineage_formerly(const keng_lineage_t *l, const char *id, const char **names,
+                             size_t max)
+{
+    size_t lo = 0, hi = l ? l->n : 0, count = 0;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(l->by_to[mid]->to_id, id) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; l && lo < l->n && strcmp(l->by_to[lo]->to_id, id) == 0; lo++, count++)
+        if (count < max)
+            names[count] =
+                l->by_to[lo]->from_name[0] ? l->by_to[lo]->from_name : l->by_to[lo]->from_id;
+    return count;
+}
+
+void keng_lineage_destroy(keng_lineage_t *l)
+{
+    if (!l)
+        return;
+    table_free(&l->t);
+    free(l->by_to);
+    free(l);
+}

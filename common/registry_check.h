@@ -49,4 +49,21 @@ typedef struct keng_registry_check_summary {
 int keng_registry_check_run(const keng_registry_check_t *in, keng_registry_say_fn say, void *arg,
                             keng_registry_check_summary_t *out);
 
+/* A lineage read to show where units came from ("formerly ..." on the dashboard): the same
+ * file and rules as keng_registry_check_t's lineage_path. */
+typedef struct keng_lineage keng_lineage_t;
+
+/* Reads path. Returns NULL with errstr naming the file and the line of the first refusal;
+ * the caller owns the result (keng_lineage_destroy). */
+keng_lineage_t *keng_lineage_load(const char *path, char *errstr, size_t errstr_size);
+
+/* The names (the id where a line has no name) of the units and boards that became id, in
+ * file order: up to max of them into names (borrowed from l), and how many there are in all.
+ * A unit renamed under its id has its old name there; a line that changes nothing does not
+ * count. l may be NULL. */
+size_t keng_lineage_formerly(const keng_lineage_t *l, const char *id, const char **names,
+                             size_t max);
+
+void keng_lineage_destroy(keng_lineage_t *l);
+
 #endif

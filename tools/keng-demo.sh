@@ -12,16 +12,19 @@ partitions=${KENG_DEMO_PARTITIONS:-6}
 duration=0
 workdir=""
 registry=""
+lineage=""
 
 usage() {
     cat <<USAGE
 Usage: keng-demo [--listen HOST:PORT] [--ingest-listen HOST:PORT] [--rate EVENTS_PER_S]
-                 [--duration SECONDS] [--dir DIR] [--registry FILE]
+                 [--duration SECONDS] [--dir DIR] [--registry FILE] [--lineage FILE]
 
 Runs the embedded broker, the aggregator with its dashboard, the ingest gateway and the
 field simulator together. Logs and state go to DIR (default: a new directory in /tmp).
 --registry runs all of them on your own board registry (a CSV as keng-registry --write
 writes; checked first with keng-registry --check), else on the built-in one.
+--lineage gives the dashboard what each unit was before (the format of keng-registry
+--lineage).
 
 Exit codes: 0 done, 1 failed, 64 usage, 65 damaged state, 69 unavailable, 75 state dir
 held, 78 configuration; docs/DESIGN.md, "Exit codes".
@@ -36,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --duration) duration=$2; shift 2 ;;
     --dir) workdir=$2; shift 2 ;;
     --registry) registry=$2; shift 2 ;;
+    --lineage) lineage=$2; shift 2 ;;
     --help) usage; exit 0 ;;
     --version) "$bin/keng-broker" --version | sed 's/^keng-broker/keng-demo/'; exit 0 ;;
     *) usage >&2; exit 64 ;;
@@ -115,7 +119,8 @@ alert.drugs_commune.summary={scope_name}: {count} vụ ma túy trong 1 giờ
 EOF_CONF
 
 "$bin/keng-aggregate" --listen "$listen" --state-dir "$workdir/aggregate-state" \
-    --config "$workdir/aggregate.conf" "${registry_args[@]}" 2>"$workdir/aggregate.log" &
+    --config "$workdir/aggregate.conf" "${registry_args[@]}" ${lineage:+--lineage "$lineage"} \
+    2>"$workdir/aggregate.log" &
 pids+=($!)
 wait_for "keng-aggregate" 20 curl -fsS "http://$listen/healthz"
 

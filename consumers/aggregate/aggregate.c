@@ -35,6 +35,7 @@
 #include "webhook.h"
 #include "silent.h"
 #include "timeutil.h"
+#include "registry_check.h"
 #include "web_config.h"
 
 #define DEFAULT_LISTEN    "127.0.0.1:8080"
@@ -47,6 +48,7 @@
 
 /* The keys keng-aggregate reads itself; its modules list theirs (see config_tables). */
 static keng_config_keys_t aggregate_keys = {"registry",
+                                            "registry.lineage",
                                             "listen",
                                             "state.dir",
                                             "group.id",
@@ -83,6 +85,7 @@ struct options {
     const char *config_path;
     const char *brokers;
     const char *registry;
+    const char *lineage;
     const char *listen;
     const char *state_dir;
     const char *group;
@@ -100,6 +103,7 @@ typedef struct app {
     keng_config_t *cfg;
     bool check_only; /* --check-config: load everything, start nothing */
     keng_registry_t *reg;
+    keng_lineage_t *lineage; /* registry.lineage: "formerly ..." of the units; may be NULL */
     keng_schema_store_t *store;
     keng_counts_t *counts;
     keng_checkpoint_t *cp;
@@ -147,6 +151,8 @@ static void usage(FILE *out)
             "  --config FILE      key=value config; kafka.* keys go to librdkafka\n"
             "  --brokers LIST     bootstrap servers (else KENG_BROKERS, else the config)\n"
             "  --registry FILE    board registry CSV (else the generated default)\n"
+            "  --lineage FILE     the registry's lineage (config registry.lineage; the format\n"
+            "                     of keng-registry --lineage): each unit shows its former units\n"
             "  --listen HOST:PORT HTTP address (default " DEFAULT_LISTEN ")\n"
             "  --state-dir DIR    LMDB checkpoint directory (default " DEFAULT_STATE_DIR ")\n"
             "  --group ID         consumer group (default " DEFAULT_GROUP ")\n"
@@ -720,6 +726,16 @@ static int load_state(app_t *app, const settings_t *st)
         return KENG_EXIT_CONFIG;
     }
     keng_program_log_registry(app->reg);
+    const char *lineage = keng_config_get(app->cfg, "registry.lineage", NULL);
+    if (lineage && *lineage) {
+        app->lineage = keng_lineage_load(lineage, errstr, sizeof(errstr));
+        if (!app->lineage) {
+            keng_log_error("cannot load the registry's lineage", "error=\"%s\"", errstr);
+            return KENG_EXIT_CONFIG;
+        }
+        keng_log_info("registry lineage loaded: units show what they were formerly", "file=%s",
+                      lineage);
+    }
     /* schemas.dir and schemas.reader.<subject> let an operator run this consumer with the
      * schemas of another release without a rebuild. */
     app->store = keng_schema_store_from_config(app->cfg, errstr, sizeof(errstr));
@@ -791,6 +807,7 @@ static int start_http(app_t *app, const keng_http_limits_t *limits)
     keng_api_set_server(app->api, app->srv);
     keng_api_set_more_metrics(app->api, more_metrics, app);
     keng_api_set_web_config(app->api, app->web);
+    keng_api_set_lineage(app->api, app->lineage);
     if (keng_http_server_set_tls(app->srv, keng_web_config_tls(app->web)) != 0) {
         keng_log_error("cannot start TLS: out of memory", NULL);
         return 1;
@@ -1050,6 +1067,7 @@ int main(int argc, char **argv)
         KENG_FLAG("config", &opt.config_path, NULL),
         KENG_FLAG("brokers", &opt.brokers, "brokers"),
         KENG_FLAG("registry", &opt.registry, "registry"),
+        KENG_FLAG("lineage", &opt.lineage, "registry.lineage"),
         KENG_FLAG("listen", &opt.listen, "listen"),
         KENG_FLAG("state-dir", &opt.state_dir, "state.dir"),
         KENG_FLAG("group", &opt.group, "group.id"),
@@ -1098,6 +1116,7 @@ int main(int argc, char **argv)
     keng_checkpoint_close(app.cp);
     keng_schema_store_destroy(app.store);
     keng_registry_destroy(app.reg);
+    keng_lineage_destroy(app.lineage);
     keng_web_config_destroy(app.web);
     keng_config_destroy(app.cfg);
     return rc;

@@ -214,6 +214,21 @@ static void add_incomplete(const keng_api_t *api, keng_level_t level, uint32_t i
                                   "before keng-aggregate read them to rebuild their counts"));
 }
 
+/* Sets "formerly" on a unit's answer (the names the lineage gives its predecessors), when it
+ * has any. */
+static void add_formerly(const keng_api_t *api, json_t *unit, const char *id)
+{
+    const char *names[64];
+    size_t n = keng_lineage_formerly(api->lineage, id, names, 64);
+
+    if (n == 0)
+        return;
+    json_t *list = json_array();
+    for (size_t i = 0; i < n && i < 64; i++)
+        json_array_append_new(list, json_string(names[i]));
+    json_object_set_new(unit, "formerly", list);
+}
+
 /* The counts answer of one scope; the caller owns the reference. */
 static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t index)
 {
@@ -231,6 +246,8 @@ static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t i
     out = json_pack("{s:s,s:s,s:s,s:s,s:o}", "level", keng_level_names[level], "id", id, "name",
                     name, "as_of", keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)),
                     "windows", windows);
+    if (out)
+        add_formerly(api, out, id);
     if (level == KENG_LEVEL_BOARD) {
         const keng_board_t *b = keng_registry_board(api->reg, index);
         json_object_set_new(out, "commune_id",
@@ -439,6 +456,7 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
         item = tally_json(&t);
         json_object_set_new(item, "id", json_string(child_id));
         json_object_set_new(item, "name", json_string(child_name));
+        add_formerly(api, item, child_id);
         json_array_append_new(items, item);
     }
     keng_scope_names(api->reg, level, (uint32_t)index, &parent_id, &parent_name);
@@ -862,6 +880,11 @@ keng_api_t *keng_api_new(uv_loop_t *loop, const keng_registry_t *reg, const keng
     api->timer.data = api;
     uv_timer_start(&api->timer, on_stream_timer, STREAM_INTERVAL_MS, STREAM_INTERVAL_MS);
     return api;
+}
+
+void keng_api_set_lineage(keng_api_t *api, const keng_lineage_t *lineage)
+{
+    api->lineage = lineage;
 }
 
 void keng_api_set_web_config(keng_api_t *api, keng_web_config_t *wc)

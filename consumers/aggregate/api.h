@@ -16,6 +16,7 @@
 #include "counts.h"
 #include "http_server.h"
 #include "registry.h"
+#include "registry_check.h"
 #include "silent.h"
 #include "web_config.h"
 
@@ -67,6 +68,10 @@ void keng_api_set_silent(keng_api_t *api, const keng_silent_options_t *opt);
 /* The web config's users and scopes (borrowed; must outlive the API). With users, every
  * route but /healthz and /readyz asks for one, and answers hold only its scope. */
 void keng_api_set_web_config(keng_api_t *api, keng_web_config_t *wc);
+
+/* The registry's lineage (borrowed; may be NULL): the counts and children answers then give
+ * each unit that the lineage names as the successor of others their names, as formerly. */
+void keng_api_set_lineage(keng_api_t *api, const keng_lineage_t *lineage);
 
 /* 0 when every unit of every user's scope is in the registry, else -1 with errstr naming the
  * user and the unit. */

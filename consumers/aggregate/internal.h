@@ -44,8 +44,9 @@ struct keng_api {
     void (*more_metrics)(FILE *out, void *arg);
     void *more_metrics_arg;
     keng_silent_options_t silent;
-    keng_web_config_t *web; /* users and scopes; NULL or without users: everyone sees all */
-    unsigned auth_pending;  /* bcrypt checks on the thread pool (api_auth.c) */
+    keng_web_config_t *web;        /* users and scopes; NULL or without users: everyone sees all */
+    const keng_lineage_t *lineage; /* "formerly" of the units; NULL without */
+    unsigned auth_pending;         /* bcrypt checks on the thread pool (api_auth.c) */
     unsigned long long auth_refused;
     int64_t auth_refused_logged_ms;
     bool closing;

@@ -18,6 +18,7 @@ import kengtest as kt
 import test_dashboard as dash
 
 REGISTRY = os.path.join(kt.SOURCE_DIR, "registry", "nghe-an-2025-07-01.csv")
+LINEAGE = os.path.join(kt.SOURCE_DIR, "registry", "nghe-an-2024-to-2025.lineage.csv")
 DAY = 86_400_000
 
 
@@ -118,9 +119,9 @@ def test_two_tier_province_end_to_end():
                     "alert.c.threshold=1000000\n")
         port = kt.free_port()
         base = f"http://127.0.0.1:{port}"
-        agg = kt.Process("keng-aggregate", ["--config", conf, "--registry", REGISTRY, "--listen",
-                                            f"127.0.0.1:{port}", "--state-dir",
-                                            work.file("state")], work,
+        agg = kt.Process("keng-aggregate", ["--config", conf, "--registry", REGISTRY, "--lineage",
+                                            LINEAGE, "--listen", f"127.0.0.1:{port}",
+                                            "--state-dir", work.file("state")], work,
                          env={"KENG_BROKERS": broker.bootstrap})
         procs.append(agg)
         iport = kt.free_port()
@@ -211,6 +212,18 @@ def test_two_tier_province_end_to_end():
         kt.check(all("district_id" not in i for i in silent["items"]),
                  "silent boards carry no district_id", "absent", silent["items"][:1])
 
+        # The lineage: each commune says what it was before 1 July 2025.
+        formerly = {}
+        with open(LINEAGE, newline="", encoding="utf-8") as f:
+            for line in csv.DictReader(f):
+                formerly.setdefault(line["commune_id_2025"], []).append(line["commune_name_2024"])
+        children = kt.get_json(f"{base}/v1/children?level=province&window=all")
+        got = {i["id"]: i.get("formerly") for i in children["items"]}
+        kt.check_equal(got[chosen[0]], formerly[chosen[0]], f"{chosen[0]}: formerly, in children")
+        kt.check_equal(sum(1 for v in got.values() if v), 130, "every commune has a formerly")
+        counts = kt.get_json(f"{base}/v1/counts?level=commune&id={chosen[0]}")
+        kt.check_equal(counts.get("formerly"), formerly[chosen[0]], "formerly in /v1/counts")
+
         # The dashboard in Chromium: the province's table is its 130 communes, a click on
         # one shows its boards, and no district appears anywhere.
         dash.require_browser()
@@ -228,6 +241,10 @@ def test_two_tier_province_end_to_end():
                           "the province's incidents (all time) in the headline")
             dash.check_table(driver, {"all": expected}, "all", "commune", communes,
                              "the 130 communes (all time)")
+            note = dash.css(driver, f'#scope-table tr[data-id="{chosen[0]}"] .formerly')
+            kt.check(note and note[0].text.startswith("trước đây: " + formerly[chosen[0]][0]),
+                     "the row says what the commune was formerly",
+                     "trước đây: " + formerly[chosen[0]][0], note[0].text if note else None)
             dash.screenshot(driver, work, "keng-dashboard-two-tier.png")
             dash.click(driver, f'#scope-table tr[data-id="{chosen[0]}"] th a')
             kt.wait_until(lambda: dash.table_is(driver, "board", chosen[0]), dash.WAIT,
@@ -255,7 +272,8 @@ def test_two_tier_province_end_to_end():
                        "the review's districts and communes")
         kt.check_equal(review["registry"],
                        {"source": "file", "path": REGISTRY, "districts": 0, "communes": 130,
-                        "boards": 7588, "levels": ["province", "commune", "board"]},
+                        "boards": 7588, "levels": ["province", "commune", "board"],
+                        "units": None, "changes": []},
                        "the review names its registry")
         kt.check_equal(review["province"]["incidents"]["total"],
                        expected[("province", "NA")]["incidents"]["total"],
