@@ -45,13 +45,17 @@ typedef struct owner {
 typedef struct track {
     int kind;
     int32_t partition;
-    bool owned;           /* this instance consumes it */
-    int inflight;         /* unit states published and not yet acknowledged */
-    bool failed;          /* one was lost: no mark until the partition is published again */
-    bool resync;          /* tell the consumer so */
-    int64_t mark_pending; /* mark to publish once inflight is 0; -1 for none */
-    bool have_mark;       /* the latest mark read from the topic */
+    bool owned;                  /* this instance consumes it */
+    int inflight;                /* unit states published and not yet acknowledged */
+    bool failed;                 /* one was lost: no mark until the partition is published again */
+    bool resync;                 /* tell the consumer so */
+    int64_t mark_pending;        /* mark to publish once inflight is 0; -1 for none */
+    unsigned char *pending_gaps; /* what that mark says of the partition's gaps (owned) */
+    size_t pending_gaps_len;
+    bool have_mark; /* the latest mark read from the topic */
     int64_t mark;
+    unsigned char *gaps; /* and what it said of the gaps (owned; NULL: nothing) */
+    size_t gaps_len;
 } track_t;
 
 struct keng_cluster {
@@ -121,7 +125,9 @@ static const track_t *track_get(const keng_cluster_t *cl, int kind, int32_t part
  * "KSN", u8 version (1), u8 type (1 unit, 2 mark), u8 kind, i32 input partition,
  * i64 next input offset the state includes (or the mark's), i64 publish time (ms),
  * u8 instance id length, the id, u16 URL length, the URL, then for a unit its counts state
- * (counts.c's format). Little-endian. */
+ * (counts.c's format) and for a mark what its owner says of the partition's gaps (the
+ * consumer's format; empty when it knows of none). Little-endian. Releases that wrote marks
+ * with nothing after the URL read the gaps as none, and ignore them. */
 
 static void put_le(unsigned char *p, uint64_t v, int bytes)
 {
@@ -176,13 +182,16 @@ static void produce_mark(keng_cluster_t *cl, track_t *t)
 {
     char key[KEY_MAX];
     size_t len;
-    unsigned char *v =
-        encode_value(cl, TYPE_MARK, t->kind, t->partition, t->mark_pending, NULL, 0, &len);
+    unsigned char *v = encode_value(cl, TYPE_MARK, t->kind, t->partition, t->mark_pending,
+                                    t->pending_gaps, t->pending_gaps_len, &len);
     rd_kafka_resp_err_t err;
 
     snprintf(key, sizeof(key), "p/%s/%s/%" PRId32, cl->group, keng_kind_name((keng_kind_t)t->kind),
              t->partition);
     t->mark_pending = -1;
+    free(t->pending_gaps);
+    t->pending_gaps = NULL;
+    t->pending_gaps_len = 0;
     if (!v)
         return;
     err = rd_kafka_producev(
@@ -262,12 +271,23 @@ void keng_cluster_publish_unit(keng_cluster_t *cl, uint32_t board_index, keng_ki
 }
 
 void keng_cluster_publish_mark(keng_cluster_t *cl, keng_kind_t kind, int32_t partition,
-                               int64_t next_offset)
+                               int64_t next_offset, const unsigned char *gaps, size_t gaps_len)
 {
     track_t *t = track_find(cl, kind, partition, true);
+    unsigned char *copy = NULL;
 
     if (!t || t->failed)
         return;
+    if (gaps_len && !(copy = malloc(gaps_len))) {
+        /* A mark without its gaps would tell the next owner there are none. */
+        t->failed = t->resync = true;
+        return;
+    }
+    if (gaps_len)
+        memcpy(copy, gaps, gaps_len);
+    free(t->pending_gaps);
+    t->pending_gaps = copy;
+    t->pending_gaps_len = gaps_len;
     t->mark_pending = next_offset;
     if (t->inflight == 0)
         produce_mark(cl, t);
@@ -389,10 +409,18 @@ static void handle_message(keng_cluster_t *cl, const rd_kafka_message_t *m)
         return;
     if (type == TYPE_MARK) {
         track_t *t = track_find(cl, kind, partition, true);
-        if (t) {
-            t->have_mark = true;
-            t->mark = offset;
+        unsigned char *gaps = len > head ? malloc(len - head) : NULL;
+        if (!t || (len > head && !gaps)) {
+            free(gaps);
+            return;
         }
+        if (gaps)
+            memcpy(gaps, v + head, len - head);
+        t->have_mark = true;
+        t->mark = offset;
+        free(t->gaps);
+        t->gaps = gaps;
+        t->gaps_len = gaps ? len - head : 0;
         return;
     }
     if (type != TYPE_UNIT || !m->key || m->key_len < 2)
@@ -521,6 +549,18 @@ bool keng_cluster_mark(const keng_cluster_t *cl, keng_kind_t kind, int32_t parti
     return true;
 }
 
+bool keng_cluster_mark_gaps(const keng_cluster_t *cl, keng_kind_t kind, int32_t partition,
+                            const unsigned char **gaps, size_t *len)
+{
+    const track_t *t = track_get(cl, kind, partition);
+
+    if (!t || !t->have_mark || !t->gaps)
+        return false;
+    *gaps = t->gaps;
+    *len = t->gaps_len;
+    return true;
+}
+
 void keng_cluster_set_owned(keng_cluster_t *cl, keng_kind_t kind, int32_t partition, bool owned)
 {
     track_t *t = track_find(cl, kind, partition, true);
@@ -587,6 +627,10 @@ static void free_cluster(keng_cluster_t *cl)
     }
     keng_counts_destroy(cl->remote);
     free(cl->snaps);
+    for (size_t i = 0; cl->tracks && i < cl->ntracks; i++) {
+        free(cl->tracks[i].pending_gaps);
+        free(cl->tracks[i].gaps);
+    }
     free(cl->tracks);
     free(cl->read_next);
     free(cl->topic);

@@ -51,9 +51,11 @@ void keng_cluster_publish_unit(keng_cluster_t *cl, uint32_t board_index, keng_ki
                                size_t len);
 
 /* Publishes the mark "every unit of (kind, partition) that changed before next_offset is in
- * the topic", once everything published before for that partition has been delivered. */
+ * the topic", once everything published before for that partition has been delivered. gaps
+ * (borrowed, copied; NULL with 0 for none) is what the owner knows the partition's counts lack
+ * (the consumer's format, consumer_gone.c): the next owner reads it with the mark. */
 void keng_cluster_publish_mark(keng_cluster_t *cl, keng_kind_t kind, int32_t partition,
-                               int64_t next_offset);
+                               int64_t next_offset, const unsigned char *gaps, size_t gaps_len);
 
 /* True (once) when a publication of (kind, partition) failed: the caller then publishes
  * every unit of that partition again. */
@@ -73,6 +75,11 @@ bool keng_cluster_unit(const keng_cluster_t *cl, uint32_t board_index, keng_kind
 /* The latest mark of (kind, partition): returns true and sets *next_offset. */
 bool keng_cluster_mark(const keng_cluster_t *cl, keng_kind_t kind, int32_t partition,
                        int64_t *next_offset);
+
+/* What the latest mark of (kind, partition) said of its gaps: returns true and sets the
+ * borrowed bytes (valid until the next read from the topic) when it said something. */
+bool keng_cluster_mark_gaps(const keng_cluster_t *cl, keng_kind_t kind, int32_t partition,
+                            const unsigned char **gaps, size_t *len);
 
 /* Tells whether this instance owns (kind, partition): the units of partitions it owns are
  * counted live by the consumer, the others come from the topic. */

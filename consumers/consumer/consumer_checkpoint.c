@@ -203,8 +203,13 @@ static void after_commit(keng_consumer_t *c, size_t ndirty, int64_t start)
                                    (keng_kind_t)(c->dirty_list[i] % KENG_KIND_COUNT), false);
     for (size_t i = 0; c->cluster && !c->assignment_lost && i < c->nparts; i++) {
         part_t *p = &c->parts[i];
-        if (p->publish)
-            keng_cluster_publish_mark(c->cluster, p->topic, p->partition, p->next_offset);
+        if (!p->publish)
+            continue;
+        size_t len;
+        char *gaps = keng_consumer__gone_encode_partition(c, p, &len);
+        keng_cluster_publish_mark(c->cluster, p->topic, p->partition, p->next_offset,
+                                  (const unsigned char *)gaps, len);
+        free(gaps);
     }
     if (c->alerts) {
         keng_alerts_mark_clean(c->alerts);

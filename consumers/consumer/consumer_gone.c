@@ -2,7 +2,8 @@
  * retained event (no state said where to start, or a damaged unit is rebuilt) and retention
  * has already deleted the partition's first events, the counts made from it lack them. Which
  * boards and windows that touches is kept here, checkpointed under KENG_CHECKPOINT_GONE so
- * that a restart still says so, and answered to /readyz and the counts API: never silently.
+ * that a restart still says so, published with the partition's mark in the counts topic so
+ * that its next owner says so too, and answered to /readyz and the counts API: never silently.
  *
  * A partition rebuilt whole (nothing said which units had no events) makes every board of it
  * incomplete, boards without a unit included, since their key may hash there; a rebuilt
@@ -39,6 +40,9 @@ static void gone_mark(keng_consumer_t *c, part_t *p, int64_t before_ms)
             c->unit_gone_before[u] = p->gone_before_ms;
     }
     c->gone_dirty = true;
+    /* The next checkpoint publishes the partition's mark, which carries the gap to a next
+     * owner, even when no event follows. */
+    p->offset_dirty = true;
     keng_log_warn("counts incomplete: events reported before this time are gone from the "
                   "partition (retention); /readyz and the counts API name the boards and "
                   "windows",
@@ -125,6 +129,90 @@ char *keng_consumer__gone_encode(const keng_consumer_t *c, size_t *len)
     return out;
 }
 
+/* A mark's gaps, one a line: "P <ms>" when the partition was rebuilt whole, "U <board id>
+ * <ms>" for each of its units rebuilt alone. The mark's own header names the topic and the
+ * partition. */
+char *keng_consumer__gone_encode_partition(const keng_consumer_t *c, const part_t *p, size_t *len)
+{
+    size_t cap = 64, n = 0;
+    char *out = NULL;
+    char line[96];
+    int w;
+
+    *len = 0;
+    if (p->rebuild_whole && p->gone_before_ms > 0) {
+        if (!(out = malloc(cap)))
+            goto oom;
+        w = snprintf(line, sizeof(line), "P %" PRId64 "\n", p->gone_before_ms);
+        if (w > 0 && append(&out, &n, &cap, line, (size_t)w) != 0)
+            goto oom;
+    }
+    for (uint32_t b = 0; b < c->nboards; b++) {
+        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)p->topic;
+        if (c->unit_gone_before[u] <= 0 || c->unit_part[u] != p->partition)
+            continue;
+        if (!out && !(out = malloc(cap)))
+            goto oom;
+        w = snprintf(line, sizeof(line), "U %s %" PRId64 "\n", keng_registry_board(c->reg, b)->id,
+                     c->unit_gone_before[u]);
+        if (w > 0 && append(&out, &n, &cap, line, (size_t)w) != 0)
+            goto oom;
+    }
+    *len = n;
+    return out;
+oom:
+    free(out);
+    keng_log_error("out of memory writing a partition's gaps; its mark says none",
+                   "topic=%s partition=%" PRId32, c->topics[p->topic], p->partition);
+    return NULL;
+}
+
+void keng_consumer__gone_adopt(keng_consumer_t *c, part_t *p)
+{
+    const unsigned char *gaps;
+    size_t len, taken = 0;
+
+    if (!c->cluster ||
+        !keng_cluster_mark_gaps(c->cluster, (keng_kind_t)p->topic, p->partition, &gaps, &len))
+        return;
+    for (const char *s = (const char *)gaps, *end = s + len; s < end;) {
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
+        char line[96], board[48];
+        int64_t ms;
+        size_t n = (size_t)((nl ? nl : end) - s);
+
+        if (n < sizeof(line)) {
+            memcpy(line, s, n);
+            line[n] = '\0';
+            if (sscanf(line, "P %" SCNd64, &ms) == 1 && ms > 0) {
+                /* The states it handed over were rebuilt after the deletion: they still
+                 * lack those events, whoever counts on from them. */
+                if (!p->rebuild_whole || p->gone_before_ms < ms) {
+                    p->gone_before_ms = p->gone_before_ms > ms ? p->gone_before_ms : ms;
+                    p->rebuild_whole = true;
+                    taken++;
+                }
+            } else if (sscanf(line, "U %47s %" SCNd64, board, &ms) == 2 && ms > 0) {
+                int32_t b = keng_registry_find_board(c->reg, board, strlen(board));
+                uint32_t u = b < 0 ? 0 : (uint32_t)b * KENG_KIND_COUNT + (uint32_t)p->topic;
+                if (b >= 0 && c->unit_part[u] == p->partition && c->unit_gone_before[u] < ms) {
+                    c->unit_gone_before[u] = ms;
+                    taken++;
+                }
+            }
+        }
+        s = nl ? nl + 1 : end;
+    }
+    if (taken == 0)
+        return;
+    /* The assignment publishes the partition whole, and with it a mark that carries these. */
+    c->gone_dirty = true;
+    keng_log_warn("counts incomplete: the partition's previous owner rebuilt it after retention "
+                  "had deleted events; /readyz and the counts API name the boards and windows",
+                  "topic=%s partition=%" PRId32 " gaps=%zu", c->topics[p->topic], p->partition,
+                  taken);
+}
+
 /* keng_checkpoint_get_meta's callback: the gaps of the partitions being assigned (and of their
  * units) come back. */
 static int gone_decode(const char *id, size_t id_len, const void *data, size_t len, void *arg)
@@ -182,8 +270,8 @@ void keng_consumer__gone_load(keng_consumer_t *c)
 static int64_t board_gone_before(const keng_consumer_t *c, uint32_t b, int t)
 {
     uint32_t u = b * KENG_KIND_COUNT + (uint32_t)t;
-    /* Only this instance's partitions: it rebuilt them (after a handover, the new owner does
-     * not know of the gap: docs/OPERATIONS.md, "Recovery"). */
+    /* Only this instance's partitions: it rebuilt them, or took them over with their gaps
+     * from the mark of the owner that did. */
     int64_t before = c->unit_part[u] != PARTITION_NONE ? c->unit_gone_before[u] : 0;
 
     for (size_t i = 0; i < c->nparts; i++) {

@@ -356,6 +356,7 @@ static void start_partition(keng_consumer_t *c, rd_kafka_topic_partition_t *tp, 
     p->from_start = false;
     if (start < 0)
         keng_consumer__gone_note_start(c, p, base < 0);
+    keng_consumer__gone_adopt(c, p);
     p->assigned = true;
     keng_consumer__schema_reset(c, p);
     p->next_offset = start;

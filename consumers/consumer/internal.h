@@ -233,6 +233,12 @@ void keng_consumer__gone_note_message(keng_consumer_t *c, part_t *p, int64_t tim
 void keng_consumer__gone_load(keng_consumer_t *c);
 /* The gaps as the KENG_CHECKPOINT_GONE blob (the caller frees it), or NULL. */
 char *keng_consumer__gone_encode(const keng_consumer_t *c, size_t *len);
+/* The gaps of one partition, for its mark in the counts topic: the caller frees the bytes;
+ * NULL with *len 0 when there is none (or no memory, said in the log). */
+char *keng_consumer__gone_encode_partition(const keng_consumer_t *c, const part_t *p, size_t *len);
+/* At an assignment: takes over the gaps that the partition's previous owner published with
+ * its mark, so that they are still said after a handover. */
+void keng_consumer__gone_adopt(keng_consumer_t *c, part_t *p);
 
 /* The rebalance callback (consumer_rebalance.c), served from the consumer queue on the loop
  * thread. */
