@@ -699,6 +699,8 @@ static int read_settings(app_t *app, settings_t *st)
         return 64;
     }
     st->kopt.state_version = (int)state_version;
+    /* A board's share of each partition is a unit of its own (consumers/consumer/cluster.h). */
+    st->kopt.lanes = KENG_UNIT_LANES;
     st->copt.topic_incidents = keng_config_get(app->cfg, "topic.incidents", "antt.incidents");
     st->copt.topic_mediations = keng_config_get(app->cfg, "topic.mediations", "antt.mediations");
     st->copt.group_id = keng_config_get(app->cfg, "group.id", DEFAULT_GROUP);

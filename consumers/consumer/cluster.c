@@ -27,13 +27,15 @@
 #define ID_MAX           255
 #define URL_MAX          1024
 
-/* The latest state of a unit read from the topic. */
+/* The latest state of a unit read from the topic: one lane of a (board, kind), the share of
+ * its events that one partition holds. */
 typedef struct snap {
     unsigned char *state;
     size_t len;
     int32_t partition;
     int64_t offset;
-    int owner; /* index into owners, -1 before the first state */
+    int owner;   /* index into owners, -1 before the first state */
+    bool legacy; /* read under the key of releases before lanes, "u/<group>/<board>/<kind>" */
 } snap_t;
 
 typedef struct owner {
@@ -45,13 +47,17 @@ typedef struct owner {
 typedef struct track {
     int kind;
     int32_t partition;
-    bool owned;           /* this instance consumes it */
-    int inflight;         /* unit states published and not yet acknowledged */
-    bool failed;          /* one was lost: no mark until the partition is published again */
-    bool resync;          /* tell the consumer so */
-    int64_t mark_pending; /* mark to publish once inflight is 0; -1 for none */
-    bool have_mark;       /* the latest mark read from the topic */
+    bool owned;                  /* this instance consumes it */
+    int inflight;                /* unit states published and not yet acknowledged */
+    bool failed;                 /* one was lost: no mark until the partition is published again */
+    bool resync;                 /* tell the consumer so */
+    int64_t mark_pending;        /* mark to publish once inflight is 0; -1 for none */
+    unsigned char *pending_gaps; /* what that mark says of the partition's gaps (owned) */
+    size_t pending_gaps_len;
+    bool have_mark; /* the latest mark read from the topic */
     int64_t mark;
+    unsigned char *gaps; /* and what it said of the gaps (owned; NULL: nothing) */
+    size_t gaps_len;
 } track_t;
 
 struct keng_cluster {
@@ -63,7 +69,7 @@ struct keng_cluster {
     char *group;
     const keng_registry_t *reg;
     int64_t fixed_clock_ms;
-    uint32_t nboards;
+    uint32_t nboards, nunits; /* nunits: KENG_UNIT_LANES * nboards * KENG_KIND_COUNT */
     int32_t nparts;
 
     rd_kafka_t *producer;
@@ -73,7 +79,8 @@ struct keng_cluster {
     keng_kafka_uv_t *watch;
     int64_t *read_next; /* per partition of the topic: the next offset to read */
 
-    snap_t *snaps; /* per unit, board * KENG_KIND_COUNT + kind */
+    snap_t *snaps; /* per unit, (lane * nboards + board) * KENG_KIND_COUNT + kind */
+    bool lanes_full_said;
     owner_t owners[OWNERS_MAX];
     int nowners;
     track_t *tracks;
@@ -121,7 +128,9 @@ static const track_t *track_get(const keng_cluster_t *cl, int kind, int32_t part
  * "KSN", u8 version (1), u8 type (1 unit, 2 mark), u8 kind, i32 input partition,
  * i64 next input offset the state includes (or the mark's), i64 publish time (ms),
  * u8 instance id length, the id, u16 URL length, the URL, then for a unit its counts state
- * (counts.c's format). Little-endian. */
+ * (counts.c's format) and for a mark what its owner says of the partition's gaps (the
+ * consumer's format; empty when it knows of none). Little-endian. Releases that wrote marks
+ * with nothing after the URL read the gaps as none, and ignore them. */
 
 static void put_le(unsigned char *p, uint64_t v, int bytes)
 {
@@ -176,13 +185,16 @@ static void produce_mark(keng_cluster_t *cl, track_t *t)
 {
     char key[KEY_MAX];
     size_t len;
-    unsigned char *v =
-        encode_value(cl, TYPE_MARK, t->kind, t->partition, t->mark_pending, NULL, 0, &len);
+    unsigned char *v = encode_value(cl, TYPE_MARK, t->kind, t->partition, t->mark_pending,
+                                    t->pending_gaps, t->pending_gaps_len, &len);
     rd_kafka_resp_err_t err;
 
     snprintf(key, sizeof(key), "p/%s/%s/%" PRId32, cl->group, keng_kind_name((keng_kind_t)t->kind),
              t->partition);
     t->mark_pending = -1;
+    free(t->pending_gaps);
+    t->pending_gaps = NULL;
+    t->pending_gaps_len = 0;
     if (!v)
         return;
     err = rd_kafka_producev(
@@ -242,8 +254,8 @@ void keng_cluster_publish_unit(keng_cluster_t *cl, uint32_t board_index, keng_ki
         t->failed = t->resync = true;
         return;
     }
-    snprintf(key, sizeof(key), "u/%s/%s/%s", cl->group,
-             keng_registry_board(cl->reg, board_index)->id, keng_kind_name(kind));
+    snprintf(key, sizeof(key), "u/%s/%s/%s/%" PRId32, cl->group,
+             keng_registry_board(cl->reg, board_index)->id, keng_kind_name(kind), partition);
     err = rd_kafka_producev(
         cl->producer, RD_KAFKA_V_TOPIC(cl->topic), RD_KAFKA_V_PARTITION(partition % cl->nparts),
         RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(v, vlen),
@@ -262,12 +274,23 @@ void keng_cluster_publish_unit(keng_cluster_t *cl, uint32_t board_index, keng_ki
 }
 
 void keng_cluster_publish_mark(keng_cluster_t *cl, keng_kind_t kind, int32_t partition,
-                               int64_t next_offset)
+                               int64_t next_offset, const unsigned char *gaps, size_t gaps_len)
 {
     track_t *t = track_find(cl, kind, partition, true);
+    unsigned char *copy = NULL;
 
     if (!t || t->failed)
         return;
+    if (gaps_len && !(copy = malloc(gaps_len))) {
+        /* A mark without its gaps would tell the next owner there are none. */
+        t->failed = t->resync = true;
+        return;
+    }
+    if (gaps_len)
+        memcpy(copy, gaps, gaps_len);
+    free(t->pending_gaps);
+    t->pending_gaps = copy;
+    t->pending_gaps_len = gaps_len;
     t->mark_pending = next_offset;
     if (t->inflight == 0)
         produce_mark(cl, t);
@@ -335,7 +358,8 @@ static int owner_index(keng_cluster_t *cl, const char *id, size_t id_len, const 
     return i;
 }
 
-/* Puts a unit's latest state into the counts of what this instance does not own. */
+/* Puts a unit's latest state into the counts of what this instance does not own, in the
+ * slot of its lane. */
 static void load_remote(keng_cluster_t *cl, uint32_t u)
 {
     char err[256];
@@ -346,7 +370,75 @@ static void load_remote(keng_cluster_t *cl, uint32_t u)
     if (keng_counts_unit_load(cl->remote, u / KENG_KIND_COUNT, (keng_kind_t)(u % KENG_KIND_COUNT),
                               s->state, s->len, cluster_now(cl), err, sizeof(err)) != 0)
         keng_log_warn("a counts snapshot could not be loaded", "board=%s error=\"%s\"",
-                      keng_registry_board(cl->reg, u / KENG_KIND_COUNT)->id, err);
+                      keng_registry_board(cl->reg, u / KENG_KIND_COUNT % cl->nboards)->id, err);
+}
+
+/* The unit of (board, kind)'s lane for partition: the one that holds it, else a free one
+ * (UINT32_MAX when every lane holds another partition). */
+static uint32_t lane_of(const keng_cluster_t *cl, uint32_t board, int kind, int32_t partition)
+{
+    uint32_t free_u = UINT32_MAX;
+
+    for (uint32_t lane = 0; lane < KENG_UNIT_LANES; lane++) {
+        uint32_t u = (lane * cl->nboards + board) * KENG_KIND_COUNT + (uint32_t)kind;
+        if (cl->snaps[u].state && cl->snaps[u].partition == partition)
+            return u;
+        if (!cl->snaps[u].state && free_u == UINT32_MAX)
+            free_u = u;
+    }
+    return free_u;
+}
+
+/* A unit state read from the topic under key (which names the board, then the kind, and
+ * since lanes the partition); the value's header was read up to head. */
+static void take_unit(keng_cluster_t *cl, const rd_kafka_message_t *m, size_t key_start, int kind,
+                      int32_t partition, int64_t offset, size_t head, size_t id_len, size_t url_len)
+{
+    const char *key = m->key, *end = key + m->key_len;
+    const char *slash = memchr(key + key_start, '/', m->key_len - key_start);
+    const unsigned char *v = m->payload;
+    /* Board ids have no '/': "<board>/<kind>" is a key of releases before lanes. */
+    bool legacy = slash && !memchr(slash + 1, '/', (size_t)(end - slash - 1));
+    int32_t bi = slash ? keng_registry_find_board(cl->reg, key + key_start,
+                                                  (size_t)(slash - key - key_start))
+                       : -1;
+    uint32_t u;
+
+    if (bi < 0) {
+        keng_log_warn("a counts snapshot names a board the registry does not know", "key=%.*s",
+                      (int)m->key_len, key);
+        return;
+    }
+    u = lane_of(cl, (uint32_t)bi, kind, partition);
+    if (u == UINT32_MAX) {
+        if (!cl->lanes_full_said)
+            keng_log_error("a board's events come from more partitions than keng keeps apart; "
+                           "its counts are not exact",
+                           "board=%s partition=%" PRId32 " lanes=%d",
+                           keng_registry_board(cl->reg, (uint32_t)bi)->id, partition,
+                           KENG_UNIT_LANES);
+        cl->lanes_full_said = true;
+        return;
+    }
+    snap_t *s = &cl->snaps[u];
+    /* A state under the old key is older than one under the lane's own key. */
+    if (legacy && s->state && !s->legacy && s->offset >= offset)
+        return;
+    unsigned char *copy = malloc(m->len - head ? m->len - head : 1);
+    if (!copy)
+        return;
+    memcpy(copy, v + head, m->len - head);
+    free(s->state);
+    s->state = copy;
+    s->len = m->len - head;
+    s->partition = partition;
+    s->offset = offset;
+    s->legacy = legacy;
+    s->owner =
+        owner_index(cl, (const char *)v + 27, id_len, (const char *)v + 27 + id_len + 2, url_len);
+    const track_t *t = track_get(cl, kind, partition);
+    if (!t || !t->owned)
+        load_remote(cl, u);
 }
 
 static void handle_message(keng_cluster_t *cl, const rd_kafka_message_t *m)
@@ -389,45 +481,25 @@ static void handle_message(keng_cluster_t *cl, const rd_kafka_message_t *m)
         return;
     if (type == TYPE_MARK) {
         track_t *t = track_find(cl, kind, partition, true);
-        if (t) {
-            t->have_mark = true;
-            t->mark = offset;
+        unsigned char *gaps = len > head ? malloc(len - head) : NULL;
+        if (!t || (len > head && !gaps)) {
+            free(gaps);
+            return;
         }
+        if (gaps)
+            memcpy(gaps, v + head, len - head);
+        t->have_mark = true;
+        t->mark = offset;
+        free(t->gaps);
+        t->gaps = gaps;
+        t->gaps_len = gaps ? len - head : 0;
         return;
     }
     if (type != TYPE_UNIT || !m->key || m->key_len < 2)
         goto bad;
-    {
-        /* The key is "u/<group>/<board id>/<kind>": the board is between the group's '/'
-         * and the last '/'. */
-        const char *key = m->key;
-        size_t start = 2 + group_len + 1, end = m->key_len;
-        while (end > start && key[end - 1] != '/')
-            end--;
-        int32_t bi =
-            end > start + 1 ? keng_registry_find_board(cl->reg, key + start, end - start - 1) : -1;
-        if (bi < 0) {
-            keng_log_warn("a counts snapshot names a board the registry does not know", "key=%.*s",
-                          (int)m->key_len, key);
-            return;
-        }
-        uint32_t u = (uint32_t)bi * KENG_KIND_COUNT + (uint32_t)kind;
-        snap_t *s = &cl->snaps[u];
-        unsigned char *copy = malloc(len - head ? len - head : 1);
-        if (!copy)
-            return;
-        memcpy(copy, v + head, len - head);
-        free(s->state);
-        s->state = copy;
-        s->len = len - head;
-        s->partition = partition;
-        s->offset = offset;
-        s->owner = owner_index(cl, (const char *)v + 27, id_len, (const char *)v + 27 + id_len + 2,
-                               url_len);
-        const track_t *t = track_get(cl, kind, partition);
-        if (!t || !t->owned)
-            load_remote(cl, u);
-    }
+    /* The key is "u/<group>/<board id>/<kind>/<partition>" ("u/<group>/<board id>/<kind>"
+     * before lanes); the value names the partition either way. */
+    take_unit(cl, m, 2 + group_len + 1, kind, partition, offset, head, id_len, url_len);
     return;
 bad:
     keng_log_warn("a message of the counts topic is not a keng snapshot; ignored",
@@ -493,14 +565,14 @@ out:
 }
 
 bool keng_cluster_unit(const keng_cluster_t *cl, uint32_t board_index, keng_kind_t kind,
-                       const unsigned char **state, size_t *len, int32_t *partition,
+                       uint32_t lane, const unsigned char **state, size_t *len, int32_t *partition,
                        int64_t *next_offset)
 {
     const snap_t *s;
 
-    if (board_index >= cl->nboards || (unsigned)kind >= KENG_KIND_COUNT)
+    if (board_index >= cl->nboards || (unsigned)kind >= KENG_KIND_COUNT || lane >= KENG_UNIT_LANES)
         return false;
-    s = &cl->snaps[board_index * KENG_KIND_COUNT + (uint32_t)kind];
+    s = &cl->snaps[(lane * cl->nboards + board_index) * KENG_KIND_COUNT + (uint32_t)kind];
     if (!s->state)
         return false;
     *state = s->state;
@@ -521,6 +593,18 @@ bool keng_cluster_mark(const keng_cluster_t *cl, keng_kind_t kind, int32_t parti
     return true;
 }
 
+bool keng_cluster_mark_gaps(const keng_cluster_t *cl, keng_kind_t kind, int32_t partition,
+                            const unsigned char **gaps, size_t *len)
+{
+    const track_t *t = track_get(cl, kind, partition);
+
+    if (!t || !t->have_mark || !t->gaps)
+        return false;
+    *gaps = t->gaps;
+    *len = t->gaps_len;
+    return true;
+}
+
 void keng_cluster_set_owned(keng_cluster_t *cl, keng_kind_t kind, int32_t partition, bool owned)
 {
     track_t *t = track_find(cl, kind, partition, true);
@@ -528,12 +612,11 @@ void keng_cluster_set_owned(keng_cluster_t *cl, keng_kind_t kind, int32_t partit
     if (!t || t->owned == owned)
         return;
     t->owned = owned;
-    for (uint32_t b = 0; b < cl->nboards; b++) {
-        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)kind;
+    for (uint32_t u = (uint32_t)kind; u < cl->nunits; u += KENG_KIND_COUNT) {
         if (!cl->snaps[u].state || cl->snaps[u].partition != partition)
             continue;
         if (owned)
-            keng_counts_unit_clear(cl->remote, b, kind);
+            keng_counts_unit_clear(cl->remote, u / KENG_KIND_COUNT, kind);
         else
             load_remote(cl, u);
     }
@@ -552,19 +635,24 @@ void keng_cluster_advance(keng_cluster_t *cl, int64_t now_ms)
 bool keng_cluster_owner(const keng_cluster_t *cl, uint32_t board_index, keng_kind_t kind,
                         const char **instance_id, const char **url)
 {
-    const snap_t *s;
-    const track_t *t;
-
     if (board_index >= cl->nboards || (unsigned)kind >= KENG_KIND_COUNT)
         return false;
-    s = &cl->snaps[board_index * KENG_KIND_COUNT + (uint32_t)kind];
-    if (!s->state || s->owner < 0)
+    /* Of a board that moved, the lane another instance published last names the owner. */
+    const snap_t *best = NULL;
+    for (uint32_t lane = 0; lane < KENG_UNIT_LANES; lane++) {
+        const snap_t *s =
+            &cl->snaps[(lane * cl->nboards + board_index) * KENG_KIND_COUNT + (uint32_t)kind];
+        const track_t *t = s->state && s->owner >= 0 ? track_get(cl, kind, s->partition) : NULL;
+        if (!s->state || s->owner < 0 || (t && t->owned) ||
+            strcmp(cl->owners[s->owner].id, cl->instance_id) == 0)
+            continue;
+        if (!best || s->partition > best->partition)
+            best = s;
+    }
+    if (!best)
         return false;
-    t = track_get(cl, kind, s->partition);
-    if ((t && t->owned) || strcmp(cl->owners[s->owner].id, cl->instance_id) == 0)
-        return false;
-    *instance_id = cl->owners[s->owner].id;
-    *url = cl->owners[s->owner].url;
+    *instance_id = cl->owners[best->owner].id;
+    *url = cl->owners[best->owner].url;
     return true;
 }
 
@@ -579,7 +667,7 @@ static void free_cluster(keng_cluster_t *cl)
 {
     if (!cl)
         return;
-    for (uint32_t u = 0; cl->snaps && u < cl->nboards * KENG_KIND_COUNT; u++)
+    for (uint32_t u = 0; cl->snaps && u < cl->nunits; u++)
         free(cl->snaps[u].state);
     for (int i = 0; i < cl->nowners; i++) {
         free(cl->owners[i].id);
@@ -587,6 +675,10 @@ static void free_cluster(keng_cluster_t *cl)
     }
     keng_counts_destroy(cl->remote);
     free(cl->snaps);
+    for (size_t i = 0; cl->tracks && i < cl->ntracks; i++) {
+        free(cl->tracks[i].pending_gaps);
+        free(cl->tracks[i].gaps);
+    }
     free(cl->tracks);
     free(cl->read_next);
     free(cl->topic);
@@ -689,23 +781,25 @@ keng_cluster_t *keng_cluster_new(uv_loop_t *loop, const keng_config_t *cfg,
     cl->reg = reg;
     cl->fixed_clock_ms = opt->fixed_clock_ms;
     cl->nboards = (uint32_t)keng_registry_board_count(reg);
+    cl->nunits = KENG_UNIT_LANES * cl->nboards * KENG_KIND_COUNT;
     cl->topic = strdup(opt->topic);
     cl->instance_id = strdup(opt->instance_id);
     cl->url = strdup(opt->advertised_url);
     cl->group = strdup(opt->group_id ? opt->group_id : "");
-    cl->snaps = calloc((size_t)cl->nboards * KENG_KIND_COUNT + 1, sizeof(snap_t));
+    cl->snaps = calloc((size_t)cl->nunits + 1, sizeof(snap_t));
     /* Others' states only count; their ids deduplicate nothing here, so none are kept. */
     if (kopt)
         ropt = *kopt;
     else
         keng_counts_options_default(&ropt);
     ropt.dedup_max_entries = 0;
+    ropt.lanes = KENG_UNIT_LANES;
     cl->remote = keng_counts_new(reg, &ropt);
     if (!cl->topic || !cl->instance_id || !cl->url || !cl->group || !cl->snaps || !cl->remote) {
         snprintf(errstr, errstr_size, "out of memory");
         goto fail;
     }
-    for (uint32_t u = 0; u < cl->nboards * KENG_KIND_COUNT; u++)
+    for (uint32_t u = 0; u < cl->nunits; u++)
         cl->snaps[u].owner = -1;
     if (start_reader(cl, cfg, errstr, errstr_size) != 0)
         goto fail;

@@ -467,32 +467,6 @@ static void dead_letter(keng_consumer_t *c, const rd_kafka_message_t *m, const c
     c->stats.deadlettered++;
 }
 
-/* While a topic keeps its partition count, a board's events of one kind all come from one
- * partition. When partitions are added, the board's key hashes to another one, and its counts
- * lie in two partitions' states from then on, which a resend or a later handover does not
- * join again (docs/OPERATIONS.md, "Partitions"): said in the log and in the stats. */
-static void note_partition(keng_consumer_t *c, uint32_t board, int t, int32_t partition)
-{
-    int32_t before = c->unit_part[board * KENG_KIND_COUNT + (uint32_t)t];
-    const unsigned char *state;
-    size_t len;
-    int64_t offset;
-
-    if (before == PARTITION_NONE && c->cluster &&
-        !keng_cluster_unit(c->cluster, board, (keng_kind_t)t, &state, &len, &before, &offset))
-        before = PARTITION_NONE;
-    if (before == PARTITION_NONE || before == partition)
-        return;
-    /* Producers switch over one by one: bound the log, not the count. */
-    if (++c->stats.board_moves <= 100 || c->stats.board_moves % 1000 == 0)
-        keng_log_warn("a board's events come from another partition than its counts (was the "
-                      "topic's partition count changed?); a resend of an earlier event may "
-                      "count twice",
-                      "board=%s topic=%s partition=%" PRId32 " before=%" PRId32 " moves=%" PRIu64,
-                      keng_registry_board(c->reg, board)->id, c->topics[t], partition, before,
-                      c->stats.board_moves);
-}
-
 static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
 {
     char err[256];
@@ -543,15 +517,16 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
             dead_letter(c, m, "wrong-record", err);
     } else {
         int32_t idx = keng_registry_find_board(c->reg, ev.board_id, strlen(ev.board_id));
-        uint32_t u = idx < 0 ? 0 : (uint32_t)idx * KENG_KIND_COUNT + (uint32_t)t;
+        uint32_t u =
+            idx < 0 ? UINT32_MAX : keng_consumer__lane_for(c, (uint32_t)idx, t, m->partition);
+        if (u == UINT32_MAX && idx >= 0) /* every lane taken: the first one counts it */
+            u = (uint32_t)idx * KENG_KIND_COUNT + (uint32_t)t;
         if (idx < 0) {
             snprintf(err, sizeof(err), "board %s is not in the registry", ev.board_id);
             if (!replay)
                 dead_letter(c, m, "unknown-board", err);
         } else if (m->partition == c->unit_from_part[u] && m->offset < c->unit_from[u]) {
-            /* Already in the unit's state as loaded at assignment. An offset of another
-             * partition says nothing of it: a board's key moves to another partition when
-             * the topic grows, whose offsets start again at 0. */
+            /* Already in the unit's state as loaded at assignment. */
         } else if ((times = keng_event_check_times(&c->opt.rule, &ev, now, &ferr)) !=
                    KENG_TIMES_OK) {
             char clock[32];
@@ -560,8 +535,7 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
             if (!replay)
                 dead_letter(c, m, keng_times_reason(times), err);
         } else {
-            note_partition(c, (uint32_t)idx, t, m->partition);
-            int added = keng_counts_add(c->counts, (uint32_t)idx, &ev, now);
+            int added = keng_counts_add(c->counts, u / KENG_KIND_COUNT, &ev, now);
             if (added == KENG_COUNTS_DUPLICATE) {
                 c->stats.duplicates++;
             } else {
@@ -569,7 +543,8 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
                 if (c->alerts && added == KENG_COUNTS_ADDED)
                     keng_alerts_note(c->alerts, (uint32_t)idx, &ev);
             }
-            c->unit_part[u] = m->partition;
+            if (c->unit_part[u] == PARTITION_NONE)
+                c->unit_part[u] = m->partition;
         }
     }
     p->next_offset = m->offset + 1;
@@ -665,7 +640,7 @@ static void free_consumer(keng_consumer_t *c)
     free(c->unit_from_part);
     free(c->unit_rebuild);
     free(c->unit_rebuilt);
-    free(c->unit_gone_before);
+    free(c->gone_units);
     free(c->dirty_list);
     free(c->parts);
     free(c->group_id);
@@ -694,17 +669,21 @@ static int init_units(keng_consumer_t *c, const keng_consumer_options_t *opt, ch
     c->topics[0] = strdup(opt->topic_incidents);
     c->topics[1] = strdup(opt->topic_mediations);
     c->group_id = strdup(opt->group_id);
-    c->nunits = c->nboards * KENG_KIND_COUNT;
+    /* As many lanes as the counts keep apart (keng-aggregate makes them KENG_UNIT_LANES). */
+    c->lanes = c->nboards ? keng_counts_slots(c->counts) / c->nboards : 1;
+    if (c->lanes < 1)
+        c->lanes = 1;
+    if (c->lanes > KENG_UNIT_LANES)
+        c->lanes = KENG_UNIT_LANES;
+    c->nunits = c->nboards * c->lanes * KENG_KIND_COUNT;
     c->unit_part = malloc((c->nunits + 1) * sizeof(int32_t));
     c->unit_from = malloc((c->nunits + 1) * sizeof(int64_t));
     c->unit_from_part = malloc((c->nunits + 1) * sizeof(int32_t));
     c->unit_rebuild = malloc((c->nunits + 1) * sizeof(int32_t));
     c->unit_rebuilt = malloc((c->nunits + 1) * sizeof(int32_t));
-    c->unit_gone_before = calloc(c->nunits + 1, sizeof(int64_t));
     c->dirty_list = malloc((c->nunits + 1) * sizeof(uint32_t));
     if (!c->topics[0] || !c->topics[1] || !c->group_id || !c->unit_part || !c->unit_from ||
-        !c->unit_from_part || !c->unit_rebuild || !c->unit_rebuilt || !c->unit_gone_before ||
-        !c->dirty_list) {
+        !c->unit_from_part || !c->unit_rebuild || !c->unit_rebuilt || !c->dirty_list) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }

@@ -80,7 +80,7 @@ typedef struct keng_consumer_stats {
     uint64_t counted;
     uint64_t duplicates;
     uint64_t deadlettered;
-    uint64_t board_moves; /* a unit's event came from another partition than its state's */
+    uint64_t board_moves; /* a board's events began to come from another partition too */
     uint64_t checkpoints;
     uint64_t checkpoint_failures;
     uint64_t units_damaged;     /* checkpointed unit records that failed their check at loading */

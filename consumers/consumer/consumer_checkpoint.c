@@ -56,11 +56,10 @@ static bool unit_writable(keng_consumer_t *c, uint32_t u)
 /* Makes the next checkpoint write every unit of p that has state. */
 void keng_consumer__mark_partition_dirty(keng_consumer_t *c, part_t *p)
 {
-    for (uint32_t b = 0; b < c->nboards; b++) {
-        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)p->topic;
+    for (uint32_t u = (uint32_t)p->topic; u < c->nunits; u += KENG_KIND_COUNT) {
         if (c->unit_part[u] == p->partition &&
-            keng_counts_unit_has_state(c->counts, b, (keng_kind_t)p->topic))
-            keng_counts_unit_set_dirty(c->counts, b, (keng_kind_t)p->topic, true);
+            keng_counts_unit_has_state(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)p->topic))
+            keng_counts_unit_set_dirty(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)p->topic, true);
     }
     p->offset_dirty = true;
 }
@@ -140,12 +139,13 @@ static bool has_work(keng_consumer_t *c)
 static int put_unit(keng_consumer_t *c, keng_checkpoint_txn_t *txn, uint32_t u,
                     unsigned char **keep, size_t *keep_len, char *err, size_t err_size)
 {
-    uint32_t board = u / KENG_KIND_COUNT;
+    uint32_t board = keng_consumer__unit_board(c, u);
     keng_kind_t kind = (keng_kind_t)(u % KENG_KIND_COUNT);
     unsigned char *state = NULL;
     size_t len = 0;
+    char lane_kind[32];
 
-    if (keng_counts_unit_save(c->counts, board, kind, &state, &len) != 0) {
+    if (keng_counts_unit_save(c->counts, u / KENG_KIND_COUNT, kind, &state, &len) != 0) {
         snprintf(err, err_size, "board %s: cannot save its state (out of memory?)",
                  keng_registry_board(c->reg, board)->id);
         free(state);
@@ -166,8 +166,10 @@ static int put_unit(keng_consumer_t *c, keng_checkpoint_txn_t *txn, uint32_t u,
     put_i32(buf + UNIT_HEADER_V1,
             (int32_t)keng_consumer__crc32(keng_consumer__crc32(0, buf, UNIT_HEADER_V1),
                                           buf + UNIT_HEADER, len));
-    int rc = keng_checkpoint_put_unit(txn, keng_registry_board(c->reg, board)->id,
-                                      keng_kind_name(kind), buf, UNIT_HEADER + len, err, err_size);
+    /* A lane is keyed by its partition too: "u/<board id>/<kind>/<partition>". */
+    snprintf(lane_kind, sizeof(lane_kind), "%s/%" PRId32, keng_kind_name(kind), c->unit_part[u]);
+    int rc = keng_checkpoint_put_unit(txn, keng_registry_board(c->reg, board)->id, lane_kind, buf,
+                                      UNIT_HEADER + len, err, err_size);
     free(buf);
     if (rc == 0 && c->cluster && !c->assignment_lost)
         keng_consumer__part_find(c, (int)kind, c->unit_part[u], false)->publish = true;
@@ -185,8 +187,8 @@ static void publish_units(keng_consumer_t *c, size_t ndirty, unsigned char **sta
         keng_kind_t kind = (keng_kind_t)(u % KENG_KIND_COUNT);
         if (c->cluster && !c->assignment_lost) {
             part_t *p = keng_consumer__part_find(c, (int)kind, c->unit_part[u], false);
-            keng_cluster_publish_unit(c->cluster, u / KENG_KIND_COUNT, kind, c->unit_part[u],
-                                      p->next_offset, states[i], lens[i]);
+            keng_cluster_publish_unit(c->cluster, keng_consumer__unit_board(c, u), kind,
+                                      c->unit_part[u], p->next_offset, states[i], lens[i]);
         }
         free(states[i]);
         states[i] = NULL;
@@ -203,8 +205,13 @@ static void after_commit(keng_consumer_t *c, size_t ndirty, int64_t start)
                                    (keng_kind_t)(c->dirty_list[i] % KENG_KIND_COUNT), false);
     for (size_t i = 0; c->cluster && !c->assignment_lost && i < c->nparts; i++) {
         part_t *p = &c->parts[i];
-        if (p->publish)
-            keng_cluster_publish_mark(c->cluster, p->topic, p->partition, p->next_offset);
+        if (!p->publish)
+            continue;
+        size_t len;
+        char *gaps = keng_consumer__gone_encode_partition(c, p, &len);
+        keng_cluster_publish_mark(c->cluster, p->topic, p->partition, p->next_offset,
+                                  (const unsigned char *)gaps, len);
+        free(gaps);
     }
     if (c->alerts) {
         keng_alerts_mark_clean(c->alerts);

@@ -49,8 +49,14 @@ static void rebuild_unit(restore_ctx_t *ctx, uint32_t board, int kind, int32_t p
                          const char *source, const char *why)
 {
     keng_consumer_t *c = ctx->c;
-    uint32_t u = board * KENG_KIND_COUNT + (uint32_t)kind;
+    /* The lane of that partition; with none known, a free lane that the first event of the
+     * partition read again takes (keng_consumer__unit_of). */
+    uint32_t u = keng_consumer__unit_of(c, board, kind, partition, partition >= 0);
 
+    if (u == UINT32_MAX)
+        u = keng_consumer__unit_of(c, board, kind, PARTITION_NONE, false);
+    if (u == UINT32_MAX)
+        u = board * KENG_KIND_COUNT + (uint32_t)kind;
     c->unit_rebuild[u] = partition;
     c->stats.units_damaged++;
     keng_log_error("a saved unit state is damaged; its partition is read again from the "
@@ -65,14 +71,22 @@ static void restore_unit(restore_ctx_t *ctx, uint32_t board, int kind, int32_t p
                          const unsigned char *state, size_t len, int64_t from, const char *source)
 {
     keng_consumer_t *c = ctx->c;
-    uint32_t u = board * KENG_KIND_COUNT + (uint32_t)kind;
+    uint32_t u = keng_consumer__unit_of(c, board, kind, partition, true);
     char err[256];
 
-    if (keng_counts_unit_load(c->counts, board, (keng_kind_t)kind, state, len, ctx->now, err,
-                              sizeof(err)) != 0) {
+    if (u == UINT32_MAX) {
+        keng_log_error("a board's events come from more partitions than keng keeps apart; this "
+                       "partition's share of its counts is not loaded",
+                       "board=%s kind=%s partition=%" PRId32 " source=%s",
+                       keng_registry_board(c->reg, board)->id, keng_kind_name((keng_kind_t)kind),
+                       partition, source);
         ctx->skipped++;
-        if (c->unit_part[u] != partition ||
-            !keng_counts_unit_has_state(c->counts, board, (keng_kind_t)kind)) {
+        return;
+    }
+    if (keng_counts_unit_load(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)kind, state, len,
+                              ctx->now, err, sizeof(err)) != 0) {
+        ctx->skipped++;
+        if (!keng_counts_unit_has_state(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)kind)) {
             rebuild_unit(ctx, board, kind, partition, source, err);
             return;
         }
@@ -109,30 +123,35 @@ static size_t unit_header(const unsigned char *b, size_t len, int32_t *partition
     return UNIT_HEADER;
 }
 
-/* keng_checkpoint_each_unit's callback: the local candidates, id "<board id>/<kind>". */
+/* keng_checkpoint_each_unit's callback: the local candidates, id "<board id>/<kind>/<partition>"
+ * ("<board id>/<kind>" before lanes; keys sort so, and an older record of a lane is read
+ * first and replaced). */
 static int restore_local(const char *id, size_t id_len, const void *data, size_t len, void *arg)
 {
     restore_ctx_t *ctx = arg;
     const unsigned char *b = data;
-    size_t slash = id_len;
+    const char *slash = memchr(id, '/', id_len), *end = id + id_len;
     keng_kind_t kind;
-    char kind_name[16];
-    int32_t board, partition;
+    char kind_name[16], *after;
+    int32_t board, partition, keyed = PARTITION_ANY;
     int i;
 
-    while (slash > 0 && id[slash - 1] != '/')
-        slash--;
-    if (slash < 2 || id_len - slash >= sizeof(kind_name))
+    if (!slash || (size_t)(end - slash - 1) >= sizeof(kind_name))
         return 0;
-    memcpy(kind_name, id + slash, id_len - slash);
-    kind_name[id_len - slash] = '\0';
-    board = keng_registry_find_board(ctx->c->reg, id, slash - 1);
+    memcpy(kind_name, slash + 1, (size_t)(end - slash - 1));
+    kind_name[end - slash - 1] = '\0';
+    if ((after = strchr(kind_name, '/'))) {
+        long p = strtol(after + 1, NULL, 10);
+        *after = '\0';
+        keyed = p >= 0 && p <= INT32_MAX ? (int32_t)p : PARTITION_ANY;
+    }
+    board = keng_registry_find_board(ctx->c->reg, id, (size_t)(slash - id));
     if (board < 0 || keng_kind_parse(kind_name, &kind) != 0)
         return 0; /* not the registry's: boards removed from it drop out */
     const char *why = NULL;
     size_t header = unit_header(b, len, &partition, &why);
     if (header == 0) {
-        rebuild_unit(ctx, (uint32_t)board, (int)kind, PARTITION_ANY, "checkpoint", why);
+        rebuild_unit(ctx, (uint32_t)board, (int)kind, keyed, "checkpoint", why);
         return 0;
     }
     i = restore_find(ctx, (int)kind, partition);
@@ -173,8 +192,10 @@ bool keng_consumer__holds_scope(keng_level_t level, uint32_t scope, keng_kind_t 
         return c->decides_above[kind];
     if (scope >= c->nboards)
         return false;
-    if (c->unit_part[scope * KENG_KIND_COUNT + (uint32_t)kind] != PARTITION_NONE)
-        return true;
+    for (size_t lane = 0; lane < c->lanes; lane++)
+        if (c->unit_part[(lane * c->nboards + scope) * KENG_KIND_COUNT + (uint32_t)kind] !=
+            PARTITION_NONE)
+            return true;
     return !c->ready && assigned_any(c, (int)kind);
 }
 
@@ -285,25 +306,28 @@ static void read_starts(keng_consumer_t *c, restore_ctx_t *ctx, int64_t *mark)
  * changed before the mark was published again before it. */
 static void restore_from_topic(keng_consumer_t *c, restore_ctx_t *ctx, const int64_t *mark)
 {
-    for (uint32_t u = 0; u < c->nunits; u++) {
-        const unsigned char *state;
-        size_t len;
-        int32_t partition;
-        int64_t valid;
-        int i;
+    for (uint32_t bk = 0; bk < c->nboards * KENG_KIND_COUNT; bk++) {
+        uint32_t board = bk / KENG_KIND_COUNT;
+        int kind = (int)(bk % KENG_KIND_COUNT);
+        for (uint32_t lane = 0; lane < KENG_UNIT_LANES; lane++) {
+            const unsigned char *state;
+            size_t len;
+            int32_t partition;
+            int64_t valid;
+            int i;
 
-        if (!keng_cluster_unit(c->cluster, u / KENG_KIND_COUNT, (keng_kind_t)(u % KENG_KIND_COUNT),
-                               &state, &len, &partition, &valid) ||
-            (i = restore_find(ctx, (int)(u % KENG_KIND_COUNT), partition)) < 0)
-            continue;
-        if (mark[i] > valid)
-            valid = mark[i];
-        if (c->unit_part[u] == partition && c->unit_from[u] >= valid &&
-            keng_counts_unit_has_state(c->counts, u / KENG_KIND_COUNT,
-                                       (keng_kind_t)(u % KENG_KIND_COUNT)))
-            continue; /* the local one is as new */
-        restore_unit(ctx, u / KENG_KIND_COUNT, (int)(u % KENG_KIND_COUNT), partition, state, len,
-                     valid, "topic");
+            if (!keng_cluster_unit(c->cluster, board, (keng_kind_t)kind, lane, &state, &len,
+                                   &partition, &valid) ||
+                (i = restore_find(ctx, kind, partition)) < 0)
+                continue;
+            if (mark[i] > valid)
+                valid = mark[i];
+            uint32_t u = keng_consumer__unit_of(c, board, kind, partition, false);
+            if (u != UINT32_MAX && c->unit_from[u] >= valid &&
+                keng_counts_unit_has_state(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)kind))
+                continue; /* the local one is as new */
+            restore_unit(ctx, board, kind, partition, state, len, valid, "topic");
+        }
     }
 }
 
@@ -312,8 +336,8 @@ static size_t rebuilds_in(const keng_consumer_t *c, int t, int32_t partition)
 {
     size_t n = 0;
 
-    for (uint32_t b = 0; b < c->nboards; b++) {
-        int32_t r = c->unit_rebuild[b * KENG_KIND_COUNT + (uint32_t)t];
+    for (size_t u = (size_t)t; u < c->nunits; u += KENG_KIND_COUNT) {
+        int32_t r = c->unit_rebuild[u];
         n += r == partition || r == PARTITION_ANY;
     }
     if (n)
@@ -338,10 +362,9 @@ static void start_partition(keng_consumer_t *c, rd_kafka_topic_partition_t *tp, 
 
     if (t < 0 || !(p = keng_consumer__part_find(c, t, tp->partition, true)))
         return;
-    for (uint32_t b = 0; b < c->nboards; b++) {
-        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)t;
+    for (uint32_t u = (uint32_t)t; u < c->nunits; u += KENG_KIND_COUNT) {
         if (c->unit_part[u] != tp->partition || c->unit_from[u] < 0 ||
-            !keng_counts_unit_has_state(c->counts, b, (keng_kind_t)t))
+            !keng_counts_unit_has_state(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)t))
             continue;
         units++;
         if (start < 0 || c->unit_from[u] < start)
@@ -356,6 +379,7 @@ static void start_partition(keng_consumer_t *c, rd_kafka_topic_partition_t *tp, 
     p->from_start = false;
     if (start < 0)
         keng_consumer__gone_note_start(c, p, base < 0);
+    keng_consumer__gone_adopt(c, p);
     p->assigned = true;
     keng_consumer__schema_reset(c, p);
     p->next_offset = start;
@@ -442,12 +466,11 @@ static void let_go(keng_consumer_t *c, part_t *p)
                   p->partition);
     if (c->stopping)
         return;
-    for (uint32_t b = 0; b < c->nboards; b++) {
-        uint32_t u = b * KENG_KIND_COUNT + (uint32_t)p->topic;
+    for (uint32_t u = (uint32_t)p->topic; u < c->nunits; u += KENG_KIND_COUNT) {
         if (c->unit_part[u] != p->partition)
             continue;
-        keng_counts_unit_clear(c->counts, b, (keng_kind_t)p->topic);
-        keng_counts_unit_set_dirty(c->counts, b, (keng_kind_t)p->topic, false);
+        keng_counts_unit_clear(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)p->topic);
+        keng_counts_unit_set_dirty(c->counts, u / KENG_KIND_COUNT, (keng_kind_t)p->topic, false);
         c->unit_part[u] = PARTITION_NONE;
         c->unit_from[u] = -1;
         c->unit_from_part[u] = PARTITION_NONE;

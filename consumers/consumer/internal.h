@@ -70,6 +70,17 @@ typedef struct part {
 
 typedef struct schema_lookup schema_lookup_t;
 
+/* A rebuilt unit lacks the events of its partition reported before before_ms (retention had
+ * deleted them). Kept by partition rather than lane, since a lane is this instance's own
+ * numbering; PARTITION_ANY, from checkpoints of releases before lanes: the board's kind in
+ * whichever partition. */
+typedef struct gone_unit {
+    uint32_t board;
+    int topic;
+    int32_t partition;
+    int64_t before_ms;
+} gone_unit_t;
+
 /* A schema id the registry answered 404 for, or whose schema cannot be used. */
 typedef struct dead_id {
     int32_t id;
@@ -120,18 +131,22 @@ struct keng_consumer {
     part_t *parts;
     size_t nparts, parts_cap;
 
-    size_t nboards, nunits; /* a unit is (board, kind), kind == topic index */
-    int32_t *unit_part;     /* partition each unit's events come from */
-    int64_t *unit_from;     /* count a unit's events from this offset on (its state has the rest) */
-    int32_t *unit_from_part;   /* the partition unit_from is an offset of */
-    int32_t *unit_rebuild;     /* at an assignment: the partition a damaged unit is rebuilt from */
-    int32_t *unit_rebuilt;     /* the same, kept after it: whose gap marks the unit */
-    int64_t *unit_gone_before; /* a rebuilt unit lacks events reported before this; 0 none */
-    bool gone_dirty;           /* a gap to checkpoint (KENG_CHECKPOINT_GONE) */
-    bool gone_loaded;          /* the checkpointed gaps were read */
-    uint32_t *dirty_list;      /* scratch for a checkpoint */
-    keng_cluster_t *cluster;   /* NULL: a single instance */
-    bool assignment_lost;      /* publish nothing: another instance may own the partitions */
+    /* A unit is one lane of a (board, kind), kind == topic index: the board's events of one
+     * partition (counts.h, "Lanes"). Unit u is slot u / 2, kind u % 2; slot s is lane
+     * s / nboards of board s % nboards. A board whose key never changed partition has one. */
+    size_t nboards, lanes, nunits;
+    int32_t *unit_part; /* partition each unit's events come from; PARTITION_NONE: a free lane */
+    int64_t *unit_from; /* count a unit's events from this offset on (its state has the rest) */
+    int32_t *unit_from_part; /* the partition unit_from is an offset of */
+    int32_t *unit_rebuild;   /* at an assignment: the partition a damaged unit is rebuilt from */
+    int32_t *unit_rebuilt;   /* the same, kept after it: whose gap marks the unit */
+    gone_unit_t *gone_units; /* rebuilt units that lack events (consumer_gone.c) */
+    size_t ngone_units, gone_units_cap;
+    bool gone_dirty;         /* a gap to checkpoint (KENG_CHECKPOINT_GONE) */
+    bool gone_loaded;        /* the checkpointed gaps were read */
+    uint32_t *dirty_list;    /* scratch for a checkpoint */
+    keng_cluster_t *cluster; /* NULL: a single instance */
+    bool assignment_lost;    /* publish nothing: another instance may own the partitions */
 
     int64_t last_now;
     int64_t events_since_checkpoint;
@@ -224,6 +239,19 @@ void keng_consumer__drop_assignment(keng_consumer_t *c);
 /* Notes librdkafka's fatal error, once: a fenced static member rejoins (consumer.c). */
 void keng_consumer__note_fatal(keng_consumer_t *c);
 
+/* The board of unit u, and the unit of board's lane of kind for partition: the lane that
+ * holds it, else with create a free one (taken for it), else UINT32_MAX (consumer_lanes.c). */
+static inline uint32_t keng_consumer__unit_board(const keng_consumer_t *c, uint32_t u)
+{
+    return (uint32_t)((u / KENG_KIND_COUNT) % c->nboards);
+}
+uint32_t keng_consumer__unit_of(keng_consumer_t *c, uint32_t board, int kind, int32_t partition,
+                                bool create);
+/* The unit an event of board's kind t from partition counts in: its lane, opened at the
+ * partition's first event of the board (logged and counted when the board has another), or
+ * UINT32_MAX when every lane holds another partition (logged). */
+uint32_t keng_consumer__lane_for(keng_consumer_t *c, uint32_t board, int t, int32_t partition);
+
 /* Gaps left by retention (consumer_gone.c): at an assignment, a partition read from its
  * start (whole: for every unit); its low watermark; its first message's time. */
 void keng_consumer__gone_note_start(keng_consumer_t *c, part_t *p, bool whole);
@@ -233,6 +261,12 @@ void keng_consumer__gone_note_message(keng_consumer_t *c, part_t *p, int64_t tim
 void keng_consumer__gone_load(keng_consumer_t *c);
 /* The gaps as the KENG_CHECKPOINT_GONE blob (the caller frees it), or NULL. */
 char *keng_consumer__gone_encode(const keng_consumer_t *c, size_t *len);
+/* The gaps of one partition, for its mark in the counts topic: the caller frees the bytes;
+ * NULL with *len 0 when there is none (or no memory, said in the log). */
+char *keng_consumer__gone_encode_partition(const keng_consumer_t *c, const part_t *p, size_t *len);
+/* At an assignment: takes over the gaps that the partition's previous owner published with
+ * its mark, so that they are still said after a handover. */
+void keng_consumer__gone_adopt(keng_consumer_t *c, part_t *p);
 
 /* The rebalance callback (consumer_rebalance.c), served from the consumer queue on the loop
  * thread. */

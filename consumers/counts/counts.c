@@ -246,10 +246,10 @@ int keng_counts__level_of(const keng_counts_t *c, int64_t m, uint32_t *key)
 /* The four tallies (board, commune, district, province) that an event of bi adjusts. */
 void keng_counts__nodes_of(keng_counts_t *c, board_t *b, uint32_t u, keng_tally_t *nodes[4])
 {
-    uint32_t bi = u / KENG_KIND_COUNT;
+    uint32_t slot = u / KENG_KIND_COUNT, bi = slot_board(c, slot);
 
     (void)b;
-    nodes[0] = *c->board_lt[bi];
+    nodes[0] = *c->board_lt[slot];
     nodes[1] = c->commune_lt[c->board_commune[bi]];
     nodes[2] = c->district_lt[c->board_district[bi]];
     nodes[3] = c->province_lt;
@@ -373,7 +373,18 @@ static board_t *board_get_or_new(keng_counts_t *c, uint32_t u)
     c->active[c->nactive++] = u;
     c->boards[u] = b;
     c->mem += sizeof(*b);
+    keng_counts__lane_note(c, u, true);
     return b;
+}
+
+void keng_counts__lane_note(keng_counts_t *c, uint32_t u, bool added)
+{
+    uint32_t bk = slot_board(c, u / KENG_KIND_COUNT) * KENG_KIND_COUNT + u % KENG_KIND_COUNT;
+
+    if (added)
+        c->in_lanes[bk]++;
+    else
+        c->in_lanes[bk]--;
 }
 
 /* Forgets the unit entirely: its tallies leave the rollups, its ids the dedup counts. */
@@ -406,6 +417,7 @@ void keng_counts__board_drop(keng_counts_t *c, uint32_t u)
     c->boards[c->active[b->active_pos]]->active_pos = b->active_pos;
     free(b);
     c->boards[u] = NULL;
+    keng_counts__lane_note(c, u, false);
     if (!c->boards[u ^ 1u]) {
         free(c->board_lt[u / KENG_KIND_COUNT]);
         c->board_lt[u / KENG_KIND_COUNT] = NULL;
@@ -420,6 +432,7 @@ void keng_counts_options_default(keng_counts_options_t *opt)
     opt->dedup_horizon_ms = 30LL * 24 * 3600 * 1000;
     opt->dedup_max_entries = 2000000;
     opt->state_version = FORMAT_VERSION;
+    opt->lanes = 1;
 }
 
 keng_counts_t *keng_counts_new(const keng_registry_t *reg, const keng_counts_options_t *opt)
@@ -449,16 +462,19 @@ keng_counts_t *keng_counts_new(const keng_registry_t *reg, const keng_counts_opt
     c->ndistricts = (uint32_t)keng_registry_district_count(reg);
     c->board_commune = calloc(c->nboards + 1, sizeof(uint32_t));
     c->board_district = calloc(c->nboards + 1, sizeof(uint32_t));
-    c->nunits = c->nboards * KENG_KIND_COUNT;
+    c->lanes = c->opt.lanes < 1 ? 1 : c->opt.lanes > LANES_MAX ? LANES_MAX : c->opt.lanes;
+    c->nslots = c->nboards * c->lanes;
+    c->nunits = c->nslots * KENG_KIND_COUNT;
     c->boards = calloc(c->nunits + 1, sizeof(board_t *));
-    c->board_lt = calloc(c->nboards + 1, sizeof(board_lt_t *));
+    c->board_lt = calloc(c->nslots + 1, sizeof(board_lt_t *));
+    c->in_lanes = calloc((size_t)c->nboards * KENG_KIND_COUNT + 1, 1);
     c->active = calloc(c->nunits + 1, sizeof(uint32_t));
     c->dirty = calloc(c->nunits / 8 + 1, 1);
     c->commune_lt = calloc(c->ncommunes + 1, sizeof(*c->commune_lt));
     c->district_lt = calloc(c->ndistricts + 1, sizeof(*c->district_lt));
     c->qcount = calloc(QUANTA, sizeof(uint32_t));
-    if (!c->board_commune || !c->board_district || !c->boards || !c->board_lt || !c->active ||
-        !c->dirty || !c->commune_lt || !c->district_lt || !c->qcount)
+    if (!c->board_commune || !c->board_district || !c->boards || !c->board_lt || !c->in_lanes ||
+        !c->active || !c->dirty || !c->commune_lt || !c->district_lt || !c->qcount)
         goto out;
     for (uint32_t i = 0; i < c->nboards; i++) {
         const keng_board_t *b = keng_registry_board(reg, i);
@@ -470,7 +486,8 @@ keng_counts_t *keng_counts_new(const keng_registry_t *reg, const keng_counts_opt
          * end, which no scope reads: the rollup code stays the same for every registry. */
         c->board_district[i] = b->district == KENG_NO_UNIT ? c->ndistricts : b->district;
     }
-    c->mem = (size_t)(c->nboards + 1) * (2 * sizeof(uint32_t) + sizeof(board_lt_t *)) +
+    c->mem = (size_t)(c->nboards + 1) * (2 * sizeof(uint32_t) + KENG_KIND_COUNT) +
+             (size_t)(c->nslots + 1) * sizeof(board_lt_t *) +
              (size_t)(c->nunits + 1) * (sizeof(board_t *) + sizeof(uint32_t)) + c->nunits / 8 + 1 +
              (size_t)(c->ncommunes + c->ndistricts + 2) * sizeof(*c->commune_lt) +
              QUANTA * sizeof(uint32_t);
@@ -493,9 +510,10 @@ void keng_counts_destroy(keng_counts_t *c)
         free(b->ids.q);
         free(b);
     }
-    for (uint32_t i = 0; c->board_lt && i < c->nboards; i++)
+    for (uint32_t i = 0; c->board_lt && i < c->nslots; i++)
         free(c->board_lt[i]);
     free(c->board_lt);
+    free(c->in_lanes);
     free(c->board_commune);
     free(c->board_district);
     free(c->boards);
@@ -507,6 +525,22 @@ void keng_counts_destroy(keng_counts_t *c)
     free(c->scratch_h);
     free(c->scratch_q);
     free(c);
+}
+
+/* Whether another lane of unit u's (board, kind) remembers the id hash h; cheap while the
+ * board has one lane, as almost every board has. */
+static bool other_lane_has(const keng_counts_t *c, uint32_t u, bool has_state, uint64_t h)
+{
+    uint32_t bi = slot_board(c, u / KENG_KIND_COUNT), kind = u % KENG_KIND_COUNT;
+
+    if (c->in_lanes[bi * KENG_KIND_COUNT + kind] <= (has_state ? 1u : 0u))
+        return false;
+    for (uint32_t lane = 0; lane < c->lanes; lane++) {
+        uint32_t o = (lane * c->nboards + bi) * KENG_KIND_COUNT + kind;
+        if (o != u && c->boards[o] && keng_counts__idset_contains(&c->boards[o]->ids, h))
+            return true;
+    }
+    return false;
 }
 
 static int event_class(const keng_event_t *ev)
@@ -537,7 +571,7 @@ int keng_counts_add(keng_counts_t *c, uint32_t board_index, const keng_event_t *
 
     uint32_t u;
 
-    if (cls < 0 || board_index >= c->nboards)
+    if (cls < 0 || board_index >= c->nslots)
         return -1;
     u = board_index * KENG_KIND_COUNT + (uint32_t)ev->kind;
     m = floor_div(clamp_time(ev->occurred_at), MINUTE_MS);
@@ -551,7 +585,7 @@ int keng_counts_add(keng_counts_t *c, uint32_t board_index, const keng_event_t *
     b = c->boards[u];
     if (b) {
         keng_tally_t *bt = &(*c->board_lt[board_index])[k];
-        keng_tally_t *ct = &c->commune_lt[c->board_commune[board_index]][k];
+        keng_tally_t *ct = &c->commune_lt[c->board_commune[slot_board(c, board_index)]][k];
         __builtin_prefetch(b->ids.h + b->ids.n_main);
         __builtin_prefetch(&bt->by_category[cls / KENG_RES_COUNT], 1);
         __builtin_prefetch(&bt->by_resolution[cls % KENG_RES_COUNT], 1);
@@ -563,6 +597,8 @@ int keng_counts_add(keng_counts_t *c, uint32_t board_index, const keng_event_t *
     if (b && b->ids.n_main >= 16)
         __builtin_prefetch(b->ids.h + (uint32_t)(((unsigned __int128)h * b->ids.n_main) >> 64));
     if (remember && b && keng_counts__idset_contains(&b->ids, h))
+        return KENG_COUNTS_DUPLICATE;
+    if (remember && other_lane_has(c, u, b != NULL, h))
         return KENG_COUNTS_DUPLICATE;
     b = board_get_or_new(c, u);
     if (!b)
@@ -611,10 +647,13 @@ void keng_counts_get(const keng_counts_t *c, keng_level_t level, uint32_t index,
         return;
     switch (level) {
     case KENG_LEVEL_BOARD:
-        /* A board is the sum of its units; their classes never overlap. */
-        if (index < c->nboards && c->board_lt[index])
-            lt = *c->board_lt[index];
-        break;
+        /* A board is the sum of its units, in every lane; the kinds' classes never overlap. */
+        for (uint32_t lane = 0; index < c->nboards && lane < c->lanes; lane++) {
+            const board_lt_t *blt = c->board_lt[lane * c->nboards + index];
+            for (int k = 0; blt && k <= (int)window; k++)
+                tally_add(out, &(*blt)[k]);
+        }
+        return;
     case KENG_LEVEL_COMMUNE:
         if (index < c->ncommunes)
             lt = c->commune_lt[index];
@@ -670,20 +709,20 @@ bool keng_counts_unit_dirty(const keng_counts_t *c, uint32_t board_index, keng_k
 {
     uint32_t u = board_index * KENG_KIND_COUNT + (uint32_t)kind;
 
-    return board_index < c->nboards && (unsigned)kind < KENG_KIND_COUNT &&
+    return board_index < c->nslots && (unsigned)kind < KENG_KIND_COUNT &&
            (c->dirty[u / 8] >> (u % 8)) & 1u;
 }
 
 void keng_counts_unit_set_dirty(keng_counts_t *c, uint32_t board_index, keng_kind_t kind,
                                 bool dirty)
 {
-    if (board_index < c->nboards && (unsigned)kind < KENG_KIND_COUNT)
+    if (board_index < c->nslots && (unsigned)kind < KENG_KIND_COUNT)
         set_dirty(c, board_index * KENG_KIND_COUNT + (uint32_t)kind, dirty);
 }
 
 bool keng_counts_unit_has_state(const keng_counts_t *c, uint32_t board_index, keng_kind_t kind)
 {
-    return board_index < c->nboards && (unsigned)kind < KENG_KIND_COUNT &&
+    return board_index < c->nslots && (unsigned)kind < KENG_KIND_COUNT &&
            c->boards[board_index * KENG_KIND_COUNT + (uint32_t)kind] != NULL;
 }
 
@@ -691,7 +730,7 @@ void keng_counts_unit_clear(keng_counts_t *c, uint32_t board_index, keng_kind_t 
 {
     uint32_t u = board_index * KENG_KIND_COUNT + (uint32_t)kind;
 
-    if (board_index >= c->nboards || (unsigned)kind >= KENG_KIND_COUNT)
+    if (board_index >= c->nslots || (unsigned)kind >= KENG_KIND_COUNT)
         return;
     if (c->boards[u])
         set_dirty(c, u, true);
@@ -722,12 +761,20 @@ int64_t keng_counts_last_event(const keng_counts_t *c, uint32_t board_index)
 {
     int64_t last = INT64_MIN;
 
-    for (uint32_t kind = 0; board_index < c->nboards && kind < KENG_KIND_COUNT; kind++) {
-        const board_t *b = c->boards[board_index * KENG_KIND_COUNT + kind];
-        if (b && b->last_seen > last)
-            last = b->last_seen;
+    for (uint32_t lane = 0; board_index < c->nboards && lane < c->lanes; lane++) {
+        for (uint32_t kind = 0; kind < KENG_KIND_COUNT; kind++) {
+            const board_t *b =
+                c->boards[(lane * c->nboards + board_index) * KENG_KIND_COUNT + kind];
+            if (b && b->last_seen > last)
+                last = b->last_seen;
+        }
     }
     return last;
+}
+
+uint32_t keng_counts_slots(const keng_counts_t *c)
+{
+    return c->nslots;
 }
 
 int64_t keng_counts_watch_start(const keng_counts_t *c)
@@ -781,15 +828,18 @@ int keng_counts_series_add(const keng_counts_t *c, keng_level_t level, uint32_t 
         npoints == 0 || (unsigned)level >= KENG_LEVEL_COUNT)
         return -1;
     if (level == KENG_LEVEL_BOARD) {
-        const board_t *b =
-            index < c->nboards ? c->boards[index * KENG_KIND_COUNT + (uint32_t)kind] : NULL;
-        if (b)
-            series_unit(b, window, origin_ms, step_ms, out, npoints);
+        for (uint32_t lane = 0; index < c->nboards && lane < c->lanes; lane++) {
+            const board_t *b =
+                c->boards[(lane * c->nboards + index) * KENG_KIND_COUNT + (uint32_t)kind];
+            if (b)
+                series_unit(b, window, origin_ms, step_ms, out, npoints);
+        }
         return 0;
     }
     for (uint32_t i = 0; i < c->nactive; i++) {
         uint32_t u = c->active[i];
-        if (u % KENG_KIND_COUNT == (uint32_t)kind && in_scope(c, u / KENG_KIND_COUNT, level, index))
+        if (u % KENG_KIND_COUNT == (uint32_t)kind &&
+            in_scope(c, slot_board(c, u / KENG_KIND_COUNT), level, index))
             series_unit(c->boards[u], window, origin_ms, step_ms, out, npoints);
     }
     return 0;

@@ -81,6 +81,7 @@ typedef struct keng_counts_options {
     size_t dedup_max_entries; /* hard bound on remembered ids; oldest dropped first */
     int state_version;        /* board-state format written: 3 (the default) or 2, which
                                  keng releases before 3 read (counts.state_version) */
+    uint32_t lanes;           /* slots per board (below); 0 or 1: one, the board itself */
 } keng_counts_options_t;
 
 void keng_counts_options_default(keng_counts_options_t *opt);
@@ -185,6 +186,20 @@ bool keng_counts_unit_dirty(const keng_counts_t *c, uint32_t board_index, keng_k
 void keng_counts_unit_set_dirty(keng_counts_t *c, uint32_t board_index, keng_kind_t kind,
                                 bool dirty);
 bool keng_counts_unit_has_state(const keng_counts_t *c, uint32_t board_index, keng_kind_t kind);
+
+/* ---- Lanes: a board's units from several partitions (additive) ----
+ *
+ * When an input topic grows, a board's key hashes to another partition, and its events of one
+ * kind then come from two partitions that two instances may own. Each partition's share must
+ * move with that partition alone, so a store made with opt.lanes = L > 1 keeps L slots per
+ * board: slot s = lane * board_count + board, s < keng_counts_slots. Every unit function
+ * above (keng_counts_add, keng_counts_unit_*) and keng_counts_board_save/load take a slot
+ * where they say board_index; a slot below board_count is the board itself, so a store of one
+ * lane is what it always was. The answers (keng_counts_get at board level,
+ * keng_counts_last_event, keng_counts_series_add) and the rollups add up every lane of a
+ * board. An event id that one lane of a (board, kind) remembers is a duplicate in the others.
+ * Which lane holds which partition is the caller's to decide. */
+uint32_t keng_counts_slots(const keng_counts_t *c);
 
 /* ---- Last events and series (silent boards, trends; additive) ----
  *

@@ -134,7 +134,7 @@ static int save_units(const keng_counts_t *c, uint32_t board_index, unsigned kin
     uint32_t nbuckets = 0;
     int ret = -1;
 
-    if (board_index >= c->nboards)
+    if (board_index >= c->nslots)
         goto out;
     memset(&old, 0, sizeof(old));
     for (unsigned kind = 0; kind < KENG_KIND_COUNT; kind++) {
@@ -148,7 +148,7 @@ static int save_units(const keng_counts_t *c, uint32_t board_index, unsigned kin
                 nbuckets += units[kind]->lvl[k].n;
         }
     }
-    id = keng_registry_board(c->reg, board_index)->id;
+    id = keng_registry_board(c->reg, slot_board(c, board_index))->id;
     put(&w, FORMAT_MAGIC, 4);
     put_le(&w, (uint64_t)c->opt.state_version, 2);
     put_le(&w, kinds, 2);
@@ -395,7 +395,7 @@ static int read_header(const keng_counts_t *c, rbuf_t *r, uint32_t board_index, 
     memcpy(got, r->p + r->pos, v);
     got[v] = '\0';
     r->pos += v;
-    want_id = keng_registry_board(c->reg, board_index)->id;
+    want_id = keng_registry_board(c->reg, slot_board(c, board_index))->id;
     if (strcmp(got, want_id) != 0)
         LOAD_FAIL("board state is for board '%s', not '%s': was the registry changed?", got,
                   want_id);
@@ -613,6 +613,7 @@ static void commit_units(keng_counts_t *c, uint32_t board_index, bool replace_al
         c->active[c->nactive++] = u;
         c->boards[u] = nb;
         c->mem += sizeof(*nb);
+        keng_counts__lane_note(c, u, true);
         for (size_t i = 0; i < p->nids; i++) {
             nb->ids.h[i] = p->ids[i].h;
             nb->ids.q[i] = (uint16_t)p->ids[i].q;
@@ -650,8 +651,9 @@ static int load_units(keng_counts_t *c, uint32_t board_index, unsigned want, boo
 
     memset(pend, 0, sizeof(pend));
     memset(&h, 0, sizeof(h));
-    if (board_index >= c->nboards)
-        LOAD_FAIL("board index %u is outside the registry (%u boards)", board_index, c->nboards);
+    if (board_index >= c->nslots)
+        LOAD_FAIL("board index %u is outside the registry (%u boards, %u slots)", board_index,
+                  c->nboards, c->nslots);
     if (read_header(c, &r, board_index, want, &h, errstr, errstr_size) != 0)
         goto out;
 

@@ -21,6 +21,7 @@
 #define QUANTA_SPAN  65000 /* quanta in one horizon, so live quanta never wrap the ring */
 #define TALLY_FIELDS (sizeof(keng_tally_t) / sizeof(uint64_t))
 #define TIME_LIMIT   (1LL << 60) /* clocks and times are clamped to +-this, against overflow */
+#define LANES_MAX    16          /* slots per board at most (counts.h, "Lanes") */
 
 #define FORMAT_MAGIC   "KNGB"
 #define FORMAT_VERSION 3 /* 1: both kinds, one id section; 2: no last event; both still read */
@@ -61,10 +62,12 @@ struct keng_counts {
     const keng_registry_t *reg;
     keng_counts_options_t opt;
     uint32_t nboards, ncommunes, ndistricts;
-    uint32_t nunits; /* nboards * KENG_KIND_COUNT */
+    uint32_t lanes, nslots; /* slots per board, and nboards * lanes (counts.h, "Lanes") */
+    uint32_t nunits;        /* nslots * KENG_KIND_COUNT */
     uint32_t *board_commune, *board_district;
-    board_t **boards;      /* per unit (board * 2 + kind); NULL until the unit's first event */
-    board_lt_t **board_lt; /* per board; NULL while neither of its units has state */
+    board_t **boards;      /* per unit (slot * 2 + kind); NULL until the unit's first event */
+    board_lt_t **board_lt; /* per slot; NULL while neither of its units has state */
+    uint8_t *in_lanes;     /* per (board, kind): how many of its lanes have state */
     uint32_t *active;      /* the units that have state */
     uint32_t nactive;
     uint8_t *dirty; /* one bit per unit */
@@ -91,6 +94,12 @@ struct keng_counts {
 };
 
 /* ---- small helpers ---- */
+
+/* The registry's board of a slot (counts.h, "Lanes"). */
+static inline uint32_t slot_board(const keng_counts_t *c, uint32_t slot)
+{
+    return slot % c->nboards;
+}
 
 static inline int64_t floor_div(int64_t a, int64_t b)
 {
@@ -207,6 +216,8 @@ void keng_counts__nodes_of(keng_counts_t *c, board_t *b, uint32_t u, keng_tally_
 void keng_counts__advance_to(keng_counts_t *c, int64_t now);
 /* Forgets unit u and frees what it owned: its tallies leave the rollups, its ids the counts. */
 void keng_counts__board_drop(keng_counts_t *c, uint32_t u);
+/* Counts unit u among its (board, kind)'s lanes with state (added) or no more. */
+void keng_counts__lane_note(keng_counts_t *c, uint32_t u, bool added);
 
 /* ---- remembered ids (counts_dedup.c) ----
  * A unit's idset owns its arrays; the merge scratch is the store's, shared by every unit. */

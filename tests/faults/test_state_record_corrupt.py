@@ -21,8 +21,15 @@ from faultlib import kt
 DAMAGED = 6
 
 
+def is_key(buf, at, k, ksize):
+    """Whether the LMDB key of ksize bytes at `at` is k, or k's lane, k + "/<partition>"."""
+    tail = bytes(buf[at + len(k):at + ksize])
+    return ksize == len(k) or (tail[:1] == b"/" and tail[1:].isdigit())
+
+
 def flip_values(data_mdb, keys, rng):
-    """Flips one byte in the value of every copy of each key; returns how many copies."""
+    """Flips one byte in the value of every copy of each key (a unit's key "u/<board>/<kind>"
+    stands for its lanes' keys too); returns how many copies."""
     with open(data_mdb, "rb") as f:
         buf = bytearray(f.read())
     flipped = {}
@@ -32,9 +39,9 @@ def flip_values(data_mdb, keys, rng):
         while at >= 0:
             lo, hi, flags, ksize = struct.unpack_from("<HHHH", buf, at - 8)
             size = lo | (hi << 16)
-            if ksize == len(k) and not flags & 1 and 16 < size < 4096:
+            if is_key(buf, at, k, ksize) and not flags & 1 and 16 < size < 4096:
                 # Past the unit's header, inside the counts state.
-                pos = at + len(k) + rng.randint(12, size - 1)
+                pos = at + ksize + rng.randint(12, size - 1)
                 buf[pos] ^= 1 << rng.randint(0, 7)
                 flipped[key] = flipped.get(key, 0) + 1
             at = buf.find(k, at + 1)

@@ -8,12 +8,17 @@ a. a new instance (no state) reads every partition from its first retained event
    so (the gap is checkpointed);
 b. the first instance restarted on its checkpoint has no gap; with one board's saved state
    damaged, only that board is rebuilt from the partition's start: /readyz and the API name
-   that board alone, and it counts the second batch only."""
+   that board alone, and it counts the second batch only;
+c. two instances that share their counts through antt.board-counts: the first rebuilds every
+   partition after the deletion, the second joins and takes some partitions over from the
+   counts topic, then all of them when the first stops. The new owner says each gap that the
+   instance that rebuilt the partition knew, with the same time, and the counts stay exact."""
 
 import datetime
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -69,6 +74,63 @@ def readyz(agg):
 
 def counts(agg, level, scope):
     return kt.get_json(f"{agg.base}/v1/counts?level={level}&id={scope}", timeout=5)
+
+
+LAG = re.compile(r'^keng_consumer_lag\{topic="([^"]+)",partition="(\d+)"\} \d+$')
+
+
+def owned(agg):
+    """The (topic, partition) pairs an instance consumes, from its keng_consumer_lag lines."""
+    status, _, body = kt.http("GET", agg.base + "/metrics", timeout=5)
+    kt.check_equal(status, 200, "GET /metrics status")
+    return {(m.group(1), int(m.group(2))) for m in map(LAG.match, body.decode().splitlines())
+            if m}
+
+
+def gaps_of(agg):
+    """{(topic, partition): events_before} of the whole-partition gaps /readyz names."""
+    return {(g["topic"], g["partition"]): g["events_before"]
+            for g in readyz(agg).get("incomplete", [])
+            if g["boards"] == "every board of the partition"}
+
+
+def handover_keeps_gaps(work, broker, expected, programs):
+    """Part c: the gaps of a rebuild are said by whoever owns the partition next. The two
+    instances join programs, for the test's clean-up."""
+    every = {(t, p) for t in ("antt.incidents", "antt.mediations") for p in range(PARTITIONS)}
+    config = "group.instance.id=none\ncheckpoint.interval.ms=200\n"
+    one = fl.Aggregate(work, broker.bootstrap, "keng-gap-c", config, name="c1", session_ms=6000)
+    two = fl.Aggregate(work, broker.bootstrap, "keng-gap-c", config, name="c2", session_ms=6000)
+    programs += [one, two]
+    one.start().wait_ready(timeout=120)
+    fl.wait_counts(one, expected, "c. the instance that rebuilds", timeout=60)
+    rebuilt = gaps_of(one)
+    kt.check_equal(set(rebuilt), every, "c. the rebuilding instance's gaps")
+
+    two.start().wait_ready(timeout=120)
+
+    def split():
+        a, b = owned(one), owned(two)
+        return a | b == every and not a & b and a and b
+    kt.wait_until(split, 60, "c. the partitions shared between the two instances")
+    for agg, name in ((one, "c1"), (two, "c2 (took them over)")):
+        one.wait_ready(timeout=60)
+        two.wait_ready(timeout=60)
+        mine = owned(agg)
+        kt.check_equal(gaps_of(agg), {k: rebuilt[k] for k in mine},
+                       f"c. /readyz's gaps on {name}: those of its partitions, same times")
+    fl.wait_counts(two, expected, "c. the second instance, whole province", timeout=60)
+
+    one.stop()
+    kt.wait_until(lambda: owned(two) == every, 60, "c. every partition on the second")
+    two.wait_ready(timeout=120)
+    kt.check_equal(gaps_of(two), rebuilt, "c. every gap said by the new owner of all")
+    province = counts(two, "province", "NA").get("incomplete")
+    kt.check(province is not None and province["windows"] == ALL_WINDOWS,
+             "c. the province's counts on the new owner say they are incomplete",
+             ALL_WINDOWS, province)
+    fl.wait_counts(two, expected, "c. the new owner of all, exact", timeout=60)
+    two.stop()
 
 
 def test_retention_gap_said():
@@ -167,9 +229,12 @@ def test_retention_gap_said():
             kt.check_equal(want - got, lacks["incidents"]["total"],
                            "b. the rebuilt board lacks exactly its deleted incidents")
         agg.stop()
+
+        handover_keeps_gaps(work, broker, second.expected(), programs)
         print(f"FIGURES retention gap: {len(first.unique)} events deleted, "
               f"{len(second.unique)} kept; a new instance names all {2 * PARTITIONS} "
-              f"partitions, a damaged board alone is named after its rebuild", flush=True)
+              f"partitions, a damaged board alone is named after its rebuild, and a new owner "
+              f"names the gaps of the partitions it took over", flush=True)
     finally:
         fl.close_all(programs, broker, work)
 

@@ -592,6 +592,64 @@ static void test_save_load_round_trip(void **state)
 
 /* A board's incidents and mediations move separately (their partitions may be owned by two
  * instances): clearing one unit leaves the other, and a unit loads on its own. */
+/* A board whose events come from two partitions keeps them in two lanes: the answers add
+ * the lanes up, an id is counted once across them, and each lane saves, loads and clears on
+ * its own, so that each partition's share moves with it alone. */
+static void test_lanes_add_up_and_move_apart(void **state)
+{
+    keng_counts_options_t opt;
+    int64_t now = T0;
+    keng_counts_t *a, *b;
+    uint32_t nb = (uint32_t)keng_registry_board_count(keng_unit_registry), lane1 = nb + 2;
+    keng_event_t ev;
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    char err[256], id[32];
+
+    (void)state;
+    keng_counts_options_default(&opt);
+    opt.lanes = 2;
+    a = keng_counts_new(keng_unit_registry, &opt);
+    b = keng_counts_new(keng_unit_registry, &opt);
+    assert_non_null(a);
+    assert_non_null(b);
+    keng_unit_expect_u64(2 * nb, keng_counts_slots(a), "slots of a store of two lanes");
+    for (int i = 0; i < 7; i++) {
+        snprintf(id, sizeof(id), "old-%d", i);
+        ev = make_event(i % 36, id, now - i * MIN);
+        assert_int_equal(keng_counts_add(a, 2, &ev, now), KENG_COUNTS_ADDED);
+    }
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof(id), "new-%d", i);
+        ev = make_event(i % 36, id, now - i * MIN);
+        assert_int_equal(keng_counts_add(a, lane1, &ev, now), KENG_COUNTS_ADDED);
+    }
+    /* A resend of an event the other lane holds, from either side. */
+    ev = make_event(0, "old-3", now);
+    assert_int_equal(keng_counts_add(a, lane1, &ev, now), KENG_COUNTS_DUPLICATE);
+    ev = make_event(0, "new-1", now);
+    assert_int_equal(keng_counts_add(a, 2, &ev, now), KENG_COUNTS_DUPLICATE);
+    keng_unit_expect_u64(12, total(a, KENG_LEVEL_BOARD, 2, KENG_WIN_ALL), "board, both lanes");
+    keng_unit_expect_u64(12, total(a, KENG_LEVEL_PROVINCE, 0, KENG_WIN_ALL), "province");
+    keng_unit_expect_u64(12, total(a, KENG_LEVEL_BOARD, 2, KENG_WIN_1H), "board, last hour");
+
+    /* The second lane alone moves to another store, as lane 0 there; the first stays. */
+    assert_int_equal(keng_counts_unit_save(a, lane1, KENG_KIND_INCIDENT, &buf, &len), 0);
+    keng_counts_unit_clear(a, lane1, KENG_KIND_INCIDENT);
+    keng_unit_expect_u64(7, total(a, KENG_LEVEL_BOARD, 2, KENG_WIN_ALL), "first lane left");
+    keng_unit_expect_u64(7, total(a, KENG_LEVEL_PROVINCE, 0, KENG_WIN_ALL), "province then");
+    if (keng_counts_unit_load(b, 2, KENG_KIND_INCIDENT, buf, len, now, err, sizeof(err)) != 0)
+        fail_msg("lane load failed: %s", err);
+    keng_unit_expect_u64(5, total(b, KENG_LEVEL_BOARD, 2, KENG_WIN_ALL), "second lane moved");
+    /* Once the other lane is gone, its ids no longer count here. */
+    ev = make_event(0, "new-1", now);
+    assert_int_equal(keng_counts_add(a, 2, &ev, now), KENG_COUNTS_ADDED);
+    assert_int_equal(keng_counts_add(a, 2 * nb, &ev, now), -1); /* past the last slot */
+    free(buf);
+    keng_counts_destroy(a);
+    keng_counts_destroy(b);
+}
+
 static void test_units_move_separately(void **state)
 {
     int64_t now = T0;
@@ -764,6 +822,7 @@ int main(void)
         cmocka_unit_test(test_rollups_equal_bruteforce_recount),
         cmocka_unit_test(test_save_load_round_trip),
         cmocka_unit_test(test_units_move_separately),
+        cmocka_unit_test(test_lanes_add_up_and_move_apart),
         cmocka_unit_test(test_load_rejects_truncated_and_corrupted_bytes),
         cmocka_unit_test(test_memory_full_province),
     };
