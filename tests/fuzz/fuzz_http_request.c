@@ -203,8 +203,8 @@ static void serve_metrics(keng_http_request_t *req)
 static const char *const allowed_hosts[] = {"localhost", "keng.example"};
 
 /* A Host that names a host (it starts with a letter: not an IP literal) reached the handler
- * only if it is one of allowed_hosts, in any case, with or without a port: the check against
- * DNS rebinding let nothing else through. */
+ * only if it is one of allowed_hosts, in any case, with or without a port or a final dot: the
+ * check against DNS rebinding let nothing else through. */
 static void check_host(const keng_http_request_t *req)
 {
     const char *host = keng_http_request_header(req, "Host");
@@ -217,6 +217,9 @@ static void check_host(const keng_http_request_t *req)
     if (!((*host >= 'a' && *host <= 'z') || (*host >= 'A' && *host <= 'Z')))
         return;
     len = strcspn(host, ": \t");
+    /* "keng.example." is the same name as "keng.example", written as a full domain name. */
+    while (len > 0 && host[len - 1] == '.')
+        len--;
     for (size_t i = 0; i < sizeof(allowed_hosts) / sizeof(allowed_hosts[0]); i++)
         if (strlen(allowed_hosts[i]) == len && strncasecmp(host, allowed_hosts[i], len) == 0)
             return;
