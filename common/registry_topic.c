@@ -382,7 +382,8 @@ int keng_regtopic_read_ends(const keng_config_t *cfg, const char *topic, keng_re
             goto out;
         }
     }
-    qsort(out->v, out->n, sizeof(*out->v), by_effective);
+    if (out->n > 1) /* qsort takes no NULL, even for nothing to sort */
+        qsort(out->v, out->n, sizeof(*out->v), by_effective);
     rc = 0;
 out:
     free(ends);

@@ -218,8 +218,9 @@ static void usage(FILE *out)
             "http.max_connections (10000), http.max_unsent_bytes (262144), ingest.max_events\n"
             "(1000), ingest.deadline_ms (5000), ingest.max_in_flight_events (50000),\n"
             "ingest.retry_after_s (1), ingest.flush_ms (10000), topic.incidents,\n"
-            "topic.mediations, registry, events.min_occurred_at (2000-01-01T00:00:00Z) and\n"
-            "events.max_future_ms (300000): the times an event may have.\n",
+            "topic.mediations, registry, registry.topic (none), events.min_occurred_at\n"
+            "(2000-01-01T00:00:00Z) and events.max_future_ms (300000): the times an event\n"
+            "may have.\n",
             DEFAULT_LISTEN);
 }
 

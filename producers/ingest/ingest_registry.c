@@ -28,7 +28,8 @@ struct keng_ingest_registry {
     char topic[256];
     version_t *v;
     size_t n;
-    size_t current; /* index of the version in force */
+    size_t current; /* index of the version in force, once opened */
+    bool opened;
     const keng_registry_t **earlier;
     size_t nearlier;
     unsigned long long switches, skipped;
@@ -61,7 +62,7 @@ static void skip(keng_ingest_registry_t *r, const char *key, const char *why, co
     snprintf(r->last_skipped, sizeof(r->last_skipped), "%s@%s: %s", r->topic, key, why);
     keng_log_warn("a registry version cannot be used; skipped, the registry in force stays",
                   "topic=%s version=%s why=\"%s\" in_force=%s message=\"%s\"", r->topic, key, why,
-                  r->n > 0 ? r->v[r->current].key : "-", where ? where : "-");
+                  r->opened ? r->v[r->current].key : "-", where ? where : "-");
 }
 
 /* Loads version pv (its doc borrowed) and keeps it in state. Returns its index, or -1 after
@@ -158,6 +159,7 @@ int keng_ingest_registry_open(const keng_config_t *cfg, const char *topic,
         }
     }
     list_earlier(r);
+    r->opened = true;
     /* The documents are loaded; the ends are kept for keng_ingest_registry_start. */
     for (size_t i = 0; i < r->read.n; i++)
         json_decref(r->read.v[i].doc);
