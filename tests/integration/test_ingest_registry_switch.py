@@ -6,8 +6,8 @@ taken; after it B5 is taken, the token scoped to commune C1 (which B no longer h
 covers B1 and B2 but not B5, B3 is refused as unknown; /metrics says which version is in use,
 the switch and the next effective time. A message on the topic that is not a version is
 skipped, said in the log, on /metrics and on /readyz's body, while posts go on. The same
-process throughout. Also: no version in force and a missing topic exit 78, --registry with
-registry.topic is a usage error."""
+process throughout. Also: no version in force and a missing topic exit 78, no broker 69,
+--registry with registry.topic is a usage error."""
 
 import datetime
 import json
@@ -147,6 +147,11 @@ def test_switch_at_the_effective_time_without_restart():
         kt.check("does not exist" in err or
                  "no registry version is in force in antt.no-such-topic" in err,
                  "a missing topic: says why", "does not exist", err)
+
+        status, err = ingest_once("--brokers", f"127.0.0.1:{kt.free_port()}", "--config", conf,
+                                  "--listen", f"127.0.0.1:{kt.free_port()}")
+        kt.check_equal(status, 69, f"no broker answers: exit status ({err!r})")
+        kt.check("did not answer" in err, "no broker answers: says why", "did not answer", err)
 
         out = registry_tool("--publish", reg_a, "--effective", "2024-01-01", "--allow-past",
                             "--brokers", broker.bootstrap)
