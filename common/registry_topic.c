@@ -37,6 +37,13 @@ void keng_regtopic_list_free(keng_regtopic_list_t *list)
     list->n = 0;
 }
 
+void keng_regtopic_ends_free(keng_regtopic_ends_t *ends)
+{
+    free(ends->partitions);
+    free(ends->offsets);
+    memset(ends, 0, sizeof(*ends));
+}
+
 /* The first error librdkafka reported outside a request, for the words of a failure: a
  * refused login shows only here. Called on the thread that polls. */
 typedef struct client_state {
@@ -152,19 +159,17 @@ static int failure(const client_state_t *st, rd_kafka_resp_err_t err, const char
     return KENG_EXIT_UNAVAILABLE;
 }
 
-/* A message as a version into v, or -1 with why (a warning). The document must be of keng's
- * format, its effective time the key, its text what its sha256 says. */
-static int parse_version(const rd_kafka_message_t *m, keng_regtopic_version_t *v, char *why,
-                         size_t why_size)
+int keng_regtopic_parse(const void *key, size_t key_len, const void *value, size_t len,
+                        keng_regtopic_version_t *v, char *why, size_t why_size)
 {
     json_error_t jerr;
-    json_t *doc = json_loadb(m->payload, m->len, 0, &jerr), *reg;
-    char key[64], digest[65];
+    json_t *doc = value ? json_loadb(value, len, 0, &jerr) : NULL, *reg;
+    char k[64], digest[65];
     int format = 0;
 
     memset(v, 0, sizeof(*v));
     if (!doc) {
-        snprintf(why, why_size, "not JSON: %s", jerr.text);
+        snprintf(why, why_size, "not JSON: %s", value ? jerr.text : "no value");
         return -1;
     }
     v->doc = doc;
@@ -178,14 +183,14 @@ static int parse_version(const rd_kafka_message_t *m, keng_regtopic_version_t *v
         goto fail;
     }
     if (format != KENG_REGTOPIC_FORMAT) {
-        snprintf(why, why_size, "a document of format %d (this keng-registry reads %d)", format,
+        snprintf(why, why_size, "a document of format %d (this keng reads %d)", format,
                  KENG_REGTOPIC_FORMAT);
         goto fail;
     }
-    snprintf(key, sizeof(key), "%.*s", (int)m->key_len, m->key ? (const char *)m->key : "");
-    if (strcmp(key, v->key) != 0 ||
+    snprintf(k, sizeof(k), "%.*s", (int)key_len, key ? (const char *)key : "");
+    if (strcmp(k, v->key) != 0 ||
         keng_time_parse_rfc3339(v->key, strlen(v->key), &v->effective_ms) != 0) {
-        snprintf(why, why_size, "its key '%s' is not its effective time '%s'", key, v->key);
+        snprintf(why, why_size, "its key '%s' is not its effective time '%s'", k, v->key);
         goto fail;
     }
     keng_regtopic_sha256(v->text, v->text_len, digest);
@@ -193,13 +198,22 @@ static int parse_version(const rd_kafka_message_t *m, keng_regtopic_version_t *v
         snprintf(why, why_size, "its board CSV does not match its sha256");
         goto fail;
     }
-    v->partition = m->partition;
-    v->offset = m->offset;
     return 0;
 fail:
     json_decref(doc);
     v->doc = NULL;
     return -1;
+}
+
+/* A message as a version into v, or -1 with why (a warning). */
+static int parse_version(const rd_kafka_message_t *m, keng_regtopic_version_t *v, char *why,
+                         size_t why_size)
+{
+    if (keng_regtopic_parse(m->key, m->key_len, m->payload, m->len, v, why, why_size) != 0)
+        return -1;
+    v->partition = m->partition;
+    v->offset = m->offset;
+    return 0;
 }
 
 /* Keeps v (taken) as the version of its key, replacing an earlier one; a tombstone (v NULL)
@@ -236,6 +250,16 @@ static int by_effective(const void *a, const void *b)
 int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopic_list_t *out,
                        char *errstr, size_t errstr_size)
 {
+    keng_regtopic_ends_t ends = {NULL, NULL, 0};
+    int rc = keng_regtopic_read_ends(cfg, topic, out, &ends, errstr, errstr_size);
+
+    keng_regtopic_ends_free(&ends);
+    return rc;
+}
+
+int keng_regtopic_read_ends(const keng_config_t *cfg, const char *topic, keng_regtopic_list_t *out,
+                            keng_regtopic_ends_t *noted, char *errstr, size_t errstr_size)
+{
     const char *brokers = keng_config_brokers(cfg);
     client_state_t st = {0};
     rd_kafka_conf_t *conf = NULL;
@@ -249,6 +273,7 @@ int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopi
     int rc = KENG_EXIT_CONFIG, pending = 0, nparts = 0;
 
     memset(out, 0, sizeof(*out));
+    memset(noted, 0, sizeof(*noted));
     conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, errstr_size);
     if (!conf)
         goto out;
@@ -281,8 +306,10 @@ int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopi
     }
     nparts = md->topics[0].partition_cnt;
     ends = calloc((size_t)nparts, sizeof(*ends));
+    noted->partitions = calloc((size_t)nparts, sizeof(*noted->partitions));
+    noted->offsets = calloc((size_t)nparts, sizeof(*noted->offsets));
     assignment = rd_kafka_topic_partition_list_new(nparts);
-    if (!ends || !assignment) {
+    if (!ends || !noted->partitions || !noted->offsets || !assignment) {
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
@@ -297,6 +324,9 @@ int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopi
             goto out;
         }
         ends[i] = high;
+        noted->partitions[i] = id;
+        noted->offsets[i] = high;
+        noted->n = (size_t)i + 1;
         if (high > low) {
             rd_kafka_topic_partition_list_add(assignment, topic, id)->offset = low;
             pending++;
@@ -352,7 +382,8 @@ int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopi
             goto out;
         }
     }
-    qsort(out->v, out->n, sizeof(*out->v), by_effective);
+    if (out->n > 1) /* qsort takes no NULL, even for nothing to sort */
+        qsort(out->v, out->n, sizeof(*out->v), by_effective);
     rc = 0;
 out:
     free(ends);
@@ -369,6 +400,121 @@ out:
     if (conf)
         rd_kafka_conf_destroy(conf);
     return rc;
+}
+
+struct keng_regtopic_follower {
+    rd_kafka_t *rk;
+    char topic[256];
+    client_state_t st;
+    int32_t partition; /* of the latest message, for keng_regtopic_follower_position */
+    int64_t offset;
+};
+
+keng_regtopic_follower_t *keng_regtopic_follow(const keng_config_t *cfg, const char *topic,
+                                               const keng_regtopic_ends_t *from, char *errstr,
+                                               size_t errstr_size)
+{
+    keng_regtopic_follower_t *f = calloc(1, sizeof(*f));
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+    rd_kafka_resp_err_t err;
+    char group[64];
+
+    if (!f) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    snprintf(f->topic, sizeof(f->topic), "%s", topic);
+    conf = keng_config_kafka(cfg, KENG_KAFKA_CONSUMER, errstr, errstr_size);
+    if (!conf)
+        goto fail;
+    /* As keng_regtopic_read: partitions are assigned, nothing is committed, no group joined. */
+    snprintf(group, sizeof(group), "keng-regtopic-%d", (int)getpid());
+    if (keng_kafka_conf_set(conf, "group.id", group, errstr, errstr_size) < 0 ||
+        keng_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, errstr_size) < 0 ||
+        keng_kafka_conf_set(conf, "enable.partition.eof", "false", errstr, errstr_size) < 0 ||
+        set(conf, cfg, "fetch.message.max.bytes", "max.partition.fetch.bytes",
+            KENG_REGTOPIC_MESSAGE_MAX, errstr, errstr_size) < 0)
+        goto fail;
+    rd_kafka_conf_set_opaque(conf, &f->st);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    f->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!f->rk)
+        goto fail;
+    conf = NULL;
+    rd_kafka_poll_set_consumer(f->rk);
+    assignment = rd_kafka_topic_partition_list_new(from->n > 0 ? (int)from->n : 1);
+    if (!assignment) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < from->n; i++)
+        rd_kafka_topic_partition_list_add(assignment, topic, from->partitions[i])->offset =
+            from->offsets[i];
+    /* A topic read with no partition (it cannot exist: keng_regtopic_read refuses it) would
+     * leave nothing to follow; partition 0 is the contract's one. */
+    if (from->n == 0)
+        rd_kafka_topic_partition_list_add(assignment, topic, 0)->offset = RD_KAFKA_OFFSET_END;
+    f->partition = assignment->elems[0].partition;
+    f->offset = -1;
+    err = rd_kafka_assign(f->rk, assignment);
+    if (err) {
+        snprintf(errstr, errstr_size, "cannot follow %s: %s", topic, rd_kafka_err2str(err));
+        goto fail;
+    }
+    rd_kafka_topic_partition_list_destroy(assignment);
+    return f;
+fail:
+    if (assignment)
+        rd_kafka_topic_partition_list_destroy(assignment);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    keng_regtopic_follower_destroy(f);
+    return NULL;
+}
+
+int keng_regtopic_follower_poll(keng_regtopic_follower_t *f, keng_regtopic_version_t *v, char *key,
+                                size_t key_size, char *why, size_t why_size)
+{
+    for (;;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(f->rk, 0);
+        int rc;
+
+        if (!m)
+            return 0;
+        /* Errors of the connection pass (librdkafka reconnects); the reader goes on. */
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        snprintf(key, key_size, "%.*s", (int)m->key_len, m->key ? (const char *)m->key : "");
+        f->partition = m->partition;
+        f->offset = m->offset;
+        if (!m->payload)
+            rc = 2;
+        else
+            rc = parse_version(m, v, why, why_size) == 0 ? 1 : -1;
+        rd_kafka_message_destroy(m);
+        return rc;
+    }
+}
+
+void keng_regtopic_follower_position(const keng_regtopic_follower_t *f, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s partition %d offset %lld", f->topic, (int)f->partition,
+             (long long)f->offset);
+}
+
+void keng_regtopic_follower_destroy(keng_regtopic_follower_t *f)
+{
+    if (!f)
+        return;
+    if (f->rk) {
+        rd_kafka_consumer_close(f->rk);
+        rd_kafka_destroy(f->rk);
+    }
+    free(f);
 }
 
 /* {"file": basename, "sha256": hex, "text": the file} for f, json null for none; NULL when

@@ -58,6 +58,53 @@ int keng_regtopic_read(const keng_config_t *cfg, const char *topic, keng_regtopi
                        char *errstr, size_t errstr_size);
 void keng_regtopic_list_free(keng_regtopic_list_t *list);
 
+/* Where a read ended: the high watermark of each partition, noted before reading, from which
+ * keng_regtopic_follow goes on so that no version published after the read is missed. */
+typedef struct keng_regtopic_ends {
+    int32_t *partitions;
+    int64_t *offsets;
+    size_t n;
+} keng_regtopic_ends_t;
+
+/* keng_regtopic_read, and where it ended into ends (the caller's: keng_regtopic_ends_free,
+ * also on failure). */
+int keng_regtopic_read_ends(const keng_config_t *cfg, const char *topic, keng_regtopic_list_t *out,
+                            keng_regtopic_ends_t *ends, char *errstr, size_t errstr_size);
+void keng_regtopic_ends_free(keng_regtopic_ends_t *ends);
+
+/* One message of the topic, its key and value borrowed, as a version into v, checked as
+ * keng_regtopic_read checks each (a document of KENG_REGTOPIC_FORMAT, its effective time its
+ * key, its text what its sha256 says). Returns 0, v->doc then the caller's (json_decref) and
+ * v's strings borrowed from it, partition and offset left 0; or -1 with why (a sentence for a
+ * warning) and nothing to free. A null value (a deletion) is not a version: check it first. */
+int keng_regtopic_parse(const void *key, size_t key_len, const void *value, size_t len,
+                        keng_regtopic_version_t *v, char *why, size_t why_size);
+
+/* A reader that goes on after keng_regtopic_read, for a program that switches registries
+ * while it runs: a consumer assigned to the topic's partitions from the ends that read noted
+ * (no group is joined, nothing committed), polled without blocking. One thread: the one that
+ * calls these. */
+typedef struct keng_regtopic_follower keng_regtopic_follower_t;
+
+/* Makes the reader with the brokers and kafka.* keys of cfg (borrowed for the call); from is
+ * borrowed for the call. Returns NULL with errstr (a Kafka setting librdkafka refuses, no
+ * memory); the caller destroys the result. */
+keng_regtopic_follower_t *keng_regtopic_follow(const keng_config_t *cfg, const char *topic,
+                                               const keng_regtopic_ends_t *from, char *errstr,
+                                               size_t errstr_size);
+
+/* What came since the last call, without waiting: 0 nothing; 1 a version in *v (as
+ * keng_regtopic_parse gives it, with its partition and offset); 2 a deletion of the key in
+ * key; -1 a message that is not a version keng can use, key holding its key and why the
+ * reason. key gets the message's key in each case but 0. */
+int keng_regtopic_follower_poll(keng_regtopic_follower_t *f, keng_regtopic_version_t *v, char *key,
+                                size_t key_size, char *why, size_t why_size);
+
+/* The latest message read: "antt.registry partition 0 offset 12" (offset -1 before any). */
+void keng_regtopic_follower_position(const keng_regtopic_follower_t *f, char *buf, size_t size);
+
+void keng_regtopic_follower_destroy(keng_regtopic_follower_t *f);
+
 /* The document of a version: key its effective time, counts, the board CSV and the units list
  * and lineage (each may have a NULL path). Returns a string the caller frees (free), or NULL
  * with errstr (a file that is not UTF-8 text, no memory). */

@@ -24,6 +24,7 @@
 #include "ingest_body.h"
 #include "ingest_metrics.h"
 #include "ingest_rate.h"
+#include "ingest_registry.h"
 #include "kafka_denied.h"
 #include "kafka_health.h"
 #include "log.h"
@@ -41,6 +42,7 @@
 
 /* The keys keng-ingest reads itself; the producer and the schema store list theirs. */
 static keng_config_keys_t ingest_keys = {"registry",
+                                         "registry.topic",
                                          "ingest.listen",
                                          "ingest.tokens",
                                          "ingest.max_events",
@@ -64,6 +66,7 @@ struct options {
     const char *config_path;
     const char *brokers;
     const char *registry;
+    const char *registry_topic;
     const char *listen;
     const char *tokens;
     const char *new_token;
@@ -81,7 +84,8 @@ typedef struct ingest {
     bool check_only; /* --check-config: load everything, start nothing */
     uv_loop_t *loop;
     keng_config_t *cfg;
-    keng_registry_t *reg;
+    keng_registry_t *reg;         /* the one in force: regs's with registry.topic, else owned */
+    keng_ingest_registry_t *regs; /* registry.topic: the versions; NULL without */
     keng_tokens_t *tokens;
     const char *tokens_path; /* borrowed from cfg; NULL: no token file, every POST gets 401 */
     keng_producer_t *producer;
@@ -163,6 +167,11 @@ static void usage(FILE *out)
             "  --config FILE        key=value config; kafka.* keys go to librdkafka\n"
             "  --brokers LIST       bootstrap servers (else KENG_BROKERS, else the config)\n"
             "  --registry FILE      the board registry CSV (else the generated default)\n"
+            "  --registry-topic TOPIC  follow the registry versions of TOPIC (config\n"
+            "                       registry.topic, e.g. antt.registry) instead of --registry:\n"
+            "                       start with the version in force, switch to each next one\n"
+            "                       at its effective time without a restart; a version that\n"
+            "                       cannot be used is skipped (log, /metrics, /readyz)\n"
             "  --tokens FILE        the token file (config ingest.tokens); without one every\n"
             "                       POST is refused with 401\n"
             "  --max-connections N  connections at once (config http.max_connections, default\n"
@@ -209,8 +218,9 @@ static void usage(FILE *out)
             "http.max_connections (10000), http.max_unsent_bytes (262144), ingest.max_events\n"
             "(1000), ingest.deadline_ms (5000), ingest.max_in_flight_events (50000),\n"
             "ingest.retry_after_s (1), ingest.flush_ms (10000), topic.incidents,\n"
-            "topic.mediations, registry, events.min_occurred_at (2000-01-01T00:00:00Z) and\n"
-            "events.max_future_ms (300000): the times an event may have.\n",
+            "topic.mediations, registry, registry.topic (none), events.min_occurred_at\n"
+            "(2000-01-01T00:00:00Z) and events.max_future_ms (300000): the times an event\n"
+            "may have.\n",
             DEFAULT_LISTEN);
 }
 
@@ -617,9 +627,7 @@ static void serve_metrics_now(ingest_t *in, keng_http_request_t *req)
             keng_http_server_write_metrics(in->srv, out);
         keng_ingest_rate_metrics(in->rate, out);
         keng_kafka_health_metrics(out);
-        char registry[2048];
-        if (keng_registry_metrics(in->reg, registry, sizeof(registry)) > 0)
-            fputs(registry, out);
+        keng_ingest_registry_metrics(in->regs, in->reg, out);
         if (fclose(out) != 0) {
             free(all);
             all = NULL;
@@ -745,6 +753,7 @@ static void serve_events(ingest_t *in, keng_http_request_t *req, keng_kind_t kin
     }
     data = keng_http_request_body(req, &len);
     in->body_limits.now_ms = keng_now_ms();
+    in->body_limits.earlier = keng_ingest_registry_earlier(in->regs, &in->body_limits.nearlier);
     status = keng_ingest_body_parse(data, len, kind, in->reg, gw, &in->body_limits, &body, &errors,
                                     &nevents);
     keng_ingest_rate_charge(in->rate, keng_gateway_name(gw), nevents, keng_monotonic_ms());
@@ -790,14 +799,18 @@ static void on_request(keng_http_request_t *req, void *ctx)
     }
     if (strcmp(path, "/readyz") == 0 && strcmp(method, "GET") == 0) {
         bool ready = !in->stopping && (!in->sr_on || keng_schemareg_ids_ready(in->ids));
+        json_t *body;
         keng_ingest_metrics_request(in->metrics, ready ? 200 : 503);
         if (ready)
-            keng_http_respond_json(req, 200, json_pack("{s:s}", "status", "ready"));
+            body = json_pack("{s:s}", "status", "ready");
         else
-            keng_http_respond_json(
-                req, 503,
-                json_pack("{s:s, s:s}", "status", "not ready", "reason",
-                          in->stopping ? "stopping" : "waiting for the schema registry"));
+            body = json_pack("{s:s, s:s}", "status", "not ready", "reason",
+                             in->stopping ? "stopping" : "waiting for the schema registry");
+        /* A registry version skipped leaves keng-ingest ready with the one it has: the body
+         * says so, for the operator who published it. */
+        if (body && in->regs)
+            json_object_set_new(body, "registry", keng_ingest_registry_status(in->regs));
+        keng_http_respond_json(req, ready ? 200 : 503, body);
         return;
     }
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
@@ -826,7 +839,15 @@ static void on_request(keng_http_request_t *req, void *ctx)
 
 static void warn_unknown_unit(const char *gateway, const char *unit, void *arg)
 {
-    (void)arg;
+    ingest_t *in = arg;
+
+    if (keng_ingest_registry_knew_unit(in->regs, unit)) {
+        keng_log_warn("a token names a unit the registry in force no longer has: it keeps "
+                      "covering the boards that were in it; scope the gateway's token to units "
+                      "of the registry in force",
+                      "gateway=%s unit=%s", gateway, unit);
+        return;
+    }
     keng_log_warn("a token names a unit the registry does not have: its gateway can report for "
                   "no board through it",
                   "gateway=%s unit=%s", gateway, unit);
@@ -861,7 +882,18 @@ static void reload_tokens(ingest_t *in)
     in->tokens = fresh;
     keng_log_info("tokens reloaded", "file=%s tokens=%zu", in->tokens_path,
                   keng_tokens_count(fresh));
-    keng_tokens_each_unknown_unit(fresh, in->reg, warn_unknown_unit, NULL);
+    keng_tokens_each_unknown_unit(fresh, in->reg, warn_unknown_unit, in);
+}
+
+/* A registry version took effect: posts are checked against it from now on; the old one
+ * stays alive in regs for requests that still point into it. */
+static void on_registry_switch(const keng_registry_t *reg, void *arg)
+{
+    ingest_t *in = arg;
+
+    (void)reg;
+    in->reg = keng_ingest_registry_current(in->regs);
+    keng_tokens_each_unknown_unit(in->tokens, in->reg, warn_unknown_unit, in);
 }
 
 static void on_server_closed(void *arg)
@@ -885,6 +917,7 @@ static void stop(ingest_t *in)
     if (in->stopping)
         return;
     in->stopping = true;
+    keng_ingest_registry_stop(in->regs);
     if (in->denial_timer_on) {
         in->denial_timer_on = false;
         uv_close((uv_handle_t *)&in->denial_timer, NULL);
@@ -1039,6 +1072,41 @@ static int start_registry(ingest_t *in)
     return in->ids ? 0 : -1;
 }
 
+/* The registry: from registry.topic (*regs then owns *reg), else --registry FILE or the
+ * built-in one (*reg the caller's). Returns 0, or an exit code after a log line. */
+static int open_registry(keng_config_t *cfg, keng_registry_t **reg, keng_ingest_registry_t **regs)
+{
+    const char *topic = keng_config_get(cfg, "registry.topic", NULL);
+    const char *file = keng_config_get(cfg, "registry", NULL);
+    char errstr[1024];
+    int rc;
+
+    *reg = NULL;
+    *regs = NULL;
+    if (topic && *topic) {
+        if (file && *file) {
+            fprintf(stderr, "keng-ingest: give the registry by --registry FILE (registry) or by "
+                            "--registry-topic TOPIC (registry.topic), not both\n");
+            return KENG_EXIT_USAGE;
+        }
+        rc = keng_ingest_registry_open(cfg, topic, regs, errstr, sizeof(errstr));
+        if (rc != 0) {
+            keng_log_error("cannot take the board registry from the topic", "topic=%s error=\"%s\"",
+                           topic, errstr);
+            return rc;
+        }
+        *reg = keng_ingest_registry_current(*regs);
+        return 0;
+    }
+    *reg = keng_registry_open(file, errstr, sizeof(errstr));
+    if (!*reg) {
+        keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    keng_program_log_registry(*reg);
+    return 0;
+}
+
 static int run(ingest_t *in)
 {
     char errstr[512];
@@ -1048,13 +1116,8 @@ static int run(ingest_t *in)
 
     if (read_settings(in, &limits) < 0)
         return KENG_EXIT_USAGE;
-    in->reg =
-        keng_registry_open(keng_config_get(in->cfg, "registry", NULL), errstr, sizeof(errstr));
-    if (!in->reg) {
-        keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
-        return KENG_EXIT_CONFIG;
-    }
-    keng_program_log_registry(in->reg);
+    if ((rc = open_registry(in->cfg, &in->reg, &in->regs)) != 0)
+        return rc;
     if ((rc = load_web_config(in, listen)) != 0)
         return rc;
     in->tokens_path = keng_config_get(in->cfg, "ingest.tokens", NULL);
@@ -1065,7 +1128,7 @@ static int run(ingest_t *in)
             return KENG_EXIT_CONFIG;
         }
         keng_config_warn_if_exposed(in->tokens_path, "token file");
-        keng_tokens_each_unknown_unit(in->tokens, in->reg, warn_unknown_unit, NULL);
+        keng_tokens_each_unknown_unit(in->tokens, in->reg, warn_unknown_unit, in);
         if (keng_tokens_count(in->tokens) == 0 && !keng_tokens_none_intended(in->tokens))
             keng_log_warn("the token file holds no token: every POST will be refused with 401 "
                           "(write '!no-tokens' in it when that is meant)",
@@ -1154,6 +1217,12 @@ static int run(ingest_t *in)
                   keng_tokens_count(in->tokens), keng_registry_board_count(in->reg));
     keng_web_config_log_tls(in->web);
 
+    if (in->regs && keng_ingest_registry_start(in->regs, in->loop, on_registry_switch, in, errstr,
+                                               sizeof(errstr)) != 0) {
+        keng_log_error("cannot follow the registry topic", "error=\"%s\"", errstr);
+        rc = KENG_EXIT_CONFIG;
+        goto fail;
+    }
     keng_program_signals_start(&in->signals, in->loop, on_signal, in, 1);
     uv_timer_init(in->loop, &in->denial_timer);
     in->denial_timer.data = in;
@@ -1194,7 +1263,10 @@ static int teardown(ingest_t *in)
     keng_ingest_metrics_destroy(in->metrics);
     keng_ingest_rate_destroy(in->rate);
     keng_tokens_destroy(in->tokens);
-    keng_registry_destroy(in->reg);
+    if (in->regs)
+        keng_ingest_registry_destroy(in->regs);
+    else
+        keng_registry_destroy(in->reg);
     keng_web_config_destroy(in->web);
     keng_schemareg_conf_free(&in->sr);
     return rc;
@@ -1216,15 +1288,30 @@ static int new_token(const struct options *opt, const keng_program_flag_t *table
     keng_config_t *cfg = keng_program_config_table(&program, opt->config_path, table);
     if (!cfg)
         return KENG_EXIT_USAGE;
-    keng_registry_t *reg =
-        keng_registry_open(keng_config_get(cfg, "registry", NULL), errstr, sizeof(errstr));
-    keng_config_destroy(cfg);
-    if (!reg) {
-        fprintf(stderr, "keng-ingest: cannot load the board registry: %s\n", errstr);
-        return KENG_EXIT_CONFIG;
+    keng_registry_t *reg = NULL;
+    keng_ingest_registry_t *regs = NULL;
+    const char *topic = keng_config_get(cfg, "registry.topic", NULL);
+    if (topic && *topic) {
+        /* With registry.topic, the units are those of the version in force there. */
+        int rc = open_registry(cfg, &reg, &regs);
+        if (rc != 0) {
+            keng_config_destroy(cfg);
+            return rc;
+        }
+    } else {
+        reg = keng_registry_open(keng_config_get(cfg, "registry", NULL), errstr, sizeof(errstr));
+        if (!reg) {
+            keng_config_destroy(cfg);
+            fprintf(stderr, "keng-ingest: cannot load the board registry: %s\n", errstr);
+            return KENG_EXIT_CONFIG;
+        }
     }
     int known = keng_tokens_check_units(opt->districts, reg, errstr, sizeof(errstr));
-    keng_registry_destroy(reg);
+    if (regs)
+        keng_ingest_registry_destroy(regs);
+    else
+        keng_registry_destroy(reg);
+    keng_config_destroy(cfg);
     if (known != 0) {
         fprintf(stderr, "keng-ingest: --units %s: %s\n", opt->districts, errstr);
         return KENG_EXIT_USAGE;
@@ -1292,6 +1379,7 @@ int main(int argc, char **argv)
         KENG_FLAG("config", &opt.config_path, NULL),
         KENG_FLAG("brokers", &opt.brokers, "brokers"),
         KENG_FLAG("registry", &opt.registry, "registry"),
+        KENG_FLAG("registry-topic", &opt.registry_topic, "registry.topic"),
         KENG_FLAG("listen", &opt.listen, "ingest.listen"),
         KENG_FLAG("tokens", &opt.tokens, "ingest.tokens"),
         KENG_FLAG("new-token", &opt.new_token, NULL),

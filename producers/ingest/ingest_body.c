@@ -151,9 +151,28 @@ static int load_body(const char *body, size_t len, const keng_ingest_body_limits
 
 /* Reads event i into *ev and checks its board: an invalid event is added to `invalid`, one
  * outside the units the gateway may report for to `forbidden`. */
+/* Whether gw may report for the board: in reg, or in an earlier version where the board was
+ * in a unit that gw's list names (ids are never reused for another thing). */
+static bool allowed(const keng_gateway_t *gw, const keng_registry_t *reg, uint32_t board,
+                    const keng_ingest_body_limits_t *limits)
+{
+    const char *id;
+
+    if (keng_gateway_allows_board(gw, reg, board))
+        return true;
+    id = keng_registry_board(reg, board)->id;
+    for (size_t k = 0; k < limits->nearlier; k++) {
+        int32_t then = keng_registry_find_board(limits->earlier[k], id, strlen(id));
+        if (then >= 0 && keng_gateway_allows_board(gw, limits->earlier[k], (uint32_t)then))
+            return true;
+    }
+    return false;
+}
+
 static void check_event(const json_t *obj, size_t i, keng_kind_t kind, const keng_registry_t *reg,
-                        const keng_gateway_t *gw, const keng_event_limits_t *ev_limits,
-                        keng_event_t *ev, json_t *invalid, json_t *forbidden)
+                        const keng_gateway_t *gw, const keng_ingest_body_limits_t *limits,
+                        const keng_event_limits_t *ev_limits, keng_event_t *ev, json_t *invalid,
+                        json_t *forbidden)
 {
     keng_field_error_t ferr;
     char msg[320];
@@ -168,7 +187,7 @@ static void check_event(const json_t *obj, size_t i, keng_kind_t kind, const ken
         add_error(invalid, (long long)i, "board_id", msg);
         return;
     }
-    if (gw && !keng_gateway_allows_board(gw, reg, (uint32_t)board)) {
+    if (gw && !allowed(gw, reg, (uint32_t)board, limits)) {
         const keng_board_t *b = keng_registry_board(reg, (uint32_t)board);
         const keng_district_t *district = keng_registry_district(reg, b->district);
         snprintf(msg, sizeof(msg),
@@ -214,7 +233,7 @@ int keng_ingest_body_parse(const char *body, size_t len, keng_kind_t kind,
         goto out;
     }
     for (size_t i = 0; i < n; i++)
-        check_event(json_is_array(root) ? json_array_get(root, i) : root, i, kind, reg, gw,
+        check_event(json_is_array(root) ? json_array_get(root, i) : root, i, kind, reg, gw, limits,
                     &ev_limits, &b->events[i], invalid, forbidden);
     if (json_array_size(invalid) > 0) {
         *answer = json_pack("{s:O}", "errors", invalid);

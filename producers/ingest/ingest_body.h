@@ -22,6 +22,10 @@ typedef struct keng_ingest_body_limits {
     unsigned max_depth; /* deeper nesting of arrays and objects: 400, before jansson sees it */
     int64_t now_ms;     /* the gateway's clock: occurred_at bound, reported_at when missing */
     const keng_event_rule_t *rule; /* the times' rule, borrowed; NULL: the defaults */
+    /* The registries of versions in force before reg (borrowed; none without a topic): a
+     * token's unit that one of them had covers the boards that were in it there. */
+    const keng_registry_t *const *earlier;
+    size_t nearlier;
 } keng_ingest_body_limits_t;
 
 /* Events an array may hold and nesting allowed, unless the config says otherwise. An event

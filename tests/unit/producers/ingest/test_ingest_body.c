@@ -225,6 +225,53 @@ static void test_districts(void **state)
     free(out);
 }
 
+/* A version in force that moved the boards of D01 into a commune N1 of no district: the
+ * gateway of D01 keeps the boards that were in D01 in the earlier (built-in) version, and gets
+ * 403 for a board that never was; without the earlier version it gets 403 for both. */
+static void test_units_of_an_earlier_version(void **state)
+{
+    char csv[512], text[4096], errstr[256];
+    keng_ingest_body_t *body = NULL;
+    json_t *answer = NULL;
+    size_t n;
+    const keng_registry_t *earlier[] = {reg};
+    keng_ingest_body_limits_t with = limits;
+
+    snprintf(csv, sizeof(csv),
+             "board_id,board_name,commune_id,commune_name,district_id,district_name,groups,"
+             "members\n%s,Thôn 1,N1,Xã Mới,,,5,5\n%s,Thôn 2,N1,Xã Mới,,,5,5\nNEW-B1,Thôn 3,N1,"
+             "Xã Mới,,,5,5\n",
+             board_d01, board_d02);
+    keng_registry_t *now =
+        keng_registry_load_text(csv, strlen(csv), "test@now", errstr, sizeof(errstr));
+    assert_non_null(now);
+    char *was_d01 = incident("e-1", board_d01, "");
+    char *never = incident("e-2", "NEW-B1", "");
+
+    snprintf(text, sizeof(text), "[%s]", was_d01);
+    assert_int_equal(keng_ingest_body_parse(text, strlen(text), KENG_KIND_INCIDENT, now, gw_d01,
+                                            &limits, &body, &answer, &n),
+                     403);
+    json_decref(answer);
+    answer = NULL;
+    with.earlier = earlier;
+    with.nearlier = 1;
+    assert_int_equal(keng_ingest_body_parse(text, strlen(text), KENG_KIND_INCIDENT, now, gw_d01,
+                                            &with, &body, &answer, &n),
+                     0);
+    keng_ingest_body_destroy(body);
+    body = NULL;
+    snprintf(text, sizeof(text), "[%s]", never);
+    assert_int_equal(keng_ingest_body_parse(text, strlen(text), KENG_KIND_INCIDENT, now, gw_d01,
+                                            &with, &body, &answer, &n),
+                     403);
+    assert_null(body);
+    json_decref(answer);
+    free(was_d01);
+    free(never);
+    keng_registry_destroy(now);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_array_lists_every_error),
         cmocka_unit_test(test_bodies_refused_whole),
         cmocka_unit_test(test_districts),
+        cmocka_unit_test(test_units_of_an_earlier_version),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
