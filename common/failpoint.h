@@ -13,6 +13,8 @@
  *   board-counts.unit    keng-aggregate: antt.board-counts acknowledged a unit's counts
  *   board-counts.mark    keng-aggregate: antt.board-counts acknowledged a partition mark
  *   alerts.delivered     keng-aggregate: antt.alerts acknowledged an alert transition
+ *   registry.switch      keng-aggregate: half-way through a registry switch (counts switched,
+ *                        alerts and answers not yet)
  *   ingest.flush         keng-ingest: the producer's flush at a stop has returned
  *   ingest.answered      keng-ingest: a 202 has been handed to the socket
  *

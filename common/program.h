@@ -22,6 +22,8 @@ enum {
     KENG_EXIT_DAMAGED = 65,     /* state on disk is truncated or corrupt (EX_DATAERR) */
     KENG_EXIT_UNAVAILABLE = 69, /* something the program needs is not there (Chromium) */
     KENG_EXIT_LOCKED = 75,      /* another process holds the state dir (EX_TEMPFAIL) */
+    KENG_EXIT_RESTART = 75,     /* keng-aggregate: a registry version that adds or removes
+                                   boards took effect; started again, it takes it (EX_TEMPFAIL) */
     KENG_EXIT_CONFIG = 78       /* the config loaded but its registry or Kafka set-up did not */
 };
 

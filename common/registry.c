@@ -388,6 +388,62 @@ static keng_registry_t *finish(keng_registry_t *reg, char *errstr, size_t errstr
     return reg;
 }
 
+keng_registry_t *keng_registry_in_board_order(const keng_registry_t *next,
+                                              const keng_registry_t *base, char *errstr,
+                                              size_t errstr_size)
+{
+    keng_registry_t *reg = calloc(1, sizeof(*reg));
+    size_t removed = 0, added = 0;
+    const char *first_removed = NULL, *first_added = NULL;
+
+    if (!reg)
+        goto nomem;
+    for (size_t i = 0; i < base->nboards; i++)
+        if (index_find(next, 2, base->boards[i].id, strlen(base->boards[i].id)) < 0 &&
+            removed++ == 0)
+            first_removed = base->boards[i].id;
+    for (size_t i = 0; i < next->nboards; i++)
+        if (index_find(base, 2, next->boards[i].id, strlen(next->boards[i].id)) < 0 && added++ == 0)
+            first_added = next->boards[i].id;
+    if (removed || added) {
+        snprintf(errstr, errstr_size,
+                 "the version adds %zu board(s)%s%s%s and removes %zu%s%s%s: a board keeps its "
+                 "index only when both versions have the same boards",
+                 added, added ? " (the first: " : "", added ? first_added : "", added ? ")" : "",
+                 removed, removed ? " (the first: " : "", removed ? first_removed : "",
+                 removed ? ")" : "");
+        keng_registry_destroy(reg);
+        return NULL;
+    }
+    for (size_t i = 0; i < next->ndistricts; i++)
+        if (upsert_district(reg, next->districts[i].id, next->districts[i].name, errstr,
+                            errstr_size) < 0)
+            goto fail;
+    for (size_t i = 0; i < next->ncommunes; i++)
+        if (upsert_commune(reg, next->communes[i].id, next->communes[i].name,
+                           next->communes[i].district, errstr, errstr_size) < 0)
+            goto fail;
+    if (next->path && !(reg->path = strdup(next->path)))
+        goto nomem;
+    if (next->lines && !(reg->lines = calloc(base->nboards + 1, sizeof(int))))
+        goto nomem;
+    for (size_t i = 0; i < base->nboards; i++) {
+        const char *id = base->boards[i].id;
+        const keng_board_t *b = &next->boards[index_find(next, 2, id, strlen(id))];
+        if (reg->lines)
+            reg->lines[i] = next->lines[b - next->boards];
+        if (add_board(reg, b->id, b->name, b->commune, b->groups, b->members, errstr,
+                      errstr_size) != 0)
+            goto fail;
+    }
+    return finish(reg, errstr, errstr_size);
+nomem:
+    snprintf(errstr, errstr_size, "out of memory");
+fail:
+    keng_registry_destroy(reg);
+    return NULL;
+}
+
 /* One registry line, without its line end: a comment, a blank, the header (checked) or a
  * board row (added to reg). Returns 0, or -1 with the reason in err. */
 static int load_line(keng_registry_t *reg, char *line, int lineno, char *err, size_t err_size)

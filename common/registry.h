@@ -76,6 +76,16 @@ keng_registry_t *keng_registry_open(const char *path, char *errstr, size_t errst
 
 void keng_registry_destroy(keng_registry_t *reg);
 
+/* A copy of next (its units, names and counts) with its boards in base's order, so that every
+ * board keeps its index from one version to the next: keng-aggregate's counts, alerts and
+ * checkpoints are indexed by board, and a switch then changes only what is above the boards.
+ * The board sets must be the same: when they differ it returns NULL with errstr saying how
+ * many boards next adds and removes, with the first of each. NULL with "out of memory" too.
+ * The caller owns the result; its path is next's. */
+keng_registry_t *keng_registry_in_board_order(const keng_registry_t *next,
+                                              const keng_registry_t *base, char *errstr,
+                                              size_t errstr_size);
+
 /* Writes the registry as CSV, header first. Returns 0 or -1 (errno set). */
 int keng_registry_write_csv(const keng_registry_t *reg, FILE *out);
 

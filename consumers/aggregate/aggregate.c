@@ -28,6 +28,7 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "kafka_denied.h"
+#include "failpoint.h"
 #include "log.h"
 #include "program.h"
 #include "registry.h"
@@ -49,6 +50,7 @@
 /* The keys keng-aggregate reads itself; its modules list theirs (see config_tables). */
 static keng_config_keys_t aggregate_keys = {"registry",
                                             "registry.lineage",
+                                            "registry.topic",
                                             "listen",
                                             "state.dir",
                                             "group.id",
@@ -85,6 +87,7 @@ struct options {
     const char *config_path;
     const char *brokers;
     const char *registry;
+    const char *registry_topic;
     const char *lineage;
     const char *listen;
     const char *state_dir;
@@ -101,8 +104,14 @@ struct options {
 typedef struct app {
     uv_loop_t *loop;
     keng_config_t *cfg;
-    bool check_only; /* --check-config: load everything, start nothing */
-    keng_registry_t *reg;
+    bool check_only;                 /* --check-config: load everything, start nothing */
+    keng_registry_t *reg;            /* the counts' board order: the registry of the start */
+    keng_registry_follow_t *regs;    /* registry.topic: its versions (then owning reg); or NULL */
+    const keng_registry_t *in_force; /* reg, or a later version in reg's board order */
+    keng_registry_t **switched;      /* those later versions, kept until exit */
+    size_t nswitched;
+    const keng_registry_t *restart_for; /* a version that adds or removes boards, taken at the
+                                           next start: stopping for it (the follower's) */
     keng_lineage_t *lineage; /* registry.lineage: "formerly ..." of the units; may be NULL */
     keng_schema_store_t *store;
     keng_counts_t *counts;
@@ -151,6 +160,9 @@ static void usage(FILE *out)
             "  --config FILE      key=value config; kafka.* keys go to librdkafka\n"
             "  --brokers LIST     bootstrap servers (else KENG_BROKERS, else the config)\n"
             "  --registry FILE    board registry CSV (else the generated default)\n"
+            "  --registry-topic TOPIC  follow the registry versions of TOPIC (config\n"
+            "                     registry.topic, e.g. antt.registry) instead of --registry:\n"
+            "                     the units above the boards switch at each effective time\n"
             "  --lineage FILE     the registry's lineage (config registry.lineage; the format\n"
             "                     of keng-registry --lineage): each unit shows its former units\n"
             "  --listen HOST:PORT HTTP address (default " DEFAULT_LISTEN ")\n"
@@ -246,6 +258,7 @@ static void close_rest(app_t *app)
         keng_deadletter_close(app->dl, SHUTDOWN_FLUSH_MS);
         app->dl = NULL;
     }
+    keng_registry_follow_stop(app->regs);
     keng_program_signals_close(&app->signals);
 }
 
@@ -712,6 +725,117 @@ static int read_settings(app_t *app, settings_t *st)
     return 0;
 }
 
+/* The registry: from registry.topic (app->regs then owns app->reg), else --registry FILE or
+ * the built-in one. Returns 0, or an exit code after a log line. */
+static int open_registry(app_t *app)
+{
+    const char *topic = keng_config_get(app->cfg, "registry.topic", NULL);
+    const char *file = keng_config_get(app->cfg, "registry", NULL);
+    char errstr[1024];
+
+    if (topic && *topic) {
+        if (file && *file) {
+            fprintf(stderr, "keng-aggregate: give the registry by --registry FILE (registry) or "
+                            "by --registry-topic TOPIC (registry.topic), not both\n");
+            return KENG_EXIT_USAGE;
+        }
+        int rc = keng_registry_follow_open(app->cfg, topic, &app->regs, errstr, sizeof(errstr));
+        if (rc != 0) {
+            keng_log_error("cannot take the board registry from the topic", "topic=%s error=\"%s\"",
+                           topic, errstr);
+            return rc;
+        }
+        app->reg = keng_registry_follow_current(app->regs);
+    } else {
+        app->reg = keng_registry_open(file, errstr, sizeof(errstr));
+        if (!app->reg) {
+            keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
+            return KENG_EXIT_CONFIG;
+        }
+        keng_program_log_registry(app->reg);
+    }
+    app->in_force = app->reg;
+    return 0;
+}
+
+/* A version of antt.registry whose time has come. Its boards are those of the registry the
+ * counts began with, in that order (a board keeps its index), so that the switch changes only
+ * the units above them: the counts' and the other instances' rollups are summed again, the
+ * alerts of the old communes and districts end, and the answers use the new units. A version
+ * whose alert rules' level it lacks is refused (the registry in force stays). One that adds or
+ * removes boards cannot be taken while running: keng-aggregate checkpoints and exits with
+ * KENG_EXIT_RESTART, and started again (systemd does) it counts under that version. */
+static int on_registry_switch(const keng_registry_t *next, const char *version, void *arg,
+                              char *why, size_t why_size)
+{
+    app_t *app = arg;
+    char reason[600];
+    int64_t now = keng_counts_now(app->counts);
+    keng_registry_t *ordered = keng_registry_in_board_order(next, app->reg, reason, sizeof(reason));
+    keng_registry_t **grown;
+
+    if (now == INT64_MIN)
+        now = keng_now_ms();
+    if (!ordered) {
+        keng_log_error("a registry version that adds or removes boards takes effect: stopping to "
+                       "take it at the next start (the checkpoint is written first; nothing is "
+                       "lost)",
+                       "version=%s why=\"%s\" exit=%d", version, reason, KENG_EXIT_RESTART);
+        snprintf(why, why_size, "%s; keng-aggregate stops to take it at its next start", reason);
+        app->restart_for = next;
+        if (!app->stopping) {
+            app->exit_code = KENG_EXIT_RESTART;
+            shutdown_app(app);
+        }
+        return -1;
+    }
+    grown = realloc(app->switched, (app->nswitched + 1) * sizeof(*grown));
+    if (!grown || keng_counts_set_registry(app->counts, ordered) != 0 ||
+        keng_cluster_set_registry(app->cluster, ordered) != 0) {
+        if (grown)
+            app->switched = grown;
+        keng_counts_set_registry(app->counts, app->in_force);
+        keng_registry_destroy(ordered);
+        snprintf(why, why_size, "out of memory");
+        return -1;
+    }
+    app->switched = grown;
+    /* Half switched: the counts roll up under the new units, the alerts not yet. Nothing of a
+     * switch is written to disk, so a crash here must lose nothing. */
+    KENG_FAILPOINT("registry.switch");
+    if (app->alerts && keng_alerts_set_registry(app->alerts, ordered, now, why, why_size) != 0) {
+        keng_counts_set_registry(app->counts, app->in_force);
+        keng_cluster_set_registry(app->cluster, app->in_force);
+        keng_registry_destroy(ordered);
+        return -1;
+    }
+    app->switched[app->nswitched++] = ordered;
+    app->in_force = ordered;
+    keng_alertmanager_set_registry(app->alertmanager, ordered);
+    if (app->api)
+        keng_api_set_registry(app->api, ordered, app->regs);
+    if (app->web) /* warns of each user's unit that the version lacks */
+        keng_api__check_units(ordered, app->regs, app->web, reason, sizeof(reason));
+    if (app->alerts && app->consumer && keng_consumer_ready(app->consumer, reason, sizeof(reason)))
+        keng_alerts_evaluate_every_scope(app->alerts, now);
+    return 0;
+}
+
+/* How far ahead of its effective time a version's new board is waited for: the clocks of
+ * keng-ingest's and keng-aggregate's machines may differ by this much. */
+#define BOARD_WAIT_AHEAD_MS 60000
+
+/* keng_consumer_board_wait_fn: an event of a board that a version about to take effect adds
+ * (or the one this program stops to take) waits for it instead of being dead-lettered. */
+static bool board_wait(const char *board_id, void *arg)
+{
+    app_t *app = arg;
+
+    return (app->restart_for &&
+            keng_registry_find_board(app->restart_for, board_id, strlen(board_id)) >= 0) ||
+           keng_registry_follow_soon_has_board(app->regs, board_id, BOARD_WAIT_AHEAD_MS);
+}
+
 /* The registry, the schemas, the counts, the alert rules and the checkpoint, loaded in that
  * order. Returns 0, 64 on bad alert rules, 78 when the registry or the schemas do not load,
  * KENG_EXIT_LOCKED when another process holds the state dir, KENG_EXIT_DAMAGED when its store
@@ -721,13 +845,9 @@ static int load_state(app_t *app, const settings_t *st)
     char errstr[512];
     const char *state_dir = keng_config_get(app->cfg, "state.dir", DEFAULT_STATE_DIR);
 
-    app->reg =
-        keng_registry_open(keng_config_get(app->cfg, "registry", NULL), errstr, sizeof(errstr));
-    if (!app->reg) {
-        keng_log_error("cannot load the board registry", "error=\"%s\"", errstr);
-        return KENG_EXIT_CONFIG;
-    }
-    keng_program_log_registry(app->reg);
+    int rc = open_registry(app);
+    if (rc != 0)
+        return rc;
     const char *lineage = keng_config_get(app->cfg, "registry.lineage", NULL);
     if (lineage && *lineage) {
         app->lineage = keng_lineage_load(lineage, errstr, sizeof(errstr));
@@ -810,6 +930,7 @@ static int start_http(app_t *app, const keng_http_limits_t *limits)
     keng_api_set_more_metrics(app->api, more_metrics, app);
     keng_api_set_web_config(app->api, app->web);
     keng_api_set_lineage(app->api, app->lineage);
+    keng_api_set_registry(app->api, app->in_force, app->regs);
     if (keng_http_server_set_tls(app->srv, keng_web_config_tls(app->web)) != 0) {
         keng_log_error("cannot start TLS: out of memory", NULL);
         return 1;
@@ -929,6 +1050,8 @@ static int start_consuming(app_t *app, settings_t *st)
     keng_api_set_cluster(app->api, app->cluster);
     keng_consumer_set_alerts(app->consumer, app->alerts, app->alertlog,
                              app->alerts_read_timeout_ms);
+    if (app->regs)
+        keng_consumer_set_board_wait(app->consumer, board_wait, app);
     return 0;
 }
 
@@ -963,7 +1086,7 @@ static int load_web_config(app_t *app)
         return KENG_EXIT_USAGE;
     }
     if (app->web) {
-        if (keng_api__check_units(app->reg, app->web, errstr, sizeof(errstr)) != 0) {
+        if (keng_api__check_units(app->reg, app->regs, app->web, errstr, sizeof(errstr)) != 0) {
             keng_log_error("the web config file names a unit the registry does not have",
                            "file=%s error=\"%s\"", path, errstr);
             return KENG_EXIT_CONFIG;
@@ -1004,6 +1127,7 @@ static int run(app_t *app)
 
 static int run_loaded(app_t *app)
 {
+    char errstr[512];
     settings_t st;
     int rc = read_settings(app, &st);
     if (rc != 0)
@@ -1026,6 +1150,13 @@ static int run_loaded(app_t *app)
         shutdown_app(app);
         uv_run(app->loop, UV_RUN_DEFAULT);
         return rc;
+    }
+    if (app->regs && keng_registry_follow_start(app->regs, app->loop, on_registry_switch, app,
+                                                errstr, sizeof(errstr)) != 0) {
+        keng_log_error("cannot follow the registry topic", "error=\"%s\"", errstr);
+        shutdown_app(app);
+        uv_run(app->loop, UV_RUN_DEFAULT);
+        return KENG_EXIT_CONFIG;
     }
     keng_program_signals_start(&app->signals, app->loop, on_signal, app, 1);
     uv_timer_init(app->loop, &app->denial_timer);
@@ -1069,6 +1200,7 @@ int main(int argc, char **argv)
         KENG_FLAG("config", &opt.config_path, NULL),
         KENG_FLAG("brokers", &opt.brokers, "brokers"),
         KENG_FLAG("registry", &opt.registry, "registry"),
+        KENG_FLAG("registry-topic", &opt.registry_topic, "registry.topic"),
         KENG_FLAG("lineage", &opt.lineage, "registry.lineage"),
         KENG_FLAG("listen", &opt.listen, "listen"),
         KENG_FLAG("state-dir", &opt.state_dir, "state.dir"),
@@ -1117,7 +1249,13 @@ int main(int argc, char **argv)
     keng_counts_destroy(app.counts);
     keng_checkpoint_close(app.cp);
     keng_schema_store_destroy(app.store);
-    keng_registry_destroy(app.reg);
+    if (app.regs)
+        keng_registry_follow_destroy(app.regs); /* it owns app.reg */
+    else
+        keng_registry_destroy(app.reg);
+    for (size_t i = 0; i < app.nswitched; i++)
+        keng_registry_destroy(app.switched[i]);
+    free(app.switched);
     keng_lineage_destroy(app.lineage);
     keng_web_config_destroy(app.web);
     keng_config_destroy(app.cfg);

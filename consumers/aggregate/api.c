@@ -584,6 +584,8 @@ static void get_readyz(keng_api_t *api, keng_http_request_t *req)
         return;
     }
     json_t *ready = json_pack("{s:s}", "status", "ready");
+    if (api->follow)
+        json_object_set_new(ready, "registry", keng_registry_follow_status(api->follow));
     json_t *gaps = json_array();
     keng_consumer_each_gone(api->consumer, readyz_gap, gaps);
     if (json_array_size(gaps) > 0)
@@ -885,6 +887,13 @@ keng_api_t *keng_api_new(uv_loop_t *loop, const keng_registry_t *reg, const keng
 void keng_api_set_lineage(keng_api_t *api, const keng_lineage_t *lineage)
 {
     api->lineage = lineage;
+}
+
+void keng_api_set_registry(keng_api_t *api, const keng_registry_t *reg,
+                           const keng_registry_follow_t *follow)
+{
+    api->reg = reg;
+    api->follow = follow;
 }
 
 void keng_api_set_web_config(keng_api_t *api, keng_web_config_t *wc)

@@ -17,6 +17,7 @@
 #include "http_server.h"
 #include "registry.h"
 #include "registry_check.h"
+#include "registry_follow.h"
 #include "silent.h"
 #include "web_config.h"
 
@@ -73,9 +74,18 @@ void keng_api_set_web_config(keng_api_t *api, keng_web_config_t *wc);
  * each unit that the lineage names as the successor of others their names, as formerly. */
 void keng_api_set_lineage(keng_api_t *api, const keng_lineage_t *lineage);
 
+/* The registry the answers use from now on (a switch: the same boards at the same indexes as
+ * the counts'; borrowed), and the versions of antt.registry when keng-aggregate follows it
+ * (borrowed; NULL without): /metrics then names the version, /readyz's body says it and any
+ * version skipped, and a user scoped to a unit that a later version removed keeps seeing the
+ * boards that were in it. */
+void keng_api_set_registry(keng_api_t *api, const keng_registry_t *reg,
+                           const keng_registry_follow_t *follow);
+
 /* 0 when every unit of every user's scope is in the registry, else -1 with errstr naming the
- * user and the unit. */
-int keng_api__check_units(const keng_registry_t *reg, const keng_web_config_t *wc, char *errstr,
-                          size_t errstr_size);
+ * user and the unit. With follow (registry.topic), a unit that only a version in force before
+ * reg had is allowed with a warning: it keeps covering the boards that were in it. */
+int keng_api__check_units(const keng_registry_t *reg, const keng_registry_follow_t *follow,
+                          const keng_web_config_t *wc, char *errstr, size_t errstr_size);
 
 #endif

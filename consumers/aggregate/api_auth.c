@@ -24,6 +24,26 @@ static int unit_of(const keng_api_t *api, const char *id, keng_level_t *level, u
     return keng_scope_find_any(api->reg, id, KENG_LEVEL_BOARD, level, index);
 }
 
+/* Whether a board of the registry in force was in the unit id of a version in force before
+ * it: a user scoped to a unit that a later version removed keeps seeing its former boards. */
+static bool board_was_in(const keng_api_t *api, uint32_t board, const char *unit)
+{
+    size_t n;
+    const keng_registry_t *const *earlier = keng_registry_follow_earlier(api->follow, &n);
+    const char *board_id = keng_registry_board(api->reg, board)->id;
+
+    for (size_t i = 0; i < n; i++) {
+        keng_level_t ulevel;
+        uint32_t uindex;
+        int32_t b = keng_registry_find_board(earlier[i], board_id, strlen(board_id));
+        if (b >= 0 &&
+            keng_scope_find_any(earlier[i], unit, KENG_LEVEL_BOARD, &ulevel, &uindex) == 0 &&
+            keng_api__scope_within(earlier[i], KENG_LEVEL_BOARD, (uint32_t)b, ulevel, uindex))
+            return true;
+    }
+    return false;
+}
+
 bool keng_api__sees(const keng_api_t *api, const keng_http_request_t *req, keng_level_t level,
                     uint32_t index)
 {
@@ -35,9 +55,13 @@ bool keng_api__sees(const keng_api_t *api, const keng_http_request_t *req, keng_
     for (size_t i = 0; i < keng_web_user_scope_count(user); i++) {
         keng_level_t ulevel;
         uint32_t uindex;
-        if (unit_of(api, keng_web_user_scope(user, i), &ulevel, &uindex) == 0 &&
-            keng_api__scope_within(api->reg, level, index, ulevel, uindex))
+        const char *unit = keng_web_user_scope(user, i);
+        if (unit_of(api, unit, &ulevel, &uindex) == 0) {
+            if (keng_api__scope_within(api->reg, level, index, ulevel, uindex))
+                return true;
+        } else if (api->follow && level == KENG_LEVEL_BOARD && board_was_in(api, index, unit)) {
             return true;
+        }
     }
     return false;
 }
@@ -67,8 +91,8 @@ bool keng_api__sees_metrics(const keng_api_t *api, const keng_http_request_t *re
             (keng_web_user_metrics(user) || keng_api__sees(api, req, KENG_LEVEL_PROVINCE, 0)));
 }
 
-int keng_api__check_units(const keng_registry_t *reg, const keng_web_config_t *wc, char *errstr,
-                          size_t errstr_size)
+int keng_api__check_units(const keng_registry_t *reg, const keng_registry_follow_t *follow,
+                          const keng_web_config_t *wc, char *errstr, size_t errstr_size)
 {
     keng_api_t probe = {.reg = reg};
 
@@ -78,7 +102,14 @@ int keng_api__check_units(const keng_registry_t *reg, const keng_web_config_t *w
             keng_level_t level;
             uint32_t index;
             const char *id = keng_web_user_scope(user, i);
-            if (unit_of(&probe, id, &level, &index) != 0) {
+            if (unit_of(&probe, id, &level, &index) != 0 &&
+                keng_registry_follow_knew_unit(follow, id)) {
+                keng_log_warn("a user's unit is not in the registry version in force; it keeps "
+                              "covering the boards that were in it: scope the user to units of "
+                              "the version in force",
+                              "user=%s unit=%s version=%s", keng_web_user_name(user), id,
+                              keng_registry_follow_version(follow));
+            } else if (unit_of(&probe, id, &level, &index) != 0) {
                 snprintf(errstr, errstr_size,
                          "user_scopes: %s: the registry has no unit '%s' (its levels are %s; NA "
                          "is the province)",

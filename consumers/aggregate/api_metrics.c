@@ -171,6 +171,10 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "registry did not answer (retried).\n"
             "# TYPE keng_schema_registry_lookup_failures_total counter\n"
             "keng_schema_registry_lookup_failures_total %" PRIu64 "\n"
+            "# HELP keng_registry_board_waits_total Times a partition paused at an event whose "
+            "board only a registry version about to take effect has.\n"
+            "# TYPE keng_registry_board_waits_total counter\n"
+            "keng_registry_board_waits_total %" PRIu64 "\n"
             /* The time rather than the age: Prometheus subtracts it from time() itself. */
             "# HELP keng_checkpoint_last_success_timestamp_seconds When the last checkpoint was "
             "written (the process start until the first).\n"
@@ -189,7 +193,7 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
             "# TYPE keng_http_requests_total counter\n",
             st.last_checkpoint_seconds, st.checkpoints, st.checkpoint_failures, st.units_damaged,
             st.fenced, st.rejoins, st.handles_abandoned, st.schema_waits, st.schema_lookups,
-            st.schema_lookup_failures, (double)st.last_checkpoint_ms / 1000.0,
+            st.schema_lookup_failures, st.board_waits, (double)st.last_checkpoint_ms / 1000.0,
             keng_counts_dedup_size(api->counts),
             api->consumer && keng_consumer_ready(api->consumer, reason, sizeof(reason)),
             srv ? keng_http_server_connections(srv) : 0u);
@@ -201,7 +205,9 @@ void keng_api__get_metrics(keng_api_t *api, keng_http_request_t *req, keng_http_
     metrics_alerts(api, m.out);
     keng_kafka_health_metrics(m.out);
     char registry[2048];
-    if (keng_registry_metrics(api->reg, registry, sizeof(registry)) > 0)
+    if (api->follow)
+        keng_registry_follow_metrics(api->follow, api->reg, m.out);
+    else if (keng_registry_metrics(api->reg, registry, sizeof(registry)) > 0)
         fputs(registry, m.out);
     if (api->more_metrics)
         api->more_metrics(m.out, api->more_metrics_arg);

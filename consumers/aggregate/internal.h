@@ -46,7 +46,8 @@ struct keng_api {
     keng_silent_options_t silent;
     keng_web_config_t *web;        /* users and scopes; NULL or without users: everyone sees all */
     const keng_lineage_t *lineage; /* "formerly" of the units; NULL without */
-    unsigned auth_pending;         /* bcrypt checks on the thread pool (api_auth.c) */
+    const keng_registry_follow_t *follow; /* registry.topic's versions; NULL without */
+    unsigned auth_pending;                /* bcrypt checks on the thread pool (api_auth.c) */
     unsigned long long auth_refused;
     int64_t auth_refused_logged_ms;
     bool closing;

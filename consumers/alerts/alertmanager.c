@@ -457,6 +457,12 @@ static void on_closed(uv_handle_t *handle)
         free(am);
 }
 
+void keng_alertmanager_set_registry(keng_alertmanager_t *am, const keng_registry_t *reg)
+{
+    if (am)
+        am->reg = reg;
+}
+
 keng_alertmanager_t *keng_alertmanager_new(uv_loop_t *loop, keng_http_client_t *client,
                                            const keng_alertmanager_options_t *opt,
                                            const keng_alerts_t *alerts, const keng_registry_t *reg,

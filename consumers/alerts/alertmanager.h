@@ -57,6 +57,9 @@ keng_alertmanager_t *keng_alertmanager_new(uv_loop_t *loop, keng_http_client_t *
                                            const keng_alerts_t *alerts, const keng_registry_t *reg,
                                            char *errstr, size_t errstr_size);
 
+/* The registry whose names and units label the alerts from now on (a switch; borrowed). */
+void keng_alertmanager_set_registry(keng_alertmanager_t *am, const keng_registry_t *reg);
+
 /* The state changed: send it soon (transitions close together go in one send). */
 void keng_alertmanager_notify(keng_alertmanager_t *am);
 

@@ -571,6 +571,47 @@ void keng_alerts_evaluate_every_scope(keng_alerts_t *a, int64_t now_ms)
     keng_alerts_evaluate_all(a, now_ms);
 }
 
+int keng_alerts_set_registry(keng_alerts_t *a, const keng_registry_t *reg, int64_t now_ms,
+                             char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < a->nrules; i++) {
+        if (keng_level_exists(reg, a->rules[i].level))
+            continue;
+        snprintf(errstr, errstr_size,
+                 "alert.%s.level is %s; the registry version's levels are %s: change the rule "
+                 "(and restart keng-aggregate) before the version takes effect",
+                 a->rules[i].name, keng_level_names[a->rules[i].level],
+                 keng_registry_level_list(reg));
+        return -1;
+    }
+    /* Noted entries first: the touched list must not outlive the entries removed below. */
+    keng_alerts_evaluate_touched(a, now_ms);
+    for (size_t b = 0; b < a->nbuckets; b++) {
+        for (entry_t *e = a->buckets[b], *next; e; e = next) {
+            next = e->next;
+            if (e->level != KENG_LEVEL_COMMUNE && e->level != KENG_LEVEL_DISTRICT)
+                continue;
+            if (e->fire) {
+                rec_t *rec = e->fire;
+                rec->ends_at = now_ms;
+                e->fire = NULL;
+                a->stats.firing--;
+                keng_alerts__resolved_push(a, rec);
+                emit(a, rec, KENG_ALERT_RESOLVED);
+                free(rec);
+            }
+            entry_remove(a, e);
+        }
+    }
+    a->reg = reg;
+    a->dirty = true;
+    if (keng_alerts__build_scope_boards(a) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 size_t keng_alerts_release_unheld(keng_alerts_t *a)
 {
     size_t released = 0;

@@ -105,6 +105,18 @@ void keng_alerts_evaluate_all(keng_alerts_t *a, int64_t now_ms);
  * were loaded rather than noted: at start, after the checkpoint. */
 void keng_alerts_evaluate_every_scope(keng_alerts_t *a, int64_t now_ms);
 
+/* A registry switch (reg: the same boards at the same indexes, keng_registry_in_board_order,
+ * borrowed as the first one): the scopes above a board are other units from now on. Refuses,
+ * with nothing changed, a version that lacks the level of a rule: returns -1 with errstr
+ * naming the rule's key ("alert.NAME.level is district; the registry version's levels are
+ * province, commune, board"). Otherwise the noted scopes are evaluated first, every alert
+ * firing for a commune or district is resolved at now_ms (its unit is no more what it was),
+ * the state of those scopes is forgotten, and the engine rolls up under reg; the caller then
+ * evaluates every scope (keng_alerts_evaluate_every_scope), so the new units fire anew.
+ * Returns 0, or -1 with "out of memory". */
+int keng_alerts_set_registry(keng_alerts_t *a, const keng_registry_t *reg, int64_t now_ms,
+                             char *errstr, size_t errstr_size);
+
 /* Applies a transition read back from the alert topic (borrowed): a FIRING makes its scope
  * firing with that alert id, a RESOLVED resolves it. Unknown rules or scopes are skipped.
  * Returns 1 when the state changed, 0 when it already reflected t. */

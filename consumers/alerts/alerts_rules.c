@@ -358,12 +358,17 @@ static int check_rule(rule_t *r, int default_days, char *errstr, size_t errstr_s
     return 0;
 }
 
-/* The boards of every commune and district, for the silent rules above a board. */
-static int build_scope_boards(keng_alerts_t *a)
+int keng_alerts__build_scope_boards(keng_alerts_t *a)
 {
     size_t nboards = keng_registry_board_count(a->reg);
     bool wanted = false;
 
+    for (int l = 0; l < KENG_LEVEL_COUNT; l++) {
+        free(a->scope_off[l]);
+        free(a->scope_boards[l]);
+        a->scope_off[l] = NULL;
+        a->scope_boards[l] = NULL;
+    }
     for (size_t i = 0; i < a->nrules; i++)
         wanted |= a->rules[i].silent && a->rules[i].level != KENG_LEVEL_BOARD;
     if (!wanted)
@@ -401,7 +406,7 @@ int keng_alerts__rules_from_config(keng_alerts_t *a, const keng_config_t *cfg, c
     for (size_t i = 0; i < a->nrules; i++)
         if (check_rule(&a->rules[i], a->silent.days, errstr, errstr_size) != 0)
             return -1;
-    if (build_scope_boards(a) != 0) {
+    if (keng_alerts__build_scope_boards(a) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }

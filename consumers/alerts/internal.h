@@ -99,6 +99,9 @@ struct keng_alerts {
  * filled; what it allocated is a's, freed by keng_alerts_destroy either way. */
 int keng_alerts__rules_from_config(keng_alerts_t *a, const keng_config_t *cfg, char *errstr,
                                    size_t errstr_size);
+/* Builds the boards of every commune and district of a->reg that silent rules above a board
+ * count, freeing those built before. Returns 0, or -1 when memory runs out. */
+int keng_alerts__build_scope_boards(keng_alerts_t *a);
 /* The index of s in names[0..count), or -1. */
 int keng_alerts__name_index(const char *const *names, int count, const char *s);
 

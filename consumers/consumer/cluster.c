@@ -622,6 +622,11 @@ void keng_cluster_set_owned(keng_cluster_t *cl, keng_kind_t kind, int32_t partit
     }
 }
 
+int keng_cluster_set_registry(keng_cluster_t *cl, const keng_registry_t *reg)
+{
+    return cl ? keng_counts_set_registry(cl->remote, reg) : 0;
+}
+
 const keng_counts_t *keng_cluster_counts(const keng_cluster_t *cl)
 {
     return cl->remote;

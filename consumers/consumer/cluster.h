@@ -96,6 +96,10 @@ void keng_cluster_set_owned(keng_cluster_t *cl, keng_kind_t kind, int32_t partit
 /* The counts of every unit that this instance does not own, from their latest states. */
 const keng_counts_t *keng_cluster_counts(const keng_cluster_t *cl);
 
+/* A registry switch: those counts roll up under reg from now on (keng_counts_set_registry;
+ * the same boards at the same indexes). Returns 0, or -1 with nothing changed. */
+int keng_cluster_set_registry(keng_cluster_t *cl, const keng_registry_t *reg);
+
 /* Moves the windows of those counts to now_ms. */
 void keng_cluster_advance(keng_cluster_t *cl, int64_t now_ms);
 

@@ -496,6 +496,8 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
         return; /* from before a revoke, or already counted */
     if (keng_consumer__schema_skip(c, p, m))
         return; /* the partition waits for the schema registry */
+    if (keng_consumer__board_skip(c, p, m))
+        return; /* the partition waits for a registry version to take effect */
     if (p->from_start && p->first_ts_ms == 0)
         keng_consumer__gone_note_message(c, p, rd_kafka_message_timestamp(m, NULL));
 
@@ -521,7 +523,9 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
             idx < 0 ? UINT32_MAX : keng_consumer__lane_for(c, (uint32_t)idx, t, m->partition);
         if (u == UINT32_MAX && idx >= 0) /* every lane taken: the first one counts it */
             u = (uint32_t)idx * KENG_KIND_COUNT + (uint32_t)t;
-        if (idx < 0) {
+        if (idx < 0 && !replay && keng_consumer__board_wait(c, p, m, ev.board_id)) {
+            return; /* counted once the version is in use; the offset stays */
+        } else if (idx < 0) {
             snprintf(err, sizeof(err), "board %s is not in the registry", ev.board_id);
             if (!replay)
                 dead_letter(c, m, "unknown-board", err);
@@ -615,6 +619,7 @@ static void on_advance(uv_timer_t *timer)
         keng_alerts_evaluate_all(c->alerts, now);
     keng_consumer__query_watermarks(c);
     keng_consumer__schema_tick(c);
+    keng_consumer__board_tick(c);
 }
 
 static void on_checkpoint_timer(uv_timer_t *timer)

@@ -88,6 +88,7 @@ typedef struct keng_consumer_stats {
     uint64_t rejoins;           /* times it rejoined under its id with a new Kafka handle */
     uint64_t handles_abandoned; /* fenced handles librdkafka could not destroy */
     uint64_t schema_waits;      /* times a partition paused for a new schema id */
+    uint64_t board_waits;       /* times a partition paused for a registry version's new board */
     uint64_t schema_lookups;    /* schema ids the registry answered (found or 404) */
     uint64_t schema_lookup_failures; /* lookups the registry did not answer */
     double last_checkpoint_seconds;
@@ -95,6 +96,18 @@ typedef struct keng_consumer_stats {
 } keng_consumer_stats_t;
 
 void keng_consumer_stats(const keng_consumer_t *c, keng_consumer_stats_t *out);
+
+/* Whether an event of board_id, which the registry in use lacks, is to wait rather than be
+ * dead-lettered: true when a registry version about to take effect has the board (clocks
+ * differ between machines, and keng-ingest may take a new board a moment before this
+ * program switches). Called on the loop thread. */
+typedef bool (*keng_consumer_board_wait_fn)(const char *board_id, void *arg);
+
+/* Sets that question (fn NULL: every unknown board is dead-lettered, the default). A
+ * partition whose message waits pauses there, is asked again every second, and goes on when
+ * the answer turns false (the version was deleted or refused: the event is dead-lettered) or
+ * when the program stops to take the version (started again, it counts the event). */
+void keng_consumer_set_board_wait(keng_consumer_t *c, keng_consumer_board_wait_fn fn, void *arg);
 
 /* Schema Registry mode: from now on a message's schema id is the registry's; an id not seen
  * before is looked up there on the loop through client (once, then cached in the decoder),

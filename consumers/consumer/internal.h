@@ -66,6 +66,11 @@ typedef struct part {
     enum { SCHEMA_WAIT_NONE, SCHEMA_WAIT_PAUSED, SCHEMA_WAIT_RELEASED } schema_wait;
     int32_t schema_wait_id;
     int64_t schema_wait_offset;
+    /* A registry version about to take effect (consumer_boards.c): paused at
+     * board_wait_offset, whose board only that version has, until it takes effect. */
+    enum { BOARD_WAIT_NONE, BOARD_WAIT_PAUSED, BOARD_WAIT_RELEASED } board_wait;
+    int64_t board_wait_offset;
+    char board_wait_board[KENG_BOARD_ID_MAX + 1];
 } part_t;
 
 typedef struct schema_lookup schema_lookup_t;
@@ -111,9 +116,11 @@ struct keng_consumer {
     keng_counts_t *counts;
     keng_checkpoint_t *cp;
     keng_deadletter_t *dl;
-    keng_alerts_t *alerts;     /* NULL without alert rules */
-    keng_alertlog_t *alertlog; /* set with alerts */
-    const keng_config_t *cfg;  /* borrowed: how the alert topic is read at an assignment */
+    keng_alerts_t *alerts;                  /* NULL without alert rules */
+    keng_alertlog_t *alertlog;              /* set with alerts */
+    keng_consumer_board_wait_fn board_wait; /* NULL: an unknown board is dead-lettered */
+    void *board_wait_arg;
+    const keng_config_t *cfg; /* borrowed: how the alert topic is read at an assignment */
     int alerts_read_timeout_ms;
     int topic_partitions[TOPIC_COUNT]; /* as of the last assignment; 0 unknown */
     bool decides_above[TOPIC_COUNT];   /* alerts above a board of the topic are decided here */
@@ -204,6 +211,22 @@ size_t keng_consumer__schema_waiting(const keng_consumer_t *c);
 
 /* Gives back the lookups (those in flight are freed by their answer). */
 void keng_consumer__schema_close(keng_consumer_t *c);
+
+/* ---- boards of a registry version about to take effect (consumer_boards.c) ---- */
+
+/* m (of p) names board_id, which the registry in use lacks. Returns true when p now waits for
+ * a version that has it to take effect (paused at m; the caller leaves m uncounted and p's
+ * offset where it is), false when m is to be dead-lettered as unknown-board. */
+bool keng_consumer__board_wait(keng_consumer_t *c, part_t *p, const rd_kafka_message_t *m,
+                               const char *board_id);
+/* Whether m of p is to be skipped because p waits, or was released and m is not yet the
+ * message it waited at. */
+bool keng_consumer__board_skip(keng_consumer_t *c, part_t *p, const rd_kafka_message_t *m);
+/* Every second: a partition whose board no version about to take effect has any more (the
+ * version was deleted or refused) goes on, and its message is dead-lettered then. */
+void keng_consumer__board_tick(keng_consumer_t *c);
+/* At an assignment or a revoke: p waits for nothing. */
+void keng_consumer__board_reset(keng_consumer_t *c, part_t *p);
 
 /* counts.c wants a clock that never goes back; the wall clock may. */
 int64_t keng_consumer__now_ms(keng_consumer_t *c);

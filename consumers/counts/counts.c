@@ -498,6 +498,59 @@ out:
     return ret;
 }
 
+int keng_counts_set_registry(keng_counts_t *c, const keng_registry_t *reg)
+{
+    uint32_t ncommunes = (uint32_t)keng_registry_commune_count(reg);
+    uint32_t ndistricts = (uint32_t)keng_registry_district_count(reg);
+    uint32_t *board_commune, *board_district;
+    keng_tally_t(*commune_lt)[LEVELS + 1], (*district_lt)[LEVELS + 1];
+
+    if (keng_registry_board_count(reg) != c->nboards)
+        return -1;
+    board_commune = calloc(c->nboards + 1, sizeof(uint32_t));
+    board_district = calloc(c->nboards + 1, sizeof(uint32_t));
+    commune_lt = calloc(ncommunes + 1, sizeof(*commune_lt));
+    district_lt = calloc(ndistricts + 1, sizeof(*district_lt));
+    if (!board_commune || !board_district || !commune_lt || !district_lt)
+        goto fail;
+    for (uint32_t i = 0; i < c->nboards; i++) {
+        const keng_board_t *b = keng_registry_board(reg, i);
+        if (b->commune >= ncommunes || (b->district >= ndistricts && b->district != KENG_NO_UNIT))
+            goto fail;
+        board_commune[i] = b->commune;
+        board_district[i] = b->district == KENG_NO_UNIT ? ndistricts : b->district;
+    }
+    /* A slot's tallies are both its units' (the kinds' fields never overlap), in every lane. */
+    for (uint32_t slot = 0; slot < c->nslots; slot++) {
+        const board_lt_t *blt = c->board_lt[slot];
+        uint32_t bi = slot_board(c, slot);
+        for (int k = 0; blt && k <= LEVELS; k++) {
+            tally_add(&commune_lt[board_commune[bi]][k], &(*blt)[k]);
+            tally_add(&district_lt[board_district[bi]][k], &(*blt)[k]);
+        }
+    }
+    c->mem -= (size_t)(c->ncommunes + c->ndistricts + 2) * sizeof(*c->commune_lt);
+    c->mem += (size_t)(ncommunes + ndistricts + 2) * sizeof(*c->commune_lt);
+    free(c->board_commune);
+    free(c->board_district);
+    free(c->commune_lt);
+    free(c->district_lt);
+    c->board_commune = board_commune;
+    c->board_district = board_district;
+    c->commune_lt = commune_lt;
+    c->district_lt = district_lt;
+    c->ncommunes = ncommunes;
+    c->ndistricts = ndistricts;
+    c->reg = reg;
+    return 0;
+fail:
+    free(board_commune);
+    free(board_district);
+    free(commune_lt);
+    free(district_lt);
+    return -1;
+}
+
 void keng_counts_destroy(keng_counts_t *c)
 {
     if (!c)

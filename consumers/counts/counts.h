@@ -90,6 +90,13 @@ void keng_counts_options_default(keng_counts_options_t *opt);
 keng_counts_t *keng_counts_new(const keng_registry_t *reg, const keng_counts_options_t *opt);
 void keng_counts_destroy(keng_counts_t *c);
 
+/* Rolls the boards up under reg from now on: reg must have the same boards at the same indexes
+ * (keng_registry_in_board_order), with any communes and districts above them. Every board's
+ * state stays as it is; the commune and district tallies are summed again from the boards
+ * (the province's cannot change). reg is borrowed, as the first one. Returns 0, or -1 when the
+ * board counts differ or memory runs out, with nothing changed. */
+int keng_counts_set_registry(keng_counts_t *c, const keng_registry_t *reg);
+
 typedef enum {
     KENG_COUNTS_ADDED = 0,
     KENG_COUNTS_DUPLICATE = 1 /* event_id already counted within the horizon: nothing changed */

@@ -24,7 +24,7 @@
 #include "ingest_body.h"
 #include "ingest_metrics.h"
 #include "ingest_rate.h"
-#include "ingest_registry.h"
+#include "registry_follow.h"
 #include "kafka_denied.h"
 #include "kafka_health.h"
 #include "log.h"
@@ -85,7 +85,7 @@ typedef struct ingest {
     uv_loop_t *loop;
     keng_config_t *cfg;
     keng_registry_t *reg;         /* the one in force: regs's with registry.topic, else owned */
-    keng_ingest_registry_t *regs; /* registry.topic: the versions; NULL without */
+    keng_registry_follow_t *regs; /* registry.topic: the versions; NULL without */
     keng_tokens_t *tokens;
     const char *tokens_path; /* borrowed from cfg; NULL: no token file, every POST gets 401 */
     keng_producer_t *producer;
@@ -627,7 +627,7 @@ static void serve_metrics_now(ingest_t *in, keng_http_request_t *req)
             keng_http_server_write_metrics(in->srv, out);
         keng_ingest_rate_metrics(in->rate, out);
         keng_kafka_health_metrics(out);
-        keng_ingest_registry_metrics(in->regs, in->reg, out);
+        keng_registry_follow_metrics(in->regs, in->reg, out);
         if (fclose(out) != 0) {
             free(all);
             all = NULL;
@@ -753,7 +753,7 @@ static void serve_events(ingest_t *in, keng_http_request_t *req, keng_kind_t kin
     }
     data = keng_http_request_body(req, &len);
     in->body_limits.now_ms = keng_now_ms();
-    in->body_limits.earlier = keng_ingest_registry_earlier(in->regs, &in->body_limits.nearlier);
+    in->body_limits.earlier = keng_registry_follow_earlier(in->regs, &in->body_limits.nearlier);
     status = keng_ingest_body_parse(data, len, kind, in->reg, gw, &in->body_limits, &body, &errors,
                                     &nevents);
     keng_ingest_rate_charge(in->rate, keng_gateway_name(gw), nevents, keng_monotonic_ms());
@@ -809,7 +809,7 @@ static void on_request(keng_http_request_t *req, void *ctx)
         /* A registry version skipped leaves keng-ingest ready with the one it has: the body
          * says so, for the operator who published it. */
         if (body && in->regs)
-            json_object_set_new(body, "registry", keng_ingest_registry_status(in->regs));
+            json_object_set_new(body, "registry", keng_registry_follow_status(in->regs));
         keng_http_respond_json(req, ready ? 200 : 503, body);
         return;
     }
@@ -841,7 +841,7 @@ static void warn_unknown_unit(const char *gateway, const char *unit, void *arg)
 {
     ingest_t *in = arg;
 
-    if (keng_ingest_registry_knew_unit(in->regs, unit)) {
+    if (keng_registry_follow_knew_unit(in->regs, unit)) {
         keng_log_warn("a token names a unit the registry in force no longer has: it keeps "
                       "covering the boards that were in it; scope the gateway's token to units "
                       "of the registry in force",
@@ -887,13 +887,16 @@ static void reload_tokens(ingest_t *in)
 
 /* A registry version took effect: posts are checked against it from now on; the old one
  * stays alive in regs for requests that still point into it. */
-static void on_registry_switch(const keng_registry_t *reg, void *arg)
+/* keng-ingest takes every version that loads: posts are checked against it from now on. */
+static int on_registry_switch(const keng_registry_t *reg, const char *version, void *arg, char *why,
+                              size_t why_size)
 {
     ingest_t *in = arg;
 
-    (void)reg;
-    in->reg = keng_ingest_registry_current(in->regs);
+    (void)version, (void)why, (void)why_size;
+    in->reg = (keng_registry_t *)reg; /* the follower owns it until exit */
     keng_tokens_each_unknown_unit(in->tokens, in->reg, warn_unknown_unit, in);
+    return 0;
 }
 
 static void on_server_closed(void *arg)
@@ -917,7 +920,7 @@ static void stop(ingest_t *in)
     if (in->stopping)
         return;
     in->stopping = true;
-    keng_ingest_registry_stop(in->regs);
+    keng_registry_follow_stop(in->regs);
     if (in->denial_timer_on) {
         in->denial_timer_on = false;
         uv_close((uv_handle_t *)&in->denial_timer, NULL);
@@ -1074,7 +1077,7 @@ static int start_registry(ingest_t *in)
 
 /* The registry: from registry.topic (*regs then owns *reg), else --registry FILE or the
  * built-in one (*reg the caller's). Returns 0, or an exit code after a log line. */
-static int open_registry(keng_config_t *cfg, keng_registry_t **reg, keng_ingest_registry_t **regs)
+static int open_registry(keng_config_t *cfg, keng_registry_t **reg, keng_registry_follow_t **regs)
 {
     const char *topic = keng_config_get(cfg, "registry.topic", NULL);
     const char *file = keng_config_get(cfg, "registry", NULL);
@@ -1089,13 +1092,13 @@ static int open_registry(keng_config_t *cfg, keng_registry_t **reg, keng_ingest_
                             "--registry-topic TOPIC (registry.topic), not both\n");
             return KENG_EXIT_USAGE;
         }
-        rc = keng_ingest_registry_open(cfg, topic, regs, errstr, sizeof(errstr));
+        rc = keng_registry_follow_open(cfg, topic, regs, errstr, sizeof(errstr));
         if (rc != 0) {
             keng_log_error("cannot take the board registry from the topic", "topic=%s error=\"%s\"",
                            topic, errstr);
             return rc;
         }
-        *reg = keng_ingest_registry_current(*regs);
+        *reg = keng_registry_follow_current(*regs);
         return 0;
     }
     *reg = keng_registry_open(file, errstr, sizeof(errstr));
@@ -1217,7 +1220,7 @@ static int run(ingest_t *in)
                   keng_tokens_count(in->tokens), keng_registry_board_count(in->reg));
     keng_web_config_log_tls(in->web);
 
-    if (in->regs && keng_ingest_registry_start(in->regs, in->loop, on_registry_switch, in, errstr,
+    if (in->regs && keng_registry_follow_start(in->regs, in->loop, on_registry_switch, in, errstr,
                                                sizeof(errstr)) != 0) {
         keng_log_error("cannot follow the registry topic", "error=\"%s\"", errstr);
         rc = KENG_EXIT_CONFIG;
@@ -1264,7 +1267,7 @@ static int teardown(ingest_t *in)
     keng_ingest_rate_destroy(in->rate);
     keng_tokens_destroy(in->tokens);
     if (in->regs)
-        keng_ingest_registry_destroy(in->regs);
+        keng_registry_follow_destroy(in->regs);
     else
         keng_registry_destroy(in->reg);
     keng_web_config_destroy(in->web);
@@ -1289,7 +1292,7 @@ static int new_token(const struct options *opt, const keng_program_flag_t *table
     if (!cfg)
         return KENG_EXIT_USAGE;
     keng_registry_t *reg = NULL;
-    keng_ingest_registry_t *regs = NULL;
+    keng_registry_follow_t *regs = NULL;
     const char *topic = keng_config_get(cfg, "registry.topic", NULL);
     if (topic && *topic) {
         /* With registry.topic, the units are those of the version in force there. */
@@ -1308,7 +1311,7 @@ static int new_token(const struct options *opt, const keng_program_flag_t *table
     }
     int known = keng_tokens_check_units(opt->districts, reg, errstr, sizeof(errstr));
     if (regs)
-        keng_ingest_registry_destroy(regs);
+        keng_registry_follow_destroy(regs);
     else
         keng_registry_destroy(reg);
     keng_config_destroy(cfg);

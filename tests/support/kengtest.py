@@ -11,6 +11,7 @@ kafkalib.py). ctest puts that folder on PYTHONPATH; to run a test by hand:
 """
 
 import io
+import itertools
 import json
 import os
 import shutil
@@ -193,9 +194,14 @@ class Workdir:
 class Process:
     """A keng program running in the background, its stderr in a log file."""
 
+    # Two programs of one name started in the same millisecond must not share a log file
+    # (each would truncate the other's): the start time is followed by a sequence number.
+    _started = itertools.count()
+
     def __init__(self, name, args, workdir, env=None, stdin=None):
         self.name = name
-        self.log_path = workdir.file(f"{name}-{int(time.time() * 1000)}.log")
+        self.log_path = workdir.file(
+            f"{name}-{int(time.time() * 1000)}-{next(Process._started)}.log")
         self.log_file = open(self.log_path, "wb")
         full_env = dict(os.environ)
         full_env.update(env or {})

@@ -162,6 +162,58 @@ static void test_load_text(void **state)
     assert_string_equal(errstr, "antt.registry@y: no boards in the registry");
 }
 
+/* A new version in the board order of the one before it: the same boards at the same indexes
+ * under the new version's units and names; a version that adds or removes boards is refused
+ * with how many, and the first of each. */
+static void test_in_board_order(void **state)
+{
+    static const char old_csv[] = HEADER "B1,Thôn 1,C1,Xã Một,D1,Huyện Một,1,1\n"
+                                         "B2,Thôn 2,C1,Xã Một,D1,Huyện Một,2,2\n"
+                                         "B3,Thôn 3,C2,Xã Hai,D1,Huyện Một,3,3\n";
+    static const char new_csv[] = HEADER "B3,Thôn Ba,N2,Xã Mới Hai,,,3,3\n"
+                                         "B1,Thôn 1,N1,Xã Mới,,,1,1\n"
+                                         "B2,Thôn 2,N2,Xã Mới Hai,,,2,2\n";
+    static const char other_csv[] = HEADER "B1,Thôn 1,N1,Xã Mới,,,1,1\n"
+                                           "B4,Thôn 4,N1,Xã Mới,,,1,1\n"
+                                           "B5,Thôn 5,N1,Xã Mới,,,1,1\n";
+    char errstr[512] = "";
+    keng_registry_t *old, *next, *other, *ordered;
+
+    (void)state;
+    old = keng_registry_load_text(old_csv, strlen(old_csv), "old", errstr, sizeof(errstr));
+    next = keng_registry_load_text(new_csv, strlen(new_csv), "antt.registry@new", errstr,
+                                   sizeof(errstr));
+    other = keng_registry_load_text(other_csv, strlen(other_csv), "other", errstr, sizeof(errstr));
+    assert_non_null(old);
+    assert_non_null(next);
+    assert_non_null(other);
+    ordered = keng_registry_in_board_order(next, old, errstr, sizeof(errstr));
+    assert_non_null(ordered);
+    assert_int_equal(keng_registry_board_count(ordered), 3);
+    assert_int_equal(keng_registry_commune_count(ordered), 2);
+    assert_false(keng_registry_has_districts(ordered));
+    for (uint32_t i = 0; i < 3; i++)
+        assert_string_equal(keng_registry_board(ordered, i)->id, keng_registry_board(old, i)->id);
+    assert_string_equal(keng_registry_board(ordered, 2)->name, "Thôn Ba");
+    assert_string_equal(
+        keng_registry_commune(ordered, keng_registry_board(ordered, 0)->commune)->id, "N1");
+    assert_string_equal(
+        keng_registry_commune(ordered, keng_registry_board(ordered, 2)->commune)->id, "N2");
+    assert_int_equal(keng_registry_board_line(ordered, 2), 2); /* its line in the new file */
+    assert_int_equal(keng_registry_find_board(ordered, "B3", 2), 2);
+    assert_int_equal(keng_registry_find_commune(ordered, "N2", 2),
+                     keng_registry_find_commune(next, "N2", 2));
+    assert_string_equal(keng_registry_path(ordered), "antt.registry@new");
+    keng_registry_destroy(ordered);
+
+    assert_null(keng_registry_in_board_order(other, old, errstr, sizeof(errstr)));
+    if (!strstr(errstr, "adds 2 board(s) (the first: B4) and removes 2 (the first: B2)"))
+        fail_msg("unexpected refusal: %s", errstr);
+    keng_registry_destroy(other);
+    keng_registry_destroy(next);
+    keng_registry_destroy(old);
+}
+
 /* A board listed twice, in one commune or in two, is refused with both lines: a board is in
  * one commune. */
 static void test_duplicate_board_names_both_lines(void **state)
@@ -255,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_csv_errors_name_line_and_field),
         cmocka_unit_test(test_csv_quoted_names),
         cmocka_unit_test(test_load_text),
+        cmocka_unit_test(test_in_board_order),
         cmocka_unit_test(test_id_alphabet),
         cmocka_unit_test(test_duplicate_board_names_both_lines),
         cmocka_unit_test(test_nfd_name_says_convert_to_nfc),

@@ -157,6 +157,81 @@ static void test_fires_at_threshold_once(void **state)
     teardown_fixture(f);
 }
 
+/* The default registry's boards in the same order under 130 communes and no district level,
+ * as a registry version of 2025 is after keng_registry_in_board_order. */
+static keng_registry_t *two_tier_of(const keng_registry_t *reg)
+{
+    char *csv = NULL, err[256];
+    size_t len = 0;
+    FILE *out = open_memstream(&csv, &len);
+
+    fputs("board_id,board_name,commune_id,commune_name,district_id,district_name,groups,"
+          "members\n",
+          out);
+    for (uint32_t i = 0; i < keng_registry_board_count(reg); i++) {
+        const keng_board_t *b = keng_registry_board(reg, i);
+        fprintf(out, "%s,%s,N%03u,Xã %03u,,,%u,%u\n", b->id, b->name, i * 7 % 130, i * 7 % 130,
+                b->groups, b->members);
+    }
+    fclose(out);
+    keng_registry_t *next = keng_registry_load_text(csv, len, "two-tier", err, sizeof(err));
+    free(csv);
+    assert_non_null(next);
+    return next;
+}
+
+/* A registry switch ends the alerts of the communes that were (resolved at the switch), and
+ * the new communes fire anew from the same counts; a version without the level of a rule is
+ * refused, naming the rule's key, with nothing changed. */
+static void test_registry_switch_resolves_and_refuses(void **state)
+{
+    fixture_t *f = setup_rule("3", NULL);
+    keng_registry_t *next = two_tier_of(f->reg);
+    const char *old_commune =
+        keng_registry_commune(f->reg, keng_registry_board(f->reg, 0)->commune)->id;
+    char err[256];
+
+    (void)state;
+    for (int i = 0; i < 3; i++)
+        add(f, KENG_CAT_DRUGS, T0 - 30 * MINUTE, T0);
+    assert_int_equal(f->ngot, 1);
+    assert_int_equal(f->got[0].status, KENG_ALERT_FIRING);
+    assert_string_equal(f->got[0].scope_id, old_commune);
+
+    assert_int_equal(keng_counts_set_registry(f->counts, next), 0);
+    assert_int_equal(keng_alerts_set_registry(f->alerts, next, T0 + 5000, err, sizeof(err)), 0);
+    assert_int_equal(f->ngot, 2);
+    assert_int_equal(f->got[1].status, KENG_ALERT_RESOLVED);
+    assert_string_equal(f->got[1].scope_id, old_commune);
+    assert_int_equal(f->got[1].ends_at, T0 + 5000);
+    keng_alerts_evaluate_every_scope(f->alerts, T0 + 6000);
+    assert_int_equal(f->ngot, 3);
+    assert_int_equal(f->got[2].status, KENG_ALERT_FIRING);
+    assert_string_equal(f->got[2].scope_id, "N000");
+    assert_int_equal(f->got[2].count, 3);
+    keng_alerts_stats_t st;
+    keng_alerts_stats(f->alerts, &st);
+    assert_int_equal(st.firing, 1);
+    /* A board's event after the switch counts under the new commune. */
+    add(f, KENG_CAT_DRUGS, T0 - 10 * MINUTE, T0 + 7000);
+    assert_int_equal(f->ngot, 3);
+    teardown_fixture(f);
+
+    f = setup_rule_at("district", "3", NULL);
+    for (int i = 0; i < 3; i++)
+        add(f, KENG_CAT_DRUGS, T0 - 30 * MINUTE, T0);
+    assert_int_equal(f->ngot, 1);
+    assert_int_equal(keng_alerts_set_registry(f->alerts, next, T0 + 5000, err, sizeof(err)), -1);
+    if (!strstr(err, "alert.drugs.level is district; the registry version's levels are "
+                     "province, commune, board"))
+        fail_msg("unexpected refusal: %s", err);
+    assert_int_equal(f->ngot, 1); /* nothing resolved */
+    keng_alerts_stats(f->alerts, &st);
+    assert_int_equal(st.firing, 1);
+    teardown_fixture(f);
+    keng_registry_destroy(next);
+}
+
 static void test_window_expiry_resolves_with_hysteresis(void **state)
 {
     fixture_t *f = setup_rule("3", "2");
@@ -426,6 +501,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fires_at_threshold_once),
+        cmocka_unit_test(test_registry_switch_resolves_and_refuses),
         cmocka_unit_test(test_window_expiry_resolves_with_hysteresis),
         cmocka_unit_test(test_state_survives_save_and_load),
         cmocka_unit_test(test_read_back_transitions),

@@ -533,6 +533,102 @@ static void compare_all(const keng_counts_t *a, const keng_counts_t *b)
     }
 }
 
+/* Adds the same 40 events per board, over boards 0..boards, to c with lanes 0 and 1 in turn. */
+static void add_spread(keng_counts_t *c, int64_t now, uint32_t boards, const char *tag)
+{
+    char id[64];
+
+    rng = 7;
+    for (uint32_t b = 0; b < boards; b++) {
+        for (int i = 0; i < 40; i++) {
+            int64_t age = (int64_t)(next_rand() % (uint64_t)(500 * DAY)) >> rand_below(12);
+            snprintf(id, sizeof(id), "%s-%u-%d", tag, b, i);
+            keng_event_t ev = make_event((int)rand_below(NCLS), id, now - age);
+            uint32_t slot =
+                b + (uint32_t)(i % 2) * (uint32_t)keng_registry_board_count(keng_unit_registry);
+            int rc = keng_counts_add(c, slot, &ev, now);
+            if (rc != KENG_COUNTS_ADDED)
+                fail_msg("%s: board %u event %d: %d", id, b, i, rc);
+        }
+    }
+}
+
+/* A registry switch rolls the same boards up under other units: after keng_counts_set_registry
+ * every commune's tallies are those of a store that had the new units from the start, the
+ * province's did not change, and counting goes on under the new units. */
+static void test_set_registry_rolls_up_again(void **state)
+{
+    keng_counts_options_t opt;
+    size_t nboards = keng_registry_board_count(keng_unit_registry);
+    char *csv = NULL, errstr[256];
+    size_t len = 0;
+    FILE *f = open_memstream(&csv, &len);
+    keng_tally_t before, x, y;
+
+    (void)state;
+    /* 130 communes and no district level, the boards listed backwards. */
+    fputs("board_id,board_name,commune_id,commune_name,district_id,district_name,groups,"
+          "members\n",
+          f);
+    for (size_t i = nboards; i-- > 0;) {
+        const keng_board_t *b = keng_registry_board(keng_unit_registry, (uint32_t)i);
+        fprintf(f, "%s,%s,N%03zu,Xã %03zu,,,%u,%u\n", b->id, b->name, i * 7 % 130, i * 7 % 130,
+                b->groups, b->members);
+    }
+    fclose(f);
+    keng_registry_t *next = keng_registry_load_text(csv, len, "next", errstr, sizeof(errstr));
+    assert_non_null(next);
+    keng_registry_t *ordered =
+        keng_registry_in_board_order(next, keng_unit_registry, errstr, sizeof(errstr));
+    assert_non_null(ordered);
+
+    keng_counts_options_default(&opt);
+    opt.lanes = 2;
+    keng_counts_t *a = keng_counts_new(keng_unit_registry, &opt);
+    keng_counts_t *b = keng_counts_new(ordered, &opt);
+    add_spread(a, T0, 300, "x");
+    add_spread(b, T0, 300, "x");
+    keng_counts_get(a, KENG_LEVEL_PROVINCE, 0, KENG_WIN_ALL, &before);
+    assert_int_equal(keng_counts_set_registry(a, ordered), 0);
+    for (int round = 0; round < 2; round++) {
+        for (int w = 0; w < NWIN; w++) {
+            for (uint32_t i = 0; i < 130; i++) {
+                keng_counts_get(a, KENG_LEVEL_COMMUNE, i, (keng_window_id_t)w, &x);
+                keng_counts_get(b, KENG_LEVEL_COMMUNE, i, (keng_window_id_t)w, &y);
+                expect_tally(&y, &x, "commune", i, w);
+            }
+            keng_counts_get(a, KENG_LEVEL_DISTRICT, 0, (keng_window_id_t)w, &x);
+            assert_int_equal(x.incidents + x.mediations, 0);
+            keng_counts_get(a, KENG_LEVEL_PROVINCE, 0, (keng_window_id_t)w, &x);
+            keng_counts_get(b, KENG_LEVEL_PROVINCE, 0, (keng_window_id_t)w, &y);
+            expect_tally(&y, &x, "province", 0, w);
+        }
+        keng_counts_get(a, KENG_LEVEL_PROVINCE, 0, KENG_WIN_ALL, &x);
+        if (round == 0)
+            expect_tally(&before, &x, "province before and after", 0, KENG_WIN_ALL);
+        if (round == 0) { /* counting goes on under the new units */
+            add_spread(a, T0 + HOUR, 300, "y");
+            add_spread(b, T0 + HOUR, 300, "y");
+        }
+    }
+    /* A registry of other boards is refused, and nothing changes. */
+    static const char small_csv[] = "board_id,board_name,commune_id,commune_name,district_id,"
+                                    "district_name,groups,members\nB1,Thôn 1,N1,Xã 1,,,1,1\n";
+    keng_registry_t *small =
+        keng_registry_load_text(small_csv, strlen(small_csv), "small", errstr, sizeof(errstr));
+    assert_non_null(small);
+    keng_counts_get(a, KENG_LEVEL_COMMUNE, 5, KENG_WIN_ALL, &before);
+    assert_int_equal(keng_counts_set_registry(a, small), -1);
+    keng_counts_get(a, KENG_LEVEL_COMMUNE, 5, KENG_WIN_ALL, &x);
+    expect_tally(&before, &x, "commune after a refused registry", 5, KENG_WIN_ALL);
+    keng_registry_destroy(small);
+    keng_counts_destroy(a);
+    keng_counts_destroy(b);
+    keng_registry_destroy(ordered);
+    keng_registry_destroy(next);
+    free(csv);
+}
+
 static void test_save_load_round_trip(void **state)
 {
     int64_t now = T0;
@@ -821,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_dedup_bound_forgets_oldest_first),
         cmocka_unit_test(test_rollups_equal_bruteforce_recount),
         cmocka_unit_test(test_save_load_round_trip),
+        cmocka_unit_test(test_set_registry_rolls_up_again),
         cmocka_unit_test(test_units_move_separately),
         cmocka_unit_test(test_lanes_add_up_and_move_apart),
         cmocka_unit_test(test_load_rejects_truncated_and_corrupted_bytes),

@@ -1,7 +1,7 @@
-/* keng-ingest follows antt.registry: every version read is loaded when it is read (so one that
+/* A program follows antt.registry: every version read is loaded when it is read (so one that
  * cannot be used is refused then, and said), and waits for its effective time in a list; a
  * timer set to the next effective time, and a check at each poll of the topic, switch to it. */
-#include "ingest_registry.h"
+#include "registry_follow.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,7 +23,7 @@ typedef struct version {
     vstate_t state;
 } version_t;
 
-struct keng_ingest_registry {
+struct keng_registry_follow {
     const keng_config_t *cfg;
     char topic[256];
     version_t *v;
@@ -33,6 +33,7 @@ struct keng_ingest_registry {
     const keng_registry_t **earlier;
     size_t nearlier;
     unsigned long long switches, skipped;
+    bool switching; /* on_switch is deciding */
     char last_skipped[400];
 
     keng_regtopic_list_t read; /* what the first read gave */
@@ -41,7 +42,7 @@ struct keng_ingest_registry {
     uv_timer_t poll_timer, switch_timer;
     bool timers_on;
     unsigned timers_open; /* closing: freed once both close callbacks ran */
-    keng_ingest_registry_switch_cb on_switch;
+    keng_registry_follow_switch_cb on_switch;
     void *arg;
 };
 
@@ -56,7 +57,7 @@ static void describe(const keng_registry_t *reg, char *buf, size_t size)
 
 /* A version that cannot be used: counted, said, and the one in force stays. where names the
  * message when known ("antt.registry partition 0 offset 2"). */
-static void skip(keng_ingest_registry_t *r, const char *key, const char *why, const char *where)
+static void skip(keng_registry_follow_t *r, const char *key, const char *why, const char *where)
 {
     r->skipped++;
     snprintf(r->last_skipped, sizeof(r->last_skipped), "%s@%s: %s", r->topic, key, why);
@@ -67,7 +68,7 @@ static void skip(keng_ingest_registry_t *r, const char *key, const char *why, co
 
 /* Loads version pv (its doc borrowed) and keeps it in state. Returns its index, or -1 after
  * skipping it (a CSV that does not load, no memory). */
-static long add(keng_ingest_registry_t *r, const keng_regtopic_version_t *pv, vstate_t state)
+static long add(keng_registry_follow_t *r, const keng_regtopic_version_t *pv, vstate_t state)
 {
     char name[320], errstr[512];
     keng_registry_t *reg;
@@ -97,7 +98,7 @@ static long add(keng_ingest_registry_t *r, const keng_regtopic_version_t *pv, vs
 }
 
 /* The registries of earlier versions, for the tokens. */
-static void list_earlier(keng_ingest_registry_t *r)
+static void list_earlier(keng_registry_follow_t *r)
 {
     const keng_registry_t **list = realloc(r->earlier, (r->n + 1) * sizeof(*list));
 
@@ -110,10 +111,10 @@ static void list_earlier(keng_ingest_registry_t *r)
             r->earlier[r->nearlier++] = r->v[i].reg;
 }
 
-int keng_ingest_registry_open(const keng_config_t *cfg, const char *topic,
-                              keng_ingest_registry_t **out, char *errstr, size_t errstr_size)
+int keng_registry_follow_open(const keng_config_t *cfg, const char *topic,
+                              keng_registry_follow_t **out, char *errstr, size_t errstr_size)
 {
-    keng_ingest_registry_t *r = calloc(1, sizeof(*r));
+    keng_registry_follow_t *r = calloc(1, sizeof(*r));
     int64_t now = keng_now_ms();
     long in_force = -1;
     int rc;
@@ -160,7 +161,7 @@ int keng_ingest_registry_open(const keng_config_t *cfg, const char *topic,
     }
     list_earlier(r);
     r->opened = true;
-    /* The documents are loaded; the ends are kept for keng_ingest_registry_start. */
+    /* The documents are loaded; the ends are kept for keng_registry_follow_start. */
     for (size_t i = 0; i < r->read.n; i++)
         json_decref(r->read.v[i].doc);
     free(r->read.v);
@@ -176,12 +177,12 @@ int keng_ingest_registry_open(const keng_config_t *cfg, const char *topic,
     *out = r;
     return 0;
 fail:
-    keng_ingest_registry_destroy(r);
+    keng_registry_follow_destroy(r);
     return rc;
 }
 
 /* The pending version whose time came last, or -1. */
-static long due(const keng_ingest_registry_t *r, int64_t now)
+static long due(const keng_registry_follow_t *r, int64_t now)
 {
     long best = -1;
 
@@ -193,7 +194,7 @@ static long due(const keng_ingest_registry_t *r, int64_t now)
 }
 
 /* The earliest effective time still to come, or 0. */
-static int64_t next_effective(const keng_ingest_registry_t *r)
+static int64_t next_effective(const keng_registry_follow_t *r)
 {
     int64_t next = 0;
 
@@ -206,14 +207,27 @@ static int64_t next_effective(const keng_ingest_registry_t *r)
 static void on_switch_timer(uv_timer_t *t);
 
 /* Switches to the version whose time has come, if any, and sets the timer to the next. */
-static void apply_due(keng_ingest_registry_t *r)
+static void apply_due(keng_registry_follow_t *r)
 {
     int64_t now = keng_now_ms();
     long to = due(r, now);
 
     if (to >= 0) {
         version_t *old = &r->v[r->current], *v = &r->v[to];
-        char what[200];
+        char what[200], why[400];
+        int64_t began = keng_now_ms();
+
+        /* While the program decides, the version in force counts as an earlier one for
+         * keng_registry_follow_knew_unit: it will be, once the switch is made. */
+        r->switching = true;
+        int refused = r->on_switch && r->on_switch(v->reg, v->key, r->arg, why, sizeof(why)) != 0;
+        r->switching = false;
+        if (refused) {
+            v->state = V_DROPPED;
+            skip(r, v->key, why, NULL);
+            apply_due(r); /* a later version whose time came too may still be usable */
+            return;
+        }
 
         /* Versions whose time also came but that a later one supersedes were in force for no
          * time here; their units still cover tokens, as any earlier version's. */
@@ -227,11 +241,10 @@ static void apply_due(keng_ingest_registry_t *r)
         list_earlier(r);
         describe(v->reg, what, sizeof(what));
         keng_log_info("board registry switched",
-                      "source=topic topic=%s version=%s previous=%s sha256=%s %s late_ms=%lld",
+                      "source=topic topic=%s version=%s previous=%s sha256=%s %s late_ms=%lld "
+                      "pause_ms=%lld",
                       r->topic, v->key, old->key, v->sha256, what,
-                      (long long)(now - v->effective_ms));
-        if (r->on_switch)
-            r->on_switch(v->reg, r->arg);
+                      (long long)(now - v->effective_ms), (long long)(keng_now_ms() - began));
     }
     if (!r->timers_on)
         return;
@@ -246,7 +259,7 @@ static void apply_due(keng_ingest_registry_t *r)
 
 static void on_switch_timer(uv_timer_t *t)
 {
-    keng_ingest_registry_t *r = t->data;
+    keng_registry_follow_t *r = t->data;
 
     /* The loop's clock and the wall clock may drift apart: a timer early by a few ms finds
      * nothing due and is set again. */
@@ -254,7 +267,7 @@ static void on_switch_timer(uv_timer_t *t)
 }
 
 /* A version read while running (pv's doc taken). */
-static void take(keng_ingest_registry_t *r, keng_regtopic_version_t *pv)
+static void take(keng_registry_follow_t *r, keng_regtopic_version_t *pv)
 {
     long at = add(r, pv, V_PENDING);
 
@@ -275,7 +288,7 @@ static void take(keng_ingest_registry_t *r, keng_regtopic_version_t *pv)
 
 /* A deletion of key (a null value): a version still to come is dropped; the one in force
  * stays, since nothing else could take its place. */
-static void drop(keng_ingest_registry_t *r, const char *key)
+static void drop(keng_registry_follow_t *r, const char *key)
 {
     for (size_t i = 0; i < r->n; i++) {
         if (strcmp(r->v[i].key, key) != 0)
@@ -294,7 +307,7 @@ static void drop(keng_ingest_registry_t *r, const char *key)
 
 static void on_poll_timer(uv_timer_t *t)
 {
-    keng_ingest_registry_t *r = t->data;
+    keng_registry_follow_t *r = t->data;
     keng_regtopic_version_t pv;
     char key[64], why[300], where[300];
     int rc;
@@ -315,8 +328,8 @@ static void on_poll_timer(uv_timer_t *t)
     apply_due(r);
 }
 
-int keng_ingest_registry_start(keng_ingest_registry_t *r, uv_loop_t *loop,
-                               keng_ingest_registry_switch_cb on_switch, void *arg, char *errstr,
+int keng_registry_follow_start(keng_registry_follow_t *r, uv_loop_t *loop,
+                               keng_registry_follow_switch_cb on_switch, void *arg, char *errstr,
                                size_t errstr_size)
 {
     r->follower = keng_regtopic_follow(r->cfg, r->topic, &r->ends, errstr, errstr_size);
@@ -329,13 +342,13 @@ int keng_ingest_registry_start(keng_ingest_registry_t *r, uv_loop_t *loop,
     r->poll_timer.data = r;
     r->switch_timer.data = r;
     r->timers_on = true;
-    uv_timer_start(&r->poll_timer, on_poll_timer, KENG_INGEST_REGISTRY_POLL_MS,
-                   KENG_INGEST_REGISTRY_POLL_MS);
+    uv_timer_start(&r->poll_timer, on_poll_timer, KENG_REGISTRY_FOLLOW_POLL_MS,
+                   KENG_REGISTRY_FOLLOW_POLL_MS);
     apply_due(r);
     return 0;
 }
 
-void keng_ingest_registry_stop(keng_ingest_registry_t *r)
+void keng_registry_follow_stop(keng_registry_follow_t *r)
 {
     if (!r)
         return;
@@ -348,7 +361,7 @@ void keng_ingest_registry_stop(keng_ingest_registry_t *r)
     r->follower = NULL;
 }
 
-void keng_ingest_registry_destroy(keng_ingest_registry_t *r)
+void keng_registry_follow_destroy(keng_registry_follow_t *r)
 {
     if (!r)
         return;
@@ -362,31 +375,52 @@ void keng_ingest_registry_destroy(keng_ingest_registry_t *r)
     free(r);
 }
 
-keng_registry_t *keng_ingest_registry_current(const keng_ingest_registry_t *r)
+const char *keng_registry_follow_version(const keng_registry_follow_t *r)
+{
+    return r->v[r->current].key;
+}
+
+keng_registry_t *keng_registry_follow_current(const keng_registry_follow_t *r)
 {
     return r->v[r->current].reg;
 }
 
-const keng_registry_t *const *keng_ingest_registry_earlier(const keng_ingest_registry_t *r,
+const keng_registry_t *const *keng_registry_follow_earlier(const keng_registry_follow_t *r,
                                                            size_t *n)
 {
     *n = r ? r->nearlier : 0;
     return r ? r->earlier : NULL;
 }
 
-bool keng_ingest_registry_knew_unit(const keng_ingest_registry_t *r, const char *id)
+bool keng_registry_follow_soon_has_board(const keng_registry_follow_t *r, const char *id,
+                                         int64_t within_ms)
 {
-    size_t len = strlen(id);
+    int64_t until = keng_now_ms() + within_ms;
 
-    for (size_t i = 0; r && i < r->nearlier; i++)
-        if (keng_registry_find_board(r->earlier[i], id, len) >= 0 ||
-            keng_registry_find_commune(r->earlier[i], id, len) >= 0 ||
-            keng_registry_find_district(r->earlier[i], id, len) >= 0)
+    for (size_t i = 0; r && i < r->n; i++)
+        if (r->v[i].state == V_PENDING && r->v[i].effective_ms <= until &&
+            keng_registry_find_board(r->v[i].reg, id, strlen(id)) >= 0)
             return true;
     return false;
 }
 
-int keng_ingest_registry_metrics(const keng_ingest_registry_t *r, const keng_registry_t *reg,
+bool keng_registry_follow_knew_unit(const keng_registry_follow_t *r, const char *id)
+{
+    size_t len = strlen(id);
+
+    for (size_t i = 0; r && i <= r->nearlier; i++) {
+        const keng_registry_t *reg = i < r->nearlier ? r->earlier[i]
+                                     : r->switching  ? r->v[r->current].reg
+                                                     : NULL;
+        if (reg && (keng_registry_find_board(reg, id, len) >= 0 ||
+                    keng_registry_find_commune(reg, id, len) >= 0 ||
+                    keng_registry_find_district(reg, id, len) >= 0))
+            return true;
+    }
+    return false;
+}
+
+int keng_registry_follow_metrics(const keng_registry_follow_t *r, const keng_registry_t *reg,
                                  FILE *out)
 {
     char text[2048];
@@ -427,7 +461,7 @@ int keng_ingest_registry_metrics(const keng_ingest_registry_t *r, const keng_reg
     return 0;
 }
 
-json_t *keng_ingest_registry_status(const keng_ingest_registry_t *r)
+json_t *keng_registry_follow_status(const keng_registry_follow_t *r)
 {
     const version_t *v = &r->v[r->current];
     json_t *o =

@@ -1,0 +1,356 @@
+"""keng-aggregate follows antt.registry (registry.topic) and switches from the 2024 province
+(21 districts, 460 communes) to the two-tier one of 1 July 2025 (130 communes, no district
+level) at the version's effective time, with no restart, while gateways post continuously
+through keng-ingest, which follows the topic too:
+- two instances of one group switch at the same effective time, and after it both answer
+  the same, under the 130 communes (the district level gives 400 naming the levels);
+- one instance, the test copy with the crash point registry.switch, kills itself half-way
+  through its switch (SIGKILL); started again, it comes back under the 2025 version from its
+  checkpoint;
+- in the end every event accepted (202) is counted exactly once: the province's totals equal
+  the events posted (retries included once), each 2025 commune's totals equal those of its
+  boards' events (history before the switch included: live counts follow today's units), and
+  nothing went to the dead-letter topic;
+- /metrics names the version in use and counts the switch; /readyz's body names the version;
+- a version that adds a board makes keng-aggregate stop with 75 after its checkpoint, and
+  started again it counts under that version; an event of the new board that reaches it a
+  little before the version takes effect (another machine's clock ahead) waits for it,
+  rather than being dead-lettered, and is counted once after the start."""
+
+import json
+import os
+import random
+import subprocess
+import threading
+import time
+
+import kengtest as kt
+
+TOPIC = "antt.registry"
+GROUP = "keng-test-registry-switch"
+REG_2025 = os.path.join(kt.SOURCE_DIR, "registry", "nghe-an-2025-07-01.csv")
+UNITS_2025 = os.path.join(kt.SOURCE_DIR, "registry", "nghe-an-2025-07-01.communes.csv")
+LINEAGE_2025 = os.path.join(kt.SOURCE_DIR, "registry", "nghe-an-2024-to-2025.lineage.csv")
+# How far ahead the 2025 version is published: room for posts before the switch, also on a
+# real Kafka that takes a few seconds to publish.
+AHEAD_S = 20
+
+
+def registry_tool(*args, timeout=120):
+    env = dict(os.environ)
+    env.pop("KENG_BROKERS", None)
+    return subprocess.run([kt.binary("keng-registry"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def rfc3339(epoch_s):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
+def csv_rows(path):
+    """A registry CSV's rows as dicts, its # comment lines left out."""
+    import csv
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def log_text(proc):
+    with open(proc.log_path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
+
+
+def series(metrics, name, **labels):
+    for key, value in metrics.items():
+        if key == name and not labels:
+            return value
+        if key.startswith(name + "{") and all(f'{k}="{v}"' in key for k, v in labels.items()):
+            return value
+    return None
+
+
+class Instance:
+    def __init__(self, wd, broker, name, extra="", failpoint=None):
+        self.name, self.wd, self.broker = name, wd, broker
+        self.port = kt.free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.config = wd.file(f"{name}.conf")
+        with open(self.config, "w") as f:
+            f.write(f"registry.topic={TOPIC}\nkafka.session.timeout.ms=6000\n"
+                    "kafka.heartbeat.interval.ms=500\ncheckpoint.interval.ms=200\n"
+                    f"instance.id={name}\n{extra}")
+        self.args = ["--config", self.config, "--listen", f"127.0.0.1:{self.port}",
+                     "--state-dir", wd.file(f"state-{name}"), "--group", GROUP]
+        self.start(failpoint)
+
+    def start(self, failpoint=None):
+        """From build/bin/, or with failpoint the test copy in build/test-bin/ that kills
+        itself there."""
+        saved = kt.BIN_DIR
+        if failpoint:
+            kt.BIN_DIR = os.path.join(saved, "..", "test-bin")
+        try:
+            env = {"KENG_BROKERS": self.broker.bootstrap}
+            if failpoint:
+                env["KENG_FAILPOINT"] = failpoint
+            self.process = kt.Process("keng-aggregate", self.args, self.wd, env=env)
+        finally:
+            kt.BIN_DIR = saved
+
+    def ready(self):
+        try:
+            return kt.http("GET", self.base + "/readyz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def province(self):
+        return kt.get_json(f"{self.base}/v1/counts?level=province&id=NA")["windows"]["all"]
+
+    def communes(self):
+        got = kt.get_json(f"{self.base}/v1/children?level=province&id=NA&window=all")
+        return got["level"], {i["id"]: (i["incidents"]["total"], i["mediations"]["total"])
+                              for i in got["items"]}
+
+
+class Gateways(threading.Thread):
+    """Posts batches of incidents and mediations for random boards until stopped, sending one
+    batch in ten twice (a gateway's retry); remembers every event of a 202."""
+
+    def __init__(self, port, token, boards):
+        super().__init__(daemon=True)
+        self.port, self.token, self.boards = port, token, boards
+        self.rng = random.Random(2025)
+        self.accepted = {}  # event_id -> (kind, board)
+        self.refused = []
+        self.stopping = threading.Event()
+        self.posts = 0
+
+    def post(self, kind, events):
+        body = json.dumps(events).encode()
+        status, _, data = kt.http(
+            "POST", f"http://127.0.0.1:{self.port}/v1/{kind}s", body=body,
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {self.token}"}, timeout=30)
+        return status, data
+
+    def run(self):
+        while not self.stopping.is_set():
+            kind = self.rng.choice(["incident", "mediation"])
+            now = int(time.time() * 1000)
+            events = []
+            for _ in range(20):
+                board = self.rng.choice(self.boards)
+                # Some dated before the switch, some long before: live counts follow today's
+                # units whatever the event's date.
+                occurred = now - self.rng.choice([60_000, 3600_000, 40 * 86400_000])
+                events.append(kt.random_event(self.rng, kind, board, occurred,
+                                              reported_ms=now - 1000))
+            for attempt in range(2 if self.rng.random() < 0.1 else 1):
+                status, data = self.post(kind, events)
+                self.posts += 1
+                if status == 202:
+                    for e in events:
+                        self.accepted[e["event_id"]] = (kind, e["board_id"])
+                else:
+                    self.refused.append((status, data[:200]))
+            time.sleep(0.05)
+
+
+def expected(accepted, commune_of):
+    province = [0, 0]
+    communes = {}
+    for kind, board in accepted.values():
+        k = 0 if kind == "incident" else 1
+        province[k] += 1
+        c = communes.setdefault(commune_of[board], [0, 0])
+        c[k] += 1
+    return province, {cid: tuple(v) for cid, v in communes.items()}
+
+
+def test_switch_to_2025_while_gateways_post():
+    wd = kt.Workdir(prefix="keng-aggregate-switch-")
+    broker = kt.Broker(wd, partitions=2)
+    ingest = gateways = None
+    instances = []
+    try:
+        reg_2024 = wd.file("boards-2024.csv")
+        kt.check_equal(registry_tool("--write", reg_2024).returncode, 0, "keng-registry --write")
+        out = registry_tool("--publish", reg_2024, "--effective", "2024-01-01", "--allow-past",
+                            "--brokers", broker.bootstrap)
+        kt.check_equal(out.returncode, 0, f"publish 2024: exit status ({out.stderr!r})")
+        key_2024 = "2023-12-31T17:00:00Z"
+
+        rows_2024 = kt.registry_rows(reg_2024)
+        commune_2025 = {r["board_id"]: r["commune_id"] for r in csv_rows(REG_2025)}
+        boards = [r["board_id"] for r in rows_2024]
+
+        tokens = wd.file("tokens")
+        out = subprocess.run([kt.binary("keng-ingest"), "--new-token", "gw", "--units", "*",
+                              "--tokens", tokens], capture_output=True, text=True, timeout=10)
+        kt.check_equal(out.returncode, 0, f"--new-token ({out.stderr!r})")
+        token = out.stdout.strip()
+        ingest_port = kt.free_port()
+        ingest_conf = wd.file("ingest.conf")
+        with open(ingest_conf, "w") as f:
+            f.write(f"registry.topic={TOPIC}\n")
+        ingest = kt.Process("keng-ingest", [
+            "--listen", f"127.0.0.1:{ingest_port}", "--brokers", broker.bootstrap,
+            "--tokens", tokens, "--config", ingest_conf], wd)
+
+        instances = [Instance(wd, broker, "a"),
+                     Instance(wd, broker, "b", failpoint="registry.switch")]
+        for inst in instances:
+            kt.wait_until(inst.ready, 90, f"instance {inst.name} ready")
+            text = log_text(inst.process)
+            kt.check("board registry in use" in text and f"version={key_2024}" in text,
+                     f"{inst.name}: the start line names the topic's version",
+                     f"board registry in use ... version={key_2024}", text[-2000:])
+        kt.wait_until(lambda: kt.http("GET", f"http://127.0.0.1:{ingest_port}/healthz",
+                                      timeout=2)[0] == 200, 30, "keng-ingest /healthz")
+        level, before = instances[0].communes()
+        kt.check_equal((level, len(before)), ("district", 21), "before: 21 districts")
+
+        gateways = Gateways(ingest_port, token, boards)
+        gateways.start()
+        effective_s = int(time.time()) + AHEAD_S
+        key_2025 = rfc3339(effective_s)
+        out = registry_tool("--publish", REG_2025, "--effective", key_2025, "--units",
+                            UNITS_2025, "--lineage", LINEAGE_2025, "--brokers", broker.bootstrap)
+        kt.check_equal(out.returncode, 0, f"publish 2025: exit status ({out.stderr!r})")
+
+        # b kills itself half-way through its switch; started again, it comes back under the
+        # version in force, while the posts go on.
+        victim = instances[1]
+        kt.wait_until(lambda: not victim.process.alive(), AHEAD_S + 60,
+                      "b kills itself at the crash point registry.switch")
+        kt.check("failpoint reached" in log_text(victim.process), "b died at the crash point",
+                 "failpoint reached", victim.process.log_tail())
+        kt.check(time.time() >= effective_s - 1, "the switch came at the effective time",
+                 f"not before {key_2025}", rfc3339(int(time.time())))
+        victim.process.kill()
+        victim.start()
+        kt.wait_until(victim.ready, 90, "the killed instance ready again")
+        text = log_text(victim.process)
+        kt.check("board registry in use" in text and f"version={key_2025}" in text,
+                 "started again, it takes the 2025 version", f"version={key_2025}",
+                 text[-2000:])
+
+        kt.wait_until(lambda: "board registry switched" in log_text(instances[0].process),
+                      60, "a: the switch's log line")
+        pauses = []
+        for inst in instances[:1]:
+            line = [ln for ln in log_text(inst.process).splitlines()
+                    if "board registry switched" in ln][0]
+            kt.log(f"{inst.name}: {line}")
+            for fragment in (f"version={key_2025}", f"previous={key_2024}", "communes=130",
+                             "districts=0", "boards=7588"):
+                kt.check(fragment in line, f"{inst.name}: the switch's line says it", fragment,
+                         line)
+            pauses.append(int(line.split("pause_ms=")[1].split()[0]))
+
+        time.sleep(3)
+        gateways.stopping.set()
+        gateways.join(60)
+        kt.check_equal(gateways.refused, [], "no post refused")
+        kt.check(len(gateways.accepted) > 1000, "the gateways posted on both sides",
+                 "> 1000 events", len(gateways.accepted))
+        want_province, want_communes = expected(gateways.accepted, commune_2025)
+
+        def settled():
+            return all(inst.ready() and [inst.province()["incidents"]["total"],
+                                         inst.province()["mediations"]["total"]] == want_province
+                       for inst in instances)
+        kt.wait_until(settled, 120, f"both instances count {want_province} (province)")
+        answers = []
+        for inst in instances:
+            level, got = inst.communes()
+            kt.check_equal((level, len(got)), ("commune", 130), f"{inst.name}: 130 communes")
+            for cid, counts in got.items():
+                kt.check_equal(counts, want_communes.get(cid, (0, 0)),
+                               f"{inst.name}: commune {cid} (incidents, mediations)")
+            answers.append(got)
+        kt.check_equal(answers[0], answers[1], "both instances answer the same")
+        status, _, body = kt.http("GET", f"{instances[0].base}/v1/counts?level=district&id=D01")
+        kt.check_equal(status, 400, "the district level is gone")
+        kt.check("province, commune, board" in body.decode(), "the 400 names the levels",
+                 "province, commune, board", body.decode())
+        m = kt.metrics(instances[0].base)
+        kt.check_equal(series(m, "keng_registry_info", source="topic", version=key_2025), 1.0,
+                       "keng_registry_info names the 2025 version")
+        kt.check_equal(series(m, "keng_registry_switches_total"), 1.0, "one switch")
+        kt.check_equal(series(m, "keng_registry_units", level="commune"), 130.0, "130 communes")
+        body = kt.get_json(f"{instances[0].base}/readyz")
+        kt.check_equal(body.get("registry", {}).get("version"), key_2025,
+                       "/readyz's body names the version")
+        dead = kt.consume_all(broker.bootstrap, "antt.deadletter", timeout=20)
+        kt.check_equal(len(dead), 0, "nothing dead-lettered")
+        kt.check(instances[0].process.alive() and
+                 log_text(instances[0].process).count('msg="listening"') == 1,
+                 "instance a never restarted", "one start", "restarted")
+        kt.log(f"{len(gateways.accepted)} events in {gateways.posts} posts; switch pauses "
+               f"{pauses} ms")
+
+        # A version that adds a board: keng-aggregate checkpoints and stops with 75, and
+        # started again it takes the version.
+        with open(REG_2025, encoding="utf-8") as f:
+            text_2025 = f.read()
+        first = csv_rows(REG_2025)[0]
+        reg_more = wd.file("boards-more.csv")
+        with open(reg_more, "w", encoding="utf-8") as f:
+            f.write(text_2025.rstrip("\n") + "\n" + ",".join(
+                ["NEW-B1", "Thôn Mới", first["commune_id"], first["commune_name"], "", "",
+                 "3", "3"]) + "\n")
+        effective_more = int(time.time()) + 15
+        out = registry_tool("--publish", reg_more, "--effective", rfc3339(effective_more),
+                            "--brokers", broker.bootstrap)
+        kt.check_equal(out.returncode, 0, f"publish the version with a new board ({out.stderr!r})")
+        for inst in instances:  # each polls the topic every second
+            kt.wait_until(lambda: series(kt.metrics(inst.base),
+                                         "keng_registry_next_effective_timestamp_seconds")
+                          == float(effective_more), 15, f"{inst.name} reads the version")
+        early = kt.random_event(random.Random(5), "incident", "NEW-B1",
+                                int(time.time() * 1000) - 60_000)
+        kt.produce(broker.bootstrap, [("antt.incidents", b"NEW-B1",
+                                       kt.encode_framed("incident", early))])
+        want_province[0] += 1  # settled() counts it in, once the version took effect
+
+        def waits():
+            return sum(series(kt.metrics(i.base), "keng_registry_board_waits_total") or 0
+                       for i in instances)
+        kt.wait_until(lambda: waits() >= 1, 10, "the early event of NEW-B1 waits")
+        kt.check(time.time() < effective_more, "it waited before the version took effect",
+                 f"before {rfc3339(effective_more)}", rfc3339(int(time.time())))
+        for inst in instances:
+            kt.wait_until(lambda: not inst.process.alive(), 60,
+                          f"{inst.name} stops to take the new board")
+            kt.check_equal(inst.process.proc.wait(), 75, f"{inst.name}: exit status")
+            kt.check("adds 1 board(s) (the first: NEW-B1)" in log_text(inst.process),
+                     f"{inst.name}: the log says why", "adds 1 board(s) (the first: NEW-B1)",
+                     log_text(inst.process)[-1500:])
+            inst.process.kill()
+            inst.start()
+        for inst in instances:
+            kt.wait_until(inst.ready, 90, f"{inst.name} ready under the new version")
+        kt.wait_until(settled, 60, "the counts are the same after the restart")
+        for inst in instances:
+            kt.wait_until(lambda: kt.get_json(f"{inst.base}/v1/counts?level=board&id=NEW-B1")
+                          ["windows"]["all"]["incidents"]["total"] == 1, 60,
+                          f"{inst.name}: NEW-B1's early event counted once")
+        dead = kt.consume_all(broker.bootstrap, "antt.deadletter", timeout=20)
+        kt.check_equal(len(dead), 0, "nothing dead-lettered, the early event neither")
+        for inst in instances:
+            kt.check_equal(inst.process.stop(), 0, f"{inst.name} exit status")
+        kt.check_equal(ingest.stop(), 0, "keng-ingest exit status")
+    finally:
+        if gateways:
+            gateways.stopping.set()
+        for inst in instances:
+            if inst.process.alive():
+                inst.process.kill()
+        if ingest and ingest.alive():
+            ingest.kill()
+        broker.stop()
+        wd.cleanup()
+
+
+if __name__ == "__main__":
+    kt.main([test_switch_to_2025_while_gateways_post])
