@@ -155,7 +155,7 @@ static const char style[] =
     ".silent{margin:.25em 0;font-size:.9em}.silent b{font-weight:600}\n"
     ".none{color:var(--muted);font-style:italic}\n"
     ".predecessors tr.head th{background:none;border-left:0;border-right:0;padding-top:.7em}\n"
-    ".predecessors tr.pred td.name{padding-left:1.5em}.predecessors .split{color:var(--muted)}\n"
+    ".predecessors tr.pred td.name{padding-left:1.5em}.predecessors span.split{color:var(--muted)}\n"
     ".predecessors tr.since td{font-style:italic}\n"
     ".quality{font-size:.9em;color:var(--muted)}\n"
     "footer{margin-top:2em;font-size:.85em;color:var(--muted)}\n"
