@@ -704,6 +704,8 @@ static int run(const struct options *opt, keng_config_t *cfg)
         keng_review_destroy(rd.review);
         rd.review = NULL;
     }
+    if (store && rd.dec && !rd.review)
+        snprintf(errstr, sizeof(errstr), "out of memory for the review");
     if (!store || !rd.dec || !rd.review) {
         keng_log_error("cannot set up decoding", "error=\"%s\"", errstr);
         /* Schemas that do not load are the configuration's fault, as a registry's are. */

@@ -12,6 +12,7 @@ real one lacks: a commune split board by board, a district gone whole into one c
 removed board and a new one."""
 
 import csv
+import hashlib
 import json
 import os
 import random
@@ -341,6 +342,24 @@ def test_predecessors_split_and_whole_district():
                        "province totals: current plus K7 against as-of plus K8")
         kt.check_equal(earlier["registry"]["predecessors"], None,
                        "as-of:2025-06-30: no predecessors")
+
+        # A lineage that does not match its sha256 (a document written by hand) stops the
+        # replay, naming it, rather than show predecessors from a damaged file.
+        key = "2025-06-30T17:00:00Z"
+        doc = {"format": 1, "effective": key, "published_at": "2025-06-01T00:00:00.000Z",
+               "boards": 7, "communes": 2, "districts": 0,
+               "registry": {"file": "after.csv", "text": SMALL_AFTER,
+                            "sha256": hashlib.sha256(SMALL_AFTER.encode()).hexdigest()},
+               "units": None,
+               "lineage": {"file": "lineage.csv", "text": SMALL_LINEAGE.replace("N2", "N1"),
+                           "sha256": hashlib.sha256(SMALL_LINEAGE.encode()).hexdigest()}}
+        kt.produce(broker.bootstrap, [("antt.registry", key.encode(), json.dumps(doc).encode())])
+        result = replay(broker, "--units", "current", "--out", work.file("review-damaged"))
+        kt.check_equal(result.returncode, 78, f"a damaged lineage ({result.stderr[-800:]!r})")
+        kt.check("the lineage of the version drawn does not match its sha256" in result.stderr
+                 and "antt.registry@2025-06-30T17:00:00Z lineage" in result.stderr,
+                 "the refusal names the lineage", "does not match its sha256",
+                 result.stderr[-800:])
     finally:
         broker.stop()
         work.cleanup()
