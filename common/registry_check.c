@@ -242,11 +242,15 @@ static int parse_row(ctx_t *c, table_t *t, bool lineage, char **fields, int n, i
     return 0;
 }
 
-/* Reads a lineage (lineage) or units file into t, sorted by from_id. Returns 0, or -1 after a
- * refusal; a bad line is refused and the next ones are still read. */
-static int table_load(ctx_t *c, table_t *t, const char *path, bool lineage)
+/* Reads a lineage (lineage) or units file into t, sorted by from_id: the file at path, or
+ * when text is not NULL its len bytes, which path then names in messages. Returns 0, or -1
+ * after a refusal; a bad line is refused and the next ones are still read. */
+static int table_load(ctx_t *c, table_t *t, const char *path, const char *text, size_t len_text,
+                      bool lineage)
 {
-    FILE *f = fopen(path, "r");
+    /* fmemopen reads the caller's bytes in place, as keng_registry_load_text does. */
+    FILE *f = text ? (len_text ? fmemopen((void *)text, len_text, "r") : fopen("/dev/null", "r"))
+                   : fopen(path, "r");
     char *buf = NULL, *fields[65];
     size_t cap = 0;
     ssize_t len;
@@ -640,7 +644,7 @@ int keng_registry_check_run(const keng_registry_check_t *in, keng_registry_say_f
         goto out;
     }
     check_times(&c, in);
-    if (in->units_path && table_load(&c, &c.units, in->units_path, false) == 0) {
+    if (in->units_path && table_load(&c, &c.units, in->units_path, NULL, 0, false) == 0) {
         table_check_repeats(&c, &c.units, false);
         check_units_list(&c);
     }
@@ -649,7 +653,7 @@ int keng_registry_check_run(const keng_registry_check_t *in, keng_registry_say_f
         report(&c, true, in->lineage_path, 0, "a lineage needs the previous version");
     if (!in->previous)
         goto out;
-    if (in->lineage_path && table_load(&c, &c.lineage, in->lineage_path, true) != 0)
+    if (in->lineage_path && table_load(&c, &c.lineage, in->lineage_path, NULL, 0, true) != 0)
         goto out; /* a lineage read in part would name boards as dropped that it does not drop */
     out->lineage_lines = c.lineage.n;
     table_check_repeats(&c, &c.lineage, true);
@@ -699,7 +703,9 @@ static int by_to_order(const void *a, const void *b)
     return cmp ? cmp : x->line - y->line;
 }
 
-keng_lineage_t *keng_lineage_load(const char *path, char *errstr, size_t errstr_size)
+/* keng_lineage_load and keng_lineage_load_text: the file at path, or text when not NULL. */
+static keng_lineage_t *lineage_load(const char *path, const char *text, size_t len, char *errstr,
+                                    size_t errstr_size)
 {
     keng_lineage_t *l = calloc(1, sizeof(*l));
     keng_registry_check_summary_t summary = {0};
@@ -710,7 +716,7 @@ keng_lineage_t *keng_lineage_load(const char *path, char *errstr, size_t errstr_
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
-    if (table_load(&c, &l->t, path, true) != 0 ||
+    if (table_load(&c, &l->t, path, text, len, true) != 0 ||
         !(l->by_to = calloc(l->t.n + 1, sizeof(*l->by_to)))) {
         if (!first.said)
             snprintf(errstr, errstr_size, "out of memory");
@@ -724,6 +730,24 @@ keng_lineage_t *keng_lineage_load(const char *path, char *errstr, size_t errstr_
     if (l->n > 1)
         qsort(l->by_to, l->n, sizeof(*l->by_to), by_to_order);
     return l;
+}
+
+keng_lineage_t *keng_lineage_load(const char *path, char *errstr, size_t errstr_size)
+{
+    return lineage_load(path, NULL, 0, errstr, errstr_size);
+}
+
+keng_lineage_t *keng_lineage_load_text(const char *text, size_t len, const char *name, char *errstr,
+                                       size_t errstr_size)
+{
+    return lineage_load(name, text ? text : "", text ? len : 0, errstr, errstr_size);
+}
+
+const char *keng_lineage_became(const keng_lineage_t *l, const char *from_id)
+{
+    const row_t *r = l ? table_find(&l->t, from_id) : NULL;
+
+    return r ? r->to_id : NULL;
 }
 
 size_t keng_lineage_formerly(const keng_lineage_t *l, const char *id, const char **names,

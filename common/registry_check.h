@@ -57,6 +57,16 @@ typedef struct keng_lineage keng_lineage_t;
  * the caller owns the result (keng_lineage_destroy). */
 keng_lineage_t *keng_lineage_load(const char *path, char *errstr, size_t errstr_size);
 
+/* The same from len bytes of text (the lineage a version of the topic antt.registry carries),
+ * which name stands for in messages ("antt.registry@2025-06-30T17:00:00Z lineage"). text is
+ * borrowed for the call. */
+keng_lineage_t *keng_lineage_load_text(const char *text, size_t len, const char *name, char *errstr,
+                                       size_t errstr_size);
+
+/* What the unit or board from_id of the previous version became: the to_id of its line ("" for
+ * one removed), or NULL when the lineage has no line for it. Borrowed from l; l may be NULL. */
+const char *keng_lineage_became(const keng_lineage_t *l, const char *from_id);
+
 /* The names (the id where a line has no name) of the units and boards that became id, in
  * file order: up to max of them into names (borrowed from l), and how many there are in all.
  * A unit renamed under its id has its old name there; a line that changes nothing does not

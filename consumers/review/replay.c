@@ -26,6 +26,7 @@
 #include "pdf.h"
 #include "program.h"
 #include "registry.h"
+#include "registry_check.h"
 #include "registry_topic.h"
 #include "schemareg.h"
 #include "review.h"
@@ -503,14 +504,89 @@ static int check_kafka_settings(keng_config_t *cfg, const keng_registry_t *reg)
     return 0;
 }
 
+/* What the communes of a review drawn from the topic came from: the version before the one
+ * drawn and the drawn one's lineage against it, when the drawn one took effect within the
+ * period (both NULL otherwise). */
+typedef struct predecessors {
+    keng_registry_t *previous;
+    keng_lineage_t *lineage;
+    int64_t switch_ms;
+} predecessors_t;
+
+/* The predecessors of the units of list->v[drawn] (taken from the version before it and its
+ * lineage) into *out, when it took effect within (from_ms, to_ms) and carries a lineage.
+ * Returns 0 (with or without them, said in the log), or 78 after a line in the log when the
+ * lineage or the version before it does not load. */
+static int predecessors_from_topic(const keng_regtopic_list_t *list, size_t drawn,
+                                   const char *topic, int64_t from_ms, int64_t to_ms,
+                                   predecessors_t *out)
+{
+    const keng_regtopic_version_t *v = &list->v[drawn];
+    const json_t *lineage = json_object_get(v->doc, "lineage");
+    const char *text = NULL, *sha256 = NULL;
+    size_t len = 0;
+    char name[160], previous_name[128], errstr[512], digest[65];
+
+    if (v->effective_ms <= from_ms || v->effective_ms >= to_ms || drawn == 0)
+        return 0; /* the units drawn were in force all through the period, or came first */
+    snprintf(name, sizeof(name), "%s@%s lineage", topic, v->key);
+    if (!lineage || json_is_null(lineage)) {
+        keng_log_info("the version drawn has no lineage: the communes list no predecessors",
+                      "version=%s@%s", topic, v->key);
+        return 0;
+    }
+    if (json_unpack((json_t *)lineage, "{s:s%, s:s}", "text", &text, &len, "sha256", &sha256) !=
+        0) {
+        keng_log_error("the lineage of the version drawn is not a file object ({\"file\", "
+                       "\"sha256\", \"text\"}); republish the version with keng-registry "
+                       "--publish --replace",
+                       "lineage=\"%s\"", name);
+        return KENG_EXIT_CONFIG;
+    }
+    keng_regtopic_sha256(text, len, digest);
+    if (strcmp(digest, sha256) != 0) {
+        keng_log_error("the lineage of the version drawn does not match its sha256; republish "
+                       "the version with keng-registry --publish --replace",
+                       "lineage=\"%s\" sha256=%.12s actual=%.12s", name, sha256, digest);
+        return KENG_EXIT_CONFIG;
+    }
+    out->lineage = keng_lineage_load_text(text, len, name, errstr, sizeof(errstr));
+    if (!out->lineage) {
+        keng_log_error("the lineage of the version drawn does not load", "error=\"%s\"", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    const keng_regtopic_version_t *prev = &list->v[drawn - 1];
+    snprintf(previous_name, sizeof(previous_name), "%s@%s", topic, prev->key);
+    out->previous =
+        keng_registry_load_text(prev->text, prev->text_len, previous_name, errstr, sizeof(errstr));
+    if (!out->previous) {
+        keng_log_error("the version before the one drawn does not load, so its communes cannot "
+                       "be shown as predecessors",
+                       "version=%s error=\"%s\"", previous_name, errstr);
+        keng_lineage_destroy(out->lineage);
+        out->lineage = NULL;
+        return KENG_EXIT_CONFIG;
+    }
+    out->switch_ms = v->effective_ms;
+    keng_log_info("each commune lists its predecessors' figures from before the switch",
+                  "switch=%s previous=%s districts=%zu communes=%zu boards=%zu", v->key,
+                  previous_name, keng_registry_district_count(out->previous),
+                  keng_registry_commune_count(out->previous),
+                  keng_registry_board_count(out->previous));
+    return 0;
+}
+
 /* --units: the registry version in force at the time it names (now for current), from the
- * topic antt.registry, and the versions that took effect within [from_ms, to_ms) (*changes,
- * the caller frees it). Returns 0, or an exit code after a line in the log: 64 for a time
- * that does not parse, 69 when no broker answers, 78 for a topic that is missing or holds no
- * version in force then. */
+ * topic antt.registry, the versions that took effect within [from_ms, to_ms) (*changes,
+ * the caller frees it), and the predecessors of its units when it took effect within the
+ * period (*preds, the caller's). Returns 0, or an exit code after a line in the log: 64 for
+ * a time that does not parse, 69 when no broker answers, 78 for a topic that is missing or
+ * holds no version in force then, or whose version in force, its lineage or the version
+ * before it does not load. */
 static int registry_from_topic(const struct options *opt, keng_config_t *cfg, int64_t from_ms,
                                int64_t to_ms, keng_registry_t **reg,
-                               keng_review_registry_change_t **changes, size_t *nchanges)
+                               keng_review_registry_change_t **changes, size_t *nchanges,
+                               predecessors_t *preds)
 {
     const char *topic = keng_config_get(cfg, "topic.registry", KENG_REGTOPIC_DEFAULT);
     keng_regtopic_list_t list = {0};
@@ -534,11 +610,14 @@ static int registry_from_topic(const struct options *opt, keng_config_t *cfg, in
         return rc;
     }
     const keng_regtopic_version_t *in_force = NULL;
+    size_t drawn = 0;
     *changes = calloc(list.n + 1, sizeof(**changes));
     for (size_t i = 0; *changes && i < list.n; i++) {
         const keng_regtopic_version_t *v = &list.v[i];
-        if (v->effective_ms <= at_ms)
+        if (v->effective_ms <= at_ms) {
             in_force = v;
+            drawn = i;
+        }
         if (v->effective_ms > from_ms && v->effective_ms < to_ms)
             (*changes)[(*nchanges)++] = (keng_review_registry_change_t){
                 v->effective_ms, (size_t)v->districts, (size_t)v->communes, (size_t)v->boards};
@@ -561,8 +640,10 @@ static int registry_from_topic(const struct options *opt, keng_config_t *cfg, in
     else
         keng_log_info("registry version chosen", "units=%s version=%s sha256=%.12s changes=%zu",
                       opt->units, name, in_force->sha256 ? in_force->sha256 : "-", *nchanges);
+    rc = *reg ? predecessors_from_topic(&list, drawn, topic, from_ms, to_ms, preds)
+              : KENG_EXIT_CONFIG;
     keng_regtopic_list_free(&list);
-    return *reg ? 0 : KENG_EXIT_CONFIG;
+    return rc;
 }
 
 static int run(const struct options *opt, keng_config_t *cfg)
@@ -572,6 +653,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
     keng_registry_t *reg = NULL;
     keng_review_registry_change_t *changes = NULL;
     size_t nchanges = 0;
+    predecessors_t preds = {NULL, NULL, 0};
     keng_schema_store_t *store = NULL;
     reader_t rd = {0};
     keng_schemareg_conf_t sr = {0};
@@ -599,7 +681,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
     }
 
     if (opt->units) {
-        rc = registry_from_topic(opt, cfg, from_ms, to_ms, &reg, &changes, &nchanges);
+        rc = registry_from_topic(opt, cfg, from_ms, to_ms, &reg, &changes, &nchanges, &preds);
         if (rc != 0)
             goto out;
         rc = 1;
@@ -616,10 +698,14 @@ static int run(const struct options *opt, keng_config_t *cfg)
     rd.dec = store ? keng_avro_decoder_new(store, errstr, sizeof(errstr)) : NULL;
     rd.review = keng_review_new(reg, from_ms, to_ms, label);
     if (rd.review && opt->units &&
-        keng_review_set_registry(rd.review, "topic", opt->units, changes, nchanges) != 0) {
+        (keng_review_set_registry(rd.review, "topic", opt->units, changes, nchanges) != 0 ||
+         (preds.previous && keng_review_set_predecessors(rd.review, preds.previous, preds.lineage,
+                                                         preds.switch_ms) != 0))) {
         keng_review_destroy(rd.review);
         rd.review = NULL;
     }
+    if (store && rd.dec && !rd.review)
+        snprintf(errstr, sizeof(errstr), "out of memory for the review");
     if (!store || !rd.dec || !rd.review) {
         keng_log_error("cannot set up decoding", "error=\"%s\"", errstr);
         /* Schemas that do not load are the configuration's fault, as a registry's are. */
@@ -695,6 +781,8 @@ out:
     keng_avro_decoder_destroy(rd.dec);
     keng_schema_store_destroy(store);
     keng_registry_destroy(reg);
+    keng_registry_destroy(preds.previous);
+    keng_lineage_destroy(preds.lineage);
     free(changes);
     keng_schemareg_conf_free(&sr);
     return rc;

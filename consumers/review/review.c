@@ -28,6 +28,19 @@ typedef struct tally {
 
 #define MONTHS 12
 
+/* What a predecessor line stands for: a unit of the previous version, or the boards this
+ * version added. */
+enum { PRED_COMMUNE, PRED_DISTRICT, PRED_NEW_BOARDS };
+
+/* One line under a commune: a unit of the previous version that became (part of) it. */
+typedef struct predecessor {
+    uint32_t commune; /* the commune of the review's registry it is listed under */
+    int kind;         /* PRED_* */
+    uint32_t unit;    /* its index among previous's communes or districts */
+    uint32_t boards;  /* its boards that are in commune now */
+    bool split;       /* its boards went to more than one commune */
+} predecessor_t;
+
 struct keng_review {
     const keng_registry_t *reg;
     int64_t from_ms, to_ms;
@@ -43,6 +56,13 @@ struct keng_review {
     char *registry_source, *registry_units;
     keng_review_registry_change_t *changes;
     size_t nchanges;
+    /* keng_review_set_predecessors; NULL and 0 without */
+    const keng_registry_t *previous;
+    int64_t switch_ms;
+    tally_t *before;   /* one per registry board: its events before switch_ms */
+    uint32_t *pred_of; /* one per registry board: its line in preds */
+    predecessor_t *preds;
+    size_t npreds;
 };
 
 static uint64_t hash_event_id(const char *id)
@@ -160,6 +180,9 @@ void keng_review_destroy(keng_review_t *r)
     free(r->registry_source);
     free(r->registry_units);
     free(r->changes);
+    free(r->before);
+    free(r->pred_of);
+    free(r->preds);
     free(r);
 }
 
@@ -178,6 +201,110 @@ int keng_review_set_registry(keng_review_t *r, const char *source, const char *u
     return (source && !r->registry_source) || (units && !r->registry_units) || (n && !r->changes)
                ? -1
                : 0;
+}
+
+/* The line of (commune, kind, unit), added when missing. Returns its index, or -1 (no
+ * memory). A commune has a handful of lines, so a search from the end finds it fast enough. */
+static int64_t pred_line(keng_review_t *r, uint32_t commune, int kind, uint32_t unit, size_t *cap)
+{
+    for (size_t i = r->npreds; i-- > 0;)
+        if (r->preds[i].commune == commune && r->preds[i].kind == kind && r->preds[i].unit == unit)
+            return (int64_t)i;
+    if (r->npreds == *cap) {
+        size_t grown_cap = *cap ? *cap * 2 : 64;
+        predecessor_t *grown = realloc(r->preds, grown_cap * sizeof(*grown));
+        if (!grown)
+            return -1;
+        r->preds = grown;
+        *cap = grown_cap;
+    }
+    r->preds[r->npreds] = (predecessor_t){commune, kind, unit, 0, false};
+    return (int64_t)r->npreds++;
+}
+
+int keng_review_set_predecessors(keng_review_t *r, const keng_registry_t *previous,
+                                 const keng_lineage_t *lineage, int64_t switch_ms)
+{
+    size_t nboards = keng_registry_board_count(r->reg), cap = 0;
+    size_t nunits[2] = {keng_registry_commune_count(previous),
+                        keng_registry_district_count(previous)};
+    /* per unit of previous (communes, then districts): the first commune its boards reached */
+    uint32_t *reached[2] = {NULL, NULL};
+    int rc = -1;
+
+    r->previous = previous;
+    r->switch_ms = switch_ms;
+    r->before = calloc(nboards + 1, sizeof(*r->before));
+    r->pred_of = malloc((nboards + 1) * sizeof(*r->pred_of));
+    for (int k = 0; k < 2; k++)
+        reached[k] = malloc((nunits[k] + 1) * sizeof(*reached[k]));
+    if (!r->before || !r->pred_of || !reached[0] || !reached[1])
+        goto out;
+    for (size_t b = 0; b < nboards; b++)
+        r->pred_of[b] = UINT32_MAX;
+    for (int k = 0; k < 2; k++)
+        for (size_t u = 0; u < nunits[k]; u++)
+            reached[k][u] = UINT32_MAX;
+    /* In previous's order, so that a commune lists its former units as they were listed. */
+    for (uint32_t ob = 0; ob < keng_registry_board_count(previous); ob++) {
+        const keng_board_t *old = keng_registry_board(previous, ob);
+        int32_t nb = keng_registry_find_board(r->reg, old->id, strlen(old->id));
+        if (nb < 0)
+            continue; /* removed: its events are not the review's, whose registry lacks it */
+        /* The board counts under its old commune, unless the lineage sends its district whole
+         * (a line for the district, none for the commune or the board). */
+        const keng_commune_t *oc = keng_registry_commune(previous, old->commune);
+        const keng_district_t *od = keng_registry_district(previous, old->district);
+        bool whole_district = od && !keng_lineage_became(lineage, old->id) &&
+                              !keng_lineage_became(lineage, oc->id) &&
+                              keng_lineage_became(lineage, od->id);
+        int kind = whole_district ? PRED_DISTRICT : PRED_COMMUNE;
+        uint32_t unit = whole_district ? old->district : old->commune;
+        uint32_t commune = keng_registry_board(r->reg, (uint32_t)nb)->commune;
+        int64_t line = pred_line(r, commune, kind, unit, &cap);
+        if (line < 0)
+            goto out;
+        r->pred_of[nb] = (uint32_t)line;
+        r->preds[line].boards++;
+        uint32_t *first = &reached[kind][unit];
+        if (*first == UINT32_MAX)
+            *first = commune;
+        else if (*first != commune)
+            r->preds[line].split = true;
+    }
+    /* A unit whose boards went to two communes is split under each: the first line it got
+     * learns it from the later ones. */
+    for (size_t i = 0; i < r->npreds; i++) {
+        predecessor_t *p = &r->preds[i];
+        for (size_t j = i + 1; j < r->npreds && !p->split; j++)
+            if (r->preds[j].kind == p->kind && r->preds[j].unit == p->unit && r->preds[j].split)
+                p->split = true;
+    }
+    for (uint32_t b = 0; b < nboards; b++) {
+        if (r->pred_of[b] != UINT32_MAX)
+            continue;
+        uint32_t commune = keng_registry_board(r->reg, b)->commune;
+        int64_t line = pred_line(r, commune, PRED_NEW_BOARDS, 0, &cap);
+        if (line < 0)
+            goto out;
+        r->pred_of[b] = (uint32_t)line;
+        r->preds[line].boards++;
+    }
+    rc = 0;
+out:
+    free(reached[0]);
+    free(reached[1]);
+    if (rc != 0) {
+        free(r->before);
+        free(r->pred_of);
+        free(r->preds);
+        r->before = NULL;
+        r->pred_of = NULL;
+        r->preds = NULL;
+        r->npreds = 0;
+        r->previous = NULL;
+    }
+    return rc;
 }
 
 static void tally_event(tally_t *t, const keng_event_t *ev)
@@ -207,6 +334,21 @@ static void tally_add(tally_t *into, const tally_t *t)
         into->by_dispute[i] += t->by_dispute[i];
 }
 
+/* Adds to into what t holds beyond before (a part of t). */
+static void tally_add_beyond(tally_t *into, const tally_t *t, const tally_t *before)
+{
+    into->incidents += t->incidents - before->incidents;
+    into->mediations += t->mediations - before->mediations;
+    for (int i = 0; i < KENG_CAT_COUNT; i++)
+        into->by_category[i] += t->by_category[i] - before->by_category[i];
+    for (int i = 0; i < KENG_RES_COUNT; i++)
+        into->by_resolution[i] += t->by_resolution[i] - before->by_resolution[i];
+    for (int i = 0; i < KENG_OUTCOME_COUNT; i++)
+        into->by_outcome[i] += t->by_outcome[i] - before->by_outcome[i];
+    for (int i = 0; i < KENG_DISPUTE_COUNT; i++)
+        into->by_dispute[i] += t->by_dispute[i] - before->by_dispute[i];
+}
+
 keng_review_outcome_t keng_review_add(keng_review_t *r, const keng_event_t *ev)
 {
     keng_review_outcome_t outcome;
@@ -221,6 +363,8 @@ keng_review_outcome_t keng_review_add(keng_review_t *r, const keng_event_t *ev)
     } else {
         int month = month_index_of(ev->occurred_at) - r->first_month_index;
         tally_event(&r->boards[board], ev);
+        if (r->before && ev->occurred_at < r->switch_ms)
+            tally_event(&r->before[board], ev);
         if (month >= 0 && month < MONTHS)
             tally_event(&r->months[month], ev);
         outcome = KENG_REVIEW_COUNTED;
@@ -258,6 +402,9 @@ typedef struct rollup {
     coverage_t province_boards;
     coverage_t *commune_boards;
     coverage_t *district_boards;
+    /* with predecessors: each line's figures before the switch, each commune's since */
+    tally_t *preds;
+    tally_t *since;
 } rollup_t;
 
 static void coverage_add(coverage_t *c, const tally_t *board)
@@ -287,6 +434,17 @@ static int rollup_build(const keng_review_t *r, rollup_t *out)
         }
         coverage_add(&out->province_boards, &r->boards[i]);
     }
+    if (!r->preds)
+        return 0;
+    out->preds = calloc(r->npreds + 1, sizeof(tally_t));
+    out->since = calloc(keng_registry_commune_count(r->reg), sizeof(tally_t));
+    if (!out->preds || !out->since)
+        return -1;
+    for (uint32_t i = 0; i < keng_registry_board_count(r->reg); i++) {
+        tally_add(&out->preds[r->pred_of[i]], &r->before[i]);
+        tally_add_beyond(&out->since[keng_registry_board(r->reg, i)->commune], &r->boards[i],
+                         &r->before[i]);
+    }
     return 0;
 }
 
@@ -296,6 +454,8 @@ static void rollup_free(rollup_t *ru)
     free(ru->districts);
     free(ru->commune_boards);
     free(ru->district_boards);
+    free(ru->preds);
+    free(ru->since);
 }
 
 /* ---- JSON ---- */
@@ -350,6 +510,43 @@ static json_t *headline_json(const rollup_t *ru)
                      (json_int_t)p->by_outcome[KENG_OUTCOME_RECONCILED]);
 }
 
+static const char *const pred_levels[] = {"commune", "district", "new_boards"};
+
+/* The lines of commune c's predecessors (keng_review_set_predecessors), each with its figures
+ * from before the switch. */
+static json_t *predecessors_json(const keng_review_t *r, const rollup_t *ru, uint32_t c)
+{
+    json_t *list = json_array();
+
+    for (size_t i = 0; list && i < r->npreds; i++) {
+        const predecessor_t *p = &r->preds[i];
+        const keng_commune_t *oc =
+            p->kind == PRED_COMMUNE ? keng_registry_commune(r->previous, p->unit) : NULL;
+        const keng_district_t *od = p->kind == PRED_DISTRICT
+                                        ? keng_registry_district(r->previous, p->unit)
+                                    : oc ? keng_registry_district(r->previous, oc->district)
+                                         : NULL;
+        if (p->commune != c)
+            continue;
+        json_t *o = tally_json(&ru->preds[i]);
+        json_object_set_new(o, "level", json_string(pred_levels[p->kind]));
+        json_object_set_new(o, "id",
+                            oc   ? json_string(oc->id)
+                            : od ? json_string(od->id)
+                                 : json_null());
+        json_object_set_new(o, "name",
+                            oc   ? json_string(oc->name)
+                            : od ? json_string(od->name)
+                                 : json_null());
+        if (oc && od)
+            json_object_set_new(o, "district_id", json_string(od->id));
+        json_object_set_new(o, "split", json_boolean(p->split));
+        json_object_set_new(o, "boards", json_integer((json_int_t)p->boards));
+        json_array_append_new(list, o);
+    }
+    return list;
+}
+
 /* The document written as review.json, from which review.html is rendered too. Returns a new
  * reference, or NULL when out of memory. */
 static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
@@ -382,6 +579,10 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
         if (d)
             json_object_set_new(o, "district_id", json_string(d->id));
         coverage_json(o, &ru->commune_boards[i]);
+        if (r->preds) {
+            json_object_set_new(o, "since_switch", tally_json(&ru->since[i]));
+            json_object_set_new(o, "predecessors", predecessors_json(r, ru, i));
+        }
         json_array_append_new(communes, o);
     }
     for (uint32_t i = 0; i < keng_registry_board_count(r->reg); i++) {
@@ -426,8 +627,19 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
                                                  "communes", (json_int_t)r->changes[i].communes,
                                                  "boards", (json_int_t)r->changes[i].boards));
     }
+    json_t *before = json_null();
+    if (r->preds) {
+        char when[32];
+        const char *previous = keng_registry_path(r->previous);
+        keng_time_format_utc(r->switch_ms, when, sizeof(when));
+        before = json_pack("{s:s,s:s,s:I,s:I,s:I}", "effective", when, "previous",
+                           previous ? previous : "built-in", "districts",
+                           (json_int_t)keng_registry_district_count(r->previous), "communes",
+                           (json_int_t)keng_registry_commune_count(r->previous), "boards",
+                           (json_int_t)keng_registry_board_count(r->previous));
+    }
     json_object_set_new(root, "registry",
-                        json_pack("{s:s,s:o,s:I,s:I,s:I,s:o,s:o,s:o}", "source",
+                        json_pack("{s:s,s:o,s:I,s:I,s:I,s:o,s:o,s:o,s:o}", "source",
                                   r->registry_source ? r->registry_source
                                   : path             ? "file"
                                                      : "built-in",
@@ -437,7 +649,7 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
                                   (json_int_t)keng_registry_board_count(r->reg), "levels", levels,
                                   "units",
                                   r->registry_units ? json_string(r->registry_units) : json_null(),
-                                  "changes", changes));
+                                  "changes", changes, "predecessors", before));
     return root;
 }
 
@@ -519,6 +731,29 @@ static int write_csv(const keng_review_t *r, const rollup_t *ru, const char *pat
         const keng_board_t *b = keng_registry_board(r->reg, i);
         csv_row(f, "board", b->id, b->name, keng_registry_commune(r->reg, b->commune)->id,
                 &r->boards[i]);
+    }
+    /* With predecessors, after every row the file had: under each commune its figures since
+     * the switch and each of its former units' from before it, all with the commune as parent,
+     * so that they add up to its row. */
+    for (uint32_t i = 0; r->preds && i < keng_registry_commune_count(r->reg); i++) {
+        const keng_commune_t *c = keng_registry_commune(r->reg, i);
+        csv_row(f, "since_switch", c->id, c->name, c->id, &ru->since[i]);
+        for (size_t k = 0; k < r->npreds; k++) {
+            const predecessor_t *p = &r->preds[k];
+            if (p->commune != i)
+                continue;
+            if (p->kind == PRED_NEW_BOARDS) {
+                csv_row(f, "before_switch_new_boards", "", "", c->id, &ru->preds[k]);
+            } else if (p->kind == PRED_COMMUNE) {
+                const keng_commune_t *oc = keng_registry_commune(r->previous, p->unit);
+                csv_row(f, p->split ? "before_switch_split" : "before_switch", oc->id, oc->name,
+                        c->id, &ru->preds[k]);
+            } else {
+                const keng_district_t *od = keng_registry_district(r->previous, p->unit);
+                csv_row(f, p->split ? "before_switch_split" : "before_switch", od->id, od->name,
+                        c->id, &ru->preds[k]);
+            }
+        }
     }
     int failed = ferror(f);
     return fclose(f) == 0 && !failed ? 0 : -1;

@@ -13,6 +13,7 @@
 
 #include "event.h"
 #include "registry.h"
+#include "registry_check.h"
 
 typedef struct keng_review keng_review_t;
 
@@ -52,6 +53,19 @@ typedef struct keng_review_registry_change {
  * review.html states under its title. Strings are copied. Returns 0 or -1 (no memory). */
 int keng_review_set_registry(keng_review_t *review, const char *source, const char *units,
                              const keng_review_registry_change_t *changes, size_t n);
+
+/* Lists, under each commune of the review's registry, the units of the version before it
+ * that became it, each with its figures from before switch_ms (the effective time of the
+ * review's registry, within the period): a commune of previous, or a district when the
+ * lineage sends the district whole and not its commune, and the boards that became the
+ * commune of a unit split between communes, marked split; the boards this version added
+ * stand together as one line. A board counts under the unit it was in at previous, as the
+ * lineage places it, and the commune's figures since switch_ms make up the rest, so the
+ * lines under a commune and its figures since the switch add up to its total (docs/DESIGN.md,
+ * "The annual review"). Call it before the first keng_review_add. previous is borrowed and
+ * must outlive the review; lineage is borrowed for the call. Returns 0, or -1 (no memory). */
+int keng_review_set_predecessors(keng_review_t *review, const keng_registry_t *previous,
+                                 const keng_lineage_t *lineage, int64_t switch_ms);
 
 /* Records an event left out because its times break the rule (keng_event_check_times), for
  * the report's data-quality line. */

@@ -154,6 +154,10 @@ static const char style[] =
     ".summary{margin:.3em 0 .6em}\n"
     ".silent{margin:.25em 0;font-size:.9em}.silent b{font-weight:600}\n"
     ".none{color:var(--muted);font-style:italic}\n"
+    ".predecessors tr.head th{background:none;border-left:0;border-right:0;padding-top:.7em}\n"
+    ".predecessors tr.pred td.name{padding-left:1.5em}\n"
+    ".predecessors span.split{color:var(--muted)}\n"
+    ".predecessors tr.since td{font-style:italic}\n"
     ".quality{font-size:.9em;color:var(--muted)}\n"
     "footer{margin-top:2em;font-size:.85em;color:var(--muted)}\n"
     "@page{size:A4;margin:14mm 12mm 16mm}\n"
@@ -161,6 +165,7 @@ static const char style[] =
     "h2{break-after:avoid}h3{break-after:avoid}"
     "section.district{break-before:page}svg.chart{max-width:none}"
     "thead{display:table-header-group}tr{break-inside:avoid}"
+    "tbody.commune{break-inside:avoid}"
     ".headline{gap:.5em}}\n"
     "</style>\n";
 
@@ -409,6 +414,102 @@ static int by_rank(const void *a, const void *b)
     return x->commune < y->commune ? -1 : x->commune > y->commune;
 }
 
+/* The switch the communes' predecessors date from, as "01/07/2025", into day; false when the
+ * review lists no predecessors. */
+static bool predecessors_switch(const json_t *doc, char *day, size_t size)
+{
+    const json_t *before = json_object_get(json_object_get(doc, "registry"), "predecessors");
+    const char *when = json_string_value(json_object_get(before, "effective"));
+    int64_t ms;
+
+    if (!when || keng_time_parse_rfc3339(when, strlen(when), &ms) != 0)
+        return false;
+    keng_review_date_vi(ms, day, size);
+    return true;
+}
+
+/* One line of a commune's table of predecessors: label (escaped here), a note, its boards. */
+static void predecessor_row(FILE *f, const char *cls, const json_t *line, const char *level,
+                            const char *label, const char *id, const char *note, uint64_t boards)
+{
+    fprintf(f, "<tr class=%s", cls);
+    if (level)
+        fprintf(f, " data-level=%s", level);
+    if (id) {
+        fputs(" data-key=\"", f);
+        keng_chart_escape(f, id);
+        fputs("\"", f);
+    }
+    fputs("><td class=name>", f);
+    keng_chart_escape(f, label);
+    if (id && strcmp(id, label) != 0) {
+        fputs(" (", f);
+        keng_chart_escape(f, id);
+        fputs(")", f);
+    }
+    fprintf(f, "%s</td><td class=\"n boards\">", note);
+    count(f, boards);
+    fputs("</td>", f);
+    table_cells(f, line, false);
+}
+
+/* Under each commune of district d (KENG_NO_UNIT: of the province without districts), the
+ * former units that became it with their figures from before the switch, then its own since,
+ * then its total: the lines add up to the total. */
+static void write_predecessors(FILE *f, const json_t *doc, const keng_registry_t *reg, uint32_t d)
+{
+    const json_t *communes = json_object_get(doc, "communes");
+    char day[16], label[64];
+
+    if (!predecessors_switch(doc, day, sizeof(day)))
+        return;
+    fprintf(f,
+            "<h3>Số liệu trước ngày %s của các đơn vị cũ</h3>\n"
+            "<p class=summary>Mỗi xã, phường gồm số liệu trước ngày %s của các ban nay thuộc xã, "
+            "phường đó, theo đơn vị mà ban thuộc về khi ấy, và số liệu của xã, phường từ ngày "
+            "%s.</p>\n<table class=predecessors>\n",
+            day, day, day);
+    fputs("<thead><tr><th>Xã, phường và đơn vị cũ</th><th class=n>Số ban</th>"
+          "<th class=n>Vụ việc phát hiện</th><th class=n>Giải quyết tại chỗ</th>"
+          "<th class=n>Chuyển Công an xã</th><th class=n>Đang xử lý</th>"
+          "<th class=n>Vụ hòa giải</th><th class=n>Hòa giải thành</th></tr></thead>\n",
+          f);
+    for (uint32_t c = 0; c < keng_registry_commune_count(reg); c++) {
+        if (keng_registry_commune(reg, c)->district != d)
+            continue;
+        const json_t *o = json_array_get(communes, c), *line;
+        size_t i;
+        fputs("<tbody class=commune data-key=\"", f);
+        keng_chart_escape(f, text(o, "id"));
+        fputs("\"><tr class=head><th colspan=8>", f);
+        keng_chart_escape(f, text(o, "name"));
+        fputs("</th></tr>\n", f);
+        json_array_foreach(json_object_get(o, "predecessors"), i, line)
+        {
+            const char *level = text(line, "level");
+            bool split = json_is_true(json_object_get(line, "split"));
+            if (strcmp(level, "new_boards") == 0) {
+                snprintf(label, sizeof(label), "Ban mới, chưa có trước ngày %s", day);
+                predecessor_row(f, "pred", line, level, label, NULL, "", field(line, "boards"));
+                continue;
+            }
+            predecessor_row(f, split ? "\"pred split\"" : "pred", line, level, text(line, "name"),
+                            text(line, "id"),
+                            split ? " — <span class=split>chia tách: chỉ các ban nay thuộc xã, "
+                                    "phường này</span>"
+                            : strcmp(level, "district") == 0 ? " — cả huyện"
+                                                             : "",
+                            field(line, "boards"));
+        }
+        snprintf(label, sizeof(label), "Từ ngày %s", day);
+        predecessor_row(f, "since", json_object_get(o, "since_switch"), NULL, label, NULL, "",
+                        field(o, "boards_total"));
+        predecessor_row(f, "total", o, NULL, "Cả kỳ", NULL, "", field(o, "boards_total"));
+        fputs("</tbody>\n", f);
+    }
+    fputs("</table>\n", f);
+}
+
 /* The section of district d, or with d KENG_NO_UNIT of the whole province of a registry
  * without districts (whose communes and boards all have KENG_NO_UNIT as their district). */
 static void write_district(FILE *f, const json_t *doc, const keng_registry_t *reg, uint32_t d,
@@ -463,6 +564,7 @@ static void write_district(FILE *f, const json_t *doc, const keng_registry_t *re
         table_cells(f, o, true);
     }
     fputs("</tbody></table>\n", f);
+    write_predecessors(f, doc, reg, d);
 
     for (uint32_t b = 0; b < keng_registry_board_count(reg); b++)
         silent += keng_registry_board(reg, b)->district == d && !active[b];
@@ -560,6 +662,21 @@ static void write_registry_changes(FILE *f, const json_t *registry)
               f);
     }
     fputs(".</p>\n", f);
+    const json_t *before = json_object_get(registry, "predecessors");
+    const char *when = json_string_value(json_object_get(before, "effective"));
+    int64_t ms = 0;
+    char day[16];
+    if (!when || keng_time_parse_rfc3339(when, strlen(when), &ms) != 0)
+        return;
+    fprintf(f,
+            "<p class=reform>Mỗi xã, phường kèm số liệu trước ngày %s của các đơn vị cũ hợp "
+            "thành (<span data-key=predecessors-previous>%lld xã, phường",
+            keng_review_date_vi(ms, day, sizeof(day)),
+            (long long)json_integer_value(json_object_get(before, "communes")));
+    if (json_integer_value(json_object_get(before, "districts")) > 0)
+        fprintf(f, " thuộc %lld huyện, thị xã, thành phố",
+                (long long)json_integer_value(json_object_get(before, "districts")));
+    fputs("</span>).</p>\n", f);
 }
 
 int keng_review_html_write(const json_t *doc, const keng_registry_t *reg, int64_t from_ms,

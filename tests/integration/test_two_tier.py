@@ -274,7 +274,7 @@ def test_two_tier_province_end_to_end():
         kt.check_equal(review["registry"],
                        {"source": "file", "path": REGISTRY, "districts": 0, "communes": 130,
                         "boards": 7588, "levels": ["province", "commune", "board"],
-                        "units": None, "changes": []},
+                        "units": None, "changes": [], "predecessors": None},
                        "the review names its registry")
         kt.check_equal(review["province"]["incidents"]["total"],
                        expected[("province", "NA")]["incidents"]["total"],

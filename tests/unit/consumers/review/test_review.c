@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "registry.h"
+#include "registry_check.h"
 #include "review.h"
 #include "unit_support.h"
 
@@ -205,11 +206,192 @@ static void csv_cells_cannot_be_formulas(void **state)
     keng_registry_destroy(reg);
 }
 
+/* A review across a switch: the version before it (two districts, four communes), the one
+ * drawn (two communes, no district level) and the lineage between them. Xã Cũ 1 merged
+ * whole into Xã Mới 1, Xã Cũ 2 is split board by board, Huyện Hai went whole into Xã Mới 2,
+ * K7 was removed and K8 is new. */
+static const char previous_csv[] =
+    "board_id,board_name,commune_id,commune_name,district_id,district_name,groups,members\n"
+    "K1,Khối 1,OC1,Xã Cũ 1,OD1,Huyện Một,1,1\n"
+    "K2,Khối 2,OC1,Xã Cũ 1,OD1,Huyện Một,1,1\n"
+    "K7,Khối 7,OC1,Xã Cũ 1,OD1,Huyện Một,1,1\n"
+    "K3,Khối 3,OC2,Xã Cũ 2,OD1,Huyện Một,1,1\n"
+    "K4,Khối 4,OC2,Xã Cũ 2,OD1,Huyện Một,1,1\n"
+    "K5,Khối 5,OC3,Xã Cũ 3,OD2,Huyện Hai,1,1\n"
+    "K6,Khối 6,OC4,Xã Cũ 4,OD2,Huyện Hai,1,1\n";
+static const char drawn_csv[] =
+    "board_id,board_name,commune_id,commune_name,district_id,district_name,groups,members\n"
+    "K1,Khối 1,N1,Xã Mới 1,,,1,1\n"
+    "K2,Khối 2,N1,Xã Mới 1,,,1,1\n"
+    "K3,Khối 3,N1,Xã Mới 1,,,1,1\n"
+    "K8,Khối 8,N1,Xã Mới 1,,,1,1\n"
+    "K4,Khối 4,N2,Xã Mới 2,,,1,1\n"
+    "K5,Khối 5,N2,Xã Mới 2,,,1,1\n"
+    "K6,Khối 6,N2,Xã Mới 2,,,1,1\n";
+static const char lineage_csv[] = "from_id,from_name,to_id,to_name\n"
+                                  "OC1,Xã Cũ 1,N1,Xã Mới 1\n"
+                                  "K3,Khối 3,N1,Xã Mới 1\n"
+                                  "K4,Khối 4,N2,Xã Mới 2\n"
+                                  "OD2,Huyện Hai,N2,Xã Mới 2\n"
+                                  "K7,Khối 7,,\n";
+
+static uint64_t total_of(const json_t *scope, const char *kind)
+{
+    return (uint64_t)json_integer_value(json_object_get(json_object_get(scope, kind), "total"));
+}
+
+/* Each commune lists the units it came from, each with the figures of its boards that are in
+ * the commune now from before the switch; a split unit shows under each commune only the
+ * boards that went there, and says so; those lines and the commune's figures since the switch
+ * add up to its total, in review.json and in review.csv. */
+static void communes_list_their_predecessors(void **state)
+{
+    (void)state;
+    char errstr[256], dir[] = "/tmp/keng-review-pred-XXXXXX", path[300], line[1024];
+    int64_t from, to, at;
+    keng_registry_t *previous = keng_registry_load_text(previous_csv, strlen(previous_csv),
+                                                        "previous", errstr, sizeof(errstr));
+    keng_registry_t *drawn =
+        keng_registry_load_text(drawn_csv, strlen(drawn_csv), "drawn", errstr, sizeof(errstr));
+    keng_lineage_t *lineage =
+        keng_lineage_load_text(lineage_csv, strlen(lineage_csv), "lineage", errstr, sizeof(errstr));
+    if (!previous || !drawn || !lineage)
+        fail_msg("setup: %s", errstr);
+    keng_review_year_bounds(2025, &from, &to);
+    assert_int_equal(keng_review_parse_date("2025-07-01", &at), 0);
+    keng_review_t *r = keng_review_new(drawn, from, to, "2025");
+    assert_non_null(r);
+    assert_int_equal(keng_review_set_predecessors(r, previous, lineage, at), 0);
+    keng_lineage_destroy(lineage);
+
+    /* Board i of the list gets events[i] events before the switch and (i + 1) after, one in
+     * three a mediation; K7, removed, is not the review's. */
+    static const char *const boards[] = {"K1", "K2", "K3", "K4", "K5", "K6", "K8", "K7"};
+    uint32_t n = 0;
+    for (size_t b = 0; b < 8; b++) {
+        for (uint32_t k = 0; k < 2 * b + 1; k++, n++) {
+            keng_event_t ev = make_event(n, k <= b ? at - 1 - k * 60000 : at + k * 60000);
+            snprintf(ev.board_id, sizeof(ev.board_id), "%s", boards[b]);
+            keng_unit_expect_u64(b == 7 ? KENG_REVIEW_UNKNOWN_BOARD : KENG_REVIEW_COUNTED,
+                                 keng_review_add(r, &ev), boards[b]);
+        }
+    }
+    assert_non_null(mkdtemp(dir));
+    if (keng_review_write(r, dir, errstr, sizeof(errstr)) != 0)
+        fail_msg("keng_review_write: %s", errstr);
+    snprintf(path, sizeof(path), "%s/review.json", dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root)
+        fail_msg("%s: %s", path, jerr.text);
+
+    /* What each commune should list: level, id, split, boards, events before the switch
+     * (board i has i + 1 of them, mediations among them as make_event makes them). */
+    static const struct {
+        const char *commune, *level, *id;
+        bool split;
+        uint64_t boards, events;
+    } expected[] = {
+        {"N1", "commune", "OC1", false, 2, 1 + 2},  {"N1", "commune", "OC2", true, 1, 3},
+        {"N1", "new_boards", NULL, false, 1, 7},    {"N2", "commune", "OC2", true, 1, 4},
+        {"N2", "district", "OD2", false, 2, 5 + 6},
+    };
+    size_t e = 0, c;
+    json_t *commune;
+    json_array_foreach(json_object_get(root, "communes"), c, commune)
+    {
+        const char *cid = json_string_value(json_object_get(commune, "id"));
+        json_t *preds = json_object_get(commune, "predecessors"), *p;
+        json_t *since = json_object_get(commune, "since_switch");
+        uint64_t sum[2] = {total_of(since, "incidents"), total_of(since, "mediations")};
+        size_t i;
+        json_array_foreach(preds, i, p)
+        {
+            char what[128];
+            if (e >= sizeof(expected) / sizeof(expected[0]))
+                fail_msg("%s: a predecessor more than expected", cid);
+            const char *id = json_string_value(json_object_get(p, "id"));
+            snprintf(what, sizeof(what), "%s: predecessor %zu", cid, i);
+            assert_string_equal(cid, expected[e].commune);
+            assert_string_equal(json_string_value(json_object_get(p, "level")), expected[e].level);
+            if (expected[e].id)
+                assert_string_equal(id ? id : "(null)", expected[e].id);
+            else
+                assert_true(json_is_null(json_object_get(p, "id")));
+            keng_unit_expect_u64(expected[e].split, json_is_true(json_object_get(p, "split")),
+                                 what);
+            keng_unit_expect_u64(expected[e].boards,
+                                 (uint64_t)json_integer_value(json_object_get(p, "boards")), what);
+            keng_unit_expect_u64(expected[e].events,
+                                 total_of(p, "incidents") + total_of(p, "mediations"), what);
+            sum[0] += total_of(p, "incidents");
+            sum[1] += total_of(p, "mediations");
+            e++;
+        }
+        keng_unit_expect_u64(total_of(commune, "incidents"), sum[0],
+                             "incidents: predecessors before plus since the switch");
+        keng_unit_expect_u64(total_of(commune, "mediations"), sum[1],
+                             "mediations: predecessors before plus since the switch");
+    }
+    keng_unit_expect_u64(sizeof(expected) / sizeof(expected[0]), e, "predecessor lines");
+    json_t *before = json_object_get(json_object_get(root, "registry"), "predecessors");
+    assert_string_equal(json_string_value(json_object_get(before, "effective")),
+                        "2025-06-30T17:00:00.000Z");
+    keng_unit_expect_u64(4, (uint64_t)json_integer_value(json_object_get(before, "communes")),
+                         "communes of the version before");
+    json_decref(root);
+
+    /* review.csv: the rows under each commune add up to its row. */
+    snprintf(path, sizeof(path), "%s/review.csv", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    uint64_t commune_rows[2] = {0, 0}, parts[2] = {0, 0};
+    int split_rows = 0;
+    while (fgets(line, sizeof(line), f)) {
+        char level[40], id[40], name[80], parent[40];
+        unsigned long long incidents;
+        if (sscanf(line, "%39[^,],%39[^,],%79[^,],%39[^,],%llu", level, id, name, parent,
+                   &incidents) != 5 &&
+            sscanf(line, "%39[^,],,,%39[^,],%llu", level, parent, &incidents) != 3)
+            continue;
+        int which = strcmp(strcmp(level, "commune") == 0 ? id : parent, "N1") == 0 ? 0 : 1;
+        if (strcmp(level, "commune") == 0)
+            commune_rows[which] += incidents;
+        else if (strncmp(level, "before_switch", 13) == 0 || strcmp(level, "since_switch") == 0)
+            parts[which] += incidents;
+        split_rows += strcmp(level, "before_switch_split") == 0;
+    }
+    fclose(f);
+    keng_unit_expect_u64(commune_rows[0], parts[0], "review.csv: N1's rows");
+    keng_unit_expect_u64(commune_rows[1], parts[1], "review.csv: N2's rows");
+    keng_unit_expect_u64(2, (uint64_t)split_rows, "review.csv: the split unit's rows");
+
+    snprintf(path, sizeof(path), "%s/review.html", dir);
+    f = fopen(path, "r");
+    assert_non_null(f);
+    int html_lines = 0;
+    while (fgets(line, sizeof(line), f))
+        html_lines += strstr(line, "<tr class=\"pred split\" data-level=commune") != NULL;
+    fclose(f);
+    keng_unit_expect_u64(2, (uint64_t)html_lines, "review.html: the split unit's lines");
+
+    const char *files[] = {"review.json", "review.csv", "review.html"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        remove(path);
+    }
+    rmdir(dir);
+    keng_review_destroy(r);
+    keng_registry_destroy(drawn);
+    keng_registry_destroy(previous);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(each_event_is_counted_once),
         cmocka_unit_test(csv_cells_cannot_be_formulas),
+        cmocka_unit_test(communes_list_their_predecessors),
     };
     return cmocka_run_group_tests(tests, keng_unit_registry_setup, keng_unit_registry_teardown);
 }
