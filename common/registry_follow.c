@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "program.h"
+#include "registry_check.h"
 #include "registry_topic.h"
 #include "timeutil.h"
 
@@ -20,6 +21,7 @@ typedef struct version {
     char sha256[13]; /* the first 12 hex digits of its board CSV's */
     int64_t effective_ms;
     keng_registry_t *reg;
+    keng_lineage_t *lineage; /* against the version before it; NULL without */
     vstate_t state;
 } version_t;
 
@@ -94,6 +96,18 @@ static long add(keng_registry_follow_t *r, const keng_regtopic_version_t *pv, vs
     v->effective_ms = pv->effective_ms;
     v->reg = reg;
     v->state = state;
+    /* The lineage only names what the units were formerly: one that does not load leaves the
+     * version usable, without it. */
+    json_t *lineage = json_object_get(pv->doc, "lineage");
+    const char *text = json_string_value(json_object_get(lineage, "text"));
+    if (text) {
+        snprintf(name, sizeof(name), "%s@%s lineage", r->topic, pv->key);
+        v->lineage = keng_lineage_load_text(text, strlen(text), name, errstr, sizeof(errstr));
+        if (!v->lineage)
+            keng_log_warn("a registry version's lineage does not load; its units show nothing "
+                          "as formerly",
+                          "topic=%s version=%s error=\"%s\"", r->topic, pv->key, errstr);
+    }
     return (long)r->n++;
 }
 
@@ -366,8 +380,10 @@ void keng_registry_follow_destroy(keng_registry_follow_t *r)
     if (!r)
         return;
     keng_regtopic_follower_destroy(r->follower);
-    for (size_t i = 0; i < r->n; i++)
+    for (size_t i = 0; i < r->n; i++) {
         keng_registry_destroy(r->v[i].reg);
+        keng_lineage_destroy(r->v[i].lineage);
+    }
     free(r->v);
     free(r->earlier);
     keng_regtopic_list_free(&r->read);
@@ -378,6 +394,19 @@ void keng_registry_follow_destroy(keng_registry_follow_t *r)
 const char *keng_registry_follow_version(const keng_registry_follow_t *r)
 {
     return r->v[r->current].key;
+}
+
+const keng_lineage_t *keng_registry_follow_lineage(const keng_registry_follow_t *r,
+                                                   const char *version)
+{
+    const keng_lineage_t *found = NULL;
+
+    /* The last one read of that key: a version published again replaces the earlier. */
+    for (size_t i = 0; r && i < r->n; i++)
+        if (r->v[i].state != V_DROPPED &&
+            strcmp(r->v[i].key, version ? version : r->v[r->current].key) == 0)
+            found = r->v[i].lineage;
+    return found;
 }
 
 keng_registry_t *keng_registry_follow_current(const keng_registry_follow_t *r)

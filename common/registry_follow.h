@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "registry.h"
+#include "registry_check.h"
 
 typedef struct keng_registry_follow keng_registry_follow_t;
 
@@ -66,6 +67,11 @@ const keng_registry_t *const *keng_registry_follow_earlier(const keng_registry_f
 
 /* The effective key of the version in force ("2025-06-30T17:00:00Z"), borrowed from r. */
 const char *keng_registry_follow_version(const keng_registry_follow_t *r);
+
+/* The lineage that the version of that effective key (NULL: the version in force) carries
+ * against the one before it, borrowed from r (valid until destroy), or NULL without one. */
+const keng_lineage_t *keng_registry_follow_lineage(const keng_registry_follow_t *r,
+                                                   const char *version);
 
 /* Whether a version still to come, taking effect within the next within_ms, has the board id:
  * an event of that board may arrive a moment before this program's switch (keng-ingest's

@@ -812,8 +812,11 @@ static int on_registry_switch(const keng_registry_t *next, const char *version, 
     app->switched[app->nswitched++] = ordered;
     app->in_force = ordered;
     keng_alertmanager_set_registry(app->alertmanager, ordered);
-    if (app->api)
+    if (app->api) {
         keng_api_set_registry(app->api, ordered, app->regs);
+        if (!app->lineage) /* --lineage FILE stays; else the version's own */
+            keng_api_set_lineage(app->api, keng_registry_follow_lineage(app->regs, version));
+    }
     if (app->web) /* warns of each user's unit that the version lacks */
         keng_api__check_units(ordered, app->regs, app->web, reason, sizeof(reason));
     if (app->alerts && app->consumer && keng_consumer_ready(app->consumer, reason, sizeof(reason)))
@@ -929,7 +932,8 @@ static int start_http(app_t *app, const keng_http_limits_t *limits)
     keng_api_set_server(app->api, app->srv);
     keng_api_set_more_metrics(app->api, more_metrics, app);
     keng_api_set_web_config(app->api, app->web);
-    keng_api_set_lineage(app->api, app->lineage);
+    keng_api_set_lineage(app->api, app->lineage ? app->lineage
+                                                : keng_registry_follow_lineage(app->regs, NULL));
     keng_api_set_registry(app->api, app->in_force, app->regs);
     if (keng_http_server_set_tls(app->srv, keng_web_config_tls(app->web)) != 0) {
         keng_log_error("cannot start TLS: out of memory", NULL);

@@ -269,6 +269,12 @@ def test_switch_to_2025_while_gateways_post():
                                f"{inst.name}: commune {cid} (incidents, mediations)")
             answers.append(got)
         kt.check_equal(answers[0], answers[1], "both instances answer the same")
+        # "Formerly" comes from the lineage the 2025 version carries in the topic.
+        for inst in instances:
+            got = kt.get_json(f"{inst.base}/v1/counts?level=commune&id=16681")
+            kt.check(got.get("formerly", [])[:2] == ["Phường Vinh 1", "Phường Vinh 2"],
+                     f"{inst.name}: commune 16681 is formerly the Vinh wards",
+                     ["Phường Vinh 1", "Phường Vinh 2", "..."], got.get("formerly"))
         status, _, body = kt.http("GET", f"{instances[0].base}/v1/counts?level=district&id=D01")
         kt.check_equal(status, 400, "the district level is gone")
         kt.check("province, commune, board" in body.decode(), "the 400 names the levels",
