@@ -816,6 +816,7 @@ static int on_registry_switch(const keng_registry_t *next, const char *version, 
         keng_api_set_registry(app->api, ordered, app->regs);
         if (!app->lineage) /* --lineage FILE stays; else the version's own */
             keng_api_set_lineage(app->api, keng_registry_follow_lineage(app->regs, version));
+        keng_api_registry_switched(app->api, version);
     }
     if (app->web) /* warns of each user's unit that the version lacks */
         keng_api__check_units(ordered, app->regs, app->web, reason, sizeof(reason));

@@ -300,9 +300,26 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
     keng_level_t level;
     int32_t index;
 
-    if (keng_api__parse_level(api, req, level_s, &level, true) != 0)
+    /* Without a level, the unit of that id at whichever level has it (an id names one unit):
+     * a link or a search knows the id alone, and nothing may guess the level from its form. */
+    if (!level_s && id && *id) {
+        uint32_t found;
+        char msg[160];
+        if (id_param(api, req, id) != 0)
+            return;
+        if (keng_scope_find_any(api->reg, id, KENG_LEVEL_BOARD, &level, &found) != 0) {
+            snprintf(msg, sizeof(msg),
+                     "no unit with id '%.64s' in the registry (its levels are %s)", id,
+                     keng_registry_level_list(api->reg));
+            keng_api__respond_error(api, req, 404, msg);
+            return;
+        }
+        index = (int32_t)found;
+    } else if (keng_api__parse_level(api, req, level_s, &level, true) != 0) {
         return;
-    index = scope_param(api, req, level, id);
+    } else {
+        index = scope_param(api, req, level, id);
+    }
     if (index < 0 || keng_api__check_scope(api, req, level, (uint32_t)index) != 0)
         return;
     keng_api__respond_json(api, req, 200, counts_json(api, level, (uint32_t)index));
@@ -894,6 +911,22 @@ void keng_api_set_registry(keng_api_t *api, const keng_registry_t *reg,
 {
     api->reg = reg;
     api->follow = follow;
+}
+
+void keng_api_registry_switched(keng_api_t *api, const char *version)
+{
+    json_t *o =
+        json_pack("{s:s,s:s}", "version", version, "levels", keng_registry_level_list(api->reg));
+    char *data = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *frame = NULL;
+
+    /* Open dashboards draw their levels and units again: a switch may take a level away. */
+    if (data && asprintf(&frame, "event: registry\ndata: %s\n\n", data) >= 0) {
+        stream_write_all(api, frame, strlen(frame));
+        free(frame);
+    }
+    free(data);
+    json_decref(o);
 }
 
 void keng_api_set_web_config(keng_api_t *api, keng_web_config_t *wc)

@@ -82,6 +82,11 @@ void keng_api_set_lineage(keng_api_t *api, const keng_lineage_t *lineage);
 void keng_api_set_registry(keng_api_t *api, const keng_registry_t *reg,
                            const keng_registry_follow_t *follow);
 
+/* After a switch to the registry version of that effective key: every stream gets the event
+ * `registry` ({"version": KEY, "levels": "province, commune, board"}), on which the dashboard
+ * draws its levels and units again. */
+void keng_api_registry_switched(keng_api_t *api, const char *version);
+
 /* 0 when every unit of every user's scope is in the registry, else -1 with errstr naming the
  * user and the unit. With follow (registry.topic), a unit that only a version in force before
  * reg had is allowed with a warning: it keeps covering the boards that were in it. */

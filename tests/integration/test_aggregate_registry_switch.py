@@ -15,7 +15,10 @@ through keng-ingest, which follows the topic too:
 - a version that adds a board makes keng-aggregate stop with 75 after its checkpoint, and
   started again it counts under that version; an event of the new board that reaches it a
   little before the version takes effect (another machine's clock ahead) waits for it,
-  rather than being dead-lettered, and is counted once after the start."""
+  rather than being dead-lettered, and is counted once after the start.
+The dashboard in Chromium follows a switch with no reload: a page open at a 2024 district
+shows the province's 130 communes after it, and a search for a 2025 commune's code finds
+it; screenshots of both hierarchies are kept."""
 
 import json
 import os
@@ -358,5 +361,73 @@ def test_switch_to_2025_while_gateways_post():
         wd.cleanup()
 
 
+def test_dashboard_follows_the_switch():
+    import test_dashboard as dash
+
+    dash.require_browser()
+    wd = kt.Workdir(prefix="keng-dashboard-switch-")
+    broker = kt.Broker(wd, partitions=2)
+    inst = driver = None
+    try:
+        reg_2024 = wd.file("boards-2024.csv")
+        kt.check_equal(registry_tool("--write", reg_2024).returncode, 0, "keng-registry --write")
+        out = registry_tool("--publish", reg_2024, "--effective", "2024-01-01", "--allow-past",
+                            "--brokers", broker.bootstrap)
+        kt.check_equal(out.returncode, 0, f"publish 2024: exit status ({out.stderr!r})")
+        rng = random.Random(9)
+        now = int(time.time() * 1000)
+        boards = [r["board_id"] for r in kt.registry_rows(reg_2024)]
+        events = [kt.random_event(rng, "incident", rng.choice(boards), now - 3600_000)
+                  for _ in range(400)]
+        kt.produce(broker.bootstrap, [("antt.incidents", e["board_id"].encode(),
+                                       kt.encode_framed("incident", e)) for e in events])
+        inst = Instance(wd, broker, "dash")
+        kt.wait_until(inst.ready, 90, "keng-aggregate ready")
+        kt.wait_until(lambda: inst.province()["incidents"]["total"] == len(events), 60,
+                      "the events counted")
+
+        driver = dash.start_browser(wd.file("chromium-profile"))
+        driver.get(inst.base + "/#w=all&l=district&s=D07")
+        kt.wait_until(lambda: dash.table_is(driver, "commune", "D07"), dash.WAIT,
+                      "the communes of district D07")
+        dash.screenshot(driver, wd, "keng-dashboard-switch-2024.png")
+
+        effective_s = int(time.time()) + 12
+        out = registry_tool("--publish", REG_2025, "--effective", rfc3339(effective_s),
+                            "--units", UNITS_2025, "--lineage", LINEAGE_2025,
+                            "--brokers", broker.bootstrap)
+        kt.check_equal(out.returncode, 0, f"publish 2025: exit status ({out.stderr!r})")
+        kt.wait_until(lambda: dash.table_is(driver, "commune", "NA"), 60,
+                      "after the switch, the page shows the province's communes")
+        kt.check(time.time() >= effective_s - 1, "the page changed at the switch",
+                 f"not before {rfc3339(effective_s)}", rfc3339(int(time.time())))
+        kt.wait_until(lambda: len(dash.table_rows(driver)) == 130, dash.WAIT, "130 rows")
+        commune_2025 = {r["board_id"]: r["commune_id"] for r in csv_rows(REG_2025)}
+        want = {}
+        for e in events:
+            want[commune_2025[e["board_id"]]] = want.get(commune_2025[e["board_id"]], 0) + 1
+        kt.wait_until(lambda: {i: c["c-inc"] for i, c in dash.table_rows(driver).items()
+                               if c["c-inc"]} == want, dash.WAIT,
+                      "each 2025 commune's incidents in the table")
+        crumbs = dash.css(driver, "#crumbs")[0].text
+        kt.check("Huyện" not in crumbs and "D07" not in crumbs, "no district in the crumbs",
+                 "Tỉnh Nghệ An", crumbs)
+        dash.screenshot(driver, wd, "keng-dashboard-switch-2025.png")
+        # A 2025 code found by search, its level asked of the server.
+        box = dash.css(driver, "#search-input")[0]
+        box.send_keys("16681")
+        dash.click(driver, "#search button")
+        kt.wait_until(lambda: dash.table_is(driver, "board", "16681"), dash.WAIT,
+                      "the search opens commune 16681")
+        kt.check_equal(dash.console_errors(driver), [], "errors in the browser console")
+    finally:
+        if driver:
+            driver.quit()
+        if inst and inst.process.alive():
+            inst.process.kill()
+        broker.stop()
+        wd.cleanup()
+
+
 if __name__ == "__main__":
-    kt.main([test_switch_to_2025_while_gateways_post])
+    kt.main([test_switch_to_2025_while_gateways_post, test_dashboard_follows_the_switch])
