@@ -189,6 +189,9 @@ def test_compose_keng_services():
         kt.check_equal(s["build"]["dockerfile"], "Dockerfile", f"{name}: its Dockerfile")
         kt.check_equal(s["depends_on"]["kafka-init"]["condition"],
                        "service_completed_successfully", f"{name}: starts once the topics exist")
+        kt.check_equal(s["depends_on"]["keng-registry"]["condition"],
+                       "service_completed_successfully",
+                       f"{name}: starts once the registry is in antt.registry")
         kt.check_equal(flag_value(argv, "--listen"), f"0.0.0.0:{port}", f"{name}: --listen")
         kt.check_equal(flag_value(argv, "--brokers"), ",".join(f"{b}:9092" for b in BROKERS),
                        f"{name}: --brokers")
@@ -213,10 +216,16 @@ def test_compose_keng_services():
             if flag == "--tokens":
                 rel += ".example"  # the real file is the deployment's, never in the repo
             kt.check(os.path.exists(path(rel)), f"{name}: {flag} file in the repo", rel, "missing")
-        registry = flag_value(argv, "--registry")
-        kt.check_equal(registry, "/usr/share/keng/boards.csv", f"{name}: default --registry")
-        kt.check("/usr/share/keng/boards.csv" in read("Dockerfile"),
-                 "the Dockerfile writes the default registry where --registry says", True, False)
+        kt.check_equal(flag_value(argv, "--registry-topic"), "antt.registry",
+                       f"{name}: follows the registry versions of antt.registry")
+        kt.check("--registry" not in argv, f"{name}: no --registry beside --registry-topic",
+                 "no --registry", argv)
+    publish = flag_value(keng_command(services["keng-registry"])[1], "--publish")
+    kt.check_equal(interpolate(publish), "/usr/share/keng/boards.csv",
+                   "keng-registry publishes the default registry unless KENG_REGISTRY says")
+    kt.check("/usr/share/keng/boards.csv" in read("Dockerfile"),
+             "the Dockerfile writes the default registry where keng-registry publishes from",
+             True, False)
 
     agg = services["keng-aggregate"]
     _, argv = keng_command(agg)
@@ -284,6 +293,12 @@ def test_compose_commands_run():
                 f.write(text)
         shutil.copy(path("deploy", "tokens.example"), os.path.join(conf_dir, "tokens"))
         services = compose()["services"]
+        # What the one-shot keng-registry service does first: the deployment's registry into
+        # antt.registry, which the two programs follow.
+        out = subprocess.run([kt.binary("keng-registry"), "--publish", registry, "--effective",
+                              "2024-01-01", "--allow-past", "--brokers", broker.bootstrap],
+                             capture_output=True, text=True, timeout=120)
+        kt.check_equal(out.returncode, 0, f"the registry published ({out.stderr[-400:]!r})")
         ports = {}
         for name in ("keng-ingest", "keng-aggregate"):
             argv = []
@@ -744,9 +759,11 @@ def test_compose_registry_service():
     kt.check_equal(str(s.get("restart")), "no", "keng-registry runs once")
     kt.check_equal(s["depends_on"]["kafka-init"]["condition"], "service_completed_successfully",
                    "keng-registry starts once the topics exist")
-    kt.check_equal(flag_value(argv, "--publish"),
-                   flag_value(keng_command(services["keng-aggregate"])[1], "--registry"),
-                   "keng-registry publishes the registry keng-aggregate uses")
+    kt.check_equal(interpolate(flag_value(argv, "--publish")), "/usr/share/keng/boards.csv",
+                   "keng-registry publishes KENG_REGISTRY, the built-in registry by default")
+    for name in ("keng-ingest", "keng-aggregate"):
+        kt.check_equal(flag_value(keng_command(services[name])[1], "--registry-topic"),
+                       "antt.registry", f"{name} follows the topic keng-registry publishes to")
     kt.check_equal(flag_value(argv, "--effective"), "2024-01-01", "the default effective time")
     kt.check("--allow-past" in argv, "the first version takes effect before now", "--allow-past",
              argv)
