@@ -62,7 +62,10 @@ static void describe(const keng_registry_t *reg, char *buf, size_t size)
 static void skip(keng_registry_follow_t *r, const char *key, const char *why, const char *where)
 {
     r->skipped++;
-    snprintf(r->last_skipped, sizeof(r->last_skipped), "%s@%s: %s", r->topic, key, why);
+    /* Cut to fit: the log line below has the whole reason. */
+    if (snprintf(r->last_skipped, sizeof(r->last_skipped), "%s@%s: %s", r->topic, key, why) >=
+        (int)sizeof(r->last_skipped))
+        memcpy(r->last_skipped + sizeof(r->last_skipped) - 4, "...", 4);
     keng_log_warn("a registry version cannot be used; skipped, the registry in force stays",
                   "topic=%s version=%s why=\"%s\" in_force=%s message=\"%s\"", r->topic, key, why,
                   r->opened ? r->v[r->current].key : "-", where ? where : "-");

@@ -629,7 +629,7 @@ static int line_token(const char *line, char *id, char *name, size_t name_size, 
     snprintf(copy, sizeof(copy), "%s", line);
     copy[strcspn(copy, "#\r\n")] = '\0';
     char *rest = copy, *hash = next_word(&rest), *n = next_word(&rest), *d = next_word(&rest);
-    snprintf(id, TOKEN_ID_LEN + 1, "%s", hash);
+    snprintf(id, TOKEN_ID_LEN + 1, "%.*s", TOKEN_ID_LEN, hash); /* the hash's first digits */
     snprintf(name, name_size, "%s", n);
     snprintf(districts, districts_size, "%s", d);
     if (mark)
