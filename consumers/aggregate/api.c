@@ -420,9 +420,21 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
     json_t *items = json_array();
     for (size_t i = 0; i < used && i < (size_t)limit; i++) {
         const char *id, *name;
+        json_t *item, *parents = json_array();
         keng_scope_names(api->reg, level, ranks[i].index, &id, &name);
-        json_array_append_new(items, json_pack("{s:s,s:s,s:I}", "id", id, "name", name, "count",
-                                               (json_int_t)ranks[i].count));
+        /* The units above it in the registry in force, nearest first: where it is, which no
+         * reader may work out from the id. */
+        for (keng_level_t up = keng_level_above(api->reg, level); up != KENG_LEVEL_PROVINCE;
+             up = keng_level_above(api->reg, up)) {
+            const char *pid, *pname;
+            keng_scope_names(api->reg, up, keng_scope_parent(api->reg, level, ranks[i].index, up),
+                             &pid, &pname);
+            json_array_append_new(parents, json_pack("{s:s,s:s,s:s}", "level", keng_level_names[up],
+                                                     "id", pid, "name", pname));
+        }
+        item = json_pack("{s:s,s:s,s:I,s:o}", "id", id, "name", name, "count",
+                         (json_int_t)ranks[i].count, "parents", parents);
+        json_array_append_new(items, item);
     }
     free(ranks);
     const char *within_id, *within_name;

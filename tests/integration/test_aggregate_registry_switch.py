@@ -413,6 +413,33 @@ def test_dashboard_follows_the_switch():
         kt.check("Huyện" not in crumbs and "D07" not in crumbs, "no district in the crumbs",
                  "Tỉnh Nghệ An", crumbs)
         dash.screenshot(driver, wd, "keng-dashboard-switch-2025.png")
+        # The 130 communes filtered as a person types, without accents: "vinh" finds Vĩnh too,
+        # and former names count.
+        import unicodedata
+
+        def fold(s):
+            s = unicodedata.normalize("NFD", s)
+            return "".join(ch for ch in s if not unicodedata.combining(ch)).replace(
+                "đ", "d").replace("Đ", "D").lower()
+        formerly = {}
+        with open(LINEAGE_2025, encoding="utf-8") as f:
+            for line in list(f)[1:]:
+                parts = line.rstrip("\n").split(",")
+                formerly.setdefault(parts[2], []).append(parts[1])
+        names_2025 = {r["commune_id"]: r["commune_name"] for r in csv_rows(REG_2025)}
+        want_ids = {cid for cid, name in names_2025.items()
+                    if "vinh" in fold(name + " " + cid + " " + " ".join(formerly.get(cid, [])))}
+        dash.css(driver, "#children-filter")[0].send_keys("vinh")
+        kt.wait_until(lambda: set(dash.table_rows(driver)) == want_ids, dash.WAIT,
+                      f"the filter shows the {len(want_ids)} communes whose names say vinh")
+        kt.check(0 < len(want_ids) < 130, "the filter keeps some communes", "1..129",
+                 len(want_ids))
+        sub = dash.css(driver, "#children-sub")[0].text
+        kt.check(sub.startswith(f"{len(want_ids)} / 130"), "the table says how many it shows",
+                 f"{len(want_ids)} / 130 ...", sub)
+        driver.set_window_size(390, 844)
+        dash.screenshot(driver, wd, "keng-dashboard-switch-2025-phone.png")
+        driver.set_window_size(1440, 1000)
         # A 2025 code found by search, its level asked of the server.
         box = dash.css(driver, "#search-input")[0]
         box.send_keys("16681")
