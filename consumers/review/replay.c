@@ -466,12 +466,14 @@ static int write_review(const struct options *opt, const reader_t *rd, const cha
     keng_log_info(
         "review written",
         "dir=%s messages=%llu counted=%llu duplicates=%llu "
-        "out_of_period=%llu unknown_board=%llu undecodable=%llu invalid_time=%llu",
+        "out_of_period=%llu unknown_board=%llu former_board=%llu undecodable=%llu "
+        "invalid_time=%llu",
         dir, (unsigned long long)rd->messages,
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_COUNTED),
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_DUPLICATE),
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_OUT_OF_PERIOD),
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_UNKNOWN_BOARD),
+        (unsigned long long)keng_review_former_count(rd->review),
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_UNDECODABLE),
         (unsigned long long)keng_review_outcome_count(rd->review, KENG_REVIEW_INVALID_TIME));
     printf("%s/review.html\n%s/review.csv\n%s/review.json\n", dir, dir, dir);
@@ -513,6 +515,48 @@ typedef struct predecessors {
     int64_t switch_ms;
 } predecessors_t;
 
+/* The lineage version v carries into *out (NULL when it has none). what names the version in
+ * the log ("the version drawn"). Returns 0, or 78 after a line in the log when the lineage is
+ * not a file object, does not match its sha256 or does not load. */
+static int lineage_of(const keng_regtopic_version_t *v, const char *topic, const char *what,
+                      keng_lineage_t **out)
+{
+    const json_t *lineage = json_object_get(v->doc, "lineage");
+    const char *text = NULL, *sha256 = NULL;
+    size_t len = 0;
+    char name[160], msg[256], errstr[512], digest[65];
+
+    *out = NULL;
+    if (!lineage || json_is_null(lineage))
+        return 0;
+    snprintf(name, sizeof(name), "%s@%s lineage", topic, v->key);
+    if (json_unpack((json_t *)lineage, "{s:s%, s:s}", "text", &text, &len, "sha256", &sha256) !=
+        0) {
+        snprintf(msg, sizeof(msg),
+                 "the lineage of %s is not a file object ({\"file\", \"sha256\", \"text\"}); "
+                 "republish the version with keng-registry --publish --replace",
+                 what);
+        keng_log_error(msg, "lineage=\"%s\"", name);
+        return KENG_EXIT_CONFIG;
+    }
+    keng_regtopic_sha256(text, len, digest);
+    if (strcmp(digest, sha256) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "the lineage of %s does not match its sha256; republish the version with "
+                 "keng-registry --publish --replace",
+                 what);
+        keng_log_error(msg, "lineage=\"%s\" sha256=%.12s actual=%.12s", name, sha256, digest);
+        return KENG_EXIT_CONFIG;
+    }
+    *out = keng_lineage_load_text(text, len, name, errstr, sizeof(errstr));
+    if (!*out) {
+        snprintf(msg, sizeof(msg), "the lineage of %s does not load", what);
+        keng_log_error(msg, "error=\"%s\"", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    return 0;
+}
+
 /* The predecessors of the units of list->v[drawn] (taken from the version before it and its
  * lineage) into *out, when it took effect within (from_ms, to_ms) and carries a lineage.
  * Returns 0 (with or without them, said in the log), or 78 after a line in the log when the
@@ -522,38 +566,17 @@ static int predecessors_from_topic(const keng_regtopic_list_t *list, size_t draw
                                    predecessors_t *out)
 {
     const keng_regtopic_version_t *v = &list->v[drawn];
-    const json_t *lineage = json_object_get(v->doc, "lineage");
-    const char *text = NULL, *sha256 = NULL;
-    size_t len = 0;
-    char name[160], previous_name[128], errstr[512], digest[65];
+    char previous_name[128], errstr[512];
 
     if (v->effective_ms <= from_ms || v->effective_ms >= to_ms || drawn == 0)
         return 0; /* the units drawn were in force all through the period, or came first */
-    snprintf(name, sizeof(name), "%s@%s lineage", topic, v->key);
-    if (!lineage || json_is_null(lineage)) {
+    int rc = lineage_of(v, topic, "the version drawn", &out->lineage);
+    if (rc != 0)
+        return rc;
+    if (!out->lineage) {
         keng_log_info("the version drawn has no lineage: the communes list no predecessors",
                       "version=%s@%s", topic, v->key);
         return 0;
-    }
-    if (json_unpack((json_t *)lineage, "{s:s%, s:s}", "text", &text, &len, "sha256", &sha256) !=
-        0) {
-        keng_log_error("the lineage of the version drawn is not a file object ({\"file\", "
-                       "\"sha256\", \"text\"}); republish the version with keng-registry "
-                       "--publish --replace",
-                       "lineage=\"%s\"", name);
-        return KENG_EXIT_CONFIG;
-    }
-    keng_regtopic_sha256(text, len, digest);
-    if (strcmp(digest, sha256) != 0) {
-        keng_log_error("the lineage of the version drawn does not match its sha256; republish "
-                       "the version with keng-registry --publish --replace",
-                       "lineage=\"%s\" sha256=%.12s actual=%.12s", name, sha256, digest);
-        return KENG_EXIT_CONFIG;
-    }
-    out->lineage = keng_lineage_load_text(text, len, name, errstr, sizeof(errstr));
-    if (!out->lineage) {
-        keng_log_error("the lineage of the version drawn does not load", "error=\"%s\"", errstr);
-        return KENG_EXIT_CONFIG;
     }
     const keng_regtopic_version_t *prev = &list->v[drawn - 1];
     snprintf(previous_name, sizeof(previous_name), "%s@%s", topic, prev->key);
@@ -576,6 +599,67 @@ static int predecessors_from_topic(const keng_regtopic_list_t *list, size_t draw
     return 0;
 }
 
+/* Every version of the topic, for keng_review_set_versions: the events of boards the version
+ * drawn lacks are counted by them. */
+typedef struct versions {
+    keng_registry_t **regs;    /* NULL at drawn: the review's registry stands there */
+    keng_lineage_t **lineages; /* of the versions up to the one drawn; NULL without */
+    keng_review_version_t *v;
+    size_t n, drawn;
+} versions_t;
+
+static void versions_free(versions_t *vs)
+{
+    for (size_t i = 0; i < vs->n; i++) {
+        if (vs->regs)
+            keng_registry_destroy(vs->regs[i]);
+        if (vs->lineages)
+            keng_lineage_destroy(vs->lineages[i]);
+    }
+    free(vs->regs);
+    free(vs->lineages);
+    free(vs->v);
+    *vs = (versions_t){0};
+}
+
+/* Loads every version of list but the one drawn (reg), and the lineages from the first to the
+ * one drawn (those that carry the units of a removed board forward to the units drawn), into
+ * *out. Returns 0, or 78 after a line in the log when one does not load. */
+static int versions_from_topic(const keng_regtopic_list_t *list, size_t drawn, const char *topic,
+                               const keng_registry_t *reg, versions_t *out)
+{
+    char name[128], errstr[512];
+
+    out->n = list->n;
+    out->drawn = drawn;
+    out->regs = calloc(list->n + 1, sizeof(*out->regs));
+    out->lineages = calloc(list->n + 1, sizeof(*out->lineages));
+    out->v = calloc(list->n + 1, sizeof(*out->v));
+    if (!out->regs || !out->lineages || !out->v) {
+        keng_log_error("out of memory", "versions=%zu", list->n);
+        return KENG_EXIT_CONFIG;
+    }
+    for (size_t i = 0; i < list->n; i++) {
+        const keng_regtopic_version_t *v = &list->v[i];
+        snprintf(name, sizeof(name), "%s@%s", topic, v->key);
+        if (i != drawn) {
+            out->regs[i] =
+                keng_registry_load_text(v->text, v->text_len, name, errstr, sizeof(errstr));
+            if (!out->regs[i]) {
+                keng_log_error("a registry version does not load, so the events of its boards "
+                               "cannot be placed",
+                               "version=%s error=\"%s\"", name, errstr);
+                return KENG_EXIT_CONFIG;
+            }
+        }
+        if (i > 0 && i <= drawn && lineage_of(v, topic, "a registry version", &out->lineages[i]))
+            return KENG_EXIT_CONFIG;
+        out->v[i] = (keng_review_version_t){i == drawn ? reg : out->regs[i], out->lineages[i],
+                                            v->effective_ms};
+    }
+    return 0;
+}
+
 /* --units: the registry version in force at the time it names (now for current), from the
  * topic antt.registry, the versions that took effect within [from_ms, to_ms) (*changes,
  * the caller frees it), and the predecessors of its units when it took effect within the
@@ -586,7 +670,7 @@ static int predecessors_from_topic(const keng_regtopic_list_t *list, size_t draw
 static int registry_from_topic(const struct options *opt, keng_config_t *cfg, int64_t from_ms,
                                int64_t to_ms, keng_registry_t **reg,
                                keng_review_registry_change_t **changes, size_t *nchanges,
-                               predecessors_t *preds)
+                               predecessors_t *preds, versions_t *versions)
 {
     const char *topic = keng_config_get(cfg, "topic.registry", KENG_REGTOPIC_DEFAULT);
     keng_regtopic_list_t list = {0};
@@ -642,6 +726,8 @@ static int registry_from_topic(const struct options *opt, keng_config_t *cfg, in
                       opt->units, name, in_force->sha256 ? in_force->sha256 : "-", *nchanges);
     rc = *reg ? predecessors_from_topic(&list, drawn, topic, from_ms, to_ms, preds)
               : KENG_EXIT_CONFIG;
+    if (rc == 0)
+        rc = versions_from_topic(&list, drawn, topic, *reg, versions);
     keng_regtopic_list_free(&list);
     return rc;
 }
@@ -654,6 +740,7 @@ static int run(const struct options *opt, keng_config_t *cfg)
     keng_review_registry_change_t *changes = NULL;
     size_t nchanges = 0;
     predecessors_t preds = {NULL, NULL, 0};
+    versions_t versions = {0};
     keng_schema_store_t *store = NULL;
     reader_t rd = {0};
     keng_schemareg_conf_t sr = {0};
@@ -681,7 +768,8 @@ static int run(const struct options *opt, keng_config_t *cfg)
     }
 
     if (opt->units) {
-        rc = registry_from_topic(opt, cfg, from_ms, to_ms, &reg, &changes, &nchanges, &preds);
+        rc = registry_from_topic(opt, cfg, from_ms, to_ms, &reg, &changes, &nchanges, &preds,
+                                 &versions);
         if (rc != 0)
             goto out;
         rc = 1;
@@ -700,7 +788,8 @@ static int run(const struct options *opt, keng_config_t *cfg)
     if (rd.review && opt->units &&
         (keng_review_set_registry(rd.review, "topic", opt->units, changes, nchanges) != 0 ||
          (preds.previous && keng_review_set_predecessors(rd.review, preds.previous, preds.lineage,
-                                                         preds.switch_ms) != 0))) {
+                                                         preds.switch_ms) != 0) ||
+         keng_review_set_versions(rd.review, versions.v, versions.n, versions.drawn) != 0)) {
         keng_review_destroy(rd.review);
         rd.review = NULL;
     }
@@ -783,6 +872,7 @@ out:
     keng_registry_destroy(reg);
     keng_registry_destroy(preds.previous);
     keng_lineage_destroy(preds.lineage);
+    versions_free(&versions);
     free(changes);
     keng_schemareg_conf_free(&sr);
     return rc;

@@ -28,9 +28,10 @@ typedef struct tally {
 
 #define MONTHS 12
 
-/* What a predecessor line stands for: a unit of the previous version, or the boards this
- * version added. */
-enum { PRED_COMMUNE, PRED_DISTRICT, PRED_NEW_BOARDS };
+/* What a predecessor line stands for: a unit of the previous version, the boards this
+ * version added, or former boards (boards this version lacks that the previous one lacked
+ * too). */
+enum { PRED_COMMUNE, PRED_DISTRICT, PRED_NEW_BOARDS, PRED_FORMER_BOARDS };
 
 /* One line under a commune: a unit of the previous version that became (part of) it. */
 typedef struct predecessor {
@@ -62,7 +63,18 @@ struct keng_review {
     tally_t *before;   /* one per registry board: its events before switch_ms */
     uint32_t *pred_of; /* one per registry board: its line in preds */
     predecessor_t *preds;
-    size_t npreds;
+    tally_t *pred_former; /* one per line of preds: former boards' events before switch_ms */
+    size_t npreds, preds_cap;
+    /* keng_review_set_versions; NULL and 0 without. The events of boards the registry lacks
+     * (former boards) are tallied by where they were placed, never per board. */
+    keng_review_version_t *versions;
+    size_t nversions, drawn;
+    tally_t *former_communes;  /* one per commune */
+    tally_t *former_districts; /* one per district, and a spare */
+    tally_t *former_since;     /* one per commune: with predecessors, since switch_ms */
+    tally_t former_province;   /* all of them */
+    tally_t former_nowhere;    /* those under no unit of the registry */
+    uint64_t former_events;
 };
 
 static uint64_t hash_event_id(const char *id)
@@ -183,6 +195,11 @@ void keng_review_destroy(keng_review_t *r)
     free(r->before);
     free(r->pred_of);
     free(r->preds);
+    free(r->pred_former);
+    free(r->versions);
+    free(r->former_communes);
+    free(r->former_districts);
+    free(r->former_since);
     free(r);
 }
 
@@ -205,27 +222,49 @@ int keng_review_set_registry(keng_review_t *r, const char *source, const char *u
 
 /* The line of (commune, kind, unit), added when missing. Returns its index, or -1 (no
  * memory). A commune has a handful of lines, so a search from the end finds it fast enough. */
-static int64_t pred_line(keng_review_t *r, uint32_t commune, int kind, uint32_t unit, size_t *cap)
+static int64_t pred_line(keng_review_t *r, uint32_t commune, int kind, uint32_t unit)
 {
     for (size_t i = r->npreds; i-- > 0;)
         if (r->preds[i].commune == commune && r->preds[i].kind == kind && r->preds[i].unit == unit)
             return (int64_t)i;
-    if (r->npreds == *cap) {
-        size_t grown_cap = *cap ? *cap * 2 : 64;
+    if (r->npreds == r->preds_cap) {
+        size_t grown_cap = r->preds_cap ? r->preds_cap * 2 : 64;
         predecessor_t *grown = realloc(r->preds, grown_cap * sizeof(*grown));
         if (!grown)
             return -1;
         r->preds = grown;
-        *cap = grown_cap;
+        tally_t *former = realloc(r->pred_former, grown_cap * sizeof(*former));
+        if (!former)
+            return -1;
+        memset(former + r->preds_cap, 0, (grown_cap - r->preds_cap) * sizeof(*former));
+        r->pred_former = former;
+        r->preds_cap = grown_cap;
     }
     r->preds[r->npreds] = (predecessor_t){commune, kind, unit, 0, false};
     return (int64_t)r->npreds++;
 }
 
+/* The unit of previous that board ob of previous counts under as a predecessor: its commune,
+ * unless the lineage sends its district whole (a line for the district, none for the commune
+ * or the board). */
+static void predecessor_unit(const keng_registry_t *previous, const keng_lineage_t *lineage,
+                             uint32_t ob, int *kind, uint32_t *unit)
+{
+    const keng_board_t *old = keng_registry_board(previous, ob);
+    const keng_commune_t *oc = keng_registry_commune(previous, old->commune);
+    const keng_district_t *od = keng_registry_district(previous, old->district);
+    bool whole_district = od && !keng_lineage_became(lineage, old->id) &&
+                          !keng_lineage_became(lineage, oc->id) &&
+                          keng_lineage_became(lineage, od->id);
+
+    *kind = whole_district ? PRED_DISTRICT : PRED_COMMUNE;
+    *unit = whole_district ? old->district : old->commune;
+}
+
 int keng_review_set_predecessors(keng_review_t *r, const keng_registry_t *previous,
                                  const keng_lineage_t *lineage, int64_t switch_ms)
 {
-    size_t nboards = keng_registry_board_count(r->reg), cap = 0;
+    size_t nboards = keng_registry_board_count(r->reg);
     size_t nunits[2] = {keng_registry_commune_count(previous),
                         keng_registry_district_count(previous)};
     /* per unit of previous (communes, then districts): the first commune its boards reached */
@@ -250,18 +289,12 @@ int keng_review_set_predecessors(keng_review_t *r, const keng_registry_t *previo
         const keng_board_t *old = keng_registry_board(previous, ob);
         int32_t nb = keng_registry_find_board(r->reg, old->id, strlen(old->id));
         if (nb < 0)
-            continue; /* removed: its events are not the review's, whose registry lacks it */
-        /* The board counts under its old commune, unless the lineage sends its district whole
-         * (a line for the district, none for the commune or the board). */
-        const keng_commune_t *oc = keng_registry_commune(previous, old->commune);
-        const keng_district_t *od = keng_registry_district(previous, old->district);
-        bool whole_district = od && !keng_lineage_became(lineage, old->id) &&
-                              !keng_lineage_became(lineage, oc->id) &&
-                              keng_lineage_became(lineage, od->id);
-        int kind = whole_district ? PRED_DISTRICT : PRED_COMMUNE;
-        uint32_t unit = whole_district ? old->district : old->commune;
+            continue; /* removed: a former board, placed event by event (place_former) */
+        int kind;
+        uint32_t unit;
+        predecessor_unit(previous, lineage, ob, &kind, &unit);
         uint32_t commune = keng_registry_board(r->reg, (uint32_t)nb)->commune;
-        int64_t line = pred_line(r, commune, kind, unit, &cap);
+        int64_t line = pred_line(r, commune, kind, unit);
         if (line < 0)
             goto out;
         r->pred_of[nb] = (uint32_t)line;
@@ -284,7 +317,7 @@ int keng_review_set_predecessors(keng_review_t *r, const keng_registry_t *previo
         if (r->pred_of[b] != UINT32_MAX)
             continue;
         uint32_t commune = keng_registry_board(r->reg, b)->commune;
-        int64_t line = pred_line(r, commune, PRED_NEW_BOARDS, 0, &cap);
+        int64_t line = pred_line(r, commune, PRED_NEW_BOARDS, 0);
         if (line < 0)
             goto out;
         r->pred_of[b] = (uint32_t)line;
@@ -298,10 +331,12 @@ out:
         free(r->before);
         free(r->pred_of);
         free(r->preds);
+        free(r->pred_former);
         r->before = NULL;
         r->pred_of = NULL;
         r->preds = NULL;
-        r->npreds = 0;
+        r->pred_former = NULL;
+        r->npreds = r->preds_cap = 0;
         r->previous = NULL;
     }
     return rc;
@@ -349,6 +384,175 @@ static void tally_add_beyond(tally_t *into, const tally_t *t, const tally_t *bef
         into->by_dispute[i] += t->by_dispute[i] - before->by_dispute[i];
 }
 
+int keng_review_set_versions(keng_review_t *r, const keng_review_version_t *v, size_t n,
+                             size_t drawn)
+{
+    size_t ncommunes = keng_registry_commune_count(r->reg);
+
+    r->versions = malloc((n + 1) * sizeof(*v));
+    r->former_communes = calloc(ncommunes + 1, sizeof(tally_t));
+    r->former_districts = calloc(keng_registry_district_count(r->reg) + 1, sizeof(tally_t));
+    r->former_since = calloc(ncommunes + 1, sizeof(tally_t));
+    if (!r->versions || !r->former_communes || !r->former_districts || !r->former_since) {
+        free(r->versions);
+        r->versions = NULL;
+        return -1;
+    }
+    memcpy(r->versions, v, n * sizeof(*v));
+    r->nversions = n;
+    r->drawn = drawn;
+    return 0;
+}
+
+uint64_t keng_review_former_count(const keng_review_t *r)
+{
+    return r->former_events;
+}
+
+/* A unit of a registry version: a commune or a district, by index. */
+typedef struct unit {
+    bool district;
+    uint32_t index;
+} unit_t;
+
+/* The unit of `to` that id (a unit of the version before it) became, by to's lineage: the unit
+ * its line names, or the unit of to with the same id and level when it has no line. Returns
+ * 1 with *out set, 0 when the lineage says it was removed (an empty to_id), -1 when nothing
+ * says (no line, and to has no such unit). */
+static int became(const keng_review_version_t *to, const char *id, bool district, unit_t *out)
+{
+    const char *next = keng_lineage_became(to->lineage, id);
+    int32_t i;
+
+    if (next && !*next)
+        return 0;
+    if (next) {
+        if ((i = keng_registry_find_commune(to->reg, next, strlen(next))) >= 0)
+            *out = (unit_t){false, (uint32_t)i};
+        else if ((i = keng_registry_find_district(to->reg, next, strlen(next))) >= 0)
+            *out = (unit_t){true, (uint32_t)i};
+        else
+            return -1;
+        return 1;
+    }
+    i = district ? keng_registry_find_district(to->reg, id, strlen(id))
+                 : keng_registry_find_commune(to->reg, id, strlen(id));
+    if (i < 0)
+        return -1;
+    *out = (unit_t){district, (uint32_t)i};
+    return 1;
+}
+
+/* Where the event of a former board (one the drawn version lacks) goes. Its board is taken
+ * from the version in force at the event's occurred_at, or when that one lacks it from the
+ * closest version before that has it, or else the closest after. From a version before the
+ * drawn one, its unit is carried forward version by version through the lineages: the
+ * board's own line, else its commune's, else its district's; a unit with no line stays when
+ * the next version has it. *unit gets the unit of the drawn version, and the function
+ * returns 1; 0 when no unit of the drawn version follows (the province alone); -1 when no
+ * version has the board. *source and *board get the version the board was taken from and its
+ * index there. */
+static int place_former(const keng_review_t *r, const keng_event_t *ev, unit_t *unit,
+                        size_t *source, int32_t *board)
+{
+    size_t len = strlen(ev->board_id), at = 0, s = SIZE_MAX;
+
+    for (size_t i = 0; i < r->nversions; i++)
+        if (r->versions[i].effective_ms <= ev->occurred_at)
+            at = i;
+    /* the version in force, then outward: before it first, then after it */
+    for (size_t i = at + 1; i-- > 0 && s == SIZE_MAX;)
+        if ((*board = keng_registry_find_board(r->versions[i].reg, ev->board_id, len)) >= 0)
+            s = i;
+    for (size_t i = at + 1; i < r->nversions && s == SIZE_MAX; i++)
+        if ((*board = keng_registry_find_board(r->versions[i].reg, ev->board_id, len)) >= 0)
+            s = i;
+    if (s == SIZE_MAX)
+        return -1;
+    *source = s;
+    if (s > r->drawn)
+        return 0; /* a board added after the units drawn: their lineage cannot say where */
+    const keng_registry_t *reg = r->versions[s].reg;
+    const keng_board_t *b = keng_registry_board(reg, (uint32_t)*board);
+    unit_t u = {false, b->commune};
+    for (size_t i = s + 1; i <= r->drawn; i++) {
+        const keng_review_version_t *to = &r->versions[i];
+        const char *moved = i == s + 1 ? keng_lineage_became(to->lineage, b->id) : NULL;
+        int32_t c;
+        unit_t next;
+        int rc = -1;
+        if (moved && *moved &&
+            (c = keng_registry_find_commune(to->reg, moved, strlen(moved))) >= 0) {
+            next = (unit_t){false, (uint32_t)c};
+            rc = 1;
+        }
+        if (rc < 0 && !u.district) {
+            const keng_commune_t *oc = keng_registry_commune(reg, u.index);
+            rc = became(to, oc->id, false, &next);
+            const keng_district_t *od = keng_registry_district(reg, oc->district);
+            if (rc < 0 && od)
+                rc = became(to, od->id, true, &next);
+        } else if (rc < 0) {
+            rc = became(to, keng_registry_district(reg, u.index)->id, true, &next);
+        }
+        if (rc <= 0)
+            return 0;
+        u = next;
+        reg = to->reg;
+    }
+    *unit = u;
+    return 1;
+}
+
+/* Counts the event of a former board (see place_former). Returns its outcome. */
+static keng_review_outcome_t add_former(keng_review_t *r, const keng_event_t *ev)
+{
+    unit_t unit;
+    size_t source;
+    int32_t board;
+    int placed = r->versions ? place_former(r, ev, &unit, &source, &board) : -1;
+
+    if (placed < 0)
+        return KENG_REVIEW_UNKNOWN_BOARD;
+    if (!seen_insert(r, hash_event_id(ev->event_id)))
+        return KENG_REVIEW_DUPLICATE;
+    int month = month_index_of(ev->occurred_at) - r->first_month_index;
+    if (month >= 0 && month < MONTHS)
+        tally_event(&r->months[month], ev);
+    tally_event(&r->former_province, ev);
+    r->former_events++;
+    if (!placed) {
+        tally_event(&r->former_nowhere, ev);
+        return KENG_REVIEW_COUNTED;
+    }
+    if (unit.district) {
+        tally_event(&r->former_districts[unit.index], ev);
+        return KENG_REVIEW_COUNTED;
+    }
+    const keng_commune_t *c = keng_registry_commune(r->reg, unit.index);
+    tally_event(&r->former_communes[unit.index], ev);
+    if (c->district != KENG_NO_UNIT)
+        tally_event(&r->former_districts[c->district], ev);
+    if (!r->preds)
+        return KENG_REVIEW_COUNTED;
+    if (ev->occurred_at >= r->switch_ms) {
+        tally_event(&r->former_since[unit.index], ev);
+        return KENG_REVIEW_COUNTED;
+    }
+    /* Before the switch: under the unit of the version before that the board was in, or on
+     * the commune's line of former boards when that version lacked it too. */
+    int kind = PRED_FORMER_BOARDS;
+    uint32_t old = 0;
+    int32_t ob = keng_registry_find_board(r->previous, ev->board_id, strlen(ev->board_id));
+    if (ob >= 0)
+        predecessor_unit(r->previous, r->versions[r->drawn].lineage, (uint32_t)ob, &kind, &old);
+    int64_t line = pred_line(r, unit.index, kind, old);
+    if (line < 0)
+        abort(); /* as seen_insert: a replay cannot go on without its memory */
+    tally_event(&r->pred_former[line], ev);
+    return KENG_REVIEW_COUNTED;
+}
+
 keng_review_outcome_t keng_review_add(keng_review_t *r, const keng_event_t *ev)
 {
     keng_review_outcome_t outcome;
@@ -357,7 +561,7 @@ keng_review_outcome_t keng_review_add(keng_review_t *r, const keng_event_t *ev)
     if (ev->occurred_at < r->from_ms || ev->occurred_at >= r->to_ms) {
         outcome = KENG_REVIEW_OUT_OF_PERIOD;
     } else if ((board = keng_registry_find_board(r->reg, ev->board_id, strlen(ev->board_id))) < 0) {
-        outcome = KENG_REVIEW_UNKNOWN_BOARD;
+        outcome = add_former(r, ev);
     } else if (!seen_insert(r, hash_event_id(ev->event_id))) {
         outcome = KENG_REVIEW_DUPLICATE;
     } else {
@@ -434,6 +638,15 @@ static int rollup_build(const keng_review_t *r, rollup_t *out)
         }
         coverage_add(&out->province_boards, &r->boards[i]);
     }
+    if (r->versions) {
+        /* Former boards' events count in the units they were placed under, not in coverage:
+         * they are not boards of the registry. */
+        for (uint32_t i = 0; i < keng_registry_commune_count(r->reg); i++)
+            tally_add(&out->communes[i], &r->former_communes[i]);
+        for (uint32_t i = 0; i < keng_registry_district_count(r->reg); i++)
+            tally_add(&out->districts[i], &r->former_districts[i]);
+        tally_add(&out->province, &r->former_province);
+    }
     if (!r->preds)
         return 0;
     out->preds = calloc(r->npreds + 1, sizeof(tally_t));
@@ -445,6 +658,10 @@ static int rollup_build(const keng_review_t *r, rollup_t *out)
         tally_add_beyond(&out->since[keng_registry_board(r->reg, i)->commune], &r->boards[i],
                          &r->before[i]);
     }
+    for (size_t i = 0; r->pred_former && i < r->npreds; i++)
+        tally_add(&out->preds[i], &r->pred_former[i]);
+    for (uint32_t i = 0; r->former_since && i < keng_registry_commune_count(r->reg); i++)
+        tally_add(&out->since[i], &r->former_since[i]);
     return 0;
 }
 
@@ -510,7 +727,7 @@ static json_t *headline_json(const rollup_t *ru)
                      (json_int_t)p->by_outcome[KENG_OUTCOME_RECONCILED]);
 }
 
-static const char *const pred_levels[] = {"commune", "district", "new_boards"};
+static const char *const pred_levels[] = {"commune", "district", "new_boards", "former_boards"};
 
 /* The lines of commune c's predecessors (keng_review_set_predecessors), each with its figures
  * from before the switch. */
@@ -570,6 +787,8 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
         const keng_district_t *d = keng_registry_district(r->reg, i);
         json_t *o = scope_json(d->id, d->name, &ru->districts[i]);
         coverage_json(o, &ru->district_boards[i]);
+        if (r->versions)
+            json_object_set_new(o, "former_boards", tally_json(&r->former_districts[i]));
         json_array_append_new(districts, o);
     }
     for (uint32_t i = 0; i < keng_registry_commune_count(r->reg); i++) {
@@ -579,6 +798,8 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
         if (d)
             json_object_set_new(o, "district_id", json_string(d->id));
         coverage_json(o, &ru->commune_boards[i]);
+        if (r->versions)
+            json_object_set_new(o, "former_boards", tally_json(&r->former_communes[i]));
         if (r->preds) {
             json_object_set_new(o, "since_switch", tally_json(&ru->since[i]));
             json_object_set_new(o, "predecessors", predecessors_json(r, ru, i));
@@ -609,6 +830,13 @@ static json_t *review_json(const keng_review_t *r, const rollup_t *ru)
     if (!root)
         return NULL;
     coverage_json(json_object_get(root, "province"), &ru->province_boards);
+    if (r->versions) {
+        json_t *province = json_object_get(root, "province");
+        json_object_set_new(province, "former_boards", tally_json(&r->former_province));
+        json_object_set_new(province, "former_boards_in_no_unit", tally_json(&r->former_nowhere));
+        json_object_set_new(json_object_get(root, "data_quality"), "former_board",
+                            json_integer((json_int_t)r->former_events));
+    }
     json_object_set_new(root, "headline", headline_json(ru));
     /* Which registry the review counted by: a review of the built-in boards for a deployment
      * with its own registry says so on its face. */
@@ -675,6 +903,11 @@ static void csv_field(FILE *f, const char *s)
         fputc(*s, f);
     }
     fputc('"', f);
+}
+
+static bool tally_empty(const tally_t *t)
+{
+    return t->incidents == 0 && t->mediations == 0;
 }
 
 static void csv_row(FILE *f, const char *level, const char *id, const char *name,
@@ -744,6 +977,8 @@ static int write_csv(const keng_review_t *r, const rollup_t *ru, const char *pat
                 continue;
             if (p->kind == PRED_NEW_BOARDS) {
                 csv_row(f, "before_switch_new_boards", "", "", c->id, &ru->preds[k]);
+            } else if (p->kind == PRED_FORMER_BOARDS) {
+                csv_row(f, "before_switch_former_boards", "", "", c->id, &ru->preds[k]);
             } else if (p->kind == PRED_COMMUNE) {
                 const keng_commune_t *oc = keng_registry_commune(r->previous, p->unit);
                 csv_row(f, p->split ? "before_switch_split" : "before_switch", oc->id, oc->name,
@@ -754,6 +989,24 @@ static int write_csv(const keng_review_t *r, const rollup_t *ru, const char *pat
                         c->id, &ru->preds[k]);
             }
         }
+    }
+    /* With the versions of the topic, last: the figures of former boards that each unit's row
+     * includes (units with none are left out), the province's, and those in no unit. */
+    for (uint32_t i = 0; r->versions && i < keng_registry_district_count(r->reg); i++) {
+        const keng_district_t *d = keng_registry_district(r->reg, i);
+        if (!tally_empty(&r->former_districts[i]))
+            csv_row(f, "former_boards", d->id, d->name, d->id, &r->former_districts[i]);
+    }
+    for (uint32_t i = 0; r->versions && i < keng_registry_commune_count(r->reg); i++) {
+        const keng_commune_t *c = keng_registry_commune(r->reg, i);
+        if (!tally_empty(&r->former_communes[i]))
+            csv_row(f, "former_boards", c->id, c->name, c->id, &r->former_communes[i]);
+    }
+    if (r->versions) {
+        csv_row(f, "former_boards", KENG_PROVINCE_ID, KENG_PROVINCE_NAME, KENG_PROVINCE_ID,
+                &r->former_province);
+        csv_row(f, "former_boards_in_no_unit", KENG_PROVINCE_ID, KENG_PROVINCE_NAME,
+                KENG_PROVINCE_ID, &r->former_nowhere);
     }
     int failed = ferror(f);
     return fclose(f) == 0 && !failed ? 0 : -1;

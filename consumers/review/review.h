@@ -22,7 +22,7 @@ typedef enum {
     KENG_REVIEW_COUNTED = 0,
     KENG_REVIEW_DUPLICATE,     /* its event_id was counted already */
     KENG_REVIEW_OUT_OF_PERIOD, /* occurred_at outside [from, to) */
-    KENG_REVIEW_UNKNOWN_BOARD, /* the registry does not know its board */
+    KENG_REVIEW_UNKNOWN_BOARD, /* no registry version knows its board */
     KENG_REVIEW_UNDECODABLE,   /* not a keng event (reported by the caller) */
     KENG_REVIEW_INVALID_TIME,  /* its times break the rule of event_rule.h (reported by the
                                 * caller) */
@@ -66,6 +66,28 @@ int keng_review_set_registry(keng_review_t *review, const char *source, const ch
  * must outlive the review; lineage is borrowed for the call. Returns 0, or -1 (no memory). */
 int keng_review_set_predecessors(keng_review_t *review, const keng_registry_t *previous,
                                  const keng_lineage_t *lineage, int64_t switch_ms);
+
+/* A registry version of the topic antt.registry, as keng_review_set_versions takes it. */
+typedef struct keng_review_version {
+    const keng_registry_t *reg;    /* its boards and units */
+    const keng_lineage_t *lineage; /* against the version before it, or NULL */
+    int64_t effective_ms;
+} keng_review_version_t;
+
+/* Gives the review every registry version of the topic, oldest first, v[drawn] being the one it
+ * counts by (the same boards as the review's registry; its reg may be that registry). An event
+ * of a board the review's registry lacks but a version has is then counted, not left out as
+ * unknown_board: under the commune (or district) of the units drawn that the lineages say its
+ * unit became, or under the province alone, as the figures of former boards (docs/DESIGN.md,
+ * "The annual review"). Call it before the first keng_review_add, after
+ * keng_review_set_predecessors when there are predecessors. The array is copied; the
+ * registries and lineages are borrowed and must outlive the review. Returns 0, or -1 (no
+ * memory). */
+int keng_review_set_versions(keng_review_t *review, const keng_review_version_t *v, size_t n,
+                             size_t drawn);
+
+/* How many of the events counted came from boards the review's registry lacks. */
+uint64_t keng_review_former_count(const keng_review_t *review);
 
 /* Records an event left out because its times break the rule (keng_event_check_times), for
  * the report's data-quality line. */

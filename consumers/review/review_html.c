@@ -359,6 +359,54 @@ out:
     return rc;
 }
 
+/* One line of the table of former boards: a unit (or the province) and what they reported
+ * in it. */
+static void former_row(FILE *f, const char *cls, const char *level, const char *id,
+                       const char *name, const json_t *figures)
+{
+    fprintf(f, "<tr class=%s data-level=%s data-key=\"", cls, level);
+    keng_chart_escape(f, id);
+    fputs("\"><td>", f);
+    keng_chart_escape(f, id);
+    fputs("</td><td class=name>", f);
+    keng_chart_escape(f, name);
+    fputs("</td>", f);
+    table_cells(f, figures, false);
+}
+
+/* The events of boards the units drawn lack (review.json's former_boards), when there are
+ * any: the units the lineage placed them under, those in no unit, and the province's sum. */
+static void write_former_boards(FILE *f, const json_t *doc)
+{
+    const json_t *province = json_object_get(doc, "province");
+    const json_t *all = json_object_get(province, "former_boards"), *o;
+    static const char *const levels[] = {"districts", "communes"};
+    size_t i;
+
+    if (!all || incidents(all) + mediations(all) == 0)
+        return;
+    fputs("<h2>Ban không còn trong danh mục</h2>\n<p class=summary>Số liệu trong kỳ của các ban "
+          "có trong một phiên bản danh mục nhưng không có trong danh mục dùng cho báo cáo này. "
+          "Số liệu được tính vào đơn vị mà đơn vị cũ của ban đã trở thành, nếu danh mục cho "
+          "biết; nếu không, chỉ tính vào toàn tỉnh.</p>\n<table class=former>\n",
+          f);
+    table_head(f, "Mã", "Đơn vị", false);
+    fputs("<tbody>\n", f);
+    for (int l = 0; l < 2; l++)
+        json_array_foreach(json_object_get(doc, levels[l]), i, o)
+        {
+            const json_t *former = json_object_get(o, "former_boards");
+            if (former && incidents(former) + mediations(former) > 0)
+                former_row(f, "unit", l ? "commune" : "district", text(o, "id"), text(o, "name"),
+                           former);
+        }
+    former_row(f, "nowhere", "province", KENG_PROVINCE_ID,
+               "Không thuộc đơn vị nào hiện nay (chỉ tính vào toàn tỉnh)",
+               json_object_get(province, "former_boards_in_no_unit"));
+    former_row(f, "total", "province", KENG_PROVINCE_ID, "Toàn tỉnh", all);
+    fputs("</tbody></table>\n", f);
+}
+
 static void write_tables(FILE *f, const json_t *doc, top_units_t top)
 {
     const json_t *months = json_object_get(doc, "months");
@@ -396,6 +444,7 @@ static void write_tables(FILE *f, const json_t *doc, top_units_t top)
           f);
     table_cells(f, json_object_get(doc, "province"), true);
     fputs("</tbody></table>\n", f);
+    write_former_boards(f, doc);
 }
 
 typedef struct ranked {
@@ -491,6 +540,11 @@ static void write_predecessors(FILE *f, const json_t *doc, const keng_registry_t
             if (strcmp(level, "new_boards") == 0) {
                 snprintf(label, sizeof(label), "Ban mới, chưa có trước ngày %s", day);
                 predecessor_row(f, "pred", line, level, label, NULL, "", field(line, "boards"));
+                continue;
+            }
+            if (strcmp(level, "former_boards") == 0) {
+                predecessor_row(f, "pred", line, level, "Ban cũ, nay không còn trong danh mục",
+                                NULL, "", field(line, "boards"));
                 continue;
             }
             predecessor_row(f, split ? "\"pred split\"" : "pred", line, level, text(line, "name"),
@@ -739,6 +793,11 @@ int keng_review_html_write(const json_t *doc, const keng_registry_t *reg, int64_
     fputs(" ngoài kỳ báo cáo, ", f);
     figure(f, "unknown_board", field(quality, "unknown_board"));
     fputs(" của ban không có trong danh mục, ", f);
+    if (json_object_get(quality, "former_board")) {
+        fputs("(đã tính ", f);
+        figure(f, "former_board", field(quality, "former_board"));
+        fputs(" của ban cũ, không còn trong danh mục này), ", f);
+    }
     figure(f, "undecodable", field(quality, "undecodable"));
     fputs(" không giải mã được, ", f);
     figure(f, "invalid_time", field(quality, "invalid_time"));

@@ -13,6 +13,7 @@ keng-aggregate.
 """
 
 import base64
+import csv
 import fnmatch
 import glob
 import gzip
@@ -1121,6 +1122,103 @@ def test_systemd_units():
         work.cleanup()
 
 
+# ---- deploy/alertmanager.yml's routes by commune ----
+
+AM_ROUTES = os.path.join(SRC, "tools", "registry", "alertmanager_routes.py")
+REGISTRY_2025 = os.path.join(SRC, "registry", "nghe-an-2025-07-01.csv")
+
+
+def am_routes(*args):
+    return subprocess.run([sys.executable, AM_ROUTES, *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_alertmanager_routes_follow_the_registry():
+    """deploy/alertmanager.yml's commune routes and receivers are what
+    tools/registry/alertmanager_routes.py writes from the 2025 registry, so they cannot drift
+    from it; the script sees a drift, follows a new commune, and takes a mapping of receivers
+    that amtool accepts."""
+    am = os.path.join(SRC, "deploy", "alertmanager.yml")
+    out = am_routes(REGISTRY_2025, "--check", am)
+    kt.check_equal(out.returncode, 0, "deploy/alertmanager.yml's blocks are the script's "
+                   f"(write them again with --update): {out.stdout[-1500:]}{out.stderr}")
+    text = read("deploy", "alertmanager.yml")
+    with open(REGISTRY_2025, encoding="utf-8") as f:
+        communes = sorted({r["commune_id"] for r in
+                           csv.DictReader(line for line in f if not line.startswith("#"))})
+    block = text[text.index("# BEGIN commune routes"):text.index("# END commune routes")]
+    kt.check_equal(re.findall(r"commune_id=\"([^\"]+)\"", block), communes,
+                   "one route per commune of the registry, in the order of their ids")
+    printed = am_routes(REGISTRY_2025)
+    kt.check_equal(printed.returncode, 0, f"routes to stdout ({printed.stderr})")
+    def routes_only(text):
+        return [line for line in text.splitlines()
+                if line.strip() and not line.strip().startswith("#")]
+    kt.check_equal(routes_only(printed.stdout), routes_only(block),
+                   "the routes printed are the file's")
+
+    work = kt.Workdir(prefix="keng-am-routes-")
+    try:
+        copy = work.file("alertmanager.yml")
+        # A route dropped by hand is a drift.
+        with open(copy, "w", encoding="utf-8") as f:
+            f.write(text.replace("    - receiver: commune-16690  # Phường Trường Vinh\n"
+                                 "      matchers: ['commune_id=\"16690\"']\n", "", 1))
+        out = am_routes(REGISTRY_2025, "--check", copy)
+        kt.check_equal(out.returncode, 1, f"a dropped route is seen ({out.stderr})")
+        kt.check("+      matchers: ['commune_id=\"16690\"']" in out.stdout,
+                 "the diff shows the route", "commune 16690", out.stdout[-800:])
+        # A registry with one commune more: --update adds its route and receiver.
+        bigger = work.file("registry.csv")
+        with open(REGISTRY_2025, encoding="utf-8") as f:
+            reg = f.read()
+        with open(bigger, "w", encoding="utf-8") as f:
+            f.write(reg + "X-NEW-B01,Khối Mới,X-NEW,Xã Thử,,,1,1\n")
+        out = am_routes(bigger, "--update", copy)
+        kt.check_equal(out.returncode, 0, f"--update ({out.stderr})")
+        with open(copy, encoding="utf-8") as f:
+            updated = f.read()
+        kt.check("    - receiver: commune-X-NEW  # Xã Thử\n" in updated and
+                 "  - name: commune-X-NEW\n" in updated and
+                 "      matchers: ['commune_id=\"16690\"']" in updated,
+                 "--update writes every route and receiver again", "X-NEW and 16690",
+                 updated[:3000])
+        kt.check_equal(am_routes(bigger, "--check", copy).returncode, 0, "--check after --update")
+        # A mapping: every commune to a receiver the file defines.
+        mapping = work.file("map.csv")
+        with open(mapping, "w", encoding="utf-8") as f:
+            f.write("# test\ncommune_id,receiver\n" + "".join(
+                f"{c},{'operations' if c == '16681' else 'province'}\n" for c in communes))
+        with open(copy, "w", encoding="utf-8") as f:
+            f.write(text)
+        out = am_routes(REGISTRY_2025, "--map", mapping, "--update", copy)
+        kt.check_equal(out.returncode, 0, f"--map --update ({out.stderr})")
+        with open(copy, encoding="utf-8") as f:
+            mapped = f.read()
+        routes = mapped[mapped.index("# BEGIN commune routes"):mapped.index("# END commune routes")]
+        kt.check_equal((routes.count("- receiver: province  #"),
+                        routes.count("- receiver: operations  # Phường Thành Vinh")),
+                       (len(communes) - 1, 1), "the mapping's receivers")
+        if shutil.which("amtool"):
+            r = subprocess.run(["amtool", "check-config", copy], capture_output=True, text=True,
+                               timeout=60)
+            kt.check_equal(r.returncode, 0, f"amtool check-config of the mapped file "
+                           f"({r.stdout[-500:]}{r.stderr[-500:]})")
+        # Refusals, naming the file and line.
+        with open(mapping, "a", encoding="utf-8") as f:
+            f.write("99999,province\n")
+        out = am_routes(REGISTRY_2025, "--map", mapping)
+        kt.check_equal((out.returncode, f"map.csv:{len(communes) + 3}: commune '99999' is not in "
+                        "the registry" in out.stderr), (2, True), f"a stray commune ({out.stderr})")
+        with open(mapping, "w", encoding="utf-8") as f:
+            f.write("commune_id,receiver\n16681,province\n")
+        out = am_routes(REGISTRY_2025, "--map", mapping)
+        kt.check_equal((out.returncode, f"no receiver for {len(communes) - 1} commune(s)" in
+                        out.stderr), (2, True), f"a commune without receiver ({out.stderr})")
+    finally:
+        work.cleanup()
+
+
 # ---- docs/OPERATIONS.md ----
 
 def test_operations_doc():
@@ -1156,5 +1254,5 @@ if __name__ == "__main__":
              test_dockerfile_packages_match_install_deps,
              test_dockerignore, test_config_keys_documented_and_accepted, test_tokens_example,
              test_create_topics_script, test_compose_registry_service, test_state_slots,
-             test_shell_scripts,
+             test_shell_scripts, test_alertmanager_routes_follow_the_registry,
              test_operations_doc])

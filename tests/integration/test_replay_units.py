@@ -9,7 +9,10 @@ Under `current` each commune of 2025 lists the communes of 2024 that became it, 
 figures from before 1 July, and those lines plus the commune's figures since add up to its
 total (review.json, review.csv, review.html). A small pair of versions publishes what the
 real one lacks: a commune split board by board, a district gone whole into one commune, a
-removed board and a new one."""
+removed board and a new one. The removed board keeps its history under the newer units (under
+the commune its old commune became, as former_boards), the new one under the older units
+(under the province alone), so the province's totals are the same under both; only a board
+that no version has is unknown_board."""
 
 import csv
 import hashlib
@@ -269,7 +272,7 @@ def test_predecessors_split_and_whole_district():
         start, reform = ms(datetime(2025, 1, 1, tzinfo=VN)), ms(datetime(2025, 7, 1, tzinfo=VN))
         end = ms(datetime(2026, 1, 1, tzinfo=VN))
         events = []
-        for board in sorted(set(old) | set(new)):
+        for board in sorted(set(old) | set(new) | {"K99"}):
             # Before and after the switch, and at its edges (a millisecond before it, and it).
             times = [rng.randrange(start, reform) for _ in range(15)] + \
                     [rng.randrange(reform, end) for _ in range(15)] + [reform - 1, reform]
@@ -294,7 +297,7 @@ def test_predecessors_split_and_whole_district():
                           if ev["occurred_at"] < reform and ev["board_id"] in boards])
 
         expected = {
-            "N1": [("commune", "OC1", "Xã Cũ 1", False, 2, before({"K1", "K2"})),
+            "N1": [("commune", "OC1", "Xã Cũ 1", False, 2, before({"K1", "K2", "K7"})),
                    ("commune", "OC2", "Xã Cũ 2", True, 1, before({"K3"})),
                    ("new_boards", None, None, False, 1, before({"K8"}))],
             "N2": [("commune", "OC2", "Xã Cũ 2", True, 1, before({"K4"})),
@@ -306,11 +309,24 @@ def test_predecessors_split_and_whole_district():
                            f"{c['id']}: its predecessors before the switch")
             kt.check_equal(totals(c["since_switch"]),
                            tally([(k, ev) for k, ev in events if ev["occurred_at"] >= reform
-                                  and new.get(ev["board_id"], {}).get("commune_id") == c["id"]]),
-                           f"{c['id']}: since the switch")
-        kt.check_equal(review["data_quality"]["unknown_board"],
-                       sum(ev["board_id"] == "K7" for _, ev in events),
-                       "the removed board's events: not this review's")
+                                  and (new.get(ev["board_id"], {}).get("commune_id") == c["id"]
+                                       or (ev["board_id"] == "K7" and c["id"] == "N1"))]),
+                           f"{c['id']}: since the switch (K7's late events in N1)")
+        k7 = tally([(k, ev) for k, ev in events if ev["board_id"] == "K7"])
+        k8 = tally([(k, ev) for k, ev in events if ev["board_id"] == "K8"])
+        k99 = sum(ev["board_id"] == "K99" for _, ev in events)
+        kt.check_equal(review["data_quality"]["unknown_board"], k99,
+                       "only the board no version has is unknown_board")
+        kt.check_equal(review["data_quality"]["former_board"], sum(k7.values()),
+                       "the removed board's events are counted as a former board's")
+        n1 = next(c for c in review["communes"] if c["id"] == "N1")
+        kt.check_equal((totals(n1["former_boards"]), totals(review["province"]["former_boards"]),
+                        totals(review["province"]["former_boards_in_no_unit"])),
+                       (k7, k7, {"incidents": 0, "mediations": 0}),
+                       "K7 under N1 (Xã Cũ 1 became it), marked former_boards")
+        kt.check_equal(totals(n1), tally([(k, ev) for k, ev in events
+                                          if ev["board_id"] in {"K1", "K2", "K3", "K8", "K7"}]),
+                       "N1's totals hold K7's history")
         check_sums(review, os.path.join(out_dir, "review.csv"), "small")
         rows = read_csv_rows(os.path.join(out_dir, "review.csv"))
         kt.check_equal(sorted((r["level"], r["id"], r["parent_id"]) for r in rows
@@ -320,6 +336,13 @@ def test_predecessors_split_and_whole_district():
                         ("before_switch_split", "OC2", "N1"),
                         ("before_switch_split", "OC2", "N2")],
                        "review.csv: the rows of the predecessors")
+        former_rows = {(r["level"], r["id"]): r for r in rows if r["level"].startswith("former")}
+        kt.check_equal(sorted(former_rows), [("former_boards", "N1"), ("former_boards", "NA"),
+                                             ("former_boards_in_no_unit", "NA")],
+                       "review.csv: the rows of former boards")
+        kt.check_equal((int(former_rows[("former_boards", "N1")]["incidents"]),
+                        int(former_rows[("former_boards", "N1")]["mediations"])),
+                       (k7["incidents"], k7["mediations"]), "review.csv: N1's former boards")
         with open(os.path.join(out_dir, "review.html"), encoding="utf-8") as f:
             html = f.read()
         kt.check_equal(html.count('<tr class="pred split" data-level=commune data-key="OC2">'), 2,
@@ -327,19 +350,30 @@ def test_predecessors_split_and_whole_district():
         kt.check("chia tách" in html and "cả huyện" in html and "Ban mới" in html,
                  "review.html says split, whole district and new boards", "all three",
                  html[html.find("<table class=predecessors>"):][:1500])
+        kt.check('<tr class=unit data-level=commune data-key="N1"><td>N1</td><td '
+                 f'class=name>Xã Mới 1</td><td class="n incidents">{k7["incidents"]}</td>' in html
+                 and "Ban không còn trong danh mục" in html,
+                 "review.html: the table of former boards shows K7 under N1", "its row",
+                 html[html.find("<table class=former>"):][:1500])
 
-        # The province's totals under the units before the switch differ only by the boards
-        # that one version has and the other lacks: K7 (removed) and K8 (new).
+        # The province's totals under the units before the switch are the same: K8, which
+        # only the later version has, counts there under the province alone.
         as_of = work.file("review-before")
         result = replay(broker, "--units", "as-of:2025-06-30", "--out", as_of)
         kt.check_equal(result.returncode, 0, f"as-of:2025-06-30 ({result.stderr[-800:]!r})")
         with open(os.path.join(as_of, "review.json")) as f:
             earlier = json.load(f)
-        k7 = tally([(k, ev) for k, ev in events if ev["board_id"] == "K7"])
-        k8 = tally([(k, ev) for k, ev in events if ev["board_id"] == "K8"])
-        kt.check_equal({k: totals(review["province"])[k] + k7[k] for k in k7},
-                       {k: totals(earlier["province"])[k] + k8[k] for k in k8},
-                       "province totals: current plus K7 against as-of plus K8")
+        kt.check_equal(totals(review["province"]), totals(earlier["province"]),
+                       "province totals: the same under current and as-of:2025-06-30")
+        kt.check_equal(totals(review["province"]),
+                       tally([(k, ev) for k, ev in events if ev["board_id"] != "K99"]),
+                       "province totals: every event of a board some version has")
+        kt.check_equal({k: review["province"][k] for k in ("incidents", "mediations")},
+                       {k: earlier["province"][k] for k in ("incidents", "mediations")},
+                       "province: every figure the same under both")
+        kt.check_equal((totals(earlier["province"]["former_boards_in_no_unit"]),
+                        earlier["data_quality"]["unknown_board"]), (k8, k99),
+                       "as-of:2025-06-30: K8 under the province alone, K99 unknown")
         kt.check_equal(earlier["registry"]["predecessors"], None,
                        "as-of:2025-06-30: no predecessors")
 

@@ -386,12 +386,175 @@ static void communes_list_their_predecessors(void **state)
     keng_registry_destroy(previous);
 }
 
+/* A third version after drawn_csv: both communes of 2025 merged into one. */
+static const char merged_csv[] =
+    "board_id,board_name,commune_id,commune_name,district_id,district_name,groups,members\n"
+    "K1,Khối 1,N3,Xã Hợp Nhất,,,1,1\n"
+    "K2,Khối 2,N3,Xã Hợp Nhất,,,1,1\n"
+    "K3,Khối 3,N3,Xã Hợp Nhất,,,1,1\n"
+    "K8,Khối 8,N3,Xã Hợp Nhất,,,1,1\n"
+    "K4,Khối 4,N3,Xã Hợp Nhất,,,1,1\n"
+    "K5,Khối 5,N3,Xã Hợp Nhất,,,1,1\n"
+    "K6,Khối 6,N3,Xã Hợp Nhất,,,1,1\n";
+static const char merged_lineage_csv[] = "from_id,from_name,to_id,to_name\n"
+                                         "N1,Xã Mới 1,N3,Xã Hợp Nhất\n"
+                                         "N2,Xã Mới 2,N3,Xã Hợp Nhất\n";
+
+/* The scope object of review.json whose id is id in the array key ("communes"), or NULL. */
+static json_t *scope_of(json_t *root, const char *key, const char *id)
+{
+    size_t i;
+    json_t *o;
+
+    json_array_foreach(json_object_get(root, key), i, o)
+    {
+        if (strcmp(json_string_value(json_object_get(o, "id")), id) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+/* The review of 2025 under version drawn of the three, with predecessors when the drawn one
+ * took effect in 2025 after another, fed every event of every board (K7 removed in July, K8
+ * added then) and two of a board no version has. Returns review.json. */
+static json_t *review_under(keng_registry_t *const *regs, keng_lineage_t *const *lineages,
+                            const int64_t *effective, size_t drawn, uint64_t *events)
+{
+    char errstr[256], dir[] = "/tmp/keng-review-former-XXXXXX", path[300];
+    int64_t from, to;
+    keng_review_version_t v[3];
+    static const char *const boards[] = {"K1", "K2", "K3", "K4", "K5", "K6", "K7", "K8", "K99"};
+
+    keng_review_year_bounds(2025, &from, &to);
+    for (size_t i = 0; i < 3; i++)
+        v[i] = (keng_review_version_t){regs[i], lineages[i], effective[i]};
+    keng_review_t *r = keng_review_new(regs[drawn], from, to, "2025");
+    assert_non_null(r);
+    if (drawn == 1)
+        assert_int_equal(keng_review_set_predecessors(r, regs[0], lineages[1], effective[1]), 0);
+    assert_int_equal(keng_review_set_versions(r, v, 3, drawn), 0);
+    /* Board b gets b + 1 events before 1 July and b + 2 after: K7's after it was removed are
+     * late reports, K8's before it was added early ones. */
+    uint32_t n = 0;
+    *events = 0;
+    for (size_t b = 0; b < 9; b++) {
+        for (uint32_t k = 0; k < 2 * b + 3; k++, n++) {
+            keng_event_t ev =
+                make_event(n, k <= b ? effective[1] - 1 - k * 60000 : effective[1] + k * 60000);
+            snprintf(ev.board_id, sizeof(ev.board_id), "%s", boards[b]);
+            keng_unit_expect_u64(b == 8 ? KENG_REVIEW_UNKNOWN_BOARD : KENG_REVIEW_COUNTED,
+                                 keng_review_add(r, &ev), boards[b]);
+            *events += b != 8;
+        }
+    }
+    assert_non_null(mkdtemp(dir));
+    if (keng_review_write(r, dir, errstr, sizeof(errstr)) != 0)
+        fail_msg("keng_review_write: %s", errstr);
+    snprintf(path, sizeof(path), "%s/review.json", dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root)
+        fail_msg("%s: %s", path, jerr.text);
+    const char *files[] = {"review.json", "review.csv", "review.html"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        remove(path);
+    }
+    rmdir(dir);
+    keng_review_destroy(r);
+    return root;
+}
+
+static uint64_t events_of(const json_t *scope)
+{
+    return total_of(scope, "incidents") + total_of(scope, "mediations");
+}
+
+/* A board removed by a version keeps its history under every later version: its events count
+ * in the province's totals and under the commune its old commune became (through two
+ * lineages), marked former_boards; a board added later counts under the province alone when
+ * the units drawn are older. The province's totals are the same under each of the three
+ * versions; only a board no version has stays unknown_board. */
+static void former_boards_keep_their_history(void **state)
+{
+    (void)state;
+    char errstr[256];
+    const char *texts[3] = {previous_csv, drawn_csv, merged_csv};
+    const char *lineage_texts[3] = {NULL, lineage_csv, merged_lineage_csv};
+    keng_registry_t *regs[3];
+    keng_lineage_t *lineages[3] = {NULL, NULL, NULL};
+    int64_t effective[3];
+    json_t *root[3];
+    uint64_t events = 0;
+
+    assert_int_equal(keng_review_parse_date("2024-01-01", &effective[0]), 0);
+    assert_int_equal(keng_review_parse_date("2025-07-01", &effective[1]), 0);
+    assert_int_equal(keng_review_parse_date("2026-03-01", &effective[2]), 0);
+    for (size_t i = 0; i < 3; i++) {
+        regs[i] =
+            keng_registry_load_text(texts[i], strlen(texts[i]), "version", errstr, sizeof(errstr));
+        if (lineage_texts[i])
+            lineages[i] = keng_lineage_load_text(lineage_texts[i], strlen(lineage_texts[i]),
+                                                 "lineage", errstr, sizeof(errstr));
+        if (!regs[i] || (lineage_texts[i] && !lineages[i]))
+            fail_msg("setup: %s", errstr);
+    }
+    for (size_t d = 0; d < 3; d++) {
+        root[d] = review_under(regs, lineages, effective, d, &events);
+        json_t *province = json_object_get(root[d], "province");
+        keng_unit_expect_u64(events, events_of(province), "the province's events");
+        keng_unit_expect_u64(2 * 8 + 3, /* K99: 8 + 1 before, 8 + 2 after */
+                             (uint64_t)json_integer_value(json_object_get(
+                                 json_object_get(root[d], "data_quality"), "unknown_board")),
+                             "unknown_board: the board no version has");
+    }
+    /* K7 has 6 + 1 events before the switch and 6 + 2 after; K8 has 7 + 1 and 7 + 2. */
+    uint64_t k7_before = 7, k7 = 7 + 8, k8 = 8 + 9;
+    for (size_t d = 1; d < 3; d++) {
+        json_t *province = json_object_get(root[d], "province");
+        keng_unit_expect_u64(k7, events_of(json_object_get(province, "former_boards")),
+                             "the province's former boards: K7");
+        keng_unit_expect_u64(0, events_of(json_object_get(province, "former_boards_in_no_unit")),
+                             "K7 is placed");
+        keng_unit_expect_u64(k7,
+                             (uint64_t)json_integer_value(json_object_get(
+                                 json_object_get(root[d], "data_quality"), "former_board")),
+                             "data_quality.former_board");
+    }
+    /* Under 2025: in Xã Mới 1, which Xã Cũ 1 became; its events before the switch on Xã Cũ
+     * 1's line (K1, K2 and K7), those after in the commune's figures since. */
+    json_t *n1 = scope_of(root[1], "communes", "N1");
+    assert_non_null(n1);
+    keng_unit_expect_u64(k7, events_of(json_object_get(n1, "former_boards")), "N1: K7");
+    keng_unit_expect_u64(3 + 5 + 7 + k8 + k7, events_of(n1), "N1: K1, K2, K3, K8 and K7");
+    json_t *oc1 = json_array_get(json_object_get(n1, "predecessors"), 0);
+    assert_string_equal(json_string_value(json_object_get(oc1, "id")), "OC1");
+    keng_unit_expect_u64(1 + 2 + k7_before, events_of(oc1), "N1's line of OC1: K1, K2 and K7");
+    /* Under the 2026 merger: in N3, through N1. */
+    json_t *n3 = scope_of(root[2], "communes", "N3");
+    assert_non_null(n3);
+    keng_unit_expect_u64(k7, events_of(json_object_get(n3, "former_boards")), "N3: K7");
+    keng_unit_expect_u64(events, events_of(n3), "N3 holds every event");
+    /* Under 2024: K8, added later, under the province alone. */
+    json_t *province = json_object_get(root[0], "province");
+    keng_unit_expect_u64(k8, events_of(json_object_get(province, "former_boards_in_no_unit")),
+                         "2024: K8 in no unit");
+    keng_unit_expect_u64(k8, events_of(json_object_get(province, "former_boards")),
+                         "2024: the former boards are K8");
+    for (size_t i = 0; i < 3; i++) {
+        json_decref(root[i]);
+        keng_registry_destroy(regs[i]);
+        keng_lineage_destroy(lineages[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(each_event_is_counted_once),
         cmocka_unit_test(csv_cells_cannot_be_formulas),
         cmocka_unit_test(communes_list_their_predecessors),
+        cmocka_unit_test(former_boards_keep_their_history),
     };
     return cmocka_run_group_tests(tests, keng_unit_registry_setup, keng_unit_registry_teardown);
 }

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Writes Alertmanager's routes by commune for every commune of a keng registry CSV, so that
+deploy/alertmanager.yml cannot fall behind the registry (docs/OPERATIONS.md, "keng in
+Prometheus and Alertmanager").
+
+keng-aggregate labels each board and commune alert with commune_id (consumers/alerts/
+alertmanager.c); each route matches one commune on it. Without --map each commune gets its own
+receiver, commune-<id>, and --receivers writes those receivers (a placeholder address each);
+with --map a CSV (header commune_id,receiver; '#' lines are comments) names the receiver of
+every commune, receivers the deployment defines itself. Routes are in the order of the
+commune ids (as text), whatever the order of the registry's rows.
+
+    alertmanager_routes.py REGISTRY.csv [--map MAP.csv] [--receivers]
+    alertmanager_routes.py REGISTRY.csv [--map MAP.csv] --update FILE | --check FILE
+
+Without --update or --check the block goes to stdout. --update replaces, in FILE, the lines
+from each block's BEGIN marker to its END marker (the routes block; the receivers block too
+when FILE has its markers and there is no --map); --check exits 1 with a diff when FILE's
+blocks differ from what --update would write. Exit 0, 1 for a difference or a file without
+markers, 2 for bad input (the message names the file and line). Python 3, standard library
+only."""
+
+import argparse
+import csv
+import difflib
+import os
+import re
+import sys
+
+SCRIPT = "tools/registry/alertmanager_routes.py"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROUTES = "commune routes"
+RECEIVERS = "commune receivers"
+# keng's id alphabet (docs/DESIGN.md): what a matcher may quote as it is.
+ID = re.compile(r"^[A-Za-z0-9-]{1,31}$")
+RECEIVER = re.compile(r"^[A-Za-z0-9._-]+$")
+ADDRESS = "c{id}@congan.nghean.example"
+
+
+class BadInput(Exception):
+    pass
+
+
+def read_csv(path, need):
+    """The rows of a CSV whose '#' lines are comments, as (line number, dict)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = [(n, line) for n, line in enumerate(f, 1) if not line.startswith("#")]
+    except OSError as e:
+        raise BadInput(f"{path}: {e.strerror}") from e
+    if not lines:
+        raise BadInput(f"{path}: no header line")
+    reader = csv.DictReader(line for _, line in lines)
+    missing = [k for k in need if k not in (reader.fieldnames or [])]
+    if missing:
+        raise BadInput(f"{path}:{lines[0][0]}: the header lacks {', '.join(missing)}")
+    return [(lines[i + 1][0], row) for i, row in enumerate(reader)]
+
+
+def communes_of(registry):
+    """{commune id: name} of every commune that has a board in the registry."""
+    communes = {}
+    for n, row in read_csv(registry, ("commune_id", "commune_name")):
+        cid, name = row["commune_id"], row["commune_name"]
+        if not ID.match(cid or ""):
+            raise BadInput(f"{registry}:{n}: commune id {cid!r} is not in keng's id alphabet "
+                           "[A-Za-z0-9-], up to 31 characters")
+        if communes.setdefault(cid, name) != name:
+            raise BadInput(f"{registry}:{n}: commune {cid} named both {communes[cid]!r} and "
+                           f"{name!r}")
+    if not communes:
+        raise BadInput(f"{registry}: no board, so no commune")
+    return communes
+
+
+def receivers_of(mapping, communes):
+    """{commune id: receiver} from --map: every commune of the registry once, nothing else."""
+    receivers = {}
+    for n, row in read_csv(mapping, ("commune_id", "receiver")):
+        cid, receiver = row["commune_id"], row["receiver"]
+        if cid not in communes:
+            raise BadInput(f"{mapping}:{n}: commune {cid!r} is not in the registry")
+        if cid in receivers:
+            raise BadInput(f"{mapping}:{n}: commune {cid} is mapped twice")
+        if not RECEIVER.match(receiver or ""):
+            raise BadInput(f"{mapping}:{n}: receiver {receiver!r}: use letters, digits, "
+                           "'.', '_' and '-'")
+        receivers[cid] = receiver
+    missing = sorted(set(communes) - set(receivers))
+    if missing:
+        raise BadInput(f"{mapping}: no receiver for {len(missing)} commune(s) of the registry: "
+                       f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    return receivers
+
+
+def shown(path):
+    """path as the header shows it: from the repository's root when it is inside it."""
+    rel = os.path.relpath(os.path.abspath(path), REPO)
+    return os.path.basename(path) if rel.startswith("..") else rel
+
+
+def header(indent, what, registry, communes, mapping, target):
+    command = f"python3 {SCRIPT} {shown(registry)}"
+    if mapping:
+        command += f" --map {shown(mapping)}"
+    command += f" --update {shown(target)}" if target else (
+        " --receivers" if what == RECEIVERS else "")
+    return [f"{indent}# BEGIN {what}, generated by {SCRIPT} from",
+            f"{indent}# {shown(registry)} ({len(communes)} communes, by id): do not edit by hand;"
+            " write it again with",
+            f"{indent}#   {command}"]
+
+
+def routes_block(registry, communes, receivers, mapping, target):
+    lines = header("    ", ROUTES, registry, communes, mapping, target)
+    for cid in sorted(communes):
+        lines.append(f"    - receiver: {receivers[cid]}  # {communes[cid]}")
+        lines.append(f"      matchers: ['commune_id=\"{cid}\"']")
+    lines.append(f"    # END {ROUTES}")
+    return lines
+
+
+def receivers_block(registry, communes, target):
+    lines = header("  ", RECEIVERS, registry, communes, None, target)
+    for cid in sorted(communes):
+        lines += [f"  - name: commune-{cid}", "    email_configs:",
+                  f"      - to: \"{ADDRESS.format(id=cid)}\"", "        send_resolved: true"]
+    lines.append(f"  # END {RECEIVERS}")
+    return lines
+
+
+def replace_block(text_lines, block, what, path, required):
+    """text_lines with the lines from the BEGIN to the END marker of what replaced by block;
+    None when the file has no such markers and they are not required."""
+    begin = [i for i, line in enumerate(text_lines) if line.strip().startswith(f"# BEGIN {what}")]
+    end = [i for i, line in enumerate(text_lines) if line.strip() == f"# END {what}"]
+    if not begin and not end and not required:
+        return None
+    if len(begin) != 1 or len(end) != 1 or end[0] < begin[0]:
+        raise BadInput(f"{path}: needs one '# BEGIN {what}' line and, after it, one "
+                       f"'# END {what}' line (found {len(begin)} and {len(end)})")
+    return text_lines[:begin[0]] + block + text_lines[end[0] + 1:]
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("registry", help="a keng registry CSV (board_id,...,commune_id,"
+                        "commune_name,...)")
+    parser.add_argument("--map", help="CSV commune_id,receiver: the receiver of each commune")
+    parser.add_argument("--receivers", action="store_true",
+                        help="write the receivers block (one per commune; not with --map)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--update", metavar="FILE", help="rewrite the blocks in FILE")
+    group.add_argument("--check", metavar="FILE",
+                       help="exit 1 when FILE's blocks differ from what --update writes")
+    args = parser.parse_args(argv)
+    if args.receivers and args.map:
+        parser.error("--receivers writes one receiver per commune; with --map the receivers "
+                     "are the deployment's own")
+    target = args.update or args.check
+    try:
+        communes = communes_of(args.registry)
+        receivers = (receivers_of(args.map, communes) if args.map
+                     else {cid: f"commune-{cid}" for cid in communes})
+        routes = routes_block(args.registry, communes, receivers, args.map, target)
+        if not target:
+            block = receivers_block(args.registry, communes, None) if args.receivers else routes
+            sys.stdout.write("\n".join(block) + "\n")
+            return 0
+        try:
+            with open(target, encoding="utf-8") as f:
+                old = f.read()
+        except OSError as e:
+            raise BadInput(f"{target}: {e.strerror}") from e
+        lines = replace_block(old.splitlines(), routes, ROUTES, target, True)
+        if not args.map:
+            with_receivers = replace_block(lines, receivers_block(args.registry, communes,
+                                                                  target),
+                                           RECEIVERS, target, False)
+            lines = with_receivers if with_receivers is not None else lines
+        new = "\n".join(lines) + "\n"
+    except BadInput as e:
+        print(f"alertmanager_routes.py: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        if new == old:
+            return 0
+        sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                   target, f"{target} (generated)"))
+        print(f"alertmanager_routes.py: {target} differs from what {args.registry} gives; "
+              f"write it again with --update", file=sys.stderr)
+        return 1
+    if new != old:
+        tmp = f"{target}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(new)
+        os.replace(tmp, target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
