@@ -417,6 +417,33 @@ keng_registry_t *keng_registry_follow_current(const keng_registry_follow_t *r)
     return r->v[r->current].reg;
 }
 
+const keng_registry_t *keng_registry_follow_at(const keng_registry_follow_t *r, int64_t at_ms,
+                                               const char **version)
+{
+    long best = -1;
+
+    /* A version published again at the same time (--replace) is read after the one it
+     * replaces: the later index wins a tie. */
+    for (size_t i = 0; r && i < r->n; i++)
+        if (r->v[i].state != V_DROPPED && r->v[i].effective_ms <= at_ms &&
+            (best < 0 || r->v[i].effective_ms >= r->v[best].effective_ms))
+            best = (long)i;
+    if (version)
+        *version = best >= 0 ? r->v[best].key : NULL;
+    return best >= 0 ? r->v[best].reg : NULL;
+}
+
+const char *keng_registry_follow_first(const keng_registry_follow_t *r)
+{
+    long first = -1;
+
+    for (size_t i = 0; r && i < r->n; i++)
+        if (r->v[i].state != V_DROPPED &&
+            (first < 0 || r->v[i].effective_ms < r->v[first].effective_ms))
+            first = (long)i;
+    return first >= 0 ? r->v[first].key : NULL;
+}
+
 const keng_registry_t *const *keng_registry_follow_earlier(const keng_registry_follow_t *r,
                                                            size_t *n)
 {

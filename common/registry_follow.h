@@ -65,6 +65,18 @@ keng_registry_t *keng_registry_follow_current(const keng_registry_follow_t *r);
 const keng_registry_t *const *keng_registry_follow_earlier(const keng_registry_follow_t *r,
                                                            size_t *n);
 
+/* The registry of the version in force at at_ms (?as_of= on keng-aggregate's API): of the
+ * versions loaded and not dropped (those still to come included), the one with the latest
+ * effective time not after at_ms, a later one read with the same time winning. Borrowed from r
+ * (valid until destroy); *version (may be NULL) gets its effective key, borrowed as well.
+ * NULL before the first version, or with r NULL. */
+const keng_registry_t *keng_registry_follow_at(const keng_registry_follow_t *r, int64_t at_ms,
+                                               const char **version);
+
+/* The effective key of the earliest version loaded and not dropped (for a time before it), or
+ * NULL; borrowed from r. */
+const char *keng_registry_follow_first(const keng_registry_follow_t *r);
+
 /* The effective key of the version in force ("2025-06-30T17:00:00Z"), borrowed from r. */
 const char *keng_registry_follow_version(const keng_registry_follow_t *r);
 

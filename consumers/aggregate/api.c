@@ -110,15 +110,15 @@ static json_t *tally_json(const keng_tally_t *t)
         names_object(keng_outcome_names, t->by_outcome, KENG_OUTCOME_COUNT));
 }
 
-int keng_api__parse_level(keng_api_t *api, keng_http_request_t *req, const char *s,
-                          keng_level_t *out, bool boards)
+int keng_api__parse_level(keng_api_t *api, keng_http_request_t *req, const keng_registry_t *reg,
+                          const char *s, keng_level_t *out, bool boards)
 {
     char msg[160];
 
-    if (s && keng_level_parse(api->reg, s, out) == 0 && (boards || *out != KENG_LEVEL_BOARD))
+    if (s && keng_level_parse(reg, s, out) == 0 && (boards || *out != KENG_LEVEL_BOARD))
         return 0;
     /* The registry's levels, so that a district asked of the two-tier province says so. */
-    const char *levels = keng_registry_level_list(api->reg);
+    const char *levels = keng_registry_level_list(reg);
     snprintf(msg, sizeof(msg), "level must be one of %.*s (got '%.32s')",
              boards ? (int)strlen(levels) : (int)(strlen(levels) - strlen(", board")), levels,
              s ? s : "");
@@ -229,47 +229,58 @@ static void add_formerly(const keng_api_t *api, json_t *unit, const char *id)
     json_object_set_new(unit, "formerly", list);
 }
 
-/* The counts answer of one scope; the caller owns the reference. */
-static json_t *counts_json(const keng_api_t *api, keng_level_t level, uint32_t index)
+/* The counts answer of one scope of u's units; the caller owns the reference. */
+static json_t *counts_json(const keng_api_t *api, const keng_api_units_t *u, keng_level_t level,
+                           uint32_t index)
 {
+    const keng_registry_t *reg = u->reg;
     char as_of[32];
     const char *id, *name;
     json_t *windows = json_object();
     json_t *out;
+    size_t missing = 0;
 
     for (int w = 0; w < KENG_WIN_COUNT; w++) {
         keng_tally_t t;
-        keng_api__scope_tally(api, level, index, (keng_window_id_t)w, &t);
+        keng_api__units_tally(api, u, level, index, (keng_window_id_t)w, &t, &missing);
         json_object_set_new(windows, keng_window_names[w], tally_json(&t));
     }
-    keng_scope_names(api->reg, level, index, &id, &name);
+    keng_scope_names(reg, level, index, &id, &name);
     out = json_pack("{s:s,s:s,s:s,s:s,s:o}", "level", keng_level_names[level], "id", id, "name",
                     name, "as_of", keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)),
                     "windows", windows);
     if (out)
         add_formerly(api, out, id);
     if (level == KENG_LEVEL_BOARD) {
-        const keng_board_t *b = keng_registry_board(api->reg, index);
+        const keng_board_t *b = keng_registry_board(reg, index);
+        int32_t counted = keng_api__units_counted_board(api, u, index);
         json_object_set_new(out, "commune_id",
-                            json_string(keng_registry_commune(api->reg, b->commune)->id));
+                            json_string(keng_registry_commune(reg, b->commune)->id));
         /* The two-tier province has no districts: the key is left out, not null. */
-        if (keng_registry_has_districts(api->reg))
+        if (keng_registry_has_districts(reg))
             json_object_set_new(out, "district_id",
-                                json_string(keng_registry_district(api->reg, b->district)->id));
-        add_owners(api, index, out);
-    } else if (level == KENG_LEVEL_COMMUNE && keng_registry_has_districts(api->reg)) {
-        const keng_commune_t *c = keng_registry_commune(api->reg, index);
+                                json_string(keng_registry_district(reg, b->district)->id));
+        if (counted >= 0) {
+            add_owners(api, (uint32_t)counted, out);
+            add_incomplete(api, level, (uint32_t)counted, out);
+        }
+    } else if (level == KENG_LEVEL_COMMUNE && keng_registry_has_districts(reg)) {
+        const keng_commune_t *c = keng_registry_commune(reg, index);
         json_object_set_new(out, "district_id",
-                            json_string(keng_registry_district(api->reg, c->district)->id));
+                            json_string(keng_registry_district(reg, c->district)->id));
     }
-    add_incomplete(api, level, index, out);
+    /* The consumer knows what retention left incomplete by the units it counts under: under
+     * as_of it is said for the province and the boards only. */
+    if (level != KENG_LEVEL_BOARD && (!u->version || level == KENG_LEVEL_PROVINCE))
+        add_incomplete(api, level, index, out);
+    keng_api__units_mark(u, missing, out);
     return out;
 }
 
-/* The scope that level and the id parameter name (the province when id is absent or
- * empty). Returns its index, or -1 after answering 400 or 404. */
-static int32_t scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t level,
-                           const char *id)
+/* The scope of u's units that level and the id parameter name (the province when id is
+ * absent or empty). Returns its index, or -1 after answering 400 or 404. */
+static int32_t scope_param(keng_api_t *api, keng_http_request_t *req, const keng_api_units_t *u,
+                           keng_level_t level, const char *id)
 {
     char msg[256];
     int32_t index;
@@ -284,8 +295,12 @@ static int32_t scope_param(keng_api_t *api, keng_http_request_t *req, keng_level
     }
     if (id_param(api, req, id) != 0)
         return -1;
-    index = keng_scope_find(api->reg, level, id);
-    if (index < 0) {
+    index = keng_scope_find(u->reg, level, id);
+    if (index < 0 && u->version) {
+        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry version %s",
+                 keng_level_names[level], id, u->version);
+        keng_api__respond_error(api, req, 404, msg);
+    } else if (index < 0) {
         snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry", keng_level_names[level],
                  id);
         keng_api__respond_error(api, req, 404, msg);
@@ -297,9 +312,12 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
 {
     const char *level_s = keng_http_request_query(req, "level");
     const char *id = keng_http_request_query(req, "id");
+    keng_api_units_t u;
     keng_level_t level;
     int32_t index;
 
+    if (keng_api__units_param(api, req, &u) != 0)
+        return;
     /* Without a level, the unit of that id at whichever level has it (an id names one unit):
      * a link or a search knows the id alone, and nothing may guess the level from its form. */
     if (!level_s && id && *id) {
@@ -307,22 +325,22 @@ static void get_counts(keng_api_t *api, keng_http_request_t *req)
         char msg[160];
         if (id_param(api, req, id) != 0)
             return;
-        if (keng_scope_find_any(api->reg, id, KENG_LEVEL_BOARD, &level, &found) != 0) {
+        if (keng_scope_find_any(u.reg, id, KENG_LEVEL_BOARD, &level, &found) != 0) {
             snprintf(msg, sizeof(msg),
                      "no unit with id '%.64s' in the registry (its levels are %s)", id,
-                     keng_registry_level_list(api->reg));
+                     keng_registry_level_list(u.reg));
             keng_api__respond_error(api, req, 404, msg);
             return;
         }
         index = (int32_t)found;
-    } else if (keng_api__parse_level(api, req, level_s, &level, true) != 0) {
+    } else if (keng_api__parse_level(api, req, u.reg, level_s, &level, true) != 0) {
         return;
     } else {
-        index = scope_param(api, req, level, id);
+        index = scope_param(api, req, &u, level, id);
     }
-    if (index < 0 || keng_api__check_scope(api, req, level, (uint32_t)index) != 0)
+    if (index < 0 || keng_api__units_check_scope(api, req, &u, level, (uint32_t)index) != 0)
         return;
-    keng_api__respond_json(api, req, 200, counts_json(api, level, (uint32_t)index));
+    keng_api__respond_json(api, req, 200, counts_json(api, &u, level, (uint32_t)index));
 }
 
 typedef struct ranked {
@@ -365,8 +383,11 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
     keng_kind_t kind = KENG_KIND_INCIDENT;
     long limit = TOP_DEFAULT;
     char msg[256], as_of[32];
+    keng_api_units_t u;
 
-    if (level_s && keng_api__parse_level(api, req, level_s, &level, true) != 0)
+    if (keng_api__units_param(api, req, &u) != 0)
+        return;
+    if (level_s && keng_api__parse_level(api, req, u.reg, level_s, &level, true) != 0)
         return;
     if (window_param(api, req, window_s, &window) != 0)
         return;
@@ -386,13 +407,13 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
         }
     }
     if (within_s && *within_s &&
-        keng_scope_find_any(api->reg, within_s, KENG_LEVEL_COMMUNE, &within_level, &within) != 0) {
+        keng_scope_find_any(u.reg, within_s, KENG_LEVEL_COMMUNE, &within_level, &within) != 0) {
         snprintf(msg, sizeof(msg), "within: no unit with id '%.64s' at the levels %s", within_s,
-                 keng_registry_level_list(api->reg));
+                 keng_registry_level_list(u.reg));
         keng_api__respond_error(api, req, 404, msg);
         return;
     }
-    if (keng_api__check_scope(api, req, within_level, within) != 0)
+    if (keng_api__units_check_scope(api, req, &u, within_level, within) != 0)
         return;
     if (within_s && *within_s && within_level <= level) {
         snprintf(msg, sizeof(msg), "within must be a scope above the level %s (got the %s '%.64s')",
@@ -401,34 +422,48 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
         return;
     }
 
-    size_t n = keng_scope_count(api->reg, level), used = 0;
+    size_t n = keng_scope_count(u.reg, level), used = 0, missing_within = 0;
     ranked_t *ranks = malloc((n ? n : 1) * sizeof(*ranks));
-    if (!ranks) {
+    keng_tally_t *tallies = NULL;
+    size_t *missing = NULL;
+    /* Under as_of the units above the boards are summed from them, all in one pass. */
+    if (!ranks || (u.version && level != KENG_LEVEL_BOARD &&
+                   keng_api__units_tallies(api, &u, level, window, &tallies, &missing) != 0)) {
+        free(ranks);
         keng_api__respond_error(api, req, 500, "out of memory");
         return;
     }
     for (size_t i = 0; i < n; i++) {
         keng_tally_t t;
-        if (!keng_api__scope_within(api->reg, level, (uint32_t)i, within_level, within))
+        size_t gone = 0;
+        if (!keng_api__scope_within(u.reg, level, (uint32_t)i, within_level, within))
             continue;
-        keng_api__scope_tally(api, level, (uint32_t)i, window, &t);
+        if (tallies) {
+            t = tallies[i];
+            gone = missing[i];
+        } else {
+            keng_api__units_tally(api, &u, level, (uint32_t)i, window, &t, &gone);
+        }
+        missing_within += gone;
         uint64_t v = kind == KENG_KIND_INCIDENT ? t.incidents : t.mediations;
         if (v > 0)
             ranks[used++] = (ranked_t){.index = (uint32_t)i, .count = v};
     }
+    free(tallies);
+    free(missing);
     qsort(ranks, used, sizeof(*ranks), rank_cmp);
     json_t *items = json_array();
     for (size_t i = 0; i < used && i < (size_t)limit; i++) {
         const char *id, *name;
         json_t *item, *parents = json_array();
-        keng_scope_names(api->reg, level, ranks[i].index, &id, &name);
-        /* The units above it in the registry in force, nearest first: where it is, which no
+        keng_scope_names(u.reg, level, ranks[i].index, &id, &name);
+        /* The units above it in the registry drawn, nearest first: where it is, which no
          * reader may work out from the id. */
-        for (keng_level_t up = keng_level_above(api->reg, level); up != KENG_LEVEL_PROVINCE;
-             up = keng_level_above(api->reg, up)) {
+        for (keng_level_t up = keng_level_above(u.reg, level); up != KENG_LEVEL_PROVINCE;
+             up = keng_level_above(u.reg, up)) {
             const char *pid, *pname;
-            keng_scope_names(api->reg, up, keng_scope_parent(api->reg, level, ranks[i].index, up),
-                             &pid, &pname);
+            keng_scope_names(u.reg, up, keng_scope_parent(u.reg, level, ranks[i].index, up), &pid,
+                             &pname);
             json_array_append_new(parents, json_pack("{s:s,s:s,s:s}", "level", keng_level_names[up],
                                                      "id", pid, "name", pname));
         }
@@ -438,14 +473,14 @@ static void get_top(keng_api_t *api, keng_http_request_t *req)
     }
     free(ranks);
     const char *within_id, *within_name;
-    keng_scope_names(api->reg, within_level, within, &within_id, &within_name);
-    keng_api__respond_json(api, req, 200,
-                           json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s},s:o}", "level",
-                                     keng_level_names[level], "window", keng_window_names[window],
-                                     "kind", keng_kind_name(kind), "as_of",
-                                     keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)),
-                                     "within", "level", keng_level_names[within_level], "id",
-                                     within_id, "name", within_name, "items", items));
+    keng_scope_names(u.reg, within_level, within, &within_id, &within_name);
+    json_t *out = json_pack(
+        "{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s},s:o}", "level", keng_level_names[level], "window",
+        keng_window_names[window], "kind", keng_kind_name(kind), "as_of",
+        keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)), "within", "level",
+        keng_level_names[within_level], "id", within_id, "name", within_name, "items", items);
+    keng_api__units_mark(&u, missing_within, out);
+    keng_api__respond_json(api, req, 200, out);
 }
 
 /* The scopes one level below a scope, each with its tally over one window, in registry
@@ -462,39 +497,61 @@ static void get_children(keng_api_t *api, keng_http_request_t *req)
     const char *parent_id, *parent_name;
     char as_of[32];
     int32_t index;
+    keng_api_units_t u;
+    keng_tally_t *tallies = NULL;
+    size_t *missing = NULL, missing_all = 0;
 
-    if (level_s && keng_api__parse_level(api, req, level_s, &level, false) != 0)
+    if (keng_api__units_param(api, req, &u) != 0)
+        return;
+    if (level_s && keng_api__parse_level(api, req, u.reg, level_s, &level, false) != 0)
         return;
     if (window_param(api, req, window_s, &window) != 0)
         return;
-    index = scope_param(api, req, level, id);
-    if (index < 0 || keng_api__check_scope(api, req, level, (uint32_t)index) != 0)
+    index = scope_param(api, req, &u, level, id);
+    if (index < 0 || keng_api__units_check_scope(api, req, &u, level, (uint32_t)index) != 0)
         return;
-    child = keng_level_below(api->reg, level);
+    child = keng_level_below(u.reg, level);
+    if (u.version && child != KENG_LEVEL_BOARD &&
+        keng_api__units_tallies(api, &u, child, window, &tallies, &missing) != 0) {
+        keng_api__respond_error(api, req, 500, "out of memory");
+        return;
+    }
     json_t *items = json_array();
-    size_t n = keng_scope_count(api->reg, child);
+    size_t n = keng_scope_count(u.reg, child);
     for (uint32_t i = 0; i < n; i++) {
         const char *child_id, *child_name;
         keng_tally_t t;
+        size_t gone = 0;
         json_t *item;
 
-        if (keng_scope_parent(api->reg, child, i, level) != (uint32_t)index)
+        if (keng_scope_parent(u.reg, child, i, level) != (uint32_t)index)
             continue;
-        keng_api__scope_tally(api, child, i, window, &t);
-        keng_scope_names(api->reg, child, i, &child_id, &child_name);
+        if (tallies) {
+            t = tallies[i];
+            gone = missing[i];
+        } else {
+            keng_api__units_tally(api, &u, child, i, window, &t, &gone);
+        }
+        missing_all += gone;
+        keng_scope_names(u.reg, child, i, &child_id, &child_name);
         item = tally_json(&t);
         json_object_set_new(item, "id", json_string(child_id));
         json_object_set_new(item, "name", json_string(child_name));
+        if (gone > 0)
+            json_object_set_new(item, "missing_boards", json_integer((json_int_t)gone));
         add_formerly(api, item, child_id);
         json_array_append_new(items, item);
     }
-    keng_scope_names(api->reg, level, (uint32_t)index, &parent_id, &parent_name);
-    keng_api__respond_json(
-        api, req, 200,
+    free(tallies);
+    free(missing);
+    keng_scope_names(u.reg, level, (uint32_t)index, &parent_id, &parent_name);
+    json_t *out =
         json_pack("{s:s,s:{s:s,s:s,s:s},s:s,s:s,s:o}", "level", keng_level_names[child], "parent",
                   "level", keng_level_names[level], "id", parent_id, "name", parent_name, "window",
                   keng_window_names[window], "as_of",
-                  keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)), "items", items));
+                  keng_time_format_utc(keng_api__now(api), as_of, sizeof(as_of)), "items", items);
+    keng_api__units_mark(&u, missing_all, out);
+    keng_api__respond_json(api, req, 200, out);
 }
 
 typedef struct alerts_view {
@@ -629,7 +686,8 @@ static void get_readyz(keng_api_t *api, keng_http_request_t *req)
 /* The province's totals per window: what the stream sends when it changes. */
 static char *province_event(const keng_api_t *api)
 {
-    json_t *j = counts_json(api, KENG_LEVEL_PROVINCE, 0);
+    keng_api_units_t u = keng_api__units_in_force(api);
+    json_t *j = counts_json(api, &u, KENG_LEVEL_PROVINCE, 0);
     json_t *windows = json_object_get(j, "windows");
     char *without_time, *text;
 

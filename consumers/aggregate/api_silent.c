@@ -14,10 +14,10 @@
 
 /* ---- silent boards and series ---- */
 
-/* The ?level= and ?id= of a request (level defaults to the province). Returns 0, or -1
- * after answering 400, 404, or 403 for a scope the user may not see. */
-static int scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t *level,
-                       uint32_t *index)
+/* The ?level= and ?id= of a request (level defaults to the province), among u's units.
+ * Returns 0, or -1 after answering 400, 404, or 403 for a scope the user may not see. */
+static int scope_param(keng_api_t *api, keng_http_request_t *req, const keng_api_units_t *u,
+                       keng_level_t *level, uint32_t *index)
 {
     const char *level_s = keng_http_request_query(req, "level");
     const char *id = keng_http_request_query(req, "id");
@@ -25,7 +25,7 @@ static int scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t *
     int32_t i;
 
     *level = KENG_LEVEL_PROVINCE;
-    if (level_s && keng_api__parse_level(api, req, level_s, level, true) != 0)
+    if (level_s && keng_api__parse_level(api, req, u->reg, level_s, level, true) != 0)
         return -1;
     if (!id || !*id) {
         if (*level != KENG_LEVEL_PROVINCE) {
@@ -35,15 +35,16 @@ static int scope_param(keng_api_t *api, keng_http_request_t *req, keng_level_t *
         }
         id = KENG_PROVINCE_ID;
     }
-    i = keng_scope_find(api->reg, *level, id);
+    i = keng_scope_find(u->reg, *level, id);
     if (i < 0) {
-        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry",
-                 keng_level_names[*level], id);
+        snprintf(msg, sizeof(msg), "no %s with id '%.64s' in the registry%s%s",
+                 keng_level_names[*level], id, u->version ? " version " : "",
+                 u->version ? u->version : "");
         keng_api__respond_error(api, req, 404, msg);
         return -1;
     }
     *index = (uint32_t)i;
-    return keng_api__check_scope(api, req, *level, *index);
+    return keng_api__units_check_scope(api, req, u, *level, *index);
 }
 
 static json_t *time_or_null(int64_t ms)
@@ -106,8 +107,17 @@ void keng_api__get_silent(keng_api_t *api, keng_http_request_t *req)
     long limit = SILENT_LIST_DEFAULT;
     int64_t now = keng_api__now(api);
     char msg[256], as_of[32];
+    keng_api_units_t u = keng_api__units_in_force(api);
 
-    if (scope_param(api, req, &level, &index) != 0)
+    /* The silent boards and their rollups are those of the version in force only. */
+    if (keng_http_request_query(req, "as_of")) {
+        keng_api__respond_error(api, req, 400,
+                                "as_of is not taken by /v1/silent, which lists the boards of the "
+                                "registry version in force (it is by /v1/counts, /v1/children, "
+                                "/v1/top and /v1/series)");
+        return;
+    }
+    if (scope_param(api, req, &u, &level, &index) != 0)
         return;
     if (days_s && keng_silent_parse_days(days_s, &days) != 0) {
         snprintf(msg, sizeof(msg), "days must be a whole number from 1 to %d (got '%.32s')",
@@ -197,6 +207,18 @@ static int64_t local_floor(int64_t ms, int64_t step)
     return q * step - KENG_LOCAL_OFFSET_MS;
 }
 
+/* Adds the series of one scope of the counts' registry, this instance's and the others'. */
+static void series_add(const keng_api_t *api, const keng_counts_t *other, keng_level_t level,
+                       uint32_t index, keng_kind_t kind, keng_window_id_t window, int64_t origin,
+                       int64_t step, uint64_t *points, int64_t npoints)
+{
+    keng_counts_series_add(api->counts, level, index, kind, window, origin, step, points,
+                           (size_t)npoints);
+    if (other)
+        keng_counts_series_add(other, level, index, kind, window, origin, step, points,
+                               (size_t)npoints);
+}
+
 /* Counts of one kind over a window, per hour or per day (Asia/Ho_Chi_Minh days), from the
  * buckets the window's count is made of: the points add up to the window's count. */
 void keng_api__get_series(keng_api_t *api, keng_http_request_t *req)
@@ -210,8 +232,9 @@ void keng_api__get_series(keng_api_t *api, keng_http_request_t *req)
     uint32_t index;
     int64_t step, now = keng_api__now(api);
     char msg[256], buf[40];
+    keng_api_units_t u;
 
-    if (scope_param(api, req, &level, &index) != 0)
+    if (keng_api__units_param(api, req, &u) != 0 || scope_param(api, req, &u, &level, &index) != 0)
         return;
     if (kind_s && keng_kind_parse(kind_s, &kind) != 0) {
         snprintf(msg, sizeof(msg), "kind must be incident or mediation (got '%.32s')", kind_s);
@@ -256,13 +279,26 @@ void keng_api__get_series(keng_api_t *api, keng_http_request_t *req)
         keng_api__respond_error(api, req, 500, "out of memory");
         return;
     }
-    keng_counts_series_add(api->counts, level, index, kind, window, origin, step, points,
-                           (size_t)npoints);
-    if (other)
-        keng_counts_series_add(other, level, index, kind, window, origin, step, points,
-                               (size_t)npoints);
+    size_t missing = 0;
+    if (!u.version) {
+        series_add(api, other, level, index, kind, window, origin, step, points, npoints);
+    } else {
+        /* A unit of another version: the series of its boards, each found by its id. */
+        for (uint32_t b = 0; b < keng_registry_board_count(u.reg); b++) {
+            int32_t counted;
+            if (!keng_api__scope_within(u.reg, KENG_LEVEL_BOARD, b, level, index))
+                continue;
+            counted = keng_api__units_counted_board(api, &u, b);
+            if (counted >= 0)
+                series_add(api, other, KENG_LEVEL_BOARD, (uint32_t)counted, kind, window, origin,
+                           step, points, npoints);
+            else
+                missing++;
+        }
+    }
     keng_tally_t t;
-    keng_api__scope_tally(api, level, index, window, &t);
+    size_t missing_again;
+    keng_api__units_tally(api, &u, level, index, window, &t, &missing_again);
     json_t *list = json_array();
     for (int64_t i = 0; i < npoints; i++)
         json_array_append_new(list,
@@ -271,13 +307,13 @@ void keng_api__get_series(keng_api_t *api, keng_http_request_t *req)
                                         "count", (json_int_t)points[i]));
     free(points);
     const char *id, *name;
-    keng_scope_names(api->reg, level, index, &id, &name);
-    keng_api__respond_json(
-        api, req, 200,
-        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:I,s:o}", "level", keng_level_names[level],
-                  "id", id, "name", name, "kind", keng_kind_name(kind), "window",
-                  keng_window_names[window], "step", step == KENG_DAY_MS ? "1d" : "1h", "as_of",
-                  keng_time_format_utc(clock, buf, sizeof(buf)), "from", time_or_null(from),
-                  "total", (json_int_t)(kind == KENG_KIND_INCIDENT ? t.incidents : t.mediations),
-                  "points", list));
+    keng_scope_names(u.reg, level, index, &id, &name);
+    json_t *out = json_pack(
+        "{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:I,s:o}", "level", keng_level_names[level], "id", id,
+        "name", name, "kind", keng_kind_name(kind), "window", keng_window_names[window], "step",
+        step == KENG_DAY_MS ? "1d" : "1h", "as_of", keng_time_format_utc(clock, buf, sizeof(buf)),
+        "from", time_or_null(from), "total",
+        (json_int_t)(kind == KENG_KIND_INCIDENT ? t.incidents : t.mediations), "points", list);
+    keng_api__units_mark(&u, missing, out);
+    keng_api__respond_json(api, req, 200, out);
 }

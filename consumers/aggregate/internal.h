@@ -88,11 +88,11 @@ void keng_api__respond_error(keng_api_t *api, keng_http_request_t *req, int stat
                              const char *message);
 /* The clock the counts run on: the consumer's, else the wall clock. */
 int64_t keng_api__now(const keng_api_t *api);
-/* The level or window named s; 0, or -1 for no such name. */
-/* The level named s (NULL: missing) among the registry's, boards included or not. Returns 0,
- * or -1 after answering 400 with the levels there are. */
-int keng_api__parse_level(keng_api_t *api, keng_http_request_t *req, const char *s,
-                          keng_level_t *out, bool boards);
+/* The level named s (NULL: missing) among reg's (api->reg, or an as_of version's), boards
+ * included or not. Returns 0, or -1 after answering 400 with the levels there are. */
+int keng_api__parse_level(keng_api_t *api, keng_http_request_t *req, const keng_registry_t *reg,
+                          const char *s, keng_level_t *out, bool boards);
+/* The window named s; 0, or -1 for no such name. */
 int keng_api__parse_window(const char *s, keng_window_id_t *out);
 /* A scope's tally across the group into *out (the caller's): this instance's live units plus
  * the latest states the other instances published of theirs. */
@@ -101,6 +101,45 @@ void keng_api__scope_tally(const keng_api_t *api, keng_level_t level, uint32_t i
 /* Whether the scope (level, index) lies in the scope (outer, outer_index), itself included. */
 bool keng_api__scope_within(const keng_registry_t *reg, keng_level_t level, uint32_t index,
                             keng_level_t outer, uint32_t outer_index);
+
+/* ---- the units of another version: ?as_of=TIME (api_asof.c) ---- */
+
+/* The units an answer is drawn in: those of the registry in force (reg is api->reg, version
+ * NULL), or with ?as_of=TIME those of the version of antt.registry in force at TIME, whose
+ * indexes are its own: each of its boards is then counted by its id in api->reg, and one the
+ * counts lack (removed since) counts as zero and is said as missing_boards. */
+typedef struct keng_api_units {
+    const keng_registry_t *reg; /* borrowed: api->reg or the follower's */
+    const char *version;        /* the as_of version's effective key; NULL without as_of */
+} keng_api_units_t;
+
+keng_api_units_t keng_api__units_in_force(const keng_api_t *api);
+/* The request's ?as_of= into *out (the units in force without it). Returns 0, or -1 after
+ * answering 400: a TIME that does not parse, no registry.topic, a TIME before the first
+ * version (naming its time). */
+int keng_api__units_param(keng_api_t *api, keng_http_request_t *req, keng_api_units_t *out);
+/* The index in api->reg of board (an index of u->reg), or -1 when the counts lack it. */
+int32_t keng_api__units_counted_board(const keng_api_t *api, const keng_api_units_t *u,
+                                      uint32_t board);
+/* A scope of u->reg: its tally across the group into *out, and into *missing how many of its
+ * boards the counts lack. */
+void keng_api__units_tally(const keng_api_t *api, const keng_api_units_t *u, keng_level_t level,
+                           uint32_t index, keng_window_id_t window, keng_tally_t *out,
+                           size_t *missing);
+/* Every scope of u->reg at level, in one pass over the boards: *tallies and *missing get
+ * keng_scope_count(u->reg, level) entries each (the caller frees both). Returns 0, or -1 when
+ * memory runs out. */
+int keng_api__units_tallies(const keng_api_t *api, const keng_api_units_t *u, keng_level_t level,
+                            keng_window_id_t window, keng_tally_t **tallies, size_t **missing);
+/* keng_api__sees and keng_api__check_scope for a scope of u->reg: a unit of another version is
+ * seen by a user who sees every one of its boards under the version in force (a board the
+ * counts lack: only a user of the province). */
+bool keng_api__units_sees(const keng_api_t *api, const keng_http_request_t *req,
+                          const keng_api_units_t *u, keng_level_t level, uint32_t index);
+int keng_api__units_check_scope(keng_api_t *api, keng_http_request_t *req,
+                                const keng_api_units_t *u, keng_level_t level, uint32_t index);
+/* Under as_of, sets "as_of_units" (the version's effective key) and "missing_boards" on out. */
+void keng_api__units_mark(const keng_api_units_t *u, size_t missing, json_t *out);
 
 /* ---- routes in their own rooms ---- */
 
