@@ -12,12 +12,12 @@
 
 #include "timeutil.h"
 
-#define RING_SIZE      1024              /* earlier events a duplicate may copy */
-#define HELD_MAX       64                /* events held back for out-of-order emission */
-#define HELD_SPAN_MAX  20                /* a held event comes out 1..20 events later */
-#define INCIDENT_SHARE 0.6               /* mediations are 2/3 as frequent as incidents */
-#define LATE_MIN_MS    3600e3            /* a late event is reported an hour */
-#define LATE_MAX_MS    (7 * 24 * 3600e3) /* to a week after it occurred */
+#define RING_SIZE      1024   /* earlier events a duplicate may copy */
+#define HELD_MAX       64     /* events held back for out-of-order emission */
+#define HELD_SPAN_MAX  20     /* a held event comes out 1..20 events later */
+#define INCIDENT_SHARE 0.6    /* mediations are 2/3 as frequent as incidents */
+#define LATE_MIN_MS    3600e3 /* a late event is reported an hour */
+#define LATE_MAX_MS    ((double)KENG_SIM_LATE_MAX_MS) /* to a week after it occurred */
 
 /* Local-hour weights: quiet before dawn, busy from late afternoon, peaking 19:00-22:00. */
 static const double hour_raw[24] = {0.35, 0.25, 0.20, 0.20, 0.25, 0.40, 0.60, 0.80,

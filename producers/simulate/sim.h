@@ -19,6 +19,9 @@
 #include "event.h"
 #include "registry.h"
 
+/* The longest a late event waits to be reported: a week. */
+#define KENG_SIM_LATE_MAX_MS (7 * 24 * 3600 * 1000LL)
+
 typedef struct keng_sim_opts {
     uint64_t seed;
     int64_t start_ms;             /* simulated time of the first event */

@@ -3,7 +3,6 @@
  * thing it reads from Kafka is the registry's versions (registry.topic), once, at start. */
 #include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -32,9 +31,6 @@
 #define FLUSH_TIMEOUT_MS 60000
 /* With --rate 0 and no --count, the simulated clock runs at this many events a second. */
 #define FAST_EVENTS_PER_S 100.0
-/* How long before its report a late event may have occurred (sim.c): the versions in force
- * that long before the start are the earliest a simulation can draw boards from. */
-#define LATE_MAX_MS (7 * DAY_MS)
 /* Of the late events reported within a week after a switch, those that occurred before it. */
 #define DEFAULT_CROSSING 0.5
 
@@ -587,8 +583,9 @@ static int add_version(struct app *app, const char *topic, const keng_regtopic_v
     return 0;
 }
 
-/* The versions of registry.topic that a simulation from start_ms can use: the one in force a
- * week before the start (a late event may have occurred then) and every later one. Returns 0,
+/* The versions of registry.topic that a simulation from start_ms can use: the one in force
+ * KENG_SIM_LATE_MAX_MS before the start (a late event may have occurred then) and every later
+ * one. Returns 0,
  * or an exit code after saying why: 69 when no broker answered, 78 when the topic is missing,
  * no version is in force at the start or that one does not load. */
 static int registry_from_topic(struct app *app, const char *topic, int64_t start_ms)
@@ -607,7 +604,7 @@ static int registry_from_topic(struct app *app, const char *topic, int64_t start
         goto out;
     }
     for (size_t i = 0; i < list.n; i++) {
-        if (list.v[i].effective_ms <= start_ms - LATE_MAX_MS)
+        if (list.v[i].effective_ms <= start_ms - KENG_SIM_LATE_MAX_MS)
             first = i;
         if (list.v[i].effective_ms <= start_ms)
             at_start = (long)i;
