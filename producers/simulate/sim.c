@@ -1,19 +1,23 @@
-/* Generates the simulator's events from a seeded PRNG, so that a seed and a start time give the
- * same stream on every machine; it never reads the wall clock or sleeps. */
+/* Generates the simulator's events from a seeded PRNG, so that a seed, a start time and the
+ * registry versions give the same stream on every machine; it never reads the wall clock or
+ * sleeps. */
 #include "sim.h"
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "timeutil.h"
 
-#define RING_SIZE      1024 /* earlier events a duplicate may copy */
-#define HELD_MAX       64   /* events held back for out-of-order emission */
-#define HELD_SPAN_MAX  20   /* a held event comes out 1..20 events later */
-#define INCIDENT_SHARE 0.6  /* mediations are 2/3 as frequent as incidents */
+#define RING_SIZE      1024   /* earlier events a duplicate may copy */
+#define HELD_MAX       64     /* events held back for out-of-order emission */
+#define HELD_SPAN_MAX  20     /* a held event comes out 1..20 events later */
+#define INCIDENT_SHARE 0.6    /* mediations are 2/3 as frequent as incidents */
+#define LATE_MIN_MS    3600e3 /* a late event is reported an hour */
+#define LATE_MAX_MS    ((double)KENG_SIM_LATE_MAX_MS) /* to a week after it occurred */
 
 /* Local-hour weights: quiet before dawn, busy from late afternoon, peaking 19:00-22:00. */
 static const double hour_raw[24] = {0.35, 0.25, 0.20, 0.20, 0.25, 0.40, 0.60, 0.80,
@@ -68,7 +72,9 @@ struct held {
 };
 
 struct keng_sim {
-    const keng_registry_t *reg;
+    keng_sim_version_t *versions; /* oldest first */
+    size_t nversions;
+    int64_t floor_ms; /* no event occurs before it: the first version's time */
     keng_sim_opts_t opts;
     uint64_t s[4]; /* xoshiro256** state */
     double clock_ms;
@@ -203,11 +209,34 @@ double keng_sim_transfer_share(void)
 keng_sim_t *keng_sim_new(const keng_registry_t *reg, const keng_sim_opts_t *opts, char *errstr,
                          size_t errstr_size)
 {
+    keng_sim_version_t one = {reg, INT64_MIN};
+    return keng_sim_new_versions(&one, 1, opts, errstr, errstr_size);
+}
+
+keng_sim_t *keng_sim_new_versions(const keng_sim_version_t *versions, size_t n,
+                                  const keng_sim_opts_t *opts, char *errstr, size_t errstr_size)
+{
     keng_sim_t *sim = NULL;
     uint64_t x = opts->seed;
 
-    if (!reg || keng_registry_board_count(reg) == 0) {
-        snprintf(errstr, errstr_size, "the registry has no boards to simulate");
+    if (n == 0) {
+        snprintf(errstr, errstr_size, "no registry to simulate");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!versions[i].reg || keng_registry_board_count(versions[i].reg) == 0) {
+            snprintf(errstr, errstr_size, "the registry has no boards to simulate");
+            return NULL;
+        }
+        if (i > 0 && versions[i].effective_ms <= versions[i - 1].effective_ms) {
+            snprintf(errstr, errstr_size,
+                     "the registry versions' effective times must increase (version %zu)", i + 1);
+            return NULL;
+        }
+    }
+    if (opts->start_ms < versions[0].effective_ms) {
+        snprintf(errstr, errstr_size,
+                 "the simulation starts before the first registry version is in force");
         return NULL;
     }
     if (!(opts->events_per_s > 0) || !isfinite(opts->events_per_s)) {
@@ -216,19 +245,24 @@ keng_sim_t *keng_sim_new(const keng_registry_t *reg, const keng_sim_opts_t *opts
     }
     if (!(opts->late_fraction >= 0 && opts->late_fraction <= 1) ||
         !(opts->out_of_order_fraction >= 0 && opts->out_of_order_fraction <= 1) ||
-        !(opts->duplicate_fraction >= 0 && opts->duplicate_fraction < 1)) {
+        !(opts->duplicate_fraction >= 0 && opts->duplicate_fraction < 1) ||
+        !(opts->crossing_fraction >= 0 && opts->crossing_fraction <= 1)) {
         snprintf(errstr, errstr_size,
-                 "late and out-of-order fractions must be within 0..1, "
+                 "late, out-of-order and crossing fractions must be within 0..1, "
                  "the duplicate fraction within 0..1 (excluded)");
         return NULL;
     }
     sim = calloc(1, sizeof(*sim));
-    if (!sim || !(sim->ring = calloc(RING_SIZE, sizeof(*sim->ring)))) {
-        free(sim);
+    if (!sim || !(sim->ring = calloc(RING_SIZE, sizeof(*sim->ring))) ||
+        !(sim->versions = malloc(n * sizeof(*versions)))) {
+        keng_sim_destroy(sim);
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
     }
-    sim->reg = reg;
+    memcpy(sim->versions, versions, n * sizeof(*versions));
+    sim->nversions = n;
+    sim->floor_ms =
+        versions[0].effective_ms > KENG_EARLIEST_MS ? versions[0].effective_ms : KENG_EARLIEST_MS;
     sim->opts = *opts;
     for (int i = 0; i < 4; i++)
         sim->s[i] = splitmix64(&x);
@@ -241,6 +275,7 @@ void keng_sim_destroy(keng_sim_t *sim)
 {
     if (!sim)
         return;
+    free(sim->versions);
     free(sim->ring);
     free(sim);
 }
@@ -332,32 +367,74 @@ static void new_mediation(keng_sim_t *sim, keng_event_t *ev)
     }
 }
 
+/* The index of the version in force at t (the first one before its time). */
+static size_t version_at(const keng_sim_t *sim, int64_t t)
+{
+    size_t v = sim->nversions - 1;
+    while (v > 0 && sim->versions[v].effective_ms > t)
+        v--;
+    return v;
+}
+
+/* How long before reported a late event occurred: log-uniform between an hour and a week, so
+ * most late reports come the next day. Reported within a week after a switch, it occurred
+ * before the switch with probability crossing_fraction, else after it (at the switch when
+ * reported within the hour after it). */
+static double late_delay(keng_sim_t *sim, int64_t reported)
+{
+    size_t v = version_at(sim, reported);
+    double since = v > 0 ? (double)(reported - sim->versions[v].effective_ms) : INFINITY;
+    double lo = LATE_MIN_MS, hi = LATE_MAX_MS;
+
+    if (since < LATE_MAX_MS) {
+        if (rng_unit(sim) < sim->opts.crossing_fraction) {
+            lo = fmax(lo, since + 1);
+        } else {
+            hi = since;
+            lo = fmin(lo, hi);
+        }
+    }
+    if (!(hi > lo))
+        return hi;
+    return lo * exp(rng_unit(sim) * log(hi / lo));
+}
+
 static void new_event(keng_sim_t *sim, keng_event_t *ev)
 {
-    uint32_t bi = (uint32_t)rng_below(sim, keng_registry_board_count(sim->reg));
-    const keng_board_t *b = keng_registry_board(sim->reg, bi);
+    const keng_registry_t *reg;
+    const keng_board_t *b;
+    uint32_t bi;
     double delay_ms;
+    size_t v;
 
     memset(ev, 0, sizeof(*ev));
     advance_clock(sim);
     make_uuid(sim, ev->event_id);
+    ev->reported_at = (int64_t)sim->clock_ms;
+    if (rng_unit(sim) < sim->opts.late_fraction) {
+        delay_ms = late_delay(sim, ev->reported_at);
+        sim->stats.late++;
+    } else {
+        delay_ms = fmin(rng_exp(sim) * 10 * 60e3, 50 * 60e3);
+    }
+    ev->occurred_at = ev->reported_at - (int64_t)delay_ms;
+    if (ev->occurred_at < sim->floor_ms)
+        ev->occurred_at = sim->floor_ms;
+
+    /* The board comes from the version in force when the event occurred, which is never later
+     * than its report: a board no version in force at reported_at has is never sent. */
+    v = version_at(sim, ev->occurred_at);
+    if (v != version_at(sim, ev->reported_at))
+        sim->stats.crossing++;
+    reg = sim->versions[v].reg;
+    bi = (uint32_t)rng_below(sim, keng_registry_board_count(reg));
+    b = keng_registry_board(reg, bi);
     snprintf(ev->board_id, sizeof(ev->board_id), "%s", b->id);
     if (b->groups > 0 && rng_unit(sim) < 0.6 && strlen(b->id) <= 24) {
         ev->has_group = true;
         snprintf(ev->group_id, sizeof(ev->group_id), "%.24s-G%02u", b->id,
                  (unsigned)(1 + rng_below(sim, b->groups)));
     }
-    ev->reported_at = (int64_t)sim->clock_ms;
-    if (rng_unit(sim) < sim->opts.late_fraction) {
-        /* Log-uniform between an hour and a week: most late reports come the next day. */
-        delay_ms = 3600e3 * exp(rng_unit(sim) * log(7 * 24.0));
-        sim->stats.late++;
-    } else {
-        delay_ms = fmin(rng_exp(sim) * 10 * 60e3, 50 * 60e3);
-    }
-    ev->occurred_at = ev->reported_at - (int64_t)delay_ms;
-    if (ev->occurred_at < KENG_EARLIEST_MS)
-        ev->occurred_at = KENG_EARLIEST_MS;
     if (rng_unit(sim) < INCIDENT_SHARE)
         new_incident(sim, bi, b, ev);
     else

@@ -1,6 +1,6 @@
 /* keng-simulate: a field simulator that streams realistic incidents and mediations over the
- * board registry into Kafka (or as NDJSON on stdout), at a given rate, reproducibly; it never
- * reads from Kafka. */
+ * board registry into Kafka (or as NDJSON on stdout), at a given rate, reproducibly. The only
+ * thing it reads from Kafka is the registry's versions (registry.topic), once, at start. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -20,6 +20,7 @@
 #include "producer.h"
 #include "program.h"
 #include "registry.h"
+#include "registry_topic.h"
 #include "sim.h"
 #include "timeutil.h"
 
@@ -30,18 +31,26 @@
 #define FLUSH_TIMEOUT_MS 60000
 /* With --rate 0 and no --count, the simulated clock runs at this many events a second. */
 #define FAST_EVENTS_PER_S 100.0
+/* Of the late events reported within a week after a switch, those that occurred before it. */
+#define DEFAULT_CROSSING 0.5
 
 enum output { OUT_KAFKA, OUT_NDJSON };
 
-/* The producer and the schema store list the keys they read. */
-static const char *const *const config_tables[] = {
-    keng_config_common_keys,    keng_producer_config_keys,   keng_schema_store_config_keys,
-    keng_schemareg_config_keys, keng_event_rule_config_keys, NULL};
+/* The keys keng-simulate reads itself; the producer and the schema store list theirs. */
+static keng_config_keys_t simulate_keys = {"registry.topic", NULL};
+static const char *const *const config_tables[] = {keng_config_common_keys,
+                                                   simulate_keys,
+                                                   keng_producer_config_keys,
+                                                   keng_schema_store_config_keys,
+                                                   keng_schemareg_config_keys,
+                                                   keng_event_rule_config_keys,
+                                                   NULL};
 
 struct options {
     const char *config_path;
     const char *brokers;
     const char *registry_path;
+    const char *registry_topic;
     double rate;
     uint64_t count;
     uint64_t seed;
@@ -50,15 +59,25 @@ struct options {
     bool start_given;
     int64_t now_ms;
     bool now_given;
-    double late, out_of_order, duplicates;
+    double late, out_of_order, duplicates, crossing;
     enum output output;
     int check_config; /* load everything, send and write nothing */
+};
+
+/* A registry version the events' boards are drawn from: the one of --registry FILE or the
+ * built-in one, or those of registry.topic that a simulation from its start can use. */
+struct version {
+    keng_registry_t *reg; /* owned */
+    int64_t effective_ms; /* INT64_MIN for a file or the built-in registry */
+    char key[32];         /* the topic's key, its effective time; "" for a file */
 };
 
 struct app {
     struct options opt;
     keng_config_t *cfg;
-    keng_registry_t *reg;
+    struct version *versions; /* oldest first */
+    size_t nversions;
+    int64_t now0; /* the simulator's present at start (--now or the wall clock) */
     keng_sim_t *sim;
     keng_producer_t *producer;
     keng_event_rule_t rule; /* events.min_occurred_at, events.max_future_ms */
@@ -78,6 +97,11 @@ static void usage(FILE *out)
             "                        outside them stops the run, exit 2)\n"
             "  --brokers LIST        bootstrap servers (else $KENG_BROKERS, else the config)\n"
             "  --registry FILE       board registry CSV (else the generated default)\n"
+            "  --registry-topic TOPIC  the registry versions of TOPIC (config registry.topic,\n"
+            "                        e.g. antt.registry) instead of --registry, read once at\n"
+            "                        start: each event's board is one of the version in force\n"
+            "                        at its occurred_at, so boards a version adds appear after\n"
+            "                        its time and boards it removes before\n"
             "  --rate EPS            events per second on average (default 10; 0 = as fast\n"
             "                        as possible)\n"
             "  --count N             stop after N events, duplicates included (default 0 =\n"
@@ -88,6 +112,9 @@ static void usage(FILE *out)
             "  --start-time TIME     simulated time of the first event; with --count the\n"
             "                        events are spread from it to --now (backfill)\n"
             "  --late FRACTION       share of events reported 1 hour to 7 days late\n"
+            "  --late-crossing FRACTION  of the late events reported in the week after a\n"
+            "                        version's time, the share that occurred before it\n"
+            "                        (default 0.5; with --registry-topic)\n"
             "  --out-of-order FRACTION  share of events sent 1-20 events after later ones\n"
             "  --duplicates FRACTION share of events that resend an earlier event exactly\n"
             "  --output kafka|ndjson kafka (default), or NDJSON on stdout (with \"kind\")\n"
@@ -100,9 +127,10 @@ static void usage(FILE *out)
             "Events follow the day in Asia/Ho_Chi_Minh (busiest in the evening); a district\n"
             "gets events in proportion to its boards; 3 in 5 events are incidents, of which\n"
             "about 40%% go to police. With --rate 0 and no --start-time the events cover the\n"
-            "last 24 hours. A summary goes to stderr at exit.\n"
+            "last 24 hours. To simulate across a registry version's time, span it with\n"
+            "--start-time and --now (or run past it). A summary goes to stderr at exit.\n"
             "Exit status: 0 done (or stopped by a signal), 2 events not delivered, 64 usage,\n"
-            "78 configuration.\n");
+            "69 no broker answered (--registry-topic), 78 configuration.\n");
 }
 
 static const keng_program_t program = {"keng-simulate", KENG_PROGRAM_RDKAFKA, usage, config_tables,
@@ -212,6 +240,12 @@ static int take_out_of_order(const char *arg, void *to)
     return parse_fraction("--out-of-order", arg, &opt->out_of_order) < 0 ? KENG_EXIT_USAGE : 0;
 }
 
+static int take_crossing(const char *arg, void *to)
+{
+    struct options *opt = to;
+    return parse_fraction("--late-crossing", arg, &opt->crossing) < 0 ? KENG_EXIT_USAGE : 0;
+}
+
 static int take_duplicates(const char *arg, void *to)
 {
     struct options *opt = to;
@@ -295,6 +329,7 @@ static keng_sim_opts_t sim_options(const struct options *o, int64_t now0)
         .late_fraction = o->late,
         .out_of_order_fraction = o->out_of_order,
         .duplicate_fraction = o->duplicates,
+        .crossing_fraction = o->crossing,
     };
 
     so.start_ms = o->start_given ? o->start_ms : o->rate > 0 ? now0 : now0 - DAY_MS;
@@ -361,6 +396,8 @@ static int report(struct app *app, int64_t first_at, int64_t last_at)
             ", out-of-order %" PRIu64 ", reported %s .. %s, seed %" PRIu64,
             st.emitted, st.incidents, st.mediations, st.emitted - st.duplicates, st.duplicates,
             st.late, st.out_of_order, t1, t2, app->opt.seed);
+    if (app->nversions > 1)
+        fprintf(stderr, ", across a registry version's time %" PRIu64, st.crossing);
     if (app->producer) {
         uint64_t undelivered = st.emitted - app->delivered - app->failed;
         fprintf(stderr, ", delivered %" PRIu64 ", failed %" PRIu64 "\n", app->delivered,
@@ -380,13 +417,20 @@ static int run_simulation(struct app *app)
     const struct options *o = &app->opt;
     keng_event_t ev;
     char errstr[256];
-    int64_t now0 = o->now_given ? o->now_ms : keng_now_ms();
+    int64_t now0 = app->now0;
     int64_t mono0 = keng_monotonic_ms();
     int64_t first_at = 0, last_at = 0;
     uint64_t backfilled = 0;
     keng_sim_opts_t so = sim_options(o, now0);
+    keng_sim_version_t *versions = calloc(app->nversions, sizeof(*versions));
 
-    app->sim = keng_sim_new(app->reg, &so, errstr, sizeof(errstr));
+    for (size_t i = 0; versions && i < app->nversions; i++)
+        versions[i] = (keng_sim_version_t){app->versions[i].reg, app->versions[i].effective_ms};
+    if (versions)
+        app->sim = keng_sim_new_versions(versions, app->nversions, &so, errstr, sizeof(errstr));
+    else
+        snprintf(errstr, sizeof(errstr), "out of memory");
+    free(versions);
     if (!app->sim) {
         fprintf(stderr, "keng-simulate: %s\n", errstr);
         return KENG_EXIT_USAGE;
@@ -469,9 +513,10 @@ static int check_config(struct app *app)
             return rc;
     }
     fprintf(stderr,
-            "keng-simulate: the config loads: registry of %zu boards, event times%s; nothing "
-            "was started\n",
-            keng_registry_board_count(app->reg),
+            "keng-simulate: the config loads: registry of %zu boards%s, event times%s; "
+            "nothing was started\n",
+            keng_registry_board_count(app->versions[app->nversions - 1].reg),
+            app->nversions > 1 ? " (the last of its versions used)" : "",
             app->opt.output == OUT_KAFKA ? ", schemas, Kafka settings"
                                          : " (NDJSON output uses no schemas or Kafka settings)");
     return 0;
@@ -493,20 +538,177 @@ static int use_registry(struct app *app)
     return rc < 0 ? KENG_EXIT_CONFIG : rc == 1 ? KENG_EXIT_OK : rc;
 }
 
+static void describe(const keng_registry_t *reg, char *buf, size_t size)
+{
+    snprintf(buf, size, "districts=%zu communes=%zu boards=%zu levels=%s",
+             keng_registry_district_count(reg), keng_registry_commune_count(reg),
+             keng_registry_board_count(reg),
+             keng_registry_has_districts(reg) ? "province,district,commune,board"
+                                              : "province,commune,board");
+}
+
+/* Loads version v of topic into app->versions; a version that does not load is skipped with a
+ * warning (the one before it stays in force, as for keng-ingest), unless must_load. Returns 0,
+ * or KENG_EXIT_CONFIG after saying why. */
+static int add_version(struct app *app, const char *topic, const keng_regtopic_version_t *v,
+                       bool must_load)
+{
+    char name[320], errstr[512];
+    struct version *grown;
+    keng_registry_t *reg;
+
+    snprintf(name, sizeof(name), "%s@%s", topic, v->key);
+    reg = keng_registry_load_text(v->text, v->text_len, name, errstr, sizeof(errstr));
+    if (!reg && must_load) {
+        keng_log_error("cannot take the board registry from the topic",
+                       "topic=%s error=\"the registry version in force at the simulation's "
+                       "start, %s, does not load (%s)\"",
+                       topic, name, errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    if (!reg) {
+        keng_log_warn("a registry version cannot be used; skipped, the one before it stays",
+                      "topic=%s version=%s why=\"%s\"", topic, v->key, errstr);
+        return 0;
+    }
+    grown = realloc(app->versions, (app->nversions + 1) * sizeof(*grown));
+    if (!grown) {
+        keng_registry_destroy(reg);
+        fprintf(stderr, "keng-simulate: out of memory\n");
+        return KENG_EXIT_CONFIG;
+    }
+    app->versions = grown;
+    app->versions[app->nversions++] = (struct version){.reg = reg, .effective_ms = v->effective_ms};
+    snprintf(app->versions[app->nversions - 1].key, sizeof(grown->key), "%s", v->key);
+    return 0;
+}
+
+/* The versions of registry.topic that a simulation from start_ms can use: the one in force
+ * KENG_SIM_LATE_MAX_MS before the start (a late event may have occurred then) and every later
+ * one. Returns 0,
+ * or an exit code after saying why: 69 when no broker answered, 78 when the topic is missing,
+ * no version is in force at the start or that one does not load. */
+static int registry_from_topic(struct app *app, const char *topic, int64_t start_ms)
+{
+    keng_regtopic_list_t list = {0};
+    const struct version *now = NULL;
+    char errstr[512], what[200], keys[1024] = "", start[32], sha[13];
+    size_t first = 0, later = 0, len = 0;
+    long at_start = -1;
+    int rc;
+
+    rc = keng_regtopic_read(app->cfg, topic, &list, errstr, sizeof(errstr));
+    if (rc != 0) {
+        keng_log_error("cannot take the board registry from the topic", "topic=%s error=\"%s\"",
+                       topic, errstr);
+        goto out;
+    }
+    for (size_t i = 0; i < list.n; i++) {
+        if (list.v[i].effective_ms <= start_ms - KENG_SIM_LATE_MAX_MS)
+            first = i;
+        if (list.v[i].effective_ms <= start_ms)
+            at_start = (long)i;
+    }
+    keng_time_format_utc(start_ms, start, sizeof(start));
+    if (at_start < 0) {
+        keng_log_error("cannot take the board registry from the topic",
+                       "topic=%s error=\"no registry version is in force at the simulation's "
+                       "start, %s (%zu version(s)%s%s): start later with --start-time, publish "
+                       "one with keng-registry --publish FILE --effective TIME, or give "
+                       "--registry FILE instead\"",
+                       topic, start, list.n, list.n ? ", the first effective " : "",
+                       list.n ? list.v[0].key : "");
+        rc = KENG_EXIT_CONFIG;
+        goto out;
+    }
+    for (size_t i = first; i < list.n && rc == 0; i++)
+        rc = add_version(app, topic, &list.v[i], (long)i == at_start);
+    if (rc != 0)
+        goto out;
+
+    /* Which versions the events are drawn from, the one in force at the start first. */
+    for (size_t i = 0; i < app->nversions; i++) {
+        const struct version *v = &app->versions[i];
+        if (v->effective_ms <= start_ms)
+            now = v;
+        else
+            later++;
+        if (len < sizeof(keys))
+            len += (size_t)snprintf(keys + len, sizeof(keys) - len, "%s%s", i ? "," : "", v->key);
+    }
+    describe(now->reg, what, sizeof(what));
+    snprintf(sha, sizeof(sha), "%s", list.v[at_start].sha256 ? list.v[at_start].sha256 : "-");
+    keng_log_info("board registry in use",
+                  "source=topic topic=%s version=%s sha256=%s %s start=%s versions=%s "
+                  "earlier=%zu later=%zu",
+                  topic, now->key, sha, what, start, keys, (size_t)(now - app->versions), later);
+    for (size_t i = (size_t)(now - app->versions) + 1; i < app->nversions; i++) {
+        describe(app->versions[i].reg, what, sizeof(what));
+        keng_log_info("board registry version to come", "source=topic topic=%s version=%s %s",
+                      topic, app->versions[i].key, what);
+    }
+out:
+    keng_regtopic_list_free(&list);
+    return rc;
+}
+
+/* The board registry: the versions of registry.topic, else --registry FILE or the built-in
+ * one. Returns 0, or an exit code after saying why (64 for both, as keng-ingest). */
+static int open_registry(struct app *app)
+{
+    const char *topic = keng_config_get(app->cfg, "registry.topic", NULL);
+    char errstr[512];
+    keng_registry_t *reg;
+
+    if (topic && *topic) {
+        if (app->opt.registry_path) {
+            fprintf(stderr, "keng-simulate: give the registry by --registry FILE or by "
+                            "--registry-topic TOPIC (registry.topic), not both\n");
+            return KENG_EXIT_USAGE;
+        }
+        if (!keng_config_brokers(app->cfg)) {
+            fprintf(stderr,
+                    "keng-simulate: no brokers to read the registry topic %s from: give "
+                    "--brokers, set KENG_BROKERS or set kafka.bootstrap.servers in the "
+                    "config\n",
+                    topic);
+            return KENG_EXIT_CONFIG;
+        }
+        return registry_from_topic(app, topic, sim_options(&app->opt, app->now0).start_ms);
+    }
+    reg = keng_registry_open(app->opt.registry_path, errstr, sizeof(errstr));
+    if (!reg) {
+        fprintf(stderr, "keng-simulate: registry: %s\n", errstr);
+        return KENG_EXIT_CONFIG;
+    }
+    keng_program_log_registry(reg);
+    app->versions = calloc(1, sizeof(*app->versions));
+    if (!app->versions) {
+        keng_registry_destroy(reg);
+        fprintf(stderr, "keng-simulate: out of memory\n");
+        return KENG_EXIT_CONFIG;
+    }
+    app->versions[0] = (struct version){.reg = reg, .effective_ms = INT64_MIN};
+    app->nversions = 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    struct app app = {.opt = {.rate = 10}};
+    struct app app = {.opt = {.rate = 10, .crossing = DEFAULT_CROSSING}};
     struct options *opt = &app.opt;
     const keng_program_flag_t table[] = {
         KENG_FLAG("config", &opt->config_path, NULL),
         KENG_FLAG("brokers", &opt->brokers, "brokers"),
         KENG_FLAG("registry", &opt->registry_path, NULL),
+        KENG_FLAG("registry-topic", &opt->registry_topic, "registry.topic"),
         KENG_FLAG_TAKE("rate", take_rate, opt),
         KENG_FLAG_TAKE("count", take_count, opt),
         KENG_FLAG_TAKE("seed", take_seed, opt),
         KENG_FLAG_TAKE("now", take_now, opt),
         KENG_FLAG_TAKE("start-time", take_start, opt),
         KENG_FLAG_TAKE("late", take_late, opt),
+        KENG_FLAG_TAKE("late-crossing", take_crossing, opt),
         KENG_FLAG_TAKE("out-of-order", take_out_of_order, opt),
         KENG_FLAG_TAKE("duplicates", take_duplicates, opt),
         KENG_FLAG_TAKE("output", take_output, opt),
@@ -525,9 +727,13 @@ int main(int argc, char **argv)
     keng_program_stop_on_signals(&stop_requested);
     signal(SIGPIPE, SIG_IGN);
 
-    rc = keng_program_open(&program, opt->config_path, table, opt->registry_path, &app.cfg,
-                           &app.reg);
-    if (rc != 0)
+    app.now0 = opt->now_given ? opt->now_ms : keng_now_ms();
+    app.cfg = keng_program_config_table(&program, opt->config_path, table);
+    if (!app.cfg) {
+        rc = KENG_EXIT_USAGE; /* a config that does not load, or an unknown key */
+        goto out;
+    }
+    if ((rc = open_registry(&app)) != 0)
         goto out;
     if (keng_event_rule_from_config(app.cfg, &app.rule, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "keng-simulate: %s\n", errstr);
@@ -556,7 +762,9 @@ int main(int argc, char **argv)
 out:
     keng_producer_destroy(app.producer, 0);
     keng_sim_destroy(app.sim);
-    keng_registry_destroy(app.reg);
+    for (size_t i = 0; i < app.nversions; i++)
+        keng_registry_destroy(app.versions[i].reg);
+    free(app.versions);
     keng_config_destroy(app.cfg);
     return rc;
 }

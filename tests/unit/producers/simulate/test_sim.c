@@ -1,8 +1,10 @@
 /* The field simulator's generator with fixed seeds: reproducibility, UUIDv4 ids, district
- * weighting by board count, the day/night rhythm, the category and resolution mix, and the
- * late, out-of-order and duplicate switches; they never touch Kafka or read the wall clock. */
+ * weighting by board count, the day/night rhythm, the category and resolution mix, the
+ * late, out-of-order and duplicate switches, and a stream across a registry version's time;
+ * they never touch Kafka or read the wall clock. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <math.h>
@@ -314,6 +316,187 @@ static void the_ceiling_holds_the_clock(void **state)
     keng_sim_destroy(sim);
 }
 
+/* Two versions as a switch has them: the second, at SWITCH_MS, adds B5 and removes B3, and has
+ * no district level. */
+#define SWITCH_MS (START_MS + 2 * 86400000LL)
+#define SPAN_MS   (4 * 86400000LL)
+#define HEAD                                                                                       \
+    "board_id,board_name,commune_id,commune_name,district_id,district_name,groups,members\n"
+static const char version_a[] = HEAD "B1,Thôn 1,C1,Xã Một,D1,Huyện Một,5,5\n"
+                                     "B2,Thôn 2,C1,Xã Một,D1,Huyện Một,5,5\n"
+                                     "B3,Thôn 3,C2,Xã Hai,D1,Huyện Một,5,5\n";
+static const char version_b[] = HEAD "B1,Thôn 1,N1,Xã Mới,,,5,5\n"
+                                     "B2,Thôn 2,N1,Xã Mới,,,5,5\n"
+                                     "B5,Thôn 5,N1,Xã Mới,,,5,5\n";
+
+struct two_versions {
+    keng_registry_t *a, *b;
+    keng_sim_version_t v[2];
+};
+
+static void load_two_versions(struct two_versions *t)
+{
+    char err[256] = "";
+
+    t->a = keng_registry_load_text(version_a, strlen(version_a), "a", err, sizeof(err));
+    if (!t->a)
+        fail_msg("version a: %s", err);
+    t->b = keng_registry_load_text(version_b, strlen(version_b), "b", err, sizeof(err));
+    if (!t->b)
+        fail_msg("version b: %s", err);
+    t->v[0] = (keng_sim_version_t){t->a, START_MS - 30 * 86400000LL};
+    t->v[1] = (keng_sim_version_t){t->b, SWITCH_MS};
+}
+
+static void free_two_versions(struct two_versions *t)
+{
+    keng_registry_destroy(t->a);
+    keng_registry_destroy(t->b);
+}
+
+/* Four days of events, the switch in the middle. */
+static keng_sim_t *new_sim_across(const struct two_versions *t, uint64_t seed, uint64_t count,
+                                  double late, double crossing, double ooo, double dup)
+{
+    char err[256] = "";
+    keng_sim_opts_t o = {
+        .seed = seed,
+        .start_ms = START_MS,
+        .events_per_s = (double)count / (SPAN_MS / 1000.0),
+        .count = count,
+        .late_fraction = late,
+        .out_of_order_fraction = ooo,
+        .duplicate_fraction = dup,
+        .crossing_fraction = crossing,
+    };
+    keng_sim_t *sim = keng_sim_new_versions(t->v, 2, &o, err, sizeof(err));
+    if (!sim)
+        fail_msg("keng_sim_new_versions: %s", err);
+    return sim;
+}
+
+static bool has_board(const keng_registry_t *reg, const char *id)
+{
+    return keng_registry_find_board(reg, id, strlen(id)) >= 0;
+}
+
+static void boards_come_from_the_version_in_force_when_the_event_occurred(void **state)
+{
+    struct two_versions t;
+    keng_event_t ev;
+    uint64_t before = 0, after = 0, added = 0, removed = 0;
+
+    load_two_versions(&t);
+    keng_sim_t *sim = new_sim_across(&t, 3, 6000, 0.3, 0.5, 0.1, 0.05);
+    while (keng_sim_next(sim, &ev)) {
+        const keng_registry_t *in_force = ev.occurred_at < SWITCH_MS ? t.a : t.b;
+        if (!has_board(in_force, ev.board_id))
+            fail_msg("event %s: board %s occurred at %lld, %s the switch at %lld, and the "
+                     "version in force then has not got it",
+                     ev.event_id, ev.board_id, (long long)ev.occurred_at,
+                     ev.occurred_at < SWITCH_MS ? "before" : "after", (long long)SWITCH_MS);
+        /* A board only the version to come has is never reported before its time. */
+        if (!has_board(t.a, ev.board_id) && ev.reported_at < SWITCH_MS)
+            fail_msg("event %s: board %s reported at %lld, before its version's time %lld",
+                     ev.event_id, ev.board_id, (long long)ev.reported_at, (long long)SWITCH_MS);
+        assert_true(ev.occurred_at <= ev.reported_at);
+        before += ev.occurred_at < SWITCH_MS;
+        after += ev.occurred_at >= SWITCH_MS;
+        added += strcmp(ev.board_id, "B5") == 0;
+        removed += strcmp(ev.board_id, "B3") == 0;
+    }
+    if (before < 2000 || after < 2000 || added < 500 || removed < 500)
+        fail_msg("expected events on both sides (> 2000 each) and of the added and removed "
+                 "boards (> 500 each); got %llu before, %llu after, %llu of B5, %llu of B3",
+                 (unsigned long long)before, (unsigned long long)after, (unsigned long long)added,
+                 (unsigned long long)removed);
+    keng_sim_destroy(sim);
+    free_two_versions(&t);
+}
+
+/* Of the late events reported in the week after the switch, the share asked occurred before
+ * it: none, about half, or all. */
+static void late_events_cross_the_switch_in_the_share_asked(void **state)
+{
+    static const double shares[] = {0, 0.5, 1};
+    struct two_versions t;
+    keng_event_t ev;
+    keng_sim_stats_t st;
+
+    load_two_versions(&t);
+    for (size_t i = 0; i < sizeof(shares) / sizeof(shares[0]); i++) {
+        keng_sim_t *sim = new_sim_across(&t, 11, 20000, 0.3, shares[i], 0, 0);
+        uint64_t late_after = 0, crossing = 0, all_crossing = 0;
+        while (keng_sim_next(sim, &ev)) {
+            bool crosses = ev.occurred_at < SWITCH_MS && ev.reported_at >= SWITCH_MS;
+            all_crossing += crosses;
+            /* Late and reported after the switch (here always within the week after it). */
+            if (ev.reported_at >= SWITCH_MS && ev.reported_at - ev.occurred_at >= 3600000) {
+                late_after++;
+                crossing += crosses;
+            }
+        }
+        keng_sim_get_stats(sim, &st);
+        assert_true(late_after > 2000);
+        assert_near((double)crossing / (double)late_after, shares[i], 0.03,
+                    "share of the late events after the switch that occurred before it");
+        assert_int_equal(st.crossing, all_crossing);
+        if (shares[i] > 0)
+            assert_true(crossing > 0);
+        keng_sim_destroy(sim);
+    }
+    free_two_versions(&t);
+}
+
+static void the_same_seed_gives_the_same_stream_across_a_switch(void **state)
+{
+    struct two_versions t;
+    keng_event_t ea, eb, ec;
+    int differ = 0;
+
+    load_two_versions(&t);
+    keng_sim_t *a = new_sim_across(&t, 42, 2000, 0.2, 0.5, 0.1, 0.1);
+    keng_sim_t *b = new_sim_across(&t, 42, 2000, 0.2, 0.5, 0.1, 0.1);
+    keng_sim_t *c = new_sim_across(&t, 43, 2000, 0.2, 0.5, 0.1, 0.1);
+    for (int i = 0; i < 2000; i++) {
+        assert_int_equal(keng_sim_next(a, &ea), 1);
+        assert_int_equal(keng_sim_next(b, &eb), 1);
+        assert_int_equal(keng_sim_next(c, &ec), 1);
+        assert_string_equal(ea.event_id, eb.event_id);
+        assert_string_equal(ea.board_id, eb.board_id);
+        assert_int_equal(ea.occurred_at, eb.occurred_at);
+        assert_int_equal(ea.reported_at, eb.reported_at);
+        assert_int_equal(ea.kind, eb.kind);
+        differ += strcmp(ea.event_id, ec.event_id) != 0;
+    }
+    assert_int_equal(differ, 2000);
+    keng_sim_destroy(a);
+    keng_sim_destroy(b);
+    keng_sim_destroy(c);
+    free_two_versions(&t);
+}
+
+static void bad_versions_are_refused(void **state)
+{
+    struct two_versions t;
+    char err[256];
+    keng_sim_opts_t o = {.seed = 1, .start_ms = START_MS, .events_per_s = 1};
+
+    load_two_versions(&t);
+    t.v[1].effective_ms = t.v[0].effective_ms;
+    assert_null(keng_sim_new_versions(t.v, 2, &o, err, sizeof(err)));
+    assert_non_null(strstr(err, "increase"));
+    t.v[1].effective_ms = SWITCH_MS;
+    o.start_ms = t.v[0].effective_ms - 1;
+    assert_null(keng_sim_new_versions(t.v, 2, &o, err, sizeof(err)));
+    assert_non_null(strstr(err, "before the first registry version"));
+    o.start_ms = START_MS;
+    o.crossing_fraction = 1.5;
+    assert_null(keng_sim_new_versions(t.v, 2, &o, err, sizeof(err)));
+    assert_non_null(strstr(err, "crossing"));
+    free_two_versions(&t);
+}
+
 static void bad_options_are_refused(void **state)
 {
     char err[256];
@@ -342,6 +525,10 @@ int main(void)
         cmocka_unit_test(out_of_order_events_come_after_later_ones),
         cmocka_unit_test(the_ceiling_holds_the_clock),
         cmocka_unit_test(bad_options_are_refused),
+        cmocka_unit_test(boards_come_from_the_version_in_force_when_the_event_occurred),
+        cmocka_unit_test(late_events_cross_the_switch_in_the_share_asked),
+        cmocka_unit_test(the_same_seed_gives_the_same_stream_across_a_switch),
+        cmocka_unit_test(bad_versions_are_refused),
     };
     return cmocka_run_group_tests(tests, keng_unit_registry_setup, keng_unit_registry_teardown);
 }
