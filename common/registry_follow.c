@@ -46,6 +46,8 @@ struct keng_registry_follow {
     unsigned timers_open; /* closing: freed once both close callbacks ran */
     keng_registry_follow_switch_cb on_switch;
     void *arg;
+    keng_registry_follow_read_cb on_read;
+    void *read_arg;
 };
 
 static void describe(const keng_registry_t *reg, char *buf, size_t size)
@@ -301,6 +303,18 @@ static void take(keng_registry_follow_t *r, keng_regtopic_version_t *pv)
                   v->key, v->sha256, keng_registry_board_count(v->reg),
                   v->effective_ms <= keng_now_ms() ? "takes_effect=now"
                                                    : "takes_effect=at_its_time");
+    if (r->on_read)
+        r->on_read(v->reg, v->key, r->read_arg);
+}
+
+void keng_registry_follow_on_read(keng_registry_follow_t *r, keng_registry_follow_read_cb cb,
+                                  void *arg)
+{
+    r->on_read = cb;
+    r->read_arg = arg;
+    for (size_t i = 0; cb && i < r->n; i++)
+        if (r->v[i].state == V_PENDING)
+            cb(r->v[i].reg, r->v[i].key, arg);
 }
 
 /* A deletion of key (a null value): a version still to come is dropped; the one in force

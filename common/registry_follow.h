@@ -50,6 +50,13 @@ int keng_registry_follow_start(keng_registry_follow_t *r, uv_loop_t *loop,
                                keng_registry_follow_switch_cb on_switch, void *arg, char *errstr,
                                size_t errstr_size);
 
+/* Called on the loop thread for each version still to come: at once for those already read,
+ * then for each one read later (a program says early what it will do at the version's time). */
+typedef void (*keng_registry_follow_read_cb)(const keng_registry_t *reg, const char *version,
+                                             void *arg);
+void keng_registry_follow_on_read(keng_registry_follow_t *r, keng_registry_follow_read_cb cb,
+                                  void *arg);
+
 /* Stops following: closes the timers (the loop must run once more before destroy) and the
  * topic's consumer. Safe to call twice, and before start. */
 void keng_registry_follow_stop(keng_registry_follow_t *r);

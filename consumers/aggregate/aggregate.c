@@ -825,6 +825,27 @@ static int on_registry_switch(const keng_registry_t *next, const char *version, 
     return 0;
 }
 
+/* A version still to come, read: what keng-aggregate will do at its time is said now, while
+ * there is time to act (change an alert rule; expect a restart). */
+static void on_registry_read(const keng_registry_t *next, const char *version, void *arg)
+{
+    app_t *app = arg;
+    char why[600];
+    keng_registry_t *ordered = keng_registry_in_board_order(next, app->reg, why, sizeof(why));
+
+    if (!ordered)
+        keng_log_warn("a registry version still to come adds or removes boards: keng-aggregate "
+                      "will write its checkpoint and stop at its time, and take it at the next "
+                      "start (exit 75; systemd and compose start it again)",
+                      "version=%s why=\"%s\"", version, why);
+    keng_registry_destroy(ordered);
+    if (app->alerts && keng_alerts_check_registry(app->alerts, next, why, sizeof(why)) != 0)
+        keng_log_warn("a registry version still to come lacks the level of an alert rule: it "
+                      "will be skipped at its time, and the registry in force kept, unless the "
+                      "rule changes first",
+                      "version=%s why=\"%s\"", version, why);
+}
+
 /* How far ahead of its effective time a version's new board is waited for: the clocks of
  * keng-ingest's and keng-aggregate's machines may differ by this much. */
 #define BOARD_WAIT_AHEAD_MS 60000
@@ -1163,6 +1184,8 @@ static int run_loaded(app_t *app)
         uv_run(app->loop, UV_RUN_DEFAULT);
         return KENG_EXIT_CONFIG;
     }
+    if (app->regs)
+        keng_registry_follow_on_read(app->regs, on_registry_read, app);
     keng_program_signals_start(&app->signals, app->loop, on_signal, app, 1);
     uv_timer_init(app->loop, &app->denial_timer);
     app->denial_timer.data = app;

@@ -571,8 +571,8 @@ void keng_alerts_evaluate_every_scope(keng_alerts_t *a, int64_t now_ms)
     keng_alerts_evaluate_all(a, now_ms);
 }
 
-int keng_alerts_set_registry(keng_alerts_t *a, const keng_registry_t *reg, int64_t now_ms,
-                             char *errstr, size_t errstr_size)
+int keng_alerts_check_registry(const keng_alerts_t *a, const keng_registry_t *reg, char *errstr,
+                               size_t errstr_size)
 {
     for (size_t i = 0; i < a->nrules; i++) {
         if (keng_level_exists(reg, a->rules[i].level))
@@ -584,6 +584,14 @@ int keng_alerts_set_registry(keng_alerts_t *a, const keng_registry_t *reg, int64
                  keng_registry_level_list(reg));
         return -1;
     }
+    return 0;
+}
+
+int keng_alerts_set_registry(keng_alerts_t *a, const keng_registry_t *reg, int64_t now_ms,
+                             char *errstr, size_t errstr_size)
+{
+    if (keng_alerts_check_registry(a, reg, errstr, errstr_size) != 0)
+        return -1;
     /* Noted entries first: the touched list must not outlive the entries removed below. */
     keng_alerts_evaluate_touched(a, now_ms);
     for (size_t b = 0; b < a->nbuckets; b++) {

@@ -117,6 +117,11 @@ void keng_alerts_evaluate_every_scope(keng_alerts_t *a, int64_t now_ms);
 int keng_alerts_set_registry(keng_alerts_t *a, const keng_registry_t *reg, int64_t now_ms,
                              char *errstr, size_t errstr_size);
 
+/* Whether keng_alerts_set_registry would take reg: 0, or -1 with errstr naming the rule whose
+ * level reg lacks. Changes nothing. */
+int keng_alerts_check_registry(const keng_alerts_t *a, const keng_registry_t *reg, char *errstr,
+                               size_t errstr_size);
+
 /* Applies a transition read back from the alert topic (borrowed): a FIRING makes its scope
  * firing with that alert id, a RESOLVED resolves it. Unknown rules or scopes are skipped.
  * Returns 1 when the state changed, 0 when it already reflected t. */

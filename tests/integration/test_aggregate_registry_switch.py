@@ -326,6 +326,11 @@ def test_switch_to_2025_while_gateways_post():
             return sum(series(kt.metrics(i.base), "keng_registry_board_waits_total") or 0
                        for i in instances)
         kt.wait_until(lambda: waits() >= 1, 10, "the early event of NEW-B1 waits")
+        for inst in instances:  # said when read, ahead of the time
+            kt.check("a registry version still to come adds or removes boards" in
+                     log_text(inst.process), f"{inst.name} warns of the restart ahead",
+                     "a registry version still to come adds or removes boards",
+                     inst.process.log_tail())
         kt.check(time.time() < effective_more, "it waited before the version took effect",
                  f"before {rfc3339(effective_more)}", rfc3339(int(time.time())))
         for inst in instances:

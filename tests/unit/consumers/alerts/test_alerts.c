@@ -221,6 +221,9 @@ static void test_registry_switch_resolves_and_refuses(void **state)
     for (int i = 0; i < 3; i++)
         add(f, KENG_CAT_DRUGS, T0 - 30 * MINUTE, T0);
     assert_int_equal(f->ngot, 1);
+    assert_int_equal(keng_alerts_check_registry(f->alerts, next, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "alert.drugs.level is district"));
+    assert_int_equal(keng_alerts_check_registry(f->alerts, f->reg, err, sizeof(err)), 0);
     assert_int_equal(keng_alerts_set_registry(f->alerts, next, T0 + 5000, err, sizeof(err)), -1);
     if (!strstr(err, "alert.drugs.level is district; the registry version's levels are "
                      "province, commune, board"))
