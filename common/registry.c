@@ -853,11 +853,19 @@ const char *keng_registry_path(const keng_registry_t *reg)
     return reg->path;
 }
 
+void keng_registry_describe_units(const keng_registry_t *reg, char *buf, size_t size)
+{
+    snprintf(buf, size, "districts=%zu communes=%zu boards=%zu levels=%s", reg->ndistricts,
+             reg->ncommunes, reg->nboards,
+             reg->ndistricts > 0 ? "province,district,commune,board" : "province,commune,board");
+}
+
 void keng_registry_describe(const keng_registry_t *reg, char *buf, size_t size)
 {
-    snprintf(buf, size, "source=%s districts=%zu communes=%zu boards=%zu levels=%s",
-             reg->path ? reg->path : "built-in", reg->ndistricts, reg->ncommunes, reg->nboards,
-             reg->ndistricts > 0 ? "province,district,commune,board" : "province,commune,board");
+    char units[160];
+
+    keng_registry_describe_units(reg, units, sizeof(units));
+    snprintf(buf, size, "source=%s %s", reg->path ? reg->path : "built-in", units);
 }
 
 int keng_registry_metrics(const keng_registry_t *reg, char *buf, size_t size)

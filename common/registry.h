@@ -101,6 +101,10 @@ const char *keng_registry_path(const keng_registry_t *reg);
  * board" (source=built-in for the default). */
 void keng_registry_describe(const keng_registry_t *reg, char *buf, size_t size);
 
+/* The same without its source: "districts=0 communes=130 boards=7588 levels=province,commune,
+ * board", for the lines that name a version of antt.registry instead. */
+void keng_registry_describe_units(const keng_registry_t *reg, char *buf, size_t size);
+
 /* The registry for Prometheus: keng_registry_units{level} for each level it has and
  * keng_registry_info{source,path} 1, with HELP and TYPE lines. Returns what it wrote, or -1
  * when buf is too small. */

@@ -50,15 +50,6 @@ struct keng_registry_follow {
     void *read_arg;
 };
 
-static void describe(const keng_registry_t *reg, char *buf, size_t size)
-{
-    snprintf(buf, size, "districts=%zu communes=%zu boards=%zu levels=%s",
-             keng_registry_district_count(reg), keng_registry_commune_count(reg),
-             keng_registry_board_count(reg),
-             keng_registry_has_districts(reg) ? "province,district,commune,board"
-                                              : "province,commune,board");
-}
-
 /* A version that cannot be used: counted, said, and the one in force stays. where names the
  * message when known ("antt.registry partition 0 offset 2"). */
 static void skip(keng_registry_follow_t *r, const char *key, const char *why, const char *where)
@@ -189,7 +180,7 @@ int keng_registry_follow_open(const keng_config_t *cfg, const char *topic,
 
     char what[200];
     const version_t *v = &r->v[r->current];
-    describe(v->reg, what, sizeof(what));
+    keng_registry_describe_units(v->reg, what, sizeof(what));
     keng_log_info("board registry in use",
                   "source=topic topic=%s version=%s sha256=%s %s earlier=%zu pending=%zu", topic,
                   v->key, v->sha256, what, r->nearlier, r->n - r->nearlier - 1);
@@ -258,7 +249,7 @@ static void apply_due(keng_registry_follow_t *r)
         r->current = (size_t)to;
         r->switches++;
         list_earlier(r);
-        describe(v->reg, what, sizeof(what));
+        keng_registry_describe_units(v->reg, what, sizeof(what));
         keng_log_info("board registry switched",
                       "source=topic topic=%s version=%s previous=%s sha256=%s %s late_ms=%lld "
                       "pause_ms=%lld",

@@ -776,6 +776,11 @@ static int on_registry_switch(const keng_registry_t *next, const char *version, 
 
     if (now == INT64_MIN)
         now = keng_now_ms();
+    if (ordered && app->alerts &&
+        keng_alerts_check_registry(app->alerts, ordered, why, why_size) != 0) {
+        keng_registry_destroy(ordered); /* skipped before anything changed */
+        return -1;
+    }
     if (!ordered) {
         keng_log_error("a registry version that adds or removes boards takes effect: stopping to "
                        "take it at the next start (the checkpoint is written first; nothing is "
@@ -790,19 +795,19 @@ static int on_registry_switch(const keng_registry_t *next, const char *version, 
         return -1;
     }
     grown = realloc(app->switched, (app->nswitched + 1) * sizeof(*grown));
+    if (grown)
+        app->switched = grown;
     if (!grown || keng_counts_set_registry(app->counts, ordered) != 0 ||
         keng_cluster_set_registry(app->cluster, ordered) != 0) {
-        if (grown)
-            app->switched = grown;
         keng_counts_set_registry(app->counts, app->in_force);
         keng_registry_destroy(ordered);
         snprintf(why, why_size, "out of memory");
         return -1;
     }
-    app->switched = grown;
     /* Half switched: the counts roll up under the new units, the alerts not yet. Nothing of a
      * switch is written to disk, so a crash here must lose nothing. */
     KENG_FAILPOINT("registry.switch");
+    /* The rules' levels were checked above: only memory can fail it now. */
     if (app->alerts && keng_alerts_set_registry(app->alerts, ordered, now, why, why_size) != 0) {
         keng_counts_set_registry(app->counts, app->in_force);
         keng_cluster_set_registry(app->cluster, app->in_force);

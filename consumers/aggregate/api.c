@@ -158,15 +158,12 @@ void keng_api__scope_tally(const keng_api_t *api, keng_level_t level, uint32_t i
                            keng_window_id_t window, keng_tally_t *out)
 {
     keng_tally_t other;
-    uint64_t *a = (uint64_t *)out;
-    const uint64_t *b = (const uint64_t *)&other;
 
     keng_counts_get(api->counts, level, index, window, out);
     if (!api->cluster)
         return;
     keng_counts_get(keng_cluster_counts(api->cluster), level, index, window, &other);
-    for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
-        a[i] += b[i];
+    keng_tally_add(out, &other);
 }
 
 /* For a board whose units another instance owns: "owner" (of its incidents, else of its

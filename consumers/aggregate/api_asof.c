@@ -61,15 +61,6 @@ static int32_t counted_board(const keng_api_t *api, const keng_board_t *b)
     return keng_registry_find_board(api->reg, b->id, strlen(b->id));
 }
 
-static void tally_add(keng_tally_t *to, const keng_tally_t *from)
-{
-    uint64_t *a = (uint64_t *)to;
-    const uint64_t *b = (const uint64_t *)from;
-
-    for (size_t i = 0; i < sizeof(*to) / sizeof(uint64_t); i++)
-        a[i] += b[i];
-}
-
 int32_t keng_api__units_counted_board(const keng_api_t *api, const keng_api_units_t *u,
                                       uint32_t board)
 {
@@ -109,7 +100,7 @@ void keng_api__units_tally(const keng_api_t *api, const keng_api_units_t *u, ken
             continue;
         }
         keng_api__scope_tally(api, KENG_LEVEL_BOARD, (uint32_t)bi, window, &t);
-        tally_add(out, &t);
+        keng_tally_add(out, &t);
     }
 }
 
@@ -145,7 +136,7 @@ int keng_api__units_tallies(const keng_api_t *api, const keng_api_units_t *u, ke
             continue;
         }
         keng_api__scope_tally(api, KENG_LEVEL_BOARD, (uint32_t)bi, window, &t);
-        tally_add(&(*tallies)[unit], &t);
+        keng_tally_add(&(*tallies)[unit], &t);
     }
     return 0;
 }

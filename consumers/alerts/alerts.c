@@ -456,6 +456,20 @@ static void emit(keng_alerts_t *a, const rec_t *rec, keng_alert_status_t status)
     a->emit(&t, a->emit_arg);
 }
 
+/* Ends e's alert at now: the RESOLVED transition is recorded and emitted, and e fires no more
+ * (its record's count and summary are the caller's to set first). */
+static void end_firing(keng_alerts_t *a, entry_t *e, int64_t now)
+{
+    rec_t *rec = e->fire;
+
+    rec->ends_at = now;
+    e->fire = NULL;
+    a->stats.firing--;
+    keng_alerts__resolved_push(a, rec);
+    emit(a, rec, KENG_ALERT_RESOLVED);
+    free(rec);
+}
+
 /* Returns the count, or -1 when the entry was freed. */
 static int64_t evaluate(keng_alerts_t *a, entry_t *e, int64_t now, bool may_forget)
 {
@@ -497,14 +511,9 @@ static int64_t evaluate(keng_alerts_t *a, entry_t *e, int64_t now, bool may_forg
     } else if (e->fire && count < resolve_below) {
         rec_t *rec = e->fire;
         rec->count = count;
-        rec->ends_at = now;
         render_summary(a, r, e->level, e->scope, count, rec->threshold, rec->window_s, rec->summary,
                        sizeof(rec->summary));
-        e->fire = NULL;
-        a->stats.firing--;
-        keng_alerts__resolved_push(a, rec);
-        emit(a, rec, KENG_ALERT_RESOLVED);
-        free(rec);
+        end_firing(a, e, now);
     } else if (e->fire) {
         e->fire->count = count; /* what GET /v1/alerts shows; not a transition */
     }
@@ -599,15 +608,8 @@ int keng_alerts_set_registry(keng_alerts_t *a, const keng_registry_t *reg, int64
             next = e->next;
             if (e->level != KENG_LEVEL_COMMUNE && e->level != KENG_LEVEL_DISTRICT)
                 continue;
-            if (e->fire) {
-                rec_t *rec = e->fire;
-                rec->ends_at = now_ms;
-                e->fire = NULL;
-                a->stats.firing--;
-                keng_alerts__resolved_push(a, rec);
-                emit(a, rec, KENG_ALERT_RESOLVED);
-                free(rec);
-            }
+            if (e->fire)
+                end_firing(a, e, now_ms);
             entry_remove(a, e);
         }
     }

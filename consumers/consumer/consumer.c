@@ -467,6 +467,66 @@ static void dead_letter(keng_consumer_t *c, const rd_kafka_message_t *m, const c
     c->stats.deadlettered++;
 }
 
+/* ---- a partition held at one message (internal.h) ---- */
+
+static rd_kafka_topic_partition_list_t *partition_at(keng_consumer_t *c, const part_t *p,
+                                                     int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+
+    rd_kafka_topic_partition_list_add(list, c->topics[p->topic], p->partition)->offset = offset;
+    return list;
+}
+
+void keng_consumer__hold(keng_consumer_t *c, part_t *p, int64_t offset, hold_for_t why)
+{
+    rd_kafka_topic_partition_list_t *list = partition_at(c, p, offset);
+
+    rd_kafka_pause_partitions(c->rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    p->hold = HOLD_PAUSED;
+    p->hold_for = why;
+    p->hold_offset = offset;
+}
+
+bool keng_consumer__held_for(const part_t *p, hold_for_t why)
+{
+    return p->assigned && p->hold == HOLD_PAUSED && p->hold_for == why;
+}
+
+void keng_consumer__release(keng_consumer_t *c, part_t *p, const char *what)
+{
+    rd_kafka_topic_partition_list_t *list = partition_at(c, p, p->hold_offset);
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(c->rk, list, 0);
+
+    if (error) {
+        keng_log_error(
+            "cannot seek back to the message a partition was held at",
+            "message=\"%s\" topic=%s partition=%" PRId32 " offset=%" PRId64 " error=\"%s\"", what,
+            c->topics[p->topic], p->partition, p->hold_offset, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    rd_kafka_resume_partitions(c->rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    p->hold = HOLD_RELEASED;
+    /* The messages are fetched again: drain when they come (the watcher wakes us). */
+}
+
+bool keng_consumer__hold_skip(part_t *p, const rd_kafka_message_t *m)
+{
+    if (p->hold == HOLD_NONE)
+        return false;
+    if (p->hold == HOLD_PAUSED || m->offset != p->hold_offset)
+        return true; /* fetched before the pause, or before the seek took effect */
+    p->hold = HOLD_NONE;
+    return false;
+}
+
+void keng_consumer__hold_reset(part_t *p)
+{
+    p->hold = HOLD_NONE;
+}
+
 static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
 {
     char err[256];
@@ -494,10 +554,8 @@ static void handle_message(keng_consumer_t *c, const rd_kafka_message_t *m)
     p = t < 0 ? NULL : keng_consumer__part_find(c, t, m->partition, false);
     if (!p || !p->assigned || (p->next_offset >= 0 && m->offset < p->next_offset))
         return; /* from before a revoke, or already counted */
-    if (keng_consumer__schema_skip(c, p, m))
-        return; /* the partition waits for the schema registry */
-    if (keng_consumer__board_skip(c, p, m))
-        return; /* the partition waits for a registry version to take effect */
+    if (keng_consumer__hold_skip(p, m))
+        return; /* the partition waits for a schema id or a registry version */
     if (p->from_start && p->first_ts_ms == 0)
         keng_consumer__gone_note_message(c, p, rd_kafka_message_timestamp(m, NULL));
 

@@ -381,8 +381,7 @@ static void start_partition(keng_consumer_t *c, rd_kafka_topic_partition_t *tp, 
         keng_consumer__gone_note_start(c, p, base < 0);
     keng_consumer__gone_adopt(c, p);
     p->assigned = true;
-    keng_consumer__schema_reset(c, p);
-    keng_consumer__board_reset(c, p);
+    keng_consumer__hold_reset(p);
     p->next_offset = start;
     p->write_from = write_from;
     p->replay_until = base;
@@ -460,8 +459,7 @@ static void on_assign(keng_consumer_t *c, rd_kafka_topic_partition_list_t *parts
 static void let_go(keng_consumer_t *c, part_t *p)
 {
     p->assigned = false;
-    keng_consumer__schema_reset(c, p);
-    keng_consumer__board_reset(c, p);
+    keng_consumer__hold_reset(p);
     p->offset_dirty = false;
     p->target = -1;
     keng_log_info("partition revoked", "topic=%s partition=%" PRId32, c->topics[p->topic],

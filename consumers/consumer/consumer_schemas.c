@@ -1,7 +1,8 @@
 /* Schema Registry mode of the consumer: a writer id not seen before is resolved from the
- * registry once, off the hot path. Its partition pauses at that message while the lookup
- * runs (messages already fetched behind it are skipped, and fetched again after a seek), so
- * nothing is counted out of order and nothing is dead-lettered because the registry is away:
+ * registry once, off the hot path. Its partition is held at that message while the lookup
+ * runs (consumer.c's hold: messages already fetched behind it are skipped, and fetched again
+ * after a seek), so nothing is counted out of order and nothing is dead-lettered because the
+ * registry is away:
  * an unreachable registry keeps the partition paused and the lookup is retried with a
  * growing pause. An id the registry answers 404 for, or whose schema cannot be used, is
  * remembered and its messages are dead-lettered with the reason. Known ids never wait. */
@@ -53,40 +54,19 @@ static void mark_dead(keng_consumer_t *c, int32_t id, const char *why)
     snprintf(d->why, sizeof(d->why), "%s", why);
 }
 
-static void partition_list(keng_consumer_t *c, const part_t *p,
-                           rd_kafka_topic_partition_list_t **out, int64_t offset)
-{
-    *out = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(*out, c->topics[p->topic], p->partition)->offset = offset;
-}
-
 /* Lets every partition waiting for id go on: back to the message it stopped at. */
 static void release(keng_consumer_t *c, int32_t id)
 {
     for (size_t i = 0; i < c->nparts; i++) {
         part_t *p = &c->parts[i];
-        rd_kafka_topic_partition_list_t *list;
-        rd_kafka_error_t *error;
 
-        if (!p->assigned || p->schema_wait != SCHEMA_WAIT_PAUSED || p->schema_wait_id != id)
+        if (!keng_consumer__held_for(p, HOLD_FOR_SCHEMA) || p->schema_wait_id != id)
             continue;
-        partition_list(c, p, &list, p->schema_wait_offset);
-        error = rd_kafka_seek_partitions(c->rk, list, 0);
-        if (error) {
-            keng_log_error("cannot seek back to the message that waited for its schema",
-                           "topic=%s partition=%" PRId32 " offset=%" PRId64 " error=\"%s\"",
-                           c->topics[p->topic], p->partition, p->schema_wait_offset,
-                           rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-        }
-        rd_kafka_resume_partitions(c->rk, list);
-        rd_kafka_topic_partition_list_destroy(list);
-        p->schema_wait = SCHEMA_WAIT_RELEASED;
+        keng_consumer__release(c, p, "the message that waited for its schema");
         keng_log_info("partition resumed: the schema registry answered for its schema id",
                       "topic=%s partition=%" PRId32 " offset=%" PRId64 " schema_id=%d",
-                      c->topics[p->topic], p->partition, p->schema_wait_offset, (int)id);
+                      c->topics[p->topic], p->partition, p->hold_offset, (int)id);
     }
-    /* The messages are fetched again: drain when they come (the watcher wakes us). */
 }
 
 static void lookup_remove(keng_consumer_t *c, schema_lookup_t *l)
@@ -159,19 +139,14 @@ int keng_consumer__schema_unknown(keng_consumer_t *c, part_t *p, const rd_kafka_
                                   int32_t id, char *err, size_t err_size)
 {
     const char *dead = dead_reason(c, id);
-    rd_kafka_topic_partition_list_t *list;
     schema_lookup_t *l;
 
     if (dead) {
         snprintf(err, err_size, "%s", dead);
         return 0;
     }
-    partition_list(c, p, &list, m->offset);
-    rd_kafka_pause_partitions(c->rk, list);
-    rd_kafka_topic_partition_list_destroy(list);
-    p->schema_wait = SCHEMA_WAIT_PAUSED;
+    keng_consumer__hold(c, p, m->offset, HOLD_FOR_SCHEMA);
     p->schema_wait_id = id;
-    p->schema_wait_offset = m->offset;
     c->stats.schema_waits++;
     keng_log_info("partition paused until the schema registry resolves a new schema id",
                   "topic=%s partition=%" PRId32 " offset=%" PRId64 " schema_id=%d",
@@ -191,17 +166,6 @@ int keng_consumer__schema_unknown(keng_consumer_t *c, part_t *p, const rd_kafka_
     return 1;
 }
 
-bool keng_consumer__schema_skip(keng_consumer_t *c, part_t *p, const rd_kafka_message_t *m)
-{
-    (void)c;
-    if (p->schema_wait == SCHEMA_WAIT_NONE)
-        return false;
-    if (p->schema_wait == SCHEMA_WAIT_PAUSED || m->offset != p->schema_wait_offset)
-        return true; /* fetched before the pause, or before the seek took effect */
-    p->schema_wait = SCHEMA_WAIT_NONE;
-    return false;
-}
-
 void keng_consumer__schema_tick(keng_consumer_t *c)
 {
     int64_t now = keng_monotonic_ms();
@@ -215,7 +179,7 @@ void keng_consumer__schema_tick(keng_consumer_t *c)
     for (size_t i = 0; i < c->nparts; i++) {
         part_t *p = &c->parts[i];
         schema_lookup_t *l;
-        if (!p->assigned || p->schema_wait != SCHEMA_WAIT_PAUSED)
+        if (!keng_consumer__held_for(p, HOLD_FOR_SCHEMA))
             continue;
         for (l = c->lookups; l && l->id != p->schema_wait_id; l = l->next)
             ;
@@ -225,18 +189,12 @@ void keng_consumer__schema_tick(keng_consumer_t *c)
     }
 }
 
-void keng_consumer__schema_reset(keng_consumer_t *c, part_t *p)
-{
-    (void)c;
-    p->schema_wait = SCHEMA_WAIT_NONE;
-}
-
 size_t keng_consumer__schema_waiting(const keng_consumer_t *c)
 {
     size_t n = 0;
 
     for (size_t i = 0; i < c->nparts; i++)
-        if (c->parts[i].assigned && c->parts[i].schema_wait == SCHEMA_WAIT_PAUSED)
+        if (keng_consumer__held_for(&c->parts[i], HOLD_FOR_SCHEMA))
             n++;
     return n;
 }

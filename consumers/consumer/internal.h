@@ -43,6 +43,12 @@
 #define REJOIN_WINDOW_MS 600000
 #define SETTLE_MS        3000 /* the longest a fenced handle is served before it goes */
 
+/* What a held partition waits for ("A partition held at one message" below). */
+typedef enum {
+    HOLD_FOR_SCHEMA, /* a schema id the Schema Registry has not resolved (consumer_schemas.c) */
+    HOLD_FOR_BOARD   /* a board a registry version about to take effect adds (consumer_boards.c) */
+} hold_for_t;
+
 typedef struct part {
     int topic; /* index into c->topics */
     int32_t partition;
@@ -61,15 +67,12 @@ typedef struct part {
     bool from_start, rebuild_whole;
     int64_t gone_before_ms;
     int64_t first_ts_ms; /* read from its start: its first message's time, 0 before */
-    /* Schema Registry mode (consumer_schemas.c): paused at schema_wait_offset until
-     * schema_wait_id is resolved, then released: skipping until that message comes again. */
-    enum { SCHEMA_WAIT_NONE, SCHEMA_WAIT_PAUSED, SCHEMA_WAIT_RELEASED } schema_wait;
+    /* Held at hold_offset for hold_for, then released: skipping until that message comes
+     * again. What it waits for: schema_wait_id, or board_wait_board. */
+    enum { HOLD_NONE, HOLD_PAUSED, HOLD_RELEASED } hold;
+    hold_for_t hold_for;
+    int64_t hold_offset;
     int32_t schema_wait_id;
-    int64_t schema_wait_offset;
-    /* A registry version about to take effect (consumer_boards.c): paused at
-     * board_wait_offset, whose board only that version has, until it takes effect. */
-    enum { BOARD_WAIT_NONE, BOARD_WAIT_PAUSED, BOARD_WAIT_RELEASED } board_wait;
-    int64_t board_wait_offset;
     char board_wait_board[KENG_BOARD_ID_MAX + 1];
 } part_t;
 
@@ -188,6 +191,27 @@ struct keng_consumer {
     size_t nreasons;
 };
 
+/* ---- A partition held at one message (consumer.c) ----
+ *
+ * A message that cannot be counted yet but will be (its schema id not resolved; its board in a
+ * registry version about to take effect) holds its partition: paused at it, the messages
+ * already fetched behind it skipped, and once released sought back to it, so that nothing is
+ * counted out of order and nothing is dead-lettered for a wait. The caller leaves the message
+ * uncounted and the partition's offset where it is. */
+
+/* Pauses p at offset, for why. */
+void keng_consumer__hold(keng_consumer_t *c, part_t *p, int64_t offset, hold_for_t why);
+/* Whether p is assigned and paused for why. */
+bool keng_consumer__held_for(const part_t *p, hold_for_t why);
+/* Lets p go on from the message it was held at; what names that message in the line logged
+ * when the seek back fails ("the message that waited for its schema"). */
+void keng_consumer__release(keng_consumer_t *c, part_t *p, const char *what);
+/* Whether m of p is to be skipped because p is held, or was released and m is not yet the
+ * message it was held at. */
+bool keng_consumer__hold_skip(part_t *p, const rd_kafka_message_t *m);
+/* At an assignment or a revoke: p waits for nothing. */
+void keng_consumer__hold_reset(part_t *p);
+
 /* ---- Schema Registry mode (consumer_schemas.c) ---- */
 
 /* m (of p) has schema id id, which the decoder does not know. Returns 1 when p now waits for
@@ -196,15 +220,8 @@ struct keng_consumer {
 int keng_consumer__schema_unknown(keng_consumer_t *c, part_t *p, const rd_kafka_message_t *m,
                                   int32_t id, char *err, size_t err_size);
 
-/* Whether m of p is to be skipped because p waits, or was released and m is not yet the
- * message it waited at. */
-bool keng_consumer__schema_skip(keng_consumer_t *c, part_t *p, const rd_kafka_message_t *m);
-
 /* Every second: lookups due again. */
 void keng_consumer__schema_tick(keng_consumer_t *c);
-
-/* At an assignment or a revoke: p waits for nothing. */
-void keng_consumer__schema_reset(keng_consumer_t *c, part_t *p);
 
 /* Assigned partitions paused for the registry. */
 size_t keng_consumer__schema_waiting(const keng_consumer_t *c);
@@ -219,14 +236,9 @@ void keng_consumer__schema_close(keng_consumer_t *c);
  * offset where it is), false when m is to be dead-lettered as unknown-board. */
 bool keng_consumer__board_wait(keng_consumer_t *c, part_t *p, const rd_kafka_message_t *m,
                                const char *board_id);
-/* Whether m of p is to be skipped because p waits, or was released and m is not yet the
- * message it waited at. */
-bool keng_consumer__board_skip(keng_consumer_t *c, part_t *p, const rd_kafka_message_t *m);
 /* Every second: a partition whose board no version about to take effect has any more (the
  * version was deleted or refused) goes on, and its message is dead-lettered then. */
 void keng_consumer__board_tick(keng_consumer_t *c);
-/* At an assignment or a revoke: p waits for nothing. */
-void keng_consumer__board_reset(keng_consumer_t *c, part_t *p);
 
 /* counts.c wants a clock that never goes back; the wall clock may. */
 int64_t keng_consumer__now_ms(keng_consumer_t *c);

@@ -288,7 +288,7 @@ static void level_expire(keng_counts_t *c, board_t *b, uint32_t u, int k)
     keng_counts__nodes_of(c, b, u, nodes);
     for (int i = 0; i < 4; i++) {
         tally_sub(&nodes[i][k], &d);
-        tally_add(&nodes[i][k + 1], &d);
+        keng_tally_add(&nodes[i][k + 1], &d);
     }
 }
 
@@ -525,8 +525,8 @@ int keng_counts_set_registry(keng_counts_t *c, const keng_registry_t *reg)
         const board_lt_t *blt = c->board_lt[slot];
         uint32_t bi = slot_board(c, slot);
         for (int k = 0; blt && k <= LEVELS; k++) {
-            tally_add(&commune_lt[board_commune[bi]][k], &(*blt)[k]);
-            tally_add(&district_lt[board_district[bi]][k], &(*blt)[k]);
+            keng_tally_add(&commune_lt[board_commune[bi]][k], &(*blt)[k]);
+            keng_tally_add(&district_lt[board_district[bi]][k], &(*blt)[k]);
         }
     }
     c->mem -= (size_t)(c->ncommunes + c->ndistricts + 2) * sizeof(*c->commune_lt);
@@ -704,7 +704,7 @@ void keng_counts_get(const keng_counts_t *c, keng_level_t level, uint32_t index,
         for (uint32_t lane = 0; index < c->nboards && lane < c->lanes; lane++) {
             const board_lt_t *blt = c->board_lt[lane * c->nboards + index];
             for (int k = 0; blt && k <= (int)window; k++)
-                tally_add(out, &(*blt)[k]);
+                keng_tally_add(out, &(*blt)[k]);
         }
         return;
     case KENG_LEVEL_COMMUNE:
@@ -725,7 +725,7 @@ void keng_counts_get(const keng_counts_t *c, keng_level_t level, uint32_t index,
     if (!lt)
         return;
     for (int k = 0; k <= (int)window; k++)
-        tally_add(out, &lt[k]);
+        keng_tally_add(out, &lt[k]);
 }
 
 size_t keng_counts_dedup_size(const keng_counts_t *c)

@@ -74,6 +74,16 @@ typedef struct keng_tally {
     uint64_t by_outcome[KENG_OUTCOME_COUNT];
 } keng_tally_t;
 
+/* Adds every field of from to to. */
+static inline void keng_tally_add(keng_tally_t *to, const keng_tally_t *from)
+{
+    uint64_t *a = (uint64_t *)to;
+    const uint64_t *b = (const uint64_t *)from;
+
+    for (size_t i = 0; i < sizeof(*to) / sizeof(uint64_t); i++)
+        a[i] += b[i];
+}
+
 typedef struct keng_counts keng_counts_t;
 
 typedef struct keng_counts_options {

@@ -143,7 +143,7 @@ static int save_units(const keng_counts_t *c, uint32_t board_index, unsigned kin
         if (units[kind]) {
             keng_tally_t mine = (*c->board_lt[board_index])[LEVEL_OLD];
             tally_keep_kind(&mine, kind);
-            tally_add(&old, &mine);
+            keng_tally_add(&old, &mine);
             for (int k = 0; k < LEVELS; k++)
                 nbuckets += units[kind]->lvl[k].n;
         }
@@ -627,7 +627,7 @@ static void commit_units(keng_counts_t *c, uint32_t board_index, bool replace_al
         keng_counts__nodes_of(c, nb, u, nodes);
         for (int i = 0; i < 4; i++)
             for (int k = 0; k <= LEVELS; k++)
-                tally_add(&nodes[i][k], &p->lt[k]);
+                keng_tally_add(&nodes[i][k], &p->lt[k]);
         p->nb = NULL;
         set_dirty(c, u, false);
     }

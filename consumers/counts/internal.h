@@ -144,14 +144,6 @@ static inline void tally_add_class(keng_tally_t *t, unsigned cls, uint64_t n)
     }
 }
 
-static inline void tally_add(keng_tally_t *t, const keng_tally_t *d)
-{
-    uint64_t *a = (uint64_t *)t;
-    const uint64_t *b = (const uint64_t *)d;
-    for (size_t i = 0; i < TALLY_FIELDS; i++)
-        a[i] += b[i];
-}
-
 static inline void tally_sub(keng_tally_t *t, const keng_tally_t *d)
 {
     uint64_t *a = (uint64_t *)t;

@@ -538,15 +538,6 @@ static int use_registry(struct app *app)
     return rc < 0 ? KENG_EXIT_CONFIG : rc == 1 ? KENG_EXIT_OK : rc;
 }
 
-static void describe(const keng_registry_t *reg, char *buf, size_t size)
-{
-    snprintf(buf, size, "districts=%zu communes=%zu boards=%zu levels=%s",
-             keng_registry_district_count(reg), keng_registry_commune_count(reg),
-             keng_registry_board_count(reg),
-             keng_registry_has_districts(reg) ? "province,district,commune,board"
-                                              : "province,commune,board");
-}
-
 /* Loads version v of topic into app->versions; a version that does not load is skipped with a
  * warning (the one before it stays in force, as for keng-ingest), unless must_load. Returns 0,
  * or KENG_EXIT_CONFIG after saying why. */
@@ -636,14 +627,14 @@ static int registry_from_topic(struct app *app, const char *topic, int64_t start
         if (len < sizeof(keys))
             len += (size_t)snprintf(keys + len, sizeof(keys) - len, "%s%s", i ? "," : "", v->key);
     }
-    describe(now->reg, what, sizeof(what));
+    keng_registry_describe_units(now->reg, what, sizeof(what));
     snprintf(sha, sizeof(sha), "%s", list.v[at_start].sha256 ? list.v[at_start].sha256 : "-");
     keng_log_info("board registry in use",
                   "source=topic topic=%s version=%s sha256=%s %s start=%s versions=%s "
                   "earlier=%zu later=%zu",
                   topic, now->key, sha, what, start, keys, (size_t)(now - app->versions), later);
     for (size_t i = (size_t)(now - app->versions) + 1; i < app->nversions; i++) {
-        describe(app->versions[i].reg, what, sizeof(what));
+        keng_registry_describe_units(app->versions[i].reg, what, sizeof(what));
         keng_log_info("board registry version to come", "source=topic topic=%s version=%s %s",
                       topic, app->versions[i].key, what);
     }

@@ -14,12 +14,9 @@ communes); keng-aggregate follows the topic and counts under 2025:
 - a user scoped to a 2025 commune sees a 2024 commune whose boards all lie in it, and gets 403
   for a 2024 district that has boards elsewhere."""
 
-import base64
-import csv
 import json
 import os
 import random
-import subprocess
 import time
 import urllib.parse
 
@@ -35,31 +32,15 @@ KEY_2030 = "2029-12-31T17:00:00Z"
 DAY = 86_400_000
 
 
-def registry_tool(*args, timeout=120):
-    env = dict(os.environ)
-    env.pop("KENG_BROKERS", None)
-    return subprocess.run([kt.binary("keng-registry"), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
-def csv_rows(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
-def hash_password(password):
-    out = subprocess.run([kt.binary("keng-aggregate"), "--hash-password"], input=password,
-                         capture_output=True, text=True, timeout=30)
-    kt.check_equal(out.returncode, 0, f"--hash-password exit status ({out.stderr!r})")
-    return out.stdout.strip()
 
 
-def auth(user, password):
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
-ADMIN = auth("admin", "admin-pw")
+ADMIN = kt.basic_auth("admin", "admin-pw")
 
 
 def get(base, path, headers=ADMIN, **query):
@@ -86,17 +67,18 @@ def test_as_of_draws_the_units_of_another_version():
     procs = []
     try:
         reg_2024 = work.file("boards-2024.csv")
-        kt.check_equal(registry_tool("--write", reg_2024).returncode, 0, "keng-registry --write")
-        out = registry_tool("--publish", reg_2024, "--effective", "2024-01-01", "--allow-past",
-                            "--brokers", broker.bootstrap)
+        kt.check_equal(kt.registry_tool("--write", reg_2024).returncode, 0,
+                       "keng-registry --write")
+        out = kt.registry_tool("--publish", reg_2024, "--effective", "2024-01-01", "--allow-past",
+                               "--brokers", broker.bootstrap)
         kt.check_equal(out.returncode, 0, f"publish 2024: exit status ({out.stderr!r})")
-        out = registry_tool("--publish", REG_2025, "--effective", "2025-07-01", "--units",
-                            UNITS_2025, "--lineage", LINEAGE_2025, "--allow-past", "--brokers",
-                            broker.bootstrap)
+        out = kt.registry_tool("--publish", REG_2025, "--effective", "2025-07-01", "--units",
+                               UNITS_2025, "--lineage", LINEAGE_2025, "--allow-past", "--brokers",
+                               broker.bootstrap)
         kt.check_equal(out.returncode, 0, f"publish 2025: exit status ({out.stderr!r})")
         # A version still to come that adds a board: under as_of of its time that board is
         # one the counts lack.
-        rows_2025 = csv_rows(REG_2025)
+        rows_2025 = kt.registry_rows(REG_2025)
         first = rows_2025[0]
         reg_2030 = work.file("boards-2030.csv")
         with open(REG_2025, encoding="utf-8") as src, open(reg_2030, "w",
@@ -104,11 +86,11 @@ def test_as_of_draws_the_units_of_another_version():
             dst.write(src.read().rstrip("\n") + "\n")
             dst.write(f"NEW-B0001,Tổ dân cư mới,{first['commune_id']},{first['commune_name']}"
                       ",,,1,1\n")
-        out = registry_tool("--publish", reg_2030, "--effective", "2030-01-01", "--brokers",
-                            broker.bootstrap)
+        out = kt.registry_tool("--publish", reg_2030, "--effective", "2030-01-01", "--brokers",
+                               broker.bootstrap)
         kt.check_equal(out.returncode, 0, f"publish 2030: exit status ({out.stderr!r})")
 
-        rows_2024 = csv_rows(reg_2024)
+        rows_2024 = kt.registry_rows(reg_2024)
         by_id_2024 = {r["board_id"]: r for r in rows_2024}
         by_id_2025 = {r["board_id"]: r for r in rows_2025}
         boards = [r["board_id"] for r in rows_2024]
@@ -137,8 +119,8 @@ def test_as_of_draws_the_units_of_another_version():
         web = work.file("web.yml")
         with open(web, "w") as f:
             f.write("basic_auth_users:\n"
-                    f"  admin: {hash_password('admin-pw')}\n"
-                    f"  cu: {hash_password('cu-pw')}\n"
+                    f"  admin: {kt.hash_password('admin-pw')}\n"
+                    f"  cu: {kt.hash_password('cu-pw')}\n"
                     f"user_scopes:\n  admin: [NA]\n  cu: ['{scope_2025}']\n")
         os.chmod(web, 0o600)
         conf = work.file("aggregate.conf")
@@ -269,7 +251,7 @@ def test_as_of_draws_the_units_of_another_version():
         kt.check_equal(status, 404, f"the 2024 commune {inside} without as_of")
 
         # Users: a unit of another version needs every one of its boards in the user's scope.
-        cu = auth("cu", "cu-pw")
+        cu = kt.basic_auth("cu", "cu-pw")
         got = ok(base, "/v1/counts", cu, level="commune", id=inside, as_of="2025-06-30")
         kt.check_equal(got["windows"]["all"], want_2024.get(("commune", inside), empty),
                        f"cu sees the 2024 commune {inside}, inside {scope_2025}")

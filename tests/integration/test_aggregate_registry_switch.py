@@ -39,36 +39,25 @@ LINEAGE_2025 = os.path.join(kt.SOURCE_DIR, "registry", "nghe-an-2024-to-2025.lin
 AHEAD_S = 20
 
 
-def registry_tool(*args, timeout=120):
-    env = dict(os.environ)
-    env.pop("KENG_BROKERS", None)
-    return subprocess.run([kt.binary("keng-registry"), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
-def rfc3339(epoch_s):
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
 
 
-def csv_rows(path):
-    """A registry CSV's rows as dicts, its # comment lines left out."""
-    import csv
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
-def log_text(proc):
-    with open(proc.log_path, "rb") as f:
-        return f.read().decode("utf-8", "replace")
 
 
-def series(metrics, name, **labels):
-    for key, value in metrics.items():
-        if key == name and not labels:
-            return value
-        if key.startswith(name + "{") and all(f'{k}="{v}"' in key for k, v in labels.items()):
-            return value
-    return None
+
+
+def publish_2024(wd, broker):
+    """The built-in 2024 registry, written to a file and published effective 2024-01-01 (as
+    docker-compose.yml's keng-registry service does): the file's path."""
+    reg_2024 = wd.file("boards-2024.csv")
+    kt.check_equal(kt.registry_tool("--write", reg_2024).returncode, 0, "keng-registry --write")
+    out = kt.registry_tool("--publish", reg_2024, "--effective", "2024-01-01", "--allow-past",
+                           "--brokers", broker.bootstrap)
+    kt.check_equal(out.returncode, 0, f"publish 2024: exit status ({out.stderr!r})")
+    return reg_2024
 
 
 class Instance:
@@ -175,15 +164,11 @@ def test_switch_to_2025_while_gateways_post():
     ingest = gateways = None
     instances = []
     try:
-        reg_2024 = wd.file("boards-2024.csv")
-        kt.check_equal(registry_tool("--write", reg_2024).returncode, 0, "keng-registry --write")
-        out = registry_tool("--publish", reg_2024, "--effective", "2024-01-01", "--allow-past",
-                            "--brokers", broker.bootstrap)
-        kt.check_equal(out.returncode, 0, f"publish 2024: exit status ({out.stderr!r})")
+        reg_2024 = publish_2024(wd, broker)
         key_2024 = "2023-12-31T17:00:00Z"
 
         rows_2024 = kt.registry_rows(reg_2024)
-        commune_2025 = {r["board_id"]: r["commune_id"] for r in csv_rows(REG_2025)}
+        commune_2025 = {r["board_id"]: r["commune_id"] for r in kt.registry_rows(REG_2025)}
         boards = [r["board_id"] for r in rows_2024]
 
         tokens = wd.file("tokens")
@@ -203,7 +188,7 @@ def test_switch_to_2025_while_gateways_post():
                      Instance(wd, broker, "b", failpoint="registry.switch")]
         for inst in instances:
             kt.wait_until(inst.ready, 90, f"instance {inst.name} ready")
-            text = log_text(inst.process)
+            text = inst.process.log_text()
             kt.check("board registry in use" in text and f"version={key_2024}" in text,
                      f"{inst.name}: the start line names the topic's version",
                      f"board registry in use ... version={key_2024}", text[-2000:])
@@ -215,9 +200,10 @@ def test_switch_to_2025_while_gateways_post():
         gateways = Gateways(ingest_port, token, boards)
         gateways.start()
         effective_s = int(time.time()) + AHEAD_S
-        key_2025 = rfc3339(effective_s)
-        out = registry_tool("--publish", REG_2025, "--effective", key_2025, "--units",
-                            UNITS_2025, "--lineage", LINEAGE_2025, "--brokers", broker.bootstrap)
+        key_2025 = kt.rfc3339(effective_s)
+        out = kt.registry_tool("--publish", REG_2025, "--effective", key_2025, "--units",
+                               UNITS_2025, "--lineage", LINEAGE_2025, "--brokers",
+                               broker.bootstrap)
         kt.check_equal(out.returncode, 0, f"publish 2025: exit status ({out.stderr!r})")
 
         # b kills itself half-way through its switch; started again, it comes back under the
@@ -225,23 +211,23 @@ def test_switch_to_2025_while_gateways_post():
         victim = instances[1]
         kt.wait_until(lambda: not victim.process.alive(), AHEAD_S + 60,
                       "b kills itself at the crash point registry.switch")
-        kt.check("failpoint reached" in log_text(victim.process), "b died at the crash point",
+        kt.check("failpoint reached" in victim.process.log_text(), "b died at the crash point",
                  "failpoint reached", victim.process.log_tail())
         kt.check(time.time() >= effective_s - 1, "the switch came at the effective time",
-                 f"not before {key_2025}", rfc3339(int(time.time())))
+                 f"not before {key_2025}", kt.rfc3339(int(time.time())))
         victim.process.kill()
         victim.start()
         kt.wait_until(victim.ready, 90, "the killed instance ready again")
-        text = log_text(victim.process)
+        text = victim.process.log_text()
         kt.check("board registry in use" in text and f"version={key_2025}" in text,
                  "started again, it takes the 2025 version", f"version={key_2025}",
                  text[-2000:])
 
-        kt.wait_until(lambda: "board registry switched" in log_text(instances[0].process),
+        kt.wait_until(lambda: "board registry switched" in instances[0].process.log_text(),
                       60, "a: the switch's log line")
         pauses = []
         for inst in instances[:1]:
-            line = [ln for ln in log_text(inst.process).splitlines()
+            line = [ln for ln in inst.process.log_text().splitlines()
                     if "board registry switched" in ln][0]
             kt.log(f"{inst.name}: {line}")
             for fragment in (f"version={key_2025}", f"previous={key_2024}", "communes=130",
@@ -283,17 +269,19 @@ def test_switch_to_2025_while_gateways_post():
         kt.check("province, commune, board" in body.decode(), "the 400 names the levels",
                  "province, commune, board", body.decode())
         m = kt.metrics(instances[0].base)
-        kt.check_equal(series(m, "keng_registry_info", source="topic", version=key_2025), 1.0,
+        kt.check_equal(kt.metric_value(m, "keng_registry_info", source="topic",
+                                       version=key_2025), 1.0,
                        "keng_registry_info names the 2025 version")
-        kt.check_equal(series(m, "keng_registry_switches_total"), 1.0, "one switch")
-        kt.check_equal(series(m, "keng_registry_units", level="commune"), 130.0, "130 communes")
+        kt.check_equal(kt.metric_value(m, "keng_registry_switches_total"), 1.0, "one switch")
+        kt.check_equal(kt.metric_value(m, "keng_registry_units", level="commune"), 130.0,
+                       "130 communes")
         body = kt.get_json(f"{instances[0].base}/readyz")
         kt.check_equal(body.get("registry", {}).get("version"), key_2025,
                        "/readyz's body names the version")
         dead = kt.consume_all(broker.bootstrap, "antt.deadletter", timeout=20)
         kt.check_equal(len(dead), 0, "nothing dead-lettered")
         kt.check(instances[0].process.alive() and
-                 log_text(instances[0].process).count('msg="listening"') == 1,
+                 instances[0].process.log_text().count('msg="listening"') == 1,
                  "instance a never restarted", "one start", "restarted")
         kt.log(f"{len(gateways.accepted)} events in {gateways.posts} posts; switch pauses "
                f"{pauses} ms")
@@ -302,19 +290,19 @@ def test_switch_to_2025_while_gateways_post():
         # started again it takes the version.
         with open(REG_2025, encoding="utf-8") as f:
             text_2025 = f.read()
-        first = csv_rows(REG_2025)[0]
+        first = kt.registry_rows(REG_2025)[0]
         reg_more = wd.file("boards-more.csv")
         with open(reg_more, "w", encoding="utf-8") as f:
             f.write(text_2025.rstrip("\n") + "\n" + ",".join(
                 ["NEW-B1", "Thôn Mới", first["commune_id"], first["commune_name"], "", "",
                  "3", "3"]) + "\n")
         effective_more = int(time.time()) + 15
-        out = registry_tool("--publish", reg_more, "--effective", rfc3339(effective_more),
-                            "--brokers", broker.bootstrap)
+        out = kt.registry_tool("--publish", reg_more, "--effective", kt.rfc3339(effective_more),
+                               "--brokers", broker.bootstrap)
         kt.check_equal(out.returncode, 0, f"publish the version with a new board ({out.stderr!r})")
         for inst in instances:  # each polls the topic every second
-            kt.wait_until(lambda: series(kt.metrics(inst.base),
-                                         "keng_registry_next_effective_timestamp_seconds")
+            kt.wait_until(lambda: kt.metric_value(
+                kt.metrics(inst.base), "keng_registry_next_effective_timestamp_seconds")
                           == float(effective_more), 15, f"{inst.name} reads the version")
         early = kt.random_event(random.Random(5), "incident", "NEW-B1",
                                 int(time.time() * 1000) - 60_000)
@@ -323,23 +311,23 @@ def test_switch_to_2025_while_gateways_post():
         want_province[0] += 1  # settled() counts it in, once the version took effect
 
         def waits():
-            return sum(series(kt.metrics(i.base), "keng_registry_board_waits_total") or 0
-                       for i in instances)
+            return sum(kt.metric_value(kt.metrics(i.base), "keng_registry_board_waits_total")
+                       or 0 for i in instances)
         kt.wait_until(lambda: waits() >= 1, 10, "the early event of NEW-B1 waits")
         for inst in instances:  # said when read, ahead of the time
             kt.check("a registry version still to come adds or removes boards" in
-                     log_text(inst.process), f"{inst.name} warns of the restart ahead",
+                     inst.process.log_text(), f"{inst.name} warns of the restart ahead",
                      "a registry version still to come adds or removes boards",
                      inst.process.log_tail())
         kt.check(time.time() < effective_more, "it waited before the version took effect",
-                 f"before {rfc3339(effective_more)}", rfc3339(int(time.time())))
+                 f"before {kt.rfc3339(effective_more)}", kt.rfc3339(int(time.time())))
         for inst in instances:
             kt.wait_until(lambda: not inst.process.alive(), 60,
                           f"{inst.name} stops to take the new board")
             kt.check_equal(inst.process.proc.wait(), 75, f"{inst.name}: exit status")
-            kt.check("adds 1 board(s) (the first: NEW-B1)" in log_text(inst.process),
+            kt.check("adds 1 board(s) (the first: NEW-B1)" in inst.process.log_text(),
                      f"{inst.name}: the log says why", "adds 1 board(s) (the first: NEW-B1)",
-                     log_text(inst.process)[-1500:])
+                     inst.process.log_text()[-1500:])
             inst.process.kill()
             inst.start()
         for inst in instances:
@@ -374,11 +362,7 @@ def test_dashboard_follows_the_switch():
     broker = kt.Broker(wd, partitions=2)
     inst = driver = None
     try:
-        reg_2024 = wd.file("boards-2024.csv")
-        kt.check_equal(registry_tool("--write", reg_2024).returncode, 0, "keng-registry --write")
-        out = registry_tool("--publish", reg_2024, "--effective", "2024-01-01", "--allow-past",
-                            "--brokers", broker.bootstrap)
-        kt.check_equal(out.returncode, 0, f"publish 2024: exit status ({out.stderr!r})")
+        reg_2024 = publish_2024(wd, broker)
         rng = random.Random(9)
         now = int(time.time() * 1000)
         boards = [r["board_id"] for r in kt.registry_rows(reg_2024)]
@@ -398,16 +382,16 @@ def test_dashboard_follows_the_switch():
         dash.screenshot(driver, wd, "keng-dashboard-switch-2024.png")
 
         effective_s = int(time.time()) + 12
-        out = registry_tool("--publish", REG_2025, "--effective", rfc3339(effective_s),
-                            "--units", UNITS_2025, "--lineage", LINEAGE_2025,
-                            "--brokers", broker.bootstrap)
+        out = kt.registry_tool("--publish", REG_2025, "--effective", kt.rfc3339(effective_s),
+                               "--units", UNITS_2025, "--lineage", LINEAGE_2025,
+                               "--brokers", broker.bootstrap)
         kt.check_equal(out.returncode, 0, f"publish 2025: exit status ({out.stderr!r})")
         kt.wait_until(lambda: dash.table_is(driver, "commune", "NA"), 60,
                       "after the switch, the page shows the province's communes")
         kt.check(time.time() >= effective_s - 1, "the page changed at the switch",
-                 f"not before {rfc3339(effective_s)}", rfc3339(int(time.time())))
+                 f"not before {kt.rfc3339(effective_s)}", kt.rfc3339(int(time.time())))
         kt.wait_until(lambda: len(dash.table_rows(driver)) == 130, dash.WAIT, "130 rows")
-        commune_2025 = {r["board_id"]: r["commune_id"] for r in csv_rows(REG_2025)}
+        commune_2025 = {r["board_id"]: r["commune_id"] for r in kt.registry_rows(REG_2025)}
         want = {}
         for e in events:
             want[commune_2025[e["board_id"]]] = want.get(commune_2025[e["board_id"]], 0) + 1
@@ -431,7 +415,7 @@ def test_dashboard_follows_the_switch():
             for line in list(f)[1:]:
                 parts = line.rstrip("\n").split(",")
                 formerly.setdefault(parts[2], []).append(parts[1])
-        names_2025 = {r["commune_id"]: r["commune_name"] for r in csv_rows(REG_2025)}
+        names_2025 = {r["commune_id"]: r["commune_name"] for r in kt.registry_rows(REG_2025)}
         want_ids = {cid for cid, name in names_2025.items()
                     if "vinh" in fold(name + " " + cid + " " + " ".join(formerly.get(cid, [])))}
         dash.css(driver, "#children-filter")[0].send_keys("vinh")

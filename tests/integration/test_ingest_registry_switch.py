@@ -9,7 +9,6 @@ skipped, said in the log, on /metrics and on /readyz's body, while posts go on. 
 process throughout. Also: no version in force and a missing topic exit 78, no broker 69,
 --registry with registry.topic is a usage error."""
 
-import datetime
 import json
 import os
 import random
@@ -38,11 +37,6 @@ LINEAGE_B = ("from_id,from_name,to_id,to_name\n"
 AHEAD_S = 20
 
 
-def registry_tool(*args, timeout=120):
-    env = dict(os.environ)
-    env.pop("KENG_BROKERS", None)
-    return subprocess.run([kt.binary("keng-registry"), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def write(wd, name, text):
@@ -92,26 +86,10 @@ def expect(port, token, board, status, fragment, what):
         kt.check(fragment in body, f"{what}: the answer says it", fragment, body)
 
 
-def series(metrics, name, **labels):
-    """The value of the first series of name whose labels include labels, or None."""
-    for key, value in metrics.items():
-        if key == name and not labels:
-            return value
-        if not key.startswith(name + "{"):
-            continue
-        if all(f'{k}="{v}"' in key for k, v in labels.items()):
-            return value
-    return None
 
 
-def log_text(proc):
-    with open(proc.log_path, "rb") as f:
-        return f.read().decode("utf-8", "replace")
 
 
-def rfc3339(epoch_s):
-    return datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_switch_at_the_effective_time_without_restart():
@@ -153,8 +131,8 @@ def test_switch_at_the_effective_time_without_restart():
         kt.check_equal(status, 69, f"no broker answers: exit status ({err!r})")
         kt.check("did not answer" in err, "no broker answers: says why", "did not answer", err)
 
-        out = registry_tool("--publish", reg_a, "--effective", "2024-01-01", "--allow-past",
-                            "--brokers", broker.bootstrap)
+        out = kt.registry_tool("--publish", reg_a, "--effective", "2024-01-01", "--allow-past",
+                               "--brokers", broker.bootstrap)
         kt.check_equal(out.returncode, 0, f"publish version A: exit status ({out.stderr!r})")
         key_a = "2023-12-31T17:00:00Z"
 
@@ -165,25 +143,26 @@ def test_switch_at_the_effective_time_without_restart():
         pid = ingest.proc.pid
         kt.wait_until(lambda: kt.http("GET", f"http://127.0.0.1:{port}/healthz",
                                       timeout=2)[0] == 200, 30, "keng-ingest /healthz")
-        text = log_text(ingest)
+        text = ingest.log_text()
         kt.check("board registry in use" in text and "source=topic" in text and
                  f"version={key_a}" in text, "the start line names the topic's version",
                  f"board registry in use source=topic version={key_a}", text)
         base = f"http://127.0.0.1:{port}"
         m = kt.metrics(base)
-        kt.check_equal(series(m, "keng_registry_info", source="topic", version=key_a), 1.0,
+        kt.check_equal(kt.metric_value(m, "keng_registry_info", source="topic", version=key_a),
+                       1.0,
                        f"keng_registry_info of version A ({[k for k in m if 'registry' in k]})")
-        kt.check_equal(series(m, "keng_registry_switches_total"), 0.0, "no switch yet")
-        kt.check_equal(series(m, "keng_registry_next_effective_timestamp_seconds"), 0.0,
+        kt.check_equal(kt.metric_value(m, "keng_registry_switches_total"), 0.0, "no switch yet")
+        kt.check_equal(kt.metric_value(m, "keng_registry_next_effective_timestamp_seconds"), 0.0,
                        "no version pending")
 
         effective_s = int(time.time()) + AHEAD_S
-        key_b = rfc3339(effective_s)
-        out = registry_tool("--publish", reg_b, "--effective", key_b, "--lineage", lineage_b,
-                            "--brokers", broker.bootstrap)
+        key_b = kt.rfc3339(effective_s)
+        out = kt.registry_tool("--publish", reg_b, "--effective", key_b, "--lineage", lineage_b,
+                               "--brokers", broker.bootstrap)
         kt.check_equal(out.returncode, 0, f"publish version B: exit status ({out.stderr!r})")
-        kt.wait_until(lambda: series(kt.metrics(base),
-                                     "keng_registry_next_effective_timestamp_seconds")
+        kt.wait_until(lambda: kt.metric_value(kt.metrics(base),
+                                              "keng_registry_next_effective_timestamp_seconds")
                       == float(effective_s), 15, "keng-ingest reads version B as pending")
 
         # Before the switch: version A.
@@ -192,18 +171,18 @@ def test_switch_at_the_effective_time_without_restart():
         expect(port, token_c1, "B1", 202, None, "before the switch, C1's token")
         expect(port, token_all, "B3", 202, None, "before the switch, the board B removes")
         kt.check(time.time() < effective_s - 1, "the checks before the switch ran before it",
-                 f"before {key_b}", rfc3339(int(time.time())))
+                 f"before {key_b}", kt.rfc3339(int(time.time())))
 
-        kt.wait_until(lambda: "board registry switched" in log_text(ingest), AHEAD_S + 30,
+        kt.wait_until(lambda: "board registry switched" in ingest.log_text(), AHEAD_S + 30,
                       "the log line of the switch")
         kt.check(time.time() >= effective_s - 1, "the switch came at the effective time",
-                 f"not before {key_b}", rfc3339(int(time.time())))
-        line = [ln for ln in log_text(ingest).splitlines() if "board registry switched" in ln][0]
+                 f"not before {key_b}", kt.rfc3339(int(time.time())))
+        line = [ln for ln in ingest.log_text().splitlines() if "board registry switched" in ln][0]
         kt.log(line)
         for fragment in (f"version={key_b}", f"previous={key_a}", "boards=3", "communes=1",
                          "districts=0"):
             kt.check(fragment in line, "the switch's line says it", fragment, line)
-        warned = [ln for ln in log_text(ingest).splitlines()
+        warned = [ln for ln in ingest.log_text().splitlines()
                   if "gateway=c1-gw" in ln and "unit=C1" in ln]
         kt.check(warned and "level=warn" in warned[-1],
                  "the switch warns about C1's token, naming the gateway", "gateway=c1-gw unit=C1",
@@ -217,22 +196,24 @@ def test_switch_at_the_effective_time_without_restart():
         expect(port, token_all, "B3", 400, "board 'B3' is not in the board registry",
                "after the switch, the removed board")
         m = kt.metrics(base)
-        kt.check_equal(series(m, "keng_registry_info", source="topic", version=key_b), 1.0,
+        kt.check_equal(kt.metric_value(m, "keng_registry_info", source="topic", version=key_b),
+                       1.0,
                        f"keng_registry_info of version B ({[k for k in m if 'registry' in k]})")
-        kt.check_equal(series(m, "keng_registry_info", version=key_a), None,
+        kt.check_equal(kt.metric_value(m, "keng_registry_info", version=key_a), None,
                        "version A is no longer in keng_registry_info")
-        kt.check_equal(series(m, "keng_registry_switches_total"), 1.0, "one switch")
-        kt.check_equal(series(m, "keng_registry_next_effective_timestamp_seconds"), 0.0,
+        kt.check_equal(kt.metric_value(m, "keng_registry_switches_total"), 1.0, "one switch")
+        kt.check_equal(kt.metric_value(m, "keng_registry_next_effective_timestamp_seconds"), 0.0,
                        "nothing pending after the switch")
-        kt.check_equal(series(m, "keng_registry_units", level="board"), 3.0, "B's boards")
-        kt.check_equal(series(m, "keng_registry_versions_skipped_total"), 0.0, "nothing skipped")
+        kt.check_equal(kt.metric_value(m, "keng_registry_units", level="board"), 3.0, "B's boards")
+        kt.check_equal(kt.metric_value(m, "keng_registry_versions_skipped_total"), 0.0,
+                       "nothing skipped")
 
         # A message that is not a version: skipped, said, and posts go on under B.
         kt.produce(broker.bootstrap, [(TOPIC, b"2030-01-01T00:00:00Z", b"not a document")])
-        kt.wait_until(lambda: series(kt.metrics(base),
-                                     "keng_registry_versions_skipped_total") == 1.0, 30,
+        kt.wait_until(lambda: kt.metric_value(kt.metrics(base),
+                                              "keng_registry_versions_skipped_total") == 1.0, 30,
                       "keng_registry_versions_skipped_total 1")
-        text = log_text(ingest)
+        text = ingest.log_text()
         kt.log([ln for ln in text.splitlines() if "skipped" in ln][-1])
         kt.check("2030-01-01T00:00:00Z" in text and "skipped" in text,
                  "the log names the skipped message", "skipped ... 2030-01-01T00:00:00Z",
@@ -244,12 +225,13 @@ def test_switch_at_the_effective_time_without_restart():
                  f"skipped, {key_b}", body.decode())
         expect(port, token_all, "B5", 202, None, "after the skipped message")
         m = kt.metrics(base)
-        kt.check_equal(series(m, "keng_registry_info", source="topic", version=key_b), 1.0,
+        kt.check_equal(kt.metric_value(m, "keng_registry_info", source="topic", version=key_b),
+                       1.0,
                        "version B stays in use")
 
         kt.check(ingest.alive() and ingest.proc.pid == pid, "keng-ingest never restarted",
                  pid, ingest.proc.pid if ingest.alive() else "exited")
-        kt.check_equal(log_text(ingest).count("msg=\"listening\""), 1, "one start in the log")
+        kt.check_equal(ingest.log_text().count("msg=\"listening\""), 1, "one start in the log")
         rc = ingest.stop()
         kt.check_equal(rc, 0, f"keng-ingest exit status; log: {ingest.log_tail()}")
     finally:

@@ -115,11 +115,6 @@ def spki_hash(cert_path):
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
-def hash_password(password):
-    out = subprocess.run([kt.binary("keng-aggregate"), "--hash-password"], input=password,
-                         capture_output=True, text=True, timeout=30)
-    kt.check_equal(out.returncode, 0, f"--hash-password exit status ({out.stderr!r})")
-    return out.stdout.strip()
 
 
 def test_aggregate_https():
@@ -142,7 +137,7 @@ def test_aggregate_https():
         web = os.path.join(pki, "web.yml")
         with open(web, "w") as f:
             f.write("basic_auth_users:\n"
-                    f"  admin: {hash_password('admin-pw')}\n"
+                    f"  admin: {kt.hash_password('admin-pw')}\n"
                     "user_scopes:\n  admin: [NA]\n"
                     "tls_server_config:\n"
                     "  cert_file: live.crt   # relative: from this file's folder\n"
@@ -469,7 +464,7 @@ def test_bad_tls_config():
         # keng-aggregate beyond loopback needs users and TLS (or --insecure-listen).
         web = os.path.join(pki, "web-users.yml")
         with open(web, "w") as f:
-            f.write(f"basic_auth_users:\n  alice: {hash_password('pw')}\n"
+            f.write(f"basic_auth_users:\n  alice: {kt.hash_password('pw')}\n"
                     "user_scopes:\n  alice: [NA]\n")
         os.chmod(web, 0o600)
         for tls, code in ((False, 64), (True, 0)):

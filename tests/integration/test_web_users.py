@@ -9,7 +9,6 @@ user, and a listen beyond loopback without users is refused (exit 64) unless
 same file for its /metrics. The dashboard in Chromium, signed in as the district's user, opens
 at the district and shows no province number."""
 
-import base64
 import json
 import random
 import socket
@@ -22,20 +21,12 @@ import test_dashboard as dash
 DAY = 86_400_000
 
 
-def hash_password(password):
-    out = subprocess.run([kt.binary("keng-aggregate"), "--hash-password"], input=password,
-                         capture_output=True, text=True, timeout=30)
-    kt.check_equal(out.returncode, 0, f"--hash-password exit status ({out.stderr!r})")
-    return out.stdout.strip()
 
 
-def auth(user, password):
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 def get(base, path, user=None, password=None):
-    headers = auth(user, password) if user else {}
+    headers = kt.basic_auth(user, password) if user else {}
     status, hdrs, body = kt.http("GET", base + path, headers=headers, timeout=20)
     return status, {k.lower(): v for k, v in hdrs.items()}, body
 
@@ -90,7 +81,7 @@ def test_users_and_scopes():
         commune = d07[0]["commune_id"]
         passwords = {"admin": "admin-pw", "d07": "d07 pw: with spaces", "prom": "prom-pw",
                      "nobody": "nobody-pw"}
-        hashes = {u: hash_password(p) for u, p in passwords.items()}
+        hashes = {u: kt.hash_password(p) for u, p in passwords.items()}
         web = work.file("web.yml")
         with open(web, "w") as f:
             f.write("# keng-aggregate's users\n"
@@ -207,13 +198,13 @@ def test_users_and_scopes():
         import threading
         t = threading.Thread(target=produce_later)
         t.start()
-        text, names = stream_events(port, auth("d07", pw), 6)
+        text, names = stream_events(port, kt.basic_auth("d07", pw), 6)
         t.join()
         kt.check("counts" not in names and "changed" in names, "d07's stream",
                  "'changed' events, no 'counts'", names)
         kt.check('"windows"' not in text, "no numbers of the province in d07's stream", "none",
                  text[:400])
-        text, names = stream_events(port, auth("admin", "admin-pw"), 2)
+        text, names = stream_events(port, kt.basic_auth("admin", "admin-pw"), 2)
         kt.check("counts" in names, "the admin's stream has the province's counts", "counts",
                  names)
 
@@ -243,7 +234,7 @@ def test_users_and_scopes():
         # DevTools protocol, since a script cannot type into the native prompt).
         driver.execute_cdp_cmd("Network.enable", {})
         driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
-                               {"headers": auth("d07", pw)})
+                               {"headers": kt.basic_auth("d07", pw)})
         driver.get(f"{base}/")
         try:
             kt.wait_until(lambda: dash.table_is(driver, "commune", "D07"), dash.WAIT,
@@ -273,7 +264,7 @@ def test_users_and_scopes():
 def test_bad_files_and_unsafe_listen():
     work = kt.Workdir(prefix="keng-web-bad-")
     try:
-        good = hash_password("pw")
+        good = kt.hash_password("pw")
         cases = [
             ("basic_auth_users:\n  alice: not-a-hash\n",
              64, "web-", ":2: basic_auth_users: alice: not a bcrypt hash"),

@@ -10,6 +10,7 @@ kafkalib.py). ctest puts that folder on PYTHONPATH; to run a test by hand:
     PYTHONPATH=tests/support KENG_BIN_DIR=build/bin python3 tests/faults/test_ingest_kills.py
 """
 
+import base64
 import io
 import itertools
 import json
@@ -233,6 +234,11 @@ class Process:
             self.proc.kill()
         self.proc.wait(10)
         self.log_file.close()
+
+    def log_text(self):
+        """Everything the program logged so far."""
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
 
     def log_tail(self, lines=30):
         try:
@@ -569,6 +575,17 @@ def messages(events):
     return [(TOPIC[kind], ev["board_id"].encode(), encode_framed(kind, ev)) for kind, ev in events]
 
 
+def metric_value(series, name, **labels):
+    """In metrics()'s answer, the value of the first series of name whose labels include
+    labels, or None."""
+    for key, value in series.items():
+        if key == name and not labels:
+            return value
+        if key.startswith(name + "{") and all(f'{k}="{v}"' in key for k, v in labels.items()):
+            return value
+    return None
+
+
 def metrics(base, timeout=5, headers=None):
     """GET base/metrics as {series: value}."""
     status, _, body = http("GET", base + "/metrics", headers=headers, timeout=timeout)
@@ -694,8 +711,37 @@ def registry_rows(path=None):
         out = subprocess.run([binary("keng-registry"), "--write", "-"], check=True,
                              capture_output=True).stdout.decode()
         return list(csv.DictReader(io.StringIO(out)))
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    with open(path, newline="", encoding="utf-8") as f:
+        # A registry file may open with '#' lines saying where it comes from.
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def registry_tool(*args, timeout=120):
+    """keng-registry run to its end, with the brokers its flags give (KENG_BROKERS left out):
+    the CompletedProcess, text."""
+    env = dict(os.environ)
+    env.pop("KENG_BROKERS", None)
+    return subprocess.run([binary("keng-registry"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def rfc3339(epoch_s):
+    """A time in whole seconds as RFC 3339 UTC, as antt.registry's keys are."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
+def hash_password(password):
+    """keng-aggregate --hash-password's bcrypt hash, for a web config's basic_auth_users."""
+    out = subprocess.run([binary("keng-aggregate"), "--hash-password"], input=password,
+                         capture_output=True, text=True, timeout=30)
+    check_equal(out.returncode, 0, f"--hash-password exit status ({out.stderr!r})")
+    return out.stdout.strip()
+
+
+def basic_auth(user, password):
+    """The Authorization header of a Basic sign-in."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def empty_tally():

@@ -3,6 +3,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include <cmocka.h>
 
@@ -23,6 +25,29 @@ int keng_unit_registry_teardown(void **state)
     keng_registry_destroy(keng_unit_registry);
     keng_unit_registry = NULL;
     return 0;
+}
+
+keng_registry_t *keng_unit_two_tier(const keng_registry_t *reg)
+{
+    char *csv = NULL, errstr[256] = "";
+    size_t len = 0;
+    FILE *out = open_memstream(&csv, &len);
+
+    assert_non_null(out);
+    fputs("board_id,board_name,commune_id,commune_name,district_id,district_name,groups,"
+          "members\n",
+          out);
+    for (size_t i = keng_registry_board_count(reg); i-- > 0;) {
+        const keng_board_t *b = keng_registry_board(reg, (uint32_t)i);
+        fprintf(out, "%s,%s,N%03zu,Xã %03zu,,,%u,%u\n", b->id, b->name, i * 7 % 130, i * 7 % 130,
+                b->groups, b->members);
+    }
+    fclose(out);
+    keng_registry_t *next = keng_registry_load_text(csv, len, "two-tier", errstr, sizeof(errstr));
+    free(csv);
+    if (!next)
+        fail_msg("the two-tier registry does not load: %s", errstr);
+    return next;
 }
 
 void keng_unit_expect_u64(uint64_t expected, uint64_t actual, const char *what)

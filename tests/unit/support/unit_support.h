@@ -21,6 +21,12 @@ extern keng_registry_t *keng_unit_registry;
 int keng_unit_registry_setup(void **state);
 int keng_unit_registry_teardown(void **state);
 
+/* reg's boards, listed backwards, under 130 communes N000..N129 and no district level (board
+ * i of reg in commune i * 7 % 130), as the two-tier province of 1 July 2025 puts the same
+ * boards under new units: keng_registry_in_board_order gives them reg's indexes. The caller
+ * owns the result; the test fails when it does not load. */
+keng_registry_t *keng_unit_two_tier(const keng_registry_t *reg);
+
 /* Fail the test with "what: expected E, actual A" when the two differ. */
 void keng_unit_expect_u64(uint64_t expected, uint64_t actual, const char *what);
 void keng_unit_expect_i64(int64_t expected, int64_t actual, const char *what);

@@ -12,6 +12,7 @@
 
 #include "alerts.h"
 #include "avro_codec.h"
+#include "unit_support.h"
 
 #define MINUTE 60000LL
 #define T0     1767225600000LL /* 2026-01-01T00:00:00Z */
@@ -157,39 +158,17 @@ static void test_fires_at_threshold_once(void **state)
     teardown_fixture(f);
 }
 
-/* The default registry's boards in the same order under 130 communes and no district level,
- * as a registry version of 2025 is after keng_registry_in_board_order. */
-static keng_registry_t *two_tier_of(const keng_registry_t *reg)
-{
-    char *csv = NULL, err[256];
-    size_t len = 0;
-    FILE *out = open_memstream(&csv, &len);
-
-    fputs("board_id,board_name,commune_id,commune_name,district_id,district_name,groups,"
-          "members\n",
-          out);
-    for (uint32_t i = 0; i < keng_registry_board_count(reg); i++) {
-        const keng_board_t *b = keng_registry_board(reg, i);
-        fprintf(out, "%s,%s,N%03u,Xã %03u,,,%u,%u\n", b->id, b->name, i * 7 % 130, i * 7 % 130,
-                b->groups, b->members);
-    }
-    fclose(out);
-    keng_registry_t *next = keng_registry_load_text(csv, len, "two-tier", err, sizeof(err));
-    free(csv);
-    assert_non_null(next);
-    return next;
-}
-
 /* A registry switch ends the alerts of the communes that were (resolved at the switch), and
  * the new communes fire anew from the same counts; a version without the level of a rule is
  * refused, naming the rule's key, with nothing changed. */
 static void test_registry_switch_resolves_and_refuses(void **state)
 {
     fixture_t *f = setup_rule("3", NULL);
-    keng_registry_t *next = two_tier_of(f->reg);
+    keng_registry_t *listed = keng_unit_two_tier(f->reg);
+    char err[256];
+    keng_registry_t *next = keng_registry_in_board_order(listed, f->reg, err, sizeof(err));
     const char *old_commune =
         keng_registry_commune(f->reg, keng_registry_board(f->reg, 0)->commune)->id;
-    char err[256];
 
     (void)state;
     for (int i = 0; i < 3; i++)
@@ -233,6 +212,7 @@ static void test_registry_switch_resolves_and_refuses(void **state)
     assert_int_equal(st.firing, 1);
     teardown_fixture(f);
     keng_registry_destroy(next);
+    keng_registry_destroy(listed);
 }
 
 static void test_window_expiry_resolves_with_hysteresis(void **state)
